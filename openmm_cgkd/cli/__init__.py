@@ -1,0 +1,1 @@
+"""The ``cgkd`` command line: one module per pipeline stage, registered in :mod:`.main`."""

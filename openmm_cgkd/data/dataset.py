@@ -1,0 +1,227 @@
+"""The CG dataset: mapped positions and forces of beads, the input of training and analysis.
+
+File format (HDF5, one file per dataset; ``FORMAT_VERSION`` is stored and checked):
+
+=================  ============  ==========  =========================================
+dataset            shape         dtype       unit / meaning
+=================  ============  ==========  =========================================
+positions          (F, N, 3)     float32     nm, bead centres of mass
+forces             (F, N, 3)     float32     kJ/mol/nm, summed atomic forces per bead
+boxes              (F, 3, 3)     float32     nm, box vectors as rows
+times              (F,)          float64     ps
+bead_types         (N,)          int32       index into the ``type_names`` attribute
+masses             (N,)          float64     dalton, summed atomic masses per bead
+potential_energy   (F,)          float64     kJ/mol, AA potential energy (optional)
+labels/...         see below                 distillation labels (optional, issue #4)
+=================  ============  ==========  =========================================
+
+``labels`` (written by the training module) holds ``forces`` (F, N, 3) kJ/mol/nm,
+``bead_energies`` (F, N) kJ/mol, ``energy`` (F,) kJ/mol and ``force_std`` (F, N, 3)
+kJ/mol/nm, with a ``provenance`` attribute naming the teachers.
+
+Root attributes: ``format_version``, ``type_names`` (JSON list) and ``provenance`` (JSON
+object: how the data was made).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+FORMAT_VERSION = 1
+
+__all__ = ["CGDataset", "DistillationLabels", "DatasetError", "FORMAT_VERSION"]
+
+
+class DatasetError(ValueError):
+    """A CG dataset file or array is missing, malformed or inconsistent."""
+
+
+@dataclass
+class DistillationLabels:
+    """Teacher predictions on every frame of a dataset (member means for an ensemble)."""
+
+    forces: np.ndarray  # (F, N, 3) kJ/mol/nm
+    bead_energies: np.ndarray  # (F, N) kJ/mol
+    energy: np.ndarray  # (F,) kJ/mol
+    force_std: np.ndarray  # (F, N, 3) kJ/mol/nm, member spread (zeros for one teacher)
+    provenance: dict = field(default_factory=dict)
+
+
+@dataclass
+class CGDataset:
+    """Frames of a coarse-grained system. Units: nm, kJ/mol/nm, ps, dalton."""
+
+    positions: np.ndarray
+    forces: np.ndarray
+    boxes: np.ndarray
+    times: np.ndarray
+    bead_types: np.ndarray
+    type_names: list[str]
+    masses: np.ndarray
+    potential_energy: np.ndarray | None = None
+    labels: DistillationLabels | None = None
+    provenance: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.positions = np.asarray(self.positions, dtype=np.float32)
+        self.forces = np.asarray(self.forces, dtype=np.float32)
+        self.boxes = np.asarray(self.boxes, dtype=np.float32)
+        self.times = np.asarray(self.times, dtype=np.float64)
+        self.bead_types = np.asarray(self.bead_types, dtype=np.int32)
+        self.masses = np.asarray(self.masses, dtype=np.float64)
+        self.type_names = [str(t) for t in self.type_names]
+        if self.potential_energy is not None:
+            self.potential_energy = np.asarray(self.potential_energy, dtype=np.float64)
+        self.validate()
+
+    @property
+    def n_frames(self) -> int:
+        return int(self.positions.shape[0])
+
+    @property
+    def n_beads(self) -> int:
+        return int(self.positions.shape[1])
+
+    def validate(self) -> None:
+        """Raise :class:`DatasetError` naming the first inconsistency found."""
+        if self.positions.ndim != 3 or self.positions.shape[2] != 3:
+            raise DatasetError(f"positions must have shape (frames, beads, 3), got {self.positions.shape}")
+        f, n, _ = self.positions.shape
+        expect = {
+            "forces": (self.forces, (f, n, 3)),
+            "boxes": (self.boxes, (f, 3, 3)),
+            "times": (self.times, (f,)),
+            "bead_types": (self.bead_types, (n,)),
+            "masses": (self.masses, (n,)),
+        }
+        if self.potential_energy is not None:
+            expect["potential_energy"] = (self.potential_energy, (f,))
+        if self.labels is not None:
+            lab = self.labels
+            expect.update({
+                "labels.forces": (np.asarray(lab.forces), (f, n, 3)),
+                "labels.bead_energies": (np.asarray(lab.bead_energies), (f, n)),
+                "labels.energy": (np.asarray(lab.energy), (f,)),
+                "labels.force_std": (np.asarray(lab.force_std), (f, n, 3)),
+            })
+        for name, (arr, shape) in expect.items():
+            if arr.shape != shape:
+                raise DatasetError(f"{name} has shape {arr.shape}; expected {shape} for {f} frames of {n} beads")
+            if np.issubdtype(arr.dtype, np.floating) and not np.all(np.isfinite(arr)):
+                bad = int(np.count_nonzero(~np.isfinite(arr)))
+                raise DatasetError(f"{name} holds {bad} NaN/inf values")
+        if f == 0:
+            raise DatasetError("dataset has no frames")
+        if len(self.type_names) == 0 or len(set(self.type_names)) != len(self.type_names):
+            raise DatasetError(f"type_names must be non-empty and unique, got {self.type_names}")
+        if self.bead_types.min() < 0 or self.bead_types.max() >= len(self.type_names):
+            raise DatasetError(
+                f"bead_types must index type_names (0..{len(self.type_names) - 1}), "
+                f"got range {self.bead_types.min()}..{self.bead_types.max()}")
+        if np.any(self.masses <= 0):
+            raise DatasetError("every bead mass must be positive (dalton)")
+        lengths = np.linalg.norm(self.boxes, axis=2)
+        if np.any(lengths <= 0):
+            raise DatasetError("box vectors must be non-zero (nm)")
+        if f > 1 and np.any(np.diff(self.times) <= 0):
+            raise DatasetError("times must be strictly increasing (ps)")
+        # Guard against Angstrom or metre input: bead spacing is 0.1-5 nm in any sane system.
+        median_box = float(np.median(lengths))
+        if not 0.5 <= median_box <= 1000.0:
+            raise DatasetError(f"median box length {median_box:g} nm is implausible: are the units nm?")
+
+    def type_counts(self) -> dict[str, int]:
+        counts = np.bincount(self.bead_types, minlength=len(self.type_names))
+        return {name: int(c) for name, c in zip(self.type_names, counts)}
+
+    def select_frames(self, index) -> "CGDataset":
+        """A new dataset holding frames ``index`` (a slice or integer array)."""
+        labels = None
+        if self.labels is not None:
+            lab = self.labels
+            labels = DistillationLabels(lab.forces[index], lab.bead_energies[index], lab.energy[index],
+                                        lab.force_std[index], dict(lab.provenance))
+        pe = None if self.potential_energy is None else self.potential_energy[index]
+        return CGDataset(self.positions[index], self.forces[index], self.boxes[index], self.times[index],
+                         self.bead_types, list(self.type_names), self.masses, pe, labels, dict(self.provenance))
+
+    # ----------------------------------------------------------------- HDF5 I/O
+    def save(self, path: str | Path) -> Path:
+        """Write the dataset to ``path`` (HDF5), atomically (a temporary file is renamed)."""
+        import h5py
+
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".part")
+        with h5py.File(tmp, "w") as h5:
+            h5.attrs["format_version"] = FORMAT_VERSION
+            h5.attrs["type_names"] = json.dumps(self.type_names)
+            h5.attrs["provenance"] = json.dumps(self.provenance, default=str)
+            kw = dict(compression="gzip", compression_opts=4)
+            h5.create_dataset("positions", data=self.positions, **kw)
+            h5.create_dataset("forces", data=self.forces, **kw)
+            h5.create_dataset("boxes", data=self.boxes)
+            h5.create_dataset("times", data=self.times)
+            h5.create_dataset("bead_types", data=self.bead_types)
+            h5.create_dataset("masses", data=self.masses)
+            if self.potential_energy is not None:
+                h5.create_dataset("potential_energy", data=self.potential_energy)
+            if self.labels is not None:
+                self._write_labels(h5, self.labels)
+        tmp.replace(path)
+        return path
+
+    @staticmethod
+    def _write_labels(h5, labels: DistillationLabels) -> None:
+        if "labels" in h5:
+            del h5["labels"]
+        g = h5.create_group("labels")
+        g.attrs["provenance"] = json.dumps(labels.provenance, default=str)
+        g.create_dataset("forces", data=np.asarray(labels.forces, dtype=np.float32), compression="gzip")
+        g.create_dataset("bead_energies", data=np.asarray(labels.bead_energies, dtype=np.float32))
+        g.create_dataset("energy", data=np.asarray(labels.energy, dtype=np.float64))
+        g.create_dataset("force_std", data=np.asarray(labels.force_std, dtype=np.float32), compression="gzip")
+
+    @classmethod
+    def load(cls, path: str | Path) -> "CGDataset":
+        """Read and validate a dataset written by :meth:`save`."""
+        import h5py
+
+        path = Path(path)
+        if not path.is_file():
+            raise DatasetError(f"CG dataset not found: {path}")
+        try:
+            h5 = h5py.File(path, "r")
+        except OSError as exc:
+            raise DatasetError(f"{path} is not a readable HDF5 file: {exc}") from exc
+        with h5:
+            version = int(h5.attrs.get("format_version", -1))
+            if version != FORMAT_VERSION:
+                raise DatasetError(f"{path}: format_version {version}, this package reads {FORMAT_VERSION}")
+            missing = [k for k in ("positions", "forces", "boxes", "times", "bead_types", "masses") if k not in h5]
+            if missing:
+                raise DatasetError(f"{path} lacks dataset(s) {missing}")
+            labels = None
+            if "labels" in h5:
+                g = h5["labels"]
+                labels = DistillationLabels(g["forces"][()], g["bead_energies"][()], g["energy"][()],
+                                            g["force_std"][()], json.loads(g.attrs.get("provenance", "{}")))
+            return cls(
+                positions=h5["positions"][()], forces=h5["forces"][()], boxes=h5["boxes"][()],
+                times=h5["times"][()], bead_types=h5["bead_types"][()],
+                type_names=json.loads(h5.attrs["type_names"]), masses=h5["masses"][()],
+                potential_energy=h5["potential_energy"][()] if "potential_energy" in h5 else None,
+                labels=labels, provenance=json.loads(h5.attrs.get("provenance", "{}")),
+            )
+
+    def save_labels(self, path: str | Path, labels: DistillationLabels) -> None:
+        """Add (or replace) distillation labels in the existing file ``path``."""
+        import h5py
+
+        self.labels = labels
+        self.validate()
+        with h5py.File(path, "a") as h5:
+            self._write_labels(h5, labels)

@@ -1,0 +1,1 @@
+"""CG potentials: torchmd-net representation + per-bead energy head, repulsive wall, ensembles."""

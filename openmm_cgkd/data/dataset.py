@@ -91,6 +91,7 @@ class CGDataset:
             raise DatasetError(f"positions must have shape (frames, beads, 3), got {self.positions.shape}")
         f, n, _ = self.positions.shape
         expect = {
+            "positions": (self.positions, (f, n, 3)),
             "forces": (self.forces, (f, n, 3)),
             "boxes": (self.boxes, (f, 3, 3)),
             "times": (self.times, (f,)),

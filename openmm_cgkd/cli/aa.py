@@ -1,0 +1,158 @@
+"""``cgkd aa-build``, ``cgkd aa-run``, ``cgkd map``: all-atom reference data and the AA -> CG mapping."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+DEFAULT_SYSTEM = "systems/des/system.yaml"
+
+
+def _add_system_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("system")
+    g.add_argument("--system", default=DEFAULT_SYSTEM,
+                   help="system definition YAML (force field, composition, box, temperature; "
+                        f"default {DEFAULT_SYSTEM}: reline, 250 choline / 250 Cl / 500 urea in 4.484 nm)")
+    size = g.add_mutually_exclusive_group()
+    size.add_argument("--molecules", type=int, metavar="N",
+                      help="total molecule count; composition ratios and density are kept "
+                           "(e.g. 252 -> 63 choline, 63 Cl, 126 urea in a 2.832 nm box)")
+    size.add_argument("--scale", type=float, metavar="F", help="multiply every molecule count by F (same density)")
+    g.add_argument("--cutoff", type=float, metavar="NM",
+                   help="nonbonded cutoff in nm (default: the system file's; must be below half the box)")
+
+
+def _load_system(args):
+    from openmm_cgkd.data.systemdef import SystemDefinition
+
+    sysdef = SystemDefinition.from_yaml(args.system)
+    if args.molecules:
+        sysdef = sysdef.resized(n_molecules=args.molecules)
+    elif args.scale:
+        sysdef = sysdef.resized(scale=args.scale)
+    if getattr(args, "cutoff", None):
+        sysdef.cutoff_nm = float(args.cutoff)
+    if sysdef.cutoff_nm >= 0.5 * sysdef.box_nm:
+        new = round(0.49 * sysdef.box_nm, 3)
+        print(f"note: cutoff {sysdef.cutoff_nm} nm is not below half the {sysdef.box_nm:.3f} nm box; using {new} nm",
+              file=sys.stderr)
+        sysdef.cutoff_nm = new
+    return sysdef
+
+
+def _cmd_build(args) -> int:
+    from openmm_cgkd.data.aamd import select_platform
+    from openmm_cgkd.data.build import build_box
+
+    sysdef = _load_system(args)
+    plat, _ = select_platform(args.platform, args.threads)
+    build_box(sysdef, args.out, seed=args.seed, minimise_steps=args.max_iterations, platform=plat)
+    return 0
+
+
+def _protocol(args, sysdef):
+    from openmm_cgkd.data.aamd import Protocol
+
+    return Protocol(temperature_K=args.temperature or sysdef.temperature_K, timestep_fs=sysdef.timestep_fs,
+                    thermostat=args.thermostat, friction_per_ps=args.friction or sysdef.friction_per_ps,
+                    anneal_ps=args.anneal_ps, anneal_temperature_K=args.anneal_temperature,
+                    equilibration_ps=args.equilibration_ps, production_ps=args.production_ps,
+                    frame_interval_ps=args.frame_interval_ps, checkpoint_every_frames=args.checkpoint_every,
+                    seed=args.seed)
+
+
+def _cmd_run(args) -> int:
+    from openmm_cgkd.data.aamd import select_platform, run_aa
+    from openmm_cgkd.data.build import build_box
+
+    sysdef = _load_system(args)
+    run_dir = Path(args.run_dir)
+    structure = args.structure
+    if structure is None and not (run_dir / "run.json").is_file():
+        structure = run_dir / "built.pdb"
+        if not structure.is_file():
+            plat, _ = select_platform(args.platform, args.threads)
+            build_box(sysdef, structure, seed=args.seed, platform=plat)
+    summary = run_aa(run_dir, sysdef, _protocol(args, sysdef), structure, platform=args.platform,
+                     threads=args.threads, progress=not args.no_progress)
+    return 0 if summary["finished"] else 3
+
+
+def _cmd_map(args) -> int:
+    from openmm_cgkd.data.mapping import map_command
+
+    return map_command(args)
+
+
+def register(sub) -> None:
+    fmt = argparse.RawDescriptionHelpFormatter
+    # ------------------------------------------------------------------ aa-build
+    p = sub.add_parser(
+        "aa-build", formatter_class=fmt, help="pack an AA box (packmol) at the system's density and minimise it",
+        description="Pack the molecules of a system definition into its cubic box with packmol (random,\n"
+                    "non-overlapping, 2 A tolerance), minimise the energy (L-BFGS, OPLS-DES, PME) and write a\n"
+                    "PDB whose CRYST1 record is the box. Smaller boxes at the same density: --molecules/--scale.\n\n"
+                    "example:  cgkd aa-build --molecules 252 --out runs/des252/built.pdb")
+    _add_system_args(p)
+    p.add_argument("--out", required=True, help="output PDB (positions in the system's atom order)")
+    p.add_argument("--seed", type=int, default=1, help="packmol random seed (default 1)")
+    p.add_argument("--max-iterations", type=int, default=0, help="minimiser iteration cap (0 = until converged)")
+    p.add_argument("--platform", choices=["CUDA", "CPU", "Reference"], help="OpenMM platform (default: CUDA if present, else CPU)")
+    p.add_argument("--threads", type=int, help="CPU platform threads (default: all cores)")
+    p.set_defaults(func=_cmd_build)
+
+    # ------------------------------------------------------------------ aa-run
+    p = sub.add_parser(
+        "aa-run", formatter_class=fmt, help="resumable AA MD: anneal, NVT equilibration, production with forces",
+        description="Run (or resume) all-atom MD of a system definition in RUN_DIR:\n"
+                    "  optional anneal (linear cool-down from --anneal-temperature), NVT equilibration, then NVT\n"
+                    "  production that saves positions (nm), total atomic forces (kJ/mol/nm), box (nm), potential\n"
+                    "  energy (kJ/mol) and time (ps) every --frame-interval-ps to RUN_DIR/frames/*.h5, and\n"
+                    "  RUN_DIR/production.h5 when done.\n"
+                    "Kill it at any time and rerun the SAME command: it continues from the last checkpoint with\n"
+                    "no frame lost or duplicated (a larger --production-ps extends a finished run).\n"
+                    "Without --structure a new run packs and minimises its own box (RUN_DIR/built.pdb).\n"
+                    "Exit code 0 when production is complete.\n\n"
+                    "example:  cgkd aa-run --molecules 252 --run-dir runs/des252 --anneal-ps 20 \\\n"
+                    "              --equilibration-ps 100 --production-ps 250 --frame-interval-ps 0.5")
+    _add_system_args(p)
+    p.add_argument("--run-dir", required=True, help="directory holding the run's checkpoints and frames")
+    p.add_argument("--structure", help="starting PDB from `cgkd aa-build` (new runs only)")
+    g = p.add_argument_group("protocol")
+    g.add_argument("--temperature", type=float, help="K (default: the system file's, 298.1 for reline)")
+    g.add_argument("--thermostat", choices=["langevin", "nose-hoover"], default="langevin",
+                   help="LangevinMiddle (default) or Nose-Hoover chain")
+    g.add_argument("--friction", type=float, help="Langevin friction / Nose-Hoover collision frequency, 1/ps")
+    g.add_argument("--anneal-ps", type=float, default=0.0, help="anneal length, ps (0 = none)")
+    g.add_argument("--anneal-temperature", type=float, default=400.0, help="anneal start temperature, K")
+    g.add_argument("--equilibration-ps", type=float, default=100.0, help="NVT equilibration, ps (default 100)")
+    g.add_argument("--production-ps", type=float, default=500.0, help="production length, ps (default 500)")
+    g.add_argument("--frame-interval-ps", type=float, default=1.0, help="time between saved frames, ps (default 1)")
+    g.add_argument("--checkpoint-every", type=int, default=10, metavar="FRAMES",
+                   help="frames per part file / checkpoint (default 10)")
+    g.add_argument("--seed", type=int, default=1, help="velocity / thermostat / packing seed")
+    g.add_argument("--platform", choices=["CUDA", "CPU", "Reference"], help="default: CUDA if present, else CPU")
+    g.add_argument("--threads", type=int, help="CPU platform threads (default: all cores)")
+    g.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_run)
+
+    # ------------------------------------------------------------------ map
+    from openmm_cgkd.data.mapping import add_map_arguments
+
+    p = sub.add_parser(
+        "map", formatter_class=fmt, help="map AA positions/forces to a CG dataset (HDF5)",
+        description="Map an all-atom trajectory WITH FORCES to coarse-grained beads and write a CG dataset\n"
+                    "(openmm_cgkd.data.dataset format: float32 positions nm, forces kJ/mol/nm, boxes, times,\n"
+                    "bead types, masses, AA potential energy, provenance).\n"
+                    "  bead position = centre of mass of its atoms (molecule made whole across the box)\n"
+                    "  bead force    = sum of its atoms' forces;  bead mass = sum of its atoms' masses\n\n"
+                    "inputs (one of):\n"
+                    "  --run-dir DIR                      an `cgkd aa-run` directory (partial runs too)\n"
+                    "  --trajectory X.trr --topology T    GROMACS TRR with forces; T = .gro, .pdb or .top\n"
+                    "  --trajectory X --topology T --forces F.npy\n"
+                    "                                     any mdtraj-readable trajectory (dcd, xtc, h5, nc, pdb)\n"
+                    "                                     plus a (frames, atoms, 3) force array\n\n"
+                    "example:  cgkd map --run-dir runs/des252 --mapping systems/des/mapping.yaml --out des_cg.h5")
+    add_map_arguments(p)
+    p.set_defaults(func=_cmd_map)

@@ -1,0 +1,258 @@
+"""AA trajectories with forces: our OpenMM runs, GROMACS TRR files, mdtraj/OpenMM trajectories.
+
+Everything is converted to an :class:`AATrajectory` in nm, ps, kJ/mol/nm, dalton, ready for
+:func:`openmm_cgkd.data.mapping.map_trajectory`. Errors are explicit when forces are absent,
+when atom counts disagree with the topology, or when units look wrong.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["AATrajectory", "InputError", "load_run", "load_trajectory", "read_trr", "read_topology",
+           "read_masses", "FORCE_UNITS"]
+
+# conversion factors to kJ/mol/nm
+FORCE_UNITS = {"kJ/mol/nm": 1.0, "kJ/mol/A": 10.0, "kcal/mol/A": 41.84, "kcal/mol/nm": 4.184}
+# RMS atomic force of a liquid at ~300 K is O(10^2-10^3) kJ/mol/nm; outside this range the units are off
+PLAUSIBLE_RMS_FORCE = (5.0, 5.0e4)
+
+
+class InputError(ValueError):
+    """An AA input is missing forces, has mismatched atoms, or implausible units."""
+
+
+@dataclass
+class AATrajectory:
+    topology: object  # mdtraj.Topology
+    masses: np.ndarray  # (n_atoms,) dalton
+    positions: np.ndarray  # (F, n_atoms, 3) nm
+    forces: np.ndarray  # (F, n_atoms, 3) kJ/mol/nm
+    boxes: np.ndarray  # (F, 3, 3) nm, rows are box vectors
+    times: np.ndarray  # (F,) ps
+    potential_energy: np.ndarray | None = None  # (F,) kJ/mol
+    provenance: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.positions = np.asarray(self.positions)
+        self.forces = np.asarray(self.forces)
+        self.boxes = np.asarray(self.boxes)
+        self.times = np.asarray(self.times, dtype=np.float64)
+        self.masses = np.asarray(self.masses, dtype=np.float64)
+
+    @property
+    def n_atoms(self) -> int:
+        return int(self.positions.shape[1])
+
+    def validate(self, check_units: bool = True) -> "AATrajectory":
+        f, n = self.positions.shape[:2]
+        if self.positions.ndim != 3 or self.positions.shape[2] != 3:
+            raise InputError(f"positions must be (frames, atoms, 3), got {self.positions.shape}")
+        if f == 0:
+            raise InputError("the trajectory has no frames")
+        if self.topology.n_atoms != n:
+            raise InputError(f"the topology has {self.topology.n_atoms} atoms but the trajectory has {n}")
+        if self.forces.shape != self.positions.shape:
+            raise InputError(f"forces have shape {self.forces.shape}; positions have {self.positions.shape} "
+                             "(frame and atom counts must agree)")
+        if self.masses.shape != (n,):
+            raise InputError(f"{self.masses.shape[0]} masses for {n} atoms")
+        if self.boxes.shape != (f, 3, 3):
+            raise InputError(f"boxes must be (frames, 3, 3) nm, got {self.boxes.shape}: the trajectory needs a "
+                             "periodic box")
+        if self.times.shape != (f,):
+            raise InputError(f"times must be (frames,), got {self.times.shape}")
+        for name in ("positions", "forces", "boxes"):
+            if not np.all(np.isfinite(getattr(self, name))):
+                raise InputError(f"{name} contain NaN/inf")
+        lengths = np.linalg.norm(self.boxes, axis=2)
+        if np.any(lengths <= 0):
+            raise InputError("box vectors must be non-zero: a periodic box is required")
+        if check_units:
+            med = float(np.median(lengths))
+            if not 0.5 <= med <= 1000.0:
+                raise InputError(f"median box length {med:g} is implausible in nm (Angstrom input?)")
+            # condensed phases hold ~30-150 atoms/nm^3; Angstrom read as nm gives 1000x less
+            dens = n / float(np.median(np.abs(np.linalg.det(self.boxes))))
+            if not 5.0 <= dens <= 1000.0:
+                raise InputError(f"{dens:.3g} atoms/nm^3 is implausible for a liquid: are positions/box in nm "
+                                 "(Angstrom input?)? Pass --no-unit-check for dilute systems")
+            rms = float(np.sqrt(np.mean(np.asarray(self.forces, dtype=np.float64) ** 2)))
+            lo, hi = PLAUSIBLE_RMS_FORCE
+            if not lo <= rms <= hi:
+                raise InputError(f"RMS atomic force {rms:.3g} is implausible in kJ/mol/nm (expected {lo:g}-{hi:g}); "
+                                 "check the force unit (--force-unit) or pass --no-unit-check")
+        return self
+
+
+def read_masses(path: str | Path) -> np.ndarray:
+    path = Path(path)
+    return np.load(path) if path.suffix == ".npy" else np.loadtxt(path)
+
+
+def _masses_from_topology(top) -> np.ndarray:
+    masses = []
+    for a in top.atoms:
+        if a.element is None or a.element.mass is None or a.element.mass <= 0:
+            raise InputError(f"atom {a} has no element; pass per-atom masses (--masses)")
+        masses.append(float(a.element.mass))
+    return np.asarray(masses)
+
+
+def read_topology(path: str | Path):
+    """(mdtraj Topology, masses dalton) from .gro / .pdb / .top (+ anything mdtraj reads).
+
+    Masses come from the .top file's atom records when given one, else from elements
+    (mdtraj's guess for .gro). Pass explicit masses for exotic names.
+    """
+    import mdtraj as md
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"topology file not found: {path}")
+    if path.suffix == ".top":
+        from openmm.app import GromacsTopFile
+        from openmm import unit
+
+        try:
+            top = GromacsTopFile(str(path))
+            system = top.createSystem()
+        except Exception as exc:  # noqa: BLE001
+            raise InputError(f"could not read GROMACS topology {path}: {exc} (give a .gro/.pdb instead, "
+                             "with --masses if needed)") from exc
+        masses = np.array([system.getParticleMass(i).value_in_unit(unit.dalton) for i in range(system.getNumParticles())])
+        return md.Topology.from_openmm(top.topology), masses
+    top = md.load_topology(str(path))
+    return top, _masses_from_topology(top)
+
+
+def read_trr(path: str | Path):
+    """(positions nm, forces kJ/mol/nm, boxes nm, times ps) from a GROMACS TRR WITH forces."""
+    from mdtraj.formats import TRRTrajectoryFile
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"TRR file not found: {path}")
+    with TRRTrajectoryFile(str(path)) as fh:
+        _, has_forces = fh._check_has_velocities_forces()
+        if not has_forces:
+            raise InputError(f"{path} holds no forces: write them in GROMACS with nstfout > 0 "
+                             "(and the same frequency as nstxout), or rerun with `gmx mdrun -rerun`")
+        parts = []
+        while True:
+            chunk = fh._read(1000, None, get_velocities=False, get_forces=True)
+            if len(chunk[0]) == 0:
+                break
+            parts.append(chunk)
+    if not parts:
+        raise InputError(f"{path} holds no frames")
+    xyz = np.concatenate([p[0] for p in parts])
+    time = np.concatenate([p[1] for p in parts])
+    box = np.concatenate([p[3] for p in parts])
+    forces = None if any(p[6] is None for p in parts) else np.concatenate([p[6] for p in parts])
+    if forces is None or len(forces) != len(xyz):
+        raise InputError(f"{path}: not every frame carries forces (set nstfout = nstxout)")
+    return xyz, forces, box, np.asarray(time, dtype=np.float64)
+
+
+def load_trajectory(trajectory: str | Path, topology: str | Path, *, forces=None, force_unit: str = "kJ/mol/nm",
+                    masses: np.ndarray | None = None, timestep_ps: float | None = None,
+                    check_units: bool = True) -> AATrajectory:
+    """A GROMACS TRR (forces inside) or any mdtraj trajectory plus a force array/file."""
+    import mdtraj as md
+
+    trajectory = Path(trajectory)
+    top, top_masses = read_topology(topology)
+    if masses is None:
+        masses = top_masses
+    if force_unit not in FORCE_UNITS:
+        raise InputError(f"force unit {force_unit!r} not one of {list(FORCE_UNITS)}")
+    if trajectory.suffix == ".trr" and forces is None:
+        xyz, frc, box, times = read_trr(trajectory)
+        energy = None
+        if xyz.shape[1] != top.n_atoms:
+            raise InputError(f"{trajectory} has {xyz.shape[1]} atoms; topology {topology} has {top.n_atoms}")
+    else:
+        if forces is None:
+            raise InputError(f"{trajectory} carries no forces: give a force array (--forces F.npy, "
+                             "(frames, atoms, 3)) or use a TRR written with forces")
+        if not trajectory.is_file():
+            raise FileNotFoundError(f"trajectory not found: {trajectory}")
+        try:
+            traj = md.load(str(trajectory), top=top)
+        except ValueError as exc:
+            raise InputError(f"could not read {trajectory} with topology {topology}: {exc}") from exc
+        xyz = traj.xyz
+        if traj.unitcell_vectors is None:
+            raise InputError(f"{trajectory} has no periodic box")
+        box = traj.unitcell_vectors
+        times = np.asarray(traj.time, dtype=np.float64)
+        frc, energy = _read_force_array(forces)
+        frc = frc * FORCE_UNITS[force_unit]
+        if frc.shape[0] != xyz.shape[0]:
+            raise InputError(f"forces have {frc.shape[0]} frames; the trajectory has {xyz.shape[0]}")
+    if timestep_ps and (len(times) > 1 and np.all(times == times[0])):
+        times = np.arange(len(times)) * timestep_ps
+    elif len(times) > 1 and np.any(np.diff(times) <= 0):
+        if timestep_ps is None:
+            raise InputError("frame times are not increasing: give --timestep-ps")
+        times = np.arange(len(times)) * timestep_ps
+    aa = AATrajectory(top, masses, xyz, frc, box, times, energy,
+                      {"source": str(trajectory), "topology": str(topology), "force_unit_in": force_unit})
+    return aa.validate(check_units)
+
+
+def _read_force_array(forces):
+    if isinstance(forces, np.ndarray):
+        return np.asarray(forces, dtype=np.float64), None
+    path = Path(forces)
+    if not path.is_file():
+        raise FileNotFoundError(f"force file not found: {path}")
+    if path.suffix == ".npy":
+        return np.load(path).astype(np.float64), None
+    if path.suffix == ".npz":
+        z = np.load(path)
+        if "forces" not in z:
+            raise InputError(f"{path} has no 'forces' array (keys: {list(z.keys())})")
+        return z["forces"].astype(np.float64), (z["potential_energy"] if "potential_energy" in z else None)
+    import h5py
+
+    with h5py.File(path, "r") as h5:
+        if "forces" not in h5:
+            raise InputError(f"{path} has no 'forces' dataset (datasets: {list(h5.keys())})")
+        return h5["forces"][()].astype(np.float64), (h5["potential_energy"][()] if "potential_energy" in h5 else None)
+
+
+def load_run(run_dir: str | Path, max_frames: int | None = None, check_units: bool = True) -> AATrajectory:
+    """The committed production frames of a ``cgkd aa-run`` directory (finished or not)."""
+    import mdtraj as md
+
+    from openmm_cgkd.data.aamd import read_frames
+    from openmm_cgkd.data.opls import build_topology
+    from openmm_cgkd.data.systemdef import SystemDefinition
+
+    run_dir = Path(run_dir)
+    meta_path = run_dir / "run.json"
+    if not meta_path.is_file():
+        raise InputError(f"{run_dir} is not an aa-run directory (no run.json)")
+    meta = json.loads(meta_path.read_text())
+    fr = read_frames(run_dir, max_frames)
+    sysd = meta["system"]
+    sysdef = SystemDefinition(name=sysd["name"], forcefield_path=Path(sysd["forcefield"]),
+                              composition=sysd["composition"], box_nm=sysd["box_nm"])
+    if not sysdef.forcefield_path.is_file():  # run directory moved to another checkout
+        here = Path(__file__).resolve().parents[2] / "systems" / "des" / sysdef.forcefield_path.name
+        sysdef.forcefield_path = here
+    top = md.Topology.from_openmm(build_topology(sysdef.forcefield, sysdef.composition))
+    progress = json.loads((run_dir / "progress.json").read_text()) if (run_dir / "progress.json").is_file() else {}
+    prov = {"source": "cgkd aa-run", "run_dir": str(run_dir), "system": sysd, "protocol": meta["protocol"],
+            "frames_committed": int(progress.get("frames", len(fr["times"]))), "wall_s": progress.get("wall_s"),
+            "platform": progress.get("platform"), "force_field": "OPLS-DES (Doherty & Acevedo 2018), "
+            "charges x0.8, geometric LJ, 1-4 x0.5/0.5, PME", "forces": "total force-field force per atom "
+            "(constraint forces excluded; they cancel within one-molecule beads)"}
+    aa = AATrajectory(top, np.asarray(meta["masses"]), fr["positions"], fr["forces"], fr["boxes"], fr["times"],
+                      fr["potential_energy"], prov)
+    return aa.validate(check_units)

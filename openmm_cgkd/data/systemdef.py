@@ -1,0 +1,102 @@
+"""System definitions (YAML): force field, composition, box, temperature, MD settings.
+
+Smaller (or larger) boxes at the same density come from :meth:`SystemDefinition.resized`: the
+composition is scaled keeping its ratios and the cubic box edge by (mass ratio)^(1/3).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from openmm_cgkd.data.opls import ForceField, load_forcefield
+
+__all__ = ["SystemDefinition", "AVOGADRO_G_PER_DALTON"]
+
+AVOGADRO_G_PER_DALTON = 1.66053906660e-24  # g per dalton
+
+
+@dataclass
+class SystemDefinition:
+    name: str
+    forcefield_path: Path
+    composition: dict[str, int]
+    box_nm: float
+    temperature_K: float = 298.1
+    timestep_fs: float = 2.0
+    friction_per_ps: float = 1.0
+    cutoff_nm: float = 1.2
+    constraints: str | None = "HBonds"
+    mapping_path: Path | None = None
+    source: str = ""
+    _ff: ForceField | None = field(default=None, repr=False, compare=False)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> "SystemDefinition":
+        import yaml
+
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"system definition not found: {path}")
+        d = yaml.safe_load(path.read_text())
+        base = path.parent
+        missing = [k for k in ("forcefield", "composition", "box_nm") if k not in d]
+        if missing:
+            raise ValueError(f"{path}: missing key(s) {missing}")
+        return cls(
+            name=str(d.get("name", path.stem)), forcefield_path=(base / d["forcefield"]).resolve(),
+            composition={str(k): int(v) for k, v in d["composition"].items()}, box_nm=float(d["box_nm"]),
+            temperature_K=float(d.get("temperature_K", 298.1)), timestep_fs=float(d.get("timestep_fs", 2.0)),
+            friction_per_ps=float(d.get("friction_per_ps", 1.0)), cutoff_nm=float(d.get("cutoff_nm", 1.2)),
+            constraints=d.get("constraints", "HBonds"),
+            mapping_path=(base / d["mapping"]).resolve() if d.get("mapping") else None, source=str(path.resolve()))
+
+    @property
+    def forcefield(self) -> ForceField:
+        if self._ff is None:
+            self._ff = load_forcefield(self.forcefield_path)
+        return self._ff
+
+    @property
+    def n_molecules(self) -> int:
+        return int(sum(self.composition.values()))
+
+    @property
+    def n_atoms(self) -> int:
+        ff = self.forcefield
+        return int(sum(ff.molecules[k].n_atoms * n for k, n in self.composition.items()))
+
+    @property
+    def total_mass(self) -> float:
+        ff = self.forcefield
+        return float(sum(ff.molecules[k].mass * n for k, n in self.composition.items()))
+
+    @property
+    def density_g_cm3(self) -> float:
+        return self.total_mass * AVOGADRO_G_PER_DALTON / (self.box_nm * 1e-7) ** 3
+
+    def box_vectors(self) -> np.ndarray:
+        return np.eye(3) * self.box_nm
+
+    def resized(self, n_molecules: int | None = None, scale: float | None = None) -> "SystemDefinition":
+        """Same density and composition ratios, ``n_molecules`` in total (or counts x ``scale``)."""
+        if (n_molecules is None) == (scale is None):
+            raise ValueError("give exactly one of n_molecules or scale")
+        if scale is None:
+            scale = n_molecules / self.n_molecules
+        if scale <= 0:
+            raise ValueError("scale must be positive")
+        comp = {k: max(1, int(round(v * scale))) if v > 0 else 0 for k, v in self.composition.items()}
+        new = replace(self, composition=comp, _ff=self._ff)
+        mass_ratio = new.total_mass / self.total_mass
+        new.box_nm = self.box_nm * mass_ratio ** (1.0 / 3.0)
+        new.name = f"{self.name}-{new.n_molecules}"
+        return new
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "forcefield": str(self.forcefield_path), "composition": dict(self.composition),
+                "box_nm": self.box_nm, "temperature_K": self.temperature_K, "timestep_fs": self.timestep_fs,
+                "friction_per_ps": self.friction_per_ps, "cutoff_nm": self.cutoff_nm,
+                "constraints": self.constraints, "density_g_cm3": round(self.density_g_cm3, 5),
+                "n_atoms": self.n_atoms, "source": self.source}

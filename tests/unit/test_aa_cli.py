@@ -1,0 +1,24 @@
+"""`cgkd aa-build`, `cgkd aa-run`, `cgkd map`: registered, with helpful --help."""
+import pytest
+
+from openmm_cgkd.cli.main import build_parser, main
+
+
+@pytest.mark.parametrize("cmd,words", [
+    ("aa-build", ["packmol", "--molecules", "--out"]),
+    ("aa-run", ["resume", "--run-dir", "--production-ps", "--frame-interval-ps", "forces"]),
+    ("map", ["centre of mass", "--run-dir", "--trajectory", "--topology", "--forces", "--mapping", "TRR"]),
+])
+def test_help(cmd, words, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main([cmd, "--help"])
+    assert exc.value.code == 0
+    text = capsys.readouterr().out
+    for w in words:
+        assert w.lower() in text.lower(), w
+
+
+def test_map_needs_one_input(tmp_path):
+    args = build_parser().parse_args(["map", "--out", str(tmp_path / "x.h5")])
+    with pytest.raises(SystemExit, match="exactly one"):
+        args.func(args)

@@ -342,7 +342,10 @@ def run_aa(run_dir: str | Path, sysdef, protocol: Protocol, structure_pdb: str |
         st = ctx.getState(getPositions=True, getVelocities=True, getParameters=True, getIntegratorParameters=True)
         _atomic_write(run_dir / "state.xml", mm.XmlSerializer.serialize(st))
         _atomic_write(run_dir / "checkpoint.chk", ctx.createCheckpoint())
+        here = time.time() - t_start
+        rate = (step - step0) * protocol.dt_ps / 1000.0 / max(here, 1e-9) * 86400.0
         rec = {"step": step, "frames": frames, "wall_s": round(wall, 2), "platform": plat.getName(),
+               "ns_per_day_this_call": round(rate, 3), "threads": props.get("Threads"),
                "phase": "production" if step >= protocol.n_pre else "equilibration",
                "updated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         _atomic_write(run_dir / "progress.json", json.dumps(rec, indent=1))
@@ -358,27 +361,21 @@ def run_aa(run_dir: str | Path, sysdef, protocol: Protocol, structure_pdb: str |
         return stop_after_steps is None or steps_done_here < stop_after_steps
 
     step = step0
-    # --- anneal + equilibration, in chunks
+    # --- anneal + equilibration, checkpointed every equilibration_chunk_ps
     chunk = max(1, protocol.steps(protocol.equilibration_chunk_ps))
+    sub = max(1, protocol.steps(1.0))  # progress / anneal-temperature updates every 1 ps
     while step < protocol.n_pre and budget_left():
         before = step
         target = min(protocol.n_pre, step + chunk)
         if step < protocol.n_anneal:
             target = min(target, protocol.n_anneal)
-            sub = max(1, protocol.steps(1.0))  # update the anneal temperature every 1 ps
-            while step < target:
-                n = min(sub, target - step)
-                _set_temperature(integ, protocol, protocol.temperature_at(step))
-                integ.step(n)
-                step += n
-                bar.update(n)
-            bar.set_description("AA anneal")
-        else:
-            _set_temperature(integ, protocol, protocol.temperature_K)
-            bar.set_description("AA equilibration")
-            integ.step(target - step)
-            bar.update(target - step)
-            step = target
+        bar.set_description("AA anneal" if step < protocol.n_anneal else "AA equilibration")
+        while step < target:
+            n = min(sub, target - step)
+            _set_temperature(integ, protocol, protocol.temperature_at(step))
+            integ.step(n)
+            step += n
+            bar.update(n)
         steps_done_here += step - before
         checkpoint(step, 0, wall_base + time.time() - t_start)
     _set_temperature(integ, protocol, protocol.temperature_K)

@@ -194,6 +194,8 @@ def create_system(ff: ForceField, topology, *, nonbonded: str = "PME", cutoff_nm
     import openmm as mm
     from openmm import unit
 
+    if constraints not in (None, "HBonds"):
+        raise ValueError(f"constraints must be 'HBonds' or None, got {constraints!r}")
     system = mm.System()
     if nonbonded == "PME":
         vecs = topology.getPeriodicBoxVectors()
@@ -270,8 +272,6 @@ def create_system(ff: ForceField, topology, *, nonbonded: str = "PME", cutoff_nm
             coul.addException(base + i, base + j, float(qq), float(sig) if sig > 0 else 1.0, float(eps))
             lj.addExclusion(base + i, base + j)
         n_expected += mol.n_atoms
-    if constraints not in (None, "HBonds"):
-        raise ValueError(f"constraints must be 'HBonds' or None, got {constraints!r}")
     for f in (bond_f, angle_f, tors_f, coul, lj):
         system.addForce(f)
     return system

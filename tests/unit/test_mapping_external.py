@@ -105,3 +105,48 @@ def test_atom_count_and_unit_errors(system):
     trr = _write_trr(system["dir"] / "short.trr", bad)
     with pytest.raises(InputError, match="atoms"):
         load_trajectory(trr, system["pdb"])
+
+
+TOP = """[ defaults ]
+1 3 yes 0.5 0.5
+
+[ atomtypes ]
+Cl  17  35.45  0.0  A  0.377  0.619232
+NA   7  14.007 0.0  A  0.325  0.71128
+
+[ moleculetype ]
+CL 1
+[ atoms ]
+1 Cl 1 CL Cl 1 -0.8 35.45
+
+[ moleculetype ]
+NX 1
+[ atoms ]
+1 NA 1 NX NA 1 0.8 14.007
+
+[ system ]
+test
+[ molecules ]
+CL 2
+NX 2
+"""
+
+
+def test_gromacs_top_gives_masses(tmp_path):
+    """A .top topology: masses from its atom records (an atom named NA is nitrogen here, not sodium)."""
+    from mdtraj.formats import TRRTrajectoryFile
+
+    (tmp_path / "t.top").write_text(TOP)
+    rng = np.random.default_rng(0)
+    pos = rng.uniform(0, 3, (3, 4, 3)).astype(np.float32)
+    frc = rng.normal(0, 500, (3, 4, 3)).astype(np.float32)
+    box = np.repeat((np.eye(3) * 3.0)[None], 3, 0).astype(np.float32)
+    with TRRTrajectoryFile(str(tmp_path / "t.trr"), "w") as fh:
+        fh._write(pos, np.arange(3, dtype=np.float32), np.arange(3, dtype=np.int32), box, np.zeros(3, np.float32),
+                  None, frc)
+    aa = load_trajectory(tmp_path / "t.trr", tmp_path / "t.top", check_units=False)
+    np.testing.assert_allclose(aa.masses, [35.45, 35.45, 14.007, 14.007])
+    spec = MappingSpec.from_dict({"type_names": ["X", "Y"], "residues": {"CL": [{"type": "X"}], "NX": [{"type": "Y"}]}})
+    ds = map_trajectory(aa, spec)
+    np.testing.assert_allclose(ds.forces, frc, rtol=1e-6)
+    assert list(ds.bead_types) == [0, 0, 1, 1]

@@ -70,8 +70,9 @@ def dataset_trajectory(dataset, frames=slice(None)):
     names = [dataset.type_names[t] for t in dataset.bead_types]
     top = md.Topology.from_openmm(bead_topology(names))
     boxes = dataset.boxes[frames]
-    return md.Trajectory(dataset.positions[frames], top, time=dataset.times[frames],
-                         unitcell_vectors=boxes)
+    traj = md.Trajectory(dataset.positions[frames], top, time=dataset.times[frames])
+    traj.unitcell_vectors = boxes  # mdtraj's constructor takes lengths/angles, not vectors
+    return traj
 
 
 def write_bead_pdb(path: str | Path, topology, positions_nm: np.ndarray, box_nm: np.ndarray | None = None) -> Path:

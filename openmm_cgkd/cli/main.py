@@ -13,7 +13,7 @@ import sys
 from openmm_cgkd import __version__
 
 # Order = order in `cgkd --help`.
-STAGE_MODULES: list[str] = ["aa"]
+STAGE_MODULES: list[str] = ["aa", "analyze"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,42 @@
+"""Structural validation of CG models (METHOD.md section 4), mdtraj style: plain functions of a
+trajectory returning small typed results (units nm, degrees, ps).
+
+=================================  ==========================================================
+``compute_rdfs(traj, edges)``      g(r) per bead-type pair (``mdtraj.compute_rdf``)
+``compute_adfs(traj, cutoffs)``    angle densities of triplets j-i-k per cutoff
+``compute_cdfs(traj, edges)``      single-linkage merge-distance densities per species
+``tae`` / ``tae_table``            total absolute error between curves
+``replica_mean``                   mean and std of curves over replicas
+``assess_stability(traj)``         broken frames, time-resolved CDFs, clustering drift
+``detect_equilibration(energies)`` start of the equilibrated part (pymbar, Chodera 2016)
+``analyze_model(...)``             all of it for replicas of one model vs an AA reference
+``write_report(report, out)``      report.json, summary.md and PNG plots
+=================================  ==========================================================
+"""
+from openmm_cgkd.analysis.adf import adf_key, compute_adfs
+from openmm_cgkd.analysis.cdf import (cdf_edges, cdf_from_merge_distances, compute_cdfs, frame_merge_distances,
+                                      mst_merge_distances)
+from openmm_cgkd.analysis.distributions import (AnalysisError, Distribution, bead_type_indices, make_trajectory,
+                                                minimum_image)
+from openmm_cgkd.analysis.equilibration import (EquilibrationResult, detect_equilibration, frames_to_discard,
+                                                read_energy_log)
+from openmm_cgkd.analysis.rdf import compute_rdfs, rdf_edges
+from openmm_cgkd.analysis.replicas import ReplicaStat, replica_mean, replica_stat, replica_tae_stats
+from openmm_cgkd.analysis.report import (AnalysisSettings, ModelReport, ReplicaAnalysis, analyze_model,
+                                         load_reference, load_trajectory, write_report)
+from openmm_cgkd.analysis.stability import (CoordinateCheck, DriftResult, StabilityReport, assess_stability,
+                                            cdf_drift, check_coordinates, time_resolved_cdfs)
+from openmm_cgkd.analysis.tae import distribution_tae, tae, tae_table
+
+__all__ = [
+    "AnalysisError", "Distribution", "bead_type_indices", "make_trajectory", "minimum_image",
+    "compute_rdfs", "rdf_edges", "compute_adfs", "adf_key",
+    "compute_cdfs", "cdf_edges", "cdf_from_merge_distances", "frame_merge_distances", "mst_merge_distances",
+    "tae", "distribution_tae", "tae_table",
+    "ReplicaStat", "replica_stat", "replica_mean", "replica_tae_stats",
+    "CoordinateCheck", "DriftResult", "StabilityReport", "assess_stability", "cdf_drift", "check_coordinates",
+    "time_resolved_cdfs",
+    "EquilibrationResult", "detect_equilibration", "frames_to_discard", "read_energy_log",
+    "AnalysisSettings", "ModelReport", "ReplicaAnalysis", "analyze_model", "write_report", "load_reference",
+    "load_trajectory",
+]

@@ -1,0 +1,145 @@
+"""PNG plots of the structural analysis (matplotlib, Agg backend; no display needed)."""
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from openmm_cgkd.analysis.distributions import Distribution
+from openmm_cgkd.analysis.replicas import ReplicaStat
+
+__all__ = ["plot_overlays", "plot_time_resolved_cdfs", "plot_tae_bars", "plot_energies"]
+
+XLABELS = {"rdf": "r (nm)", "adf": "angle (degree)", "cdf": "merge distance (nm)"}
+YLABELS = {"rdf": "g(r)", "adf": "P(angle) (1/degree)", "cdf": "P(d) (1/nm)"}
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _grid(n: int, ncols: int = 3, size=(3.6, 2.6)):
+    """A figure of ``n`` panels sharing the x axis; labels go on the outer panels only."""
+    plt = _pyplot()
+    ncols = max(1, min(ncols, n))
+    nrows = max(1, math.ceil(n / ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(size[0] * ncols + 0.6, size[1] * nrows + 1.0), squeeze=False,
+                             sharex=True)
+    for ax in axes.ravel()[n:]:
+        ax.set_visible(False)
+    for i, ax in enumerate(axes.ravel()[:n]):
+        if i + ncols < n:  # a panel below is visible: no x tick labels here
+            ax.tick_params(labelbottom=False)
+        else:
+            ax.xaxis.set_tick_params(labelbottom=True)
+    width, height = fig.get_size_inches()  # margins in inches, whatever the number of panels
+    fig.subplots_adjust(left=0.95 / width, right=1 - 0.15 / width, bottom=0.55 / height, top=1 - 0.75 / height,
+                        wspace=0.35, hspace=0.35)
+    return fig, axes.ravel()
+
+
+def _label(axes, n: int, ncols: int, kind: str) -> None:
+    ncols = max(1, min(ncols, n))
+    for i, ax in enumerate(axes[:n]):
+        if i % ncols == 0:
+            ax.set_ylabel(YLABELS.get(kind, ""))
+        if i + ncols >= n:
+            ax.set_xlabel(XLABELS.get(kind, ""))
+
+
+def _save(fig, path: str | Path, tight: bool = False) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if tight:
+        fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    _pyplot().close(fig)
+    return path
+
+
+def plot_overlays(model: Mapping[str, Distribution], reference: Mapping[str, Distribution], path: str | Path,
+                  title: str = "", model_label: str = "CG", reference_label: str = "AA",
+                  tae: Mapping[str, ReplicaStat] | None = None) -> Path:
+    """One panel per key: the model curve (mean, +-1 std band over replicas) over the reference."""
+    keys = [k for k in reference if k in model]
+    fig, axes = _grid(len(keys))
+    for ax, key in zip(axes, keys):
+        m, r = model[key], reference[key]
+        ax.plot(r.centers, r.values, "k--", lw=1.2, label=reference_label)
+        ax.plot(m.centers, m.values, color="C0", lw=1.2, label=model_label)
+        if m.std is not None and np.any(m.std > 0):
+            ax.fill_between(m.centers, m.values - m.std, m.values + m.std, color="C0", alpha=0.3, lw=0)
+        label = key if tae is None or key not in tae else f"{key}  TAE {tae[key].mean:.3g}"
+        ax.set_title(label, fontsize=9)
+    if keys:
+        _label(axes, len(keys), 3, model[keys[0]].kind)
+        axes[0].legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)
+
+
+def plot_time_resolved_cdfs(blocks: Sequence[Mapping[str, Distribution]], reference: Mapping[str, Distribution],
+                            path: str | Path, block_labels: Sequence[str] | None = None, title: str = "") -> Path:
+    """Per species, the CDF of each block of frames (early = dark, late = light) over the reference."""
+    plt = _pyplot()
+    species = [s for s in reference if blocks and s in blocks[0]]
+    fig, axes = _grid(len(species))
+    colors = plt.cm.viridis(np.linspace(0.0, 0.9, max(1, len(blocks))))
+    for ax, s in zip(axes, species):
+        for i, block in enumerate(blocks):
+            lab = block_labels[i] if block_labels else f"block {i + 1}"
+            ax.plot(block[s].centers, block[s].values, color=colors[i], lw=1.1, label=lab)
+        ax.plot(reference[s].centers, reference[s].values, "k--", lw=1.2, label="AA")
+        ax.set_title(s, fontsize=9)
+    _label(axes, len(species), 3, "cdf")
+    if species:
+        axes[0].legend(fontsize=7)
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)
+
+
+def plot_tae_bars(tae: Mapping[str, Mapping[str, ReplicaStat]], path: str | Path, title: str = "") -> Path:
+    """One panel per kind: TAE per curve, bars = mean over replicas, error bars = 1 std."""
+    kinds = [k for k in tae if tae[k]]
+    plt = _pyplot()
+    widths = [max(4.0, 0.35 * len(tae[k])) for k in kinds]
+    fig, axes = plt.subplots(len(kinds), 1, figsize=(max(widths + [4.0]), 3.2 * max(1, len(kinds))), squeeze=False)
+    for ax, kind in zip(axes[:, 0], kinds):
+        keys = list(tae[kind])
+        mean = [tae[kind][k].mean for k in keys]
+        std = [tae[kind][k].std for k in keys]
+        ax.bar(range(len(keys)), mean, yerr=std, capsize=3, color="C0")
+        ax.set_xticks(range(len(keys)))
+        ax.set_xticklabels(keys, rotation=90 if len(keys) > 8 else 0, fontsize=7)
+        ax.set_ylabel(f"{kind.upper()} TAE")
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path, tight=True)
+
+
+def plot_energies(series: Sequence[tuple[np.ndarray, np.ndarray, int | None, str]], path: str | Path,
+                  title: str = "") -> Path:
+    """Potential energy against sample index/time per replica; a dotted line at detected t0.
+
+    ``series`` items: (x, energy, t0 index or None, label)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    for i, (x, e, t0, label) in enumerate(series):
+        ax.plot(x, e, color=f"C{i % 10}", lw=0.8, label=label)
+        if t0 is not None and 0 <= t0 < len(x):
+            ax.axvline(x[t0], color=f"C{i % 10}", ls=":", lw=1)
+    ax.set_xlabel("time (ps)" if series and series[0][0].dtype.kind == "f" else "sample")
+    ax.set_ylabel("potential energy (kJ/mol)")
+    ax.legend(fontsize=7)
+    if title:
+        ax.set_title(title)
+    return _save(fig, path, tight=True)

@@ -1,0 +1,97 @@
+"""``cgkd analyze``: structural validation of CG replicas against an AA reference."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+__all__ = ["register", "run"]
+
+EPILOG = """\
+examples:
+  cgkd analyze --trajectory rep1/traj.dcd rep2/traj.dcd --topology start.pdb \\
+               --reference data/des_cg.h5 --energies rep1/log.csv rep2/log.csv --out analysis/
+  cgkd analyze --trajectory run.dcd --topology start.pdb --reference aa_beads.dcd \\
+               --reference-topology aa_beads.pdb --stride 2 --out analysis/
+
+writes OUT/report.json (all numbers and curves), OUT/summary.md (tables) and PNG plots
+(rdf.png, adf_<cutoff>.png, cdf.png, cdf_time.png, tae.png, energy.png). Exit status 0 on
+success, 1 on bad input, 3 with --strict when a replica is broken or clusters.
+"""
+
+
+def register(subparsers) -> None:
+    from openmm_cgkd.analysis.report import AnalysisSettings
+
+    d = AnalysisSettings()
+    p = subparsers.add_parser(
+        "analyze", help="RDF/ADF/CDF, TAEs, stability and equilibration of CG replicas vs an AA reference",
+        description="Structural validation of one CG model: replicas (trajectories) against an AA reference "
+                    "(CG dataset HDF5 or bead trajectory). Units: nm, degree, ps.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--trajectory", "-t", nargs="+", required=True, metavar="FILE",
+                   help="CG trajectories, one per replica of the model (DCD, or anything mdtraj loads)")
+    p.add_argument("--topology", "-p", metavar="PDB", help="bead topology (PDB) of the CG trajectories")
+    p.add_argument("--reference", "-r", required=True, metavar="FILE",
+                   help="AA reference: CG dataset (HDF5) or a bead trajectory")
+    p.add_argument("--reference-topology", metavar="PDB", help="topology of a reference trajectory (default: --topology)")
+    p.add_argument("--energies", "-e", nargs="+", metavar="CSV",
+                   help="potential-energy CSV logs, one per trajectory, for equilibration detection")
+    p.add_argument("--out", "-o", required=True, metavar="DIR", help="output directory")
+    p.add_argument("--name", default="model", help="model name in the report")
+    p.add_argument("--stride", type=int, default=d.stride, help="keep every N-th CG frame")
+    p.add_argument("--discard-frames", type=int, default=d.discard_frames,
+                   help="drop at least this many frames (after stride) from the start of every replica")
+    p.add_argument("--reference-stride", type=int, default=d.reference_stride, help="keep every N-th reference frame")
+    p.add_argument("--reference-max-frames", type=int, default=None, help="use only the last N reference frames")
+    p.add_argument("--rdf-r-max", type=float, default=d.rdf_r_max, help="RDF range (nm; capped at half the box)")
+    p.add_argument("--rdf-bin-width", type=float, default=d.rdf_bin_width, help="RDF bin width (nm)")
+    p.add_argument("--rdf-mode", choices=("g", "density"), default=d.rdf_mode,
+                   help="RDF TAE of g(r) itself, or of unit-area g(r) curves")
+    p.add_argument("--adf-cutoffs", type=float, nargs="+", default=list(d.adf_cutoffs), help="ADF neighbour cutoffs (nm)")
+    p.add_argument("--adf-bin-width", type=float, default=d.adf_bin_width, help="ADF bin width (degree)")
+    p.add_argument("--cdf-bin-width", type=float, default=d.cdf_bin_width, help="CDF bin width (nm)")
+    p.add_argument("--blocks", type=int, default=d.n_blocks, help="blocks of the time-resolved CDFs")
+    p.add_argument("--drift-threshold", type=float, default=d.drift_threshold,
+                   help="flag clustering when the mean merge distance shrinks by more than this fraction")
+    p.add_argument("--no-plots", action="store_true", help="write JSON and Markdown only")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (never shown when stderr is no terminal)")
+    p.add_argument("--strict", action="store_true", help="exit 3 when a replica is broken or clusters")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from openmm_cgkd.analysis.distributions import AnalysisError
+    from openmm_cgkd.analysis.report import AnalysisSettings, analyze_model, write_report
+
+    try:
+        settings = AnalysisSettings(
+            rdf_r_max=args.rdf_r_max, rdf_bin_width=args.rdf_bin_width, rdf_mode=args.rdf_mode,
+            adf_cutoffs=tuple(args.adf_cutoffs), adf_bin_width=args.adf_bin_width,
+            cdf_bin_width=args.cdf_bin_width, n_blocks=args.blocks, drift_threshold=args.drift_threshold,
+            stride=args.stride, discard_frames=args.discard_frames, reference_stride=args.reference_stride,
+            reference_max_frames=args.reference_max_frames)
+        report = analyze_model(args.trajectory, args.reference, topology=args.topology,
+                               reference_topology=args.reference_topology, energies=args.energies,
+                               settings=settings, name=args.name,
+                               progress=not args.no_progress and sys.stderr.isatty())
+        written = write_report(report, args.out, plots=not args.no_plots)
+    except (AnalysisError, FileNotFoundError, ValueError) as exc:
+        print(f"cgkd analyze: error: {exc}", file=sys.stderr)
+        return 1
+    print(f"{report.name}: {len(report.good_replicas)}/{len(report.replicas)} replica(s) analysed")
+    for key, stat in report.summary.items():
+        if stat.n:
+            spread = f" ± {stat.std:.3g}" if stat.n > 1 else ""
+            print(f"  TAE {key:<10} {stat.mean:.4g}{spread}")
+    for r in report.replicas:
+        eq = "" if r.equilibration is None else f", equilibrated from sample {r.equilibration.t0_index}"
+        flags = [sp for sp, dr in r.stability.drift.items() if dr.flagged]
+        state = "FAILED" if r.failed else ("stable" if r.stability.stable else
+                                           "clustering: " + ", ".join(flags) if flags else "broken frames")
+        print(f"  {r.name}: frames {r.start_frame}-{r.stop_frame - 1} used{eq}; {state}")
+    print(f"wrote {written['json']}, {written['markdown']}"
+          + (f" and {sum(k.endswith('_png') for k in written)} PNG plots" if not args.no_plots else "")
+          + f" in {Path(args.out)}")
+    return 3 if args.strict and not report.stable else 0

@@ -135,8 +135,8 @@ def bead_types_from_masses(masses: Mapping[str, float], residue_names: Mapping[s
     return out
 
 
-# Choline C5H14NO+ , chloride, urea CH4N2O (IUPAC standard atomic weights), for the DES test system.
-DES_BEAD_TYPES = bead_types_from_masses({"Cho": 104.173, "Cl": 35.453, "Urea": 60.056})
+# Choline C5H14NO+, chloride, urea CH4N2O: sums of the OPLS-DES atomic masses (shared reference file).
+DES_BEAD_TYPES = bead_types_from_masses({"Cho": 104.173, "Cl": 35.45, "Urea": 60.056})
 
 
 # --------------------------------------------------------------------------- manifest

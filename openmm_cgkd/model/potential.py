@@ -36,7 +36,7 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor, nn
 
-__all__ = ["ARCHITECTURES", "PotentialConfig", "NeighborList", "CGPotential", "edge_geometry",
+__all__ = ["ARCHITECTURES", "PotentialConfig", "load_model_config", "model_config_names", "NeighborList", "CGPotential", "edge_geometry",
            "suggest_max_num_neighbors", "check_box", "import_torchmdnet", "NeighborOverflowError"]
 
 ARCHITECTURES = ("tensornet", "graph-network", "equivariant-transformer")
@@ -202,6 +202,29 @@ class PotentialConfig:
         if not isinstance(data, dict):
             raise ValueError(f"potential config YAML must be a mapping, got {type(data).__name__}")
         return cls.from_dict(data)
+
+
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+
+
+def model_config_names() -> list:
+    """Names of the shipped architecture configs (``openmm_cgkd/model/configs/<name>.yaml``)."""
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+
+
+def load_model_config(name_or_path, **overrides) -> PotentialConfig:
+    """A :class:`PotentialConfig` from a YAML file, or a shipped config by name (``tensornet``,
+    ``graph-network``, ``equivariant-transformer``); ``overrides`` replace fields."""
+    p = Path(name_or_path)
+    if not p.is_file():
+        p = CONFIG_DIR / f"{name_or_path}.yaml"
+        if not p.is_file():
+            raise FileNotFoundError(f"no model config {str(name_or_path)!r}: not a file, and not one of the "
+                                    f"shipped configs {model_config_names()}")
+    cfg = PotentialConfig.from_yaml(p)
+    if overrides:
+        cfg = PotentialConfig.from_dict({**cfg.to_dict(), **overrides})
+    return cfg
 
 
 class NeighborList(nn.Module):

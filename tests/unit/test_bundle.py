@@ -46,7 +46,7 @@ def test_student_round_trip(student):
     assert m.type_names == NAMES and m.model_kind == "student" and m.variant == "ensemble; e,F_T,F_AA"
     assert m.cutoff_nm == 0.7 and m.periodic and m.num_members == 1
     assert m.training["epochs"] == 3 and m.potential_config == model.config
-    np.testing.assert_allclose(m.masses_dalton, [104.173, 35.453, 60.056])
+    np.testing.assert_allclose(m.masses_dalton, [104.173, 35.45, 60.056])
     assert m.bead_types[0].residue_name == "CHO" and m.bead_types[2].atom_name == "URE"
     np.testing.assert_array_equal(m.wall.prefactor_kj_mol, bundle.wall.prefactor_kj_mol)
     assert isinstance(bundle.module, torch.jit.ScriptModule)

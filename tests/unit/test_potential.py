@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from openmm_cgkd.model.potential import (ARCHITECTURES, CGPotential, PotentialConfig, check_box,
-                                         suggest_max_num_neighbors)
+                                         load_model_config, model_config_names, suggest_max_num_neighbors)
 
 BOX_NM = 1.6
 CUTOFF_NM = 0.7
@@ -249,3 +249,14 @@ def test_config_yaml_round_trip(tmp_path):
         PotentialConfig.from_dict({**cfg.to_dict(), "bogus": 1})
     with pytest.raises(ValueError, match="unknown architecture"):
         PotentialConfig(architecture="schnet")
+
+
+def test_shipped_model_configs():
+    assert set(model_config_names()) == set(ARCHITECTURES)
+    for name in ARCHITECTURES:
+        cfg = load_model_config(name)
+        assert cfg.architecture == name and cfg.num_types == 3
+        assert cfg.max_num_neighbors == suggest_max_num_neighbors(1000 / 4.484 ** 3, cfg.cutoff_nm)
+    assert load_model_config("tensornet", embedding_dim=16).embedding_dim == 16
+    with pytest.raises(FileNotFoundError, match="shipped configs"):
+        load_model_config("schnet")

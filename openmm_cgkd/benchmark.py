@@ -1,0 +1,590 @@
+"""Inference speed of teachers, ensembles and students in OpenMM (``cgkd benchmark``).
+
+What is timed, per architecture (and per CUDA-graphs setting):
+
+==================  =====================================================================
+``teacher``         one network (member 0 of the ensemble), one ``TorchForce``
+``ensemble``        the K-member :class:`~openmm_cgkd.model.ensemble.EnsemblePotential` as
+                    ONE module in one ``TorchForce`` (shared pair list, one backward pass)
+``naive-ensemble``  the same K members as K separate ``TorchForce`` objects, each evaluating
+                    its member alone (own pair list, own backward pass) with its outputs
+                    scaled by 1/K (:class:`ScaledPotential`), so OpenMM sums them to the mean
+``student``         one network with the architecture of a teacher
+==================  =====================================================================
+
+For each, two figures:
+
+* **OpenMM**: milliseconds per MD step (``LangevinMiddleIntegrator``, 2 fs by default) of the
+  System that :meth:`CGKDForceField.create_system` builds (network force(s), the repulsive wall
+  as a ``CustomNonbondedForce``, a ``CMMotionRemover``), and the ns/day that follows;
+* **torch**: milliseconds per bare call of the very modules the ``TorchForce`` objects run
+  (:class:`~openmm_cgkd.serving.network_force.TorchForceModule`: wrap into the box, network
+  forward, forces by autograd), without OpenMM, with the positions in the dtype OpenMM hands over
+  (float64 on CPU / Reference, float32 on CUDA unless ``precision='double'``).
+
+``openmm_overhead = openmm_ms_per_step / torch_ms_per_call - 1``: the time OpenMM adds on top of
+the network (integrator, wall, data exchange with torch). Warm-up steps / calls are excluded;
+each figure is the median over ``repeats`` timed blocks of ``steps`` steps / calls. Goals printed
+against the figures (issue 6): ensemble-as-one-module <= 2x the student (OpenMM ms/step), OpenMM
+overhead <= 10 %.
+
+The system: ``n_beads`` beads of the DES composition Cho:Cl:Urea = 1:1:2 at the reline CG number
+density (1000 beads per 4.484^3 nm^3) on a jittered cubic lattice (:func:`des_lattice`), or a
+bead PDB (``structure``). Models: untrained networks (random weights: speed does not depend on
+the weights; the output says so) or given bundles. Units: nm, ps, kJ/mol, ms, ns/day.
+
+Python API::
+
+    from openmm_cgkd.benchmark import BenchmarkSettings, run_benchmark, format_table
+    result = run_benchmark(BenchmarkSettings(n_beads=250, architectures=["graph-network"], members=8))
+    print(format_table(result)); result.to_json("benchmark.json")
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform as _platform
+import statistics
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from torch import Tensor
+
+__all__ = ["RELINE_BEAD_DENSITY_PER_NM3", "MODEL_NAMES", "GOAL_ENSEMBLE_OVER_STUDENT", "GOAL_OPENMM_OVERHEAD",
+           "BenchmarkError", "BenchmarkSettings", "Timing", "BenchmarkRow", "BenchmarkResult",
+           "des_counts", "des_box_nm", "des_lattice", "ScaledPotential", "ensemble_member_modules",
+           "build_variant_system", "time_openmm", "time_torch", "run_benchmark", "format_table",
+           "format_goals", "default_architecture"]
+
+RELINE_BEAD_DENSITY_PER_NM3 = 1000.0 / 4.484 ** 3  # beads per nm^3 (1000 molecules, 4.484 nm cube)
+MODEL_NAMES = ("teacher", "ensemble", "naive-ensemble", "student")
+GOAL_ENSEMBLE_OVER_STUDENT = 2.0  # ensemble (one module) ms/step <= 2 x the student's
+GOAL_OPENMM_OVERHEAD = 0.10  # OpenMM ms/step <= 1.1 x the bare torch call
+
+
+class BenchmarkError(RuntimeError):
+    """A benchmark that cannot run as asked (box too small, platform missing, blow-up, ...)."""
+
+
+# --------------------------------------------------------------------------- settings / results
+
+@dataclass
+class BenchmarkSettings:
+    """What to benchmark. Lengths nm, time step fs, temperature K.
+
+    ``architectures``: None = graph-network on CPU / Reference, tensornet on CUDA. Model size
+    (``embedding_dim``, ``num_layers``, ``num_rbf``, ``cutoff_nm``) applies to untrained models;
+    given bundles bring their own. ``cuda_graphs``: 'off', 'on' or 'both' (CUDA only).
+    """
+
+    n_beads: int = 250
+    architectures: Optional[list[str]] = None
+    members: int = 8
+    models: list[str] = field(default_factory=lambda: list(MODEL_NAMES))
+    embedding_dim: int = 32
+    num_layers: int = 2
+    num_rbf: int = 16
+    cutoff_nm: float = 1.0
+    platform: str = "CPU"
+    precision: Optional[str] = None
+    cuda_graphs: str = "off"
+    threads: Optional[int] = None
+    steps: int = 20
+    warmup_steps: int = 5
+    repeats: int = 3
+    timestep_fs: float = 2.0
+    temperature_k: float = 298.1
+    wall: bool = True
+    seed: int = 0
+    structure: Optional[str] = None
+    ensemble_bundle: Optional[str] = None
+    student_bundle: Optional[str] = None
+    skip_torch: bool = False
+
+    def __post_init__(self) -> None:
+        if self.n_beads < 2:
+            raise BenchmarkError(f"n_beads must be >= 2, got {self.n_beads}")
+        if self.members < 2:
+            raise BenchmarkError(f"an ensemble needs members (K) >= 2, got {self.members}")
+        unknown = [m for m in self.models if m not in MODEL_NAMES]
+        if unknown or not self.models:
+            raise BenchmarkError(f"models must be a non-empty subset of {list(MODEL_NAMES)}, got {self.models}")
+        if self.steps < 1 or self.repeats < 1 or self.warmup_steps < 0:
+            raise BenchmarkError("steps and repeats must be >= 1 and warmup_steps >= 0, got "
+                                 f"{self.steps}, {self.repeats}, {self.warmup_steps}")
+        if self.cuda_graphs not in ("off", "on", "both"):
+            raise BenchmarkError(f"cuda_graphs must be 'off', 'on' or 'both', got {self.cuda_graphs!r}")
+        if not self.timestep_fs > 0 or not self.temperature_k > 0 or not self.cutoff_nm > 0:
+            raise BenchmarkError("timestep (fs), temperature (K) and cutoff (nm) must be positive")
+
+
+@dataclass
+class Timing:
+    """Median and all repeats of one timing, in milliseconds per step (or per call)."""
+
+    median_ms: float
+    repeats_ms: list[float]
+
+    @classmethod
+    def from_samples(cls, samples_ms: Sequence[float]) -> "Timing":
+        return cls(float(statistics.median(samples_ms)), [float(s) for s in samples_ms])
+
+
+@dataclass
+class BenchmarkRow:
+    """One model on one architecture / CUDA-graphs setting."""
+
+    model: str
+    architecture: str
+    cuda_graphs: bool
+    trained: bool
+    network_forces: int  # TorchForce objects in the System
+    networks_evaluated: int  # networks evaluated per step
+    openmm: Timing
+    torch: Optional[Timing]
+    ns_per_day: float
+    openmm_overhead: Optional[float]  # openmm / torch - 1
+
+    @property
+    def label(self) -> str:
+        return self.model + (" +graphs" if self.cuda_graphs else "")
+
+
+@dataclass
+class BenchmarkResult:
+    settings: dict
+    system: dict
+    machine: dict
+    untrained: bool
+    rows: list[BenchmarkRow]
+    goals: list[dict]
+    wall_seconds: float
+
+    def to_dict(self) -> dict:
+        return {"settings": self.settings, "system": self.system, "machine": self.machine,
+                "untrained": self.untrained,
+                "note": ("UNTRAINED models (random weights): timings only; speed does not depend on the weights"
+                         if self.untrained else "trained bundles"),
+                "results": [asdict(r) for r in self.rows], "goals": self.goals,
+                "wall_seconds": self.wall_seconds}
+
+    def to_json(self, path: str | os.PathLike) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.to_dict(), indent=2, allow_nan=True) + "\n")
+        return path
+
+    def row(self, model: str, architecture: str | None = None, cuda_graphs: bool = False) -> BenchmarkRow:
+        for r in self.rows:
+            if r.model == model and r.cuda_graphs == cuda_graphs and (architecture is None or r.architecture == architecture):
+                return r
+        raise KeyError(f"no result for {model} ({architecture}, cuda_graphs={cuda_graphs})")
+
+
+# --------------------------------------------------------------------------- the system
+
+def default_architecture(platform_name: str) -> str:
+    """graph-network on CPU / Reference (cheap), tensornet on GPU platforms."""
+    return "tensornet" if str(platform_name).upper() in ("CUDA", "OPENCL", "HIP") else "graph-network"
+
+
+def des_counts(n_beads: int) -> dict[str, int]:
+    """Bead counts of the DES composition Cho:Cl:Urea = 1:1:2 (urea takes the remainder)."""
+    q = int(n_beads) // 4
+    return {"Cho": q, "Cl": q, "Urea": int(n_beads) - 2 * q}
+
+
+def des_box_nm(n_beads: int, density_per_nm3: float = RELINE_BEAD_DENSITY_PER_NM3) -> float:
+    """Edge (nm) of the cubic box holding ``n_beads`` at ``density_per_nm3``."""
+    return float((n_beads / density_per_nm3) ** (1.0 / 3.0))
+
+
+def des_lattice(n_beads: int, seed: int = 0, density_per_nm3: float = RELINE_BEAD_DENSITY_PER_NM3):
+    """``(type_names [N], positions [N,3] nm, box [3,3] nm)``: DES beads on a jittered cubic lattice.
+
+    Sites of a ``ceil(N^(1/3))``^3 lattice filling the box, a random subset of N of them, each
+    jittered by up to 10 % of the spacing per axis (at most 0.04 nm); types shuffled.
+    """
+    rng = np.random.default_rng(seed)
+    box = des_box_nm(n_beads, density_per_nm3)
+    side = int(math.ceil(n_beads ** (1.0 / 3.0) - 1e-9))
+    spacing = box / side
+    grid = (np.arange(side) + 0.5) * spacing
+    sites = np.stack(np.meshgrid(grid, grid, grid, indexing="ij"), -1).reshape(-1, 3)
+    sites = sites[rng.permutation(len(sites))[:n_beads]]
+    jitter = min(0.04, 0.1 * spacing)
+    positions = sites + rng.uniform(-jitter, jitter, sites.shape)
+    names = [name for name, n in des_counts(n_beads).items() for _ in range(n)]
+    names = [names[i] for i in rng.permutation(n_beads)]
+    return names, positions, np.eye(3) * box
+
+
+# --------------------------------------------------------------------------- modules
+
+class ScaledPotential(torch.nn.Module):
+    """``model`` with every output multiplied by ``scale`` (a naive-ensemble member: 1/K).
+
+    Same signature as :class:`~openmm_cgkd.model.potential.CGPotential`: ``(bead_types,
+    positions nm, box nm) -> (energy kJ/mol, bead_energies kJ/mol, forces kJ/mol/nm)``.
+    """
+
+    def __init__(self, model: torch.nn.Module, scale: float):
+        super().__init__()
+        self.model = model
+        self.scale = float(scale)
+
+    def forward(self, bead_types: Tensor, positions: Tensor,
+                box: Optional[Tensor] = None) -> Tuple[Tensor, Tensor, Tensor]:
+        out = self.model(bead_types, positions, box)
+        return out[0] * self.scale, out[1] * self.scale, out[2] * self.scale
+
+
+def ensemble_member_modules(ensemble_module) -> list:
+    """The K member networks of an ensemble module (eager :class:`EnsemblePotential` or its
+    TorchScript form from a bundle), each callable with the CG-potential signature."""
+    members = ensemble_module.members
+    if hasattr(members, "_modules") and not hasattr(ensemble_module, "_c"):
+        return list(members)
+    return [getattr(members, str(k)) for k in range(int(ensemble_module.num_members))]
+
+
+def build_variant_system(ff, topology, box_nm, networks: Sequence, *, wall: bool = True,
+                         network_properties: dict | None = None):
+    """A System from ``ff.create_system`` whose network force is replaced by one
+    ``TorchForce`` per module in ``networks`` (None: keep the bundle's own network force).
+
+    Everything else (masses, the wall, the CMMotionRemover) is what ``create_system`` builds;
+    ``wall=False`` removes the wall force.
+    """
+    from openmm_cgkd.serving.network_force import NETWORK_FORCE_NAME, make_network_force
+    from openmm_cgkd.serving.wall_force import WALL_FORCE_NAME
+
+    props = dict(network_properties or {})
+    system = ff.create_system(topology, box_nm, network_properties=props)
+    drop = []
+    if networks is not None:
+        drop.append(NETWORK_FORCE_NAME)
+    if not wall:
+        drop.append(WALL_FORCE_NAME)
+    for i in reversed(range(system.getNumForces())):
+        if system.getForce(i).getName() in drop:
+            system.removeForce(i)
+    if networks is not None:
+        types = ff.bead_type_indices(topology).tolist()
+        for net in networks:
+            system.addForce(make_network_force(net, types, periodic=ff.periodic, properties=props))
+    return system
+
+
+# --------------------------------------------------------------------------- timing
+
+def _sync(device) -> None:
+    if device is not None and device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_torch(modules: Sequence, positions_nm: np.ndarray, box_nm: Optional[np.ndarray], *, steps: int,
+               warmup: int, repeats: int, device: str = "cpu", dtype=None) -> Timing:
+    """Median ms per call of ``sum(m(positions, box) for m in modules)`` (TorchForceModule-like:
+    ``forward(positions, box) -> (energy, forces)``), warm-up calls excluded."""
+    dev = torch.device(device)
+    dtype = dtype or torch.float64
+    pos = torch.as_tensor(np.asarray(positions_nm), dtype=dtype, device=dev)
+    box = None if box_nm is None else torch.as_tensor(np.asarray(box_nm), dtype=dtype, device=dev)
+    mods = [m.to(dev) for m in modules]
+
+    def call():
+        for m in mods:
+            m(pos, box)
+
+    for _ in range(warmup + 1):  # + 1: OpenMM's first evaluation before its warm-up steps
+        call()
+    samples = []
+    for _ in range(repeats):
+        _sync(dev)
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            call()
+        _sync(dev)
+        samples.append((time.perf_counter() - t0) * 1e3 / steps)
+    return Timing.from_samples(samples)
+
+
+def time_openmm(system, positions_nm: np.ndarray, platform_choice, *, steps: int, warmup: int, repeats: int,
+                timestep_fs: float = 2.0, temperature_k: float = 298.1, seed: int = 0) -> Timing:
+    """Median ms per MD step of ``system`` (LangevinMiddleIntegrator, friction 1/ps).
+
+    Each timed block ends with a ``getState`` (positions) so asynchronous platforms finish;
+    raises :class:`BenchmarkError` if the energy is not finite afterwards.
+    """
+    import openmm
+    from openmm import unit
+
+    integrator = openmm.LangevinMiddleIntegrator(temperature_k * unit.kelvin, 1.0 / unit.picosecond,
+                                                 timestep_fs * unit.femtosecond)
+    integrator.setRandomNumberSeed(int(seed) + 1)
+    context = openmm.Context(system, integrator, platform_choice.platform, dict(platform_choice.properties))
+    try:
+        context.setPositions(np.asarray(positions_nm) * unit.nanometer)
+        context.setVelocitiesToTemperature(temperature_k * unit.kelvin, int(seed) + 1)
+        context.getState(getEnergy=True)  # first evaluation: TorchScript optimisation, allocations
+        if warmup:
+            integrator.step(int(warmup))
+        context.getState(getPositions=True)
+        samples = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            integrator.step(int(steps))
+            context.getState(getPositions=True)
+            samples.append((time.perf_counter() - t0) * 1e3 / steps)
+        energy = context.getState(getEnergy=True).getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
+    finally:
+        del context, integrator
+    if not math.isfinite(energy):
+        raise BenchmarkError(f"the benchmark MD blew up (potential energy {energy} kJ/mol); use a smaller time step")
+    return Timing.from_samples(samples)
+
+
+# --------------------------------------------------------------------------- machine
+
+def _machine_info(platform_name: str) -> dict:
+    import openmm
+
+    info = {"hostname": _platform.node(), "cpu": _platform.processor() or _platform.machine(),
+            "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "python": _platform.python_version(), "torch": torch.__version__, "openmm": openmm.__version__,
+            "openmm_platform": platform_name}
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    info["cpu"] = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    try:
+        info["load_average_1min"] = os.getloadavg()[0]
+    except OSError:
+        pass
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
+# --------------------------------------------------------------------------- models
+
+@dataclass
+class _Models:
+    ensemble_ff: object  # CGKDForceField
+    student_ff: object
+    ensemble_trained: bool
+    student_trained: bool
+
+
+def _prepare_models(settings: BenchmarkSettings, architecture: str, workdir: Path) -> _Models:
+    from openmm_cgkd.bundle import build_untrained_bundle, load_bundle, untrained_config
+    from openmm_cgkd.serving.forcefield import CGKDForceField
+
+    ens = load_bundle(settings.ensemble_bundle) if settings.ensemble_bundle else None
+    stu = load_bundle(settings.student_bundle) if settings.student_bundle else None
+    if ens is not None and ens.manifest.model_kind != "ensemble":
+        raise BenchmarkError(f"{settings.ensemble_bundle} is a {ens.manifest.model_kind} bundle, not an ensemble")
+    if stu is not None and stu.manifest.model_kind == "ensemble":
+        raise BenchmarkError(f"{settings.student_bundle} is an ensemble bundle; give a student (one network)")
+    given = ens or stu
+    if given is not None:
+        config, bead_types, wall = given.manifest.potential_config, given.manifest.bead_types, given.manifest.wall
+    else:
+        config = untrained_config(architecture, cutoff_nm=settings.cutoff_nm, embedding_dim=settings.embedding_dim,
+                                  num_layers=settings.num_layers, num_rbf=settings.num_rbf)
+        bead_types, wall = None, None
+    if ens is None:
+        path = build_untrained_bundle(workdir / f"{architecture}-ensemble", config, bead_types=bead_types, wall=wall,
+                                      model_kind="ensemble", num_members=settings.members,
+                                      seed=settings.seed, overwrite=True)
+        ens = load_bundle(path)
+    if stu is None:
+        path = build_untrained_bundle(workdir / f"{architecture}-student", config, bead_types=bead_types, wall=wall,
+                                      model_kind="student", seed=settings.seed + 1000, overwrite=True)
+        stu = load_bundle(path)
+    return _Models(CGKDForceField(ens), CGKDForceField(stu), settings.ensemble_bundle is not None,
+                   settings.student_bundle is not None)
+
+
+def _system_input(settings: BenchmarkSettings, ff):
+    """``(topology, positions nm, box nm or None, description)``."""
+    from openmm_cgkd.topology import bead_topology, read_bead_pdb
+
+    if settings.structure:
+        topology, positions, box = read_bead_pdb(settings.structure)
+        return topology, positions, box, f"{topology.getNumAtoms()} beads from {settings.structure}"
+    if sorted(ff.type_names) != sorted(["Cho", "Cl", "Urea"]):
+        raise BenchmarkError(f"the model's bead types {ff.type_names} are not the DES ones (Cho, Cl, Urea); "
+                             "give a structure (bead PDB) for it")
+    box_edge = des_box_nm(settings.n_beads)
+    need = 2.0 * ff.interaction_cutoff_nm
+    if box_edge < need:
+        n_min = int(math.ceil(RELINE_BEAD_DENSITY_PER_NM3 * need ** 3))
+        raise BenchmarkError(f"{settings.n_beads} beads at the reline density fill a {box_edge:.3f} nm box, smaller "
+                             f"than twice the interaction cutoff ({ff.interaction_cutoff_nm:g} nm); use at least "
+                             f"{n_min} beads or a smaller cutoff")
+    names, positions, box = des_lattice(settings.n_beads, seed=settings.seed)
+    residue = {b.name: b.residue_name for b in ff.bead_types}
+    topology = bead_topology(names, box, residue_names=residue)
+    counts = des_counts(settings.n_beads)
+    return topology, positions, box, (f"{settings.n_beads} DES beads (Cho {counts['Cho']}, Cl {counts['Cl']}, "
+                                      f"Urea {counts['Urea']}) in a {box_edge:.3f} nm cube (reline CG density)")
+
+
+# --------------------------------------------------------------------------- the benchmark
+
+def run_benchmark(settings: BenchmarkSettings, progress: bool = True,
+                  log: Callable[[str], None] | None = print) -> BenchmarkResult:
+    """Run the benchmark described by ``settings``; see the module docstring."""
+    from tqdm.auto import tqdm
+
+    from openmm_cgkd.serving.network_force import TorchForceModule
+    from openmm_cgkd.serving.platforms import select_platform
+
+    say = log or (lambda s: None)
+    t_start = time.perf_counter()
+    if settings.threads is not None:
+        torch.set_num_threads(int(settings.threads))
+    try:
+        choice0 = select_platform(settings.platform, precision=settings.precision, threads=settings.threads)
+    except ValueError as exc:
+        raise BenchmarkError(str(exc)) from None
+    platform_name = choice0.name
+    graph_modes = {"off": [False], "on": [True], "both": [False, True]}[settings.cuda_graphs]
+    if any(graph_modes) and platform_name != "CUDA":
+        raise BenchmarkError(f"CUDA graphs need the CUDA platform, not {platform_name}")
+    if settings.ensemble_bundle or settings.student_bundle:
+        archs = ["(bundle)"]
+    else:
+        archs = list(settings.architectures or [default_architecture(platform_name)])
+    on_gpu = platform_name in ("CUDA", "OpenCL", "HIP")
+    device = "cuda" if platform_name == "CUDA" else "cpu"
+    pos_dtype = torch.float64 if (not on_gpu or settings.precision == "double") else torch.float32
+
+    rows: list[BenchmarkRow] = []
+    system_info: dict = {}
+    n_work = len(archs) * len(settings.models) * len(graph_modes)
+    untrained_any = False
+    with tempfile.TemporaryDirectory(prefix="cgkd-benchmark-") as tmp:
+        bar = tqdm(total=n_work * (1 if settings.skip_torch else 2) + len(archs), unit="task", desc="benchmark",
+                   disable=not progress, dynamic_ncols=True)
+        with bar:
+            for arch in archs:
+                bar.set_postfix_str(f"{arch}: building models")
+                models = _prepare_models(settings, arch, Path(tmp))
+                bar.update(1)
+                ens_ff, stu_ff = models.ensemble_ff, models.student_ff
+                arch_name = ens_ff.manifest.architecture.get("architecture", arch)
+                topology, positions, box, described = _system_input(settings, ens_ff)
+                if not system_info:
+                    system_info = {"description": described, "n_beads": int(topology.getNumAtoms()),
+                                   "box_nm": None if box is None else np.asarray(box).tolist(),
+                                   "density_per_nm3": (None if box is None else
+                                                       float(topology.getNumAtoms() / abs(np.linalg.det(box)))),
+                                   "wall": settings.wall}
+                    say(f"system: {described}; platform {platform_name}")
+                members = ensemble_member_modules(ens_ff.bundle.module)
+                k = len(members)
+                variants = {
+                    "teacher": (ens_ff, [members[0]], 1, models.ensemble_trained),
+                    "ensemble": (ens_ff, None, k, models.ensemble_trained),
+                    "naive-ensemble": (ens_ff, [ScaledPotential(m, 1.0 / k) for m in members], k, models.ensemble_trained),
+                    "student": (stu_ff, None, 1, models.student_trained),
+                }
+                types = ens_ff.bead_type_indices(topology).tolist()
+                for graphs in graph_modes:
+                    choice = select_platform(settings.platform, precision=settings.precision, threads=settings.threads,
+                                             use_cuda_graphs=graphs)
+                    for name in settings.models:
+                        ff, networks, n_eval, trained = variants[name]
+                        untrained_any |= not trained
+                        bar.set_postfix_str(f"{arch_name} {name}{' +graphs' if graphs else ''}: OpenMM")
+                        system = build_variant_system(ff, topology, box, networks, wall=settings.wall,
+                                                      network_properties=choice.network_properties)
+                        n_forces = 1 if networks is None else len(networks)
+                        omm = time_openmm(system, positions, choice, steps=settings.steps,
+                                          warmup=settings.warmup_steps, repeats=settings.repeats,
+                                          timestep_fs=settings.timestep_fs, temperature_k=settings.temperature_k,
+                                          seed=settings.seed)
+                        bar.update(1)
+                        tt = None
+                        if not settings.skip_torch:
+                            bar.set_postfix_str(f"{arch_name} {name}: bare torch")
+                            nets = [ff.bundle.module] if networks is None else networks
+                            mods = [torch.jit.script(TorchForceModule(n, types, periodic=ff.periodic)) for n in nets]
+                            tt = time_torch(mods, positions, box if ff.periodic else None, steps=settings.steps,
+                                            warmup=settings.warmup_steps, repeats=settings.repeats, device=device,
+                                            dtype=pos_dtype)
+                            bar.update(1)
+                        ns_day = settings.timestep_fs * 1e-6 * 86400e3 / omm.median_ms
+                        overhead = None if tt is None else omm.median_ms / tt.median_ms - 1.0
+                        rows.append(BenchmarkRow(name, arch_name, graphs, trained, n_forces, n_eval, omm, tt,
+                                                 ns_day, overhead))
+    result = BenchmarkResult(settings=asdict(settings), system=system_info, machine=_machine_info(platform_name),
+                             untrained=untrained_any, rows=rows, goals=_goals(rows),
+                             wall_seconds=time.perf_counter() - t_start)
+    return result
+
+
+def _goals(rows: Sequence[BenchmarkRow]) -> list[dict]:
+    goals = []
+    keys = sorted({(r.architecture, r.cuda_graphs) for r in rows}, key=lambda x: (x[0], x[1]))
+    for arch, graphs in keys:
+        by = {r.model: r for r in rows if r.architecture == arch and r.cuda_graphs == graphs}
+        tag = f"{arch}{' +graphs' if graphs else ''}"
+        if "ensemble" in by and "student" in by:
+            v = by["ensemble"].openmm.median_ms / by["student"].openmm.median_ms
+            goals.append({"goal": "ensemble (one module) ms/step <= 2 x student", "setting": tag,
+                          "architecture": arch, "cuda_graphs": graphs, "value": v,
+                          "limit": GOAL_ENSEMBLE_OVER_STUDENT, "met": bool(v <= GOAL_ENSEMBLE_OVER_STUDENT)})
+        if "naive-ensemble" in by and "student" in by:
+            v = by["naive-ensemble"].openmm.median_ms / by["student"].openmm.median_ms
+            goals.append({"goal": "naive ensemble (K forces) ms/step / student (for reference)", "setting": tag,
+                          "architecture": arch, "cuda_graphs": graphs, "value": v, "limit": None, "met": None})
+        for name in ("student", "ensemble"):
+            r = by.get(name)
+            if r is not None and r.openmm_overhead is not None:
+                goals.append({"goal": f"OpenMM overhead of the {name} <= 10 %", "setting": tag,
+                              "architecture": arch, "cuda_graphs": graphs, "value": r.openmm_overhead,
+                              "limit": GOAL_OPENMM_OVERHEAD, "met": bool(r.openmm_overhead <= GOAL_OPENMM_OVERHEAD)})
+    return goals
+
+
+# --------------------------------------------------------------------------- output
+
+def format_table(result: BenchmarkResult) -> str:
+    """The results as a fixed-width text table (ms per step / call, ns/day, overhead %)."""
+    head = (f"{'architecture':16s} {'model':30s} {'nets':>4s} {'forces':>6s} {'torch ms/call':>13s} "
+            f"{'OpenMM ms/step':>14s} {'ns/day':>9s} {'overhead':>8s}")
+    lines = [head, "-" * len(head)]
+    for r in result.rows:
+        torch_ms = f"{r.torch.median_ms:13.2f}" if r.torch else f"{'-':>13s}"
+        over = f"{100 * r.openmm_overhead:7.1f}%" if r.openmm_overhead is not None else f"{'-':>8s}"
+        label = r.label + ("" if r.trained else " (untrained)")
+        lines.append(f"{r.architecture:16s} {label:30s} {r.networks_evaluated:4d} {r.network_forces:6d} {torch_ms} "
+                     f"{r.openmm.median_ms:14.2f} {r.ns_per_day:9.3f} {over}")
+    return "\n".join(lines)
+
+
+def format_goals(result: BenchmarkResult) -> str:
+    lines = []
+    for g in result.goals:
+        if g["limit"] is None:
+            lines.append(f"  [info] {g['goal']} [{g['setting']}]: {g['value']:.2f}x")
+        elif "overhead" in g["goal"]:
+            lines.append(f"  [{'met' if g['met'] else 'MISSED'}] {g['goal']} [{g['setting']}]: "
+                         f"{100 * g['value']:.1f} %")
+        else:
+            lines.append(f"  [{'met' if g['met'] else 'MISSED'}] {g['goal']} [{g['setting']}]: {g['value']:.2f}x")
+    return "\n".join(lines)

@@ -1,0 +1,106 @@
+"""``cgkd benchmark``: ms/step and ns/day of teacher, ensemble (one module and naive) and student."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+__all__ = ["register"]
+
+# = openmm_cgkd.benchmark.MODEL_NAMES (not imported here: it imports torch)
+MODEL_NAMES = ("teacher", "ensemble", "naive-ensemble", "student")
+
+EPILOG = """\
+examples:
+  # CPU (defaults: 250 DES beads, graph-network, K = 8, 20 steps x 3 repeats)
+  cgkd benchmark --out runs/benchmark/cpu.json
+  # GPU, the paper's system size, TensorNet, with and without CUDA graphs
+  cgkd benchmark --platform CUDA --beads 1000 --architecture tensornet --cuda-graphs both \\
+      --embedding-dim 64 --layers 2 --steps 200 --warmup 50 --repeats 5 --out runs/benchmark/cuda.json
+  # trained bundles on your own structure
+  cgkd benchmark --ensemble-bundle models/des-ensemble --student-bundle models/des-student \\
+      --structure systems/des/cg_start.pdb --platform CUDA
+"""
+
+
+def _run(args: argparse.Namespace) -> int:
+    from openmm_cgkd.benchmark import BenchmarkError, BenchmarkSettings, format_goals, format_table, run_benchmark
+
+    try:
+        settings = BenchmarkSettings(
+            n_beads=args.beads, architectures=args.architecture, members=args.members, models=args.models,
+            embedding_dim=args.embedding_dim, num_layers=args.layers, num_rbf=args.num_rbf, cutoff_nm=args.cutoff,
+            platform=args.platform, precision=args.precision, cuda_graphs=args.cuda_graphs, threads=args.threads,
+            steps=args.steps, warmup_steps=args.warmup, repeats=args.repeats, timestep_fs=args.timestep,
+            temperature_k=args.temperature, wall=not args.no_wall, seed=args.seed,
+            structure=str(args.structure) if args.structure else None,
+            ensemble_bundle=args.ensemble_bundle, student_bundle=args.student_bundle, skip_torch=args.skip_torch)
+        result = run_benchmark(settings, progress=not args.no_progress)
+    except (BenchmarkError, ValueError, FileNotFoundError) as exc:
+        print(f"cgkd benchmark: error: {exc}")
+        return 1
+    m = result.machine
+    print()
+    print(f"machine: {m.get('cpu')} ({m.get('cpu_count')} CPUs, torch threads {m.get('torch_threads')}"
+          f"{', load ' + format(m['load_average_1min'], '.1f') if 'load_average_1min' in m else ''})"
+          f"{', GPU ' + m['gpu'] if 'gpu' in m else ''}; OpenMM {m['openmm']} platform {m['openmm_platform']}, "
+          f"torch {m['torch']}")
+    print(f"system: {result.system['description']}; wall {'on' if settings.wall else 'off'}; "
+          f"{settings.steps} steps x {settings.repeats} repeats after {settings.warmup_steps} warm-up, "
+          f"{settings.timestep_fs} fs; medians")
+    if result.untrained:
+        print("UNTRAINED models (random weights): the timings are real, the physics is not "
+              "(speed does not depend on the weights)")
+    print()
+    print(format_table(result))
+    print("\n'nets' = networks evaluated per step, 'forces' = TorchForce objects; overhead = OpenMM ms/step / "
+          "torch ms/call - 1")
+    print("goals:")
+    print(format_goals(result))
+    if args.out:
+        path = result.to_json(args.out)
+        print(f"\nwrote {path}")
+    return 0
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "benchmark", help="inference speed: teacher, K-ensemble (one module / K forces), student; OpenMM vs torch",
+        description="Measure ms/step and ns/day in OpenMM for one teacher, the K-member ensemble as ONE module, "
+                    "the naive ensemble (K separate TorchForces, each scaled by 1/K) and a student, plus the bare "
+                    "torch call of the same modules (no OpenMM) so the OpenMM overhead shows. System: N beads of "
+                    "the DES composition Cho:Cl:Urea 1:1:2 at the reline CG density (1000 beads per 4.484^3 nm^3), "
+                    "or --structure. Untrained models unless bundles are given (fine for speed; said in the output). "
+                    "Prints a table and the goals (ensemble <= 2x student; OpenMM overhead <= 10%%), writes JSON.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--beads", type=int, default=250, help="number of DES beads (default 250; >= 89 for a 1 nm cutoff)")
+    p.add_argument("--structure", type=Path, default=None, help="bead PDB with a CRYST1 box instead of --beads")
+    p.add_argument("--ensemble-bundle", default=None,
+                   help="ensemble bundle (path or shipped name); teacher = its member 0 (default: untrained)")
+    p.add_argument("--student-bundle", default=None, help="student bundle (default: untrained, same architecture)")
+    p.add_argument("--architecture", nargs="+", default=None,
+                   choices=["graph-network", "tensornet", "equivariant-transformer"],
+                   help="architecture(s) of the untrained models (default: graph-network on CPU, tensornet on CUDA)")
+    p.add_argument("--members", type=int, default=8, help="ensemble size K (default 8)")
+    p.add_argument("--models", nargs="+", default=list(MODEL_NAMES), choices=list(MODEL_NAMES),
+                   help="which models to time (default: all)")
+    p.add_argument("--embedding-dim", type=int, default=32, help="untrained models: feature size (default 32)")
+    p.add_argument("--layers", type=int, default=2, help="untrained models: interaction layers (default 2)")
+    p.add_argument("--num-rbf", type=int, default=16, help="untrained models: radial basis functions (default 16)")
+    p.add_argument("--cutoff", type=float, default=1.0, metavar="NM", help="untrained models: cutoff in nm (default 1)")
+    p.add_argument("--platform", default="CPU", help="OpenMM platform: CPU (default), CUDA, Reference or auto")
+    p.add_argument("--precision", choices=["single", "mixed", "double"], default=None, help="CUDA precision")
+    p.add_argument("--cuda-graphs", choices=["off", "on", "both"], default="off",
+                   help="openmm-torch useCUDAGraphs (CUDA only; 'both' times each model with and without)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for OpenMM and torch (default: all)")
+    p.add_argument("--steps", type=int, default=20, help="timed MD steps (and torch calls) per repeat (default 20)")
+    p.add_argument("--warmup", type=int, default=5, help="untimed warm-up steps / calls (default 5)")
+    p.add_argument("--repeats", type=int, default=3, help="timed repeats; the median is reported (default 3)")
+    p.add_argument("--timestep", type=float, default=2.0, metavar="FS", help="MD time step in fs (default 2)")
+    p.add_argument("--temperature", type=float, default=298.1, metavar="K", help="temperature in K (default 298.1)")
+    p.add_argument("--no-wall", action="store_true", help="leave the repulsive wall force out of the System")
+    p.add_argument("--skip-torch", action="store_true", help="do not time the bare torch call")
+    p.add_argument("--seed", type=int, default=0, help="seed of the lattice, weights and velocities")
+    p.add_argument("--out", type=Path, default=Path("runs/benchmark/benchmark.json"),
+                   help="JSON output (default runs/benchmark/benchmark.json)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_run)

@@ -1,0 +1,244 @@
+"""``CGKDForceField``: serve a model bundle in OpenMM (the shape of openmm-ml's ``MLPotential``).
+
+    from openmm_cgkd import CGKDForceField
+    ff = CGKDForceField("models/untrained")                # a bundle path or a shipped name
+    system = ff.create_system(topology)                    # box from the topology or box_vectors=
+    simulation = ff.create_simulation(topology, positions, temperature=298.1 * unit.kelvin)
+
+The System holds one particle per bead, with the bead type's mass (dalton) from the bundle
+manifest, the network as a ``TorchForce`` (:mod:`.network_force`), the repulsive wall as a
+``CustomNonbondedForce`` (:mod:`.wall_force`) and, by default, a ``CMMotionRemover``.
+
+Beads are identified by (residue name, atom name), mapped to bead types by the manifest.
+Positions and boxes: ``openmm.unit`` quantities, or plain numbers in nm.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from openmm_cgkd.model.wall import WallParameters
+from openmm_cgkd.topology import topology_bead_names
+
+__all__ = ["CGKDForceField", "ServingError"]
+
+
+class ServingError(ValueError):
+    """Input that a model cannot serve: unknown bead, bad box, bad positions, ..."""
+
+
+# --------------------------------------------------------------------------- unit helpers
+
+def _nm(x, what: str) -> np.ndarray:
+    """Strip an openmm.unit length (or take plain numbers as nm) -> float64 array."""
+    from openmm import unit
+
+    if unit.is_quantity(x):
+        x = x.value_in_unit(unit.nanometer)
+    elif isinstance(x, (list, tuple)) and x and unit.is_quantity(x[0]):
+        x = [v.value_in_unit(unit.nanometer) for v in x]
+    try:
+        return np.asarray(x, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise ServingError(f"{what} must be numbers in nm or an openmm.unit length quantity: {exc}") from None
+
+
+def _box_matrix(box, what: str = "box_vectors") -> np.ndarray:
+    arr = _nm(box, what)
+    if arr.shape == (3,):
+        arr = np.diag(arr)
+    if arr.shape != (3, 3):
+        raise ServingError(f"{what} must be 3 box vectors (3x3, nm) or 3 edge lengths; got shape {arr.shape}")
+    if not np.all(np.isfinite(arr)):
+        raise ServingError(f"{what} contain NaN or inf: {arr.tolist()}")
+    return arr
+
+
+def _kelvin(t) -> float:
+    from openmm import unit
+
+    if unit.is_quantity(t):
+        t = t.value_in_unit(unit.kelvin)
+    t = float(t)
+    if not t > 0:
+        raise ServingError(f"temperature must be positive (K), got {t}")
+    return t
+
+
+# --------------------------------------------------------------------------- the force field
+
+class CGKDForceField:
+    """A CG model bundle served in OpenMM.
+
+    ``bundle``: a bundle directory, the name of a shipped bundle in ``models/``, or a loaded
+    :class:`~openmm_cgkd.bundle.Bundle` (loading validates it: :class:`~openmm_cgkd.bundle.BundleError`
+    on a missing, corrupt or incompatible bundle).
+    """
+
+    def __init__(self, bundle):
+        from openmm_cgkd.bundle import Bundle, load_bundle
+
+        if not isinstance(bundle, Bundle):
+            bundle = load_bundle(bundle)
+        self.bundle = bundle
+        self.path: Path | None = bundle.path
+        manifest = bundle.manifest
+        self.manifest = manifest
+        self.bead_types = list(manifest.bead_types)
+        self.type_names = manifest.type_names
+        self.cutoff_nm = float(manifest.cutoff_nm)
+        self.wall: WallParameters = manifest.wall
+        self.periodic = bool(manifest.periodic)
+        self._lookup: dict[tuple[str, str], int] = {
+            (bt.residue_name, atom): k for k, bt in enumerate(self.bead_types) for atom in bt.atom_names}
+
+    @property
+    def is_untrained(self) -> bool:
+        return self.manifest.training.get("trained") is False or self.manifest.variant == "untrained"
+
+    def describe(self) -> str:
+        """One line: what the model is and where it came from."""
+        m = self.manifest
+        arch = m.architecture.get("architecture", "?")
+        kind = m.model_kind + (f" x{m.num_members}" if m.num_members > 1 else "")
+        variant = f" ({m.variant})" if m.variant else ""
+        types = ", ".join(f"{b.name} {b.mass_dalton:g} Da" for b in self.bead_types)
+        where = f" from {self.path}" if self.path else ""
+        text = f"{kind}{variant} {arch}, cutoff {self.cutoff_nm:g} nm, wall cutoff {self.wall.cutoff_nm:g} nm; " \
+               f"bead types {types}{where}"
+        if self.is_untrained:
+            text += " -- UNTRAINED (random weights): a stand-in to show the machinery, not a physical model"
+        return text
+
+    @property
+    def interaction_cutoff_nm(self) -> float:
+        """The longest range of any term (network or wall), nm."""
+        return max(self.cutoff_nm, self.wall.cutoff_nm)
+
+    # -- topology ------------------------------------------------------------------------
+    def bead_type_indices(self, topology) -> np.ndarray:
+        """Bead type index of every atom of an OpenMM or mdtraj topology (by residue, atom name)."""
+        names = topology_bead_names(topology)
+        types = np.empty(len(names), dtype=np.int64)
+        for i, (res, atom) in enumerate(names):
+            k = self._lookup.get((res.strip(), atom.strip()))
+            if k is None:
+                known = ", ".join(f"{b.name} ({b.residue_name}/{'|'.join(b.atom_names)})" for b in self.bead_types)
+                raise ServingError(f"unknown bead type: atom {i} (residue {res!r}, atom {atom!r}) matches no "
+                                   f"bead type of this model; known types (residue/atom): {known}")
+            types[i] = k
+        if len(types) == 0:
+            raise ServingError("the topology has no beads")
+        return types
+
+    def masses(self, bead_types: Sequence[int]) -> np.ndarray:
+        return np.array([self.bead_types[int(k)].mass_dalton for k in bead_types], dtype=np.float64)
+
+    def _box(self, topology, box_vectors) -> np.ndarray | None:
+        if box_vectors is None and hasattr(topology, "getPeriodicBoxVectors"):
+            box_vectors = topology.getPeriodicBoxVectors()
+        if box_vectors is None:
+            if self.periodic:
+                raise ServingError("non-periodic topology for a periodic model: the topology has no periodic "
+                                   "box and no box_vectors were given (set CRYST1 in the PDB or pass box_vectors)")
+            return None
+        box = _box_matrix(box_vectors)
+        if not self.periodic:
+            raise ServingError("this model is non-periodic; do not give it a periodic box")
+        from openmm_cgkd.model.potential import check_box
+
+        try:
+            check_box(box, self.interaction_cutoff_nm)
+        except ValueError as exc:
+            raise ServingError(f"bad box for this model (network cutoff {self.cutoff_nm} nm, wall cutoff "
+                               f"{self.wall.cutoff_nm} nm): {exc}") from None
+        return box
+
+    # -- System ---------------------------------------------------------------------------
+    def create_system(self, topology, box_vectors=None, *, remove_cm_motion: bool = True,
+                      use_cuda_graphs: bool = False, network_properties: dict | None = None):
+        """An ``openmm.System`` of the beads of ``topology`` (OpenMM or mdtraj).
+
+        ``box_vectors`` (3x3 or 3 lengths, nm or a quantity) default to the topology's box.
+        ``use_cuda_graphs`` sets openmm-torch's ``useCUDAGraphs`` (CUDA platform only).
+        """
+        import openmm
+
+        from .network_force import make_network_force
+        from .wall_force import make_wall_force
+
+        types = self.bead_type_indices(topology)
+        box = self._box(topology, box_vectors)
+        system = openmm.System()
+        for m in self.masses(types):
+            system.addParticle(m)
+        if box is not None:
+            system.setDefaultPeriodicBoxVectors(*[openmm.Vec3(*row) for row in box])
+        props = dict(network_properties or {})
+        if use_cuda_graphs:
+            props["useCUDAGraphs"] = "true"
+        system.addForce(make_network_force(self.bundle.module, types.tolist(), periodic=self.periodic,
+                                           properties=props))
+        system.addForce(make_wall_force(self.wall, types.tolist(), periodic=self.periodic))
+        if remove_cm_motion:
+            system.addForce(openmm.CMMotionRemover())
+        return system
+
+    # -- Simulation -----------------------------------------------------------------------
+    def create_simulation(self, topology, positions, *, box_vectors=None, temperature=298.1,
+                          friction_per_ps: float = 1.0, timestep_fs: float = 2.0, platform: str | None = None,
+                          precision: str | None = None, use_cuda_graphs: bool = False, seed: int | None = None,
+                          remove_cm_motion: bool = True, integrator=None, threads: int | None = None):
+        """An ``openmm.app.Simulation`` at ``temperature`` (K), positions set, velocities drawn.
+
+        Default integrator: ``LangevinMiddleIntegrator(temperature, friction, timestep)``.
+        ``platform``: 'CUDA', 'CPU', 'Reference' or None/'auto' (CUDA when present, else CPU).
+        ``seed`` makes the thermostat noise and the initial velocities reproducible.
+        """
+        import openmm
+        from openmm import app, unit
+
+        from .platforms import select_platform
+
+        n = topology.getNumAtoms() if hasattr(topology, "getNumAtoms") else topology.n_atoms
+        pos = self.check_positions(positions, n)
+        choice = select_platform(platform, precision=precision, use_cuda_graphs=use_cuda_graphs, threads=threads)
+        system = self.create_system(topology, box_vectors, remove_cm_motion=remove_cm_motion,
+                                    network_properties=choice.network_properties)
+        kelvin = _kelvin(temperature)
+        if integrator is None:
+            if not timestep_fs > 0:
+                raise ServingError(f"timestep must be positive (fs), got {timestep_fs}")
+            if not friction_per_ps >= 0:
+                raise ServingError(f"friction must be >= 0 (1/ps), got {friction_per_ps}")
+            integrator = openmm.LangevinMiddleIntegrator(kelvin * unit.kelvin, friction_per_ps / unit.picosecond,
+                                                         timestep_fs * unit.femtosecond)
+            if seed is not None:
+                integrator.setRandomNumberSeed(int(seed))
+        omm_top = topology if isinstance(topology, app.Topology) else topology.to_openmm()
+        box = system.getDefaultPeriodicBoxVectors() if self.periodic else None
+        if box is not None:
+            omm_top.setPeriodicBoxVectors(box)
+        simulation = app.Simulation(omm_top, system, integrator, choice.platform, choice.properties)
+        simulation.context.setPositions(pos * unit.nanometer)
+        if seed is None:
+            simulation.context.setVelocitiesToTemperature(kelvin * unit.kelvin)
+        else:
+            simulation.context.setVelocitiesToTemperature(kelvin * unit.kelvin, int(seed))
+        return simulation
+
+    @staticmethod
+    def check_positions(positions, n_beads: int) -> np.ndarray:
+        """Positions as an (N, 3) float64 array in nm; clear errors on a count mismatch or NaN/inf."""
+        pos = _nm(positions, "positions")
+        if pos.ndim != 2 or pos.shape[1] != 3:
+            raise ServingError(f"positions must be (N, 3) in nm, got shape {pos.shape}")
+        if pos.shape[0] != n_beads:
+            raise ServingError(f"particle count mismatch: {pos.shape[0]} positions for a topology of {n_beads} beads")
+        bad = ~np.isfinite(pos).all(axis=1)
+        if bad.any():
+            idx = np.flatnonzero(bad)
+            raise ServingError(f"positions contain NaN or inf for {idx.size} bead(s), first indices {idx[:10].tolist()}")
+        return pos

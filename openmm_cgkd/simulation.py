@@ -1,0 +1,224 @@
+"""Running CG molecular dynamics: DCD trajectory, CSV log, progress bar, ns/day, checkpoints.
+
+:func:`run_simulation` advances an ``openmm.app.Simulation`` (e.g. from
+:meth:`CGKDForceField.create_simulation`) by a number of steps and writes, in ``out_dir``:
+
+==================  ==========================================================================
+``trajectory.dcd``  bead positions (nm in mdtraj; DCD stores Angstrom) every ``report_interval``
+                    steps, including step 0 for a fresh run; frame k <-> row k of the log
+``log.csv``         ``step, time_ps, potential_kj_mol, kinetic_kj_mol, total_kj_mol,
+                    temperature_k, speed_ns_day`` (speed since the previous row; ``nan`` at
+                    the first row); read with the ``csv`` module, no pandas needed
+``final.pdb``       the last configuration as a bead PDB with its box (a start structure)
+``checkpoint.chk``  OpenMM checkpoint every ``checkpoint_interval`` steps and at the end;
+                    ``resume=True`` continues from it, appending to the DCD and the log
+``run.json``        what ran: steps, timestep, platform, wall time, ns/day, final energies
+==================  ==========================================================================
+
+A NaN energy stops the run with :class:`SimulationError` naming the step (files written so far
+are kept).
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+__all__ = ["run_simulation", "RunResult", "SimulationError", "CSVLogReporter", "LOG_COLUMNS",
+           "degrees_of_freedom", "read_log"]
+
+LOG_COLUMNS = ["step", "time_ps", "potential_kj_mol", "kinetic_kj_mol", "total_kj_mol", "temperature_k",
+               "speed_ns_day"]
+MOLAR_GAS_CONSTANT_KJ = 0.00831446261815324  # kJ/mol/K
+
+
+class SimulationError(RuntimeError):
+    """The simulation blew up (NaN energy) or cannot run as asked."""
+
+
+@dataclass
+class RunResult:
+    out_dir: str
+    trajectory: str
+    log: str
+    final_structure: str
+    checkpoint: str | None
+    steps_run: int
+    final_step: int
+    timestep_ps: float
+    simulated_ps: float
+    wall_seconds: float
+    ns_per_day: float
+    platform: str
+    final_potential_kj_mol: float
+    final_temperature_k: float
+
+
+def degrees_of_freedom(system) -> int:
+    """3N minus constraints minus 3 when a CMMotionRemover is present (as OpenMM's reporters)."""
+    import openmm
+
+    dof = sum(3 for i in range(system.getNumParticles()) if system.getParticleMass(i)._value > 0)
+    dof -= system.getNumConstraints()
+    if any(isinstance(system.getForce(i), openmm.CMMotionRemover) for i in range(system.getNumForces())):
+        dof -= 3
+    return dof
+
+
+class CSVLogReporter:
+    """An OpenMM reporter writing :data:`LOG_COLUMNS` every ``interval`` steps; raises on NaN."""
+
+    def __init__(self, path: str | Path, interval: int, system, append: bool = False):
+        self.interval = int(interval)
+        self.path = Path(path)
+        fresh = not (append and self.path.exists())
+        self._fh = open(self.path, "a" if not fresh else "w", newline="")
+        self._writer = csv.writer(self._fh)
+        if fresh:
+            self._writer.writerow(LOG_COLUMNS)
+            self._fh.flush()
+        self._dof = degrees_of_freedom(system)
+        self._last: tuple[float, float] | None = None  # (wall clock, simulated ps)
+        self.last_row: dict | None = None
+
+    def describeNextReport(self, simulation):
+        steps = self.interval - simulation.currentStep % self.interval
+        return {"steps": steps, "periodic": None, "include": ["energy"]}
+
+    def report(self, simulation, state) -> None:
+        from openmm import unit
+
+        now = time.perf_counter()
+        t_ps = state.getTime().value_in_unit(unit.picosecond)
+        pot = state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
+        kin = state.getKineticEnergy().value_in_unit(unit.kilojoule_per_mole)
+        temp = 2.0 * kin / (self._dof * MOLAR_GAS_CONSTANT_KJ) if self._dof > 0 else float("nan")
+        speed = float("nan")
+        if self._last is not None and now > self._last[0] and t_ps > self._last[1]:
+            speed = (t_ps - self._last[1]) / 1000.0 / ((now - self._last[0]) / 86400.0)
+        self._last = (now, t_ps)
+        row = [simulation.currentStep, t_ps, pot, kin, pot + kin, temp, speed]
+        self._writer.writerow([row[0]] + [f"{v:.6f}" if abs(v) < 1e12 or not math.isfinite(v) else f"{v:.6e}"
+                                          for v in row[1:]])
+        self._fh.flush()
+        self.last_row = dict(zip(LOG_COLUMNS, row))
+        if not (math.isfinite(pot) and math.isfinite(kin)):
+            raise SimulationError(f"the simulation blew up: energy is not finite at step {simulation.currentStep} "
+                                  f"(potential {pot}, kinetic {kin} kJ/mol); try a smaller timestep")
+
+    def close(self) -> None:
+        self._fh.close()
+
+
+def read_log(path: str | Path) -> dict[str, list[float]]:
+    """The CSV log as columns of floats (``step`` as int)."""
+    with open(path, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    cols: dict[str, list[float]] = {c: [] for c in LOG_COLUMNS}
+    for row in rows:
+        for c in LOG_COLUMNS:
+            cols[c].append(int(row[c]) if c == "step" else float(row[c]))
+    return cols
+
+
+def run_simulation(simulation, steps: int, out_dir: str | Path, *, report_interval: int = 100,
+                   checkpoint_interval: int | None = None, progress: bool = True, resume: bool = False,
+                   description: str = "MD") -> RunResult:
+    """Run ``steps`` MD steps of ``simulation`` and write the outputs listed in the module doc.
+
+    With ``resume=True`` and a checkpoint in ``out_dir``, the simulation is restored from it and
+    runs until it reaches step ``steps`` in total (the checkpoint's step counts).
+    """
+    import openmm
+    from openmm import app, unit
+    from tqdm.auto import tqdm
+
+    from openmm_cgkd.topology import write_bead_pdb
+
+    steps = int(steps)
+    report_interval = int(report_interval)
+    if steps < 0:
+        raise SimulationError(f"steps must be >= 0, got {steps}")
+    if report_interval < 1:
+        raise SimulationError(f"report interval must be >= 1 step, got {report_interval}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {k: out / v for k, v in {"trajectory": "trajectory.dcd", "log": "log.csv", "final": "final.pdb",
+                                     "checkpoint": "checkpoint.chk", "meta": "run.json"}.items()}
+    resuming = False
+    if resume and paths["checkpoint"].exists():
+        simulation.loadCheckpoint(str(paths["checkpoint"]))
+        resuming = True
+        remaining = max(0, steps - simulation.currentStep)
+    else:
+        simulation.currentStep = 0
+        simulation.context.setTime(0.0)
+        remaining = steps
+    if resuming and not (paths["trajectory"].exists() and paths["log"].exists()):
+        raise SimulationError(f"cannot resume: {out} has a checkpoint but no trajectory/log to append to")
+
+    system = simulation.system
+    dcd = app.DCDReporter(str(paths["trajectory"]), report_interval, append=resuming)
+    log = CSVLogReporter(paths["log"], report_interval, system, append=resuming)
+    simulation.reporters.extend([dcd, log])
+    ckpt = None
+    if checkpoint_interval:
+        ckpt = app.CheckpointReporter(str(paths["checkpoint"]), int(checkpoint_interval))
+        simulation.reporters.append(ckpt)
+    timestep_ps = simulation.integrator.getStepSize().value_in_unit(unit.picosecond)
+    platform = simulation.context.getPlatform().getName()
+    try:
+        if not resuming:  # frame 0 / row 0: the start
+            state = simulation.context.getState(getPositions=True, getEnergy=True,
+                                                enforcePeriodicBox=system.usesPeriodicBoundaryConditions())
+            dcd.report(simulation, state)
+            log.report(simulation, state)
+        # Compile / warm up outside the timing: the first force evaluation (TorchScript
+        # optimisation, neighbour-list allocation) was done by the step-0 report or is done here.
+        simulation.context.getState(getForces=True)
+        chunk = max(1, min(report_interval, 1000))
+        t0 = time.perf_counter()
+        with tqdm(total=remaining, unit="step", desc=description, disable=not progress, dynamic_ncols=True) as bar:
+            done = 0
+            while done < remaining:
+                k = min(chunk, remaining - done)
+                simulation.step(k)
+                done += k
+                bar.update(k)
+                wall = time.perf_counter() - t0
+                if wall > 0:
+                    bar.set_postfix_str(f"{done * timestep_ps / 1000.0 / (wall / 86400.0):.2f} ns/day")
+        wall = time.perf_counter() - t0
+    finally:
+        for r in (dcd, log, ckpt):
+            if r is not None and r in simulation.reporters:
+                simulation.reporters.remove(r)
+        log.close()
+        dcd._out.close()  # DCDReporter closes its file only when garbage-collected
+
+    simulated_ps = remaining * timestep_ps
+    ns_day = simulated_ps / 1000.0 / (wall / 86400.0) if wall > 0 and remaining else float("nan")
+    state = simulation.context.getState(getPositions=True, getEnergy=True,
+                                        enforcePeriodicBox=system.usesPeriodicBoundaryConditions())
+    pot = state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
+    if not math.isfinite(pot):
+        raise SimulationError(f"the simulation blew up: potential energy is {pot} at step {simulation.currentStep}")
+    box = state.getPeriodicBoxVectors(asNumpy=True).value_in_unit(unit.nanometer) \
+        if system.usesPeriodicBoundaryConditions() else None
+    write_bead_pdb(paths["final"], simulation.topology,
+                   state.getPositions(asNumpy=True).value_in_unit(unit.nanometer), box)
+    if checkpoint_interval:
+        simulation.saveCheckpoint(str(paths["checkpoint"]))
+    kin = state.getKineticEnergy().value_in_unit(unit.kilojoule_per_mole)
+    dof = degrees_of_freedom(system)
+    result = RunResult(
+        out_dir=str(out), trajectory=str(paths["trajectory"]), log=str(paths["log"]),
+        final_structure=str(paths["final"]), checkpoint=str(paths["checkpoint"]) if checkpoint_interval else None,
+        steps_run=remaining, final_step=simulation.currentStep, timestep_ps=timestep_ps,
+        simulated_ps=simulated_ps, wall_seconds=wall, ns_per_day=ns_day, platform=platform,
+        final_potential_kj_mol=pot, final_temperature_k=2 * kin / (dof * MOLAR_GAS_CONSTANT_KJ) if dof else float("nan"))
+    paths["meta"].write_text(json.dumps({**asdict(result), "openmm_version": openmm.__version__}, indent=2) + "\n")
+    return result

@@ -6,10 +6,9 @@ per-bead energies and forces, and the member standard deviation of the forces, p
 The std is the **population** std (divide by K, not K-1), so a one-member ensemble has std 0.
 ``forward_members`` returns the K members' outputs stacked (``[K]``, ``[K,N]``, ``[K,N,3]``).
 
-Shared work: the pair list is computed once (members must agree on architecture and cutoff),
-the members' networks run one after the other on it, and one backward pass yields all K force
-sets (each member reads its own copy of the positions, so ``d E_k / d x_k`` comes out of a
-single ``autograd.grad`` call).
+Shared work: the pair list is computed once (members must agree on architecture and cutoff);
+the members' networks then run one after the other on it, each followed by its own backward
+pass, so peak memory stays that of one member.
 """
 from typing import List, Sequence, Tuple, Optional
 
@@ -103,24 +102,26 @@ class EnsemblePotential(nn.Module):
         grad_was_enabled = torch.is_grad_enabled()
         torch.set_grad_enabled(True)
         edge_index, cell_shifts = self.neighbors(pos0, box_m)
-        # one copy of the positions per member: a single backward pass gives every member's forces
-        pos_k = pos0.unsqueeze(0).repeat(self.num_members, 1, 1).requires_grad_(True)
+        # member by member: each backward pass frees that member's graph before the next member
+        # runs, so peak memory is one member's (a single backward over all K graphs does the same
+        # arithmetic but holds K graphs at once)
         bead_energies: List[Tensor] = []
-        k = 0
+        forces: List[Tensor] = []
         for member in self.members:
-            bead_energies.append(member.bead_energies_from_edges(bead_types, pos_k[k], edge_index,
-                                                                 cell_shifts, box_m))
-            k += 1
+            pos = pos0.detach().requires_grad_(True)
+            e = member.bead_energies_from_edges(bead_types, pos, edge_index, cell_shifts, box_m)
+            grads = torch.autograd.grad([e.sum()], [pos], create_graph=self.create_graph)
+            grad = grads[0]
+            forces.append(torch.zeros_like(pos) if grad is None else -grad)
+            bead_energies.append(e if self.create_graph else e.detach())
+        torch.set_grad_enabled(grad_was_enabled)
         bead_e = torch.stack(bead_energies)  # [K, N]
         energies = bead_e.sum(dim=1)  # [K]
-        grads = torch.autograd.grad([energies.sum()], [pos_k], create_graph=self.create_graph)
-        torch.set_grad_enabled(grad_was_enabled)
-        grad = grads[0]
-        forces = torch.zeros_like(pos_k) if grad is None else -grad
+        forces_k = torch.stack(forces)  # [K, N, 3]
         if not self.create_graph:
             energies = energies.detach()
             bead_e = bead_e.detach()
-        return energies, bead_e, forces
+        return energies, bead_e, forces_k
 
     def forward(self, bead_types: Tensor, positions: Tensor,
                 box: Optional[Tensor] = None) -> Tuple[Tensor, Tensor, Tensor, Tensor]:

@@ -59,7 +59,7 @@ from torch import Tensor
 __all__ = ["RELINE_BEAD_DENSITY_PER_NM3", "MODEL_NAMES", "GOAL_ENSEMBLE_OVER_STUDENT", "GOAL_OPENMM_OVERHEAD",
            "BenchmarkError", "BenchmarkSettings", "Timing", "BenchmarkRow", "BenchmarkResult",
            "des_counts", "des_box_nm", "des_lattice", "ScaledPotential", "ensemble_member_modules",
-           "build_variant_system", "time_openmm", "time_torch", "run_benchmark", "format_table",
+           "build_variant_system", "untrained_model_config", "time_openmm", "time_torch", "run_benchmark", "format_table",
            "format_goals", "default_architecture"]
 
 RELINE_BEAD_DENSITY_PER_NM3 = 1000.0 / 4.484 ** 3  # beads per nm^3 (1000 molecules, 4.484 nm cube)
@@ -78,19 +78,21 @@ class BenchmarkError(RuntimeError):
 class BenchmarkSettings:
     """What to benchmark. Lengths nm, time step fs, temperature K.
 
-    ``architectures``: None = graph-network on CPU / Reference, tensornet on CUDA. Model size
-    (``embedding_dim``, ``num_layers``, ``num_rbf``, ``cutoff_nm``) applies to untrained models;
-    given bundles bring their own. ``cuda_graphs``: 'off', 'on' or 'both' (CUDA only).
+    ``architectures``: None = graph-network on CPU / Reference, tensornet on CUDA. Untrained
+    models take the shipped architecture config of that name (``openmm_cgkd/model/configs``,
+    :func:`~openmm_cgkd.model.potential.load_model_config`); ``embedding_dim``, ``num_layers``,
+    ``num_rbf`` and ``cutoff_nm`` override it when given (the neighbour budget is then resized for
+    the reline density). Given bundles bring their own architecture. ``cuda_graphs``: 'off', 'on' or 'both' (CUDA only).
     """
 
     n_beads: int = 250
     architectures: Optional[list[str]] = None
     members: int = 8
     models: list[str] = field(default_factory=lambda: list(MODEL_NAMES))
-    embedding_dim: int = 32
-    num_layers: int = 2
-    num_rbf: int = 16
-    cutoff_nm: float = 1.0
+    embedding_dim: Optional[int] = None
+    num_layers: Optional[int] = None
+    num_rbf: Optional[int] = None
+    cutoff_nm: Optional[float] = None
     platform: str = "CPU"
     precision: Optional[str] = None
     cuda_graphs: str = "off"
@@ -120,7 +122,7 @@ class BenchmarkSettings:
                                  f"{self.steps}, {self.repeats}, {self.warmup_steps}")
         if self.cuda_graphs not in ("off", "on", "both"):
             raise BenchmarkError(f"cuda_graphs must be 'off', 'on' or 'both', got {self.cuda_graphs!r}")
-        if not self.timestep_fs > 0 or not self.temperature_k > 0 or not self.cutoff_nm > 0:
+        if not self.timestep_fs > 0 or not self.temperature_k > 0 or not (self.cutoff_nm is None or self.cutoff_nm > 0):
             raise BenchmarkError("timestep (fs), temperature (K) and cutoff (nm) must be positive")
 
 
@@ -387,8 +389,21 @@ class _Models:
     student_trained: bool
 
 
+def untrained_model_config(architecture: str, settings: BenchmarkSettings):
+    """The shipped config of ``architecture`` with the settings' size overrides (see
+    :class:`BenchmarkSettings`); ``num_types`` 3 (the DES bead types)."""
+    from openmm_cgkd.model.potential import load_model_config, suggest_max_num_neighbors
+
+    overrides = {k: v for k, v in (("embedding_dim", settings.embedding_dim), ("num_layers", settings.num_layers),
+                                   ("num_rbf", settings.num_rbf)) if v is not None}
+    if settings.cutoff_nm is not None:
+        overrides["cutoff_nm"] = float(settings.cutoff_nm)
+        overrides["max_num_neighbors"] = suggest_max_num_neighbors(RELINE_BEAD_DENSITY_PER_NM3, settings.cutoff_nm)
+    return load_model_config(architecture, num_types=3, **overrides)
+
+
 def _prepare_models(settings: BenchmarkSettings, architecture: str, workdir: Path) -> _Models:
-    from openmm_cgkd.bundle import build_untrained_bundle, load_bundle, untrained_config
+    from openmm_cgkd.bundle import build_untrained_bundle, load_bundle
     from openmm_cgkd.serving.forcefield import CGKDForceField
 
     ens = load_bundle(settings.ensemble_bundle) if settings.ensemble_bundle else None
@@ -401,8 +416,7 @@ def _prepare_models(settings: BenchmarkSettings, architecture: str, workdir: Pat
     if given is not None:
         config, bead_types, wall = given.manifest.potential_config, given.manifest.bead_types, given.manifest.wall
     else:
-        config = untrained_config(architecture, cutoff_nm=settings.cutoff_nm, embedding_dim=settings.embedding_dim,
-                                  num_layers=settings.num_layers, num_rbf=settings.num_rbf)
+        config = untrained_model_config(architecture, settings)
         bead_types, wall = None, None
     if ens is None:
         path = build_untrained_bundle(workdir / f"{architecture}-ensemble", config, bead_types=bead_types, wall=wall,

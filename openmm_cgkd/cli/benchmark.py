@@ -15,7 +15,7 @@ examples:
   cgkd benchmark --out runs/benchmark/cpu.json
   # GPU, the paper's system size, TensorNet, with and without CUDA graphs
   cgkd benchmark --platform CUDA --beads 1000 --architecture tensornet --cuda-graphs both \\
-      --embedding-dim 64 --layers 2 --steps 200 --warmup 50 --repeats 5 --out runs/benchmark/cuda.json
+      --steps 200 --warmup 50 --repeats 5 --out runs/benchmark/cuda.json
   # trained bundles on your own structure
   cgkd benchmark --ensemble-bundle models/des-ensemble --student-bundle models/des-student \\
       --structure systems/des/cg_start.pdb --platform CUDA
@@ -83,10 +83,12 @@ def register(subparsers) -> None:
     p.add_argument("--members", type=int, default=8, help="ensemble size K (default 8)")
     p.add_argument("--models", nargs="+", default=list(MODEL_NAMES), choices=list(MODEL_NAMES),
                    help="which models to time (default: all)")
-    p.add_argument("--embedding-dim", type=int, default=32, help="untrained models: feature size (default 32)")
-    p.add_argument("--layers", type=int, default=2, help="untrained models: interaction layers (default 2)")
-    p.add_argument("--num-rbf", type=int, default=16, help="untrained models: radial basis functions (default 16)")
-    p.add_argument("--cutoff", type=float, default=1.0, metavar="NM", help="untrained models: cutoff in nm (default 1)")
+    p.add_argument("--embedding-dim", type=int, default=None,
+                   help="untrained models: feature size (default: the shipped config's, openmm_cgkd/model/configs)")
+    p.add_argument("--layers", type=int, default=None, help="untrained models: interaction layers (default: config's)")
+    p.add_argument("--num-rbf", type=int, default=None, help="untrained models: radial basis functions (default: config's)")
+    p.add_argument("--cutoff", type=float, default=None, metavar="NM",
+                   help="untrained models: cutoff in nm (default: config's, 1.0)")
     p.add_argument("--platform", default="CPU", help="OpenMM platform: CPU (default), CUDA, Reference or auto")
     p.add_argument("--precision", choices=["single", "mixed", "double"], default=None, help="CUDA precision")
     p.add_argument("--cuda-graphs", choices=["off", "on", "both"], default="off",

@@ -31,7 +31,7 @@ edges reach the torchmd-net representation through :class:`_EdgePassThrough`, wh
 import math
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Optional, Tuple
+from typing import List, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -235,9 +235,10 @@ class NeighborList(nn.Module):
     integers stored as floats; zero without a box). With ``static_shapes`` the list keeps its
     full size ``max_num_neighbors * N``, unused slots holding index -1.
 
-    ``check_errors`` (default) reads the pair count back to the host and raises a clear error on
-    overflow (a device sync per call); without it an asynchronous device assert fires instead
-    (needed inside CUDA graphs).
+    ``check_errors`` (default) checks the inputs (finite positions; a reduced triclinic box at
+    least twice the cutoff wide) and reads the pair count back to the host to raise a clear
+    error on overflow (device syncs per call); without it only an asynchronous device assert on
+    overflow remains (needed inside CUDA graphs).
     """
 
     cutoff_upper: float
@@ -258,6 +259,22 @@ class NeighborList(nn.Module):
         self.static_shapes = bool(static_shapes)
         self.check_errors = bool(check_errors)
 
+    def _check_geometry(self, pos: Tensor, box: Tensor, use_periodic: bool) -> None:
+        if not bool(torch.isfinite(pos).all()):
+            raise ValueError("positions contain NaN or inf")
+        if use_periodic:
+            b: List[List[float]] = box.cpu().tolist()
+            if b[0][1] != 0.0 or b[0][2] != 0.0 or b[1][2] != 0.0:
+                raise ValueError("box must be lower triangular (a_y = a_z = b_z = 0), OpenMM's reduced form; "
+                                 + "rows are the box vectors")
+            w = min(b[0][0], min(b[1][1], b[2][2]))
+            if not w >= 2.0 * self.cutoff_upper:
+                raise ValueError("box widths (" + str(b[0][0]) + ", " + str(b[1][1]) + ", " + str(b[2][2])
+                                 + ") nm must be at least twice the cutoff " + str(self.cutoff_upper) + " nm")
+            if abs(b[1][0]) > 0.5 * b[0][0] * (1 + 1e-6) or abs(b[2][0]) > 0.5 * b[0][0] * (1 + 1e-6) \
+                    or abs(b[2][1]) > 0.5 * b[1][1] * (1 + 1e-6):
+                raise ValueError("box is not in reduced form (need |b_x|, |c_x| <= a_x/2 and |c_y| <= b_y/2)")
+
     def forward(self, positions: Tensor, box: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
         pos = positions.detach()
         n = pos.shape[0]
@@ -268,6 +285,8 @@ class NeighborList(nn.Module):
             box_t = torch.zeros((3, 3), dtype=pos.dtype, device=pos.device)
         else:
             box_t = box.detach().to(dtype=pos.dtype, device=pos.device)
+        if self.check_errors:
+            self._check_geometry(pos, box_t, use_periodic)
         edge_index, edge_vec, _, num_pairs = get_neighbor_pairs_kernel(
             "brute", pos, batch, box_t, use_periodic, self.cutoff_lower, self.cutoff_upper,
             max_pairs, self.loop, True, 0)

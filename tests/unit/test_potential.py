@@ -219,6 +219,21 @@ def test_bad_bead_types_and_shapes():
         model(types[:-1], pos, box)
 
 
+def test_bad_geometry_is_a_clear_error():
+    model = torch.jit.script(make_model())
+    types, pos, box = periodic_system()
+    with pytest.raises(Exception, match="at least twice the cutoff"):
+        model(types, pos, box * 0.8)
+    skew = box.clone()
+    skew[0, 1] = 0.1
+    with pytest.raises(Exception, match="lower triangular"):
+        model(types, pos, skew)
+    bad = pos.clone()
+    bad[3, 1] = float("nan")
+    with pytest.raises(Exception, match="NaN or inf"):
+        model(types, bad, box)
+
+
 def test_suggest_max_num_neighbors():
     # DES test system: 1000 beads in a 4.484 nm cube, 1.0 nm cutoff -> ~47 expected neighbours
     rho = 1000 / 4.484 ** 3

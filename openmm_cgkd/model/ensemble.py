@@ -72,9 +72,11 @@ class EnsemblePotential(nn.Module):
         """The members' (shared) :class:`~openmm_cgkd.model.potential.PotentialConfig` (member 0's)."""
         return self.members[0].config
 
+    @torch.jit.export
     def set_check_errors(self, value: bool) -> None:
-        self.check_errors = bool(value)
-        self.neighbors.check_errors = bool(value)
+        """Switch the input / overflow checks (also on a scripted or loaded module)."""
+        self.check_errors = value
+        self.neighbors.check_errors = value
         for m in self.members:
             m.set_check_errors(value)
 

@@ -476,9 +476,11 @@ class CGPotential(nn.Module):
                 raise ValueError(f"{name} needs {self.num_types} values (one per bead type), got {t.numel()}")
             buf.copy_(t)
 
+    @torch.jit.export
     def set_check_errors(self, value: bool) -> None:
-        self.check_errors = bool(value)
-        self.neighbors.check_errors = bool(value)
+        """Switch the input / overflow checks (also on a scripted or loaded module)."""
+        self.check_errors = value
+        self.neighbors.check_errors = value
 
     # -- TorchScript-able computation ----------------------------------------------------------
     def _check_inputs(self, bead_types: Tensor, positions: Tensor, box: Optional[Tensor]) -> None:

@@ -44,8 +44,9 @@ class WallPotential(nn.Module):
         # directed pairs, so the budget counts both i->j and j->i
         self.neighbors = NeighborList(self.cutoff_nm, max_num_neighbors, loop=False)
 
+    @torch.jit.export
     def set_check_errors(self, value: bool) -> None:
-        self.neighbors.check_errors = bool(value)
+        self.neighbors.check_errors = value
 
     @torch.jit.export
     def bead_energies_from_edges(self, bead_types: Tensor, positions: Tensor, edge_index: Tensor,

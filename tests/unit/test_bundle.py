@@ -53,6 +53,9 @@ def test_student_round_trip(student):
     types, pos, box = system()
     for a, b in zip(bundle.module(types, pos, box), model(types, pos, box)):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
+    # checks can be switched off on the loaded module (CUDA graphs)
+    bundle.module.set_check_errors(False)
+    assert bundle.module.check_errors is False and bundle.module.neighbors.check_errors is False
     # the caller's module was not changed by saving
     assert model.create_graph is False and model.check_errors is True
 

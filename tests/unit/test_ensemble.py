@@ -58,6 +58,8 @@ def test_scripted_ensemble_and_single_member():
     assert forces.dtype == torch.float64 and force_std.shape == pos.shape and energy.shape == ()
     f_k = torch.stack([m(types, pos.float(), box.float())[2] for m in ms])
     torch.testing.assert_close(forces.float(), f_k.mean(0), rtol=1e-5, atol=1e-5)
+    ens.set_check_errors(False)
+    assert ens.members._modules["2"].check_errors is False  # (indexing a scripted ModuleList from python gives the eager module)
     one = EnsemblePotential(ms[:1])
     _, _, f1, s1 = one(types, pos, box)
     assert float(s1.abs().max()) == 0.0

@@ -10,8 +10,10 @@
                     temperature_k, speed_ns_day`` (speed since the previous row; ``nan`` at
                     the first row); read with the ``csv`` module, no pandas needed
 ``final.pdb``       the last configuration as a bead PDB with its box (a start structure)
-``checkpoint.chk``  OpenMM checkpoint every ``checkpoint_interval`` steps and at the end;
-                    ``resume=True`` continues from it, appending to the DCD and the log
+``checkpoint.chk``  OpenMM checkpoint every ``checkpoint_interval`` steps (default with
+                    ``resume=True``: every 10 report intervals) and at the end; ``resume=True``
+                    continues from it: log rows and DCD frames written after the checkpoint
+                    are dropped, then both are appended to; a finished run is not rerun
 ``run.json``        what ran: steps, timestep, platform, wall time, ns/day, final energies
 ==================  ==========================================================================
 
@@ -124,6 +126,38 @@ def read_log(path: str | Path) -> dict[str, list[float]]:
     return cols
 
 
+def _truncate_outputs(log_path: Path, dcd_path: Path, step: int) -> None:
+    """Drop log rows (and their DCD frames: frame k <-> row k) written after ``step``."""
+    import struct
+
+    with open(log_path, newline="") as fh:
+        rows = list(csv.reader(fh))
+    header, body = rows[0], rows[1:]
+    keep = [r for r in body if int(r[0]) <= step]
+    if len(keep) != len(body):
+        with open(log_path, "w", newline="") as fh:
+            csv.writer(fh).writerows([header] + keep)
+    with open(dcd_path, "r+b") as fh:  # DCD layout as openmm.app.DCDFile writes it
+        head = fh.read(96)
+        if len(head) < 96 or head[4:8] != b"CORD":
+            raise SimulationError(f"cannot resume: {dcd_path} is not a DCD file")
+        n_frames = struct.unpack("<i", head[8:12])[0]
+        has_box = struct.unpack("<i", head[48:52])[0] == 1
+        comments = struct.unpack("<i", head[92:96])[0]
+        fh.seek(104 + comments)
+        n_atoms = struct.unpack("<i", fh.read(4))[0]
+        first_frame = 104 + comments + 8
+        # a frame: unit-cell record (4 + 48 + 4 bytes) if periodic, then x, y, z records (4 + 4N + 4 bytes each)
+        frame_bytes = (56 if has_box else 0) + 3 * (8 + 4 * n_atoms)
+        if len(keep) > n_frames:
+            raise SimulationError(f"cannot resume: {log_path} has {len(keep)} rows up to the checkpoint (step "
+                                  f"{step}) but {dcd_path} only {n_frames} frames")
+        if len(keep) < n_frames:
+            fh.truncate(first_frame + len(keep) * frame_bytes)
+            fh.seek(8)
+            fh.write(struct.pack("<i", len(keep)))
+
+
 def run_simulation(simulation, steps: int, out_dir: str | Path, *, report_interval: int = 100,
                    checkpoint_interval: int | None = None, progress: bool = True, resume: bool = False,
                    description: str = "MD") -> RunResult:
@@ -148,17 +182,23 @@ def run_simulation(simulation, steps: int, out_dir: str | Path, *, report_interv
     out.mkdir(parents=True, exist_ok=True)
     paths = {k: out / v for k, v in {"trajectory": "trajectory.dcd", "log": "log.csv", "final": "final.pdb",
                                      "checkpoint": "checkpoint.chk", "meta": "run.json"}.items()}
+    if resume and checkpoint_interval is None:
+        checkpoint_interval = 10 * report_interval
     resuming = False
     if resume and paths["checkpoint"].exists():
+        if not (paths["trajectory"].exists() and paths["log"].exists()):
+            raise SimulationError(f"cannot resume: {out} has a checkpoint but no trajectory/log to append to")
         simulation.loadCheckpoint(str(paths["checkpoint"]))
         resuming = True
         remaining = max(0, steps - simulation.currentStep)
+        if remaining == 0 and paths["meta"].exists():  # finished earlier: report that run
+            meta = json.loads(paths["meta"].read_text())
+            return RunResult(**{k: meta[k] for k in RunResult.__dataclass_fields__})
+        _truncate_outputs(paths["log"], paths["trajectory"], simulation.currentStep)
     else:
         simulation.currentStep = 0
         simulation.context.setTime(0.0)
         remaining = steps
-    if resuming and not (paths["trajectory"].exists() and paths["log"].exists()):
-        raise SimulationError(f"cannot resume: {out} has a checkpoint but no trajectory/log to append to")
 
     system = simulation.system
     dcd = app.DCDReporter(str(paths["trajectory"]), report_interval, append=resuming)

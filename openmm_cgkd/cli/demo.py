@@ -1,0 +1,89 @@
+"""``cgkd demo``: the main job. Run the default model on the shipped DES system and print ns/day.
+
+The model is the first of these that exists:
+
+1. ``--bundle`` if given;
+2. ``models/des-student``: the trained student the training pipeline ships (not yet shipped);
+3. ``models/untrained-demo``: an UNTRAINED graph network (random weights, placeholder wall),
+   built on first use by :func:`build_demo_bundle` (``models/build_untrained.py`` does the same).
+
+The system is ``systems/des/cg_start.pdb``: reline (choline chloride : urea 1:2) as 250 Cho,
+250 Cl and 500 Urea beads in the paper's 4.484 nm box. Outputs go to ``runs/demo``.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from openmm_cgkd.cli.simulate import add_md_arguments, reports_errors, run_md
+
+__all__ = ["register", "build_demo_bundle", "TRAINED_DEFAULT", "UNTRAINED_DEFAULT", "DEFAULT_STRUCTURE"]
+
+TRAINED_DEFAULT = "des-student"
+UNTRAINED_DEFAULT = "untrained-demo"
+DEFAULT_STRUCTURE = Path(__file__).resolve().parents[2] / "systems" / "des" / "cg_start.pdb"
+
+
+def build_demo_bundle(path: str | Path, overwrite: bool = False, seed: int = 0) -> Path:
+    """The untrained demo bundle: graph network (32 features, 2 layers, Gaussian RBFs, 0.6 nm
+    cutoff: cheap enough for a CPU), DES bead types, placeholder wall; random weights (``seed``)."""
+    from openmm_cgkd.bundle import build_untrained_bundle, untrained_config
+
+    cfg = untrained_config("graph-network", cutoff_nm=0.6, rbf_type="gauss")
+    return build_untrained_bundle(path, cfg, seed=seed, overwrite=overwrite)
+
+
+def _choose_bundle(requested: str | None) -> str | Path:
+    from openmm_cgkd.bundle import models_dir
+
+    if requested:
+        return requested
+    trained = models_dir() / TRAINED_DEFAULT
+    if trained.is_dir():
+        return trained
+    untrained = models_dir() / UNTRAINED_DEFAULT
+    if not untrained.is_dir():
+        print(f"no trained model is shipped yet: building the UNTRAINED demo bundle {untrained} "
+              "(random weights, seed 0; takes a few seconds) ...", flush=True)
+        build_demo_bundle(untrained)
+    return untrained
+
+
+@reports_errors
+def _demo(args: argparse.Namespace) -> int:
+    from openmm_cgkd.serving.forcefield import CGKDForceField
+
+    if not args.structure.is_file():
+        raise FileNotFoundError(f"demo structure not found: {args.structure} (regenerate it with "
+                                "`uv run python systems/des/make_cg_start.py`)")
+    ff = CGKDForceField(_choose_bundle(args.bundle))
+    print("cgkd demo: CG molecular dynamics of reline (choline chloride : urea 1:2)")
+    print(f"model: {ff.describe()}")
+    if ff.is_untrained:
+        print("NOTE: this model is UNTRAINED (random network weights, placeholder wall). The run shows the "
+              "machinery (bundle -> OpenMM System -> MD -> DCD/CSV) and its speed; its trajectory is not "
+              "physical. Trained bundles come from the training pipeline (`cgkd pipeline`).")
+    result = run_md(ff, args.structure, args, description="demo")
+    print(f"speed: {result.ns_per_day:.3f} ns/day ({result.platform}, {result.steps_run} steps of "
+          f"{args.timestep} fs)")
+    return 0
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "demo", help="the main job: short MD of the DES system with the default model; prints ns/day",
+        description="Run a short Langevin MD of reline (1000 CG beads) with the default model bundle "
+                    f"(models/{TRAINED_DEFAULT} when shipped, else the UNTRAINED models/{UNTRAINED_DEFAULT}, "
+                    "built on first use) and print its speed in ns/day.")
+    p.add_argument("--bundle", default=None, help="use this bundle (path or shipped name) instead of the default")
+    p.add_argument("--structure", type=Path, default=DEFAULT_STRUCTURE,
+                   help="bead PDB to start from (default: systems/des/cg_start.pdb)")
+    add_md_arguments(p, steps=200, out="runs/demo", report_interval=50)
+    p.set_defaults(func=_demo)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    from openmm_cgkd.cli.main import main
+
+    sys.exit(main(["demo", *sys.argv[1:]]))

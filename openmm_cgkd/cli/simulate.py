@@ -1,0 +1,109 @@
+"""``cgkd simulate``: run CG MD with a model bundle from a bead PDB (DCD + CSV log, ns/day)."""
+from __future__ import annotations
+
+import argparse
+import functools
+import sys
+from pathlib import Path
+
+__all__ = ["register", "add_md_arguments", "run_md", "reports_errors"]
+
+
+def reports_errors(func):
+    """Decorate a command: bad input (missing bundle or file, unknown bead, bad box, blown-up
+    run, ...) prints one line ``error: ...`` on stderr and exits with status 1, no traceback."""
+    @functools.wraps(func)
+    def wrapper(args: argparse.Namespace) -> int:
+        from openmm_cgkd.bundle import BundleError
+        from openmm_cgkd.serving.forcefield import ServingError
+        from openmm_cgkd.simulation import SimulationError
+
+        try:
+            return func(args)
+        except (BundleError, ServingError, SimulationError, FileNotFoundError, ValueError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+    return wrapper
+
+
+def add_md_arguments(p: argparse.ArgumentParser, *, steps: int, out: str, report_interval: int) -> None:
+    """The MD options shared by ``cgkd simulate`` and ``cgkd demo``."""
+    p.add_argument("--steps", type=int, default=steps, help=f"MD steps to run (default {steps})")
+    p.add_argument("--out", type=Path, default=Path(out), help=f"output directory (default {out})")
+    p.add_argument("--temperature", type=float, default=298.1, metavar="K",
+                   help="temperature in K (Langevin thermostat and initial velocities; default 298.1)")
+    p.add_argument("--timestep", type=float, default=2.0, metavar="FS", help="time step in fs (default 2)")
+    p.add_argument("--friction", type=float, default=1.0, metavar="PER_PS",
+                   help="Langevin friction coefficient in 1/ps (default 1)")
+    p.add_argument("--report-interval", type=int, default=report_interval, metavar="STEPS",
+                   help=f"steps between DCD frames and log rows (default {report_interval})")
+    p.add_argument("--checkpoint-interval", type=int, default=None, metavar="STEPS",
+                   help="write out/checkpoint.chk every this many steps (default: only at the end with --resume)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from out/checkpoint.chk up to --steps in total, appending to DCD and log")
+    p.add_argument("--platform", default="auto",
+                   help="OpenMM platform: auto (CUDA when present, else CPU), CUDA, CPU or Reference")
+    p.add_argument("--precision", choices=["single", "mixed", "double"], default=None,
+                   help="CUDA precision (default: the platform's, 'single')")
+    p.add_argument("--cuda-graphs", action="store_true", help="openmm-torch useCUDAGraphs (CUDA only)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads of OpenMM's CPU platform and of torch (default: all cores; on a busy "
+                        "machine 1 can be much faster)")
+    p.add_argument("--seed", type=int, default=None, help="seed of the initial velocities and thermostat noise")
+    p.add_argument("--minimize", action="store_true", help="minimise the energy before MD")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def run_md(ff, structure: Path, args: argparse.Namespace, description: str = "MD"):
+    """Build the simulation of ``structure`` with force field ``ff`` and run it as ``args`` say."""
+    from openmm_cgkd.simulation import run_simulation
+    from openmm_cgkd.topology import read_bead_pdb
+
+    if args.threads is not None:
+        import torch
+
+        torch.set_num_threads(int(args.threads))
+    topology, positions, box = read_bead_pdb(structure)
+    simulation = ff.create_simulation(
+        topology, positions, box_vectors=box, temperature=args.temperature, friction_per_ps=args.friction,
+        timestep_fs=args.timestep, platform=args.platform, precision=args.precision,
+        use_cuda_graphs=args.cuda_graphs, seed=args.seed, threads=args.threads)
+    n = topology.getNumAtoms()
+    print(f"system: {n} beads from {structure}; platform {simulation.context.getPlatform().getName()}; "
+          f"{args.timestep} fs step, {args.temperature} K, friction {args.friction}/ps")
+    if args.minimize and not (args.resume and (args.out / "checkpoint.chk").exists()):
+        simulation.minimizeEnergy()
+    checkpoint = args.checkpoint_interval or (args.steps if args.resume else None)
+    result = run_simulation(simulation, args.steps, args.out, report_interval=args.report_interval,
+                            checkpoint_interval=checkpoint, progress=not args.no_progress,
+                            resume=args.resume, description=description)
+    print(f"ran {result.steps_run} steps ({result.simulated_ps:.3f} ps) in {result.wall_seconds:.1f} s "
+          f"on {result.platform}: {result.ns_per_day:.3f} ns/day")
+    print(f"final potential energy {result.final_potential_kj_mol:.2f} kJ/mol, "
+          f"temperature {result.final_temperature_k:.1f} K")
+    print(f"wrote {result.trajectory}, {result.log}, {result.final_structure}")
+    return result
+
+
+@reports_errors
+def _simulate(args: argparse.Namespace) -> int:
+    from openmm_cgkd.serving.forcefield import CGKDForceField
+
+    ff = CGKDForceField(args.bundle)
+    print(f"model: {ff.describe()}")
+    run_md(ff, args.structure, args)
+    return 0
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "simulate", help="run CG MD with a model bundle (DCD + CSV log, ns/day)",
+        description="Run Langevin MD of a bead system with a model bundle; writes OUT/trajectory.dcd, "
+                    "OUT/log.csv (step, time_ps, potential/kinetic/total kJ/mol, temperature K, ns/day), "
+                    "OUT/final.pdb and OUT/run.json. Units: nm, ps, kJ/mol, K.")
+    p.add_argument("--bundle", required=True,
+                   help="model bundle: a path, or the name of a shipped bundle in models/")
+    p.add_argument("--structure", type=Path, required=True,
+                   help="bead PDB with a CRYST1 box (residue/atom names as the bundle's bead types)")
+    add_md_arguments(p, steps=1000, out="runs/simulate", report_interval=100)
+    p.set_defaults(func=_simulate)

@@ -1,0 +1,42 @@
+"""`cgkd demo` (the README's main command): builds the untrained default on first use, runs, prints ns/day."""
+import json
+
+import numpy as np
+
+from openmm_cgkd.cli.demo import DEFAULT_STRUCTURE, UNTRAINED_DEFAULT
+from openmm_cgkd.cli.main import main
+
+
+def test_demo_builds_untrained_default_and_reports_speed(tmp_path, monkeypatch, capsys):
+    import mdtraj as md
+
+    monkeypatch.setenv("CGKD_MODELS_DIR", str(tmp_path / "models"))
+    out = tmp_path / "demo"
+    args = ["demo", "--steps", "4", "--report-interval", "2", "--platform", "CPU", "--threads", "1",
+            "--no-progress", "--seed", "1", "--out", str(out)]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "building the UNTRAINED demo bundle" in printed
+    assert "NOTE: this model is UNTRAINED" in printed
+    assert "speed:" in printed and "ns/day" in printed
+    assert (tmp_path / "models" / UNTRAINED_DEFAULT / "manifest.yaml").is_file()
+    meta = json.loads((out / "run.json").read_text())
+    assert meta["steps_run"] == 4 and meta["ns_per_day"] > 0
+    traj = md.load(str(out / "trajectory.dcd"), top=str(DEFAULT_STRUCTURE))
+    assert traj.n_atoms == 1000 and traj.n_frames == 3
+    # second run: the bundle exists and is reused
+    assert main(args) == 0
+    assert "building" not in capsys.readouterr().out
+
+
+def test_demo_structure_is_the_des_system():
+    from openmm_cgkd.topology import read_bead_pdb
+
+    top, pos, box = read_bead_pdb(DEFAULT_STRUCTURE)
+    names = [a.residue.name for a in top.atoms()]
+    assert (names.count("CHO"), names.count("CL"), names.count("URE")) == (250, 250, 500)
+    np.testing.assert_allclose(box, np.eye(3) * 4.484, atol=1e-6)
+    d = pos[:, None] - pos[None]
+    d -= 4.484 * np.round(d / 4.484)
+    r = np.linalg.norm(d, axis=-1) + np.eye(len(pos)) * 10
+    assert r.min() > 0.35  # no overlaps

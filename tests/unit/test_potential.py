@@ -275,3 +275,15 @@ def test_shipped_model_configs():
     assert load_model_config("tensornet", embedding_dim=16).embedding_dim == 16
     with pytest.raises(FileNotFoundError, match="shipped configs"):
         load_model_config("schnet")
+
+
+def test_tensornet_static_shapes_match_dynamic():
+    """static_shapes (fixed-size padded pair list, for CUDA graphs) gives the same numbers."""
+    dynamic = make_model("tensornet")
+    static = CGPotential(small_config("tensornet", static_shapes=True))
+    static.load_state_dict(dynamic.state_dict())
+    types, pos, box = periodic_system()
+    for a, b in zip(torch.jit.script(static)(types, pos, box), dynamic(types, pos, box)):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-10)
+    with pytest.raises(ValueError, match="tensornet architecture only"):
+        small_config("graph-network", static_shapes=True)

@@ -490,8 +490,11 @@ def save_bundle(path: str | os.PathLike, model, *, bead_types: Sequence[BeadType
         raise ValueError(f"model_kind {model_kind!r} does not match the module "
                          f"({'an ensemble' if is_ensemble else 'a single network'})")
     bts = [b if isinstance(b, BeadType) else BeadType.from_dict(b) for b in bead_types]
+    architecture = config.to_dict()
+    # the module's actual dtype wins (e.g. after model.double())
+    architecture["dtype"] = str(next(scripted.parameters()).dtype).replace("torch.", "")
     manifest = BundleManifest(bead_types=bts, cutoff_nm=config.cutoff_nm, wall=wall, model_kind=model_kind,
-                              architecture=config.to_dict(), variant=variant, num_members=num_members,
+                              architecture=architecture, variant=variant, num_members=num_members,
                               periodic=bool(periodic), training=_plain(dict(training or {})),
                               description=description,
                               outputs=list(ENSEMBLE_OUTPUTS if is_ensemble else OUTPUTS))

@@ -78,6 +78,19 @@ def test_ensemble_round_trip(tmp_path):
                     model_kind="teacher")
 
 
+def test_double_model_records_float64(tmp_path):
+    torch.manual_seed(0)
+    model = CGPotential(tiny_config()).double()
+    path = save_bundle(tmp_path / "d", model, bead_types=DES_BEAD_TYPES, wall=WallParameters.zero(NAMES),
+                       model_kind="teacher")
+    bundle = load_bundle(path)
+    assert bundle.manifest.architecture["dtype"] == "float64"
+    types, pos, box = system()
+    assert bundle.module(types, pos, box)[2].dtype == torch.float32  # outputs follow the input dtype
+    torch.testing.assert_close(bundle.module(types, pos.double(), box.double())[2],
+                               model(types, pos.double(), box.double())[2])
+
+
 def test_untrained_bundle_and_overwrite(tmp_path):
     path = build_untrained_bundle(tmp_path / "u", tiny_config())
     bundle = load_bundle(path)

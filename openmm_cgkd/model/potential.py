@@ -130,7 +130,7 @@ class PotentialConfig:
     embedding_dim: int = 64
     num_layers: int = 3
     num_rbf: int = 32
-    rbf_type: str = "expnorm"
+    rbf_type: str = "gauss"  # torchmd-net's "expnorm" assumes Angstrom cutoffs: in nm it sees < 0.3 nm
     trainable_rbf: bool = False
     activation: str = "silu"
     max_num_neighbors: int = 96

@@ -13,7 +13,7 @@ import sys
 from openmm_cgkd import __version__
 
 # Order = order in `cgkd --help`.
-STAGE_MODULES: list[str] = ["demo", "aa", "simulate", "analyze", "benchmark", "pipeline"]
+STAGE_MODULES: list[str] = ["demo", "aa", "simulate", "train", "analyze", "benchmark", "pipeline"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,144 @@
+"""``cgkd train-teachers``, ``cgkd label``, ``cgkd train-student``: the training stage."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+__all__ = ["register"]
+
+EPILOG_TEACHERS = """\
+example:
+  cgkd train-teachers configs/training/teachers.yaml --out runs/teachers
+writes OUT/ensemble/ (the ensemble bundle), OUT/members/member_KK/bundle/ (one teacher bundle
+each), OUT/metrics.json and PNG plots. Rerunning resumes a killed run; finished members are kept.
+"""
+EPILOG_LABEL = """\
+example:
+  cgkd label --dataset data/des_cg.h5 --teachers runs/teachers/ensemble
+  cgkd label --dataset data/des_cg.h5 --teachers runs/teachers/ensemble --member 0 --out data/des_cg_t0.h5
+adds F_T, e_T, E_T and the member force spread to the dataset (or to a copy with --out).
+"""
+EPILOG_STUDENT = """\
+example:
+  cgkd train-student configs/training/student.yaml --variant ensemble-e-ft-faa --out runs/student
+writes OUT/bundle/ (the student bundle), OUT/metrics.json and PNG plots. Variants:
+"""
+
+
+def register(subparsers) -> None:
+    from openmm_cgkd.training.students import VARIANTS
+
+    raw = argparse.RawDescriptionHelpFormatter
+    p = subparsers.add_parser("train-teachers", help="train K teacher networks (different seeds) on mapped AA forces",
+                              description="Train an ensemble of CG teachers on a CG dataset (YAML config).",
+                              epilog=EPILOG_TEACHERS, formatter_class=raw)
+    p.add_argument("config", help="teachers YAML config (see configs/training/teachers.yaml)")
+    p.add_argument("--dataset", help="CG dataset (HDF5); overrides the config")
+    p.add_argument("--out", help="output directory; overrides the config")
+    p.add_argument("--members", type=int, help="number of teachers K")
+    _common_trainer_args(p)
+    p.set_defaults(func=_run_teachers)
+
+    p = subparsers.add_parser("label", help="write teacher labels (F_T, e_T, E_T, force std) into a dataset",
+                              description="Run a teacher or ensemble bundle over every frame of a CG dataset.",
+                              epilog=EPILOG_LABEL, formatter_class=raw)
+    p.add_argument("config", nargs="?", help="labels YAML config (optional; the flags below suffice)")
+    p.add_argument("--dataset", help="CG dataset (HDF5)")
+    p.add_argument("--teachers", help="teacher or ensemble bundle directory")
+    p.add_argument("--member", type=int, help="label with this one member of an ensemble (single-teacher labels)")
+    p.add_argument("--out", help="write a labelled copy here instead of labelling the dataset in place")
+    p.add_argument("--device", help="torch device: auto (default), cpu, cuda, cuda:1 ...")
+    p.set_defaults(func=_run_label)
+
+    variants = "\n".join(f"  {name:24s} {v.source:8s} targets {{{', '.join(v.targets)}}}  "
+                         + " ".join(f"{k}={w:g}" for k, w in v.weights.as_dict().items() if w)
+                         for name, v in VARIANTS.items())
+    p = subparsers.add_parser("train-student", help="train a student on teacher labels (a paper variant or free weights)",
+                              description="Distil a CG student from labelled data (YAML config).",
+                              epilog=EPILOG_STUDENT + variants, formatter_class=raw)
+    p.add_argument("config", help="student YAML config (see configs/training/student.yaml)")
+    p.add_argument("--dataset", help="labelled CG dataset (HDF5); overrides the config")
+    p.add_argument("--out", help="output directory; overrides the config")
+    p.add_argument("--variant", choices=sorted(VARIANTS), help="student variant preset; overrides the config")
+    _common_trainer_args(p)
+    p.set_defaults(func=_run_student)
+
+
+def _common_trainer_args(p) -> None:
+    p.add_argument("--max-epochs", type=int, help="override trainer.max_epochs")
+    p.add_argument("--accelerator", help="override trainer.accelerator (cpu, gpu, auto)")
+    p.add_argument("--devices", help="override trainer.devices (a count, or 'auto')")
+    p.add_argument("--strategy", help="override trainer.strategy (auto, ddp, ...)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def _overrides(args, *keys: str) -> dict:
+    over: dict = {}
+    for key in keys:
+        value = getattr(args, key, None)
+        if value is not None:
+            over[key] = value
+    trainer = {}
+    if getattr(args, "max_epochs", None) is not None:
+        trainer["max_epochs"] = args.max_epochs
+    for key in ("accelerator", "strategy"):
+        if getattr(args, key, None):
+            trainer[key] = getattr(args, key)
+    if getattr(args, "devices", None):
+        trainer["devices"] = int(args.devices) if str(args.devices).isdigit() else args.devices
+    if getattr(args, "no_progress", False):
+        trainer["progress_bar"] = False
+    if trainer:
+        over["trainer"] = trainer
+    return over
+
+
+def _fail(exc: Exception) -> int:
+    print(f"cgkd: error: {exc}", file=sys.stderr)
+    return 1
+
+
+def _run_teachers(args) -> int:
+    from openmm_cgkd.training.config import TeachersConfig, load_config
+    from openmm_cgkd.training.teachers import train_teachers
+
+    try:
+        cfg = load_config(TeachersConfig, args.config, _overrides(args, "dataset", "out", "members"))
+        res = train_teachers(cfg)
+    except (ValueError, FileNotFoundError, KeyError) as exc:
+        return _fail(exc)
+    ens = res.metrics["ensemble"]["forces_vs_aa"]
+    print(f"teachers: {len(res.member_bundles)} members; ensemble bundle {res.ensemble_bundle}")
+    print(f"test block, ensemble forces vs AA: RMSE {ens['rmse']:.3f} MAE {ens['mae']:.3f} kJ/mol/nm, "
+          f"R^2 {ens['r2']:.3f}; metrics in {res.out / 'metrics.json'}")
+    return 0
+
+
+def _run_label(args) -> int:
+    from openmm_cgkd.training.config import LabelsConfig, config_from_dict, load_config
+    from openmm_cgkd.training.labels import make_labels
+
+    try:
+        over = _overrides(args, "dataset", "teachers", "member", "out", "device")
+        cfg = load_config(LabelsConfig, args.config, over) if args.config else config_from_dict(LabelsConfig, over)
+        path = make_labels(cfg, progress=sys.stderr.isatty())
+    except (ValueError, FileNotFoundError, KeyError) as exc:
+        return _fail(exc)
+    print(f"labels written to {path}")
+    return 0
+
+
+def _run_student(args) -> int:
+    from openmm_cgkd.training.config import StudentConfig, load_config
+    from openmm_cgkd.training.students import train_student
+
+    try:
+        cfg = load_config(StudentConfig, args.config, _overrides(args, "dataset", "out", "variant"))
+        res = train_student(cfg)
+    except (ValueError, FileNotFoundError, KeyError) as exc:
+        return _fail(exc)
+    m = res.metrics["student"]["forces_vs_aa"]
+    print(f"student '{res.variant}': bundle {res.bundle}")
+    print(f"test block, forces vs AA: RMSE {m['rmse']:.3f} MAE {m['mae']:.3f} kJ/mol/nm, R^2 {m['r2']:.3f}; "
+          f"metrics in {res.out / 'metrics.json'}")
+    return 0

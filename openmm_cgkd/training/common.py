@@ -1,0 +1,75 @@
+"""Pieces shared by the teacher and student stages: bead types of a dataset, provenance, reports."""
+from __future__ import annotations
+
+import hashlib
+import subprocess
+from pathlib import Path
+
+import numpy as np
+
+from openmm_cgkd import __version__
+from openmm_cgkd.data.dataset import CGDataset
+
+__all__ = ["dataset_bead_types", "dataset_provenance", "code_provenance", "write_test_report"]
+
+
+def dataset_bead_types(dataset: CGDataset):
+    """Bundle bead types (names, topology residue codes, masses) of a dataset, in type order."""
+    from openmm_cgkd.bundle import bead_types_from_masses
+
+    masses = {}
+    for t, name in enumerate(dataset.type_names):
+        m = dataset.masses[dataset.bead_types == t]
+        if len(m) == 0:
+            raise ValueError(f"bead type {name!r} has no bead in the dataset: its mass is unknown")
+        if np.ptp(m) > 1e-6 * m.max():
+            raise ValueError(f"beads of type {name!r} have different masses ({m.min()}..{m.max()} Da)")
+        masses[name] = float(m[0])
+    return bead_types_from_masses(masses)
+
+
+def _file_digest(path: Path, limit: int = 1 << 26) -> str:
+    """sha256 of the first ``limit`` bytes and the size: identifies a dataset file cheaply."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        h.update(fh.read(limit))
+    h.update(str(path.stat().st_size).encode())
+    return h.hexdigest()[:16]
+
+
+def dataset_provenance(path: str | Path, dataset: CGDataset, blocks: dict[str, np.ndarray]) -> dict:
+    path = Path(path).resolve()
+    return {
+        "path": str(path), "digest": _file_digest(path) if path.is_file() else None,
+        "n_frames": dataset.n_frames, "n_beads": dataset.n_beads, "type_names": list(dataset.type_names),
+        "blocks": {k: ([int(v[0]), int(v[-1]) + 1] if len(v) else []) for k, v in blocks.items()},
+        "source": dataset.provenance,
+    }
+
+
+def code_provenance() -> dict:
+    out = {"package_version": __version__}
+    try:
+        root = Path(__file__).resolve().parents[2]
+        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                                timeout=5)
+        if commit.returncode == 0:
+            out["git_commit"] = commit.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return out
+
+
+def write_test_report(out: Path, name: str, metrics: dict, pred: dict, dataset: CGDataset, indices) -> None:
+    """``<out>/metrics.json`` plus parity plots of forces (vs AA, and vs teacher labels if any)."""
+    from openmm_cgkd.training.metrics import parity_plot, write_json
+
+    write_json(metrics, out / "metrics.json")
+    parity_plot(pred["forces"], dataset.forces[indices], out / "parity_forces_vs_aa.png",
+                f"{name}: forces vs mapped AA (test block)", "kJ/mol/nm")
+    if dataset.labels is not None:
+        parity_plot(pred["forces"], dataset.labels.forces[indices], out / "parity_forces_vs_teacher.png",
+                    f"{name}: forces vs teacher (test block)", "kJ/mol/nm")
+        parity_plot(pred["bead_energies"], dataset.labels.bead_energies[indices],
+                    out / "parity_bead_energies_vs_teacher.png",
+                    f"{name}: per-bead energies vs teacher (test block)", "kJ/mol")

@@ -1,0 +1,266 @@
+"""YAML-driven configuration of the training stages (teachers, labels, students).
+
+Every config is a dataclass; :func:`load_config` reads a YAML file into one and rejects
+unknown keys by their dotted path, so a typo never silently falls back to a default. Relative
+paths in a YAML file are resolved against the file's directory. Example files live in
+``configs/training/``.
+
+Units: nm, kJ/mol, kJ/mol/nm. Learning rates are per Adam step.
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = ["ConfigError", "SplitConfig", "TrainerConfig", "LossWeights", "WallFitConfig", "TeachersConfig",
+           "LabelsConfig", "StudentConfig", "load_config", "config_from_dict", "config_to_dict"]
+
+
+class ConfigError(ValueError):
+    """A training config is malformed: unknown key, wrong type or impossible value."""
+
+
+@dataclass
+class SplitConfig:
+    """Train / validation / test split by contiguous blocks of frames, in that order.
+
+    Neighbouring frames of an MD trajectory are correlated, so frames are never shuffled
+    across blocks; ``gap_frames`` frames are dropped between blocks to decorrelate them further.
+    """
+
+    train: float = 0.8
+    val: float = 0.1
+    test: float = 0.1
+    gap_frames: int = 0
+
+    def __post_init__(self) -> None:
+        fracs = (self.train, self.val, self.test)
+        if min(fracs) < 0 or self.train <= 0 or abs(sum(fracs) - 1.0) > 1e-6:
+            raise ConfigError(f"split fractions must be >= 0 (train > 0) and sum to 1, got {fracs}")
+        if self.gap_frames < 0:
+            raise ConfigError("split.gap_frames must be >= 0")
+
+
+@dataclass
+class TrainerConfig:
+    """Optimiser, schedule, stopping, hardware and logging of one Lightning training run."""
+
+    max_epochs: int = 100
+    batch_size: int = 8
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    lr_factor: float = 0.5  # ReduceLROnPlateau on the validation loss
+    lr_patience: int = 5
+    lr_min: float = 1e-6
+    early_stopping_patience: int = 20  # epochs without a better validation loss
+    gradient_clip_val: float | None = None
+    seed: int = 0
+    accelerator: str = "auto"  # "cpu", "gpu", "auto"
+    devices: int | str = 1
+    strategy: str = "auto"  # "ddp" for several GPUs
+    precision: str = "32-true"
+    num_workers: int = 0
+    num_threads: int | None = None  # torch CPU threads; 1 is fastest for small models on busy machines
+    progress_bar: bool = True
+    tensorboard: bool = False
+    log_every_n_steps: int = 10
+    deterministic: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("max_epochs", "batch_size", "log_every_n_steps"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"trainer.{name} must be >= 1")
+        if not self.lr > 0 or not 0 < self.lr_factor < 1 or self.lr_min < 0:
+            raise ConfigError("trainer needs lr > 0, 0 < lr_factor < 1 and lr_min >= 0")
+        if self.early_stopping_patience < 1 or self.lr_patience < 0:
+            raise ConfigError("trainer.early_stopping_patience must be >= 1 and lr_patience >= 0")
+
+
+@dataclass
+class LossWeights:
+    """L = w_aa Err(F, F_AA) + w_ft Err(F, F_T) + w_e Err(e, e_T) + w_E Err(E/N, E_T/N)."""
+
+    w_aa: float = 1.0
+    w_ft: float = 0.0
+    w_e: float = 0.0
+    w_E: float = 0.0
+
+    def __post_init__(self) -> None:
+        ws = self.as_dict()
+        if any(v < 0 for v in ws.values()) or not any(v > 0 for v in ws.values()):
+            raise ConfigError(f"loss weights must be >= 0 with at least one > 0, got {ws}")
+
+    def as_dict(self) -> dict[str, float]:
+        return {"w_aa": float(self.w_aa), "w_ft": float(self.w_ft), "w_e": float(self.w_e), "w_E": float(self.w_E)}
+
+    @property
+    def needs_labels(self) -> bool:
+        return self.w_ft > 0 or self.w_e > 0 or self.w_E > 0
+
+
+@dataclass
+class WallFitConfig:
+    """Repulsive wall per bead-type pair, fitted from the training block (METHOD.md section 3)."""
+
+    enabled: bool = True
+    width_nm: float = 0.015  # dr
+    fraction: float = 0.05  # p
+    rdf_threshold: float = 0.01  # taper t = smallest r where g(r) exceeds this
+    bin_nm: float = 0.002
+    max_frames: int = 200  # frames used for the RDFs (evenly spaced over the block)
+    cutoff_nm: float | None = None  # default max(t) + 10/a
+
+
+@dataclass
+class TeachersConfig:
+    """`cgkd train-teachers`: K members differing only in their seed, trained on F_AA."""
+
+    dataset: str = ""
+    out: str = "runs/teachers"
+    model: dict = field(default_factory=dict)  # CGPotential architecture (see openmm_cgkd.model.potential)
+    members: int = 8
+    seeds: list[int] | None = None  # default trainer.seed + k
+    parallel: str | int = "auto"  # "auto": one process per GPU when several; an int: that many processes
+    split: SplitConfig = field(default_factory=SplitConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    wall: WallFitConfig = field(default_factory=WallFitConfig)
+
+    def __post_init__(self) -> None:
+        if self.members < 1:
+            raise ConfigError("members must be >= 1")
+        if self.seeds is not None and (len(self.seeds) != self.members or len(set(self.seeds)) != self.members):
+            raise ConfigError(f"seeds must be {self.members} distinct integers, got {self.seeds}")
+
+    def member_seeds(self) -> list[int]:
+        return list(self.seeds) if self.seeds is not None else [self.trainer.seed + k for k in range(self.members)]
+
+
+@dataclass
+class LabelsConfig:
+    """`cgkd label`: teacher predictions on every frame of a dataset."""
+
+    dataset: str = ""
+    teachers: str = ""  # a teacher or ensemble bundle
+    member: int | None = None  # one member of an ensemble bundle ("single teacher" labels)
+    out: str | None = None  # a labelled copy of the dataset; default: add labels to the dataset in place
+    device: str = "auto"
+
+
+@dataclass
+class StudentConfig:
+    """`cgkd train-student`: one network learning teacher labels (and/or F_AA)."""
+
+    dataset: str = ""  # a labelled dataset (see `cgkd label`)
+    out: str = "runs/student"
+    variant: str | None = "ensemble-e-ft-faa"  # a preset of openmm_cgkd.training.students, or None
+    weights: LossWeights | None = None  # free weights; override the preset's
+    model: dict | None = None  # default: the teachers' architecture
+    split: SplitConfig = field(default_factory=SplitConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+
+
+# ------------------------------------------------------------------------------ YAML
+def _field_types(cls) -> dict[str, typing.Any]:
+    return typing.get_type_hints(cls)
+
+
+def _convert(value, tp, path: str):
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        errors = []
+        for a in args:
+            try:
+                return _convert(value, a, path)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[0] if len(errors) == 1 else f"{path}: {value!r} fits none of {args}")
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path} must be a mapping, got {value!r}")
+        return config_from_dict(tp, value, path)
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{path} must be a list, got {value!r}")
+        (item,) = typing.get_args(tp) or (typing.Any,)
+        return [_convert(v, item, f"{path}[{i}]") for i, v in enumerate(value)]
+    if tp is dict or origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path} must be a mapping, got {value!r}")
+        return dict(value)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{path} must be true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{path} must be an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{path} must be a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{path} must be a string, got {value!r}")
+        return value
+    return value
+
+
+def config_from_dict(cls, data: dict, path: str = ""):
+    """Build dataclass ``cls`` from a mapping; unknown keys and bad types raise :class:`ConfigError`."""
+    hints = _field_types(cls)
+    unknown = set(data) - set(hints)
+    if unknown:
+        where = f" in {path}" if path else ""
+        raise ConfigError(f"unknown key(s) {sorted(unknown)}{where}; known: {sorted(hints)}")
+    kwargs = {k: _convert(v, hints[k], f"{path}.{k}" if path else k) for k, v in data.items()}
+    try:
+        return cls(**kwargs)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}" if path else str(exc)) from None
+
+
+def config_to_dict(obj) -> dict:
+    return dataclasses.asdict(obj)
+
+
+_PATH_KEYS = ("dataset", "out", "teachers")
+
+
+def load_config(cls, path: str | Path, overrides: dict | None = None):
+    """Read YAML ``path`` into dataclass ``cls``; relative ``dataset``/``out``/``teachers`` paths
+    are taken relative to the YAML file. ``overrides`` (a flat or nested mapping) wins over the file."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a mapping at the top level")
+    for key in _PATH_KEYS:
+        if isinstance(data.get(key), str) and data[key] and not Path(data[key]).is_absolute():
+            data[key] = str((path.parent / data[key]).resolve())
+    data = _merge(data, overrides or {})
+    return config_from_dict(cls, data)
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _merge(out[k], v)
+        else:
+            out[k] = v
+    return out

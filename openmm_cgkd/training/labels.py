@@ -1,0 +1,114 @@
+"""Distillation labels: teacher predictions on every frame of a dataset (METHOD.md section 2.4).
+
+:func:`make_labels` loads a teacher bundle (one teacher, or an ensemble: then member means, or
+one chosen member) and evaluates it, plus the bundle's wall, on every frame. The labels are the
+total model outputs, network + wall, exactly what the teacher would give in MD:
+
+* ``forces`` F_T (F, N, 3) kJ/mol/nm, ``bead_energies`` e_T (F, N) kJ/mol (the wall's pair
+  energies split half and half between the two beads), ``energy`` E_T (F,) kJ/mol;
+* ``force_std`` (F, N, 3): the member spread (population std) of an ensemble, zeros otherwise.
+
+Their provenance names the teacher bundle (path, checksum, kind, members), the label source
+(``ensemble`` mean or ``member K``/``teacher``), the wall and the architecture, so that a
+student can reuse the wall and architecture and record whom it learned from.
+"""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from openmm_cgkd.data.dataset import CGDataset, DistillationLabels
+from openmm_cgkd.training.config import ConfigError, LabelsConfig
+
+__all__ = ["label_source", "predict_labels", "make_labels"]
+
+
+def label_source(model_kind: str, num_members: int, member: int | None) -> str:
+    """``ensemble`` (member means), ``member K`` (one member of an ensemble) or ``teacher``."""
+    if model_kind == "ensemble" and num_members > 1:
+        return "ensemble" if member is None else f"member {member}"
+    return "teacher"
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+@torch.no_grad()
+def predict_labels(bundle, dataset: CGDataset, member: int | None = None, device: str = "auto",
+                   progress: bool = False) -> DistillationLabels:
+    """Evaluate ``bundle`` (a loaded :class:`~openmm_cgkd.bundle.Bundle`) + its wall on every frame."""
+    man = bundle.manifest
+    if list(man.type_names) != list(dataset.type_names):
+        raise ConfigError(f"the teacher bundle's bead types {man.type_names} differ from the dataset's "
+                          f"{dataset.type_names}")
+    is_ensemble = man.model_kind == "ensemble" and man.num_members > 1
+    if member is not None and not (is_ensemble and 0 <= member < man.num_members):
+        raise ConfigError(f"member {member} does not exist: the bundle is a {man.model_kind} with "
+                          f"{man.num_members} member(s)")
+    dev = _device(device)
+    module = bundle.module.to(dev)
+    wall = bundle.wall_module().to(dev)
+    types = torch.from_numpy(dataset.bead_types.astype(np.int64)).to(dev)
+    f, n = dataset.n_frames, dataset.n_beads
+    forces = np.empty((f, n, 3), np.float32)
+    bead_e = np.empty((f, n), np.float32)
+    energy = np.empty(f, np.float64)
+    std = np.zeros((f, n, 3), np.float32)
+    frames = range(f)
+    if progress:
+        from tqdm import tqdm
+
+        frames = tqdm(frames, desc="labels", unit="frame")
+    for i in frames:
+        pos = torch.from_numpy(dataset.positions[i]).to(dev)
+        box = torch.from_numpy(dataset.boxes[i]).to(dev)
+        if is_ensemble and member is not None:
+            e_k, b_k, f_k = module.forward_members(types, pos, box)
+            e, b, frc = e_k[member], b_k[member], f_k[member]
+        elif is_ensemble:
+            e, b, frc, s = module(types, pos, box)
+            std[i] = s.float().cpu().numpy()
+        else:
+            e, b, frc = module(types, pos, box)[:3]
+        we, wb, wf = wall(types, pos, box)
+        forces[i] = (frc.double() + wf.double()).cpu().numpy()
+        bead_e[i] = (b.double() + wb.double()).cpu().numpy()
+        energy[i] = float(e.double() + we.double())
+    prov = {
+        "teacher_bundle": str(Path(bundle.path).resolve()) if bundle.path else None,
+        "teacher_checksums": dict(man.checksums), "teacher_kind": man.model_kind,
+        "num_members": int(man.num_members), "member": member,
+        "source": label_source(man.model_kind, man.num_members, member), "teacher_variant": man.variant,
+        "architecture": dict(man.architecture), "wall": man.wall.to_dict(),
+        "includes_wall": True, "teacher_training_seeds": man.training.get("seeds"),
+    }
+    return DistillationLabels(forces, bead_e, energy, std, prov)
+
+
+def make_labels(cfg: LabelsConfig, progress: bool = True) -> Path:
+    """Label every frame of ``cfg.dataset`` with ``cfg.teachers``; write the labels into the dataset
+    (or into a copy at ``cfg.out``). Returns the labelled dataset's path."""
+    from openmm_cgkd.bundle import load_bundle
+
+    if not cfg.dataset or not cfg.teachers:
+        raise ConfigError("labels need `dataset` and `teachers` (a teacher or ensemble bundle)")
+    src = Path(cfg.dataset)
+    dataset = CGDataset.load(src)
+    bundle = load_bundle(cfg.teachers)
+    labels = predict_labels(bundle, dataset, cfg.member, cfg.device, progress=progress)
+    target = src
+    if cfg.out:
+        target = Path(cfg.out)
+        if target.resolve() != src.resolve():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_name(target.name + ".part")
+            shutil.copyfile(src, tmp)
+            tmp.replace(target)
+    dataset.save_labels(target, labels)
+    return target

@@ -1,0 +1,142 @@
+"""Students: one network (the teachers' architecture by default) trained on the mapped AA forces
+and/or the teacher labels (METHOD.md sections 2.5 and 2.6).
+
+The nine variants of the paper are presets (:data:`VARIANTS`) with its loss weights: per-bead
+energy w_e = 5, system energy w_E = 5, and for forces w_ft = 1, w_aa = 2 when both force
+targets are used, else weight 1 for the one used. ``single-*`` variants learn from labels made
+by one teacher (``cgkd label --member K``, or a one-teacher bundle), ``ensemble-*`` from the
+ensemble mean. Free weights (``weights:`` in the config) override a preset's.
+
+The student reuses the teachers' wall (from the labels' provenance): the labels include it, so
+the student's network learns the same remainder as the teachers'. Its bundle records the
+variant, the weights and the teachers it learned from.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from openmm_cgkd.data.dataset import CGDataset
+from openmm_cgkd.model.wall import WallParameters
+from openmm_cgkd.training.config import ConfigError, LossWeights, StudentConfig, config_to_dict
+from openmm_cgkd.training.data import split_blocks
+
+__all__ = ["Variant", "VARIANTS", "resolve_variant", "StudentResult", "train_student"]
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    source: str  # "single" or "ensemble"
+    targets: tuple[str, ...]  # paper notation
+    weights: LossWeights
+
+
+def _v(name: str, source: str, targets: tuple[str, ...], **w) -> Variant:
+    return Variant(name, source, targets, LossWeights(**{"w_aa": 0.0, **w}))
+
+
+VARIANTS: dict[str, Variant] = {v.name: v for v in (
+    _v("single-e-faa", "single", ("e", "F_AA"), w_e=5.0, w_aa=1.0),
+    _v("single-e-ft", "single", ("e", "F_T"), w_e=5.0, w_ft=1.0),
+    _v("single-e-ft-faa", "single", ("e", "F_T", "F_AA"), w_e=5.0, w_ft=1.0, w_aa=2.0),
+    _v("ensemble-ft-faa", "ensemble", ("F_T", "F_AA"), w_ft=1.0, w_aa=2.0),
+    _v("ensemble-e-faa", "ensemble", ("e", "F_AA"), w_e=5.0, w_aa=1.0),
+    _v("ensemble-e-ft", "ensemble", ("e", "F_T"), w_e=5.0, w_ft=1.0),
+    _v("ensemble-e-ft-faa", "ensemble", ("e", "F_T", "F_AA"), w_e=5.0, w_ft=1.0, w_aa=2.0),
+    _v("ensemble-esys-ft-faa", "ensemble", ("E", "F_T", "F_AA"), w_E=5.0, w_ft=1.0, w_aa=2.0),
+    _v("ensemble-esys-e-ft-faa", "ensemble", ("E", "e", "F_T", "F_AA"), w_E=5.0, w_e=5.0, w_ft=1.0, w_aa=2.0),
+)}
+
+
+def resolve_variant(name: str | None, weights: LossWeights | None) -> tuple[str, str | None, LossWeights]:
+    """(variant name, required label source or None, loss weights) of a student config."""
+    if name is None:
+        if weights is None:
+            raise ConfigError("a student needs a `variant` (one of "
+                              f"{sorted(VARIANTS)}) or free `weights`")
+        return "custom", None, weights
+    if name not in VARIANTS:
+        raise ConfigError(f"unknown student variant {name!r}; choose one of {sorted(VARIANTS)} or give free `weights`")
+    v = VARIANTS[name]
+    if weights is not None:
+        return f"custom (from {name})", v.source, weights
+    return name, v.source, v.weights
+
+
+def _check_source(required: str | None, labels_source: str) -> None:
+    if required is None:
+        return
+    ok = labels_source == "ensemble" if required == "ensemble" else labels_source != "ensemble"
+    if not ok:
+        raise ConfigError(f"this variant learns from {'the ensemble mean' if required == 'ensemble' else 'one teacher'}"
+                          f" but the dataset's labels come from {labels_source!r}; "
+                          + ("label with the ensemble bundle (no --member)" if required == "ensemble"
+                             else "label with --member K (or a single-teacher bundle), into a copy (--out)"))
+
+
+@dataclass
+class StudentResult:
+    out: Path
+    bundle: Path
+    model: object  # TrainablePotential with the best weights (CPU)
+    variant: str
+    weights: LossWeights
+    blocks: dict = field(default_factory=dict)
+    metrics: dict = field(default_factory=dict)
+
+
+def train_student(cfg: StudentConfig, dataset: CGDataset | None = None,
+                  extra_force_refs: dict[str, np.ndarray] | None = None) -> StudentResult:
+    """Train, evaluate and bundle a student (see the module docstring). Resumable in ``cfg.out``."""
+    from openmm_cgkd.bundle import save_bundle
+    from openmm_cgkd.model.potential import PotentialConfig
+    from openmm_cgkd.training.common import (code_provenance, dataset_bead_types, dataset_provenance,
+                                             write_test_report)
+    from openmm_cgkd.training.metrics import evaluate_frames, training_curve_plot
+    from openmm_cgkd.training.model import number_density, potential_config_for
+    from openmm_cgkd.training.trainer import is_global_zero, train_potential
+
+    if not cfg.dataset:
+        raise ConfigError("a student needs a labelled dataset (the `dataset:` key)")
+    dataset = dataset if dataset is not None else CGDataset.load(cfg.dataset)
+    if dataset.labels is None:
+        raise ConfigError(f"{cfg.dataset} has no distillation labels; run `cgkd label` with the teachers first")
+    prov = dataset.labels.provenance
+    variant, source, weights = resolve_variant(cfg.variant, cfg.weights)
+    _check_source(source, str(prov.get("source", "")))
+    if "wall" not in prov or "architecture" not in prov:
+        raise ConfigError("the labels' provenance lacks the teachers' wall/architecture; relabel with `cgkd label`")
+    wall = WallParameters.from_dict(prov["wall"])
+    blocks = split_blocks(dataset.n_frames, cfg.split)
+    train = blocks["train"]
+    if cfg.model is not None:
+        density = number_density(dataset.positions[train], dataset.boxes[train])
+        pcfg = potential_config_for(cfg.model, list(dataset.type_names), density)
+    else:
+        pcfg = PotentialConfig.from_dict(prov["architecture"])
+    out = Path(cfg.out)
+    start = time.time()
+    result = train_potential(dataset, blocks, pcfg, wall, weights, cfg.trainer, out / "run")
+    if not is_global_zero():  # a DDP helper process: rank 0 writes the results
+        return StudentResult(out, out / "bundle", result.model, variant, weights, blocks, {})
+
+    test = blocks["test"] if len(blocks["test"]) else blocks["val"]
+    metrics, pred = evaluate_frames(result.model, dataset, test, cfg.trainer.batch_size, extra_force_refs)
+    metrics = {"test_frames": [int(test[0]), int(test[-1]) + 1], "student": metrics}
+    write_test_report(out, f"student {variant}", metrics, pred, dataset, test)
+    training_curve_plot({variant: out / "run" / "logs" / "metrics.csv"}, out / "training_curves.png",
+                        f"student {variant}")
+    targets = VARIANTS[cfg.variant].targets if cfg.variant in VARIANTS else None
+    training = {"stage": "student", "variant": variant, "targets": targets, "loss_weights": weights.as_dict(),
+                "teachers": prov, "dataset": dataset_provenance(cfg.dataset, dataset, blocks),
+                "trainer": config_to_dict(cfg.trainer), "result": result.info,
+                "test_metrics": metrics["student"], "seconds": round(time.time() - start, 1), **code_provenance()}
+    bundle = save_bundle(out / "bundle", result.model.network, bead_types=dataset_bead_types(dataset), wall=wall,
+                         model_kind="student", variant=variant, training=training,
+                         description=f"CG student '{variant}' distilled from {prov.get('source')} labels of "
+                                     f"{prov.get('teacher_bundle')}", overwrite=True)
+    return StudentResult(out, bundle, result.model, variant, weights, blocks, metrics)

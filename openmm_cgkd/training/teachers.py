@@ -1,0 +1,222 @@
+"""Teachers: K members of one architecture that differ only in their seed, trained on the mapped
+AA forces alone (loss Err(F, F_AA); METHOD.md section 2.3).
+
+:func:`train_teachers` runs the whole stage for a :class:`TeachersConfig`:
+
+1. split the dataset into contiguous train / val / test blocks;
+2. fit the repulsive wall on the training block (:mod:`.wall_fit`), shared by every member;
+3. train the members (one after another, or in parallel processes: one per GPU when several
+   are present, or ``parallel: N`` CPU processes), each resumable in its own directory;
+4. write one teacher bundle per member and the ensemble bundle (member means and force std);
+5. evaluate members and ensemble on the test block (``metrics.json``, parity and training-curve PNGs).
+
+Output directory::
+
+    setup.json                  split, wall (+ fit report), architecture: shared by all members
+    members/member_KK/          the member's run (checkpoints/, logs/, result.json) and bundle/
+    ensemble/                   the ensemble bundle (what `cgkd label` and CGKDForceField load)
+    metrics.json, *.png         test-block metrics of each member and of the ensemble
+
+Rerunning the stage skips finished members and resumes a killed one from its last epoch.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from openmm_cgkd.data.dataset import CGDataset
+from openmm_cgkd.model.wall import WallParameters
+from openmm_cgkd.training.config import ConfigError, LossWeights, TeachersConfig, config_from_dict, config_to_dict
+from openmm_cgkd.training.data import split_blocks
+
+__all__ = ["TeachersResult", "train_teachers", "prepare_teachers", "train_member", "member_dir"]
+
+TEACHER_WEIGHTS = LossWeights(w_aa=1.0)
+
+
+@dataclass
+class TeachersResult:
+    out: Path
+    ensemble_bundle: Path
+    member_bundles: list[Path]
+    members: list = field(default_factory=list)  # TrainablePotential per member (best weights, CPU)
+    blocks: dict = field(default_factory=dict)
+    metrics: dict = field(default_factory=dict)
+
+
+def member_dir(out: str | Path, k: int) -> Path:
+    return Path(out) / "members" / f"member_{k:02d}"
+
+
+def prepare_teachers(cfg: TeachersConfig, dataset: CGDataset) -> dict:
+    """The set-up every member shares (split, wall, architecture), computed once and stored in
+    ``<out>/setup.json``; read back from there on later calls."""
+    from openmm_cgkd.training.model import number_density, potential_config_for
+    from openmm_cgkd.training.wall_fit import fit_wall
+
+    out = Path(cfg.out)
+    path = out / "setup.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    blocks = split_blocks(dataset.n_frames, cfg.split)
+    train = blocks["train"]
+    if cfg.wall.enabled:
+        wall, report = fit_wall(dataset, train, cfg.wall)
+    else:
+        wall, report = WallParameters.zero(list(dataset.type_names)), {"method": "disabled"}
+    density = number_density(dataset.positions[train], dataset.boxes[train])
+    pcfg = potential_config_for(cfg.model, list(dataset.type_names), density)
+    setup = {"blocks": {k: v.tolist() for k, v in blocks.items()}, "wall": wall.to_dict(), "wall_fit": report,
+             "architecture": pcfg.to_dict(), "seeds": cfg.member_seeds()}
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".part")
+    tmp.write_text(json.dumps(setup, indent=1))
+    tmp.replace(path)
+    return setup
+
+
+def _blocks(setup: dict) -> dict[str, np.ndarray]:
+    return {k: np.asarray(v, dtype=np.int64) for k, v in setup["blocks"].items()}
+
+
+def train_member(cfg: TeachersConfig, dataset: CGDataset, setup: dict, k: int, trainer_overrides: dict | None = None):
+    """Train (or resume, or reload) member ``k``; writes its teacher bundle. Returns a TrainResult."""
+    from openmm_cgkd.bundle import save_bundle
+    from openmm_cgkd.model.potential import PotentialConfig
+    from openmm_cgkd.training.common import code_provenance, dataset_bead_types, dataset_provenance
+    from openmm_cgkd.training.trainer import train_potential
+
+    seed = setup["seeds"][k]
+    tcfg = replace(cfg.trainer, seed=seed, **(trainer_overrides or {}))
+    run = member_dir(cfg.out, k)
+    wall = WallParameters.from_dict(setup["wall"])
+    blocks = _blocks(setup)
+    result = train_potential(dataset, blocks, PotentialConfig.from_dict(setup["architecture"]), wall,
+                             TEACHER_WEIGHTS, tcfg, run)
+    bundle = run / "bundle"
+    if not (bundle / "manifest.yaml").is_file() and result.info:
+        training = {"stage": "teacher", "member": k, "seed": seed, "loss_weights": TEACHER_WEIGHTS.as_dict(),
+                    "dataset": dataset_provenance(cfg.dataset, dataset, blocks), "trainer": config_to_dict(tcfg),
+                    "result": result.info, "wall_fit": setup["wall_fit"], **code_provenance()}
+        save_bundle(bundle, result.model.network, bead_types=dataset_bead_types(dataset), wall=wall,
+                    model_kind="teacher", variant=f"teacher member {k} (seed {seed})", training=training,
+                    description=f"CG teacher {k} of {cfg.members}: trained on mapped AA forces only",
+                    overwrite=True)
+    return result
+
+
+def _member_worker(cfg_dict: dict, members: list[int], trainer_overrides: dict) -> None:
+    """Process entry point: train ``members`` one after another (spawned; re-reads everything)."""
+    cfg = config_from_dict(TeachersConfig, cfg_dict)
+    dataset = CGDataset.load(cfg.dataset)
+    setup = json.loads((Path(cfg.out) / "setup.json").read_text())
+    for k in members:
+        train_member(cfg, dataset, setup, k, trainer_overrides)
+
+
+def _plan_processes(cfg: TeachersConfig) -> list[tuple[list[int], dict]]:
+    """[(members, trainer overrides)] per process; one entry means: train in this process."""
+    import torch
+
+    k_all = list(range(cfg.members))
+    tc = cfg.trainer
+    n_gpu = torch.cuda.device_count() if tc.accelerator in ("auto", "gpu", "cuda") else 0
+    if cfg.parallel == "auto":
+        if n_gpu > 1 and tc.devices in (1, "1") and "ddp" not in tc.strategy and cfg.members > 1:
+            n = min(n_gpu, cfg.members)
+            return [(k_all[i::n], {"accelerator": "gpu", "devices": [i]}) for i in range(n)]
+        return [(k_all, {})]
+    if cfg.parallel in ("none", "off", 1, "1"):
+        return [(k_all, {})]
+    try:
+        n = int(cfg.parallel)
+    except ValueError:
+        raise ConfigError(f"parallel must be 'auto', 'none' or a number of processes, got {cfg.parallel!r}") from None
+    n = max(1, min(n, cfg.members))
+    if n == 1:
+        return [(k_all, {})]
+    if n_gpu > 0:
+        return [(k_all[i::n], {"accelerator": "gpu", "devices": [i % n_gpu]}) for i in range(n)]
+    return [(k_all[i::n], {"accelerator": "cpu", "devices": 1,
+                           "num_threads": tc.num_threads or 1}) for i in range(n)]
+
+
+def _run_parallel(cfg: TeachersConfig, plan: list[tuple[list[int], dict]]) -> None:
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_member_worker, args=(config_to_dict(cfg), members, over), daemon=False)
+             for members, over in plan]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join()
+    failed = [plan[i][0] for i, p in enumerate(procs) if p.exitcode != 0]
+    if failed:
+        raise RuntimeError(f"teacher members {failed} failed in their worker processes (see their logs); "
+                           "rerun the stage to resume them")
+
+
+def train_teachers(cfg: TeachersConfig, dataset: CGDataset | None = None,
+                   extra_force_refs: dict[str, np.ndarray] | None = None) -> TeachersResult:
+    """Run the teacher stage (see the module docstring). ``dataset`` defaults to ``cfg.dataset``
+    loaded from disk; ``extra_force_refs`` adds force references to the test metrics (e.g. the
+    true forces of a synthetic system)."""
+    from openmm_cgkd.bundle import save_bundle
+    from openmm_cgkd.model.ensemble import EnsemblePotential
+    from openmm_cgkd.training.common import (code_provenance, dataset_bead_types, dataset_provenance,
+                                             write_test_report)
+    from openmm_cgkd.training.metrics import compare_predictions, predict_frames, training_curve_plot, write_json
+    from openmm_cgkd.training.trainer import is_global_zero
+
+    if not cfg.dataset:
+        raise ConfigError("teachers need a dataset (the `dataset:` key)")
+    dataset = dataset if dataset is not None else CGDataset.load(cfg.dataset)
+    out = Path(cfg.out)
+    start = time.time()
+    setup = prepare_teachers(cfg, dataset)
+    blocks = _blocks(setup)
+    plan = _plan_processes(cfg)
+    if len(plan) > 1:
+        _run_parallel(cfg, plan)
+    results = [train_member(cfg, dataset, setup, k, plan[0][1] if len(plan) == 1 else None)
+               for k in range(cfg.members)]
+    members = [r.model for r in results]
+    ensemble_bundle = out / "ensemble"
+    member_bundles = [member_dir(out, k) / "bundle" for k in range(cfg.members)]
+    if not is_global_zero():  # a DDP helper process: rank 0 writes the results
+        return TeachersResult(out, ensemble_bundle, member_bundles, members, blocks, {})
+    wall = WallParameters.from_dict(setup["wall"])
+
+    # test-block metrics: each member, and the ensemble mean of their predictions
+    test = blocks["test"] if len(blocks["test"]) else blocks["val"]
+    preds = [predict_frames(m, dataset, test, cfg.trainer.batch_size) for m in members]
+    ens = {k: np.mean([p[k] for p in preds], axis=0) for k in preds[0]}
+    metrics = {"test_frames": [int(test[0]), int(test[-1]) + 1],
+               "members": [compare_predictions(p, dataset, test, extra_force_refs) for p in preds],
+               "ensemble": compare_predictions(ens, dataset, test, extra_force_refs)}
+    metrics["ensemble"]["force_std_mean"] = float(np.mean(np.std([p["forces"] for p in preds], axis=0)))
+    write_test_report(out, f"ensemble of {cfg.members}", metrics, ens, dataset, test)
+    training_curve_plot({f"member {k}": r.info.get("metrics_csv", member_dir(out, k) / "logs" / "metrics.csv")
+                         for k, r in enumerate(results)}, out / "training_curves.png", "teachers")
+
+    training = {"stage": "teachers", "seeds": setup["seeds"], "loss_weights": TEACHER_WEIGHTS.as_dict(),
+                "dataset": dataset_provenance(cfg.dataset, dataset, blocks), "trainer": config_to_dict(cfg.trainer),
+                "wall_fit": setup["wall_fit"], "members": [r.info for r in results],
+                "member_bundles": [str(p.resolve()) for p in member_bundles],
+                "test_metrics": {"ensemble_forces_vs_aa": metrics["ensemble"]["forces_vs_aa"]},
+                "seconds": round(time.time() - start, 1), **code_provenance()}
+    networks = [m.network for m in members]
+    model = EnsemblePotential(networks) if len(networks) > 1 else networks[0]
+    save_bundle(ensemble_bundle, model, bead_types=dataset_bead_types(dataset), wall=wall,
+                model_kind="ensemble" if len(networks) > 1 else "teacher",
+                variant=f"ensemble of {len(networks)} teachers" if len(networks) > 1 else "single teacher",
+                training=training, description=f"CG teacher ensemble ({len(networks)} members, seeds "
+                                               f"{setup['seeds']}): member means of energies and forces",
+                overwrite=True)
+    write_json({"ensemble_bundle": str(ensemble_bundle.resolve()), **training}, out / "teachers.json")
+    return TeachersResult(out, ensemble_bundle, member_bundles, members, blocks, metrics)

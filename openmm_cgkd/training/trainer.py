@@ -1,0 +1,148 @@
+"""One training run on Lightning: Adam, ReduceLROnPlateau, early stopping, a checkpoint every
+epoch, resume after a kill, CSV logs (TensorBoard optional), progress bars, fixed seeds.
+
+Layout of a run directory ``out``::
+
+    checkpoints/last.ckpt       the newest epoch (written atomically: a kill never leaves half a file)
+    checkpoints/best-EEE.ckpt   the epoch with the lowest validation loss
+    logs/metrics.csv            per-epoch train/val losses, loss terms, learning rate
+    result.json                 written when the run has finished (early stop or max_epochs)
+
+Calling :func:`train_potential` again on the same ``out`` resumes from ``last.ckpt`` (or, when
+``result.json`` exists, only reloads the best weights). The batches of an epoch depend only on
+(seed, epoch) and the schedule state travels in the checkpoint, so a resumed run ends with the
+same weights as one never interrupted (``tests/unit/test_training_resume.py``).
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from openmm_cgkd.data.dataset import CGDataset
+from openmm_cgkd.model.potential import PotentialConfig
+from openmm_cgkd.model.wall import WallParameters
+from openmm_cgkd.training.config import ConfigError, LossWeights, TrainerConfig
+from openmm_cgkd.training.data import FrameDataset, make_loader
+from openmm_cgkd.training.model import TrainablePotential, number_density
+
+__all__ = ["TrainResult", "train_potential", "seed_everything", "is_global_zero"]
+
+
+@dataclass
+class TrainResult:
+    model: TrainablePotential  # best-validation weights, in eval mode, on the CPU
+    out: Path
+    info: dict = field(default_factory=dict)  # best_val_loss, epochs, stopped_early, seconds, paths
+
+
+def is_global_zero() -> bool:
+    """False in the extra processes of a multi-process (DDP) run: they train, but write nothing."""
+    return os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0"
+
+
+def seed_everything(seed: int) -> None:
+    import lightning.pytorch as pl
+
+    pl.seed_everything(int(seed), workers=True, verbose=False)
+
+
+def _atomic_checkpoint_io():
+    from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+    class AtomicCheckpointIO(TorchCheckpointIO):
+        """Write each checkpoint to a temporary file and rename it: a kill mid-write leaves the old one."""
+
+        def save_checkpoint(self, checkpoint, path, storage_options=None):
+            path = str(path)
+            tmp = path + ".part"
+            super().save_checkpoint(checkpoint, tmp, storage_options)
+            os.replace(tmp, path)
+
+    return AtomicCheckpointIO()
+
+
+def train_potential(dataset: CGDataset, blocks: dict[str, np.ndarray], potential_config: PotentialConfig,
+                    wall: WallParameters | None, weights: LossWeights, cfg: TrainerConfig, out: str | Path,
+                    callbacks: list | None = None) -> TrainResult:
+    """Train a fresh :class:`TrainablePotential` (seeded by ``cfg.seed``) on ``blocks['train']``,
+    validating on ``blocks['val']``; resumable in ``out``. Returns the best-validation weights."""
+    import lightning.pytorch as pl
+    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, TQDMProgressBar
+    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+    from openmm_cgkd.training.lightning_module import CGKDModule
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    if len(blocks.get("val", [])) == 0:
+        raise ConfigError("training needs a validation block (split.val > 0): it drives the learning-rate "
+                          "schedule, early stopping and the choice of the best epoch")
+    if cfg.num_threads is not None:
+        torch.set_num_threads(int(cfg.num_threads))
+    seed_everything(cfg.seed)
+    density = number_density(dataset.positions[blocks["train"]], dataset.boxes[blocks["train"]])
+    model = TrainablePotential(potential_config, wall, density)
+    module = CGKDModule(model, torch.from_numpy(dataset.bead_types.astype(np.int64)), weights, cfg)
+
+    result_file = out / "result.json"
+    if result_file.is_file():
+        info = json.loads(result_file.read_text())
+        _load_best(module, info["best_checkpoint"])
+        return TrainResult(_finish(model), out, info)
+
+    train = FrameDataset(dataset, blocks["train"], require_labels=weights.needs_labels)
+    val = FrameDataset(dataset, blocks["val"], require_labels=weights.needs_labels)
+    train_loader = make_loader(train, cfg.batch_size, shuffle=True, seed=cfg.seed, num_workers=cfg.num_workers)
+    val_loader = make_loader(val, cfg.batch_size, shuffle=False, num_workers=cfg.num_workers)
+
+    ckpt_dir = out / "checkpoints"
+    checkpoint = ModelCheckpoint(dirpath=ckpt_dir, filename="best-{epoch:03d}", monitor="val_loss", mode="min",
+                                 save_top_k=1, save_last=True, every_n_epochs=1, auto_insert_metric_name=False)
+    stopper = EarlyStopping(monitor="val_loss", mode="min", patience=cfg.early_stopping_patience)
+    cbs = [checkpoint, stopper, *(callbacks or [])]
+    if cfg.progress_bar:
+        cbs.append(TQDMProgressBar(refresh_rate=max(1, len(train_loader) // 20)))
+    loggers = [CSVLogger(out, name="", version="logs", flush_logs_every_n_steps=1)]
+    if cfg.tensorboard:
+        loggers.append(TensorBoardLogger(out, name="", version="tensorboard"))
+    on_gpu = cfg.accelerator in ("gpu", "cuda") or (cfg.accelerator == "auto" and torch.cuda.is_available())
+    trainer = pl.Trainer(
+        max_epochs=cfg.max_epochs, accelerator=cfg.accelerator, devices=cfg.devices, strategy=cfg.strategy,
+        precision=cfg.precision, deterministic=(True if not on_gpu else "warn") if cfg.deterministic else False,
+        inference_mode=False, gradient_clip_val=cfg.gradient_clip_val, callbacks=cbs, logger=loggers,
+        enable_progress_bar=cfg.progress_bar, enable_model_summary=False, log_every_n_steps=cfg.log_every_n_steps,
+        num_sanity_val_steps=0, default_root_dir=str(out), plugins=[_atomic_checkpoint_io()])
+    last = ckpt_dir / "last.ckpt"
+    start = time.time()
+    trainer.fit(module, train_loader, val_loader, ckpt_path=str(last) if last.is_file() else None)
+    if trainer.global_rank != 0:
+        return TrainResult(_finish(model), out, {})
+    best = checkpoint.best_model_path or str(last)
+    info = {
+        "best_val_loss": float(checkpoint.best_model_score) if checkpoint.best_model_score is not None else None,
+        "epochs": int(trainer.current_epoch), "stopped_early": bool(stopper.stopped_epoch > 0),
+        "seconds_last_session": round(time.time() - start, 2), "best_checkpoint": str(Path(best).resolve()),
+        "metrics_csv": str((out / "logs" / "metrics.csv").resolve()), "seed": cfg.seed,
+        "train_frames": [int(blocks["train"][0]), int(blocks["train"][-1]) + 1],
+        "val_frames": [int(blocks["val"][0]), int(blocks["val"][-1]) + 1],
+    }
+    _load_best(module, best)
+    tmp = result_file.with_suffix(".part")
+    tmp.write_text(json.dumps(info, indent=2))
+    tmp.replace(result_file)
+    return TrainResult(_finish(model), out, info)
+
+
+def _load_best(module, path: str) -> None:
+    state = torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
+    module.load_state_dict(state)
+
+
+def _finish(model: TrainablePotential) -> TrainablePotential:
+    return model.cpu().eval()

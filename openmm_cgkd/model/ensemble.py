@@ -110,7 +110,10 @@ class EnsemblePotential(nn.Module):
         bead_energies: List[Tensor] = []
         forces: List[Tensor] = []
         for member in self.members:
-            pos = pos0.detach().requires_grad_(True)
+            # clone, not detach: torch.jit.freeze (which openmm-torch applies) drops detach(), and the
+            # members' identical pair-geometry ops on one shared tensor are then merged, so the second
+            # member's backward pass meets the first one's freed graph
+            pos = pos0.clone().requires_grad_(True)
             e = member.bead_energies_from_edges(bead_types, pos, edge_index, cell_shifts, box_m)
             grads = torch.autograd.grad([e.sum()], [pos], create_graph=self.create_graph)
             grad = grads[0]

@@ -194,3 +194,25 @@ def test_bundle_object_and_name(ff, tmp_path, monkeypatch):
     monkeypatch.setenv("CGKD_MODELS_DIR", str(ff.path.parent))
     assert CGKDForceField(ff.path.name).path == ff.path
     assert "UNTRAINED" in ff.describe()
+
+
+@pytest.mark.parametrize("platform", ["CPU", "Reference"])
+def test_ensemble_bundle_serves_member_mean(tmp_path, platform):
+    """An ensemble bundle's TorchForce gives the member-mean energy and forces, call after call
+    (openmm-torch freezes the module; the members' backward passes must survive that)."""
+    from openmm import unit
+
+    cfg = untrained_config(cutoff_nm=0.5, embedding_dim=8, num_layers=1, num_rbf=8, rbf_type="gauss",
+                           max_num_neighbors=48)
+    ens = CGKDForceField(build_untrained_bundle(tmp_path / "ens", cfg, wall=_wall(), num_members=3))
+    pos, types = _configuration()
+    box = np.eye(3) * BOX_NM
+    ctx = _context(ens, ens.create_system(bead_topology([NAMES[t] for t in types], box)), platform)
+    with torch.no_grad():
+        e_ref, _, f_ref, f_std = ens.bundle.module(torch.as_tensor(types), torch.as_tensor(pos), torch.as_tensor(box))
+    assert float(f_std.abs().max()) > 0  # the members differ
+    for k in range(3):  # the first calls run unoptimised graphs; later ones the optimised, frozen graph
+        ctx.setPositions((pos + k * BOX_NM) * unit.nanometer)
+        e, f = _energy_forces(ctx, {1})
+        assert e == pytest.approx(float(e_ref), rel=1e-4, abs=1e-4)
+        np.testing.assert_allclose(f, f_ref.numpy(), rtol=1e-4, atol=1e-4 * float(f_ref.abs().max()))

@@ -9,7 +9,8 @@ The module given to ``TorchForce`` is :class:`TorchForceModule`: it holds the be
 of the system (a buffer), wraps positions into the periodic box in the precision OpenMM hands
 over (float64 on CPU/Reference; wrapping first keeps float32 accurate however far beads have
 diffused), casts them to the network's dtype (float32) and returns the energy and the forces
-the network computes (``setOutputsForces(True)``).
+the network computes (``setOutputsForces(True)``). openmm-torch runs a ``torch.jit.freeze``'d
+copy of this module (freezing drops ``detach()`` calls: the network code must not rely on them).
 
 The network uses torchmd-net's custom operators (neighbour lists). They must be registered in
 the process before a ``TorchForce`` is built or a serialized ``System`` holding one is

@@ -25,11 +25,14 @@ from pathlib import Path
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--beads", type=int, default=120, help="DES beads (default 120; >= 89 for the 1 nm cutoff)")
+    p.add_argument("--beads", type=int, default=100, help="DES beads (default 100; >= 89 for the 1 nm cutoff)")
     p.add_argument("--members", type=int, default=8, help="ensemble size K (default 8)")
     p.add_argument("--architecture", default=None, help="graph-network (CPU default), tensornet (CUDA default), ...")
     p.add_argument("--platform", default="CPU", help="OpenMM platform: CPU (default), CUDA")
-    p.add_argument("--steps", type=int, default=10, help="timed steps per repeat (default 10)")
+    p.add_argument("--embedding-dim", type=int, default=32,
+                   help="feature size of the untrained networks (default 32; the shipped configs use 64)")
+    p.add_argument("--layers", type=int, default=1, help="interaction layers (default 1; shipped graph-network: 3)")
+    p.add_argument("--steps", type=int, default=3, help="timed steps per repeat (default 3)")
     p.add_argument("--repeats", type=int, default=3, help="repeats; medians are reported (default 3)")
     p.add_argument("--warmup", type=int, default=3, help="untimed warm-up steps (default 3)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all)")
@@ -41,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = BenchmarkSettings(n_beads=args.beads, members=args.members,
                                  architectures=[args.architecture] if args.architecture else None,
                                  models=["ensemble", "naive-ensemble", "student"], platform=args.platform,
+                                 embedding_dim=args.embedding_dim, num_layers=args.layers,
                                  threads=args.threads, steps=args.steps, repeats=args.repeats,
                                  warmup_steps=args.warmup)
     result = run_benchmark(settings)

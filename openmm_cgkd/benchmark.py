@@ -97,8 +97,8 @@ class BenchmarkSettings:
     precision: Optional[str] = None
     cuda_graphs: str = "off"
     threads: Optional[int] = None
-    steps: int = 20
-    warmup_steps: int = 5
+    steps: int = 5
+    warmup_steps: int = 3
     repeats: int = 3
     timestep_fs: float = 2.0
     temperature_k: float = 298.1
@@ -507,7 +507,7 @@ def run_benchmark(settings: BenchmarkSettings, progress: bool = True,
                                    "density_per_nm3": (None if box is None else
                                                        float(topology.getNumAtoms() / abs(np.linalg.det(box)))),
                                    "wall": settings.wall}
-                    say(f"system: {described}; platform {platform_name}")
+                    (bar.write if progress and log is not None else say)(f"system: {described}; platform {platform_name}")
                 members = ensemble_member_modules(ens_ff.bundle.module)
                 k = len(members)
                 variants = {

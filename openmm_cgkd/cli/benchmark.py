@@ -11,7 +11,7 @@ MODEL_NAMES = ("teacher", "ensemble", "naive-ensemble", "student")
 
 EPILOG = """\
 examples:
-  # CPU (defaults: 250 DES beads, graph-network, K = 8, 20 steps x 3 repeats)
+  # CPU (defaults: 250 DES beads, graph-network, K = 8, 5 steps x 3 repeats)
   cgkd benchmark --out runs/benchmark/cpu.json
   # GPU, the paper's system size, TensorNet, with and without CUDA graphs
   cgkd benchmark --platform CUDA --beads 1000 --architecture tensornet --cuda-graphs both \\
@@ -94,8 +94,9 @@ def register(subparsers) -> None:
     p.add_argument("--cuda-graphs", choices=["off", "on", "both"], default="off",
                    help="openmm-torch useCUDAGraphs (CUDA only; 'both' times each model with and without)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for OpenMM and torch (default: all)")
-    p.add_argument("--steps", type=int, default=20, help="timed MD steps (and torch calls) per repeat (default 20)")
-    p.add_argument("--warmup", type=int, default=5, help="untimed warm-up steps / calls (default 5)")
+    p.add_argument("--steps", type=int, default=5, help="timed MD steps (and torch calls) per repeat (default 5)")
+    p.add_argument("--warmup", type=int, default=3,
+                   help="untimed warm-up steps / calls after the first evaluation (default 3; TorchScript optimises during the first 2-3 calls)")
     p.add_argument("--repeats", type=int, default=3, help="timed repeats; the median is reported (default 3)")
     p.add_argument("--timestep", type=float, default=2.0, metavar="FS", help="MD time step in fs (default 2)")
     p.add_argument("--temperature", type=float, default=298.1, metavar="K", help="temperature in K (default 298.1)")

@@ -90,6 +90,8 @@ class MDConfig:
 class PipelineConfig:
     out: str = "runs/pipeline"
     dataset: str = ""
+    dataset_max_frames: int | None = None  # use only the first frames of the dataset ...
+    dataset_stride: int = 1  # ... and every stride-th of them (neighbouring frames are correlated)
     aa: AAConfig | None = None
     model: dict = field(default_factory=dict)
     split: SplitConfig = field(default_factory=SplitConfig)
@@ -102,6 +104,8 @@ class PipelineConfig:
     def __post_init__(self) -> None:
         if not self.dataset:
             raise ConfigError("the pipeline needs `dataset:` (an existing CG dataset, or where the `aa` stage writes it)")
+        if self.dataset_stride < 1 or (self.dataset_max_frames is not None and self.dataset_max_frames < 2):
+            raise ConfigError("dataset_stride must be >= 1 and dataset_max_frames >= 2")
         unknown = set(self.teachers) - {"members", "seeds", "parallel", "wall"}
         if unknown:
             raise ConfigError(f"teachers: unknown keys {sorted(unknown)} (members, seeds, parallel, wall)")
@@ -197,6 +201,30 @@ def _stage_aa(cfg: PipelineConfig, log) -> dict:
     ds = map_trajectory(load_run(run_dir), MappingSpec.from_yaml(aa.mapping))
     ds.save(cfg.dataset)
     return {"dataset": cfg.dataset, "frames": ds.n_frames, "beads": ds.n_beads}
+
+
+def _frames_subset(cfg: PipelineConfig, out: Path, log) -> str:
+    """Write the selected frames (first ``dataset_max_frames``, every ``dataset_stride``-th) to
+    ``<out>/data/cg.h5`` (rewritten only when the source or the selection changed)."""
+    from openmm_cgkd.data.dataset import CGDataset
+
+    src = Path(cfg.dataset)
+    target = out / "data" / "cg.h5"
+    key = {"source": str(src.resolve()), "mtime": src.stat().st_mtime, "size": src.stat().st_size,
+           "max_frames": cfg.dataset_max_frames, "stride": cfg.dataset_stride}
+    stamp = target.with_suffix(".json")
+    if target.is_file() and stamp.is_file() and json.loads(stamp.read_text()) == key:
+        return str(target)
+    ds = CGDataset.load(src)
+    if cfg.dataset_max_frames is not None and ds.n_frames < cfg.dataset_max_frames:
+        raise ConfigError(f"dataset_max_frames = {cfg.dataset_max_frames} but {src} holds only {ds.n_frames} frames")
+    sub = ds.select_frames(slice(0, cfg.dataset_max_frames, cfg.dataset_stride))
+    sub.provenance = {**ds.provenance, "selected_from": str(src), "selection":
+                      f"first {cfg.dataset_max_frames or ds.n_frames} frames, every {cfg.dataset_stride}"}
+    sub.save(target)
+    stamp.write_text(json.dumps(key))
+    log(f"[data] {sub.n_frames} of {ds.n_frames} frames of {src} -> {target}")
+    return str(target)
 
 
 def _trainer(cfg: PipelineConfig, extra: dict | None = None) -> dict:
@@ -395,7 +423,11 @@ def run_pipeline(cfg: PipelineConfig, only: list[str] | None = None, log=print) 
     common = {"model": cfg.model, "split": asdict(cfg.split), "trainer": cfg.trainer}
     if not Path(cfg.dataset).is_file():
         stage("aa", asdict(cfg.aa) if cfg.aa else None, lambda: _stage_aa(cfg, log), lambda o: [o["dataset"]])
-    teachers = stage("teachers", {**common, "dataset": cfg.dataset, "teachers": cfg.teachers},
+    if cfg.dataset_stride > 1 or cfg.dataset_max_frames is not None:
+        cfg.dataset = _frames_subset(cfg, out, log)
+    stat = Path(cfg.dataset).stat()  # a rewritten dataset retrains everything downstream
+    data_key = {"path": cfg.dataset, "size": stat.st_size, "mtime": stat.st_mtime}
+    teachers = stage("teachers", {**common, "dataset": data_key, "teachers": cfg.teachers},
                      lambda: _stage_teachers(cfg, out, log), lambda o: [o["ensemble"], *o["members"]])
     labelled = stage("labels", {"teachers": teachers["ensemble"], "single": _needs_single_labels(cfg)},
                      lambda: _stage_labels(cfg, out, teachers, log), lambda o: list(o.values()))

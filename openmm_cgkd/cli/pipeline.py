@@ -12,6 +12,7 @@ def register(subparsers) -> None:
                     "Configs for the DES: systems/des/quick.yaml (CPU, minutes) and systems/des/paper.yaml (GPU).")
     p.add_argument("config", help="pipeline YAML (see systems/des/quick.yaml)")
     p.add_argument("--out", help="override the config's output directory")
+    p.add_argument("--dataset", help="override the config's CG dataset (HDF5)")
     p.add_argument("--only", nargs="+", metavar="STAGE",
                    help="run only these stages (earlier ones must be done): aa teachers labels students md analysis report")
     p.set_defaults(func=_run)
@@ -25,6 +26,8 @@ def _run(args: argparse.Namespace) -> int:
         cfg = load_pipeline_config(args.config)
         if args.out:
             cfg.out = args.out
+        if args.dataset:
+            cfg.dataset = args.dataset
         run_pipeline(cfg, only=args.only)
     except ConfigError as exc:
         print(f"cgkd pipeline: {exc}")

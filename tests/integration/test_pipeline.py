@@ -18,7 +18,7 @@ def tiny_config(tmp_path_factory):
                                 equilibration_steps=200, seed=3)
     syn.dataset.save(root / "cg.h5")
     cfg = {
-        "out": "run", "dataset": "cg.h5",
+        "out": "run", "dataset": "cg.h5", "dataset_stride": 2, "dataset_max_frames": 36,
         "model": {"architecture": "graph-network", "embedding_dim": 8, "num_layers": 1, "num_rbf": 8,
                   "cutoff_nm": 0.6},
         "split": {"train": 0.7, "val": 0.15, "test": 0.15},
@@ -48,6 +48,10 @@ def test_pipeline_runs_then_skips_cached_stages(tiny_config):
     assert "student-ensemble-e-ft-faa" in report and "ns/day" in report
     assert (out / "tae_comparison.png").stat().st_size > 1000
     assert len(results["md"]["teacher-00"]) == 2
+    from openmm_cgkd.data.dataset import CGDataset
+    sub = CGDataset.load(out / "data" / "cg.h5")  # frames 0, 2, ..., 34 of the source
+    src = CGDataset.load(tiny_config.parent / "cg.h5")
+    assert sub.n_frames == 18 and np.array_equal(sub.positions[1], src.positions[2])
 
     # a rerun skips every stage; a changed MD setting reruns MD and what follows, not training
     logs.clear()

@@ -137,16 +137,16 @@ class CGKDForceField:
         return np.array([self.bead_types[int(k)].mass_dalton for k in bead_types], dtype=np.float64)
 
     def _box(self, topology, box_vectors) -> np.ndarray | None:
+        if not self.periodic:
+            if box_vectors is not None:
+                raise ServingError("this model is non-periodic; do not give it box_vectors")
+            return None  # a box the topology may carry is ignored
         if box_vectors is None and hasattr(topology, "getPeriodicBoxVectors"):
             box_vectors = topology.getPeriodicBoxVectors()
         if box_vectors is None:
-            if self.periodic:
-                raise ServingError("non-periodic topology for a periodic model: the topology has no periodic "
-                                   "box and no box_vectors were given (set CRYST1 in the PDB or pass box_vectors)")
-            return None
+            raise ServingError("non-periodic topology for a periodic model: the topology has no periodic "
+                               "box and no box_vectors were given (set CRYST1 in the PDB or pass box_vectors)")
         box = _box_matrix(box_vectors)
-        if not self.periodic:
-            raise ServingError("this model is non-periodic; do not give it a periodic box")
         from openmm_cgkd.model.potential import check_box
 
         try:
@@ -162,7 +162,8 @@ class CGKDForceField:
         """An ``openmm.System`` of the beads of ``topology`` (OpenMM or mdtraj).
 
         ``box_vectors`` (3x3 or 3 lengths, nm or a quantity) default to the topology's box.
-        ``use_cuda_graphs`` sets openmm-torch's ``useCUDAGraphs`` (CUDA platform only).
+        ``use_cuda_graphs`` sets openmm-torch's ``useCUDAGraphs`` (CUDA platform only; needs a model
+        with ``static_shapes``, and serves a copy with the host-side error checks off).
         """
         import openmm
 
@@ -179,6 +180,11 @@ class CGKDForceField:
         props = dict(network_properties or {})
         if use_cuda_graphs:
             props["useCUDAGraphs"] = "true"
+        if str(props.get("useCUDAGraphs", "false")).lower() == "true" \
+                and not self.manifest.architecture.get("static_shapes", False):
+            raise ServingError(f"CUDA graphs need static shapes, but this {self.manifest.architecture.get('architecture')} "
+                               "model has a variable-size pair list (static_shapes: false); run without "
+                               "use_cuda_graphs, or use a model built with static_shapes (tensornet)")
         system.addForce(make_network_force(self.bundle.module, types.tolist(), periodic=self.periodic,
                                            properties=props))
         system.addForce(make_wall_force(self.wall, types.tolist(), periodic=self.periodic))

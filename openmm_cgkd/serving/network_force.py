@@ -19,6 +19,7 @@ for you; a script that only deserializes a System XML must do it itself).
 """
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping, Sequence
 from typing import Optional, Tuple
 
@@ -81,9 +82,15 @@ def make_network_force(model: torch.nn.Module, bead_types: Sequence[int], *, per
 
     import_torchmdnet()  # registers the custom operators the scripted network calls
 
+    properties = {str(k): str(v) for k, v in (properties or {}).items()}
+    if properties.get("useCUDAGraphs", "false").lower() == "true" and hasattr(model, "set_check_errors"):
+        # a captured CUDA graph cannot read values back to the host: the model's clear-error checks
+        # (which do) give way to asynchronous device asserts, on a copy of the caller's module
+        model = copy.deepcopy(model)
+        model.set_check_errors(False)
     wrapper = TorchForceModule(model, bead_types, periodic=periodic)
     scripted = torch.jit.script(wrapper)
-    force = TorchForce(scripted, {str(k): str(v) for k, v in (properties or {}).items()})
+    force = TorchForce(scripted, properties)
     force.setUsesPeriodicBoundaryConditions(bool(periodic))
     force.setOutputsForces(True)
     force.setName(NETWORK_FORCE_NAME)

@@ -61,7 +61,8 @@ def _configuration(seed=0):
 
 def _pairs_min_image(pos, box_len):
     d = pos[:, None, :] - pos[None, :, :]
-    d -= box_len * np.round(d / box_len)
+    if box_len is not None:  # None: no periodic boundaries
+        d -= box_len * np.round(d / box_len)
     return d, np.linalg.norm(d, axis=-1)
 
 
@@ -216,3 +217,34 @@ def test_ensemble_bundle_serves_member_mean(tmp_path, platform):
         e, f = _energy_forces(ctx, {1})
         assert e == pytest.approx(float(e_ref), rel=1e-4, abs=1e-4)
         np.testing.assert_allclose(f, f_ref.numpy(), rtol=1e-4, atol=1e-4 * float(f_ref.abs().max()))
+
+
+def test_non_periodic_model(tmp_path):
+    """A bundle saved with periodic=False serves a cluster without a box (network and wall)."""
+    from openmm import unit
+
+    from openmm_cgkd.bundle import save_bundle
+    from openmm_cgkd.model.potential import CGPotential
+    from openmm_cgkd.serving.forcefield import ServingError
+
+    torch.manual_seed(0)
+    net = CGPotential(untrained_config(cutoff_nm=0.5, embedding_dim=8, num_layers=1, num_rbf=8, rbf_type="gauss",
+                                       max_num_neighbors=48))
+    ff = CGKDForceField(save_bundle(tmp_path / "cluster", net, bead_types=DES_BEAD_TYPES, wall=_wall(),
+                                    model_kind="teacher", periodic=False))
+    pos, types = _configuration()
+    top = bead_topology([NAMES[t] for t in types], np.eye(3) * BOX_NM)  # the topology's box is ignored
+    system = ff.create_system(top)
+    assert not system.usesPeriodicBoundaryConditions()
+    ctx = _context(ff, system, "Reference")
+    ctx.setPositions(pos * unit.nanometer)
+    with torch.no_grad():
+        e_net, _, f_net = ff.bundle.module(torch.as_tensor(types), torch.as_tensor(pos), None)
+    e_wall, f_wall = numpy_wall(ff.wall, pos, types, None)
+    assert abs(e_wall) > 1.0
+    for groups, e_ref, f_ref in (({1}, float(e_net), f_net.numpy()), ({2}, e_wall, f_wall)):
+        e, f = _energy_forces(ctx, groups)
+        assert e == pytest.approx(e_ref, rel=1e-4, abs=1e-4), groups
+        np.testing.assert_allclose(f, f_ref, rtol=1e-4, atol=1e-4 * np.abs(f_ref).max(), err_msg=str(groups))
+    with pytest.raises(ServingError, match="non-periodic"):
+        ff.create_system(top, box_vectors=np.eye(3) * BOX_NM)

@@ -85,3 +85,8 @@ def test_good_input_runs(ff):
     sim.step(2)
     e = sim.context.getState(getEnergy=True).getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
     assert np.isfinite(e)
+
+
+def test_cuda_graphs_need_static_shapes(ff):
+    with pytest.raises(ServingError, match="CUDA graphs need static shapes.*graph-network"):
+        ff.create_system(_top(), use_cuda_graphs=True)

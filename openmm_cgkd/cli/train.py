@@ -101,12 +101,15 @@ def _fail(exc: Exception) -> int:
 def _run_teachers(args) -> int:
     from openmm_cgkd.training.config import TeachersConfig, load_config
     from openmm_cgkd.training.teachers import train_teachers
+    from openmm_cgkd.training.trainer import is_global_zero
 
     try:
         cfg = load_config(TeachersConfig, args.config, _overrides(args, "dataset", "out", "members"))
         res = train_teachers(cfg)
     except (ValueError, FileNotFoundError, KeyError) as exc:
         return _fail(exc)
+    if not is_global_zero():  # a DDP helper process: rank 0 reports
+        return 0
     ens = res.metrics["ensemble"]["forces_vs_aa"]
     print(f"teachers: {len(res.member_bundles)} members; ensemble bundle {res.ensemble_bundle}")
     print(f"test block, ensemble forces vs AA: RMSE {ens['rmse']:.3f} MAE {ens['mae']:.3f} kJ/mol/nm, "
@@ -131,12 +134,15 @@ def _run_label(args) -> int:
 def _run_student(args) -> int:
     from openmm_cgkd.training.config import StudentConfig, load_config
     from openmm_cgkd.training.students import train_student
+    from openmm_cgkd.training.trainer import is_global_zero
 
     try:
         cfg = load_config(StudentConfig, args.config, _overrides(args, "dataset", "out", "variant"))
         res = train_student(cfg)
     except (ValueError, FileNotFoundError, KeyError) as exc:
         return _fail(exc)
+    if not is_global_zero():
+        return 0
     m = res.metrics["student"]["forces_vs_aa"]
     print(f"student '{res.variant}': bundle {res.bundle}")
     print(f"test block, forces vs AA: RMSE {m['rmse']:.3f} MAE {m['mae']:.3f} kJ/mol/nm, R^2 {m['r2']:.3f}; "

@@ -111,9 +111,14 @@ def train_potential(dataset: CGDataset, blocks: dict[str, np.ndarray], potential
     loggers = [CSVLogger(out, name="", version="logs", flush_logs_every_n_steps=1)]
     if cfg.tensorboard:
         loggers.append(TensorBoardLogger(out, name="", version="tensorboard"))
+    strategy = cfg.strategy
+    if strategy in ("ddp", "ddp_spawn", "ddp_fork", "ddp_notebook"):
+        # the energy head's last bias is a constant offset that no force depends on: force-only
+        # losses leave it without a gradient, which plain DDP treats as an error
+        strategy = f"{strategy}_find_unused_parameters_true"
     on_gpu = cfg.accelerator in ("gpu", "cuda") or (cfg.accelerator == "auto" and torch.cuda.is_available())
     trainer = pl.Trainer(
-        max_epochs=cfg.max_epochs, accelerator=cfg.accelerator, devices=cfg.devices, strategy=cfg.strategy,
+        max_epochs=cfg.max_epochs, accelerator=cfg.accelerator, devices=cfg.devices, strategy=strategy,
         precision=cfg.precision, deterministic=(True if not on_gpu else "warn") if cfg.deterministic else False,
         inference_mode=False, gradient_clip_val=cfg.gradient_clip_val, callbacks=cbs, logger=loggers,
         enable_progress_bar=cfg.progress_bar, enable_model_summary=False, log_every_n_steps=cfg.log_every_n_steps,

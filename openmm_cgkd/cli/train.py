@@ -98,23 +98,32 @@ def _fail(exc: Exception) -> int:
     return 1
 
 
-def _run_teachers(args) -> int:
-    from openmm_cgkd.training.config import TeachersConfig, load_config
-    from openmm_cgkd.training.teachers import train_teachers
+def _run_stage(args, config_cls, keys: tuple[str, ...], train, report) -> int:
+    """Load the YAML config with the flags' overrides, run ``train`` on it and print ``report(result)``."""
+    from openmm_cgkd.training.config import load_config
     from openmm_cgkd.training.trainer import is_global_zero
 
     try:
-        cfg = load_config(TeachersConfig, args.config, _overrides(args, "dataset", "out", "members"))
-        res = train_teachers(cfg)
+        res = train(load_config(config_cls, args.config, _overrides(args, *keys)))
     except (ValueError, FileNotFoundError, KeyError) as exc:
         return _fail(exc)
-    if not is_global_zero():  # a DDP helper process: rank 0 reports
-        return 0
-    ens = res.metrics["ensemble"]["forces_vs_aa"]
-    print(f"teachers: {len(res.member_bundles)} members; ensemble bundle {res.ensemble_bundle}")
-    print(f"test block, ensemble forces vs AA: RMSE {ens['rmse']:.3f} MAE {ens['mae']:.3f} kJ/mol/nm, "
-          f"R^2 {ens['r2']:.3f}; metrics in {res.out / 'metrics.json'}")
+    if is_global_zero():  # DDP helper processes stay quiet: rank 0 reports
+        print(report(res))
     return 0
+
+
+def _forces_line(m: dict, what: str, out) -> str:
+    return (f"test block, {what} vs AA: RMSE {m['rmse']:.3f} MAE {m['mae']:.3f} kJ/mol/nm, R^2 {m['r2']:.3f}; "
+            f"metrics in {out / 'metrics.json'}")
+
+
+def _run_teachers(args) -> int:
+    from openmm_cgkd.training.config import TeachersConfig
+    from openmm_cgkd.training.teachers import train_teachers
+
+    return _run_stage(args, TeachersConfig, ("dataset", "out", "members"), train_teachers, lambda res: (
+        f"teachers: {len(res.member_bundles)} members; ensemble bundle {res.ensemble_bundle}\n"
+        + _forces_line(res.metrics["ensemble"]["forces_vs_aa"], "ensemble forces", res.out)))
 
 
 def _run_label(args) -> int:
@@ -132,19 +141,9 @@ def _run_label(args) -> int:
 
 
 def _run_student(args) -> int:
-    from openmm_cgkd.training.config import StudentConfig, load_config
+    from openmm_cgkd.training.config import StudentConfig
     from openmm_cgkd.training.students import train_student
-    from openmm_cgkd.training.trainer import is_global_zero
 
-    try:
-        cfg = load_config(StudentConfig, args.config, _overrides(args, "dataset", "out", "variant"))
-        res = train_student(cfg)
-    except (ValueError, FileNotFoundError, KeyError) as exc:
-        return _fail(exc)
-    if not is_global_zero():
-        return 0
-    m = res.metrics["student"]["forces_vs_aa"]
-    print(f"student '{res.variant}': bundle {res.bundle}")
-    print(f"test block, forces vs AA: RMSE {m['rmse']:.3f} MAE {m['mae']:.3f} kJ/mol/nm, R^2 {m['r2']:.3f}; "
-          f"metrics in {res.out / 'metrics.json'}")
-    return 0
+    return _run_stage(args, StudentConfig, ("dataset", "out", "variant"), train_student, lambda res: (
+        f"student '{res.variant}': bundle {res.bundle}\n"
+        + _forces_line(res.metrics["student"]["forces_vs_aa"], "forces", res.out)))

@@ -3,8 +3,9 @@
 What it does, step by step:
 
 1. picks a model bundle: ``--bundle`` (a path or a shipped name in ``models/``), else the shipped
-   ``des-student`` if present, else it builds an UNTRAINED stand-in bundle (random weights,
-   placeholder wall) in ``OUT/untrained-student`` -- fine to show the machinery, meaningless physics;
+   ``des-student`` if present, else ``models/untrained-demo`` if ``cgkd demo`` built it, else it
+   builds an UNTRAINED stand-in bundle (random weights, placeholder wall) in
+   ``OUT/untrained-student`` -- fine to show the machinery, meaningless physics;
 2. takes a start structure: ``--structure`` (a bead PDB with a CRYST1 box), else it places
    ``--beads`` DES beads (Cho:Cl:Urea 1:1:2) on a jittered lattice at the reline CG density and
    writes them to ``OUT/start.pdb``;
@@ -59,8 +60,11 @@ def main(argv: list[str] | None = None) -> int:
     # 1. the model
     bundle = args.bundle
     if bundle is None:
-        if "des-student" in shipped_bundles():
+        shipped = shipped_bundles()
+        if "des-student" in shipped:
             bundle = "des-student"
+        elif "untrained-demo" in shipped:  # what `cgkd demo` builds on first use
+            bundle = "untrained-demo"
         else:
             bundle = build_untrained_bundle(args.out / "untrained-student", seed=args.seed, overwrite=True)
     ff = CGKDForceField(bundle)

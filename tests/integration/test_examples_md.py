@@ -34,7 +34,7 @@ def test_build_and_run_md_writes_a_dcd(tmp_path):
     out = tmp_path / "md"
     text = run_example("build_and_run_md.py", "--beads", "100", "--steps", "20", "--report-interval", "5",
                        "--platform", "CPU", "--out", str(out))
-    assert "UNTRAINED" in text and "cgkd_network" in text and "cgkd_wall" in text
+    assert "model: " in text and "cgkd_network" in text and "cgkd_wall" in text
     traj = md.load(str(out / "trajectory.dcd"), top=str(out / "start.pdb"))
     assert traj.n_atoms == 100 and traj.n_frames == 4
     assert math.isclose(float(traj.unitcell_lengths[0, 0]), (100 / (1000 / 4.484 ** 3)) ** (1 / 3), rel_tol=1e-4)

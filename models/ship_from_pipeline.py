@@ -1,0 +1,128 @@
+"""Copy the models of a finished `cgkd pipeline` run into models/ with model cards.
+
+    uv run python models/ship_from_pipeline.py runs/des-quick --student ensemble-e-ft-faa
+
+writes ``models/des-teachers`` (the ensemble bundle) and ``models/des-student`` (the student
+bundle), each with ``MODEL_CARD.md`` (data, variant, training metrics, structural TAEs and
+MD speed measured by the pipeline) and ``continuity.npz``: a fixed input (bead types,
+positions nm, box nm; frame 0 of the pipeline's dataset) with the module's outputs on it when
+shipped. ``tests/continuity`` checks every shipped bundle still loads and reproduces them.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+
+
+def _module_outputs(bundle, types, pos, box) -> dict:
+    import torch
+
+    out = bundle.module(torch.as_tensor(types, dtype=torch.long), torch.as_tensor(pos, dtype=torch.float32),
+                        torch.as_tensor(box, dtype=torch.float32))
+    return {"energy": float(out[0]), "bead_energies": out[1].detach().numpy(), "forces": out[2].detach().numpy()}
+
+
+def _fmt(stat: dict | None) -> str:
+    return "-" if not stat else f"{stat['mean']:.3f} +- {stat['std']:.3f}"
+
+
+def ship(run: Path, student_variant: str, name_prefix: str = "des") -> list[Path]:
+    from openmm_cgkd.bundle import load_bundle
+    from openmm_cgkd.data.dataset import CGDataset
+
+    stages = {p.stem: json.loads(p.read_text()) for p in (run / "stages").glob("*.json")}
+    missing = {"teachers", "students", "md", "analysis"} - set(stages)
+    if missing:
+        raise SystemExit(f"{run}: the pipeline has not finished stages {sorted(missing)}")
+    teachers, students = stages["teachers"]["outputs"], stages["students"]["outputs"]
+    md, analysis = stages["md"]["outputs"], stages["analysis"]["outputs"]
+    if student_variant not in students:
+        raise SystemExit(f"no student {student_variant!r} in {run}; have {sorted(students)}")
+    dataset_path = run / "data" / "cg.h5"
+    ds = CGDataset.load(dataset_path)
+    types, pos, box = ds.bead_types, ds.positions[0], ds.boxes[0]
+
+    entries = [
+        (f"{name_prefix}-teachers", Path(teachers["ensemble"]), f"ensemble-{len(teachers['members'])}",
+         teachers.get("metrics", {})),
+        (f"{name_prefix}-student", Path(students[student_variant]["bundle"]), f"student-{student_variant}",
+         students[student_variant].get("metrics", {})),
+    ]
+    written = []
+    for name, src, model_key, metrics in entries:
+        dst = HERE / name
+        if dst.exists():
+            shutil.rmtree(dst)
+        shutil.copytree(src, dst, ignore=shutil.ignore_patterns("*.part"))
+        bundle = load_bundle(dst)
+        ref = _module_outputs(bundle, types, pos, box)
+        np.savez_compressed(dst / "continuity.npz", bead_types=types, positions_nm=pos, box_nm=box,
+                            energy_kj_mol=ref["energy"], bead_energies_kj_mol=ref["bead_energies"],
+                            forces_kj_mol_nm=ref["forces"])
+        man = bundle.manifest
+        summary = analysis.get(model_key, {}).get("summary", {})
+        speeds = [r["ns_per_day"] for r in md.get(model_key, [])]
+        ensemble_summary = analysis.get(entries[0][2], {}).get("summary", {})
+        teacher_summary = analysis.get("teacher-00", {}).get("summary", {})
+        card = [
+            f"# {name}", "",
+            f"{man.description or man.model_kind}", "",
+            "## What it is",
+            f"- kind: **{man.model_kind}**" + (f", variant `{man.variant}`" if man.variant else "")
+            + (f", {man.num_members} members" if man.num_members > 1 else ""),
+            f"- architecture: {man.architecture.get('architecture')} (embedding {man.architecture.get('embedding_dim')}, "
+            f"{man.architecture.get('num_layers')} layers, {man.architecture.get('num_rbf')} {man.architecture.get('rbf_type')} RBFs), "
+            f"cutoff {man.cutoff_nm} nm; repulsive wall fitted per bead-type pair (cutoff {man.wall.cutoff_nm:.3f} nm)",
+            "- bead types: " + ", ".join(f"{b.name} ({b.mass_dalton:.3f} Da, residue {b.residue_name})"
+                                         for b in man.bead_types),
+            "",
+            "## Data",
+            f"- {ds.n_frames} frames of {ds.n_beads} beads ({ds.type_counts()}), times {ds.times[0]:.1f}-{ds.times[-1]:.1f} ps, "
+            f"box {np.linalg.norm(box, axis=1).round(4).tolist()} nm",
+            f"- source: {ds.provenance.get('selected_from', '?')} ({ds.provenance.get('selection', '')})",
+            f"- AA: {ds.provenance.get('note', '')}",
+            "",
+            "## Training metrics (test block, kJ/mol/nm)",
+            "```json", json.dumps(metrics, indent=1, default=str)[:3000], "```",
+            "",
+            "## Structure in MD (TAE vs the AA reference; mean +- std over replicas; lower is better)",
+            "| model | RDF | ADF | CDF |", "|---|---|---|---|",
+            f"| this model | {_fmt(summary.get('rdf'))} | {_fmt(summary.get('adf'))} | {_fmt(summary.get('cdf'))} |",
+            f"| ensemble of teachers | {_fmt(ensemble_summary.get('rdf'))} | {_fmt(ensemble_summary.get('adf'))} | {_fmt(ensemble_summary.get('cdf'))} |",
+            f"| single teacher 00 | {_fmt(teacher_summary.get('rdf'))} | {_fmt(teacher_summary.get('adf'))} | {_fmt(teacher_summary.get('cdf'))} |",
+            "",
+            "## Speed",
+            f"- {np.mean(speeds):.3g} ns/day in OpenMM MD ({md[model_key][0]['platform']} platform, {ds.n_beads} beads, "
+            f"2 fs step) on a shared 2-core CPU ({platform.processor() or platform.machine()}), other jobs running"
+            if speeds else "- not measured",
+            "",
+            "## Caveats",
+            "- Trained for a few epochs on a 2-core CPU by `systems/des/quick.yaml`: a working model of the method's",
+            "  workflow, not the paper's accuracy. Retrain with `systems/des/paper.yaml` on a GPU for production use.",
+            "",
+            f"Made from `{run}` by `models/ship_from_pipeline.py`; `continuity.npz` holds the reference outputs.",
+        ]
+        (dst / "MODEL_CARD.md").write_text("\n".join(card) + "\n")
+        written.append(dst)
+        print(f"shipped {dst}")
+    return written
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("run", type=Path, help="output directory of a finished `cgkd pipeline` run")
+    p.add_argument("--student", default="ensemble-e-ft-faa", help="student variant to ship")
+    p.add_argument("--prefix", default="des", help="names: <prefix>-teachers, <prefix>-student")
+    a = p.parse_args()
+    ship(a.run, a.student, a.prefix)
+
+
+if __name__ == "__main__":
+    main()

@@ -37,7 +37,7 @@ class CGKDModule(pl.LightningModule):
     def forward(self, batch: dict[str, torch.Tensor], create_graph: bool = False) -> dict[str, torch.Tensor]:
         return self.model(self.bead_types, batch["positions"], batch["box"], create_graph=create_graph)
 
-    def _step(self, batch: dict[str, torch.Tensor], stage: str) -> torch.Tensor:
+    def _step(self, batch: dict[str, torch.Tensor], stage: str) -> tuple[torch.Tensor, int]:
         pred = self(batch, create_graph=stage == "train")
         loss, terms = distillation_loss(pred, batch, self.weights)
         bs = batch["positions"].shape[0]

@@ -201,8 +201,8 @@ def train_teachers(cfg: TeachersConfig, dataset: CGDataset | None = None,
                "ensemble": compare_predictions(ens, dataset, test, extra_force_refs)}
     metrics["ensemble"]["force_std_mean"] = float(np.mean(np.std([p["forces"] for p in preds], axis=0)))
     write_test_report(out, f"ensemble of {cfg.members}", metrics, ens, dataset, test)
-    training_curve_plot({f"member {k}": r.info.get("metrics_csv", member_dir(out, k) / "logs" / "metrics.csv")
-                         for k, r in enumerate(results)}, out / "training_curves.png", "teachers")
+    training_curve_plot({f"member {k}": r.out / "logs" / "metrics.csv" for k, r in enumerate(results)},
+                        out / "training_curves.png", "teachers")
 
     training = {"stage": "teachers", "seeds": setup["seeds"], "loss_weights": TEACHER_WEIGHTS.as_dict(),
                 "dataset": dataset_provenance(cfg.dataset, dataset, blocks), "trainer": config_to_dict(cfg.trainer),

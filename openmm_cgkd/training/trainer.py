@@ -6,7 +6,8 @@ Layout of a run directory ``out``::
     checkpoints/last.ckpt       the newest epoch (written atomically: a kill never leaves half a file)
     checkpoints/best-EEE.ckpt   the epoch with the lowest validation loss
     logs/metrics.csv            per-epoch train/val losses, loss terms, learning rate
-    result.json                 written when the run has finished (early stop or max_epochs)
+    result.json                 written when the run has finished (early stop or max_epochs); its
+                                paths are relative to ``out``, so a run directory can be moved
 
 Calling :func:`train_potential` again on the same ``out`` resumes from ``last.ckpt`` (or, when
 ``result.json`` exists, only reloads the best weights). The batches of an epoch depend only on
@@ -93,7 +94,7 @@ def train_potential(dataset: CGDataset, blocks: dict[str, np.ndarray], potential
     result_file = out / "result.json"
     if result_file.is_file():
         info = json.loads(result_file.read_text())
-        _load_best(module, info["best_checkpoint"])
+        _load_best(module, out / info["best_checkpoint"])
         return TrainResult(_finish(model), out, info)
 
     train = FrameDataset(dataset, blocks["train"], require_labels=weights.needs_labels)
@@ -132,8 +133,8 @@ def train_potential(dataset: CGDataset, blocks: dict[str, np.ndarray], potential
     info = {
         "best_val_loss": float(checkpoint.best_model_score) if checkpoint.best_model_score is not None else None,
         "epochs": int(trainer.current_epoch), "stopped_early": bool(stopper.stopped_epoch > 0),
-        "seconds_last_session": round(time.time() - start, 2), "best_checkpoint": str(Path(best).resolve()),
-        "metrics_csv": str((out / "logs" / "metrics.csv").resolve()), "seed": cfg.seed,
+        "seconds_last_session": round(time.time() - start, 2), "seed": cfg.seed,
+        "best_checkpoint": os.path.relpath(best, out), "metrics_csv": os.path.join("logs", "metrics.csv"),
         "train_frames": [int(blocks["train"][0]), int(blocks["train"][-1]) + 1],
         "val_frames": [int(blocks["val"][0]), int(blocks["val"][-1]) + 1],
     }

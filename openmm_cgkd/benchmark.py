@@ -19,7 +19,8 @@ For each, two figures:
   as a ``CustomNonbondedForce``, a ``CMMotionRemover``), and the ns/day that follows;
 * **torch**: milliseconds per bare call of the very modules the ``TorchForce`` objects run
   (:class:`~openmm_cgkd.serving.network_force.TorchForceModule`: wrap into the box, network
-  forward, forces by autograd), without OpenMM, with the positions in the dtype OpenMM hands over
+  forward, forces by autograd; ``torch.jit.freeze``'d as openmm-torch does), without OpenMM,
+  with the positions in the dtype OpenMM hands over
   (float64 on CPU / Reference, float32 on CUDA unless ``precision='double'``).
 
 ``openmm_overhead = openmm_ms_per_step / torch_ms_per_call - 1``: the time OpenMM adds on top of
@@ -536,7 +537,9 @@ def run_benchmark(settings: BenchmarkSettings, progress: bool = True,
                         if not settings.skip_torch:
                             bar.set_postfix_str(f"{arch_name} {name}: bare torch")
                             nets = [ff.bundle.module] if networks is None else networks
-                            mods = [torch.jit.script(TorchForceModule(n, types, periodic=ff.periodic)) for n in nets]
+                            # frozen, as openmm-torch runs it (freezing also optimises the graph)
+                            mods = [torch.jit.freeze(torch.jit.script(TorchForceModule(n, types, periodic=ff.periodic))
+                                                     .eval()) for n in nets]
                             tt = time_torch(mods, positions, box if ff.periodic else None, steps=settings.steps,
                                             warmup=settings.warmup_steps, repeats=settings.repeats, device=device,
                                             dtype=pos_dtype)
@@ -545,6 +548,10 @@ def run_benchmark(settings: BenchmarkSettings, progress: bool = True,
                         overhead = None if tt is None else omm.median_ms / tt.median_ms - 1.0
                         rows.append(BenchmarkRow(name, arch_name, graphs, trained, n_forces, n_eval, omm, tt,
                                                  ns_day, overhead))
+                        if log is not None:
+                            (bar.write if progress else say)(
+                                f"  {rows[-1].label}: OpenMM {omm.median_ms:.2f} ms/step ({ns_day:.3f} ns/day)"
+                                + ("" if tt is None else f", torch {tt.median_ms:.2f} ms/call"))
     result = BenchmarkResult(settings=asdict(settings), system=system_info, machine=_machine_info(platform_name),
                              untrained=untrained_any, rows=rows, goals=_goals(rows),
                              wall_seconds=time.perf_counter() - t_start)

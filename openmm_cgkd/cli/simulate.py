@@ -38,7 +38,8 @@ def add_md_arguments(p: argparse.ArgumentParser, *, steps: int, out: str, report
     p.add_argument("--report-interval", type=int, default=report_interval, metavar="STEPS",
                    help=f"steps between DCD frames and log rows (default {report_interval})")
     p.add_argument("--checkpoint-interval", type=int, default=None, metavar="STEPS",
-                   help="write out/checkpoint.chk every this many steps (default: only at the end with --resume)")
+                   help="write OUT/checkpoint.chk every this many steps and at the end (default: none; "
+                        "with --resume every 10 report intervals)")
     p.add_argument("--resume", action="store_true",
                    help="continue from out/checkpoint.chk up to --steps in total, appending to DCD and log")
     p.add_argument("--platform", default="auto",
@@ -95,9 +96,8 @@ def run_md(ff, structure: Path, args: argparse.Namespace, description: str = "MD
           f"{args.timestep} fs step, {args.temperature} K, friction {args.friction}/ps")
     if args.minimize and not (args.resume and (args.out / "checkpoint.chk").exists()):
         simulation.minimizeEnergy()
-    checkpoint = args.checkpoint_interval or (args.steps if args.resume else None)
     result = run_simulation(simulation, args.steps, args.out, report_interval=args.report_interval,
-                            checkpoint_interval=checkpoint, progress=not args.no_progress,
+                            checkpoint_interval=args.checkpoint_interval, progress=not args.no_progress,
                             resume=args.resume, description=description)
     print(f"ran {result.steps_run} steps ({result.simulated_ps:.3f} ps) in {result.wall_seconds:.1f} s "
           f"on {result.platform}: {result.ns_per_day:.3f} ns/day")

@@ -25,7 +25,7 @@ import torch
 from openmm_cgkd.data.dataset import CGDataset
 
 __all__ = ["regression_metrics", "predict_frames", "evaluate_frames", "compare_predictions", "write_json",
-           "parity_plot", "training_curve_plot"]
+           "parity_plot", "training_curve_plot", "read_metrics_csv"]
 
 
 def regression_metrics(pred: np.ndarray, ref: np.ndarray) -> dict[str, float]:
@@ -140,7 +140,7 @@ def training_curve_plot(metrics_csvs: dict[str, str | Path], path: str | Path, t
 
     fig, ax = plt.subplots(figsize=(5.5, 3.8), dpi=120)
     for i, (name, csv_path) in enumerate(metrics_csvs.items()):
-        curves = _read_curves(csv_path)
+        curves = read_metrics_csv(csv_path)
         colour = f"C{i % 10}"
         for key, style in (("train_loss", "--"), ("val_loss", "-")):
             if curves.get(key):
@@ -160,7 +160,7 @@ def training_curve_plot(metrics_csvs: dict[str, str | Path], path: str | Path, t
     return path
 
 
-def _read_curves(csv_path: str | Path) -> dict[str, dict[int, float]]:
+def read_metrics_csv(csv_path: str | Path) -> dict[str, dict[int, float]]:
     """{column: {epoch: value}} of a Lightning CSV log (the last value per epoch wins)."""
     out: dict[str, dict[int, float]] = {}
     with open(csv_path, newline="") as fh:

@@ -5,7 +5,7 @@ Layout of a run directory ``out``::
 
     checkpoints/last.ckpt       the newest epoch (written atomically: a kill never leaves half a file)
     checkpoints/best-EEE.ckpt   the epoch with the lowest validation loss
-    logs/metrics.csv            per-epoch train/val losses, loss terms, learning rate
+    logs/metrics.csv            per-epoch train/val losses, loss terms, learning rate (all sessions)
     result.json                 written when the run has finished (early stop or max_epochs); its
                                 paths are relative to ``out``, so a run directory can be moved
 
@@ -68,6 +68,33 @@ def _atomic_checkpoint_io():
     return AtomicCheckpointIO()
 
 
+def _resumable_csv_logger(out: Path, flush_every: int):
+    """Lightning's CSVLogger, except that a resumed run appends to ``logs/metrics.csv`` instead of
+    deleting it (Lightning's writer removes an existing file when it starts)."""
+    import csv
+
+    from lightning.pytorch.loggers import CSVLogger
+    from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+    from lightning.pytorch.loggers.logger import rank_zero_experiment
+
+    class AppendingWriter(ExperimentWriter):
+        def _check_log_dir_exists(self) -> None:
+            if self._fs.isfile(self.metrics_file_path):
+                with self._fs.open(self.metrics_file_path, "r", newline="") as fh:
+                    self.metrics_keys = sorted(next(csv.reader(fh), []))
+
+    class ResumableCSVLogger(CSVLogger):
+        @property
+        @rank_zero_experiment
+        def experiment(self):
+            if self._experiment is None:
+                self._fs.makedirs(self.root_dir, exist_ok=True)
+                self._experiment = AppendingWriter(log_dir=self.log_dir)
+            return self._experiment
+
+    return ResumableCSVLogger(out, name="", version="logs", flush_logs_every_n_steps=flush_every)
+
+
 def train_potential(dataset: CGDataset, blocks: dict[str, np.ndarray], potential_config: PotentialConfig,
                     wall: WallParameters | None, weights: LossWeights, cfg: TrainerConfig, out: str | Path,
                     callbacks: list | None = None) -> TrainResult:
@@ -75,7 +102,7 @@ def train_potential(dataset: CGDataset, blocks: dict[str, np.ndarray], potential
     validating on ``blocks['val']``; resumable in ``out``. Returns the best-validation weights."""
     import lightning.pytorch as pl
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, TQDMProgressBar
-    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+    from lightning.pytorch.loggers import TensorBoardLogger
 
     from openmm_cgkd.training.lightning_module import CGKDModule
 
@@ -109,7 +136,7 @@ def train_potential(dataset: CGDataset, blocks: dict[str, np.ndarray], potential
     cbs = [checkpoint, stopper, *(callbacks or [])]
     if cfg.progress_bar:
         cbs.append(TQDMProgressBar(refresh_rate=max(1, len(train_loader) // 20)))
-    loggers = [CSVLogger(out, name="", version="logs", flush_logs_every_n_steps=1)]
+    loggers = [_resumable_csv_logger(out, flush_every=1)]
     if cfg.tensorboard:
         loggers.append(TensorBoardLogger(out, name="", version="tensorboard"))
     strategy = cfg.strategy

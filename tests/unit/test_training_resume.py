@@ -10,6 +10,7 @@ import torch
 
 from openmm_cgkd.training.config import LossWeights, SplitConfig, TrainerConfig
 from openmm_cgkd.training.data import split_blocks
+from openmm_cgkd.training.metrics import read_metrics_csv
 from openmm_cgkd.training.model import number_density, potential_config_for
 from openmm_cgkd.training.synthetic import make_synthetic_system
 from openmm_cgkd.training.trainer import train_potential
@@ -78,6 +79,11 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path):
     assert last_a["epoch"] == last_b["epoch"] and last_a["global_step"] == last_b["global_step"]
     for s_a, s_b in zip(last_a["optimizer_states"][0]["state"].values(), last_b["optimizer_states"][0]["state"].values()):
         torch.testing.assert_close(s_a["exp_avg_sq"], s_b["exp_avg_sq"], rtol=0, atol=0)
+    # the CSV log keeps the epochs before the kill, and the resumed ones, as the uninterrupted log
+    curves_a = read_metrics_csv(tmp_path / "whole" / "logs" / "metrics.csv")
+    curves_b = read_metrics_csv(killed / "logs" / "metrics.csv")
+    assert sorted(curves_b["val_loss"]) == [0, 1, 2] and curves_b["val_loss"] == curves_a["val_loss"]
+    assert curves_b["train_loss"] == curves_a["train_loss"] and curves_b["lr"] == curves_a["lr"]
     # training again after the end only reloads the best weights
     again = train_potential(ds, blocks, pcfg, None, weights, tcfg, killed)
     assert all(np.array_equal(again.model.state_dict()[k].numpy(), b[k].numpy()) for k in b)

@@ -27,7 +27,12 @@ def suggest_wall_max_num_neighbors(number_density_per_nm3: float, cutoff_nm: flo
 
 
 class WallPotential(nn.Module):
-    """Repulsive wall from :class:`WallParameters` (buffers ``prefactor``, ``decay`` [T,T])."""
+    """Repulsive wall from :class:`WallParameters` (buffers ``log_prefactor``, ``decay`` [T,T]).
+
+    The prefactor A = s p e^{a t} / a overflows float32 for taper points t beyond ~0.44 nm
+    (a ~ 200 /nm), so the pair energy is evaluated as ``exp(ln A - a r) - exp(ln A - a rc)``
+    with ln A computed in float64; A = 0 (no wall for a pair) gives ln A = -inf and energy 0.
+    """
 
     create_graph: bool
     cutoff_nm: float
@@ -39,7 +44,9 @@ class WallPotential(nn.Module):
         self.create_graph = False
         self.cutoff_nm = float(params.cutoff_nm)
         self.num_types = params.n_types
-        self.register_buffer("prefactor", torch.as_tensor(params.prefactor_kj_mol, dtype=dtype).clone())
+        with torch.no_grad():
+            log_a = torch.log(torch.as_tensor(params.prefactor_kj_mol, dtype=torch.float64))
+        self.register_buffer("log_prefactor", log_a.to(dtype))
         self.register_buffer("decay", torch.as_tensor(params.decay_per_nm, dtype=dtype).clone())
         # directed pairs, so the budget counts both i->j and j->i
         self.neighbors = NeighborList(self.cutoff_nm, max_num_neighbors, loop=False)
@@ -59,8 +66,8 @@ class WallPotential(nn.Module):
         ti = z.index_select(0, safe[0])
         tj = z.index_select(0, safe[1])
         a = self.decay[ti, tj]
-        amp = self.prefactor[ti, tj]
-        pair = amp * (torch.exp(-a * dist) - torch.exp(-a * self.cutoff_nm))
+        log_amp = self.log_prefactor[ti, tj]
+        pair = torch.exp(log_amp - a * dist) - torch.exp(log_amp - a * self.cutoff_nm)
         pair = torch.where(valid, pair, torch.zeros_like(pair))
         # each unordered pair appears twice (i->j, j->i): half of each goes to its first bead
         out = torch.zeros(positions.shape[0], dtype=positions.dtype, device=positions.device)
@@ -68,7 +75,7 @@ class WallPotential(nn.Module):
 
     def forward(self, bead_types: Tensor, positions: Tensor,
                 box: Optional[Tensor] = None) -> Tuple[Tensor, Tensor, Tensor]:
-        dtype = self.prefactor.dtype
+        dtype = self.log_prefactor.dtype
         in_dtype = positions.dtype
         pos = positions.detach().to(dtype).requires_grad_(True)
         box_m = _model_box(box, dtype, pos.device, False)

@@ -99,3 +99,23 @@ def test_potential_with_wall_is_the_sum():
     torch.testing.assert_close(e, e1 + e2)
     torch.testing.assert_close(b, b1 + b2)
     torch.testing.assert_close(f, f1 + f2)
+
+
+def test_wall_is_finite_in_float32_for_large_taper_points():
+    """A = s p e^{a t}/a exceeds float32's range for t > ~0.44 nm; the torch wall must not."""
+    import numpy as np
+    import torch
+
+    from openmm_cgkd.model.wall import WallParameters
+    from openmm_cgkd.model.wall_torch import WallPotential
+
+    params = WallParameters.from_taper(["A"], np.array([[0.50]]), np.array([[400.0]]))
+    assert params.prefactor_kj_mol[0, 0] > 3.4e38  # would be inf in float32
+    wall = WallPotential(params, dtype=torch.float32)
+    r = 0.49  # inside the taper: force between p*s and s
+    pos = torch.tensor([[0.0, 0.0, 0.0], [r, 0.0, 0.0]])
+    e, _, f = wall(torch.zeros(2, dtype=torch.long), pos, None)
+    expected = params.pair_energy(np.array([r]), 0, 0)[0]
+    assert torch.isfinite(e) and torch.isfinite(f).all()
+    assert float(e) == pytest.approx(expected, rel=1e-4)
+    assert float(f[1, 0]) > 0.05 * 400.0  # repulsive, at least p*s

@@ -40,6 +40,11 @@ class CGKDModule(pl.LightningModule):
     def _step(self, batch: dict[str, torch.Tensor], stage: str) -> tuple[torch.Tensor, int]:
         pred = self(batch, create_graph=stage == "train")
         loss, terms = distillation_loss(pred, batch, self.weights)
+        if not bool(torch.isfinite(loss)):
+            bad = sorted(k for k, v in terms.items() if not bool(torch.isfinite(v)))
+            raise FloatingPointError(
+                f"{stage} loss is not finite (terms {bad}) in epoch {self.current_epoch}: the model "
+                "produced NaN/inf (check the wall parameters, the learning rate and the data's force scale)")
         bs = batch["positions"].shape[0]
         self.log(f"{stage}_loss", loss.detach(), on_step=False, on_epoch=True, batch_size=bs,
                  prog_bar=True, sync_dist=True)

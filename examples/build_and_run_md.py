@@ -14,8 +14,9 @@ What it does, step by step:
    OpenMM: ``LangevinMiddleIntegrator``, ``DCDReporter`` (``OUT/trajectory.dcd``) and
    ``StateDataReporter`` (``OUT/log.csv``, also echoed to the terminal).
 
-Run time on CPU (2 cores, shared): about 30-60 s with the defaults (250 beads, 500 steps of 2 fs,
-graph-network), most of it Python / TorchScript start-up and building the untrained bundle.
+Run time on CPU (2 cores, shared): about 60 s with the defaults (250 beads, 500 steps of 2 fs,
+the untrained graph-network demo bundle, OMP_NUM_THREADS=1): ~10 s of MD (10 ns/day), the rest
+Python / TorchScript start-up (and building the untrained bundle when none exists).
 
     uv run python examples/build_and_run_md.py
     uv run python examples/build_and_run_md.py --beads 60 --steps 20 --out /tmp/md   # seconds

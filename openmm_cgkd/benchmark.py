@@ -19,7 +19,8 @@ For each, two figures:
   as a ``CustomNonbondedForce``, a ``CMMotionRemover``), and the ns/day that follows;
 * **torch**: milliseconds per bare call of the very modules the ``TorchForce`` objects run
   (:class:`~openmm_cgkd.serving.network_force.TorchForceModule`: wrap into the box, network
-  forward, forces by autograd; ``torch.jit.freeze``'d as openmm-torch does), without OpenMM,
+  forward, forces by autograd; serialized, reloaded and ``torch.jit.freeze``'d as openmm-torch
+  does), without OpenMM,
   with the positions in the dtype OpenMM hands over
   (float64 on CPU / Reference, float32 on CUDA unless ``precision='double'``).
 
@@ -42,6 +43,7 @@ Python API::
 """
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -292,6 +294,15 @@ def _sync(device) -> None:
         torch.cuda.synchronize(device)
 
 
+def _as_openmm_torch_runs(module: torch.nn.Module):
+    """``module`` as openmm-torch runs it: scripted, serialized and loaded back (a fresh
+    compilation unit, not shared with the ensemble a member came from), then frozen."""
+    buf = io.BytesIO()
+    torch.jit.save(torch.jit.script(module), buf)
+    buf.seek(0)
+    return torch.jit.freeze(torch.jit.load(buf).eval())
+
+
 def time_torch(modules: Sequence, positions_nm: np.ndarray, box_nm: Optional[np.ndarray], *, steps: int,
                warmup: int, repeats: int, device: str = "cpu", dtype=None) -> Timing:
     """Median ms per call of ``sum(m(positions, box) for m in modules)`` (TorchForceModule-like:
@@ -537,9 +548,8 @@ def run_benchmark(settings: BenchmarkSettings, progress: bool = True,
                         if not settings.skip_torch:
                             bar.set_postfix_str(f"{arch_name} {name}: bare torch")
                             nets = [ff.bundle.module] if networks is None else networks
-                            # frozen, as openmm-torch runs it (freezing also optimises the graph)
-                            mods = [torch.jit.freeze(torch.jit.script(TorchForceModule(n, types, periodic=ff.periodic))
-                                                     .eval()) for n in nets]
+                            mods = [_as_openmm_torch_runs(TorchForceModule(n, types, periodic=ff.periodic))
+                                    for n in nets]
                             tt = time_torch(mods, positions, box if ff.periodic else None, steps=settings.steps,
                                             warmup=settings.warmup_steps, repeats=settings.repeats, device=device,
                                             dtype=pos_dtype)

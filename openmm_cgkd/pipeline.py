@@ -309,6 +309,10 @@ def _stage_md(cfg: PipelineConfig, out: Path, models: dict[str, str], log) -> di
     ds = CGDataset.load(cfg.dataset)
     names = [ds.type_names[t] for t in ds.bead_types]
     frames = start_frames(ds.n_frames, cfg.split.train, cfg.md.replicas)
+    if cfg.md.threads is not None:  # the network runs in torch: its threads too, not only OpenMM's
+        import torch
+
+        torch.set_num_threads(int(cfg.md.threads))
     md = cfg.md
     runs: dict[str, list[dict]] = {}
     for name, bundle in models.items():

@@ -7,8 +7,12 @@ The model is the first of these that exists:
 3. ``models/untrained-demo``: an UNTRAINED graph network (random weights, placeholder wall),
    built on first use by :func:`build_demo_bundle` (``models/build_untrained.py`` does the same).
 
-The system is ``systems/des/cg_start.pdb``: reline (choline chloride : urea 1:2) as 250 Cho,
-250 Cl and 500 Urea beads in the paper's 4.484 nm box. Outputs go to ``runs/demo``.
+With the trained student and the shipped AA dataset (``systems/des/reline_252_cg.h5``: 252
+molecules of reline mapped to beads), the run starts from the dataset's first frame and ends with
+the structural TAEs (RDF, ADF, CDF) of the CG trajectory against that AA reference, and ns/day.
+Without them (or with ``--structure``), the system is ``systems/des/cg_start.pdb``: reline as
+250 Cho, 250 Cl and 500 Urea beads in the paper's 4.484 nm box, and only ns/day is reported.
+Outputs go to ``runs/demo``.
 """
 from __future__ import annotations
 
@@ -23,6 +27,7 @@ __all__ = ["register", "build_demo_bundle", "TRAINED_DEFAULT", "UNTRAINED_DEFAUL
 TRAINED_DEFAULT = "des-student"
 UNTRAINED_DEFAULT = "untrained-demo"
 DEFAULT_STRUCTURE = Path(__file__).resolve().parents[2] / "systems" / "des" / "cg_start.pdb"
+DEFAULT_REFERENCE = Path(__file__).resolve().parents[2] / "systems" / "des" / "reline_252_cg.h5"
 
 
 def build_demo_bundle(path: str | Path, overwrite: bool = False, seed: int = 0) -> Path:
@@ -50,14 +55,47 @@ def _choose_bundle(requested: str | None) -> str | Path:
     return untrained
 
 
+def _start_from_reference(reference: Path, out: Path) -> Path:
+    """Write the first frame of the AA CG dataset ``reference`` as a bead PDB in ``out``."""
+    from openmm_cgkd.data.dataset import CGDataset
+    from openmm_cgkd.topology import bead_topology, write_bead_pdb
+
+    ds = CGDataset.load(reference)
+    names = [ds.type_names[t] for t in ds.bead_types]
+    return write_bead_pdb(out / "start.pdb", bead_topology(names, ds.boxes[0]), ds.positions[0], ds.boxes[0])
+
+
+def _print_taes(trajectory: str, topology: Path, reference: Path, out: Path) -> None:
+    """Structural TAEs of the demo trajectory against the AA reference (report in out/analysis)."""
+    from openmm_cgkd.analysis.report import AnalysisSettings, analyze_model, write_report
+
+    settings = AnalysisSettings(reference_stride=4, n_blocks=2)
+    report = analyze_model([trajectory], reference, topology=str(topology), settings=settings, name="demo")
+    write_report(report, out / "analysis")
+    print("structure vs the AA reference (total absolute error, lower is better; one short replica):")
+    for kind in ("rdf", "adf", "cdf"):
+        if kind in report.summary:
+            print(f"  {kind.upper()} TAE {report.summary[kind].mean:.3f}  (mean over "
+                  f"{len(report.tae.get(kind, {}))} {'pairs' if kind == 'rdf' else 'curves'})")
+    print(f"  stable: {'yes' if report.stable else 'NO'}; plots and numbers in {out / 'analysis'}")
+
+
 @reports_errors
 def _demo(args: argparse.Namespace) -> int:
     from openmm_cgkd.serving.forcefield import CGKDForceField
 
+    ff = CGKDForceField(_choose_bundle(args.bundle))
+    reference = None
+    if args.structure is None:
+        if not ff.is_untrained and DEFAULT_REFERENCE.is_file():
+            reference = DEFAULT_REFERENCE
+            args.out.mkdir(parents=True, exist_ok=True)
+            args.structure = _start_from_reference(reference, args.out)
+        else:
+            args.structure = DEFAULT_STRUCTURE
     if not args.structure.is_file():
         raise FileNotFoundError(f"demo structure not found: {args.structure} (regenerate it with "
                                 "`uv run python systems/des/make_cg_start.py`)")
-    ff = CGKDForceField(_choose_bundle(args.bundle))
     print("cgkd demo: CG molecular dynamics of reline (choline chloride : urea 1:2)")
     print(f"model: {ff.describe()}")
     if ff.is_untrained:
@@ -65,6 +103,8 @@ def _demo(args: argparse.Namespace) -> int:
               "machinery (bundle -> OpenMM System -> MD -> DCD/CSV) and its speed; its trajectory is not "
               "physical. Trained bundles come from the training pipeline (`cgkd pipeline`).")
     result = run_md(ff, args.structure, args, description="demo")
+    if reference is not None and not args.no_analysis:
+        _print_taes(result.trajectory, args.structure, reference, args.out)
     print(f"speed: {result.ns_per_day:.3f} ns/day ({result.platform}, {result.steps_run} steps of "
           f"{args.timestep} fs)")
     return 0
@@ -73,13 +113,16 @@ def _demo(args: argparse.Namespace) -> int:
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "demo", help="the main job: short MD of the DES system with the default model; prints ns/day",
-        description="Run a short Langevin MD of reline (1000 CG beads) with the default model bundle "
+        description="Run a short Langevin MD of reline with the default model bundle "
                     f"(models/{TRAINED_DEFAULT} when shipped, else the UNTRAINED models/{UNTRAINED_DEFAULT}, "
-                    "built on first use) and print its speed in ns/day.")
+                    "built on first use); with the trained model, start from the shipped AA dataset and print "
+                    "the structural TAEs against it; print the speed in ns/day.")
     p.add_argument("--bundle", default=None, help="use this bundle (path or shipped name) instead of the default")
-    p.add_argument("--structure", type=Path, default=DEFAULT_STRUCTURE,
-                   help="bead PDB to start from (default: systems/des/cg_start.pdb)")
-    add_md_arguments(p, steps=200, out="runs/demo", report_interval=50)
+    p.add_argument("--structure", type=Path, default=None,
+                   help="bead PDB to start from (default: the first frame of systems/des/reline_252_cg.h5 with the "
+                        "trained model, else systems/des/cg_start.pdb)")
+    p.add_argument("--no-analysis", action="store_true", help="skip the structural TAEs against the AA reference")
+    add_md_arguments(p, steps=2500, out="runs/demo", report_interval=25)
     p.set_defaults(func=_demo)
 
 

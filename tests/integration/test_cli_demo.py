@@ -40,3 +40,24 @@ def test_demo_structure_is_the_des_system():
     d -= 4.484 * np.round(d / 4.484)
     r = np.linalg.norm(d, axis=-1) + np.eye(len(pos)) * 10
     assert r.min() > 0.35  # no overlaps
+
+
+def test_demo_with_the_shipped_student_reports_taes_against_the_aa_reference(tmp_path, capsys):
+    from openmm_cgkd.cli.demo import DEFAULT_REFERENCE
+
+    out = tmp_path / "demo"
+    args = ["demo", "--steps", "40", "--report-interval", "4", "--platform", "CPU", "--threads", "1",
+            "--no-progress", "--seed", "1", "--out", str(out)]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "models/des-student" in printed and "UNTRAINED" not in printed
+    assert "RDF TAE" in printed and "ADF TAE" in printed and "CDF TAE" in printed
+    report = json.loads((out / "analysis" / "report.json").read_text())
+    for kind in ("rdf", "adf", "cdf"):
+        assert 0 <= report["summary"][kind]["mean"] < 2.5
+    # the run started from the first frame of the shipped AA dataset
+    from openmm_cgkd.data.dataset import CGDataset
+    from openmm_cgkd.topology import read_bead_pdb
+
+    _, pos, _ = read_bead_pdb(out / "start.pdb")
+    np.testing.assert_allclose(pos, CGDataset.load(DEFAULT_REFERENCE).positions[0], atol=1e-3)

@@ -90,6 +90,13 @@ def main(argv: list[str] | None = None) -> int:
     integrator.setRandomNumberSeed(args.seed)
     simulation = app.Simulation(topology, system, integrator, choice.platform, choice.properties)
     simulation.context.setPositions(positions * unit.nanometer)
+    if args.structure is None:
+        # a lattice puts some beads inside the repulsive wall of a trained model: relax it first
+        e0 = simulation.context.getState(getEnergy=True).getPotentialEnergy()
+        simulation.minimizeEnergy(maxIterations=200)
+        e1 = simulation.context.getState(getEnergy=True).getPotentialEnergy()
+        print(f"minimised the lattice: {e0.value_in_unit(unit.kilojoule_per_mole):.4g} -> "
+              f"{e1.value_in_unit(unit.kilojoule_per_mole):.4g} kJ/mol")
     simulation.context.setVelocitiesToTemperature(args.temperature * unit.kelvin, args.seed)
     dcd_path = args.out / "trajectory.dcd"
     simulation.reporters.append(app.DCDReporter(str(dcd_path), args.report_interval))

@@ -15,7 +15,7 @@ from typing import List, Sequence, Tuple, Optional
 import torch
 from torch import Tensor, nn
 
-from openmm_cgkd.model.potential import CGPotential, NeighborList, _model_box
+from openmm_cgkd.model.potential import CGPotential, NeighborList, _model_box, check_inputs
 
 __all__ = ["EnsemblePotential"]
 
@@ -88,16 +88,7 @@ class EnsemblePotential(nn.Module):
     def forward_members(self, bead_types: Tensor, positions: Tensor,
                         box: Optional[Tensor] = None) -> Tuple[Tensor, Tensor, Tensor]:
         """Per-member ``(energies [K], bead_energies [K,N], forces [K,N,3])`` in the model dtype."""
-        if positions.dim() != 2 or positions.shape[1] != 3:
-            raise ValueError("positions must have shape [N, 3] (nm)")
-        if bead_types.dim() != 1 or bead_types.shape[0] != positions.shape[0]:
-            raise ValueError("bead_types must have shape [N] matching positions [N, 3]")
-        if self.check_errors and bead_types.numel() > 0:
-            lo = int(bead_types.min().item())
-            hi = int(bead_types.max().item())
-            if lo < 0 or hi >= self.num_types:
-                raise ValueError("bead_types must lie in 0.." + str(self.num_types - 1) + " (the model's "
-                                 + str(self.num_types) + " bead types), got range " + str(lo) + ".." + str(hi))
+        check_inputs(bead_types, positions, box, self.num_types, self.check_errors)
         dtype = self._dtype_probe.dtype
         pos0 = positions.detach().to(dtype)
         box_m = _model_box(box, dtype, pos0.device, self.neighbors.static_shapes)

@@ -420,6 +420,25 @@ def _build_representation(cfg: PotentialConfig) -> tuple[nn.Module, nn.Module]:
     return rep.to(dtype), head.to(dtype)
 
 
+def check_inputs(bead_types: Tensor, positions: Tensor, box: Optional[Tensor], num_types: int,
+                 check_types: bool) -> None:
+    """Shapes of the forward inputs (positions [N,3] nm, bead_types [N], box [3,3] nm or None)
+    and, with ``check_types`` (a device sync), bead types in ``0 .. num_types-1``."""
+    if positions.dim() != 2 or positions.shape[1] != 3:
+        raise ValueError("positions must have shape [N, 3] (nm)")
+    if bead_types.dim() != 1 or bead_types.shape[0] != positions.shape[0]:
+        raise ValueError("bead_types must have shape [N] matching positions [N, 3]")
+    if box is not None:
+        if box.dim() != 2 or box.shape[0] != 3 or box.shape[1] != 3:
+            raise ValueError("box must have shape [3, 3] (rows are box vectors, nm)")
+    if check_types and bead_types.numel() > 0:
+        lo = int(bead_types.min().item())
+        hi = int(bead_types.max().item())
+        if lo < 0 or hi >= num_types:
+            raise ValueError("bead_types must lie in 0.." + str(num_types - 1) + " (the model's "
+                             + str(num_types) + " bead types), got range " + str(lo) + ".." + str(hi))
+
+
 class CGPotential(nn.Module):
     """torchmd-net representation + per-bead energy head: ``forward(bead_types, positions, box)``
     -> ``(energy [], bead_energies [N], forces [N,3])`` in kJ/mol and kJ/mol/nm (see module doc).
@@ -483,21 +502,6 @@ class CGPotential(nn.Module):
         self.neighbors.check_errors = value
 
     # -- TorchScript-able computation ----------------------------------------------------------
-    def _check_inputs(self, bead_types: Tensor, positions: Tensor, box: Optional[Tensor]) -> None:
-        if positions.dim() != 2 or positions.shape[1] != 3:
-            raise ValueError("positions must have shape [N, 3] (nm)")
-        if bead_types.dim() != 1 or bead_types.shape[0] != positions.shape[0]:
-            raise ValueError("bead_types must have shape [N] matching positions [N, 3]")
-        if box is not None:
-            if box.dim() != 2 or box.shape[0] != 3 or box.shape[1] != 3:
-                raise ValueError("box must have shape [3, 3] (rows are box vectors, nm)")
-        if self.check_errors and bead_types.numel() > 0:
-            lo = int(bead_types.min().item())
-            hi = int(bead_types.max().item())
-            if lo < 0 or hi >= self.num_types:
-                raise ValueError("bead_types must lie in 0.." + str(self.num_types - 1) + " (the model's "
-                                 + str(self.num_types) + " bead types), got range " + str(lo) + ".." + str(hi))
-
     @torch.jit.export
     def model_dtype(self) -> torch.dtype:
         return self.energy_offset.dtype
@@ -518,7 +522,7 @@ class CGPotential(nn.Module):
 
     def forward(self, bead_types: Tensor, positions: Tensor,
                 box: Optional[Tensor] = None) -> Tuple[Tensor, Tensor, Tensor]:
-        self._check_inputs(bead_types, positions, box)
+        check_inputs(bead_types, positions, box, self.num_types, self.check_errors)
         dtype = self.energy_offset.dtype
         in_dtype = positions.dtype
         pos = positions.detach().to(dtype).requires_grad_(True)

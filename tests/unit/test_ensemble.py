@@ -83,3 +83,13 @@ def test_ensemble_neighbor_overflow_error():
     types, pos, box = system()
     with pytest.raises(RuntimeError, match="NeighborOverflowError"):
         ens(types, pos, box)
+
+
+def test_ensemble_checks_inputs_like_a_single_potential():
+    ens = EnsemblePotential(members(2))
+    types, pos, box = system()
+    for bad_box in (box[:2], box.reshape(-1)):
+        with pytest.raises(ValueError, match=r"box must have shape \[3, 3\]"):
+            ens(types, pos, bad_box)
+    with pytest.raises(ValueError, match="bead_types must lie in"):
+        ens(torch.full_like(types, 7), pos, box)

@@ -2,9 +2,6 @@
 every example has a docstring saying what it does and its CPU run time."""
 import ast
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,15 +10,6 @@ ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
 
 
-def run_example(script: str, *args: str, timeout: int = 240) -> str:
-    """Run ``examples/<script> args`` with one thread from the repository root; its stdout."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1",
-           "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    proc = subprocess.run([sys.executable, str(EXAMPLES / script), *args], capture_output=True, text=True,
-                          timeout=timeout, env=env, cwd=str(ROOT))
-    assert proc.returncode == 0, f"{script} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-    return proc.stdout
-
 
 @pytest.mark.parametrize("script", ["build_and_run_md.py", "compare_speed.py", "train_from_own_data.py"])
 def test_example_has_docstring_with_cpu_run_time(script):
@@ -29,7 +17,7 @@ def test_example_has_docstring_with_cpu_run_time(script):
     assert doc and "Run time on CPU" in doc and "What it does" in doc
 
 
-def test_build_and_run_md_writes_a_dcd(tmp_path):
+def test_build_and_run_md_writes_a_dcd(tmp_path, run_example):
     md = pytest.importorskip("mdtraj")
     out = tmp_path / "md"
     text = run_example("build_and_run_md.py", "--beads", "100", "--steps", "20", "--report-interval", "5",

@@ -402,7 +402,9 @@ def run_pipeline(cfg: PipelineConfig, only: list[str] | None = None, log=print) 
 
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "pipeline.yaml").write_text(json.dumps(config_to_dict(cfg), indent=1, default=str))
+    import yaml
+
+    (out / "pipeline.yaml").write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))  # as resolved
     stages = _Stages(out, log)
     wanted = set(only or STAGES)
     unknown = wanted - set(STAGES)

@@ -54,19 +54,30 @@ def _cmd_build(args) -> int:
 def _protocol(args, sysdef):
     from openmm_cgkd.data.aamd import Protocol
 
-    return Protocol(temperature_K=args.temperature or sysdef.temperature_K, timestep_fs=sysdef.timestep_fs,
-                    thermostat=args.thermostat, friction_per_ps=args.friction or sysdef.friction_per_ps,
+    def given(value, default):
+        return default if value is None else value
+
+    return Protocol(temperature_K=given(args.temperature, sysdef.temperature_K),
+                    timestep_fs=given(args.timestep, sysdef.timestep_fs), thermostat=args.thermostat,
+                    friction_per_ps=given(args.friction, sysdef.friction_per_ps), hydrogen_mass_da=args.hydrogen_mass,
                     anneal_ps=args.anneal_ps, anneal_temperature_K=args.anneal_temperature,
                     equilibration_ps=args.equilibration_ps, production_ps=args.production_ps,
                     frame_interval_ps=args.frame_interval_ps, checkpoint_every_frames=args.checkpoint_every,
-                    seed=args.seed)
+                    seed=args.seed).validate()
 
 
 def _cmd_run(args) -> int:
     from openmm_cgkd.data.aamd import select_platform, run_aa
     from openmm_cgkd.data.build import build_box
 
+    from openmm_cgkd.data.mapping import MappingSpec
+
     sysdef = _load_system(args)
+    protocol = _protocol(args, sysdef)
+    mapping = None
+    if not args.no_mapping:
+        path = args.mapping or sysdef.mapping_path
+        mapping = MappingSpec.from_yaml(path) if path else None
     run_dir = Path(args.run_dir)
     structure = args.structure
     if structure is None and not (run_dir / "run.json").is_file():
@@ -74,8 +85,8 @@ def _cmd_run(args) -> int:
         if not structure.is_file():
             plat, _ = select_platform(args.platform, args.threads)
             build_box(sysdef, structure, seed=args.seed, platform=plat)
-    summary = run_aa(run_dir, sysdef, _protocol(args, sysdef), structure, platform=args.platform,
-                     threads=args.threads, progress=not args.no_progress)
+    summary = run_aa(run_dir, sysdef, protocol, structure, platform=args.platform,
+                     threads=args.threads, progress=not args.no_progress, mapping=mapping)
     return 0 if summary["finished"] else 3
 
 
@@ -124,6 +135,13 @@ def register(sub) -> None:
     g.add_argument("--thermostat", choices=["langevin", "nose-hoover"], default="langevin",
                    help="LangevinMiddle (default) or Nose-Hoover chain")
     g.add_argument("--friction", type=float, help="Langevin friction / Nose-Hoover collision frequency, 1/ps")
+    g.add_argument("--timestep", type=float, metavar="FS", help="time step, fs (default: the system file's)")
+    g.add_argument("--hydrogen-mass", type=float, metavar="DA",
+                   help="repartition hydrogen masses to DA dalton (from the bonded heavy atom) for the integrator "
+                        "only, e.g. 3 with --timestep 4; the mapping still uses physical masses")
+    g.add_argument("--mapping", help="map each part to beads during the run (RUN_DIR/cg/, small enough to keep in "
+                                     "git; RUN_DIR/cg.h5 when done); default: the system file's mapping")
+    g.add_argument("--no-mapping", action="store_true", help="do not map during the run")
     g.add_argument("--anneal-ps", type=float, default=0.0, help="anneal length, ps (0 = none)")
     g.add_argument("--anneal-temperature", type=float, default=400.0, help="anneal start temperature, K")
     g.add_argument("--equilibration-ps", type=float, default=100.0, help="NVT equilibration, ps (default 100)")

@@ -29,13 +29,18 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["Protocol", "select_platform", "run_aa", "read_frames", "consolidate", "RunError"]
+__all__ = ["Protocol", "select_platform", "run_aa", "read_frames", "read_mapped", "consolidate", "RunError",
+           "ProtocolError", "repartition_hydrogen_masses"]
 
 FRAME_FIELDS = ("positions", "forces", "boxes", "potential_energy", "times", "steps")
 
 
 class RunError(RuntimeError):
     """An AA run directory is inconsistent with the requested run."""
+
+
+class ProtocolError(ValueError):
+    """An AA protocol setting is out of range."""
 
 
 @dataclass
@@ -52,6 +57,29 @@ class Protocol:
     checkpoint_every_frames: int = 10
     equilibration_chunk_ps: float = 10.0  # checkpoint interval before production
     seed: int = 1
+    hydrogen_mass_da: float | None = None  # hydrogen-mass repartitioning for the integrator only
+
+    def validate(self) -> "Protocol":
+        """Raise :class:`ProtocolError` on settings no run can use (checked before any work)."""
+        checks = [
+            (self.temperature_K > 0, f"temperature must be positive (K), got {self.temperature_K}"),
+            (self.timestep_fs > 0, f"time step must be positive (fs), got {self.timestep_fs}"),
+            (self.friction_per_ps > 0, f"friction must be positive (1/ps), got {self.friction_per_ps}"),
+            (self.anneal_ps >= 0 and self.equilibration_ps >= 0 and self.production_ps > 0,
+             "anneal and equilibration lengths must be >= 0 ps and the production length > 0 ps"),
+            (self.anneal_temperature_K > 0, f"anneal temperature must be positive (K), got {self.anneal_temperature_K}"),
+            (self.frame_interval_ps > 0 and self.steps(self.frame_interval_ps) >= 1,
+             f"frame interval must be at least one time step, got {self.frame_interval_ps} ps"),
+            (self.checkpoint_every_frames >= 1, f"checkpoint interval must be >= 1 frame, got {self.checkpoint_every_frames}"),
+            (self.thermostat in ("langevin", "nose-hoover"), f"thermostat must be 'langevin' or 'nose-hoover', "
+                                                             f"got {self.thermostat!r}"),
+            (self.hydrogen_mass_da is None or 1.0 <= self.hydrogen_mass_da <= 4.5,
+             f"hydrogen mass must lie in [1, 4.5] Da, got {self.hydrogen_mass_da}"),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                raise ProtocolError(msg)
+        return self
 
     @property
     def dt_ps(self) -> float:
@@ -199,6 +227,10 @@ def consolidate(run_dir: str | Path) -> Path:
     if frames is None:
         return run_dir / "production.h5"
     meta = _read_json(run_dir / "run.json") or {}
+    expected = int(round(meta["protocol"]["production_ps"] / meta["protocol"]["frame_interval_ps"])) if meta else None
+    if expected is not None and len(frames["times"]) != expected:
+        raise RunError(f"{run_dir}/frames holds {len(frames['times'])} contiguous AA frames of {expected} "
+                       "(parts from an earlier machine are missing); production.h5 needs all of them")
     path = run_dir / "production.h5"
     tmp = path.with_name(path.name + ".tmp")
     with h5py.File(tmp, "w") as h5:
@@ -212,6 +244,128 @@ def consolidate(run_dir: str | Path) -> Path:
         h5.attrs["run"] = json.dumps(meta, default=str)
     tmp.replace(path)
     return path
+
+
+def repartition_hydrogen_masses(system, topology, hydrogen_mass_da: float) -> None:
+    """Set every hydrogen's mass to ``hydrogen_mass_da``, taking the difference from its bonded
+    heavy atom (total mass unchanged). For the integrator only: configurations and forces do not
+    depend on masses, and the mapping uses the physical masses recorded in run.json."""
+    from openmm import unit
+
+    for a, b in topology.bonds():
+        for h, heavy in ((a, b), (b, a)):
+            if h.element is not None and h.element.symbol == "H" and (heavy.element is None or heavy.element.symbol != "H"):
+                m_h = system.getParticleMass(h.index).value_in_unit(unit.dalton)
+                m_x = system.getParticleMass(heavy.index).value_in_unit(unit.dalton)
+                dm = hydrogen_mass_da - m_h
+                if m_x - dm <= 1.0:
+                    raise ProtocolError(f"repartitioning to {hydrogen_mass_da} Da leaves atom {heavy.index} "
+                                        f"({heavy.name}) with {m_x - dm:.2f} Da")
+                system.setParticleMass(h.index, hydrogen_mass_da)
+                system.setParticleMass(heavy.index, m_x - dm)
+
+
+class _RunLock:
+    """Exclusive lock on ``run_dir/.lock`` while restart files are written, so that a process that
+    snapshots the run (e.g. a git commit of its restart state) never sees a half-updated set."""
+
+    def __init__(self, run_dir: Path):
+        self.path = run_dir / ".lock"
+
+    def __enter__(self):
+        import fcntl
+
+        self.fh = open(self.path, "a")
+        fcntl.flock(self.fh, fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc):
+        import fcntl
+
+        fcntl.flock(self.fh, fcntl.LOCK_UN)
+        self.fh.close()
+
+
+def _write_mapped_part(run_dir: Path, first_frame: int, cgmap, buf: dict[str, list]) -> None:
+    """Map one part's frames to beads and write ``cg/part_*.h5`` (small: committed with the run)."""
+    import h5py
+
+    pos, frc = cgmap.map_frames(np.asarray(buf["positions"]), np.asarray(buf["forces"]), np.asarray(buf["boxes"]))
+    d = run_dir / "cg"
+    d.mkdir(exist_ok=True)
+    path = d / f"part_{first_frame:07d}.h5"
+    tmp = path.with_name(path.name + ".tmp")
+    with h5py.File(tmp, "w") as h5:
+        h5.create_dataset("positions", data=pos.astype(np.float32))
+        h5.create_dataset("forces", data=frc.astype(np.float32))
+        h5.create_dataset("boxes", data=np.asarray(buf["boxes"], np.float32))
+        h5.create_dataset("potential_energy", data=np.asarray(buf["potential_energy"], np.float64))
+        h5.create_dataset("times", data=np.asarray(buf["times"], np.float64))
+        h5.create_dataset("steps", data=np.asarray(buf["steps"], np.int64))
+    with open(tmp, "rb") as fh:
+        os.fsync(fh.fileno())
+    tmp.replace(path)
+
+
+def read_mapped(run_dir: str | Path, mapping=None):
+    """The CG dataset of a run's committed production frames, from its mapped parts ``cg/``.
+
+    The mapped parts are written during the run (``run_aa(..., mapping=...)``) and survive a
+    fresh clone where the AA frames do not. Bead types and masses (physical masses, dalton)
+    come from the mapping spec recorded in run.json (or ``mapping``, a MappingSpec).
+    """
+    import h5py
+
+    from openmm_cgkd.data.dataset import CGDataset
+    from openmm_cgkd.data.mapping import MappingSpec
+
+    run_dir = Path(run_dir)
+    meta = _read_json(run_dir / "run.json")
+    if meta is None:
+        raise RunError(f"{run_dir} is not an aa-run directory (no run.json)")
+    committed = int((_read_json(run_dir / "progress.json") or {}).get("frames", 0))
+    if mapping is None:
+        if "mapping" not in meta:
+            raise RunError(f"{run_dir} was run without on-the-fly mapping (no cg/ parts); use `cgkd map --run-dir`")
+        mapping = MappingSpec.from_dict(meta["mapping"], "run.json")
+    cgmap = _cg_map(meta, mapping)
+    chunks = {k: [] for k in FRAME_FIELDS if k != "positions" and k != "forces"}
+    chunks.update(positions=[], forces=[])
+    n = 0
+    for p in sorted((run_dir / "cg").glob("part_*.h5")):
+        first = int(p.stem.split("_")[1])
+        if first >= committed:
+            break
+        if first != n:
+            raise RunError(f"{run_dir}/cg: part {p.name} starts at frame {first}, expected {n} (a part is missing)")
+        with h5py.File(p, "r") as h5:
+            for k in chunks:
+                chunks[k].append(h5[k][()])
+            n += h5["times"].shape[0]
+    n = min(n, committed)
+    if n == 0:
+        raise RunError(f"{run_dir} holds no committed mapped frames yet")
+    arr = {k: np.concatenate(v)[:n] for k, v in chunks.items()}
+    prov = {"source": "cgkd aa-run (mapped during the run)", "system": meta["system"], "protocol": meta["protocol"],
+            "frames_committed": committed, "mapping": meta.get("mapping"),
+            "masses": "bead masses and centres from PHYSICAL atomic masses (hydrogen-mass repartitioning, if any, "
+                      "was used by the AA integrator only)",
+            "forces": "total force-field force per atom summed per bead (constraint forces excluded; they "
+                      "cancel within one-molecule beads)"}
+    return CGDataset(positions=arr["positions"], forces=arr["forces"], boxes=arr["boxes"], times=arr["times"],
+                     bead_types=cgmap.bead_types, type_names=cgmap.type_names, masses=cgmap.bead_masses,
+                     potential_energy=arr["potential_energy"], provenance=prov)
+
+
+def _cg_map(meta: dict, mapping):
+    from openmm_cgkd.data.mapping import CGMap
+
+    residues, i = [], 0
+    for name, n_atoms, *atom_names in meta["residues"]:
+        names = atom_names[0] if atom_names else [str(k) for k in range(n_atoms)]
+        residues.append((name, [(i + k, names[k]) for k in range(n_atoms)]))
+        i += n_atoms
+    return CGMap.build(mapping, residues, np.asarray(meta["masses"]))
 
 
 def _read_json(path: Path):
@@ -241,12 +395,15 @@ def _set_temperature(integ, protocol: Protocol, temperature: float) -> None:
 
 def run_aa(run_dir: str | Path, sysdef, protocol: Protocol, structure_pdb: str | Path | None = None, *,
            platform: str | None = None, threads: int | None = None, progress: bool = True,
-           stop_after_steps: int | None = None, log=print) -> dict:
+           mapping=None, stop_after_steps: int | None = None, log=print) -> dict:
     """Run (or resume) the AA protocol in ``run_dir``. Returns a summary dict.
 
     ``structure_pdb`` (packed and minimised, e.g. from :func:`~openmm_cgkd.data.build.build_box`) is
-    needed on the first call only. ``stop_after_steps`` stops early after about that many new
-    steps (for tests of resuming); the run can be continued by calling again.
+    needed on the first call only. ``mapping`` (a MappingSpec) maps every part to beads as it is
+    written (``cg/part_*.h5``, physical masses), so that the small mapped frames can be kept
+    (committed) while the bulky AA frames are not; :func:`read_mapped` reads them back.
+    ``stop_after_steps`` stops early after about that many new steps (for tests of resuming);
+    the run can be continued by calling again.
     """
     import openmm as mm
     from openmm import unit
@@ -255,6 +412,7 @@ def run_aa(run_dir: str | Path, sysdef, protocol: Protocol, structure_pdb: str |
     from openmm_cgkd.data.build import read_pdb_positions
     from openmm_cgkd.data.opls import build_topology, create_system
 
+    protocol.validate()
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     ff = sysdef.forcefield
@@ -262,6 +420,10 @@ def run_aa(run_dir: str | Path, sysdef, protocol: Protocol, structure_pdb: str |
     cutoff = sysdef.cutoff_nm
     system = create_system(ff, top, cutoff_nm=cutoff, constraints=sysdef.constraints)
     masses = [system.getParticleMass(i).value_in_unit(unit.dalton) for i in range(system.getNumParticles())]
+    if protocol.hydrogen_mass_da is not None:
+        if sysdef.constraints != "HBonds":
+            raise ProtocolError("hydrogen-mass repartitioning is meant for runs with H-bond constraints")
+        repartition_hydrogen_masses(system, top, protocol.hydrogen_mass_da)
 
     meta_path = run_dir / "run.json"
     proto_d = asdict(protocol)
@@ -270,9 +432,17 @@ def run_aa(run_dir: str | Path, sysdef, protocol: Protocol, structure_pdb: str |
         if structure_pdb is None:
             raise RunError(f"{run_dir} is a new run: give the starting structure (PDB from `cgkd aa-build`)")
         shutil.copyfile(structure_pdb, run_dir / "start.pdb")
-        meta = {"protocol": proto_d, "system": sysdef.to_dict(), "masses": masses,
-                "residues": [(r.name, len(list(r.atoms()))) for r in top.residues()],
+        meta = {"protocol": proto_d, "system": sysdef.to_dict(relative_to=run_dir), "masses": masses,
+                "masses_note": "physical atomic masses (dalton); the mapping uses these"
+                               + ("" if protocol.hydrogen_mass_da is None else
+                                  f"; the integrator used hydrogen masses of {protocol.hydrogen_mass_da} Da "
+                                  "taken from the bonded heavy atom"),
+                "residues": [(r.name, len(list(r.atoms())), [a.name for a in r.atoms()]) for r in top.residues()],
                 "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        if mapping is not None:
+            meta["mapping"] = {"type_names": mapping.type_names, "aliases": mapping.aliases,
+                               "residues": {k: [{"type": b.type, "atoms": b.atoms} for b in v]
+                                            for k, v in mapping.residues.items()}}
         _atomic_write(meta_path, json.dumps(meta, indent=1))
     else:
         old = dict(meta["protocol"])
@@ -286,10 +456,15 @@ def run_aa(run_dir: str | Path, sysdef, protocol: Protocol, structure_pdb: str |
         if meta["system"]["composition"] != sysdef.composition or abs(meta["system"]["box_nm"] - sysdef.box_nm) > 1e-9:
             raise RunError(f"{run_dir} was started with another system ({meta['system']['composition']}, "
                            f"{meta['system']['box_nm']} nm)")
+        if (mapping is not None) != ("mapping" in meta):
+            raise RunError(f"{run_dir} was started {'with' if 'mapping' in meta else 'without'} on-the-fly mapping; "
+                           "resume it the same way")
         if meta["protocol"].get("production_ps") != protocol.production_ps:
             meta["protocol"]["production_ps"] = protocol.production_ps
             _atomic_write(meta_path, json.dumps(meta, indent=1))
 
+    cgmap = _cg_map(meta, mapping) if mapping is not None else None
+    lock = _RunLock(run_dir)
     plat, props = select_platform(platform, threads)
     integ = _make_integrator(protocol, protocol.temperature_K)
     ctx = mm.Context(system, integ, plat, props)
@@ -304,7 +479,7 @@ def run_aa(run_dir: str | Path, sysdef, protocol: Protocol, structure_pdb: str |
         ctx.setStepCount(0)
         ctx.setTime(0.0)
         prog = {"step": 0, "frames": 0, "wall_s": 0.0, "platform": plat.getName()}
-        for p in _part_files(run_dir):
+        for p in _part_files(run_dir) + sorted((run_dir / "cg").glob("part_*.h5")):
             p.unlink()
     else:
         loaded = False
@@ -322,7 +497,7 @@ def run_aa(run_dir: str | Path, sysdef, protocol: Protocol, structure_pdb: str |
         if ctx.getStepCount() != prog["step"]:
             raise RunError(f"checkpoint is at step {ctx.getStepCount()}, progress.json says {prog['step']}")
         # drop frames written after the last committed progress record
-        for p in _part_files(run_dir):
+        for p in _part_files(run_dir) + sorted((run_dir / "cg").glob("part_*.h5")):
             if int(p.stem.split("_")[1]) >= prog["frames"]:
                 p.unlink()
         (run_dir / "production.h5").unlink(missing_ok=True) if prog["frames"] < protocol.n_frames else None
@@ -340,8 +515,12 @@ def run_aa(run_dir: str | Path, sysdef, protocol: Protocol, structure_pdb: str |
 
     def checkpoint(step: int, frames: int, wall: float) -> None:
         st = ctx.getState(getPositions=True, getVelocities=True, getParameters=True, getIntegratorParameters=True)
-        _atomic_write(run_dir / "state.xml", mm.XmlSerializer.serialize(st))
-        _atomic_write(run_dir / "checkpoint.chk", ctx.createCheckpoint())
+        with lock:
+            _atomic_write(run_dir / "state.xml", mm.XmlSerializer.serialize(st))
+            _atomic_write(run_dir / "checkpoint.chk", ctx.createCheckpoint())
+            _write_progress(step, frames, wall)
+
+    def _write_progress(step: int, frames: int, wall: float) -> None:
         here = time.time() - t_start
         rate = (step - step0) * protocol.dt_ps / 1000.0 / max(here, 1e-9) * 86400.0
         rec = {"step": step, "frames": frames, "wall_s": round(wall, 2), "platform": plat.getName(),
@@ -403,6 +582,8 @@ def run_aa(run_dir: str | Path, sysdef, protocol: Protocol, structure_pdb: str |
             raise RunError(f"non-finite positions at step {step}: the simulation blew up")
         if len(buf["times"]) >= protocol.checkpoint_every_frames or frames == protocol.n_frames or not budget_left():
             _write_part(run_dir, first, buf)
+            if cgmap is not None:
+                _write_mapped_part(run_dir, first, cgmap, buf)
             checkpoint(step, frames, wall_base + time.time() - t_start)
             buf = {f: [] for f in FRAME_FIELDS}
             first = frames
@@ -415,7 +596,13 @@ def run_aa(run_dir: str | Path, sysdef, protocol: Protocol, structure_pdb: str |
     summary = {"run_dir": str(run_dir), "step": step, "frames": frames, "finished": bool(done),
                "wall_s": round(wall, 1), "ns_per_day_this_call": round(speed, 2), "platform": plat.getName()}
     if done:
-        consolidate(run_dir)
-        summary["production"] = str(run_dir / "production.h5")
+        try:
+            consolidate(run_dir)
+            summary["production"] = str(run_dir / "production.h5")
+        except RunError as exc:  # AA parts of earlier sessions are not kept (only the mapped ones)
+            log(f"note: no production.h5: {exc}")
+        if cgmap is not None:
+            read_mapped(run_dir, mapping).save(run_dir / "cg.h5")
+            summary["mapped"] = str(run_dir / "cg.h5")
     log(json.dumps(summary))
     return summary

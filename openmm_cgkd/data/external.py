@@ -241,7 +241,7 @@ def load_run(run_dir: str | Path, max_frames: int | None = None, check_units: bo
     meta = json.loads(meta_path.read_text())
     fr = read_frames(run_dir, max_frames)
     sysd = meta["system"]
-    sysdef = SystemDefinition(name=sysd["name"], forcefield_path=Path(sysd["forcefield"]),
+    sysdef = SystemDefinition(name=sysd["name"], forcefield_path=run_dir / sysd["forcefield"],
                               composition=sysd["composition"], box_nm=sysd["box_nm"])
     if not sysdef.forcefield_path.is_file():  # run directory moved to another checkout
         here = Path(__file__).resolve().parents[2] / "systems" / "des" / sysdef.forcefield_path.name

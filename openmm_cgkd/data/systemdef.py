@@ -5,6 +5,8 @@ composition is scaled keeping its ratios and the cubic box edge by (mass ratio)^
 """
 from __future__ import annotations
 
+import hashlib
+import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -12,9 +14,13 @@ import numpy as np
 
 from openmm_cgkd.data.opls import ForceField, load_forcefield
 
-__all__ = ["SystemDefinition", "AVOGADRO_G_PER_DALTON"]
+__all__ = ["SystemDefinition", "AVOGADRO_G_PER_DALTON", "file_sha256"]
 
 AVOGADRO_G_PER_DALTON = 1.66053906660e-24  # g per dalton
+
+
+def file_sha256(path: str | Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 @dataclass
@@ -29,6 +35,7 @@ class SystemDefinition:
     cutoff_nm: float = 1.2
     constraints: str | None = "HBonds"
     mapping_path: Path | None = None
+    scale_14: float | None = None  # 1-4 Coulomb and LJ scale; None = the force field's (OPLS-DES: 0.5)
     source: str = ""
     _ff: ForceField | None = field(default=None, repr=False, compare=False)
 
@@ -50,12 +57,19 @@ class SystemDefinition:
             temperature_K=float(d.get("temperature_K", 298.1)), timestep_fs=float(d.get("timestep_fs", 2.0)),
             friction_per_ps=float(d.get("friction_per_ps", 1.0)), cutoff_nm=float(d.get("cutoff_nm", 1.2)),
             constraints=d.get("constraints", "HBonds"),
+            scale_14=None if d.get("scale_14") is None else float(d["scale_14"]),
             mapping_path=(base / d["mapping"]).resolve() if d.get("mapping") else None, source=str(path.resolve()))
 
     @property
     def forcefield(self) -> ForceField:
+        """The force field, with ``scale_14`` applied to its 1-4 Coulomb and LJ scales when set."""
         if self._ff is None:
-            self._ff = load_forcefield(self.forcefield_path)
+            ff = load_forcefield(self.forcefield_path)
+            if self.scale_14 is not None:
+                if not 0.0 <= self.scale_14 <= 1.0:
+                    raise ValueError(f"scale_14 must lie in [0, 1], got {self.scale_14}")
+                ff = replace(ff, fudge_lj=self.scale_14, fudge_qq=self.scale_14)
+            self._ff = ff
         return self._ff
 
     @property
@@ -94,9 +108,20 @@ class SystemDefinition:
         new.name = f"{self.name}-{new.n_molecules}"
         return new
 
-    def to_dict(self) -> dict:
-        return {"name": self.name, "forcefield": str(self.forcefield_path), "composition": dict(self.composition),
+    def to_dict(self, relative_to: str | Path | None = None) -> dict:
+        """Portable description: file paths relative to ``relative_to`` (a run directory) plus the
+        force field's sha256, never an absolute path of this machine."""
+        base = Path(relative_to).resolve() if relative_to is not None else Path.cwd()
+
+        def rel(p) -> str:
+            return os.path.relpath(Path(p).resolve(), base) if p else ""
+
+        ff = self.forcefield
+        return {"name": self.name, "forcefield": rel(self.forcefield_path),
+                "forcefield_sha256": file_sha256(self.forcefield_path),
+                "scale_14": {"coulomb": ff.fudge_qq, "lj": ff.fudge_lj},
+                "composition": dict(self.composition),
                 "box_nm": self.box_nm, "temperature_K": self.temperature_K, "timestep_fs": self.timestep_fs,
                 "friction_per_ps": self.friction_per_ps, "cutoff_nm": self.cutoff_nm,
                 "constraints": self.constraints, "density_g_cm3": round(self.density_g_cm3, 5),
-                "n_atoms": self.n_atoms, "source": self.source}
+                "n_atoms": self.n_atoms, "source": rel(self.source)}

@@ -151,3 +151,83 @@ def test_cli_map_of_a_run_dir(small, tmp_path):
     assert ds.provenance["source"] == "cgkd aa-run"
     box = ds.boxes[0, 0, 0]
     assert np.all(ds.positions >= 0) and np.all(ds.positions < box)
+
+
+def test_hydrogen_mass_repartitioning_keeps_total_mass(small):
+    """HMR moves mass from each heavy atom to its hydrogens: every H weighs 3 Da, each molecule's
+    mass is unchanged, and the forces (which do not depend on masses) are identical."""
+    import openmm as mm
+    from openmm import unit
+
+    from openmm_cgkd.data.aamd import repartition_hydrogen_masses
+    from openmm_cgkd.data.build import read_pdb_positions
+    from openmm_cgkd.data.opls import build_topology, create_system
+
+    sysdef, pdb, _ = small
+    top = build_topology(sysdef.forcefield, sysdef.composition, sysdef.box_vectors())
+    plain = create_system(sysdef.forcefield, top, cutoff_nm=0.7)
+    hmr = create_system(sysdef.forcefield, top, cutoff_nm=0.7)
+    repartition_hydrogen_masses(hmr, top, 3.0)
+    m0 = np.array([plain.getParticleMass(i).value_in_unit(unit.dalton) for i in range(plain.getNumParticles())])
+    m1 = np.array([hmr.getParticleMass(i).value_in_unit(unit.dalton) for i in range(hmr.getNumParticles())])
+    is_h = np.array([a.element.symbol == "H" for a in top.atoms()])
+    assert np.allclose(m1[is_h], 3.0) and np.allclose(m0[is_h], 1.008)
+    res = np.array([a.residue.index for a in top.atoms()])
+    assert np.allclose(np.bincount(res, m0), np.bincount(res, m1))
+    assert m1[~is_h].min() > 5.0
+    pos = read_pdb_positions(pdb) * unit.nanometer
+    forces = []
+    for system in (plain, hmr):
+        ctx = mm.Context(system, mm.VerletIntegrator(0.001), mm.Platform.getPlatformByName("Reference"))
+        ctx.setPositions(pos)
+        forces.append(ctx.getState(getForces=True).getForces(asNumpy=True)._value)
+    assert np.array_equal(forces[0], forces[1])
+
+
+def test_mapped_parts_survive_a_fresh_clone(small, tmp_path):
+    """With on-the-fly mapping, the run keeps its mapped frames in cg/. A 'fresh clone' (AA frames
+    deleted, restart state kept) resumes, and the mapped dataset equals an independent mapping of
+    the AA frames of an uninterrupted run: no frame lost or duplicated; physical masses used."""
+    from openmm_cgkd.data.aamd import read_mapped
+    from openmm_cgkd.data.mapping import MappingSpec
+    import shutil
+
+    sysdef, pdb, _ = small
+    spec = MappingSpec.from_yaml(ROOT / "systems" / "des" / "mapping.yaml")
+    proto = _protocol(timestep_fs=4.0, hydrogen_mass_da=3.0)
+    quiet = dict(platform="CPU", threads=2, progress=False, log=lambda *a: None, mapping=spec)
+    run = tmp_path / "run"
+    first = run_aa(run, sysdef, proto, pdb, stop_after_steps=proto.n_pre + 4 * proto.frame_steps, **quiet)
+    assert 0 < first["frames"] < 10 and read_mapped(run).n_frames == first["frames"]
+    kept = tmp_path / "aa_frames_of_the_first_machine"
+    shutil.move(run / "frames", kept)  # AA frames are not kept in git
+    out = run_aa(run, sysdef, proto, **quiet)
+    assert out["finished"] and "production" not in out  # AA frames incomplete: no production.h5
+    got = read_mapped(run)
+    assert got.n_frames == 10 and len(np.unique(got.times)) == 10
+    np.testing.assert_allclose(np.diff(got.times), proto.frame_interval_ps, atol=1e-9)
+    # independent check: map all AA frames (both machines') with the mapping module
+    for p in kept.glob("part_*.h5"):
+        shutil.copy(p, run / "frames" / p.name)
+    from openmm_cgkd.data import external
+    from openmm_cgkd.data.mapping import map_trajectory
+
+    want = map_trajectory(external.load_run(run), spec)
+    assert want.n_frames == 10
+    np.testing.assert_array_equal(got.times, want.times)
+    np.testing.assert_allclose(got.positions, want.positions, atol=2e-5)
+    np.testing.assert_allclose(got.forces, want.forces, rtol=1e-4, atol=1e-2)
+    # bead masses are the physical molecular masses (choline 104.17, Cl 35.45, urea 60.06 Da)
+    masses = {got.type_names[t]: m for t, m in zip(got.bead_types, got.masses)}
+    assert masses["Cho"] == pytest.approx(104.17, abs=0.02) and masses["Urea"] == pytest.approx(60.06, abs=0.02)
+    meta = json.loads((run / "run.json").read_text())
+    assert not any(str(v).startswith("/") for v in meta["system"].values())
+
+
+@pytest.mark.parametrize("field,value", [("temperature_K", 0.0), ("friction_per_ps", 0.0), ("timestep_fs", -1.0),
+                                         ("checkpoint_every_frames", -5), ("hydrogen_mass_da", 0.5)])
+def test_protocol_rejects_bad_settings(field, value):
+    from openmm_cgkd.data.aamd import ProtocolError
+
+    with pytest.raises(ProtocolError):
+        _protocol(**{field: value}).validate()

@@ -59,6 +59,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from openmm_cgkd.errors import CGKDError
+
 __all__ = ["RELINE_BEAD_DENSITY_PER_NM3", "MODEL_NAMES", "GOAL_ENSEMBLE_OVER_STUDENT", "GOAL_OPENMM_OVERHEAD",
            "BenchmarkError", "BenchmarkSettings", "Timing", "BenchmarkRow", "BenchmarkResult",
            "des_counts", "des_box_nm", "des_lattice", "ScaledPotential", "ensemble_member_modules",
@@ -71,7 +73,7 @@ GOAL_ENSEMBLE_OVER_STUDENT = 2.0  # ensemble (one module) ms/step <= 2 x the stu
 GOAL_OPENMM_OVERHEAD = 0.10  # OpenMM ms/step <= 1.1 x the bare torch call
 
 
-class BenchmarkError(RuntimeError):
+class BenchmarkError(CGKDError, RuntimeError):
     """A benchmark that cannot run as asked (box too small, platform missing, blow-up, ...)."""
 
 

@@ -55,6 +55,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from openmm_cgkd import __version__
+from openmm_cgkd.errors import CGKDError
 from openmm_cgkd.model.wall import WallParameters
 
 __all__ = ["FORMAT_VERSION", "SUPPORTED_FORMAT_VERSIONS", "MANIFEST_NAME", "MODULE_FILE", "UNITS", "MODEL_KINDS",
@@ -72,7 +73,7 @@ OUTPUTS = ["energy", "bead_energies", "forces"]
 ENSEMBLE_OUTPUTS = OUTPUTS + ["force_std"]
 
 
-class BundleError(ValueError):
+class BundleError(CGKDError, ValueError):
     """A model bundle is missing, corrupt or incompatible; the message says which and why."""
 
 

@@ -29,6 +29,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from openmm_cgkd.errors import CGKDError
+
 __all__ = ["run_simulation", "RunResult", "SimulationError", "CSVLogReporter", "LOG_COLUMNS",
            "degrees_of_freedom", "read_log"]
 
@@ -37,7 +39,7 @@ LOG_COLUMNS = ["step", "time_ps", "potential_kj_mol", "kinetic_kj_mol", "total_k
 MOLAR_GAS_CONSTANT_KJ = 0.00831446261815324  # kJ/mol/K
 
 
-class SimulationError(RuntimeError):
+class SimulationError(CGKDError, RuntimeError):
     """The simulation blew up (NaN energy) or cannot run as asked."""
 
 

@@ -17,11 +17,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from openmm_cgkd.errors import CGKDError
+
 __all__ = ["Distribution", "AnalysisError", "bead_type_indices", "pair_keys", "uniform_edges",
            "box_half_width", "minimum_image", "pairwise_distances", "require_periodic", "make_trajectory"]
 
 
-class AnalysisError(ValueError):
+class AnalysisError(CGKDError, ValueError):
     """Input that the structural analysis cannot work with (no box, unknown types, ...)."""
 
 

@@ -29,18 +29,22 @@ from pathlib import Path
 
 import numpy as np
 
+from openmm_cgkd.errors import CGKDError
+
 __all__ = ["Protocol", "select_platform", "run_aa", "read_frames", "read_mapped", "consolidate", "RunError",
            "ProtocolError", "repartition_hydrogen_masses"]
 
 FRAME_FIELDS = ("positions", "forces", "boxes", "potential_energy", "times", "steps")
 
 
-class RunError(RuntimeError):
+class RunError(CGKDError, RuntimeError):
     """An AA run directory is inconsistent with the requested run."""
 
 
-class ProtocolError(ValueError):
+class ProtocolError(CGKDError, ValueError):
     """An AA protocol setting is out of range."""
+
+    exit_code = 2  # bad settings: usage error
 
 
 @dataclass

@@ -30,12 +30,14 @@ from pathlib import Path
 
 import numpy as np
 
+from openmm_cgkd.errors import CGKDError
+
 FORMAT_VERSION = 1
 
 __all__ = ["CGDataset", "DistillationLabels", "DatasetError", "FORMAT_VERSION"]
 
 
-class DatasetError(ValueError):
+class DatasetError(CGKDError, ValueError):
     """A CG dataset file or array is missing, malformed or inconsistent."""
 
 

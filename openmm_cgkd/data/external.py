@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from openmm_cgkd.errors import CGKDError
+
 __all__ = ["AATrajectory", "InputError", "load_run", "load_trajectory", "read_trr", "read_topology",
            "read_masses", "FORCE_UNITS"]
 
@@ -21,7 +23,7 @@ FORCE_UNITS = {"kJ/mol/nm": 1.0, "kJ/mol/A": 10.0, "kcal/mol/A": 41.84, "kcal/mo
 PLAUSIBLE_RMS_FORCE = (5.0, 5.0e4)
 
 
-class InputError(ValueError):
+class InputError(CGKDError, ValueError):
     """An AA input is missing forces, has mismatched atoms, or implausible units."""
 
 

@@ -36,12 +36,13 @@ from pathlib import Path
 import numpy as np
 
 from openmm_cgkd.data.dataset import CGDataset
+from openmm_cgkd.errors import CGKDError
 
 __all__ = ["MappingSpec", "MappingError", "CGMap", "map_trajectory", "add_map_arguments", "map_command",
            "make_whole", "wrap_positions"]
 
 
-class MappingError(ValueError):
+class MappingError(CGKDError, ValueError):
     """A mapping spec does not fit the topology, or the input data are inconsistent."""
 
 

@@ -36,6 +36,8 @@ from typing import List, Optional, Tuple
 import torch
 from torch import Tensor, nn
 
+from openmm_cgkd.errors import CGKDError
+
 __all__ = ["ARCHITECTURES", "PotentialConfig", "load_model_config", "model_config_names", "NeighborList", "CGPotential", "edge_geometry",
            "suggest_max_num_neighbors", "check_box", "import_torchmdnet", "NeighborOverflowError"]
 
@@ -43,7 +45,7 @@ ARCHITECTURES = ("tensornet", "graph-network", "equivariant-transformer")
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
-class NeighborOverflowError(RuntimeError):
+class NeighborOverflowError(CGKDError, RuntimeError):
     """More neighbour pairs than ``max_num_neighbors * N`` (python-side check; the scripted
     module raises a ``RuntimeError`` / ``torch.jit.Error`` whose message starts the same)."""
 

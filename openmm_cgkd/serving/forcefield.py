@@ -19,13 +19,14 @@ from pathlib import Path
 
 import numpy as np
 
+from openmm_cgkd.errors import CGKDError
 from openmm_cgkd.model.wall import WallParameters
 from openmm_cgkd.topology import topology_bead_names
 
 __all__ = ["CGKDForceField", "ServingError"]
 
 
-class ServingError(ValueError):
+class ServingError(CGKDError, ValueError):
     """Input that a model cannot serve: unknown bead, bad box, bad positions, ..."""
 
 

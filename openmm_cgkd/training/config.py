@@ -15,12 +15,16 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from openmm_cgkd.errors import CGKDError
+
 __all__ = ["ConfigError", "SplitConfig", "TrainerConfig", "LossWeights", "WallFitConfig", "TeachersConfig",
            "LabelsConfig", "StudentConfig", "load_config", "config_from_dict", "config_to_dict"]
 
 
-class ConfigError(ValueError):
+class ConfigError(CGKDError, ValueError):
     """A training config is malformed: unknown key, wrong type or impossible value."""
+
+    exit_code = 2  # bad settings: usage error
 
 
 @dataclass

@@ -49,7 +49,7 @@ class AnalysisSettings:
     drift_threshold: float = DEFAULT_DRIFT_THRESHOLD
     max_extent_boxes: float = 10.0
     stride: int = 1  # of the CG trajectories, applied when loading files
-    discard_frames: int = 0  # frames dropped from the start of every replica (after stride), at least
+    discard_frames: int = 0  # frames dropped from the start of EVERY replica of every model (after stride)
     reference_stride: int = 1
     reference_max_frames: int | None = None  # last frames of the reference kept (after stride)
 
@@ -84,6 +84,7 @@ class ReplicaAnalysis:
     curves: dict[str, dict[str, Distribution]] = field(default_factory=dict)
     tae: dict[str, dict[str, float]] = field(default_factory=dict)
     energy_series: tuple[np.ndarray, np.ndarray] | None = None  # (x, energies), for plots only
+    failure: str | None = None  # why the replica is not scored (MD failure, broken frames, nothing left)
 
     @property
     def n_frames_used(self) -> int:
@@ -91,12 +92,22 @@ class ReplicaAnalysis:
 
     @property
     def failed(self) -> bool:
-        return self.n_frames_used == 0
+        """An unstable replica (MD stopped, NaN/exploded frames) is a result: counted, not scored."""
+        return self.failure is not None
+
+    @property
+    def equilibrated_within_discard(self) -> bool | None:
+        """pymbar's check of the fixed discard: False when its equilibration time lies beyond the
+        discarded frames (None without an energy series)."""
+        if self.equilibration is None:
+            return None
+        return frames_to_discard(self.equilibration, self.n_frames_loaded) <= self.start_frame
 
     def to_dict(self, curves: bool = False, blocks: bool = True) -> dict:
         """``curves``: this replica's RDF/ADF/CDF curves; ``blocks``: its time-resolved CDFs."""
         d = {"name": self.name, "n_frames_loaded": self.n_frames_loaded, "start_frame": self.start_frame,
              "stop_frame": self.stop_frame, "n_frames_used": self.n_frames_used, "failed": self.failed,
+             "failure": self.failure, "equilibrated_within_discard": self.equilibrated_within_discard,
              "equilibration": None if self.equilibration is None else self.equilibration.to_dict(),
              "stability": self.stability.to_dict(curves=blocks), "tae": self.tae}
         if curves:
@@ -125,12 +136,22 @@ class ModelReport:
     def good_replicas(self) -> list[ReplicaAnalysis]:
         return [r for r in self.replicas if not r.failed]
 
+    @property
+    def n_failed(self) -> int:
+        return len(self.replicas) - len(self.good_replicas)
+
+    @property
+    def not_equilibrated(self) -> list[str]:
+        """Scored replicas whose pymbar equilibration time exceeds the fixed discard."""
+        return [r.name for r in self.good_replicas if r.equilibrated_within_discard is False]
+
     def to_dict(self, curves: bool = True, replica_curves: bool = False) -> dict:
         """JSON-ready numbers. ``curves``: mean model and reference curves and the time-resolved
         CDFs; ``replica_curves``: every replica's own curves too (large)."""
         d = {
             "name": self.name, "reference": self.reference_name, "units": {"distance": "nm", "angle": "degree"},
             "settings": self.settings.to_dict(), "stable": self.stable, "n_replicas": len(self.replicas),
+            "n_failed": self.n_failed, "not_equilibrated_within_discard": self.not_equilibrated,
             "summary": {k: v.to_dict() for k, v in self.summary.items()},
             "tae": {kind: {key: s.to_dict() for key, s in v.items()} for kind, v in self.tae.items()},
             "replicas": [r.to_dict(curves=replica_curves, blocks=curves) for r in self.replicas],
@@ -223,15 +244,18 @@ def _summary(tables: Sequence[dict[str, dict[str, float]]], cutoffs) -> dict[str
 
 # ------------------------------------------------------------------------------------ analysis
 def analyze_model(trajectories, reference, *, topology=None, reference_topology=None, energies=None,
-                  settings: AnalysisSettings | None = None, name: str = "model",
+                  failures=None, settings: AnalysisSettings | None = None, name: str = "model",
                   progress: bool = False) -> ModelReport:
     """Analyse replicas of one CG model against an AA reference.
 
     ``trajectories``: mdtraj trajectories and/or files (with ``topology`` for DCD); bead types are
     residue names. ``reference``: trajectory, CGDataset or file (``reference_topology`` defaults
     to ``topology`` for trajectory files). ``energies``: one potential-energy series per replica
-    (CSV log path, array, (times, array) pair, or None), used to detect and discard
-    equilibration. Returns a :class:`ModelReport`.
+    (CSV log path, array, (times, array) pair, or None): pymbar's equilibration time is reported
+    beside the fixed ``settings.discard_frames`` (the same for every replica and model) and a
+    replica not equilibrated within it is flagged. ``failures``: per replica, why its MD stopped
+    (None when it ran to the end). A failed or broken replica is counted, not scored: the TAEs
+    are those of the others. Returns a :class:`ModelReport`.
     """
     from tqdm.auto import tqdm
 
@@ -244,6 +268,9 @@ def analyze_model(trajectories, reference, *, topology=None, reference_topology=
     energies = [None] * len(trajectories) if energies is None else list(energies)
     if len(energies) != len(trajectories):
         raise AnalysisError(f"{len(energies)} energy series for {len(trajectories)} trajectories")
+    failures = [None] * len(trajectories) if failures is None else list(failures)
+    if len(failures) != len(trajectories):
+        raise AnalysisError(f"{len(failures)} failure records for {len(trajectories)} trajectories")
 
     ref = load_reference(reference, reference_topology or topology, s.reference_stride, s.reference_max_frames)
     ref_check = check_coordinates(ref, s.max_extent_boxes)
@@ -273,18 +300,23 @@ def analyze_model(trajectories, reference, *, topology=None, reference_topology=
         eq, start, plot_series = None, min(int(s.discard_frames), traj.n_frames), None
         if series is not None:
             times, e = series
-            eq = detect_equilibration(e, times)
-            start = max(start, frames_to_discard(eq, traj.n_frames))
+            finite = np.isfinite(e)
+            if finite.sum() >= 3:  # a replica that blew up may end in NaN energies
+                eq = detect_equilibration(e[finite], None if times is None else np.asarray(times)[finite])
             plot_series = (np.arange(len(e)) if times is None else times, e)
         coords = check_coordinates(traj, s.max_extent_boxes)
         stop = traj.n_frames if coords.first_bad_frame is None else coords.first_bad_frame
-        if start >= stop and coords.first_bad_frame is None:
-            start = stop - 1  # never equilibrated within the run: keep the last frame, say so in the report
-        loaded.append((names[i], traj, eq, start, max(start, stop), coords, plot_series))
+        failure = failures[i]
+        if failure is None and coords.first_bad_frame is not None:
+            failure = f"broken coordinates from frame {coords.first_bad_frame} (NaN or exploded)"
+        if failure is None and stop <= start:
+            failure = f"no frames left after the {start}-frame discard ({traj.n_frames} loaded)"
+        loaded.append((names[i], traj, eq, start, max(start, stop), coords, plot_series, failure))
 
-    good = [(t[start:stop]) for _, t, _, start, stop, _, _ in loaded if stop > start]
+    good = [t[start:stop] for _, t, _, start, stop, _, _, failure in loaded if failure is None]
     if not good:
-        raise AnalysisError("every replica is broken from its first analysed frame (NaN or exploded)")
+        reasons = "; ".join(f"{n}: {f}" for n, *_, f in loaded)
+        raise AnalysisError(f"no replica can be scored ({reasons})")
     r_edges = rdf_edges(ref, *good, r_max=s.rdf_r_max, bin_width=s.rdf_bin_width)
     c_edges = cdf_edges(ref, *good, r_max=s.cdf_r_max, bin_width=s.cdf_bin_width)
 
@@ -296,11 +328,13 @@ def analyze_model(trajectories, reference, *, topology=None, reference_topology=
 
     ref_curves, _ = curves_of(ref)
     replicas = []
-    for name_i, traj, eq, start, stop, coords, plot_series in tqdm(loaded, desc="replicas", disable=not progress):
+    for name_i, traj, eq, start, stop, coords, plot_series, failure in tqdm(loaded, desc="replicas",
+                                                                             disable=not progress):
         used = traj[start:stop]
-        if used.n_frames == 0:
+        if failure is not None:
             stab = StabilityReport(coords, [], [], [], {})
-            replicas.append(ReplicaAnalysis(name_i, traj.n_frames, start, stop, eq, stab, energy_series=plot_series))
+            replicas.append(ReplicaAnalysis(name_i, traj.n_frames, start, stop, eq, stab, energy_series=plot_series,
+                                            failure=failure))
             continue
         curves, merges = curves_of(used)
         stab = assess_stability(used, edges=c_edges, n_blocks=s.n_blocks, threshold=s.drift_threshold,
@@ -344,7 +378,11 @@ def _pm(stat: ReplicaStat, digits: int = 3) -> str:
 def summary_markdown(report: ModelReport, plots: Sequence[str] = ()) -> str:
     s = report.settings
     ok = report.good_replicas
+    failed = f"**{report.n_failed} of {len(report.replicas)} replicas failed**" if report.n_failed else \
+        f"0 of {len(report.replicas)} replicas failed"
     lines = [f"# Structural analysis: {report.name}", "",
+             f"{failed}; the TAEs are those of the {len(ok)} others. Every replica is scored after a fixed "
+             f"discard of {s.discard_frames} frames (pymbar's equilibration time is reported as a check).", "",
              f"{len(report.replicas)} replica(s) ({len(ok)} analysed) against the AA reference "
              f"`{report.reference_name}`. TAE = sum |p_CG - p_AA| dx; values are mean ± std over replicas. "
              f"RDF TAE compares {'g(r) itself (nm)' if s.rdf_mode == 'g' else 'unit-area g(r) curves'}; "
@@ -365,19 +403,27 @@ def summary_markdown(report: ModelReport, plots: Sequence[str] = ()) -> str:
     lines += ["", "## Stability", "",
               f"Drift = fitted relative change of the mean single-linkage merge distance over the analysed "
               f"frames; flagged (clustering) below -{s.drift_threshold:g}.", "",
-              "| replica | frames used | discarded (equilibration) | broken frames | "
+              "| replica | frames used | discarded | pymbar t0 (frame) | broken frames | "
               + " | ".join(f"drift {sp}" for sp in species) + " | verdict |",
-              "|---|---|---|---|" + "---|" * len(species) + "---|"]
+              "|---|---|---|---|---|" + "---|" * len(species) + "---|"]
     for r in report.replicas:
         c = r.stability.coordinates
         broken = "none" if c.ok else f"from frame {c.first_bad_frame}"
         drifts = [f"{r.stability.drift[sp].relative_change:+.3f}" + (" ⚠" if r.stability.drift[sp].flagged else "")
                   if sp in r.stability.drift else "n/a" for sp in species]
-        verdict = "failed" if r.failed else ("stable" if r.stability.stable else
-                                             ("clustering" if r.stability.clustering else "broken"))
-        lines.append(f"| {r.name} | {r.n_frames_used} | {r.start_frame} | {broken} | " + " | ".join(drifts)
-                     + f" | {verdict} |")
+        verdict = f"failed: {r.failure}" if r.failed else ("stable" if r.stability.stable else
+                                                           ("clustering" if r.stability.clustering else "broken"))
+        if r.equilibration is None:
+            t0 = "n/a"
+        else:
+            t0 = str(frames_to_discard(r.equilibration, r.n_frames_loaded))
+            t0 += "" if r.equilibrated_within_discard else " ⚠ beyond the discard"
+        lines.append(f"| {r.name} | {0 if r.failed else r.n_frames_used} | {r.start_frame} | {t0} | {broken} | "
+                     + " | ".join(drifts) + f" | {verdict} |")
     lines += ["", f"Overall: **{'stable' if report.stable else 'NOT stable'}**."]
+    if report.not_equilibrated:
+        lines += ["", f"⚠ Not equilibrated within the {s.discard_frames}-frame discard (pymbar): "
+                  + ", ".join(report.not_equilibrated) + "."]
     if plots:
         lines += ["", "## Plots", ""] + [f"![{Path(p).stem}]({Path(p).name})" for p in plots]
     return "\n".join(lines) + "\n"

@@ -40,7 +40,8 @@ def register(subparsers) -> None:
     p.add_argument("--name", default="model", help="model name in the report")
     p.add_argument("--stride", type=int, default=d.stride, help="keep every N-th CG frame")
     p.add_argument("--discard-frames", type=int, default=d.discard_frames,
-                   help="drop at least this many frames (after stride) from the start of every replica")
+                   help="equilibration discard: frames (after stride) dropped from the start of EVERY replica; "
+                        "pymbar's estimate is reported beside it and a replica not equilibrated within it is flagged")
     p.add_argument("--reference-stride", type=int, default=d.reference_stride, help="keep every N-th reference frame")
     p.add_argument("--reference-max-frames", type=int, default=None, help="use only the last N reference frames")
     p.add_argument("--rdf-r-max", type=float, default=d.rdf_r_max, help="RDF range (nm; capped at half the box)")
@@ -80,16 +81,19 @@ def run(args: argparse.Namespace) -> int:
     except (AnalysisError, FileNotFoundError, ValueError) as exc:
         print(f"cgkd analyze: error: {exc}", file=sys.stderr)
         return 1
-    print(f"{report.name}: {len(report.good_replicas)}/{len(report.replicas)} replica(s) analysed")
+    print(f"{report.name}: {len(report.good_replicas)}/{len(report.replicas)} replica(s) analysed, "
+          f"{report.n_failed} of {len(report.replicas)} failed")
     for key, stat in report.summary.items():
         if stat.n:
             spread = f" ± {stat.std:.3g}" if stat.n > 1 else ""
             print(f"  TAE {key:<10} {stat.mean:.4g}{spread}")
     for r in report.replicas:
-        eq = "" if r.equilibration is None else f", equilibrated from sample {r.equilibration.t0_index}"
+        eq = "" if r.equilibration is None else (
+            f", equilibrated from sample {r.equilibration.t0_index} (pymbar)"
+            + ("" if r.equilibrated_within_discard else ": NOT within the discard"))
         flags = [sp for sp, dr in r.stability.drift.items() if dr.flagged]
-        state = "FAILED" if r.failed else ("stable" if r.stability.stable else
-                                           "clustering: " + ", ".join(flags) if flags else "broken frames")
+        state = f"FAILED ({r.failure})" if r.failed else ("stable" if r.stability.stable else
+                                                          "clustering: " + ", ".join(flags) if flags else "broken frames")
         print(f"  {r.name}: frames {r.start_frame}-{r.stop_frame - 1} used{eq}; {state}")
     print(f"wrote {written['json']}, {written['markdown']}"
           + (f" and {sum(k.endswith('_png') for k in written)} PNG plots" if not args.no_plots else "")

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from openmm_cgkd.analysis import AnalysisSettings, analyze_model, make_trajectory, write_report
+from openmm_cgkd.analysis.report import summary_markdown
 from openmm_cgkd.cli.main import main
 from openmm_cgkd.data.dataset import CGDataset
 from openmm_cgkd.topology import bead_topology_from_counts, write_bead_pdb
@@ -73,8 +74,10 @@ def test_cli_writes_json_png_and_markdown(case, capsys):
         assert s["n"] == 2 and s["mean"] >= 0 and s["std"] >= 0
     assert 0 <= report["summary"]["cdf"]["mean"] <= 2
     rep = report["replicas"][0]
-    # The log relaxes in ~20 of its 200 samples: a tenth of the run, about one of 12 frames.
-    assert rep["equilibration"]["t0_index"] > 0 and 1 <= rep["start_frame"] <= 6
+    # The log relaxes in ~20 of its 200 samples: pymbar sees it, the fixed discard (0 frames
+    # here) is kept for every replica, and the replica is flagged as not equilibrated within it.
+    assert rep["equilibration"]["t0_index"] > 0 and rep["start_frame"] == 0
+    assert rep["equilibrated_within_discard"] is False and rep["name"] in report["not_equilibrated_within_discard"]
     assert rep["stability"]["coordinates"]["ok"] and "drift" in rep["stability"]
     curves = report["curves"]["rdf"]["CHO-CL"]
     assert len(curves["model"]["edges"]) == len(curves["reference"]["edges"])
@@ -106,12 +109,33 @@ def test_python_api_flags_a_broken_replica_and_skips_plots(case):
     report = analyze_model([good, broken], reference, name="api",
                            settings=AnalysisSettings(adf_cutoffs=(0.6,), n_blocks=2, discard_frames=2))
     assert [r.start_frame for r in report.replicas] == [2, 2]
-    assert report.replicas[1].stop_frame == 6 and report.replicas[1].n_frames_used == 4
+    assert report.replicas[1].stop_frame == 6 and report.replicas[1].failed
+    assert "frame 6" in report.replicas[1].failure
     assert not report.stable and report.replicas[0].stability.stable
+    assert report.n_failed == 1 and report.summary["rdf"].n == 1  # the broken replica is counted, not scored
+    assert "1 of 2 replicas failed" in summary_markdown(report)
     assert report.replicas[1].stability.coordinates.nonfinite_frames == [6, 7, 8, 9]
-    assert report.tae["cdf"]["CL"].n == 2
+    assert report.tae["cdf"]["CL"].n == 1
     written = write_report(report, tmp / "api", plots=False)
     assert set(written) == {"json", "markdown"}
     assert "NOT stable" in written["markdown"].read_text()
     assert main(["analyze", "-t", *trajs, "-p", str(tmp / "start.pdb"), "-r", str(tmp / "ref.h5"),
                  "-o", str(tmp / "strict"), "--no-plots", "--adf-cutoffs", "0.6", "--strict"]) in (0, 3)
+
+
+def test_fixed_discard_is_the_same_for_every_replica_and_recorded_failures_count(case):
+    """The discard does not follow pymbar (models are scored on the same window); an MD failure
+    recorded by the caller is counted even when the frames written before it look fine."""
+    tmp, trajs, logs = case
+    rng = np.random.default_rng(3)
+    a = make_trajectory(_jittered_lattice(rng, 12), NAMES, np.eye(3) * L)
+    b = make_trajectory(_jittered_lattice(rng, 12), NAMES, np.eye(3) * L)
+    reference = make_trajectory(_jittered_lattice(rng, 6), NAMES, np.eye(3) * L)
+    relaxing = np.r_[np.linspace(50.0, 0.0, 8), rng.normal(0.0, 0.3, 4)]  # equilibrates at ~frame 8
+    flat = rng.normal(0.0, 0.3, 12)
+    report = analyze_model([a, b], reference, energies=[relaxing, flat], failures=[None, "NaN at step 900"],
+                           settings=AnalysisSettings(adf_cutoffs=(0.6,), n_blocks=2, discard_frames=3))
+    assert [r.start_frame for r in report.replicas] == [3, 3]
+    assert report.replicas[0].equilibrated_within_discard is False
+    assert report.replicas[1].failed and report.replicas[1].failure == "NaN at step 900"
+    assert report.n_failed == 1 and report.not_equilibrated == [report.replicas[0].name]

@@ -5,12 +5,20 @@ Layout::
     my-model/
         manifest.yaml     what the model is (below)
         model.pt          TorchScript module, the network WITHOUT the wall
+        state_dict.pt     the same network's weights as a plain ``state_dict`` (optional)
 
 ``model.pt`` has the :class:`~openmm_cgkd.model.potential.CGPotential` forward
 ``(bead_types [N] long, positions [N,3] nm, box [3,3] nm or None) -> (energy [] kJ/mol,
 bead_energies [N] kJ/mol, forces [N,3] kJ/mol/nm)``; an ensemble bundle
 (``model_kind: ensemble``) returns a fourth output ``force_std [N,3]`` (population std over
 members). ``manifest.outputs`` names them. Both take float32 or float64 positions.
+
+``state_dict.pt`` (written by :func:`save_bundle` since openmm_cgkd 0.1; listed in
+``checksums``) holds the weights and buffers of the eager module, so that
+:meth:`Bundle.eager_model` rebuilds the network from ``architecture`` (and ``model_kind``,
+``num_members``) without TorchScript: the Python-side serving backend and a future without
+TorchScript need nothing else. Older bundles lack it; for them the weights are read from the
+TorchScript module (same parameter names). Readers that do not know the file ignore it.
 
 ``manifest.yaml`` (flat mapping; :class:`BundleManifest` has the same fields):
 
@@ -58,7 +66,8 @@ from openmm_cgkd import __version__
 from openmm_cgkd.errors import CGKDError
 from openmm_cgkd.model.wall import WallParameters
 
-__all__ = ["FORMAT_VERSION", "SUPPORTED_FORMAT_VERSIONS", "MANIFEST_NAME", "MODULE_FILE", "UNITS", "MODEL_KINDS",
+__all__ = ["FORMAT_VERSION", "SUPPORTED_FORMAT_VERSIONS", "MANIFEST_NAME", "MODULE_FILE", "EAGER_FILE", "UNITS",
+           "MODEL_KINDS", "build_eager_model",
            "BundleError", "BundleNotFoundError", "BeadType", "BundleManifest", "Bundle", "save_bundle",
            "load_bundle", "read_manifest", "build_untrained_bundle", "untrained_config", "DES_BEAD_TYPES",
            "bead_types_from_masses", "models_dir", "shipped_bundles", "resolve_bundle_path", "sha256_file"]
@@ -67,6 +76,7 @@ FORMAT_VERSION = 1
 SUPPORTED_FORMAT_VERSIONS = (1,)
 MANIFEST_NAME = "manifest.yaml"
 MODULE_FILE = "model.pt"
+EAGER_FILE = "state_dict.pt"  # weights of the eager module (torch.save of its state_dict)
 UNITS = {"length": "nm", "energy": "kJ/mol", "force": "kJ/mol/nm", "mass": "dalton"}
 MODEL_KINDS = ("teacher", "ensemble", "student")
 OUTPUTS = ["energy", "bead_energies", "forces"]
@@ -354,11 +364,30 @@ def sha256_file(path: str | os.PathLike) -> str:
 @dataclass
 class Bundle:
     """A loaded bundle: ``manifest`` (:class:`BundleManifest`), ``module`` (TorchScript, the
-    network without the wall) and the ``path`` it came from (None if built in memory)."""
+    network without the wall; None when loaded with ``torchscript=False``) and the ``path`` it
+    came from (None if built in memory). :meth:`eager_model` rebuilds the plain torch module."""
 
     manifest: BundleManifest
-    module: Any  # torch.jit.ScriptModule
+    module: Any  # torch.jit.ScriptModule or None
     path: Path | None = None
+    state_dict: dict | None = None  # from state_dict.pt, when the bundle has one
+
+    def eager_model(self, device: str | None = None):
+        """A fresh eager (non-scripted) copy of the network, in eval mode, with the bundle's
+        weights: :class:`CGPotential` or :class:`EnsemblePotential` per ``model_kind``.
+
+        Weights come from ``state_dict.pt`` when present, else from the TorchScript module
+        (bundles written before ``state_dict.pt`` existed). :class:`BundleError` when neither
+        is there or they do not fit the manifest's architecture.
+        """
+        sd = self.state_dict
+        if sd is None:
+            if self.module is None:
+                raise BundleError(f"bundle {self.path}: no {EAGER_FILE} and no TorchScript module loaded; "
+                                  "cannot rebuild the eager model")
+            sd = {k: v.detach().clone() for k, v in self.module.state_dict().items()}
+        model = build_eager_model(self.manifest, sd, source=f"bundle {self.path}")
+        return model if device is None else model.to(device)
 
     @property
     def wall(self) -> WallParameters:
@@ -375,6 +404,31 @@ class Bundle:
         from openmm_cgkd.model.wall_torch import WallPotential
 
         return WallPotential(self.manifest.wall, dtype=dtype or torch.float32)
+
+
+def build_eager_model(manifest: BundleManifest, state_dict: Mapping, source: str = "bundle"):
+    """The eager network a manifest describes, with ``state_dict`` loaded (strictly), on CPU, eval mode.
+
+    ``teacher`` / ``student``: a :class:`CGPotential`; ``ensemble``: an :class:`EnsemblePotential` of
+    ``num_members`` members. Raises :class:`BundleError` for another ``model_kind`` or weights
+    that do not fit the architecture.
+    """
+    from openmm_cgkd.model.ensemble import EnsemblePotential
+    from openmm_cgkd.model.potential import CGPotential
+
+    cfg = manifest.potential_config
+    if manifest.model_kind in ("teacher", "student"):
+        model = CGPotential(cfg)
+    elif manifest.model_kind == "ensemble":
+        model = EnsemblePotential([CGPotential(cfg) for _ in range(manifest.num_members)])
+    else:
+        raise BundleError(f"{source}: cannot rebuild the eager model of a {manifest.model_kind!r} bundle")
+    try:
+        model.load_state_dict(dict(state_dict), strict=True)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise BundleError(f"{source}: the weights do not fit the manifest's architecture: {first}") from None
+    return model.eval()
 
 
 def read_manifest(path: str | os.PathLike) -> BundleManifest:
@@ -405,10 +459,13 @@ def _bundle_dir(path: str | os.PathLike) -> Path:
     return p
 
 
-def load_bundle(path: str | os.PathLike, map_location: str | None = "cpu", verify_checksums: bool = True) -> Bundle:
+def load_bundle(path: str | os.PathLike, map_location: str | None = "cpu", verify_checksums: bool = True,
+                torchscript: bool = True) -> Bundle:
     """Load and validate a bundle directory (a path, or the name of a shipped bundle in ``models/``).
 
-    Imports torchmd-net first (custom ops). ``map_location`` is passed to ``torch.jit.load``.
+    Imports torchmd-net first (custom ops). ``map_location`` is passed to ``torch.jit.load``
+    and ``torch.load``. ``torchscript=False`` skips the TorchScript module (``Bundle.module`` is
+    None; the bundle must hold ``state_dict.pt``), for the Python-side serving backend.
     """
     import torch
 
@@ -427,13 +484,25 @@ def load_bundle(path: str | os.PathLike, map_location: str | None = "cpu", verif
             if actual != digest:
                 raise BundleError(f"{src}: corrupt file {fname!r}: sha256 {actual} does not match the "
                                   f"manifest's {digest}; the weights were modified or damaged")
-    try:
-        module = torch.jit.load(str(bundle_dir / manifest.module_file), map_location=map_location)
-    except Exception as exc:  # torch raises RuntimeError / ValueError with long C++ traces
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise BundleError(f"{src}: cannot load TorchScript module {manifest.module_file!r}: {first}") from exc
-    _check_module(module, manifest, src)
-    return Bundle(manifest=manifest, module=module, path=bundle_dir)
+    state_dict = None
+    if EAGER_FILE in manifest.checksums:
+        try:
+            state_dict = torch.load(str(bundle_dir / EAGER_FILE), map_location=map_location, weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - torch raises several kinds on a bad file
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise BundleError(f"{src}: cannot read {EAGER_FILE}: {first}") from exc
+    elif not torchscript:
+        raise BundleError(f"{src}: has no {EAGER_FILE} (written before eager weights were bundled); "
+                          "load it with torchscript=True")
+    module = None
+    if torchscript:
+        try:
+            module = torch.jit.load(str(bundle_dir / manifest.module_file), map_location=map_location)
+        except Exception as exc:  # torch raises RuntimeError / ValueError with long C++ traces
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise BundleError(f"{src}: cannot load TorchScript module {manifest.module_file!r}: {first}") from exc
+        _check_module(module, manifest, src)
+    return Bundle(manifest=manifest, module=module, path=bundle_dir, state_dict=state_dict)
 
 
 def _check_module(module, manifest: BundleManifest, src: str) -> None:
@@ -456,7 +525,8 @@ def save_bundle(path: str | os.PathLike, model, *, bead_types: Sequence[BeadType
                 model_kind: str, variant: str | None = None, training: Mapping | None = None,
                 description: str = "", periodic: bool = True, config=None, overwrite: bool = False) -> Path:
     """Write ``model`` (a :class:`CGPotential`, :class:`EnsemblePotential` or their TorchScript
-    module; the network only, no wall) and its manifest to the directory ``path``.
+    module; the network only, no wall) and its manifest to the directory ``path``: the
+    TorchScript module (``model.pt``) and its weights as a plain state_dict (``state_dict.pt``).
 
     The module is scripted on CPU with ``create_graph=False`` and ``check_errors=True``; the
     caller's module is not modified. ``config`` (a ``PotentialConfig``) is only needed for an
@@ -503,7 +573,8 @@ def save_bundle(path: str | os.PathLike, model, *, bead_types: Sequence[BeadType
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         torch.jit.save(scripted, str(tmp / MODULE_FILE))
-        manifest.checksums = {MODULE_FILE: sha256_file(tmp / MODULE_FILE)}
+        torch.save({k: v.detach().cpu().clone() for k, v in scripted.state_dict().items()}, str(tmp / EAGER_FILE))
+        manifest.checksums = {MODULE_FILE: sha256_file(tmp / MODULE_FILE), EAGER_FILE: sha256_file(tmp / EAGER_FILE)}
         manifest.validate(source=f"bundle {out}")
         _check_module(scripted, manifest, f"bundle {out}")
         (tmp / MANIFEST_NAME).write_text(manifest.to_yaml())

@@ -47,6 +47,12 @@ def add_md_arguments(p: argparse.ArgumentParser, *, steps: int, out: str, report
     p.add_argument("--precision", choices=["single", "mixed", "double"], default=None,
                    help="CUDA precision (default: the platform's, 'single')")
     p.add_argument("--cuda-graphs", action="store_true", help="openmm-torch useCUDAGraphs (CUDA only)")
+    p.add_argument("--backend", choices=["torchforce", "python"], default="torchforce",
+                   help="how OpenMM runs the network: torchforce (openmm-torch TorchForce, TorchScript; default) "
+                        "or python (openmm.PythonForce calling the eager model each step)")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the eager model (--backend python only; the first steps compile, "
+                        "minutes on a CPU)")
     p.add_argument("--threads", type=int, default=None,
                    help="CPU threads of OpenMM's CPU platform and of torch (default: all cores, or 1 when the "
                         "load average exceeds half the cores)")
@@ -90,9 +96,11 @@ def run_md(ff, structure: Path, args: argparse.Namespace, description: str = "MD
     simulation = ff.create_simulation(
         topology, positions, box_vectors=box, temperature=args.temperature, friction_per_ps=args.friction,
         timestep_fs=args.timestep, platform=args.platform, precision=args.precision,
-        use_cuda_graphs=args.cuda_graphs, seed=args.seed, threads=threads)
+        use_cuda_graphs=args.cuda_graphs, seed=args.seed, threads=threads, backend=args.backend,
+        compile=args.compile)
     n = topology.getNumAtoms()
-    print(f"system: {n} beads from {structure}; platform {simulation.context.getPlatform().getName()}; "
+    print(f"system: {n} beads from {structure}; platform {simulation.context.getPlatform().getName()}, "
+          f"network via {args.backend}{' (torch.compile)' if args.compile else ''}; "
           f"{args.timestep} fs step, {args.temperature} K, friction {args.friction}/ps")
     if args.minimize and not (args.resume and (args.out / "checkpoint.chk").exists()):
         simulation.minimizeEnergy()

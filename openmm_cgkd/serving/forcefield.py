@@ -6,8 +6,11 @@
     simulation = ff.create_simulation(topology, positions, temperature=298.1 * unit.kelvin)
 
 The System holds one particle per bead, with the bead type's mass (dalton) from the bundle
-manifest, the network as a ``TorchForce`` (:mod:`.network_force`), the repulsive wall as a
+manifest, the network as a ``TorchForce`` (or, with ``backend="python"``, an ``openmm.PythonForce``
+running the eager model; :mod:`.network_force`), the repulsive wall as a
 ``CustomNonbondedForce`` (:mod:`.wall_force`) and, by default, a ``CMMotionRemover``.
+:meth:`CGKDForceField.add_forces` adds the model to a System built elsewhere (openmm-ml's
+``MLPotential('cgkd', ...)`` uses it, :mod:`.openmmml`).
 
 Beads are identified by (residue name, atom name), mapped to bead types by the manifest.
 Positions and boxes: ``openmm.unit`` quantities, or plain numbers in nm.
@@ -119,17 +122,22 @@ class CGKDForceField:
         return max(self.cutoff_nm, self.wall.cutoff_nm)
 
     # -- topology ------------------------------------------------------------------------
-    def bead_type_indices(self, topology) -> np.ndarray:
-        """Bead type index of every atom of an OpenMM or mdtraj topology (by residue, atom name)."""
+    def bead_type_indices(self, topology, atoms: Sequence[int] | None = None) -> np.ndarray:
+        """Bead type index of every atom of an OpenMM or mdtraj topology (by residue, atom name),
+        or of the atoms with indices ``atoms`` only."""
         names = topology_bead_names(topology)
-        types = np.empty(len(names), dtype=np.int64)
-        for i, (res, atom) in enumerate(names):
-            k = self._lookup.get((res.strip(), atom.strip()))
-            if k is None:
+        index = range(len(names)) if atoms is None else [int(i) for i in atoms]
+        types = np.empty(len(index), dtype=np.int64)
+        for k, i in enumerate(index):
+            if not 0 <= i < len(names):
+                raise ServingError(f"atom index {i} is outside the topology ({len(names)} atoms)")
+            res, atom = names[i]
+            kind = self._lookup.get((res.strip(), atom.strip()))
+            if kind is None:
                 known = ", ".join(f"{b.name} ({b.residue_name}/{'|'.join(b.atom_names)})" for b in self.bead_types)
                 raise ServingError(f"unknown bead type: atom {i} (residue {res!r}, atom {atom!r}) matches no "
                                    f"bead type of this model; known types (residue/atom): {known}")
-            types[i] = k
+            types[k] = kind
         if len(types) == 0:
             raise ServingError("the topology has no beads")
         return types
@@ -159,17 +167,18 @@ class CGKDForceField:
 
     # -- System ---------------------------------------------------------------------------
     def create_system(self, topology, box_vectors=None, *, remove_cm_motion: bool = True,
-                      use_cuda_graphs: bool = False, network_properties: dict | None = None):
+                      use_cuda_graphs: bool = False, network_properties: dict | None = None,
+                      backend: str = "torchforce", device: str | None = None, compile: bool = False):
         """An ``openmm.System`` of the beads of ``topology`` (OpenMM or mdtraj).
 
         ``box_vectors`` (3x3 or 3 lengths, nm or a quantity) default to the topology's box.
         ``use_cuda_graphs`` sets openmm-torch's ``useCUDAGraphs`` (CUDA platform only; needs a model
         with ``static_shapes``, and serves a copy with the host-side error checks off).
+        ``backend``: ``"torchforce"`` (default; openmm-torch ``TorchForce``, TorchScript) or
+        ``"python"`` (``openmm.PythonForce`` running the eager model on ``device``, default CUDA
+        when torch sees a GPU else CPU; ``compile=True`` applies ``torch.compile``).
         """
         import openmm
-
-        from .network_force import make_network_force
-        from .wall_force import make_wall_force
 
         types = self.bead_type_indices(topology)
         box = self._box(topology, box_vectors)
@@ -181,28 +190,99 @@ class CGKDForceField:
         props = dict(network_properties or {})
         if use_cuda_graphs:
             props["useCUDAGraphs"] = "true"
-        if str(props.get("useCUDAGraphs", "false")).lower() == "true" \
-                and not self.manifest.architecture.get("static_shapes", False):
-            raise ServingError(f"CUDA graphs need static shapes, but this {self.manifest.architecture.get('architecture')} "
-                               "model has a variable-size pair list (static_shapes: false); run without "
-                               "use_cuda_graphs, or use a model built with static_shapes (tensornet)")
-        system.addForce(make_network_force(self.bundle.module, types.tolist(), periodic=self.periodic,
-                                           properties=props))
-        system.addForce(make_wall_force(self.wall, types.tolist(), periodic=self.periodic))
+        self._add_model_forces(system, types, None, 0, props, backend, device, compile)
         if remove_cm_motion:
             system.addForce(openmm.CMMotionRemover())
         return system
+
+    def add_forces(self, system, topology, atoms: Sequence[int] | None = None, *, force_group: int = 0,
+                   backend: str = "torchforce", device: str | None = None, compile: bool = False,
+                   network_properties: dict | None = None) -> None:
+        """Add the model (network + wall forces, group ``force_group``) to an existing ``system``
+        whose particles are the atoms of the OpenMM ``topology``, acting on ``atoms`` (indices; None:
+        all). The masses of those particles are set from the bundle (dalton), replacing what the
+        System had (openmm-ml gives element-less atoms mass 0). The box is the topology's (a
+        periodic model needs one). With a subset the wall acts only within it (an interaction
+        group) and the network sees only those beads. Other options as :meth:`create_system`.
+        """
+        n = topology.getNumAtoms()
+        if system.getNumParticles() != n:
+            raise ServingError(f"the System has {system.getNumParticles()} particles but the topology {n} atoms")
+        if not 0 <= int(force_group) <= 31:
+            raise ServingError(f"force_group must lie in 0..31 (OpenMM force groups), got {force_group}")
+        particles = None
+        if atoms is not None:
+            particles = [int(i) for i in atoms]
+            if not particles:
+                raise ServingError("atoms is empty: give the indices of the beads the model acts on, or None for all")
+            if len(set(particles)) != len(particles):
+                raise ServingError("atoms lists an index more than once")
+        types = self.bead_type_indices(topology, particles)
+        self._box(topology, None)  # a periodic model needs the topology's box, wide enough
+        for i, m in zip(range(n) if particles is None else particles, self.masses(types)):
+            system.setParticleMass(i, float(m))
+        if particles == list(range(n)):
+            particles = None
+        self._add_model_forces(system, types, particles, int(force_group), dict(network_properties or {}),
+                               backend, device, compile)
+
+    def _add_model_forces(self, system, types: np.ndarray, particles: list[int] | None, force_group: int,
+                          props: dict, backend: str, device: str | None, compile: bool) -> None:
+        """The network and wall forces of beads ``types`` (system particles ``particles``, None = all)."""
+        from .network_force import check_backend, make_network_force
+        from .wall_force import make_wall_force
+
+        try:
+            check_backend(backend)
+        except ValueError as exc:
+            raise ServingError(str(exc)) from None
+        if str(props.get("useCUDAGraphs", "false")).lower() == "true":
+            if backend != "torchforce":
+                raise ServingError("use_cuda_graphs is an openmm-torch (torchforce backend) option; the python "
+                                   "backend can use compile=True instead")
+            if not self.manifest.architecture.get("static_shapes", False):
+                raise ServingError(f"CUDA graphs need static shapes, but this "
+                                   f"{self.manifest.architecture.get('architecture')} model has a variable-size "
+                                   "pair list (static_shapes: false); run without use_cuda_graphs, or use a "
+                                   "model built with static_shapes (tensornet)")
+        if backend == "torchforce":
+            if self.bundle.module is None:
+                raise ServingError("this bundle was loaded without its TorchScript module (torchscript=False); "
+                                   "serve it with backend='python'")
+            model = self.bundle.module
+        else:
+            model = self.bundle.eager_model()
+        try:
+            network = make_network_force(model, types.tolist(), periodic=self.periodic, properties=props,
+                                         force_group=force_group, backend=backend, particles=particles,
+                                         device=device, compile=compile)
+        except ValueError as exc:
+            raise ServingError(str(exc)) from None
+        system.addForce(network)
+        if particles is None:
+            wall = make_wall_force(self.wall, types.tolist(), periodic=self.periodic)
+        else:
+            # every particle needs a wall type; the interaction group keeps the wall inside the subset
+            all_types = np.zeros(system.getNumParticles(), dtype=np.int64)
+            all_types[particles] = types
+            wall = make_wall_force(self.wall, all_types.tolist(), periodic=self.periodic)
+            wall.addInteractionGroup(particles, particles)
+        wall.setForceGroup(force_group)
+        system.addForce(wall)
 
     # -- Simulation -----------------------------------------------------------------------
     def create_simulation(self, topology, positions, *, box_vectors=None, temperature=298.1,
                           friction_per_ps: float = 1.0, timestep_fs: float = 2.0, platform: str | None = None,
                           precision: str | None = None, use_cuda_graphs: bool = False, seed: int | None = None,
-                          remove_cm_motion: bool = True, integrator=None, threads: int | None = None):
+                          remove_cm_motion: bool = True, integrator=None, threads: int | None = None,
+                          backend: str = "torchforce", compile: bool = False):
         """An ``openmm.app.Simulation`` at ``temperature`` (K), positions set, velocities drawn.
 
         Default integrator: ``LangevinMiddleIntegrator(temperature, friction, timestep)``.
         ``platform``: 'CUDA', 'CPU', 'Reference' or None/'auto' (CUDA when present, else CPU).
         ``seed`` makes the thermostat noise and the initial velocities reproducible.
+        ``backend`` / ``compile``: as :meth:`create_system` (the python backend runs torch on
+        CUDA when the platform is CUDA, else on CPU).
         """
         import openmm
         from openmm import app, unit
@@ -212,8 +292,10 @@ class CGKDForceField:
         n = topology.getNumAtoms() if hasattr(topology, "getNumAtoms") else topology.n_atoms
         pos = self.check_positions(positions, n)
         choice = select_platform(platform, precision=precision, use_cuda_graphs=use_cuda_graphs, threads=threads)
+        device = None if backend == "torchforce" else ("cuda" if choice.name == "CUDA" else "cpu")
         system = self.create_system(topology, box_vectors, remove_cm_motion=remove_cm_motion,
-                                    network_properties=choice.network_properties)
+                                    network_properties=choice.network_properties, backend=backend, device=device,
+                                    compile=compile)
         kelvin = _kelvin(temperature)
         if integrator is None:
             if not timestep_fs > 0:

@@ -1,6 +1,6 @@
 """Train K teachers and a distilled student from your own all-atom data, with the Python API.
 
-What it does (the method of METHOD.md section 2, one stage per call):
+What it does (the method of docs/METHOD.md section 2, one stage per call):
 
 1. **CG dataset**: maps your AA trajectory with forces to beads (``--trajectory``, ``--topology``,
    ``--mapping``, and ``--forces`` unless the trajectory is a GROMACS TRR with forces), or reads an

@@ -65,7 +65,7 @@ class StudentsConfig:
 
 @dataclass
 class MDConfig:
-    """MD replicas of every model (METHOD.md section 4: 8 replicas from training frames)."""
+    """MD replicas of every model (docs/METHOD.md section 4: 8 replicas from training frames)."""
 
     replicas: int = 2
     steps: int = 2000

@@ -1,4 +1,4 @@
-"""Structural validation of CG models (METHOD.md section 4), mdtraj style: plain functions of a
+"""Structural validation of CG models (docs/METHOD.md section 4), mdtraj style: plain functions of a
 trajectory returning small typed results (units nm, degrees, ps).
 
 =================================  ==========================================================

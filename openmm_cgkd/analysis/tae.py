@@ -1,4 +1,4 @@
-"""Total absolute error (TAE) between distributions on a common grid (METHOD.md section 4).
+"""Total absolute error (TAE) between distributions on a common grid (docs/METHOD.md section 4).
 
 ``TAE = sum_b |p(x_b) - q(x_b)| dx_b``.
 

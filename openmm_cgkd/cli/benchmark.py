@@ -17,7 +17,7 @@ examples:
   cgkd benchmark --platform CUDA --beads 1000 --architecture tensornet --cuda-graphs both \\
       --steps 200 --warmup 50 --repeats 5 --out runs/benchmark/cuda.json
   # trained bundles on your own structure
-  cgkd benchmark --ensemble-bundle models/des-ensemble --student-bundle models/des-student \\
+  cgkd benchmark --ensemble-bundle models/des-teachers --student-bundle models/des-student \\
       --structure systems/des/cg_start.pdb --platform CUDA
 """
 

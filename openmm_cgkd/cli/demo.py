@@ -3,7 +3,7 @@
 The model is the first of these that exists:
 
 1. ``--bundle`` if given;
-2. ``models/des-student``: the trained student the training pipeline ships (not yet shipped);
+2. ``models/des-student``: the shipped trained student (see its ``MODEL_CARD.md``);
 3. ``models/untrained-demo``: an UNTRAINED graph network (random weights, placeholder wall),
    built on first use by :func:`build_demo_bundle` (``models/build_untrained.py`` does the same).
 
@@ -49,7 +49,7 @@ def _choose_bundle(requested: str | None) -> str | Path:
         return trained
     untrained = models_dir() / UNTRAINED_DEFAULT
     if not untrained.is_dir():
-        print(f"no trained model is shipped yet: building the UNTRAINED demo bundle {untrained} "
+        print(f"no trained model: {trained} is missing; building the UNTRAINED demo bundle {untrained} "
               "(random weights, seed 0; takes a few seconds) ...", flush=True)
         build_demo_bundle(untrained)
     return untrained

@@ -8,7 +8,7 @@ __all__ = ["register"]
 
 EPILOG_TEACHERS = """\
 example:
-  cgkd train-teachers configs/training/teachers.yaml --out runs/teachers
+  cgkd train-teachers configs/training/des-teachers.yaml --out runs/teachers
 writes OUT/ensemble/ (the ensemble bundle), OUT/members/member_KK/bundle/ (one teacher bundle
 each), OUT/metrics.json and PNG plots. Rerunning resumes a killed run; finished members are kept.
 """
@@ -20,7 +20,7 @@ adds F_T, e_T, E_T and the member force spread to the dataset (or to a copy with
 """
 EPILOG_STUDENT = """\
 example:
-  cgkd train-student configs/training/student.yaml --variant ensemble-e-ft-faa --out runs/student
+  cgkd train-student configs/training/des-student.yaml --variant ensemble-e-ft-faa --out runs/student
 writes OUT/bundle/ (the student bundle), OUT/metrics.json and PNG plots. Variants:
 """
 
@@ -32,7 +32,7 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("train-teachers", help="train K teacher networks (different seeds) on mapped AA forces",
                               description="Train an ensemble of CG teachers on a CG dataset (YAML config).",
                               epilog=EPILOG_TEACHERS, formatter_class=raw)
-    p.add_argument("config", help="teachers YAML config (see configs/training/teachers.yaml)")
+    p.add_argument("config", help="teachers YAML config (e.g. configs/training/des-teachers.yaml)")
     p.add_argument("--dataset", help="CG dataset (HDF5); overrides the config")
     p.add_argument("--out", help="output directory; overrides the config")
     p.add_argument("--members", type=int, help="number of teachers K")
@@ -56,7 +56,7 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("train-student", help="train a student on teacher labels (a paper variant or free weights)",
                               description="Distil a CG student from labelled data (YAML config).",
                               epilog=EPILOG_STUDENT + variants, formatter_class=raw)
-    p.add_argument("config", help="student YAML config (see configs/training/student.yaml)")
+    p.add_argument("config", help="student YAML config (e.g. configs/training/des-student.yaml)")
     p.add_argument("--dataset", help="labelled CG dataset (HDF5); overrides the config")
     p.add_argument("--out", help="output directory; overrides the config")
     p.add_argument("--variant", choices=sorted(VARIANTS), help="student variant preset; overrides the config")

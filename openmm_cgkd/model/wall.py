@@ -5,13 +5,14 @@ For a pair of beads of types (i, j) at distance r (nm) below ``cutoff_nm``::
     E(r) = A_ij * (exp(-a_ij * r) - exp(-a_ij * cutoff_nm))      kJ/mol
 
 The constant shift makes the energy continuous at the cutoff and leaves forces unchanged.
-The fitting rule (METHOD.md section 3) takes, per pair, the taper point t (nm; the smallest r
+The fitting rule (docs/METHOD.md section 3) takes, per pair, the taper point t (nm; the smallest r
 where the reference RDF exceeds 0.01), the mean |mapped force| s (kJ/mol/nm), a width dr (nm)
 and a fraction p, and gives a = ln(1/p)/dr and A = s p exp(a t) / a, so that the pair force is
 p*s at r = t and s at r = t - dr.
 
-The torch evaluation (training) lives in :mod:`openmm_cgkd.model.potential` and the OpenMM
-``CustomNonbondedForce`` (simulation) in :mod:`openmm_cgkd.serving`; both read this object.
+The torch evaluation (training, labels) lives in :mod:`openmm_cgkd.model.wall_torch` and the
+OpenMM ``CustomNonbondedForce`` (simulation) in :mod:`openmm_cgkd.serving.wall_force`; both read
+this object.
 """
 from __future__ import annotations
 

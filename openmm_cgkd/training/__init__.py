@@ -1,4 +1,4 @@
-"""Training: teacher ensembles, distillation labels and students (METHOD.md sections 2 and 5).
+"""Training: teacher ensembles, distillation labels and students (docs/METHOD.md section 2).
 
 Stages (each resumable, each writing a bundle that ``CGKDForceField`` loads):
 

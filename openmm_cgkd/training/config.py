@@ -107,7 +107,7 @@ class LossWeights:
 
 @dataclass
 class WallFitConfig:
-    """Repulsive wall per bead-type pair, fitted from the training block (METHOD.md section 3)."""
+    """Repulsive wall per bead-type pair, fitted from the training block (docs/METHOD.md section 3)."""
 
     enabled: bool = True
     width_nm: float = 0.015  # dr

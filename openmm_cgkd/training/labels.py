@@ -1,4 +1,4 @@
-"""Distillation labels: teacher predictions on every frame of a dataset (METHOD.md section 2.4).
+"""Distillation labels: teacher predictions on every frame of a dataset (docs/METHOD.md section 2.4).
 
 :func:`make_labels` loads a teacher bundle (one teacher, or an ensemble: then member means, or
 one chosen member) and evaluates it, plus the bundle's wall, on every frame. The labels are the

@@ -1,4 +1,4 @@
-"""The distillation loss (METHOD.md sections 2.3 and 2.5).
+"""The distillation loss (docs/METHOD.md sections 2.3 and 2.5).
 
 Err(a, b) = RMSE(a, b) + MAE(a, b) over all elements, and
 

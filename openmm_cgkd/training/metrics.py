@@ -10,7 +10,7 @@ For every comparison (prediction vs reference) :func:`regression_metrics` gives
 :func:`evaluate_frames` compares forces with the mapped AA forces (``forces_vs_aa``) and, where
 the dataset has distillation labels, forces, per-bead energies and energies per bead with the
 teacher labels (``forces_vs_teacher``, ``bead_energies_vs_teacher``,
-``energy_per_bead_vs_teacher``). Remember (METHOD.md section 4) that force metrics against
+``energy_per_bead_vs_teacher``). Remember (docs/METHOD.md section 4) that force metrics against
 noisy AA labels are poor judges of a CG model; the structural analysis is the real test.
 """
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Students: one network (the teachers' architecture by default) trained on the mapped AA forces
-and/or the teacher labels (METHOD.md sections 2.5 and 2.6).
+and/or the teacher labels (docs/METHOD.md sections 2.5 and 2.6).
 
 The nine variants of the paper are presets (:data:`VARIANTS`) with its loss weights: per-bead
 energy w_e = 5, system energy w_E = 5, and for forces w_ft = 1, w_aa = 2 when both force

@@ -6,7 +6,7 @@ dynamics; every saved frame keeps the exact force -dU/dR (the "true" mean force,
 perfect CG model would learn) and the label is that force plus Gaussian noise, standing in
 for the mapping noise of real AA data. Because the noise has zero mean at every
 configuration, the conditional mean of the labels is exactly the true force, as in the CG
-force-matching setting (METHOD.md section 1).
+force-matching setting (docs/METHOD.md sections 1 and 7).
 
 :func:`make_synthetic_system` returns a :class:`SyntheticSystem`: the :class:`CGDataset`
 (its ``forces`` are the noisy labels) plus the true forces, energies and per-bead energies

@@ -1,5 +1,5 @@
 """Teachers: K members of one architecture that differ only in their seed, trained on the mapped
-AA forces alone (loss Err(F, F_AA); METHOD.md section 2.3).
+AA forces alone (loss Err(F, F_AA); docs/METHOD.md section 2.3).
 
 :func:`train_teachers` runs the whole stage for a :class:`TeachersConfig`:
 

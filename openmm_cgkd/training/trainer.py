@@ -68,31 +68,63 @@ def _atomic_checkpoint_io():
     return AtomicCheckpointIO()
 
 
-def _resumable_csv_logger(out: Path, flush_every: int):
-    """Lightning's CSVLogger, except that a resumed run appends to ``logs/metrics.csv`` instead of
-    deleting it (Lightning's writer removes an existing file when it starts)."""
+def _resumable_csv_logger(out: Path):
+    """A CSV logger of per-epoch metrics in ``out/logs/metrics.csv`` that a resumed run appends to
+    (Lightning's CSVLogger deletes an existing file when it starts). Built on Lightning's public
+    ``Logger`` interface only; columns are ``epoch``, ``step`` and the metric names (a new metric
+    name rewrites the file with the wider header). Each call writes through."""
     import csv
 
-    from lightning.pytorch.loggers import CSVLogger
-    from lightning.pytorch.loggers.csv_logs import ExperimentWriter
-    from lightning.pytorch.loggers.logger import rank_zero_experiment
+    from lightning.pytorch.loggers.logger import Logger
+    from lightning.pytorch.utilities import rank_zero_only
 
-    class AppendingWriter(ExperimentWriter):
-        def _check_log_dir_exists(self) -> None:
-            if self._fs.isfile(self.metrics_file_path):
-                with self._fs.open(self.metrics_file_path, "r", newline="") as fh:
-                    self.metrics_keys = sorted(next(csv.reader(fh), []))
+    class AppendingCSVLogger(Logger):
+        def __init__(self, root: Path) -> None:
+            super().__init__()
+            self._root = Path(root)
+            self.path = self._root / "logs" / "metrics.csv"
 
-    class ResumableCSVLogger(CSVLogger):
         @property
-        @rank_zero_experiment
-        def experiment(self):
-            if self._experiment is None:
-                self._fs.makedirs(self.root_dir, exist_ok=True)
-                self._experiment = AppendingWriter(log_dir=self.log_dir)
-            return self._experiment
+        def name(self) -> str:
+            return "logs"
 
-    return ResumableCSVLogger(out, name="", version="logs", flush_logs_every_n_steps=flush_every)
+        @property
+        def version(self) -> str:
+            return ""
+
+        @property
+        def save_dir(self) -> str:
+            return str(self._root)
+
+        @rank_zero_only
+        def log_hyperparams(self, params) -> None:  # hyper-parameters live in the bundle manifest
+            return None
+
+        @rank_zero_only
+        def log_metrics(self, metrics: dict, step: int | None = None) -> None:
+            row = {k: (float(v.item()) if hasattr(v, "item") else v) for k, v in metrics.items()}
+            row["step"] = step
+            rows, header = [], []
+            if self.path.is_file():
+                with open(self.path, newline="") as fh:
+                    reader = csv.DictReader(fh)
+                    header = list(reader.fieldnames or [])
+                    if not set(row) <= set(header):
+                        rows = list(reader)
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            if header and set(row) <= set(header):
+                with open(self.path, "a", newline="") as fh:
+                    csv.DictWriter(fh, fieldnames=header).writerow(row)
+                return
+            header = sorted(set(header) | set(row))
+            tmp = self.path.with_suffix(".part")
+            with open(tmp, "w", newline="") as fh:
+                writer = csv.DictWriter(fh, fieldnames=header)
+                writer.writeheader()
+                writer.writerows(rows + [row])
+            os.replace(tmp, self.path)
+
+    return AppendingCSVLogger(out)
 
 
 def train_potential(dataset: CGDataset, blocks: dict[str, np.ndarray], potential_config: PotentialConfig,
@@ -136,7 +168,7 @@ def train_potential(dataset: CGDataset, blocks: dict[str, np.ndarray], potential
     cbs = [checkpoint, stopper, *(callbacks or [])]
     if cfg.progress_bar:
         cbs.append(TQDMProgressBar(refresh_rate=max(1, len(train_loader) // 20)))
-    loggers = [_resumable_csv_logger(out, flush_every=1)]
+    loggers = [_resumable_csv_logger(out)]
     if cfg.tensorboard:
         loggers.append(TensorBoardLogger(out, name="", version="tensorboard"))
     strategy = cfg.strategy

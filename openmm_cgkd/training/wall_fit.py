@@ -1,4 +1,4 @@
-"""Fit the repulsive wall per bead-type pair from the training frames (METHOD.md section 3).
+"""Fit the repulsive wall per bead-type pair from the training frames (docs/METHOD.md section 3).
 
 Per pair (i, j) of bead types:
 
@@ -87,7 +87,7 @@ def fit_wall(dataset: CGDataset, frames: np.ndarray | None = None,
     wall = WallParameters.from_taper(list(dataset.type_names), taper, scale, width_nm=cfg.width_nm,
                                      fraction=cfg.fraction, cutoff_nm=cfg.cutoff_nm)
     report = {
-        "method": "METHOD.md section 3: taper = first r with g(r) > threshold; s_ij = (s_i + s_j) / 2",
+        "method": "docs/METHOD.md section 3: taper = first r with g(r) > threshold; s_ij = (s_i + s_j) / 2",
         "frames_used": int(len(frames)), "rdf_threshold": cfg.rdf_threshold, "bin_nm": cfg.bin_nm,
         "width_nm": cfg.width_nm, "fraction": cfg.fraction,
         "taper_nm": taper.tolist(), "mean_force_per_type_kj_mol_nm": dict(zip(dataset.type_names, s_type.tolist())),

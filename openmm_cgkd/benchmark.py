@@ -24,6 +24,11 @@ For each, two figures:
   with the positions in the dtype OpenMM hands over
   (float64 on CPU / Reference, float32 on CUDA unless ``precision='double'``).
 
+Each model is timed with each serving backend of ``backends`` (:mod:`openmm_cgkd.serving.network_force`):
+``torchforce`` (openmm-torch ``TorchForce``, TorchScript, the default) and ``python``
+(``openmm.PythonForce`` calling the eager module; its bare torch call is the eager module with
+float64 positions, as the State hands them over). CUDA graphs apply to ``torchforce`` only.
+
 ``openmm_overhead = openmm_ms_per_step / torch_ms_per_call - 1``: the time OpenMM adds on top of
 the network (integrator, wall, data exchange with torch). Warm-up steps / calls are excluded;
 each figure is the median over ``repeats`` timed blocks of ``steps`` steps / calls. Goals printed
@@ -40,9 +45,18 @@ Python API::
     from openmm_cgkd.benchmark import BenchmarkSettings, run_benchmark, format_table
     result = run_benchmark(BenchmarkSettings(n_beads=250, architectures=["graph-network"], members=8))
     print(format_table(result)); result.to_json("benchmark.json")
+
+The JSON (:meth:`BenchmarkResult.to_dict`) also holds ``benchmarks``: one entry per row with the
+fields of OpenMM's own ``examples/benchmark.py`` (``test``, ``platform``, ``platform_properties``,
+``precision``, ``ensemble``, ``constraints``, ``hydrogen_mass``, ``timestep_in_fs``, ``steps``,
+``elapsed_time`` s, ``ns_per_day`` = time step / (elapsed / steps)), so results compare with
+OpenMM's, plus ours (``system``, ``n_beads``, ``model``, ``architecture``, ``backend``,
+``cuda_graphs``, ``ms_per_step`` = 1000 elapsed / steps, ``ms_per_step_median``,
+``torch_ms_per_call``, ``openmm_overhead``); ``machine`` carries OpenMM's system-info keys too.
 """
 from __future__ import annotations
 
+import datetime as _dt
 import io
 import json
 import math
@@ -113,6 +127,7 @@ class BenchmarkSettings:
     ensemble_bundle: Optional[str] = None
     student_bundle: Optional[str] = None
     skip_torch: bool = False
+    backends: list[str] = field(default_factory=lambda: ["torchforce"])
 
     def __post_init__(self) -> None:
         if self.n_beads < 2:
@@ -125,6 +140,11 @@ class BenchmarkSettings:
         if self.steps < 1 or self.repeats < 1 or self.warmup_steps < 0:
             raise BenchmarkError("steps and repeats must be >= 1 and warmup_steps >= 0, got "
                                  f"{self.steps}, {self.repeats}, {self.warmup_steps}")
+        from openmm_cgkd.serving.network_force import BACKENDS
+
+        if not self.backends or any(b not in BACKENDS for b in self.backends) \
+                or len(set(self.backends)) < len(self.backends):
+            raise BenchmarkError(f"backends must be distinct names from {list(BACKENDS)}, got {self.backends}")
         if self.cuda_graphs not in ("off", "on", "both"):
             raise BenchmarkError(f"cuda_graphs must be 'off', 'on' or 'both', got {self.cuda_graphs!r}")
         if not self.timestep_fs > 0 or not self.temperature_k > 0 or not (self.cutoff_nm is None or self.cutoff_nm > 0):
@@ -157,10 +177,12 @@ class BenchmarkRow:
     torch: Optional[Timing]
     ns_per_day: float
     openmm_overhead: Optional[float]  # openmm / torch - 1
+    backend: str = "torchforce"  # serving backend of the network force(s)
 
     @property
     def label(self) -> str:
-        return self.model + (" +graphs" if self.cuda_graphs else "")
+        return self.model + (" +graphs" if self.cuda_graphs else "") + \
+            ("" if self.backend == "torchforce" else f" [{self.backend}]")
 
 
 @dataclass
@@ -179,7 +201,29 @@ class BenchmarkResult:
                 "note": ("UNTRAINED models (random weights): timings only; speed does not depend on the weights"
                          if self.untrained else "trained bundles"),
                 "results": [asdict(r) for r in self.rows], "goals": self.goals,
-                "wall_seconds": self.wall_seconds}
+                "benchmarks": self.openmm_benchmarks(), "wall_seconds": self.wall_seconds}
+
+    def openmm_benchmarks(self) -> list[dict]:
+        """One entry per row in the fields of OpenMM's ``examples/benchmark.py`` plus ours (module doc)."""
+        platform = self.machine.get("openmm_platform", self.settings.get("platform"))
+        precision = {"CPU": "mixed", "Reference": "double"}.get(platform, self.settings.get("precision") or "single")
+        out = []
+        for r in self.rows:
+            steps = int(self.settings["steps"]) * len(r.openmm.repeats_ms)
+            elapsed = sum(r.openmm.repeats_ms) * int(self.settings["steps"]) / 1e3
+            dt_fs = float(self.settings["timestep_fs"])
+            test = f"cgkd-{r.model}-{r.architecture}" + ("-cudagraphs" if r.cuda_graphs else "") + f"-{r.backend}"
+            out.append({
+                "test": test, "ensemble": "NVT", "precision": precision, "constraints": "None",
+                "hydrogen_mass": None, "timestep_in_fs": dt_fs, "platform": platform,
+                "platform_properties": dict(self.settings.get("platform_properties") or {}),
+                "steps": steps, "elapsed_time": elapsed, "ns_per_day": dt_fs * 1e-6 / (elapsed / steps) * 86400,
+                "system": self.system.get("description"), "n_beads": self.system.get("n_beads"),
+                "model": r.model, "architecture": r.architecture, "backend": r.backend, "cuda_graphs": r.cuda_graphs,
+                "ms_per_step": 1e3 * elapsed / steps, "ms_per_step_median": r.openmm.median_ms,
+                "torch_ms_per_call": None if r.torch is None else r.torch.median_ms,
+                "openmm_overhead": r.openmm_overhead})
+        return out
 
     def to_json(self, path: str | os.PathLike) -> Path:
         path = Path(path)
@@ -187,11 +231,13 @@ class BenchmarkResult:
         path.write_text(json.dumps(self.to_dict(), indent=2, allow_nan=True) + "\n")
         return path
 
-    def row(self, model: str, architecture: str | None = None, cuda_graphs: bool = False) -> BenchmarkRow:
+    def row(self, model: str, architecture: str | None = None, cuda_graphs: bool = False,
+            backend: str = "torchforce") -> BenchmarkRow:
         for r in self.rows:
-            if r.model == model and r.cuda_graphs == cuda_graphs and (architecture is None or r.architecture == architecture):
+            if r.model == model and r.cuda_graphs == cuda_graphs and r.backend == backend \
+                    and (architecture is None or r.architecture == architecture):
                 return r
-        raise KeyError(f"no result for {model} ({architecture}, cuda_graphs={cuda_graphs})")
+        raise KeyError(f"no result for {model} ({architecture}, cuda_graphs={cuda_graphs}, backend {backend})")
 
 
 # --------------------------------------------------------------------------- the system
@@ -262,9 +308,11 @@ def ensemble_member_modules(ensemble_module) -> list:
 
 
 def build_variant_system(ff, topology, box_nm, networks: Sequence, *, wall: bool = True,
-                         network_properties: dict | None = None):
-    """A System from ``ff.create_system`` whose network force is replaced by one
-    ``TorchForce`` per module in ``networks`` (None: keep the bundle's own network force).
+                         network_properties: dict | None = None, backend: str = "torchforce",
+                         device: str | None = None):
+    """A System from ``ff.create_system`` whose network force is replaced by one network force
+    (``backend``: TorchForce or PythonForce on ``device``) per module in ``networks`` (None:
+    keep the bundle's own network force).
 
     Everything else (masses, the wall, the CMMotionRemover) is what ``create_system`` builds;
     ``wall=False`` removes the wall force.
@@ -273,7 +321,7 @@ def build_variant_system(ff, topology, box_nm, networks: Sequence, *, wall: bool
     from openmm_cgkd.serving.wall_force import WALL_FORCE_NAME
 
     props = dict(network_properties or {})
-    system = ff.create_system(topology, box_nm, network_properties=props)
+    system = ff.create_system(topology, box_nm, network_properties=props, backend=backend, device=device)
     drop = []
     if networks is not None:
         drop.append(NETWORK_FORCE_NAME)
@@ -285,7 +333,8 @@ def build_variant_system(ff, topology, box_nm, networks: Sequence, *, wall: bool
     if networks is not None:
         types = ff.bead_type_indices(topology).tolist()
         for net in networks:
-            system.addForce(make_network_force(net, types, periodic=ff.periodic, properties=props))
+            system.addForce(make_network_force(net, types, periodic=ff.periodic, properties=props, backend=backend,
+                                               device=device))
     return system
 
 
@@ -376,11 +425,14 @@ def _machine_info(platform_name: str) -> dict:
             "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "python": _platform.python_version(), "torch": torch.__version__, "openmm": openmm.__version__,
             "openmm_platform": platform_name}
+    # the keys of OpenMM's examples/benchmark.py system block
+    info.update({"timestamp": _dt.datetime.now(_dt.timezone.utc).isoformat(), "openmm_version": openmm.__version__,
+                 "cpuarch": _platform.processor(), "system": _platform.system()})
     try:
         with open("/proc/cpuinfo") as fh:
             for line in fh:
                 if line.startswith("model name"):
-                    info["cpu"] = line.split(":", 1)[1].strip()
+                    info["cpu"] = info["cpuinfo"] = line.split(":", 1)[1].strip()
                     break
     except OSError:
         pass
@@ -502,7 +554,8 @@ def run_benchmark(settings: BenchmarkSettings, progress: bool = True,
 
     rows: list[BenchmarkRow] = []
     system_info: dict = {}
-    n_work = len(archs) * len(settings.models) * len(graph_modes)
+    backends = list(settings.backends)
+    n_work = len(archs) * len(settings.models) * sum(1 if g else len(backends) for g in graph_modes)
     untrained_any = False
     with tempfile.TemporaryDirectory(prefix="cgkd-benchmark-") as tmp:
         bar = tqdm(total=n_work * (1 if settings.skip_torch else 2) + len(archs), unit="task", desc="benchmark",
@@ -530,16 +583,25 @@ def run_benchmark(settings: BenchmarkSettings, progress: bool = True,
                     "naive-ensemble": (ens_ff, [ScaledPotential(m, 1.0 / k) for m in members], k, models.ensemble_trained),
                     "student": (stu_ff, None, 1, models.student_trained),
                 }
+                if "python" in backends:  # the python backend serves the eager networks
+                    eager = list(ens_ff.bundle.eager_model().members)
+                    eager_networks = {"teacher": [eager[0]],
+                                      "naive-ensemble": [ScaledPotential(m, 1.0 / k) for m in eager]}
                 types = ens_ff.bead_type_indices(topology).tolist()
                 for graphs in graph_modes:
                     choice = select_platform(settings.platform, precision=settings.precision, threads=settings.threads,
                                              use_cuda_graphs=graphs)
-                    for name in settings.models:
+                    # CUDA graphs are an openmm-torch option: the python backend runs without
+                    for name, backend in [(m, b) for m in settings.models for b in backends
+                                          if not (graphs and b != "torchforce")]:
                         ff, networks, n_eval, trained = variants[name]
+                        if backend == "python" and networks is not None:
+                            networks = eager_networks[name]
                         untrained_any |= not trained
-                        bar.set_postfix_str(f"{arch_name} {name}{' +graphs' if graphs else ''}: OpenMM")
+                        bar.set_postfix_str(f"{arch_name} {name}{' +graphs' if graphs else ''} {backend}: OpenMM")
                         system = build_variant_system(ff, topology, box, networks, wall=settings.wall,
-                                                      network_properties=choice.network_properties)
+                                                      network_properties=choice.network_properties, backend=backend,
+                                                      device=None if backend == "torchforce" else device)
                         n_forces = 1 if networks is None else len(networks)
                         omm = time_openmm(system, positions, choice, steps=settings.steps,
                                           warmup=settings.warmup_steps, repeats=settings.repeats,
@@ -549,22 +611,27 @@ def run_benchmark(settings: BenchmarkSettings, progress: bool = True,
                         tt = None
                         if not settings.skip_torch:
                             bar.set_postfix_str(f"{arch_name} {name}: bare torch")
-                            nets = [ff.bundle.module] if networks is None else networks
-                            mods = [_as_openmm_torch_runs(TorchForceModule(n, types, periodic=ff.periodic))
-                                    for n in nets]
+                            if backend == "python":  # the eager module, float64 positions (what PythonForce hands)
+                                nets = [ff.bundle.eager_model()] if networks is None else networks
+                                mods = [TorchForceModule(n, types, periodic=ff.periodic) for n in nets]
+                            else:
+                                nets = [ff.bundle.module] if networks is None else networks
+                                mods = [_as_openmm_torch_runs(TorchForceModule(n, types, periodic=ff.periodic))
+                                        for n in nets]
                             tt = time_torch(mods, positions, box if ff.periodic else None, steps=settings.steps,
                                             warmup=settings.warmup_steps, repeats=settings.repeats, device=device,
-                                            dtype=pos_dtype)
+                                            dtype=torch.float64 if backend == "python" else pos_dtype)
                             bar.update(1)
                         ns_day = settings.timestep_fs * 1e-6 * 86400e3 / omm.median_ms
                         overhead = None if tt is None else omm.median_ms / tt.median_ms - 1.0
                         rows.append(BenchmarkRow(name, arch_name, graphs, trained, n_forces, n_eval, omm, tt,
-                                                 ns_day, overhead))
+                                                 ns_day, overhead, backend=backend))
                         if log is not None:
                             (bar.write if progress else say)(
                                 f"  {rows[-1].label}: OpenMM {omm.median_ms:.2f} ms/step ({ns_day:.3f} ns/day)"
                                 + ("" if tt is None else f", torch {tt.median_ms:.2f} ms/call"))
-    result = BenchmarkResult(settings=asdict(settings), system=system_info, machine=_machine_info(platform_name),
+    result = BenchmarkResult(settings={**asdict(settings), "platform_properties": dict(choice0.properties)},
+                             system=system_info, machine=_machine_info(platform_name),
                              untrained=untrained_any, rows=rows, goals=_goals(rows),
                              wall_seconds=time.perf_counter() - t_start)
     return result
@@ -572,24 +639,27 @@ def run_benchmark(settings: BenchmarkSettings, progress: bool = True,
 
 def _goals(rows: Sequence[BenchmarkRow]) -> list[dict]:
     goals = []
-    keys = sorted({(r.architecture, r.cuda_graphs) for r in rows}, key=lambda x: (x[0], x[1]))
-    for arch, graphs in keys:
-        by = {r.model: r for r in rows if r.architecture == arch and r.cuda_graphs == graphs}
-        tag = f"{arch}{' +graphs' if graphs else ''}"
+    keys = sorted({(r.architecture, r.cuda_graphs, r.backend) for r in rows},
+                  key=lambda x: (x[0], x[1], x[2] != "torchforce"))
+    for arch, graphs, backend in keys:
+        by = {r.model: r for r in rows if r.architecture == arch and r.cuda_graphs == graphs and r.backend == backend}
+        tag = f"{arch}{' +graphs' if graphs else ''}" + ("" if backend == "torchforce" else f" [{backend}]")
         if "ensemble" in by and "student" in by:
             v = by["ensemble"].openmm.median_ms / by["student"].openmm.median_ms
             goals.append({"goal": "ensemble (one module) ms/step <= 2 x student", "setting": tag,
-                          "architecture": arch, "cuda_graphs": graphs, "value": v,
+                          "backend": backend, "architecture": arch, "cuda_graphs": graphs, "value": v,
                           "limit": GOAL_ENSEMBLE_OVER_STUDENT, "met": bool(v <= GOAL_ENSEMBLE_OVER_STUDENT)})
         if "naive-ensemble" in by and "student" in by:
             v = by["naive-ensemble"].openmm.median_ms / by["student"].openmm.median_ms
             goals.append({"goal": "naive ensemble (K forces) ms/step / student (for reference)", "setting": tag,
-                          "architecture": arch, "cuda_graphs": graphs, "value": v, "limit": None, "met": None})
+                          "backend": backend, "architecture": arch, "cuda_graphs": graphs, "value": v,
+                          "limit": None, "met": None})
         for name in ("student", "ensemble"):
             r = by.get(name)
             if r is not None and r.openmm_overhead is not None:
                 goals.append({"goal": f"OpenMM overhead of the {name} <= 10 %", "setting": tag,
-                              "architecture": arch, "cuda_graphs": graphs, "value": r.openmm_overhead,
+                              "backend": backend, "architecture": arch, "cuda_graphs": graphs,
+                              "value": r.openmm_overhead,
                               "limit": GOAL_OPENMM_OVERHEAD, "met": bool(r.openmm_overhead <= GOAL_OPENMM_OVERHEAD)})
     return goals
 

@@ -33,7 +33,8 @@ def _run(args: argparse.Namespace) -> int:
             steps=args.steps, warmup_steps=args.warmup, repeats=args.repeats, timestep_fs=args.timestep,
             temperature_k=args.temperature, wall=not args.no_wall, seed=args.seed,
             structure=str(args.structure) if args.structure else None,
-            ensemble_bundle=args.ensemble_bundle, student_bundle=args.student_bundle, skip_torch=args.skip_torch)
+            ensemble_bundle=args.ensemble_bundle, student_bundle=args.student_bundle, skip_torch=args.skip_torch,
+            backends=args.backend)
         result = run_benchmark(settings, progress=not args.no_progress)
     except (BenchmarkError, ValueError, FileNotFoundError) as exc:
         print(f"cgkd benchmark: error: {exc}")
@@ -102,6 +103,9 @@ def register(subparsers) -> None:
     p.add_argument("--temperature", type=float, default=298.1, metavar="K", help="temperature in K (default 298.1)")
     p.add_argument("--no-wall", action="store_true", help="leave the repulsive wall force out of the System")
     p.add_argument("--skip-torch", action="store_true", help="do not time the bare torch call")
+    p.add_argument("--backend", nargs="+", choices=["torchforce", "python"], default=["torchforce", "python"],
+                   help="serving backend(s) of the network force to time: torchforce (openmm-torch TorchForce) "
+                        "and/or python (openmm.PythonForce, eager model); default both")
     p.add_argument("--seed", type=int, default=0, help="seed of the lattice, weights and velocities")
     p.add_argument("--out", type=Path, default=Path("runs/benchmark/benchmark.json"),
                    help="JSON output (default runs/benchmark/benchmark.json)")

@@ -7,6 +7,10 @@ bundle), each with ``MODEL_CARD.md`` (data, variant, training metrics, structura
 MD speed measured by the pipeline) and ``continuity.npz``: a fixed input (bead types,
 positions nm, box nm; frame 0 of the pipeline's dataset) with the module's outputs on it when
 shipped. ``tests/continuity`` checks every shipped bundle still loads and reproduces them.
+
+Provenance stays portable: the manifests name their inputs relative to the shipped bundle (a
+bundle shipped alongside by its shipped copy, e.g. the student's teachers as ``../des-teachers``)
+next to their sha256 checksums, and the model cards name the run relative to the repository.
 """
 from __future__ import annotations
 
@@ -33,9 +37,37 @@ def _fmt(stat: dict | None) -> str:
     return "-" if not stat else f"{stat['mean']:.3f} +- {stat['std']:.3f}"
 
 
+def _rebase_provenance(dst: Path, src: Path, shipped: dict[Path, Path]) -> None:
+    """The copied manifest names its inputs relative to where the run wrote the bundle (``src``):
+    name them relative to ``dst`` instead, and a bundle shipped alongside by its shipped copy."""
+    import yaml
+
+    from openmm_cgkd.bundle import MANIFEST_NAME, BundleManifest
+    from openmm_cgkd.provenance import relative_path
+
+    def fix(path: str) -> str:
+        target = (src / path).resolve()
+        return relative_path(shipped.get(target, target), dst)
+
+    manifest = yaml.safe_load((dst / MANIFEST_NAME).read_text())
+    training = manifest["training"]
+    if (training.get("dataset") or {}).get("path"):
+        training["dataset"]["path"] = fix(training["dataset"]["path"])
+    if training.get("member_bundles"):
+        training["member_bundles"] = [fix(p) for p in training["member_bundles"]]
+    teachers = training.get("teachers") or {}
+    if teachers.get("teacher_bundle"):
+        old = teachers["teacher_bundle"]
+        teachers["teacher_bundle"] = fix(old)
+        manifest["description"] = manifest["description"].replace(old, teachers["teacher_bundle"])
+    text = BundleManifest.from_dict(manifest, source=str(dst)).to_yaml()
+    (dst / MANIFEST_NAME).write_text(text)
+
+
 def ship(run: Path, student_variant: str, name_prefix: str = "des") -> list[Path]:
     from openmm_cgkd.bundle import load_bundle
     from openmm_cgkd.data.dataset import CGDataset
+    from openmm_cgkd.provenance import make_portable, relative_path
 
     stages = {p.stem: json.loads(p.read_text()) for p in (run / "stages").glob("*.json")}
     missing = {"teachers", "students", "md", "analysis"} - set(stages)
@@ -56,11 +88,13 @@ def ship(run: Path, student_variant: str, name_prefix: str = "des") -> list[Path
          students[student_variant].get("metrics", {})),
     ]
     written = []
+    shipped = {src.resolve(): HERE / name for name, src, _, _ in entries}
     for name, src, model_key, metrics in entries:
         dst = HERE / name
         if dst.exists():
             shutil.rmtree(dst)
         shutil.copytree(src, dst, ignore=shutil.ignore_patterns("*.part"))
+        _rebase_provenance(dst, src.resolve(), shipped)
         bundle = load_bundle(dst)
         ref = _module_outputs(bundle, types, pos, box)
         np.savez_compressed(dst / "continuity.npz", bead_types=types, positions_nm=pos, box_nm=box,
@@ -107,9 +141,10 @@ def ship(run: Path, student_variant: str, name_prefix: str = "des") -> list[Path
             "- Trained for a few epochs on a 2-core CPU by `systems/des/quick.yaml`: a working model of the method's",
             "  workflow, not the paper's accuracy. Retrain with `systems/des/paper.yaml` on a GPU for production use.",
             "",
-            f"Made from `{run}` by `models/ship_from_pipeline.py`; `continuity.npz` holds the reference outputs.",
+            f"Made from `{relative_path(run, HERE.parent)}` (relative to the repository) by "
+            "`models/ship_from_pipeline.py`; `continuity.npz` holds the reference outputs.",
         ]
-        (dst / "MODEL_CARD.md").write_text("\n".join(card) + "\n")
+        (dst / "MODEL_CARD.md").write_text(make_portable("\n".join(card) + "\n", dst))
         written.append(dst)
         print(f"shipped {dst}")
     return written

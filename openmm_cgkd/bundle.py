@@ -38,7 +38,8 @@ cutoff_nm           network cutoff (nm), equals ``architecture.cutoff_nm``
 bead_types          list of {name, residue_name, atom_names, mass_dalton}; list index = type index
 architecture        :class:`~openmm_cgkd.model.potential.PotentialConfig` as a mapping
 wall                :meth:`WallParameters.to_dict` (types = bead type names, same order)
-training            free mapping: provenance (data, seeds, losses, commit, ...)
+training            free mapping: provenance (data, seeds, losses, commit, ...); file paths in it
+                    are relative to the bundle directory where it was written, with checksums
 checksums           {file name: sha256 hex} of every weights file
 ==================  ==============================================================================
 
@@ -532,12 +533,15 @@ def save_bundle(path: str | os.PathLike, model, *, bead_types: Sequence[BeadType
     caller's module is not modified. ``config`` (a ``PotentialConfig``) is only needed for an
     already-scripted module. ``model_kind`` is ``teacher``, ``student`` or ``ensemble`` (an
     ensemble module must be saved as ``ensemble``). The directory is written atomically;
-    an existing one is replaced only with ``overwrite=True``. Returns the bundle directory.
+    an existing one is replaced only with ``overwrite=True``. Absolute paths in ``training`` and
+    ``description`` are written relative to the bundle directory
+    (:func:`openmm_cgkd.provenance.make_portable`). Returns the bundle directory.
     """
     import torch
 
     from openmm_cgkd.model.ensemble import EnsemblePotential
     from openmm_cgkd.model.potential import CGPotential
+    from openmm_cgkd.provenance import make_portable
 
     out = Path(path).expanduser()
     if out.exists() and not overwrite:
@@ -566,8 +570,10 @@ def save_bundle(path: str | os.PathLike, model, *, bead_types: Sequence[BeadType
     architecture["dtype"] = str(next(scripted.parameters()).dtype).replace("torch.", "")
     manifest = BundleManifest(bead_types=bts, cutoff_nm=config.cutoff_nm, wall=wall, model_kind=model_kind,
                               architecture=architecture, variant=variant, num_members=num_members,
-                              periodic=bool(periodic), training=_plain(dict(training or {})),
-                              description=description,
+                              periodic=bool(periodic),
+                              # provenance names its inputs relative to the bundle, never by absolute paths
+                              training=make_portable(_plain(dict(training or {})), out),
+                              description=make_portable(description, out),
                               outputs=list(ENSEMBLE_OUTPUTS if is_ensemble else OUTPUTS))
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))

@@ -20,7 +20,9 @@ labels/...         see below                 distillation labels (optional, issu
 kJ/mol/nm, with a ``provenance`` attribute naming the teachers.
 
 Root attributes: ``format_version``, ``type_names`` (JSON list) and ``provenance`` (JSON
-object: how the data was made).
+object: how the data was made). Provenance is portable: absolute paths in it are written relative
+to the file's directory (:mod:`openmm_cgkd.provenance`); a nested record copied from another
+file (e.g. the ``system`` of an AA run) keeps that file's anchor.
 """
 from __future__ import annotations
 
@@ -31,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from openmm_cgkd.errors import CGKDError
+from openmm_cgkd.provenance import make_portable
 
 FORMAT_VERSION = 1
 
@@ -162,7 +165,7 @@ class CGDataset:
         with h5py.File(tmp, "w") as h5:
             h5.attrs["format_version"] = FORMAT_VERSION
             h5.attrs["type_names"] = json.dumps(self.type_names)
-            h5.attrs["provenance"] = json.dumps(self.provenance, default=str)
+            h5.attrs["provenance"] = json.dumps(make_portable(self.provenance, path.parent), default=str)
             kw = dict(compression="gzip", compression_opts=4)
             h5.create_dataset("positions", data=self.positions, **kw)
             h5.create_dataset("forces", data=self.forces, **kw)
@@ -182,7 +185,7 @@ class CGDataset:
         if "labels" in h5:
             del h5["labels"]
         g = h5.create_group("labels")
-        g.attrs["provenance"] = json.dumps(labels.provenance, default=str)
+        g.attrs["provenance"] = json.dumps(make_portable(labels.provenance, Path(h5.filename).parent), default=str)
         g.create_dataset("forces", data=np.asarray(labels.forces, dtype=np.float32), compression="gzip")
         g.create_dataset("bead_energies", data=np.asarray(labels.bead_energies, dtype=np.float32))
         g.create_dataset("energy", data=np.asarray(labels.energy, dtype=np.float64))

@@ -37,6 +37,7 @@ import numpy as np
 
 from openmm_cgkd.data.dataset import CGDataset
 from openmm_cgkd.errors import CGKDError
+from openmm_cgkd.provenance import sha256_file
 
 __all__ = ["MappingSpec", "MappingError", "CGMap", "map_trajectory", "add_map_arguments", "map_command",
            "make_whole", "wrap_positions"]
@@ -220,7 +221,10 @@ def map_trajectory(aa, spec: MappingSpec, *, stride: int = 1, max_frames: int | 
     cg_pos, cg_f = cgmap.map_frames(pos, frc, box)
     prov = dict(aa.provenance)
     prov.update({
-        "mapping": spec.source or "in-memory spec",
+        # the mapping file by absolute path here: CGDataset.save writes it relative to the dataset
+        "mapping": str(Path(spec.source).resolve()) if spec.source and Path(spec.source).is_file()
+        else (spec.source or "in-memory spec"),
+        "mapping_sha256": sha256_file(spec.source) if spec.source and Path(spec.source).is_file() else None,
         "mapping_rule": "bead position = COM of its atoms (molecule made whole, wrapped into the box); "
                         "bead force = sum of atomic forces; bead mass = sum of atomic masses",
         "n_atoms": int(cgmap.n_atoms), "n_beads": int(cgmap.n_beads), "stride": int(stride),

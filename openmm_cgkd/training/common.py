@@ -38,9 +38,14 @@ def _file_digest(path: Path, limit: int = 1 << 26) -> str:
 
 
 def dataset_provenance(path: str | Path, dataset: CGDataset, blocks: dict[str, np.ndarray]) -> dict:
+    """The training data of a bundle: its file (an absolute path here, written relative to the
+    bundle by :func:`~openmm_cgkd.bundle.save_bundle`) and sha256, sizes, blocks and own provenance."""
+    from openmm_cgkd.provenance import sha256_file
+
     path = Path(path).resolve()
     return {
-        "path": str(path), "digest": _file_digest(path) if path.is_file() else None,
+        "path": str(path), "sha256": sha256_file(path) if path.is_file() else None,
+        "digest": _file_digest(path) if path.is_file() else None,
         "n_frames": dataset.n_frames, "n_beads": dataset.n_beads, "type_names": list(dataset.type_names),
         "blocks": {k: ([int(v[0]), int(v[-1]) + 1] if len(v) else []) for k, v in blocks.items()},
         "source": dataset.provenance,

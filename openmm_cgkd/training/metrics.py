@@ -83,10 +83,13 @@ def evaluate_frames(model, dataset: CGDataset, indices: np.ndarray, batch_size: 
 
 
 def write_json(data: dict, path: str | Path) -> Path:
+    """Write ``data`` as JSON, atomically; absolute paths in it are written relative to the file's folder."""
+    from openmm_cgkd.provenance import make_portable
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".part")
-    tmp.write_text(json.dumps(data, indent=2, default=_json_default))
+    tmp.write_text(json.dumps(make_portable(data, path.parent), indent=2, default=_json_default))
     tmp.replace(path)
     return path
 

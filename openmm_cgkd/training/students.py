@@ -106,6 +106,8 @@ def train_student(cfg: StudentConfig, dataset: CGDataset | None = None,
     if dataset.labels is None:
         raise ConfigError(f"{cfg.dataset} has no distillation labels; run `cgkd label` with the teachers first")
     prov = dataset.labels.provenance
+    if prov.get("teacher_bundle") and cfg.dataset:  # stored relative to the labelled dataset's folder
+        prov = {**prov, "teacher_bundle": str((Path(cfg.dataset).parent / prov["teacher_bundle"]).resolve())}
     variant, source, weights = resolve_variant(cfg.variant, cfg.weights)
     _check_source(source, str(prov.get("source", "")))
     if "wall" not in prov or "architecture" not in prov:

@@ -2,10 +2,16 @@
 replicas -> structural analysis -> a report comparing teachers, the ensemble and the students.
 
 ``cgkd pipeline config.yaml`` runs :func:`run_pipeline`. Every stage writes its outputs under
-``<out>/<stage>/`` and a marker ``<out>/stages/<stage>.json`` holding a hash of the settings it
-ran with. A rerun skips a stage whose marker matches its settings (and whose outputs exist),
-and reruns a stage whose settings changed; inside a stage, training and MD resume from their
-checkpoints, so a killed pipeline continues where it stopped.
+``<out>/<stage>/`` and a marker ``<out>/stages/<stage>.json`` holding its fingerprint
+(:mod:`openmm_cgkd.fingerprint`): the settings it depends on and the sha256 of the CONTENT of
+its inputs (the dataset, the teachers' and students' bundles, the labelled datasets, the MD
+trajectories), never their paths. A rerun skips a stage whose fingerprint matches (and whose
+outputs exist) and reruns one whose fingerprint changed, saying what changed; a rerun stage
+writes new outputs, so every stage downstream of it is redone too. Hardware and logging
+settings (trainer accelerator/devices/threads/progress bar, teachers.parallel, md.platform,
+md.threads) are not part of a fingerprint. Inside a stage, training runs and MD replicas are
+keyed the same way: they resume from their checkpoints (so a killed pipeline continues where it
+stopped) only when their own fingerprint matches, and start afresh otherwise.
 
 Configuration (YAML; relative paths are resolved against the file's directory)::
 
@@ -28,8 +34,8 @@ Units: nm, ps, fs (time step), K, kJ/mol.
 """
 from __future__ import annotations
 
-import hashlib
 import json
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -140,25 +146,26 @@ def load_pipeline_config(path: str | Path, overrides: dict | None = None) -> Pip
 
 
 # ------------------------------------------------------------------------------ stage cache
-def _digest(obj) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
 class _Stages:
-    """Markers ``<out>/stages/<name>.json``: {settings hash, outputs, seconds, finished}."""
+    """Markers ``<out>/stages/<name>.json``: {fingerprint digest, key (the settings and input
+    checksums it was computed from), outputs, files, seconds, finished}."""
 
     def __init__(self, out: Path, log):
         self.dir = out / "stages"
         self.dir.mkdir(parents=True, exist_ok=True)
         self.log = log
 
-    def done(self, name: str, settings) -> dict | None:
+    def done(self, name: str, key: dict) -> dict | None:
+        from openmm_cgkd.fingerprint import describe_changes, digest
+
         p = self.dir / f"{name}.json"
         if not p.is_file():
             return None
         marker = json.loads(p.read_text())
-        if marker.get("settings") != _digest(settings):
-            self.log(f"[{name}] settings changed since the last run: running it again")
+        if marker.get("fingerprint") != digest(key):
+            changes = describe_changes(marker.get("key"), key)
+            self.log(f"[{name}] changed since the last run ({'; '.join(changes[:5])}"
+                     f"{'; ...' if len(changes) > 5 else ''}): running it again")
             return None
         missing = [o for o in marker.get("files", []) if not Path(o).exists()]
         if missing:
@@ -166,9 +173,12 @@ class _Stages:
             return None
         return marker
 
-    def mark(self, name: str, settings, outputs: dict, files: list, seconds: float) -> dict:
-        marker = {"stage": name, "settings": _digest(settings), "outputs": outputs, "files": [str(f) for f in files],
-                  "seconds": round(seconds, 2), "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    def mark(self, name: str, key: dict, outputs: dict, files: list, seconds: float) -> dict:
+        from openmm_cgkd.fingerprint import digest
+
+        marker = {"stage": name, "fingerprint": digest(key), "key": key, "outputs": outputs,
+                  "files": [str(f) for f in files], "seconds": round(seconds, 2),
+                  "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         tmp = self.dir / f"{name}.json.part"
         tmp.write_text(json.dumps(marker, indent=1, default=str))
         tmp.replace(self.dir / f"{name}.json")
@@ -205,16 +215,19 @@ def _stage_aa(cfg: PipelineConfig, log) -> dict:
 
 def _frames_subset(cfg: PipelineConfig, out: Path, log) -> str:
     """Write the selected frames (first ``dataset_max_frames``, every ``dataset_stride``-th) to
-    ``<out>/data/cg.h5`` (rewritten only when the source or the selection changed)."""
+    ``<out>/data/cg.h5`` (rewritten only when the source's content or the selection changed, or
+    the copy is not the one written)."""
     from openmm_cgkd.data.dataset import CGDataset
+    from openmm_cgkd.fingerprint import file_sha256
 
     src = Path(cfg.dataset)
     target = out / "data" / "cg.h5"
-    key = {"source": str(src.resolve()), "mtime": src.stat().st_mtime, "size": src.stat().st_size,
-           "max_frames": cfg.dataset_max_frames, "stride": cfg.dataset_stride}
+    key = {"source_sha256": file_sha256(src), "max_frames": cfg.dataset_max_frames, "stride": cfg.dataset_stride}
     stamp = target.with_suffix(".json")
-    if target.is_file() and stamp.is_file() and json.loads(stamp.read_text()) == key:
-        return str(target)
+    if target.is_file() and stamp.is_file():
+        old = json.loads(stamp.read_text())
+        if {k: old.get(k) for k in key} == key and old.get("target_sha256") == file_sha256(target):
+            return str(target)
     ds = CGDataset.load(src)
     if cfg.dataset_max_frames is not None and ds.n_frames < cfg.dataset_max_frames:
         raise ConfigError(f"dataset_max_frames = {cfg.dataset_max_frames} but {src} holds only {ds.n_frames} frames")
@@ -222,7 +235,7 @@ def _frames_subset(cfg: PipelineConfig, out: Path, log) -> str:
     sub.provenance = {**ds.provenance, "selected_from": str(src), "selection":
                       f"first {cfg.dataset_max_frames or ds.n_frames} frames, every {cfg.dataset_stride}"}
     sub.save(target)
-    stamp.write_text(json.dumps(key))
+    stamp.write_text(json.dumps({**key, "target_sha256": file_sha256(target)}))
     log(f"[data] {sub.n_frames} of {ds.n_frames} frames of {src} -> {target}")
     return str(target)
 
@@ -300,10 +313,11 @@ def start_frames(n_frames: int, train_fraction: float, replicas: int) -> list[in
     return [int(i) for i in np.linspace(0, n_train - 1, replicas).round()]
 
 
-def _stage_md(cfg: PipelineConfig, out: Path, models: dict[str, str], log) -> dict:
+def _stage_md(cfg: PipelineConfig, out: Path, models: dict[str, str], data_sha: str, log) -> dict:
     from openmm_cgkd.data.dataset import CGDataset
+    from openmm_cgkd.fingerprint import bundle_checksum
     from openmm_cgkd.serving import CGKDForceField
-    from openmm_cgkd.simulation import run_simulation
+    from openmm_cgkd.simulation import StaleRunError, run_simulation
     from openmm_cgkd.topology import bead_topology, write_bead_pdb
 
     ds = CGDataset.load(cfg.dataset)
@@ -317,17 +331,29 @@ def _stage_md(cfg: PipelineConfig, out: Path, models: dict[str, str], log) -> di
     runs: dict[str, list[dict]] = {}
     for name, bundle in models.items():
         ff = CGKDForceField(bundle)
+        checksum = bundle_checksum(bundle)
         runs[name] = []
         for r, frame in enumerate(frames):
             rep_dir = out / "md" / name / f"replica_{r:02d}"
             topology = bead_topology(names, ds.boxes[frame])
-            start = write_bead_pdb(rep_dir / "start.pdb", topology, ds.positions[frame], ds.boxes[frame])
-            sim = ff.create_simulation(topology, ds.positions[frame], box_vectors=ds.boxes[frame],
-                                       temperature=md.temperature_K, friction_per_ps=md.friction_per_ps,
-                                       timestep_fs=md.timestep_fs, platform=md.platform, threads=md.threads,
-                                       seed=md.seed + r)
-            res = run_simulation(sim, md.steps, rep_dir, report_interval=md.report_interval, resume=True,
-                                 description=f"MD {name} #{r}")
+
+            def replica():
+                pdb = write_bead_pdb(rep_dir / "start.pdb", topology, ds.positions[frame], ds.boxes[frame])
+                sim = ff.create_simulation(topology, ds.positions[frame], box_vectors=ds.boxes[frame],
+                                           temperature=md.temperature_K, friction_per_ps=md.friction_per_ps,
+                                           timestep_fs=md.timestep_fs, platform=md.platform, threads=md.threads,
+                                           seed=md.seed + r)
+                return pdb, run_simulation(sim, md.steps, rep_dir, report_interval=md.report_interval, resume=True,
+                                           description=f"MD {name} #{r}",
+                                           inputs={"bundle": checksum, "dataset": data_sha, "start_frame": frame})
+
+            try:
+                start, res = replica()
+            except StaleRunError as exc:  # a replica of other settings (or longer): start it afresh
+                log(f"[md] {name} replica {r}: made with other settings ({'; '.join(exc.changes[:5])}): "
+                    "starting it afresh")
+                shutil.rmtree(rep_dir)
+                start, res = replica()
             runs[name].append({"dir": str(rep_dir), "trajectory": res.trajectory, "log": res.log,
                                "topology": str(start), "start_frame": frame, "ns_per_day": res.ns_per_day,
                                "platform": res.platform})
@@ -405,6 +431,9 @@ def run_pipeline(cfg: PipelineConfig, only: list[str] | None = None, log=print) 
     import yaml
 
     (out / "pipeline.yaml").write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))  # as resolved
+    from openmm_cgkd.fingerprint import bundle_checksum, digest, file_sha256
+    from openmm_cgkd.training.trainer import HARDWARE_KEYS
+
     stages = _Stages(out, log)
     wanted = set(only or STAGES)
     unknown = wanted - set(STAGES)
@@ -412,8 +441,8 @@ def run_pipeline(cfg: PipelineConfig, only: list[str] | None = None, log=print) 
         raise ConfigError(f"unknown stage(s) {sorted(unknown)}; stages: {list(STAGES)}")
     results: dict[str, dict] = {}
 
-    def stage(name, settings, fn, files_of):
-        marker = stages.done(name, settings)
+    def stage(name, key, fn, files_of):
+        marker = stages.done(name, key)
         if marker is not None:
             log(f"[{name}] done earlier ({marker['finished']}): skipped")
             results[name] = marker["outputs"]
@@ -422,28 +451,44 @@ def run_pipeline(cfg: PipelineConfig, only: list[str] | None = None, log=print) 
             raise RuntimeError(f"stage {name!r} has not run yet but was not asked for (only={sorted(wanted)})")
         t0 = time.time()
         outputs = fn()
-        stages.mark(name, settings, outputs, files_of(outputs), time.time() - t0)
+        stages.mark(name, key, outputs, files_of(outputs), time.time() - t0)
         results[name] = outputs
         return outputs
 
-    common = {"model": cfg.model, "split": asdict(cfg.split), "trainer": cfg.trainer}
+    # Stage keys: settings that change results (hardware and logging left out) + content checksums
+    # of the inputs; a stage that reruns writes new outputs, whose checksums key the stages after it.
+    def results_only(trainer: dict) -> dict:
+        return {k: v for k, v in trainer.items() if k not in HARDWARE_KEYS}
+
+    common = {"model": cfg.model, "split": asdict(cfg.split), "trainer": results_only(cfg.trainer)}
     if not Path(cfg.dataset).is_file():
-        stage("aa", asdict(cfg.aa) if cfg.aa else None, lambda: _stage_aa(cfg, log), lambda o: [o["dataset"]])
+        aa_inputs = {k: file_sha256(getattr(cfg.aa, k)) for k in ("system", "mapping")
+                     if cfg.aa and getattr(cfg.aa, k) and Path(getattr(cfg.aa, k)).is_file()}
+        aa_settings = {k: v for k, v in asdict(cfg.aa).items() if k not in ("platform", "threads")} if cfg.aa else None
+        stage("aa", {"aa": aa_settings, "inputs": aa_inputs}, lambda: _stage_aa(cfg, log), lambda o: [o["dataset"]])
     if cfg.dataset_stride > 1 or cfg.dataset_max_frames is not None:
         cfg.dataset = _frames_subset(cfg, out, log)
-    stat = Path(cfg.dataset).stat()  # a rewritten dataset retrains everything downstream
-    data_key = {"path": cfg.dataset, "size": stat.st_size, "mtime": stat.st_mtime}
-    teachers = stage("teachers", {**common, "dataset": data_key, "teachers": cfg.teachers},
+    data_sha = file_sha256(cfg.dataset)  # a dataset of other content retrains everything downstream
+    teachers = stage("teachers", {**common, "dataset": data_sha,
+                                  "teachers": {k: v for k, v in cfg.teachers.items() if k != "parallel"}},
                      lambda: _stage_teachers(cfg, out, log), lambda o: [o["ensemble"], *o["members"]])
-    labelled = stage("labels", {"teachers": teachers["ensemble"], "single": _needs_single_labels(cfg)},
+    labelled = stage("labels", {"teachers": bundle_checksum(teachers["ensemble"]), "dataset": data_sha,
+                                "single": _needs_single_labels(cfg)},
                      lambda: _stage_labels(cfg, out, teachers, log), lambda o: list(o.values()))
-    students = stage("students", {**common, "students": asdict(cfg.students), "labels": labelled},
+    students = stage("students", {**common, "students": {"variants": list(cfg.students.variants),
+                                                         "trainer": results_only(cfg.students.trainer)},
+                                  "labels": {k: file_sha256(v) for k, v in labelled.items()}},
                      lambda: _stage_students(cfg, out, labelled, log), lambda o: [v["bundle"] for v in o.values()])
     models = _models_for_md(cfg, teachers, students)
-    runs = stage("md", {"md": asdict(cfg.md), "models": models}, lambda: _stage_md(cfg, out, models, log),
-                 lambda o: [r["trajectory"] for reps in o.values() for r in reps])
-    analysis = stage("analysis", {"analysis": cfg.analysis, "runs": runs}, lambda: _stage_analysis(cfg, out, runs, log),
-                     lambda o: [v["dir"] for v in o.values()])
+    md_settings = {k: v for k, v in asdict(cfg.md).items() if k not in ("platform", "threads")}
+    runs = stage("md", {"md": md_settings, "models": {n: bundle_checksum(p) for n, p in models.items()},
+                        "dataset": data_sha, "start_block": cfg.split.train},
+                 lambda: _stage_md(cfg, out, models, data_sha, log),
+                 lambda o: [r[k] for reps in o.values() for r in reps for k in ("trajectory", "log", "topology")])
+    traj_sums = {name: [[file_sha256(r[k]) for k in ("trajectory", "log", "topology")] for r in reps]
+                 for name, reps in runs.items()}
+    analysis = stage("analysis", {"analysis": cfg.analysis, "dataset": data_sha, "runs": traj_sums},
+                     lambda: _stage_analysis(cfg, out, runs, log), lambda o: [v["dir"] for v in o.values()])
 
     def report():
         md = "# openmm_cgkd pipeline report\n\n" + comparison_markdown(analysis, runs)
@@ -454,5 +499,5 @@ def run_pipeline(cfg: PipelineConfig, only: list[str] | None = None, log=print) 
         log(md)
         return {"report": str(out / "report.md"), "plot": str(out / "tae_comparison.png")}
 
-    stage("report", {"analysis": analysis}, report, lambda o: [o["report"], o["plot"]])
+    stage("report", {"analysis": digest(analysis), "md": digest(runs)}, report, lambda o: [o["report"], o["plot"]])
     return results

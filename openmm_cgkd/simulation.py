@@ -14,8 +14,16 @@
                     ``resume=True``: every 10 report intervals) and at the end; ``resume=True``
                     continues from it: log rows and DCD frames written after the checkpoint
                     are dropped, then both are appended to; a finished run is not rerun
+``fingerprint.json`` the run's settings (:func:`run_settings`), written when it starts
 ``run.json``        what ran: steps, timestep, platform, wall time, ns/day, final energies
 ==================  ==========================================================================
+
+Resuming is keyed on the fingerprint: a run is continued (or, when finished, reported again)
+only if its integrator, temperature (K), friction (1/ps), time step, random seed, report
+interval, platform, particle masses and the caller's ``inputs`` (e.g. the bundle checksum and
+the start structure's sha256) are those it was started with, and it has not already run more
+steps than asked for. Otherwise :class:`StaleRunError` says what changed; nothing is appended.
+A checkpoint that does not load back exactly (truncated or damaged) is a :class:`SimulationError`.
 
 A NaN energy stops the run with :class:`SimulationError` naming the step (files written so far
 are kept).
@@ -31,8 +39,8 @@ from pathlib import Path
 
 from openmm_cgkd.errors import CGKDError
 
-__all__ = ["run_simulation", "RunResult", "SimulationError", "CSVLogReporter", "LOG_COLUMNS",
-           "degrees_of_freedom", "read_log"]
+__all__ = ["run_simulation", "run_settings", "RunResult", "SimulationError", "StaleRunError", "CSVLogReporter",
+           "LOG_COLUMNS", "degrees_of_freedom", "read_log"]
 
 LOG_COLUMNS = ["step", "time_ps", "potential_kj_mol", "kinetic_kj_mol", "total_kj_mol", "temperature_k",
                "speed_ns_day"]
@@ -41,6 +49,16 @@ MOLAR_GAS_CONSTANT_KJ = 0.00831446261815324  # kJ/mol/K
 
 class SimulationError(CGKDError, RuntimeError):
     """The simulation blew up (NaN energy) or cannot run as asked."""
+
+
+class StaleRunError(SimulationError):
+    """``resume=True`` found a run made with other settings; ``changes`` lists what differs."""
+
+    exit_code = 2  # bad usage: the same settings, or a new directory, would run
+
+    def __init__(self, message: str, changes: list[str] | None = None):
+        super().__init__(message)
+        self.changes = list(changes or [])
 
 
 @dataclass
@@ -163,16 +181,71 @@ def _truncate_outputs(log_path: Path, dcd_path: Path, step: int) -> None:
             fh.write(struct.pack("<i", len(keep)))
 
 
+def run_settings(simulation, report_interval: int, inputs: dict | None = None) -> dict:
+    """What an MD run is keyed on: the integrator's kind, time step (ps), temperature (K),
+    friction (1/ps) and random seed where it has them, the report interval (steps), the
+    platform (a checkpoint loads only on the platform that wrote it), a digest of the particle
+    masses (dalton) and ``inputs`` (content checksums of what built the system)."""
+    from openmm import unit
+
+    from openmm_cgkd.fingerprint import array_digest
+
+    integ = simulation.integrator
+    system = simulation.system
+    settings = {"integrator": type(integ).__name__,
+                "timestep_ps": float(integ.getStepSize().value_in_unit(unit.picosecond)),
+                "report_interval": int(report_interval),
+                "platform": simulation.context.getPlatform().getName(),
+                "particles": int(system.getNumParticles()),
+                "masses": array_digest([system.getParticleMass(i).value_in_unit(unit.dalton)
+                                        for i in range(system.getNumParticles())])[:16]}
+    if hasattr(integ, "getTemperature"):
+        settings["temperature_K"] = float(integ.getTemperature().value_in_unit(unit.kelvin))
+    if hasattr(integ, "getFriction"):
+        settings["friction_per_ps"] = float(integ.getFriction().value_in_unit(unit.picosecond ** -1))
+    if hasattr(integ, "getRandomNumberSeed"):
+        settings["seed"] = int(integ.getRandomNumberSeed())
+    settings["inputs"] = dict(inputs or {})
+    return settings
+
+
+def _load_checkpoint(simulation, path: Path) -> None:
+    """Load ``path`` into the simulation; a checkpoint that does not load back exactly (truncated,
+    damaged, or of another system) is a :class:`SimulationError`, never a partial state."""
+    import openmm
+
+    data = path.read_bytes()
+    advice = (f"delete {path.parent} (or use another output directory) to start afresh, or restore the "
+              "checkpoint from a copy")
+    try:
+        simulation.context.loadCheckpoint(data)
+    except openmm.OpenMMException as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise SimulationError(f"cannot resume: {path} does not load into this simulation ({first}); "
+                              f"{advice}") from None
+    again = simulation.context.createCheckpoint()
+    exact = simulation.context.getPlatform().getName() in ("Reference", "CPU")  # these round-trip byte for byte
+    if len(again) != len(data) or (exact and again != data):
+        raise SimulationError(f"cannot resume: {path} is truncated or damaged ({len(data)} bytes; a checkpoint "
+                              f"of this simulation has {len(again)}): positions and velocities cannot be "
+                              f"trusted; {advice}")
+
+
 def run_simulation(simulation, steps: int, out_dir: str | Path, *, report_interval: int = 100,
                    checkpoint_interval: int | None = None, progress: bool = True, resume: bool = False,
-                   description: str = "MD") -> RunResult:
+                   description: str = "MD", inputs: dict | None = None) -> RunResult:
     """Run ``steps`` MD steps of ``simulation`` and write the outputs listed in the module doc.
 
     A fresh run starts the clock at step 0, time 0 (whatever the simulation did before, e.g.
     minimisation or equilibration). With ``resume=True`` and a checkpoint in ``out_dir``, the
     simulation is restored from it and runs until it reaches step ``steps`` in total (the
-    checkpoint's step counts). ns/day is measured after three warm-up force evaluations.
+    checkpoint's step counts), if its fingerprint (:func:`run_settings`, including ``inputs``:
+    content checksums of what built the simulation, e.g. ``{"bundle": ..., "structure": ...}``)
+    is the one it was started with; else :class:`StaleRunError`. ns/day is measured after three
+    warm-up force evaluations.
     """
+    from openmm_cgkd.fingerprint import describe_changes, digest, read_fingerprint, write_fingerprint
+
     import openmm
     from openmm import app, unit
     from tqdm.auto import tqdm
@@ -191,18 +264,35 @@ def run_simulation(simulation, steps: int, out_dir: str | Path, *, report_interv
                                      "checkpoint": "checkpoint.chk", "meta": "run.json"}.items()}
     if resume and checkpoint_interval is None:
         checkpoint_interval = 10 * report_interval
+    settings = run_settings(simulation, report_interval, inputs)
+    fingerprint = digest(settings)
     resuming = False
     if resume and paths["checkpoint"].exists():
         if not (paths["trajectory"].exists() and paths["log"].exists()):
             raise SimulationError(f"cannot resume: {out} has a checkpoint but no trajectory/log to append to")
-        simulation.loadCheckpoint(str(paths["checkpoint"]))
+        old = read_fingerprint(out)
+        if old is None or old["digest"] != fingerprint:
+            changes = describe_changes(old["settings"] if old else None, settings)
+            raise StaleRunError(f"cannot resume {out}: it was run with other settings ({'; '.join(changes)}); "
+                                "resume with the original settings, or start afresh in a new output directory "
+                                f"(or after deleting {out})", changes)
+        _load_checkpoint(simulation, paths["checkpoint"])
         resuming = True
-        remaining = max(0, steps - simulation.currentStep)
+        if simulation.currentStep > steps:
+            raise StaleRunError(f"cannot resume {out}: it has run {simulation.currentStep} steps already, more than "
+                                f"the {steps} asked for; ask for at least {simulation.currentStep} steps, or start "
+                                "afresh in a new output directory", [f"steps: {simulation.currentStep} -> {steps}"])
+        remaining = steps - simulation.currentStep
         if remaining == 0 and paths["meta"].exists():  # finished earlier: report that run
             meta = json.loads(paths["meta"].read_text())
-            return RunResult(**{k: meta[k] for k in RunResult.__dataclass_fields__})
+            if meta.get("fingerprint") == fingerprint and meta.get("final_step") == steps:
+                return RunResult(**{k: meta[k] for k in RunResult.__dataclass_fields__})
         _truncate_outputs(paths["log"], paths["trajectory"], simulation.currentStep)
     else:
+        # a fresh run: nothing of an earlier run in out_dir may be taken for this one
+        for key in ("checkpoint", "meta"):
+            paths[key].unlink(missing_ok=True)
+        write_fingerprint(out, settings)
         simulation.currentStep = 0
         simulation.context.setTime(0.0)
         remaining = steps
@@ -268,5 +358,6 @@ def run_simulation(simulation, steps: int, out_dir: str | Path, *, report_interv
         steps_run=remaining, final_step=simulation.currentStep, timestep_ps=timestep_ps,
         simulated_ps=simulated_ps, wall_seconds=wall, ns_per_day=ns_day, platform=platform,
         final_potential_kj_mol=pot, final_temperature_k=2 * kin / (dof * MOLAR_GAS_CONSTANT_KJ) if dof else float("nan"))
-    paths["meta"].write_text(json.dumps({**asdict(result), "openmm_version": openmm.__version__}, indent=2) + "\n")
+    paths["meta"].write_text(json.dumps({**asdict(result), "openmm_version": openmm.__version__,
+                                         "fingerprint": fingerprint}, indent=2) + "\n")
     return result

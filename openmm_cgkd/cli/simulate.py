@@ -41,7 +41,9 @@ def add_md_arguments(p: argparse.ArgumentParser, *, steps: int, out: str, report
                    help="write OUT/checkpoint.chk every this many steps and at the end (default: none; "
                         "with --resume every 10 report intervals)")
     p.add_argument("--resume", action="store_true",
-                   help="continue from out/checkpoint.chk up to --steps in total, appending to DCD and log")
+                   help="continue from out/checkpoint.chk up to --steps in total, appending to DCD and log; "
+                        "refused when the bundle, structure, temperature, time step, friction, seed, report "
+                        "interval or platform differ from the run's")
     p.add_argument("--platform", default="auto",
                    help="OpenMM platform: auto (CUDA when present, else CPU), CUDA, CPU or Reference")
     p.add_argument("--precision", choices=["single", "mixed", "double"], default=None,
@@ -87,7 +89,10 @@ def cpu_threads(requested: int | None, platform: str | None) -> int | None:
 
 
 def run_md(ff, structure: Path, args: argparse.Namespace, description: str = "MD"):
-    """Build the simulation of ``structure`` with force field ``ff`` and run it as ``args`` say."""
+    """Build the simulation of ``structure`` with force field ``ff`` and run it as ``args`` say.
+    ``--resume`` continues a run only if the bundle's and the structure's contents and the MD
+    settings are those it was started with (else a clear error; nothing is appended)."""
+    from openmm_cgkd.fingerprint import bundle_checksum, digest, file_sha256
     from openmm_cgkd.simulation import run_simulation
     from openmm_cgkd.topology import read_bead_pdb
 
@@ -106,7 +111,9 @@ def run_md(ff, structure: Path, args: argparse.Namespace, description: str = "MD
         simulation.minimizeEnergy()
     result = run_simulation(simulation, args.steps, args.out, report_interval=args.report_interval,
                             checkpoint_interval=args.checkpoint_interval, progress=not args.no_progress,
-                            resume=args.resume, description=description)
+                            resume=args.resume, description=description,
+                            inputs={"bundle": bundle_checksum(ff.path) if ff.path else digest(ff.manifest.checksums),
+                                    "structure": file_sha256(structure)})
     print(f"ran {result.steps_run} steps ({result.simulated_ps:.3f} ps) in {result.wall_seconds:.1f} s "
           f"on {result.platform}: {result.ns_per_day:.3f} ns/day")
     print(f"final potential energy {result.final_potential_kj_mol:.2f} kJ/mol, "

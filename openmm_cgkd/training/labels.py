@@ -8,7 +8,8 @@ total model outputs, network + wall, exactly what the teacher would give in MD:
   energies split half and half between the two beads), ``energy`` E_T (F,) kJ/mol;
 * ``force_std`` (F, N, 3): the member spread (population std) of an ensemble, zeros otherwise.
 
-Their provenance names the teacher bundle (path, checksum, kind, members), the label source
+Their provenance names the teacher bundle (path, weights checksums and the content checksum of the
+whole bundle, :func:`openmm_cgkd.fingerprint.bundle_checksum`, kind, members), the label source
 (``ensemble`` mean or ``member K``/``teacher``), the wall and the architecture, so that a
 student can reuse the wall and architecture and record whom it learned from.
 """
@@ -43,6 +44,8 @@ def _device(name: str) -> torch.device:
 def predict_labels(bundle, dataset: CGDataset, member: int | None = None, device: str = "auto",
                    progress: bool = False) -> DistillationLabels:
     """Evaluate ``bundle`` (a loaded :class:`~openmm_cgkd.bundle.Bundle`) + its wall on every frame."""
+    from openmm_cgkd.fingerprint import bundle_checksum
+
     man = bundle.manifest
     if list(man.type_names) != list(dataset.type_names):
         raise ConfigError(f"the teacher bundle's bead types {man.type_names} differ from the dataset's "
@@ -83,6 +86,7 @@ def predict_labels(bundle, dataset: CGDataset, member: int | None = None, device
     prov = {
         "teacher_bundle": str(Path(bundle.path).resolve()) if bundle.path else None,
         "teacher_checksums": dict(man.checksums), "teacher_kind": man.model_kind,
+        "teacher_bundle_checksum": bundle_checksum(bundle.path) if bundle.path else None,
         "num_members": int(man.num_members), "member": member,
         "source": label_source(man.model_kind, man.num_members, member), "teacher_variant": man.variant,
         "architecture": dict(man.architecture), "wall": man.wall.to_dict(),

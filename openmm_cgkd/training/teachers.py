@@ -17,7 +17,11 @@ Output directory::
     ensemble/                   the ensemble bundle (what `cgkd label` and CGKDForceField load)
     metrics.json, *.png         test-block metrics of each member and of the ensemble
 
-Rerunning the stage skips finished members and resumes a killed one from its last epoch.
+Rerunning the stage skips finished members and resumes a killed one from its last epoch, as
+long as their fingerprints match (:mod:`openmm_cgkd.fingerprint`): ``setup.json`` is computed
+again when the dataset content, split, wall fit, architecture or seeds changed; a member whose
+run fingerprint changed is trained again from scratch, and its bundle is re-saved whenever it
+does not hold that run's weights. Adding members keeps the trained ones.
 """
 from __future__ import annotations
 
@@ -33,7 +37,7 @@ from openmm_cgkd.model.wall import WallParameters
 from openmm_cgkd.training.config import ConfigError, LossWeights, TeachersConfig, config_from_dict, config_to_dict
 from openmm_cgkd.training.data import split_blocks
 
-__all__ = ["TeachersResult", "train_teachers", "prepare_teachers", "train_member", "member_dir"]
+__all__ = ["TeachersResult", "train_teachers", "prepare_teachers", "setup_fingerprint", "train_member", "member_dir"]
 
 TEACHER_WEIGHTS = LossWeights(w_aa=1.0)
 
@@ -52,16 +56,31 @@ def member_dir(out: str | Path, k: int) -> Path:
     return Path(out) / "members" / f"member_{k:02d}"
 
 
-def prepare_teachers(cfg: TeachersConfig, dataset: CGDataset) -> dict:
+def setup_fingerprint(cfg: TeachersConfig, dataset: CGDataset) -> dict:
+    """What the shared set-up depends on: dataset content, split, wall fit, architecture, seeds."""
+    from openmm_cgkd.fingerprint import cg_dataset_digest
+
+    return {"dataset": cg_dataset_digest(dataset), "split": config_to_dict(cfg.split),
+            "wall": config_to_dict(cfg.wall), "model": dict(cfg.model), "seeds": cfg.member_seeds()}
+
+
+def prepare_teachers(cfg: TeachersConfig, dataset: CGDataset, log=print) -> dict:
     """The set-up every member shares (split, wall, architecture), computed once and stored in
-    ``<out>/setup.json``; read back from there on later calls."""
+    ``<out>/setup.json`` with its fingerprint (:func:`setup_fingerprint`); read back from there
+    on later calls with the same fingerprint, computed again when it differs."""
+    from openmm_cgkd.fingerprint import describe_changes, digest
     from openmm_cgkd.training.model import number_density, potential_config_for
     from openmm_cgkd.training.wall_fit import fit_wall
 
     out = Path(cfg.out)
     path = out / "setup.json"
+    key = setup_fingerprint(cfg, dataset)
     if path.is_file():
-        return json.loads(path.read_text())
+        old = json.loads(path.read_text())
+        if old.get("fingerprint", {}).get("digest") == digest(key):
+            return old
+        changes = describe_changes(old.get("fingerprint", {}).get("settings"), key)
+        log(f"teachers: {path} was made with other settings ({'; '.join(changes[:6])}): computing it again")
     blocks = split_blocks(dataset.n_frames, cfg.split)
     train = blocks["train"]
     if cfg.wall.enabled:
@@ -71,7 +90,8 @@ def prepare_teachers(cfg: TeachersConfig, dataset: CGDataset) -> dict:
     density = number_density(dataset.positions[train], dataset.boxes[train])
     pcfg = potential_config_for(cfg.model, list(dataset.type_names), density)
     setup = {"blocks": {k: v.tolist() for k, v in blocks.items()}, "wall": wall.to_dict(), "wall_fit": report,
-             "architecture": pcfg.to_dict(), "seeds": cfg.member_seeds()}
+             "architecture": pcfg.to_dict(), "seeds": cfg.member_seeds(),
+             "fingerprint": {"digest": digest(key), "settings": key}}
     out.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".part")
     tmp.write_text(json.dumps(setup, indent=1))
@@ -98,7 +118,7 @@ def train_member(cfg: TeachersConfig, dataset: CGDataset, setup: dict, k: int, t
     result = train_potential(dataset, blocks, PotentialConfig.from_dict(setup["architecture"]), wall,
                              TEACHER_WEIGHTS, tcfg, run)
     bundle = run / "bundle"
-    if not (bundle / "manifest.yaml").is_file() and result.info:
+    if result.info and _member_bundle_stale(bundle, result.info.get("fingerprint")):
         training = {"stage": "teacher", "member": k, "seed": seed, "loss_weights": TEACHER_WEIGHTS.as_dict(),
                     "dataset": dataset_provenance(cfg.dataset, dataset, blocks), "trainer": config_to_dict(tcfg),
                     "result": result.info, "wall_fit": setup["wall_fit"], **code_provenance()}
@@ -107,6 +127,19 @@ def train_member(cfg: TeachersConfig, dataset: CGDataset, setup: dict, k: int, t
                     description=f"CG teacher {k} of {cfg.members}: trained on mapped AA forces only",
                     overwrite=True)
     return result
+
+
+def _member_bundle_stale(bundle: Path, fingerprint: str | None) -> bool:
+    """True unless ``bundle`` holds the weights of the training run with ``fingerprint``."""
+    from openmm_cgkd.bundle import BundleError, read_manifest
+
+    if not (bundle / "manifest.yaml").is_file():
+        return True
+    try:
+        recorded = read_manifest(bundle).training.get("result", {}).get("fingerprint")
+    except BundleError:
+        return True
+    return fingerprint is None or recorded != fingerprint
 
 
 def _member_worker(cfg_dict: dict, members: list[int], trainer_overrides: dict) -> None:

@@ -8,14 +8,18 @@ Layout of a run directory ``out``::
     logs/metrics.csv            per-epoch train/val losses, loss terms, learning rate (all sessions)
     result.json                 written when the run has finished (early stop or max_epochs); its
                                 paths are relative to ``out``, so a run directory can be moved
+    fingerprint.json            what the run is keyed on (see :func:`run_fingerprint`), written first
 
-Calling :func:`train_potential` again on the same ``out`` resumes from ``last.ckpt`` (or, when
-``result.json`` exists, only reloads the best weights). The batches of an epoch depend only on
-(seed, epoch) and the schedule state travels in the checkpoint, so a resumed run ends with the
-same weights as one never interrupted (``tests/unit/test_training_resume.py``).
+Calling :func:`train_potential` again on the same ``out`` with the same fingerprint resumes from
+``last.ckpt`` (or, when ``result.json`` exists, only reloads the best weights). With another
+fingerprint (a changed setting, dataset content, architecture, wall or loss weights) the old
+checkpoints, logs and result are deleted and the run starts again from scratch. The batches of
+an epoch depend only on (seed, epoch) and the schedule state travels in the checkpoint, so a
+resumed run ends with the same weights as one never interrupted (``tests/unit/test_training_resume.py``).
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -32,7 +36,13 @@ from openmm_cgkd.training.config import ConfigError, LossWeights, TrainerConfig
 from openmm_cgkd.training.data import FrameDataset, make_loader
 from openmm_cgkd.training.model import TrainablePotential, number_density
 
-__all__ = ["TrainResult", "train_potential", "seed_everything", "is_global_zero"]
+__all__ = ["TrainResult", "train_potential", "run_fingerprint", "seed_everything", "is_global_zero",
+           "HARDWARE_KEYS"]
+
+# TrainerConfig fields that do not change what is learned (hardware, logging): a run may resume
+# with other values, and they are not part of its fingerprint.
+HARDWARE_KEYS = ("accelerator", "devices", "strategy", "num_workers", "num_threads", "progress_bar", "tensorboard",
+                 "log_every_n_steps")
 
 
 @dataclass
@@ -127,11 +137,74 @@ def _resumable_csv_logger(out: Path):
     return AppendingCSVLogger(out)
 
 
+def _block_key(idx) -> str:
+    from openmm_cgkd.fingerprint import array_digest
+
+    idx = np.asarray(idx, dtype=np.int64)
+    if len(idx) == 0:
+        return "empty"
+    return f"{int(idx[0])}:{int(idx[-1]) + 1} ({len(idx)} frames, {array_digest(idx)[:8]})"
+
+
+def run_fingerprint(dataset: CGDataset, blocks: dict[str, np.ndarray], potential_config: PotentialConfig,
+                    wall: WallParameters | None, weights: LossWeights, cfg: TrainerConfig) -> dict:
+    """What a training run is keyed on: the dataset's content digest, the train/val frames, the
+    architecture, the wall, the loss weights and every trainer setting except :data:`HARDWARE_KEYS`."""
+    from openmm_cgkd.fingerprint import cg_dataset_digest
+
+    trainer = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in HARDWARE_KEYS}
+    return {"dataset": cg_dataset_digest(dataset),
+            "blocks": {k: _block_key(blocks.get(k, [])) for k in ("train", "val")},
+            "architecture": potential_config.to_dict(), "wall": wall.to_dict() if wall is not None else None,
+            "loss_weights": weights.as_dict(), "trainer": trainer}
+
+
+_RUN_FILES = ("checkpoints", "logs", "tensorboard", "result.json", "result.part")
+
+
+def _read_result(out: Path) -> dict | None:
+    try:
+        return json.loads((out / "result.json").read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return None
+
+
+def _claim_run_dir(out: Path, settings: dict, log) -> tuple[str, dict | None]:
+    """Make ``out`` hold a run with fingerprint ``settings``: (digest, finished result or None).
+    A run made with other settings (or of unknown settings) is deleted first."""
+    import shutil
+
+    from openmm_cgkd.fingerprint import describe_changes, digest, read_fingerprint, write_fingerprint
+
+    fp = digest(settings)
+    old = read_fingerprint(out)
+    info = _read_result(out)
+    current = old is not None and old["digest"] == fp and (info is None or info.get("fingerprint") == fp)
+    if current:
+        return fp, info
+    if not is_global_zero():  # rank 0 has cleared the directory and written the fingerprint
+        return fp, None
+    stale = [out / name for name in _RUN_FILES if (out / name).exists()]
+    if stale:
+        changes = describe_changes(old["settings"] if old else None, settings)
+        log(f"training run {out}: made with other settings ({'; '.join(changes[:6])}"
+            f"{'; ...' if len(changes) > 6 else ''}): training again from scratch")
+        for p in stale:
+            if p.is_dir():
+                shutil.rmtree(p)
+            else:
+                p.unlink()
+    write_fingerprint(out, settings)
+    return fp, None
+
+
 def train_potential(dataset: CGDataset, blocks: dict[str, np.ndarray], potential_config: PotentialConfig,
                     wall: WallParameters | None, weights: LossWeights, cfg: TrainerConfig, out: str | Path,
-                    callbacks: list | None = None) -> TrainResult:
+                    callbacks: list | None = None, log=print) -> TrainResult:
     """Train a fresh :class:`TrainablePotential` (seeded by ``cfg.seed``) on ``blocks['train']``,
-    validating on ``blocks['val']``; resumable in ``out``. Returns the best-validation weights."""
+    validating on ``blocks['val']``; resumable in ``out`` (see the module docstring for when an
+    existing run is resumed, reloaded or redone). ``log`` receives the one-line note of a redo.
+    Returns the best-validation weights."""
     import lightning.pytorch as pl
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, TQDMProgressBar
     from lightning.pytorch.loggers import TensorBoardLogger
@@ -143,6 +216,8 @@ def train_potential(dataset: CGDataset, blocks: dict[str, np.ndarray], potential
     if len(blocks.get("val", [])) == 0:
         raise ConfigError("training needs a validation block (split.val > 0): it drives the learning-rate "
                           "schedule, early stopping and the choice of the best epoch")
+    fingerprint, finished = _claim_run_dir(out, run_fingerprint(dataset, blocks, potential_config, wall, weights, cfg),
+                                           log)
     if cfg.num_threads is not None:
         torch.set_num_threads(int(cfg.num_threads))
     seed_everything(cfg.seed)
@@ -151,10 +226,9 @@ def train_potential(dataset: CGDataset, blocks: dict[str, np.ndarray], potential
     module = CGKDModule(model, torch.from_numpy(dataset.bead_types.astype(np.int64)), weights, cfg)
 
     result_file = out / "result.json"
-    if result_file.is_file():
-        info = json.loads(result_file.read_text())
-        _load_best(module, out / info["best_checkpoint"])
-        return TrainResult(_finish(model), out, info)
+    if finished is not None:  # the same run finished earlier: reload its best weights
+        _load_best(module, out / finished["best_checkpoint"])
+        return TrainResult(_finish(model), out, finished)
 
     train = FrameDataset(dataset, blocks["train"], require_labels=weights.needs_labels)
     val = FrameDataset(dataset, blocks["val"], require_labels=weights.needs_labels)
@@ -195,7 +269,7 @@ def train_potential(dataset: CGDataset, blocks: dict[str, np.ndarray], potential
         "seconds_last_session": round(time.time() - start, 2), "seed": cfg.seed,
         "best_checkpoint": os.path.relpath(best, out), "metrics_csv": os.path.join("logs", "metrics.csv"),
         "train_frames": [int(blocks["train"][0]), int(blocks["train"][-1]) + 1],
-        "val_frames": [int(blocks["val"][0]), int(blocks["val"][-1]) + 1],
+        "val_frames": [int(blocks["val"][0]), int(blocks["val"][-1]) + 1], "fingerprint": fingerprint,
     }
     _load_best(module, best)
     tmp = result_file.with_suffix(".part")

@@ -399,15 +399,13 @@ def comparison_markdown(analysis: dict, runs: dict) -> str:
 
 def comparison_plot(analysis: dict, path: Path) -> Path:
     """Grouped bar chart of summary TAEs with error bars, one group per kind (rdf, adf, cdf)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from openmm_cgkd.figures import colormap, new_figure
 
     kinds = [k for k in ("rdf", "adf", "cdf") if any(k in a["summary"] for a in analysis.values())]
     names = list(analysis)
-    fig, axes = plt.subplots(1, len(kinds), figsize=(4.5 * len(kinds), 4), squeeze=False)
-    colours = plt.cm.tab10(np.arange(len(names)) % 10)
+    fig = new_figure(figsize=(4.5 * max(1, len(kinds)), 4))
+    axes = fig.subplots(1, max(1, len(kinds)), squeeze=False)
+    colours = colormap("tab10")(np.arange(len(names)) % 10)
     for ax, kind in zip(axes[0], kinds):
         means = [analysis[n]["summary"].get(kind, {}).get("mean", np.nan) for n in names]
         stds = [analysis[n]["summary"].get(kind, {}).get("std", 0.0) for n in names]
@@ -417,7 +415,6 @@ def comparison_plot(analysis: dict, path: Path) -> Path:
         ax.set_ylabel("TAE (lower is better)")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
     return path
 
 

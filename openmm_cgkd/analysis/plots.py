@@ -1,4 +1,5 @@
-"""PNG plots of the structural analysis (matplotlib, Agg backend; no display needed)."""
+"""PNG plots of the structural analysis (matplotlib figures on the Agg canvas, no pyplot: no
+display needed, and the user's matplotlib backend is left alone)."""
 from __future__ import annotations
 
 import math
@@ -9,6 +10,7 @@ import numpy as np
 
 from openmm_cgkd.analysis.distributions import Distribution
 from openmm_cgkd.analysis.replicas import ReplicaStat
+from openmm_cgkd.figures import colormap, new_figure
 
 __all__ = ["plot_overlays", "plot_time_resolved_cdfs", "plot_tae_bars", "plot_energies"]
 
@@ -16,22 +18,12 @@ XLABELS = {"rdf": "r (nm)", "adf": "angle (degree)", "cdf": "merge distance (nm)
 YLABELS = {"rdf": "g(r)", "adf": "P(angle) (1/degree)", "cdf": "P(d) (1/nm)"}
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def _grid(n: int, ncols: int = 3, size=(3.6, 2.6)):
     """A figure of ``n`` panels sharing the x axis; labels go on the outer panels only."""
-    plt = _pyplot()
     ncols = max(1, min(ncols, n))
     nrows = max(1, math.ceil(n / ncols))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(size[0] * ncols + 0.6, size[1] * nrows + 1.0), squeeze=False,
-                             sharex=True)
+    fig = new_figure(figsize=(size[0] * ncols + 0.6, size[1] * nrows + 1.0))
+    axes = fig.subplots(nrows, ncols, squeeze=False, sharex=True)
     for ax in axes.ravel()[n:]:
         ax.set_visible(False)
     for i, ax in enumerate(axes.ravel()[:n]):
@@ -60,7 +52,6 @@ def _save(fig, path: str | Path, tight: bool = False) -> Path:
     if tight:
         fig.tight_layout()
     fig.savefig(path, dpi=100)
-    _pyplot().close(fig)
     return path
 
 
@@ -89,10 +80,9 @@ def plot_overlays(model: Mapping[str, Distribution], reference: Mapping[str, Dis
 def plot_time_resolved_cdfs(blocks: Sequence[Mapping[str, Distribution]], reference: Mapping[str, Distribution],
                             path: str | Path, block_labels: Sequence[str] | None = None, title: str = "") -> Path:
     """Per species, the CDF of each block of frames (early = dark, late = light) over the reference."""
-    plt = _pyplot()
     species = [s for s in reference if blocks and s in blocks[0]]
     fig, axes = _grid(len(species))
-    colors = plt.cm.viridis(np.linspace(0.0, 0.9, max(1, len(blocks))))
+    colors = colormap("viridis")(np.linspace(0.0, 0.9, max(1, len(blocks))))
     for ax, s in zip(axes, species):
         for i, block in enumerate(blocks):
             lab = block_labels[i] if block_labels else f"block {i + 1}"
@@ -110,9 +100,9 @@ def plot_time_resolved_cdfs(blocks: Sequence[Mapping[str, Distribution]], refere
 def plot_tae_bars(tae: Mapping[str, Mapping[str, ReplicaStat]], path: str | Path, title: str = "") -> Path:
     """One panel per kind: TAE per curve, bars = mean over replicas, error bars = 1 std."""
     kinds = [k for k in tae if tae[k]]
-    plt = _pyplot()
     widths = [max(4.0, 0.35 * len(tae[k])) for k in kinds]
-    fig, axes = plt.subplots(len(kinds), 1, figsize=(max(widths + [4.0]), 3.2 * max(1, len(kinds))), squeeze=False)
+    fig = new_figure(figsize=(max(widths + [4.0]), 3.2 * max(1, len(kinds))))
+    axes = fig.subplots(max(1, len(kinds)), 1, squeeze=False)
     for ax, kind in zip(axes[:, 0], kinds):
         keys = list(tae[kind])
         mean = [tae[kind][k].mean for k in keys]
@@ -131,8 +121,8 @@ def plot_energies(series: Sequence[tuple[np.ndarray, np.ndarray, int | None, str
     """Potential energy against sample index/time per replica; a dotted line at detected t0.
 
     ``series`` items: (x, energy, t0 index or None, label)."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7, 3.5))
+    fig = new_figure(figsize=(7, 3.5))
+    ax = fig.subplots()
     for i, (x, e, t0, label) in enumerate(series):
         ax.plot(x, e, color=f"C{i % 10}", lw=0.8, label=label)
         if t0 is not None and 0 <= t0 < len(x):

@@ -175,8 +175,15 @@ def load_trajectory(path, topology=None, stride: int = 1):
         raise AnalysisError(f"topology not found: {topology}")
     if topology is None and path.suffix.lower() in (".dcd", ".xtc", ".trr", ".nc", ".binpos"):
         raise AnalysisError(f"{path} holds no topology: give a topology file (bead PDB)")
+    from openmm_cgkd.quiet import filtered_native_output
+
     kw = {} if topology is None else {"top": str(topology)}
-    return md.load(str(path), stride=max(1, int(stride)), **kw)
+    try:
+        with filtered_native_output():  # mdtraj's DCD reader prints "dcdplugin) ..." lines from C
+            return md.load(str(path), stride=max(1, int(stride)), **kw)
+    except Exception as exc:  # noqa: BLE001 - mdtraj raises many types for unreadable or mismatched files
+        raise AnalysisError(f"could not read trajectory {path}" + (f" with topology {topology}" if topology else "")
+                            + f": {exc}") from exc
 
 
 def _is_cg_dataset(path: Path) -> bool:

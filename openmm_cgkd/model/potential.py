@@ -53,16 +53,12 @@ class NeighborOverflowError(CGKDError, RuntimeError):
 def import_torchmdnet():
     """Import torchmd-net (registers its custom ops, needed before loading a TorchScript model).
 
-    Also silences NVIDIA Warp's start-up banner, which torchmd-net's kernels would print.
+    Also initialises NVIDIA Warp (which torchmd-net's kernels use) without its start-up banner
+    and its CUDA-driver warning on GPU-less machines (:func:`openmm_cgkd.quiet.init_warp`).
     """
-    try:
-        import warp
+    from openmm_cgkd.quiet import init_warp
 
-        warp.config.quiet = True
-        if hasattr(warp, "LOG_WARNING"):
-            warp.config.log_level = warp.LOG_WARNING
-    except Exception:  # pragma: no cover - warp is a torchmd-net dependency
-        pass
+    init_warp()
     import torchmdnet  # noqa: F401
     import torchmdnet.extensions.ops  # noqa: F401  (registers torch.ops.torchmdnet.*)
 

@@ -109,10 +109,7 @@ def _json_default(o):
 def parity_plot(pred: np.ndarray, ref: np.ndarray, path: str | Path, title: str, unit: str,
                 max_points: int = 20000, seed: int = 0) -> Path:
     """Predicted vs reference scatter (a random subset of ``max_points``) with the y = x line."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from openmm_cgkd.figures import new_figure
 
     p, r = np.asarray(pred).ravel(), np.asarray(ref).ravel()
     if p.size > max_points:
@@ -120,7 +117,8 @@ def parity_plot(pred: np.ndarray, ref: np.ndarray, path: str | Path, title: str,
         p, r = p[keep], r[keep]
     m = regression_metrics(pred, ref)
     lo, hi = float(min(p.min(), r.min())), float(max(p.max(), r.max()))
-    fig, ax = plt.subplots(figsize=(4.2, 4.2), dpi=120)
+    fig = new_figure(figsize=(4.2, 4.2), dpi=120)
+    ax = fig.subplots()
     ax.scatter(r, p, s=2, alpha=0.3, lw=0)
     ax.plot([lo, hi], [lo, hi], "k--", lw=0.8)
     ax.set_xlabel(f"reference ({unit})")
@@ -130,18 +128,15 @@ def parity_plot(pred: np.ndarray, ref: np.ndarray, path: str | Path, title: str,
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
-    plt.close(fig)
     return path
 
 
 def training_curve_plot(metrics_csvs: dict[str, str | Path], path: str | Path, title: str = "training") -> Path:
     """Train (dashed) and validation (solid) loss per epoch of one or more runs, log scale."""
-    import matplotlib
+    from openmm_cgkd.figures import new_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5.5, 3.8), dpi=120)
+    fig = new_figure(figsize=(5.5, 3.8), dpi=120)
+    ax = fig.subplots()
     for i, (name, csv_path) in enumerate(metrics_csvs.items()):
         curves = read_metrics_csv(csv_path)
         colour = f"C{i % 10}"
@@ -159,7 +154,6 @@ def training_curve_plot(metrics_csvs: dict[str, str | Path], path: str | Path, t
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
-    plt.close(fig)
     return path
 
 

@@ -1,0 +1,115 @@
+"""Keep dependencies' start-up chatter out of the user's terminal, and nothing else.
+
+Three messages that say nothing about the user's run are silenced at their source:
+
+* NVIDIA Warp (a torchmd-net dependency) prints ``Warp CUDA warning: Could not find or load the
+  NVIDIA CUDA driver`` from C when it initialises on a machine without a GPU:
+  :func:`init_warp` initialises it while :func:`filtered_native_output` holds the C streams;
+* the openmm-torch wheel imports ``simtk.openmm``, whose shim logs ``importing 'simtk.openmm'
+  is deprecated`` on the root logger: :func:`import_torchforce` drops that one record;
+* mdtraj's DCD reader (VMD's dcdplugin, C code) prints ``dcdplugin) detected standard 32-bit
+  DCD file ...`` lines: wrap the load in :func:`filtered_native_output`.
+
+:func:`filtered_native_output` captures what C code writes to file descriptors 1 and 2 while a
+block runs and writes back every line that matches none of the known patterns, so a real
+error from the same code still reaches the terminal (after the block ends).
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+import tempfile
+from collections.abc import Iterator, Sequence
+
+__all__ = ["NATIVE_NOISE", "filtered_native_output", "init_warp", "import_torchforce"]
+
+# Exact text of the lines dropped (substring match on one line).
+NATIVE_NOISE: tuple[str, ...] = (
+    "Warp CUDA warning: Could not find or load the NVIDIA CUDA driver",
+    "dcdplugin) detected standard 32-bit DCD file",
+    "dcdplugin) CHARMM format DCD file",
+)
+SIMTK_WARNING = "importing 'simtk.openmm' is deprecated"
+
+
+def _flush_c_streams() -> None:
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).fflush(None)  # libc's stdio buffers (printf to a pipe is block-buffered)
+    except Exception:  # pragma: no cover - no libc (not on Linux/macOS): nothing buffered there
+        pass
+
+
+def _flush_python_streams() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:  # pragma: no cover - a closed or replaced stream
+            pass
+
+
+@contextlib.contextmanager
+def filtered_native_output(patterns: Sequence[str] = NATIVE_NOISE, fds: Sequence[int] = (1, 2)) -> Iterator[None]:
+    """Capture C-level output to ``fds`` during the block; then write back the lines that contain
+    none of ``patterns`` (unknown output, e.g. a real error, is kept, in order, per stream)."""
+    saved: list[tuple[int, int, object]] = []
+    _flush_python_streams()
+    _flush_c_streams()
+    for fd in fds:
+        try:
+            copy = os.dup(fd)
+        except OSError:  # the descriptor is closed: nothing to filter
+            continue
+        tmp = tempfile.TemporaryFile()
+        os.dup2(tmp.fileno(), fd)
+        saved.append((fd, copy, tmp))
+    try:
+        yield
+    finally:
+        _flush_python_streams()
+        _flush_c_streams()
+        for fd, copy, tmp in reversed(saved):
+            os.dup2(copy, fd)
+            os.close(copy)
+            tmp.seek(0)
+            data = tmp.read()
+            tmp.close()
+            kept = [line for line in data.splitlines(keepends=True)
+                    if not any(p in line.decode("utf-8", "replace") for p in patterns)]
+            if kept:
+                os.write(fd, b"".join(kept))
+
+
+def init_warp() -> None:
+    """Initialise NVIDIA Warp quietly (its CUDA-driver warning on GPU-less machines is dropped;
+    other output and errors pass). No-op when Warp is not installed."""
+    try:
+        import warp
+    except Exception:  # pragma: no cover - warp is a torchmd-net dependency
+        return
+    warp.config.quiet = True
+    if hasattr(warp, "LOG_WARNING"):
+        warp.config.log_level = warp.LOG_WARNING
+    with filtered_native_output():
+        warp.init()
+
+
+class _DropSimtkWarning(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return SIMTK_WARNING not in record.getMessage()
+
+
+def import_torchforce():
+    """``openmmtorch.TorchForce``, imported without the ``simtk.openmm`` deprecation record that
+    the wheel's own ``import simtk.openmm`` logs (other log records pass)."""
+    root = logging.getLogger()
+    drop = _DropSimtkWarning()
+    root.addFilter(drop)
+    try:
+        from openmmtorch import TorchForce
+    finally:
+        root.removeFilter(drop)
+    return TorchForce

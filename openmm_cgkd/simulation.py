@@ -25,8 +25,13 @@ the start structure's sha256) are those it was started with, and it has not alre
 steps than asked for. Otherwise :class:`StaleRunError` says what changed; nothing is appended.
 A checkpoint that does not load back exactly (truncated or damaged) is a :class:`SimulationError`.
 
-A NaN energy stops the run with :class:`SimulationError` naming the step (files written so far
-are kept).
+A blow-up (OpenMM's "Particle coordinate is NaN" between report steps, or a non-finite energy at
+one) stops the run with one diagnosis (:class:`openmm_cgkd.blowup.BlowUpError`, a
+:class:`SimulationError`): the step, the closest pair of beads and its distance, the largest
+force, the likely cause (overlapping beads, too large a time step, or the network diverging).
+The files written so far stay readable (the DCD and log are closed), ``last_sane.pdb`` holds
+the last sane configuration and ``run.json`` the failure. A start whose potential energy is
+absurd (overlapping beads) is warned about on stderr.
 """
 from __future__ import annotations
 
@@ -231,6 +236,30 @@ def _load_checkpoint(simulation, path: Path) -> None:
                               f"trusted; {advice}")
 
 
+def _warn_about_start(simulation, state) -> None:
+    """Print a warning (stderr) when the start's potential energy is absurd (overlapping beads)."""
+    import sys
+
+    from openmm_cgkd.blowup import start_warning
+
+    text = start_warning(simulation, state)
+    if text:
+        print(text, file=sys.stderr, flush=True)
+
+
+def _blowup(simulation, failure, paths: dict, timestep_ps: float, platform: str, fingerprint: str):
+    """The :class:`~openmm_cgkd.blowup.BlowUpError` of a failed chunk ``failure`` = (exception,
+    step and state at the chunk's start, chunk length, steps done); writes run.json with it."""
+    from openmm_cgkd.blowup import stop_with_diagnosis
+
+    exc, good_step, good_state, k, done = failure
+    info = {"out_dir": str(paths["meta"].parent), "trajectory": str(paths["trajectory"]), "log": str(paths["log"]),
+            "final_structure": None, "checkpoint": str(paths["checkpoint"]) if paths["checkpoint"].exists() else None,
+            "steps_run": int(done), "final_step": int(good_step), "timestep_ps": timestep_ps,
+            "simulated_ps": done * timestep_ps, "platform": platform, "fingerprint": fingerprint}
+    return stop_with_diagnosis(simulation, good_state, good_step, k, exc, paths["meta"].parent, info)
+
+
 def run_simulation(simulation, steps: int, out_dir: str | Path, *, report_interval: int = 100,
                    checkpoint_interval: int | None = None, progress: bool = True, resume: bool = False,
                    description: str = "MD", inputs: dict | None = None) -> RunResult:
@@ -258,6 +287,9 @@ def run_simulation(simulation, steps: int, out_dir: str | Path, *, report_interv
         raise SimulationError(f"steps must be >= 0, got {steps}")
     if report_interval < 1:
         raise SimulationError(f"report interval must be >= 1 step, got {report_interval}")
+    if checkpoint_interval is not None and int(checkpoint_interval) < 1:
+        raise SimulationError(f"checkpoint interval must be >= 1 step (or None: no checkpoints), got "
+                              f"{checkpoint_interval}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {k: out / v for k, v in {"trajectory": "trajectory.dcd", "log": "log.csv", "final": "final.pdb",
@@ -307,12 +339,14 @@ def run_simulation(simulation, steps: int, out_dir: str | Path, *, report_interv
         simulation.reporters.append(ckpt)
     timestep_ps = simulation.integrator.getStepSize().value_in_unit(unit.picosecond)
     platform = simulation.context.getPlatform().getName()
+    failure = None
     try:
         if not resuming:  # frame 0 / row 0: the start
             state = simulation.context.getState(getPositions=True, getEnergy=True,
                                                 enforcePeriodicBox=system.usesPeriodicBoundaryConditions())
             dcd.report(simulation, state)
             log.report(simulation, state)
+            _warn_about_start(simulation, state)
         # Warm up outside the timing: TorchScript profiles the first two calls and optimises on
         # the third, so ns/day is the steady-state speed.
         for _ in range(3):
@@ -323,7 +357,13 @@ def run_simulation(simulation, steps: int, out_dir: str | Path, *, report_interv
             done = 0
             while done < remaining:
                 k = min(chunk, remaining - done)
-                simulation.step(k)
+                good = (simulation.currentStep, simulation.context.getState(getPositions=True, getVelocities=True,
+                                                                            getParameters=True))
+                try:
+                    simulation.step(k)
+                except (openmm.OpenMMException, SimulationError) as exc:  # a blow-up: diagnosed below
+                    failure = (exc, *good, k, done)
+                    break
                 done += k
                 bar.update(k)
                 wall = time.perf_counter() - t0
@@ -336,6 +376,8 @@ def run_simulation(simulation, steps: int, out_dir: str | Path, *, report_interv
                 simulation.reporters.remove(r)
         log.close()
         dcd._out.close()  # DCDReporter closes its file only when garbage-collected
+    if failure is not None:
+        raise _blowup(simulation, failure, paths, timestep_ps, platform, fingerprint)
 
     simulated_ps = remaining * timestep_ps
     ns_day = simulated_ps / 1000.0 / (wall / 86400.0) if wall > 0 and remaining else float("nan")

@@ -1,0 +1,101 @@
+"""A blow-up between report steps stops with one diagnosis (step, beads, closest pair, likely
+cause), the files stay readable and run.json records the failure; an absurd start is warned."""
+import json
+
+import numpy as np
+import pytest
+
+from openmm_cgkd.blowup import BlowUpError, closest_pair
+from openmm_cgkd.simulation import SimulationError, read_log
+
+
+@pytest.fixture(scope="module")
+def ff(tmp_path_factory):
+    from openmm_cgkd.bundle import build_untrained_bundle, untrained_config
+    from openmm_cgkd.serving.forcefield import CGKDForceField
+
+    cfg = untrained_config(cutoff_nm=0.6, embedding_dim=8, num_layers=1, num_rbf=4, rbf_type="gauss",
+                           max_num_neighbors=48)
+    return CGKDForceField(build_untrained_bundle(tmp_path_factory.mktemp("b") / "tiny", cfg))
+
+
+def _system(ff, timestep_fs=2.0, overlap=False):
+    from openmm_cgkd.topology import bead_topology_from_counts
+
+    L = 1.5
+    g = (np.arange(3) + 0.5) * L / 3
+    pos = np.stack(np.meshgrid(g, g, g, indexing="ij"), -1).reshape(-1, 3)
+    pos += np.random.default_rng(0).uniform(-0.05, 0.05, pos.shape)
+    if overlap:
+        pos[1] = pos[0] + [0.02, 0.0, 0.0]  # two Cho beads 0.02 nm apart
+    top = bead_topology_from_counts({"Cho": 7, "Cl": 7, "Urea": 13}, np.eye(3) * L)
+    return ff.create_simulation(top, pos, timestep_fs=timestep_fs, platform="CPU", threads=1, seed=1)
+
+
+def test_closest_pair_matches_brute_force():
+    rng = np.random.default_rng(2)
+    box = np.array([[1.9, 0, 0], [0.4, 2.0, 0], [0.2, -0.6, 2.1]])
+    x = rng.uniform(0, 1, (30, 3)) @ box
+    best = (np.inf, None)
+    for i in range(30):
+        for j in range(i + 1, 30):
+            for a in (-1, 0, 1):
+                for b in (-1, 0, 1):
+                    for c in (-1, 0, 1):
+                        d = np.linalg.norm(x[j] + np.array([a, b, c]) @ box - x[i])
+                        best = min(best, (d, (i, j)))
+    i, j, d = closest_pair(x, box, chunk=7)
+    assert d == pytest.approx(best[0], rel=1e-9) and tuple(sorted((i, j))) == best[1]
+
+
+def test_overlapping_beads_diagnosed_between_report_steps(ff, tmp_path, capsys):
+    import mdtraj as md
+
+    from openmm_cgkd.simulation import run_simulation
+
+    out = tmp_path / "run"
+    sim = _system(ff, overlap=True)
+    with pytest.raises(BlowUpError) as info:
+        run_simulation(sim, 200, out, report_interval=50, progress=False)
+    assert isinstance(info.value, SimulationError)
+    err = capsys.readouterr().err
+    assert "warning: the potential energy at the start is" in err and "bead 0 (CHO) and bead 1 (CHO)" in err
+    diag = info.value.diagnosis
+    assert diag["failed_at_step"] is not None and 0 < diag["failed_at_step"] < 50  # not a report step
+    assert sorted(diag["closest_pair"]["beads"]) == [0, 1]
+    assert diag["closest_pair"]["distance_nm"] == pytest.approx(0.02, abs=0.01)
+    assert "overlapping beads" in diag["likely_cause"] and "smaller time step will not help" in diag["likely_cause"]
+    msg = str(info.value)
+    assert f"blew up at step {diag['failed_at_step']}" in msg and "Closest pair: bead 0 (CHO) and bead 1" in msg
+    # everything written so far is readable; run.json records the failure
+    meta = json.loads((out / "run.json").read_text())
+    assert meta["failed"] is True and meta["diagnosis"]["failed_at_step"] == diag["failed_at_step"]
+    assert "overlapping beads" in meta["error"]
+    assert read_log(out / "log.csv")["step"] == [0]
+    assert md.load(str(out / "trajectory.dcd"), top=str(out / "last_sane.pdb")).n_frames == 1
+
+
+def test_too_large_a_time_step_is_named(ff, tmp_path):
+    from openmm_cgkd.simulation import run_simulation
+
+    with pytest.raises(BlowUpError) as info:
+        run_simulation(_system(ff, timestep_fs=60.0), 400, tmp_path / "run", report_interval=100, progress=False)
+    cause = info.value.diagnosis["likely_cause"]
+    assert "time step (60 fs) is too large" in cause and "smaller --timestep" in cause
+    assert "overlapping" not in cause
+
+
+def test_a_sane_start_runs_without_warning(ff, tmp_path, capsys):
+    from openmm_cgkd.simulation import run_simulation
+
+    res = run_simulation(_system(ff), 10, tmp_path / "run", report_interval=5, progress=False)
+    assert res.steps_run == 10
+    assert "warning" not in capsys.readouterr().err
+    assert "failed" not in json.loads((tmp_path / "run" / "run.json").read_text())
+
+
+def test_checkpoint_interval_must_be_positive(ff, tmp_path):
+    from openmm_cgkd.simulation import run_simulation
+
+    with pytest.raises(SimulationError, match="checkpoint interval must be >= 1"):
+        run_simulation(_system(ff), 10, tmp_path / "run", checkpoint_interval=-5, progress=False)

@@ -497,6 +497,17 @@ def _prepare_models(settings: BenchmarkSettings, architecture: str, workdir: Pat
                    settings.student_bundle is not None)
 
 
+def _check_des_box(n_beads: int, cutoff_nm: float) -> None:
+    """:class:`BenchmarkError` when ``n_beads`` at the reline density fill a box shorter than twice ``cutoff_nm``."""
+    box_edge = des_box_nm(n_beads)
+    need = 2.0 * cutoff_nm
+    if box_edge < need:
+        n_min = int(math.ceil(RELINE_BEAD_DENSITY_PER_NM3 * need ** 3))
+        raise BenchmarkError(f"{n_beads} beads at the reline density fill a {box_edge:.3f} nm box, smaller "
+                             f"than twice the interaction cutoff ({cutoff_nm:g} nm); use at least "
+                             f"{n_min} beads (--beads) or a smaller cutoff (--cutoff)")
+
+
 def _system_input(settings: BenchmarkSettings, ff):
     """``(topology, positions nm, box nm or None, description)``."""
     from openmm_cgkd.topology import bead_topology, read_bead_pdb
@@ -507,13 +518,8 @@ def _system_input(settings: BenchmarkSettings, ff):
     if sorted(ff.type_names) != sorted(["Cho", "Cl", "Urea"]):
         raise BenchmarkError(f"the model's bead types {ff.type_names} are not the DES ones (Cho, Cl, Urea); "
                              "give a structure (bead PDB) for it")
+    _check_des_box(settings.n_beads, ff.interaction_cutoff_nm)
     box_edge = des_box_nm(settings.n_beads)
-    need = 2.0 * ff.interaction_cutoff_nm
-    if box_edge < need:
-        n_min = int(math.ceil(RELINE_BEAD_DENSITY_PER_NM3 * need ** 3))
-        raise BenchmarkError(f"{settings.n_beads} beads at the reline density fill a {box_edge:.3f} nm box, smaller "
-                             f"than twice the interaction cutoff ({ff.interaction_cutoff_nm:g} nm); use at least "
-                             f"{n_min} beads or a smaller cutoff")
     names, positions, box = des_lattice(settings.n_beads, seed=settings.seed)
     residue = {b.name: b.residue_name for b in ff.bead_types}
     topology = bead_topology(names, box, residue_names=residue)
@@ -548,6 +554,9 @@ def run_benchmark(settings: BenchmarkSettings, progress: bool = True,
         archs = ["(bundle)"]
     else:
         archs = list(settings.architectures or [default_architecture(platform_name)])
+        if not settings.structure:  # the box check before any model is built (the wall's range is checked later)
+            for arch in archs:
+                _check_des_box(settings.n_beads, untrained_model_config(arch, settings).cutoff_nm)
     on_gpu = platform_name in ("CUDA", "OpenCL", "HIP")
     device = "cuda" if platform_name == "CUDA" else "cpu"
     pos_dtype = torch.float64 if (not on_gpu or settings.precision == "double") else torch.float32

@@ -93,14 +93,26 @@ def write_bead_pdb(path: str | Path, topology, positions_nm: np.ndarray, box_nm:
 
 
 def read_bead_pdb(path: str | Path):
-    """Read a bead PDB: returns (openmm Topology, positions (N, 3) nm, box (3, 3) nm or None)."""
+    """Read a bead PDB: returns (openmm Topology, positions (N, 3) nm, box (3, 3) nm or None).
+
+    :class:`~openmm_cgkd.errors.MissingFileError` when there is no such file,
+    :class:`~openmm_cgkd.errors.UsageError` when it is no PDB or holds no atoms."""
     from openmm import unit
     from openmm.app import PDBFile
 
+    from openmm_cgkd.errors import MissingFileError, UsageError
+
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"structure file not found: {path}")
-    pdb = PDBFile(str(path))
+        raise MissingFileError(f"structure file not found: {path}")
+    with open(path, errors="replace") as fh:
+        if not any(line.startswith(("ATOM", "HETATM")) for line in fh):
+            raise UsageError(f"{path} holds no atoms (no ATOM/HETATM records): give a bead PDB with a CRYST1 box, "
+                             "e.g. the final.pdb of a run")
+    try:
+        pdb = PDBFile(str(path))
+    except Exception as exc:  # noqa: BLE001 - OpenMM's reader raises many types for a malformed file
+        raise UsageError(f"could not read {path} as a PDB file: {exc!r}") from exc
     pos = np.asarray(pdb.getPositions(asNumpy=True).value_in_unit(unit.nanometer))
     vecs = pdb.topology.getPeriodicBoxVectors()
     box = None if vecs is None else np.asarray(vecs.value_in_unit(unit.nanometer))

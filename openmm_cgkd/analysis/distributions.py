@@ -26,6 +26,8 @@ __all__ = ["Distribution", "AnalysisError", "bead_type_indices", "pair_keys", "u
 class AnalysisError(CGKDError, ValueError):
     """Input that the structural analysis cannot work with (no box, unknown types, ...)."""
 
+    exit_code = 2  # bad input: usage error
+
 
 @dataclass
 class Distribution:

@@ -1,4 +1,8 @@
-"""``cgkd aa-build``, ``cgkd aa-run``, ``cgkd map``: all-atom reference data and the AA -> CG mapping."""
+"""``cgkd aa-build``, ``cgkd aa-run``, ``cgkd map``: all-atom reference data and the AA -> CG mapping.
+
+Every argument is checked before any packing, minimisation, MD or mapping starts; errors follow
+the ``cgkd`` convention (:mod:`openmm_cgkd.cli.common`).
+"""
 from __future__ import annotations
 
 import argparse
@@ -6,7 +10,13 @@ import json
 import sys
 from pathlib import Path
 
+from openmm_cgkd.cli.common import (add_platform_argument, check_input_file, check_output_dir, check_output_file,
+                                    nonnegative_float, nonnegative_int, positive_float, positive_int)
+from openmm_cgkd.errors import MissingFileError, UsageError
+
 DEFAULT_SYSTEM = "systems/des/system.yaml"
+DEFAULT_MAPPING = "systems/des/mapping.yaml"
+FORCE_UNIT_NAMES = ("kJ/mol/nm", "kJ/mol/A", "kcal/mol/A", "kcal/mol/nm")  # = data.external.FORCE_UNITS
 
 
 def _add_system_args(p: argparse.ArgumentParser) -> None:
@@ -15,23 +25,28 @@ def _add_system_args(p: argparse.ArgumentParser) -> None:
                    help="system definition YAML (force field, composition, box, temperature; "
                         f"default {DEFAULT_SYSTEM}: reline, 250 choline / 250 Cl / 500 urea in 4.484 nm)")
     size = g.add_mutually_exclusive_group()
-    size.add_argument("--molecules", type=int, metavar="N",
-                      help="total molecule count; composition ratios and density are kept "
-                           "(e.g. 252 -> 63 choline, 63 Cl, 126 urea in a 2.832 nm box)")
-    size.add_argument("--scale", type=float, metavar="F", help="multiply every molecule count by F (same density)")
-    g.add_argument("--cutoff", type=float, metavar="NM",
+    size.add_argument("--molecules", type=positive_int, metavar="N",
+                      help="total molecule count; composition ratios and density are kept exactly, else the "
+                           "command refuses and names the nearest sizes that keep them "
+                           "(e.g. 252 -> 63 choline, 63 Cl, 126 urea in a 2.832 nm box; reline needs a multiple of 4)")
+    size.add_argument("--scale", type=positive_float, metavar="F",
+                      help="multiply every molecule count by F (same density)")
+    g.add_argument("--cutoff", type=positive_float, metavar="NM",
                    help="nonbonded cutoff in nm (default: the system file's; must be below half the box)")
 
 
 def _load_system(args):
     from openmm_cgkd.data.systemdef import SystemDefinition
 
-    sysdef = SystemDefinition.from_yaml(args.system)
-    if args.molecules:
+    sysdef = SystemDefinition.from_yaml(check_input_file(args.system, "system definition (--system)"))
+    if args.molecules is not None:
         sysdef = sysdef.resized(n_molecules=args.molecules)
-    elif args.scale:
+    elif args.scale is not None:
         sysdef = sysdef.resized(scale=args.scale)
-    if getattr(args, "cutoff", None):
+    if getattr(args, "cutoff", None) is not None:
+        if args.cutoff >= 0.5 * sysdef.box_nm:
+            raise UsageError(f"--cutoff {args.cutoff} nm is not below half the {sysdef.box_nm:.3f} nm box; "
+                             f"use at most {0.49 * sysdef.box_nm:.3f} nm or a larger system")
         sysdef.cutoff_nm = float(args.cutoff)
     if sysdef.cutoff_nm >= 0.5 * sysdef.box_nm:
         new = round(0.49 * sysdef.box_nm, 3)
@@ -45,9 +60,10 @@ def _cmd_build(args) -> int:
     from openmm_cgkd.data.aamd import select_platform
     from openmm_cgkd.data.build import build_box
 
+    out = check_output_file(args.out, "--out", (".pdb",))
     sysdef = _load_system(args)
     plat, _ = select_platform(args.platform, args.threads)
-    build_box(sysdef, args.out, seed=args.seed, minimise_steps=args.max_iterations, platform=plat)
+    build_box(sysdef, out, seed=args.seed, minimise_steps=args.max_iterations, platform=plat)
     return 0
 
 
@@ -69,17 +85,24 @@ def _protocol(args, sysdef):
 def _cmd_run(args) -> int:
     from openmm_cgkd.data.aamd import select_platform, run_aa
     from openmm_cgkd.data.build import build_box
-
     from openmm_cgkd.data.mapping import MappingSpec
 
+    run_dir = check_output_dir(args.run_dir, "--run-dir")
+    structure = None if args.structure is None else check_input_file(args.structure, "starting structure (--structure)")
+    if args.mapping and args.no_mapping:
+        raise UsageError("give --mapping or --no-mapping, not both")
     sysdef = _load_system(args)
     protocol = _protocol(args, sysdef)
     mapping = None
     if not args.no_mapping:
         path = args.mapping or sysdef.mapping_path
-        mapping = MappingSpec.from_yaml(path) if path else None
-    run_dir = Path(args.run_dir)
-    structure = args.structure
+        mapping = MappingSpec.from_yaml(check_input_file(path, "mapping spec (--mapping)")) if path else None
+    if structure is not None and not (run_dir / "run.json").is_file():
+        n = _pdb_atom_count(structure)
+        if n != sysdef.n_atoms:
+            raise UsageError(f"--structure {structure} has {n} atoms; the system ({sysdef.n_molecules} molecules: "
+                             f"{sysdef.composition}) has {sysdef.n_atoms}: pack a box with `cgkd aa-build` and the "
+                             "same --system / --molecules / --scale")
     if structure is None and not (run_dir / "run.json").is_file():
         structure = run_dir / "built.pdb"
         if not structure.is_file():
@@ -90,10 +113,75 @@ def _cmd_run(args) -> int:
     return 0 if summary["finished"] else 3
 
 
-def _cmd_map(args) -> int:
-    from openmm_cgkd.data.mapping import map_command
+def _pdb_atom_count(path: Path) -> int:
+    with open(path, errors="replace") as fh:
+        return sum(1 for line in fh if line.startswith(("ATOM", "HETATM")))
 
-    return map_command(args)
+
+def _add_map_arguments(p) -> None:
+    g = p.add_argument_group("input")
+    g.add_argument("--run-dir", help="`cgkd aa-run` directory (its committed production frames are used)")
+    g.add_argument("--trajectory", help="AA trajectory: .trr (GROMACS, with forces) or any mdtraj format")
+    g.add_argument("--topology", help="topology for --trajectory: .gro, .pdb (or .top for GROMACS)")
+    g.add_argument("--forces", help="(frames, atoms, 3) force array: .npy, or .h5/.npz with a 'forces' dataset")
+    g.add_argument("--force-unit", default="kJ/mol/nm", choices=FORCE_UNIT_NAMES,
+                   help="unit of the --forces array (TRR files are always kJ/mol/nm)")
+    g.add_argument("--masses", help="per-atom masses (dalton), .npy or text, overriding the topology's")
+    g.add_argument("--timestep-ps", type=positive_float, help="time between frames when the input carries no times")
+    o = p.add_argument_group("mapping and output")
+    o.add_argument("--mapping", default=DEFAULT_MAPPING,
+                   help="mapping spec YAML (default: DES, one bead per molecule, types Cho/Cl/Urea)")
+    o.add_argument("--out", required=True, help="output CG dataset (.h5)")
+    o.add_argument("--stride", type=positive_int, default=1, help="keep every STRIDE-th frame")
+    o.add_argument("--max-frames", type=positive_int, help="keep at most this many frames (after stride)")
+    o.add_argument("--no-unit-check", action="store_true",
+                   help="skip the plausibility checks of force magnitudes and atom density")
+    o.add_argument("--note", default="", help="free text stored in the dataset provenance")
+
+
+def _cmd_map(args) -> int:
+    """`cgkd map`: every input checked first, then read, mapped and written."""
+    if bool(args.run_dir) == bool(args.trajectory):
+        raise UsageError("give exactly one of --run-dir or --trajectory (with --topology)")
+    out = check_output_file(args.out, "--out", (".h5", ".hdf5"))
+    mapping = check_input_file(args.mapping, "mapping spec (--mapping)")
+    if args.run_dir:
+        if not Path(args.run_dir).is_dir():
+            raise MissingFileError(f"--run-dir {args.run_dir}: no such directory")
+        for opt in ("topology", "forces", "masses", "timestep_ps"):
+            if getattr(args, opt) is not None:
+                raise UsageError(f"--{opt.replace('_', '-')} goes with --trajectory; an aa-run directory brings "
+                                 "its own topology, forces, masses and times")
+        if args.force_unit != "kJ/mol/nm":
+            raise UsageError("--force-unit goes with --forces; an aa-run directory holds kJ/mol/nm")
+    else:
+        if not args.topology:
+            raise UsageError("--trajectory needs --topology (.gro, .pdb or .top)")
+        check_input_file(args.trajectory, "trajectory (--trajectory)")
+        check_input_file(args.topology, "topology (--topology)")
+        if args.forces:
+            check_input_file(args.forces, "force array (--forces)")
+        elif args.force_unit != "kJ/mol/nm":
+            raise UsageError("--force-unit is the unit of a --forces array; TRR files are always kJ/mol/nm")
+        if args.masses:
+            check_input_file(args.masses, "masses (--masses)")
+
+    from openmm_cgkd.data import external
+    from openmm_cgkd.data.mapping import MappingSpec, map_trajectory
+
+    spec = MappingSpec.from_yaml(mapping)
+    if args.run_dir:
+        aa = external.load_run(args.run_dir, check_units=not args.no_unit_check)
+    else:
+        masses = external.read_masses(args.masses) if args.masses else None
+        aa = external.load_trajectory(args.trajectory, args.topology, forces=args.forces, force_unit=args.force_unit,
+                                      masses=masses, timestep_ps=args.timestep_ps, check_units=not args.no_unit_check)
+    extra = {"note": args.note} if args.note else {}
+    ds = map_trajectory(aa, spec, stride=args.stride, max_frames=args.max_frames, provenance=extra)
+    ds.save(out)
+    print(json.dumps({"out": str(out), "frames": ds.n_frames, "beads": ds.n_beads, "types": ds.type_counts(),
+                      "time_ps": [float(ds.times[0]), float(ds.times[-1])]}))
+    return 0
 
 
 def register(sub) -> None:
@@ -108,9 +196,10 @@ def register(sub) -> None:
     _add_system_args(p)
     p.add_argument("--out", required=True, help="output PDB (positions in the system's atom order)")
     p.add_argument("--seed", type=int, default=1, help="packmol random seed (default 1)")
-    p.add_argument("--max-iterations", type=int, default=0, help="minimiser iteration cap (0 = until converged)")
-    p.add_argument("--platform", choices=["CUDA", "CPU", "Reference"], help="OpenMM platform (default: CUDA if present, else CPU)")
-    p.add_argument("--threads", type=int, help="CPU platform threads (default: all cores)")
+    p.add_argument("--max-iterations", type=nonnegative_int, default=0,
+                   help="minimiser iteration cap (0 = until converged)")
+    add_platform_argument(p)
+    p.add_argument("--threads", type=positive_int, help="CPU platform threads (default: all cores)")
     p.set_defaults(func=_cmd_build)
 
     # ------------------------------------------------------------------ aa-run
@@ -131,33 +220,33 @@ def register(sub) -> None:
     p.add_argument("--run-dir", required=True, help="directory holding the run's checkpoints and frames")
     p.add_argument("--structure", help="starting PDB from `cgkd aa-build` (new runs only)")
     g = p.add_argument_group("protocol")
-    g.add_argument("--temperature", type=float, help="K (default: the system file's, 298.1 for reline)")
+    g.add_argument("--temperature", type=positive_float, help="K (default: the system file's, 298.1 for reline)")
     g.add_argument("--thermostat", choices=["langevin", "nose-hoover"], default="langevin",
                    help="LangevinMiddle (default) or Nose-Hoover chain")
-    g.add_argument("--friction", type=float, help="Langevin friction / Nose-Hoover collision frequency, 1/ps")
-    g.add_argument("--timestep", type=float, metavar="FS", help="time step, fs (default: the system file's)")
-    g.add_argument("--hydrogen-mass", type=float, metavar="DA",
+    g.add_argument("--friction", type=positive_float, help="Langevin friction / Nose-Hoover collision frequency, 1/ps")
+    g.add_argument("--timestep", type=positive_float, metavar="FS", help="time step, fs (default: the system file's)")
+    g.add_argument("--hydrogen-mass", type=positive_float, metavar="DA",
                    help="repartition hydrogen masses to DA dalton (from the bonded heavy atom) for the integrator "
                         "only, e.g. 3 with --timestep 4; the mapping still uses physical masses")
     g.add_argument("--mapping", help="map each part to beads during the run (RUN_DIR/cg/, small enough to keep in "
                                      "git; RUN_DIR/cg.h5 when done); default: the system file's mapping")
     g.add_argument("--no-mapping", action="store_true", help="do not map during the run")
-    g.add_argument("--anneal-ps", type=float, default=0.0, help="anneal length, ps (0 = none)")
-    g.add_argument("--anneal-temperature", type=float, default=400.0, help="anneal start temperature, K")
-    g.add_argument("--equilibration-ps", type=float, default=100.0, help="NVT equilibration, ps (default 100)")
-    g.add_argument("--production-ps", type=float, default=500.0, help="production length, ps (default 500)")
-    g.add_argument("--frame-interval-ps", type=float, default=1.0, help="time between saved frames, ps (default 1)")
-    g.add_argument("--checkpoint-every", type=int, default=10, metavar="FRAMES",
+    g.add_argument("--anneal-ps", type=nonnegative_float, default=0.0, help="anneal length, ps (0 = none)")
+    g.add_argument("--anneal-temperature", type=positive_float, default=400.0, help="anneal start temperature, K")
+    g.add_argument("--equilibration-ps", type=nonnegative_float, default=100.0,
+                   help="NVT equilibration, ps (default 100)")
+    g.add_argument("--production-ps", type=positive_float, default=500.0, help="production length, ps (default 500)")
+    g.add_argument("--frame-interval-ps", type=positive_float, default=1.0,
+                   help="time between saved frames, ps (default 1; at least one time step)")
+    g.add_argument("--checkpoint-every", type=positive_int, default=10, metavar="FRAMES",
                    help="frames per part file / checkpoint (default 10)")
     g.add_argument("--seed", type=int, default=1, help="velocity / thermostat / packing seed")
-    g.add_argument("--platform", choices=["CUDA", "CPU", "Reference"], help="default: CUDA if present, else CPU")
-    g.add_argument("--threads", type=int, help="CPU platform threads (default: all cores)")
+    add_platform_argument(g)
+    g.add_argument("--threads", type=positive_int, help="CPU platform threads (default: all cores)")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_run)
 
     # ------------------------------------------------------------------ map
-    from openmm_cgkd.data.mapping import add_map_arguments
-
     p = sub.add_parser(
         "map", formatter_class=fmt, help="map AA positions/forces to a CG dataset (HDF5)",
         description="Map an all-atom trajectory WITH FORCES to coarse-grained beads and write a CG dataset\n"
@@ -172,5 +261,5 @@ def register(sub) -> None:
                     "                                     any mdtraj-readable trajectory (dcd, xtc, h5, nc, pdb)\n"
                     "                                     plus a (frames, atoms, 3) force array\n\n"
                     "example:  cgkd map --run-dir runs/des252 --mapping systems/des/mapping.yaml --out des_cg.h5")
-    add_map_arguments(p)
+    _add_map_arguments(p)
     p.set_defaults(func=_cmd_map)

@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from openmm_cgkd.cli.common import check_output_dir, nonnegative_int, positive_float, positive_int
+
 __all__ = ["register", "run"]
 
 EPILOG = """\
@@ -15,14 +17,13 @@ examples:
 
 writes OUT/report.json (all numbers and curves), OUT/summary.md (tables) and PNG plots
 (rdf.png, adf_<cutoff>.png, cdf.png, cdf_time.png, tae.png, energy.png). Exit status 0 on
-success, 1 on bad input, 3 with --strict when a replica is broken or clusters.
+success, 2 on bad usage or input (an argument, a missing or mismatched input file), 3 with
+--strict when a replica is broken or clusters.
 """
 
 
 def register(subparsers) -> None:
-    from openmm_cgkd.analysis.report import AnalysisSettings
-
-    d = AnalysisSettings()
+    # defaults are AnalysisSettings' (filled in by `run`: importing it here would slow `cgkd --help`)
     p = subparsers.add_parser(
         "analyze", help="RDF/ADF/CDF, TAEs, stability and equilibration of CG replicas vs an AA reference",
         description="Structural validation of one CG model: replicas (trajectories) against an AA reference "
@@ -38,21 +39,21 @@ def register(subparsers) -> None:
                    help="potential-energy CSV logs, one per trajectory, for equilibration detection")
     p.add_argument("--out", "-o", required=True, metavar="DIR", help="output directory")
     p.add_argument("--name", default="model", help="model name in the report")
-    p.add_argument("--stride", type=int, default=d.stride, help="keep every N-th CG frame")
-    p.add_argument("--discard-frames", type=int, default=d.discard_frames,
+    p.add_argument("--stride", type=positive_int, help="keep every N-th CG frame (default 1)")
+    p.add_argument("--discard-frames", type=nonnegative_int,
                    help="equilibration discard: frames (after stride) dropped from the start of EVERY replica; "
                         "pymbar's estimate is reported beside it and a replica not equilibrated within it is flagged")
-    p.add_argument("--reference-stride", type=int, default=d.reference_stride, help="keep every N-th reference frame")
-    p.add_argument("--reference-max-frames", type=int, default=None, help="use only the last N reference frames")
-    p.add_argument("--rdf-r-max", type=float, default=d.rdf_r_max, help="RDF range (nm; capped at half the box)")
-    p.add_argument("--rdf-bin-width", type=float, default=d.rdf_bin_width, help="RDF bin width (nm)")
-    p.add_argument("--rdf-mode", choices=("g", "density"), default=d.rdf_mode,
-                   help="RDF TAE of g(r) itself, or of unit-area g(r) curves")
-    p.add_argument("--adf-cutoffs", type=float, nargs="+", default=list(d.adf_cutoffs), help="ADF neighbour cutoffs (nm)")
-    p.add_argument("--adf-bin-width", type=float, default=d.adf_bin_width, help="ADF bin width (degree)")
-    p.add_argument("--cdf-bin-width", type=float, default=d.cdf_bin_width, help="CDF bin width (nm)")
-    p.add_argument("--blocks", type=int, default=d.n_blocks, help="blocks of the time-resolved CDFs")
-    p.add_argument("--drift-threshold", type=float, default=d.drift_threshold,
+    p.add_argument("--reference-stride", type=positive_int, help="keep every N-th reference frame (default 1)")
+    p.add_argument("--reference-max-frames", type=positive_int, help="use only the last N reference frames")
+    p.add_argument("--rdf-r-max", type=positive_float, help="RDF range (nm; capped at half the box)")
+    p.add_argument("--rdf-bin-width", type=positive_float, help="RDF bin width (nm)")
+    p.add_argument("--rdf-mode", choices=("g", "density"),
+                   help="RDF TAE of g(r) itself (default), or of unit-area g(r) curves")
+    p.add_argument("--adf-cutoffs", type=positive_float, nargs="+", help="ADF neighbour cutoffs (nm)")
+    p.add_argument("--adf-bin-width", type=positive_float, help="ADF bin width (degree)")
+    p.add_argument("--cdf-bin-width", type=positive_float, help="CDF bin width (nm)")
+    p.add_argument("--blocks", type=positive_int, help="blocks of the time-resolved CDFs")
+    p.add_argument("--drift-threshold", type=positive_float,
                    help="flag clustering when the mean merge distance shrinks by more than this fraction")
     p.add_argument("--no-plots", action="store_true", help="write JSON and Markdown only")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (never shown when stderr is no terminal)")
@@ -63,24 +64,19 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from openmm_cgkd.analysis.distributions import AnalysisError
     from openmm_cgkd.analysis.report import AnalysisSettings, analyze_model, write_report
 
-    try:
-        settings = AnalysisSettings(
-            rdf_r_max=args.rdf_r_max, rdf_bin_width=args.rdf_bin_width, rdf_mode=args.rdf_mode,
-            adf_cutoffs=tuple(args.adf_cutoffs), adf_bin_width=args.adf_bin_width,
-            cdf_bin_width=args.cdf_bin_width, n_blocks=args.blocks, drift_threshold=args.drift_threshold,
-            stride=args.stride, discard_frames=args.discard_frames, reference_stride=args.reference_stride,
-            reference_max_frames=args.reference_max_frames)
-        report = analyze_model(args.trajectory, args.reference, topology=args.topology,
-                               reference_topology=args.reference_topology, energies=args.energies,
-                               settings=settings, name=args.name,
-                               progress=not args.no_progress and sys.stderr.isatty())
-        written = write_report(report, args.out, plots=not args.no_plots)
-    except (AnalysisError, FileNotFoundError, ValueError) as exc:
-        print(f"cgkd analyze: error: {exc}", file=sys.stderr)
-        return 1
+    out = check_output_dir(args.out)
+    given = {"rdf_r_max": args.rdf_r_max, "rdf_bin_width": args.rdf_bin_width, "rdf_mode": args.rdf_mode,
+             "adf_cutoffs": None if args.adf_cutoffs is None else tuple(args.adf_cutoffs),
+             "adf_bin_width": args.adf_bin_width, "cdf_bin_width": args.cdf_bin_width, "n_blocks": args.blocks,
+             "drift_threshold": args.drift_threshold, "stride": args.stride, "discard_frames": args.discard_frames,
+             "reference_stride": args.reference_stride, "reference_max_frames": args.reference_max_frames}
+    settings = AnalysisSettings(**{k: v for k, v in given.items() if v is not None})
+    report = analyze_model(args.trajectory, args.reference, topology=args.topology,
+                           reference_topology=args.reference_topology, energies=args.energies,
+                           settings=settings, name=args.name, progress=not args.no_progress and sys.stderr.isatty())
+    written = write_report(report, out, plots=not args.no_plots)
     print(f"{report.name}: {len(report.good_replicas)}/{len(report.replicas)} replica(s) analysed, "
           f"{report.n_failed} of {len(report.replicas)} failed")
     for key, stat in report.summary.items():

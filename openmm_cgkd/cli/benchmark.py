@@ -4,6 +4,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from openmm_cgkd.cli.common import (add_platform_argument, check_input_file, check_output_file, nonnegative_int,
+                                    positive_float, positive_int)
+
 __all__ = ["register"]
 
 # = openmm_cgkd.benchmark.MODEL_NAMES (not imported here: it imports torch)
@@ -23,22 +26,22 @@ examples:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from openmm_cgkd.benchmark import BenchmarkError, BenchmarkSettings, format_goals, format_table, run_benchmark
+    if args.structure is not None:
+        check_input_file(args.structure, "structure (--structure)")
+    if args.out:
+        check_output_file(args.out, "--out", (".json",))
+    from openmm_cgkd.benchmark import BenchmarkSettings, format_goals, format_table, run_benchmark
 
-    try:
-        settings = BenchmarkSettings(
-            n_beads=args.beads, architectures=args.architecture, members=args.members, models=args.models,
-            embedding_dim=args.embedding_dim, num_layers=args.layers, num_rbf=args.num_rbf, cutoff_nm=args.cutoff,
-            platform=args.platform, precision=args.precision, cuda_graphs=args.cuda_graphs, threads=args.threads,
-            steps=args.steps, warmup_steps=args.warmup, repeats=args.repeats, timestep_fs=args.timestep,
-            temperature_k=args.temperature, wall=not args.no_wall, seed=args.seed,
-            structure=str(args.structure) if args.structure else None,
-            ensemble_bundle=args.ensemble_bundle, student_bundle=args.student_bundle, skip_torch=args.skip_torch,
-            backends=args.backend)
-        result = run_benchmark(settings, progress=not args.no_progress)
-    except (BenchmarkError, ValueError, FileNotFoundError) as exc:
-        print(f"cgkd benchmark: error: {exc}")
-        return 1
+    settings = BenchmarkSettings(
+        n_beads=args.beads, architectures=args.architecture, members=args.members, models=args.models,
+        embedding_dim=args.embedding_dim, num_layers=args.layers, num_rbf=args.num_rbf, cutoff_nm=args.cutoff,
+        platform=args.platform, precision=args.precision, cuda_graphs=args.cuda_graphs, threads=args.threads,
+        steps=args.steps, warmup_steps=args.warmup, repeats=args.repeats, timestep_fs=args.timestep,
+        temperature_k=args.temperature, wall=not args.no_wall, seed=args.seed,
+        structure=str(args.structure) if args.structure else None,
+        ensemble_bundle=args.ensemble_bundle, student_bundle=args.student_bundle, skip_torch=args.skip_torch,
+        backends=args.backend)
+    result = run_benchmark(settings, progress=not args.no_progress)
     m = result.machine
     print()
     print(f"machine: {m.get('cpu')} ({m.get('cpu_count')} CPUs, torch threads {m.get('torch_threads')}"
@@ -73,7 +76,7 @@ def register(subparsers) -> None:
                     "or --structure. Untrained models unless bundles are given (fine for speed; said in the output). "
                     "Prints a table and the goals (ensemble <= 2x student; OpenMM overhead <= 10%%), writes JSON.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--beads", type=int, default=250, help="number of DES beads (default 250; >= 89 for a 1 nm cutoff)")
+    p.add_argument("--beads", type=positive_int, default=250, help="number of DES beads (default 250; >= 89 for a 1 nm cutoff)")
     p.add_argument("--structure", type=Path, default=None, help="bead PDB with a CRYST1 box instead of --beads")
     p.add_argument("--ensemble-bundle", default=None,
                    help="ensemble bundle (path or shipped name); teacher = its member 0 (default: untrained)")
@@ -81,26 +84,29 @@ def register(subparsers) -> None:
     p.add_argument("--architecture", nargs="+", default=None,
                    choices=["graph-network", "tensornet", "equivariant-transformer"],
                    help="architecture(s) of the untrained models (default: graph-network on CPU, tensornet on CUDA)")
-    p.add_argument("--members", type=int, default=8, help="ensemble size K (default 8)")
+    p.add_argument("--members", type=positive_int, default=8, help="ensemble size K (default 8)")
     p.add_argument("--models", nargs="+", default=list(MODEL_NAMES), choices=list(MODEL_NAMES),
                    help="which models to time (default: all)")
-    p.add_argument("--embedding-dim", type=int, default=None,
+    p.add_argument("--embedding-dim", type=positive_int, default=None,
                    help="untrained models: feature size (default: the shipped config's, openmm_cgkd/model/configs)")
-    p.add_argument("--layers", type=int, default=None, help="untrained models: interaction layers (default: config's)")
-    p.add_argument("--num-rbf", type=int, default=None, help="untrained models: radial basis functions (default: config's)")
-    p.add_argument("--cutoff", type=float, default=None, metavar="NM",
+    p.add_argument("--layers", type=positive_int, default=None,
+                   help="untrained models: interaction layers (default: config's)")
+    p.add_argument("--num-rbf", type=positive_int, default=None,
+                   help="untrained models: radial basis functions (default: config's)")
+    p.add_argument("--cutoff", type=positive_float, default=None, metavar="NM",
                    help="untrained models: cutoff in nm (default: config's, 1.0)")
-    p.add_argument("--platform", default="CPU", help="OpenMM platform: CPU (default), CUDA, Reference or auto")
+    add_platform_argument(p, default="CPU")
     p.add_argument("--precision", choices=["single", "mixed", "double"], default=None, help="CUDA precision")
     p.add_argument("--cuda-graphs", choices=["off", "on", "both"], default="off",
                    help="openmm-torch useCUDAGraphs (CUDA only; 'both' times each model with and without)")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for OpenMM and torch (default: all)")
-    p.add_argument("--steps", type=int, default=5, help="timed MD steps (and torch calls) per repeat (default 5)")
-    p.add_argument("--warmup", type=int, default=3,
+    p.add_argument("--threads", type=positive_int, default=None, help="CPU threads for OpenMM and torch (default: all)")
+    p.add_argument("--steps", type=positive_int, default=5, help="timed MD steps (and torch calls) per repeat (default 5)")
+    p.add_argument("--warmup", type=nonnegative_int, default=3,
                    help="untimed warm-up steps / calls after the first evaluation (default 3; TorchScript optimises during the first 2-3 calls)")
-    p.add_argument("--repeats", type=int, default=3, help="timed repeats; the median is reported (default 3)")
-    p.add_argument("--timestep", type=float, default=2.0, metavar="FS", help="MD time step in fs (default 2)")
-    p.add_argument("--temperature", type=float, default=298.1, metavar="K", help="temperature in K (default 298.1)")
+    p.add_argument("--repeats", type=positive_int, default=3, help="timed repeats; the median is reported (default 3)")
+    p.add_argument("--timestep", type=positive_float, default=2.0, metavar="FS", help="MD time step in fs (default 2)")
+    p.add_argument("--temperature", type=positive_float, default=298.1, metavar="K",
+                   help="temperature in K (default 298.1)")
     p.add_argument("--no-wall", action="store_true", help="leave the repulsive wall force out of the System")
     p.add_argument("--skip-torch", action="store_true", help="do not time the bare torch call")
     p.add_argument("--backend", nargs="+", choices=["torchforce", "python"], default=["torchforce", "python"],

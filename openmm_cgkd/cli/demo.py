@@ -20,7 +20,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from openmm_cgkd.cli.simulate import add_md_arguments, reports_errors, run_md
+from openmm_cgkd.cli.simulate import add_md_arguments, check_md_arguments, run_md
+from openmm_cgkd.errors import MissingFileError
 
 __all__ = ["register", "build_demo_bundle", "TRAINED_DEFAULT", "UNTRAINED_DEFAULT", "DEFAULT_STRUCTURE"]
 
@@ -80,10 +81,10 @@ def _print_taes(trajectory: str, topology: Path, reference: Path, out: Path) -> 
     print(f"  stable: {'yes' if report.stable else 'NO'}; plots and numbers in {out / 'analysis'}")
 
 
-@reports_errors
 def _demo(args: argparse.Namespace) -> int:
     from openmm_cgkd.serving.forcefield import CGKDForceField
 
+    check_md_arguments(args)
     ff = CGKDForceField(_choose_bundle(args.bundle))
     reference = None
     if args.structure is None:
@@ -94,7 +95,7 @@ def _demo(args: argparse.Namespace) -> int:
         else:
             args.structure = DEFAULT_STRUCTURE
     if not args.structure.is_file():
-        raise FileNotFoundError(f"demo structure not found: {args.structure} (regenerate it with "
+        raise MissingFileError(f"demo structure not found: {args.structure} (regenerate it with "
                                 "`uv run python systems/des/make_cg_start.py`)")
     print("cgkd demo: CG molecular dynamics of reline (choline chloride : urea 1:2)")
     print(f"model: {ff.describe()}")

@@ -3,14 +3,25 @@
 Each stage lives in its own module under ``openmm_cgkd.cli`` that defines
 ``register(subparsers)``: it adds its sub-command(s) and sets ``func`` (a callable taking the
 parsed ``argparse.Namespace`` and returning an exit code). Add new modules to ``STAGE_MODULES``.
+Registering must stay cheap (no torch, numpy or OpenMM import): ``cgkd --help`` answers at once.
+
+Errors: :func:`main` turns the package's own errors (:class:`openmm_cgkd.errors.CGKDError`) into
+one line ``cgkd COMMAND: error: ...`` on stderr and the error's exit code (2 bad usage, 1 failed
+run); ``--debug`` (before or after COMMAND) or ``CGKD_DEBUG=1`` prints the traceback as well.
+Any other exception is a bug and propagates with its traceback.
 """
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+import traceback
 
 from openmm_cgkd import __version__
+from openmm_cgkd.errors import CGKDError
+
+DEBUG_HELP = "on an error, print the full traceback too (also: CGKD_DEBUG=1)"
 
 # Order = order in `cgkd --help`.
 STAGE_MODULES: list[str] = ["demo", "aa", "simulate", "train", "analyze", "benchmark", "pipeline"]
@@ -22,9 +33,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Knowledge-distilled coarse-grained force fields for OpenMM. "
                     "Units everywhere: nm, ps, kJ/mol, dalton, kelvin.")
     parser.add_argument("--version", action="version", version=f"openmm_cgkd {__version__}")
+    parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in STAGE_MODULES:
         importlib.import_module(f"openmm_cgkd.cli.{name}").register(sub)
+    for command in sub.choices.values():  # `cgkd COMMAND ... --debug` works too
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
     return parser
 
 
@@ -34,7 +48,19 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    return int(args.func(args) or 0)
+    debug = bool(getattr(args, "debug", False)) or os.environ.get("CGKD_DEBUG", "") not in ("", "0")
+    try:
+        return int(args.func(args) or 0)
+    except CGKDError as exc:
+        if debug:
+            traceback.print_exc()
+        print(f"cgkd {args.command}: error: {exc}", file=sys.stderr)
+        return int(exc.exit_code)
+    except KeyboardInterrupt:
+        if debug:
+            traceback.print_exc()
+        print(f"cgkd {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -20,16 +20,11 @@ def register(subparsers) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from openmm_cgkd.pipeline import load_pipeline_config, run_pipeline
-    from openmm_cgkd.training.config import ConfigError
 
-    try:
-        cfg = load_pipeline_config(args.config)
-        if args.out:
-            cfg.out = args.out
-        if args.dataset:
-            cfg.dataset = args.dataset
-        run_pipeline(cfg, only=args.only)
-    except ConfigError as exc:
-        print(f"cgkd pipeline: {exc}")
-        return 2
+    cfg = load_pipeline_config(args.config)  # a bad config: ConfigError, reported by `cgkd` (exit 2)
+    if args.out:
+        cfg.out = args.out
+    if args.dataset:
+        cfg.dataset = args.dataset
+    run_pipeline(cfg, only=args.only)
     return 0

@@ -2,50 +2,34 @@
 from __future__ import annotations
 
 import argparse
-import functools
-import sys
 from pathlib import Path
 
-__all__ = ["register", "add_md_arguments", "run_md", "reports_errors", "cpu_threads"]
+from openmm_cgkd.cli.common import (add_platform_argument, check_input_file, check_output_dir, nonnegative_float,
+                                    nonnegative_int, positive_float, positive_int)
+from openmm_cgkd.errors import UsageError
 
-
-def reports_errors(func):
-    """Decorate a command: bad input (missing bundle or file, unknown bead, bad box, blown-up
-    run, ...) prints one line ``error: ...`` on stderr and exits with status 1, no traceback."""
-    @functools.wraps(func)
-    def wrapper(args: argparse.Namespace) -> int:
-        from openmm_cgkd.bundle import BundleError
-        from openmm_cgkd.serving.forcefield import ServingError
-        from openmm_cgkd.simulation import SimulationError
-
-        try:
-            return func(args)
-        except (BundleError, ServingError, SimulationError, FileNotFoundError, ValueError) as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 1
-    return wrapper
+__all__ = ["register", "add_md_arguments", "check_md_arguments", "run_md", "cpu_threads"]
 
 
 def add_md_arguments(p: argparse.ArgumentParser, *, steps: int, out: str, report_interval: int) -> None:
     """The MD options shared by ``cgkd simulate`` and ``cgkd demo``."""
-    p.add_argument("--steps", type=int, default=steps, help=f"MD steps to run (default {steps})")
+    p.add_argument("--steps", type=nonnegative_int, default=steps, help=f"MD steps to run (default {steps})")
     p.add_argument("--out", type=Path, default=Path(out), help=f"output directory (default {out})")
-    p.add_argument("--temperature", type=float, default=298.1, metavar="K",
+    p.add_argument("--temperature", type=positive_float, default=298.1, metavar="K",
                    help="temperature in K (Langevin thermostat and initial velocities; default 298.1)")
-    p.add_argument("--timestep", type=float, default=2.0, metavar="FS", help="time step in fs (default 2)")
-    p.add_argument("--friction", type=float, default=1.0, metavar="PER_PS",
+    p.add_argument("--timestep", type=positive_float, default=2.0, metavar="FS", help="time step in fs (default 2)")
+    p.add_argument("--friction", type=nonnegative_float, default=1.0, metavar="PER_PS",
                    help="Langevin friction coefficient in 1/ps (default 1)")
-    p.add_argument("--report-interval", type=int, default=report_interval, metavar="STEPS",
+    p.add_argument("--report-interval", type=positive_int, default=report_interval, metavar="STEPS",
                    help=f"steps between DCD frames and log rows (default {report_interval})")
-    p.add_argument("--checkpoint-interval", type=int, default=None, metavar="STEPS",
+    p.add_argument("--checkpoint-interval", type=positive_int, default=None, metavar="STEPS",
                    help="write OUT/checkpoint.chk every this many steps and at the end (default: none; "
                         "with --resume every 10 report intervals)")
     p.add_argument("--resume", action="store_true",
                    help="continue from out/checkpoint.chk up to --steps in total, appending to DCD and log; "
                         "refused when the bundle, structure, temperature, time step, friction, seed, report "
                         "interval or platform differ from the run's")
-    p.add_argument("--platform", default="auto",
-                   help="OpenMM platform: auto (CUDA when present, else CPU), CUDA, CPU or Reference")
+    add_platform_argument(p)
     p.add_argument("--precision", choices=["single", "mixed", "double"], default=None,
                    help="CUDA precision (default: the platform's, 'single')")
     p.add_argument("--cuda-graphs", action="store_true", help="openmm-torch useCUDAGraphs (CUDA only)")
@@ -55,12 +39,28 @@ def add_md_arguments(p: argparse.ArgumentParser, *, steps: int, out: str, report
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the eager model (--backend python only; the first steps compile, "
                         "minutes on a CPU)")
-    p.add_argument("--threads", type=int, default=None,
+    p.add_argument("--threads", type=positive_int, default=None,
                    help="CPU threads of OpenMM's CPU platform and of torch (default: all cores, or 1 when the "
                         "load average exceeds half the cores)")
     p.add_argument("--seed", type=int, default=None, help="seed of the initial velocities and thermostat noise")
     p.add_argument("--minimize", action="store_true", help="minimise the energy before MD")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def check_md_arguments(args: argparse.Namespace) -> None:
+    """What can be checked of the MD options before any model is loaded: the output directory,
+    the structure file (when given) and option combinations (:class:`UsageError`)."""
+    check_output_dir(args.out)
+    if getattr(args, "structure", None) is not None:
+        check_input_file(args.structure, "structure file")
+    if getattr(args, "compile", False) and getattr(args, "backend", "torchforce") != "python":
+        raise UsageError("--compile applies torch.compile to the eager model: use it with --backend python")
+    if args.cuda_graphs and args.platform not in ("CUDA", "auto"):
+        raise UsageError(f"--cuda-graphs needs the CUDA platform, not {args.platform}")
+    if args.precision is not None and args.platform in ("CPU", "Reference"):
+        raise UsageError(f"--precision is a GPU-platform option; platform {args.platform} has none")
+    if args.threads is not None and args.platform in ("CUDA", "OpenCL", "HIP", "Reference"):
+        raise UsageError(f"--threads sets CPU threads; platform {args.platform} does not use them")
 
 
 def cpu_threads(requested: int | None, platform: str | None) -> int | None:
@@ -122,10 +122,10 @@ def run_md(ff, structure: Path, args: argparse.Namespace, description: str = "MD
     return result
 
 
-@reports_errors
 def _simulate(args: argparse.Namespace) -> int:
     from openmm_cgkd.serving.forcefield import CGKDForceField
 
+    check_md_arguments(args)
     ff = CGKDForceField(args.bundle)
     print(f"model: {ff.describe()}")
     run_md(ff, args.structure, args)

@@ -1,8 +1,14 @@
-"""``cgkd train-teachers``, ``cgkd label``, ``cgkd train-student``: the training stage."""
+"""``cgkd train-teachers``, ``cgkd label``, ``cgkd train-student``: the training stage.
+
+Errors follow the ``cgkd`` convention (:mod:`openmm_cgkd.cli.common`): a bad config is exit 2,
+the hardware asked for (``--accelerator gpu``, ``--device cuda``) is checked before training.
+"""
 from __future__ import annotations
 
 import argparse
 import sys
+
+from openmm_cgkd.cli.common import nonnegative_int, positive_int
 
 __all__ = ["register"]
 
@@ -26,7 +32,7 @@ writes OUT/bundle/ (the student bundle), OUT/metrics.json and PNG plots. Variant
 
 
 def register(subparsers) -> None:
-    from openmm_cgkd.training.students import VARIANTS
+    from openmm_cgkd.training.variants import VARIANTS  # torch-free: `cgkd --help` stays fast
 
     raw = argparse.RawDescriptionHelpFormatter
     p = subparsers.add_parser("train-teachers", help="train K teacher networks (different seeds) on mapped AA forces",
@@ -35,7 +41,7 @@ def register(subparsers) -> None:
     p.add_argument("config", help="teachers YAML config (e.g. configs/training/des-teachers.yaml)")
     p.add_argument("--dataset", help="CG dataset (HDF5); overrides the config")
     p.add_argument("--out", help="output directory; overrides the config")
-    p.add_argument("--members", type=int, help="number of teachers K")
+    p.add_argument("--members", type=positive_int, help="number of teachers K")
     _common_trainer_args(p)
     p.set_defaults(func=_run_teachers)
 
@@ -45,7 +51,8 @@ def register(subparsers) -> None:
     p.add_argument("config", nargs="?", help="labels YAML config (optional; the flags below suffice)")
     p.add_argument("--dataset", help="CG dataset (HDF5)")
     p.add_argument("--teachers", help="teacher or ensemble bundle directory")
-    p.add_argument("--member", type=int, help="label with this one member of an ensemble (single-teacher labels)")
+    p.add_argument("--member", type=nonnegative_int,
+                   help="label with this one member of an ensemble (single-teacher labels)")
     p.add_argument("--out", help="write a labelled copy here instead of labelling the dataset in place")
     p.add_argument("--device", help="torch device: auto (default), cpu, cuda, cuda:1 ...")
     p.set_defaults(func=_run_label)
@@ -65,8 +72,9 @@ def register(subparsers) -> None:
 
 
 def _common_trainer_args(p) -> None:
-    p.add_argument("--max-epochs", type=int, help="override trainer.max_epochs")
-    p.add_argument("--accelerator", help="override trainer.accelerator (cpu, gpu, auto)")
+    p.add_argument("--max-epochs", type=positive_int, help="override trainer.max_epochs")
+    p.add_argument("--accelerator", choices=["auto", "cpu", "gpu", "cuda"],
+                   help="override trainer.accelerator (auto: the GPU when one is usable, else the CPU)")
     p.add_argument("--devices", help="override trainer.devices (a count, or 'auto')")
     p.add_argument("--strategy", help="override trainer.strategy (auto, ddp, ...)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -93,20 +101,16 @@ def _overrides(args, *keys: str) -> dict:
     return over
 
 
-def _fail(exc: Exception) -> int:
-    print(f"cgkd: error: {exc}", file=sys.stderr)
-    return 1
-
-
 def _run_stage(args, config_cls, keys: tuple[str, ...], train, report) -> int:
-    """Load the YAML config with the flags' overrides, run ``train`` on it and print ``report(result)``."""
+    """Load the YAML config with the flags' overrides, check the hardware it asks for, run
+    ``train`` on it and print ``report(result)``."""
     from openmm_cgkd.training.config import load_config
+    from openmm_cgkd.training.devices import check_accelerator
     from openmm_cgkd.training.trainer import is_global_zero
 
-    try:
-        res = train(load_config(config_cls, args.config, _overrides(args, *keys)))
-    except (ValueError, FileNotFoundError, KeyError) as exc:
-        return _fail(exc)
+    cfg = load_config(config_cls, args.config, _overrides(args, *keys))
+    check_accelerator(cfg.trainer.accelerator, cfg.trainer.devices)
+    res = train(cfg)
     if is_global_zero():  # DDP helper processes stay quiet: rank 0 reports
         print(report(res))
     return 0
@@ -130,12 +134,12 @@ def _run_label(args) -> int:
     from openmm_cgkd.training.config import LabelsConfig, config_from_dict, load_config
     from openmm_cgkd.training.labels import make_labels
 
-    try:
-        over = _overrides(args, "dataset", "teachers", "member", "out", "device")
-        cfg = load_config(LabelsConfig, args.config, over) if args.config else config_from_dict(LabelsConfig, over)
-        path = make_labels(cfg, progress=sys.stderr.isatty())
-    except (ValueError, FileNotFoundError, KeyError) as exc:
-        return _fail(exc)
+    from openmm_cgkd.training.devices import torch_device
+
+    over = _overrides(args, "dataset", "teachers", "member", "out", "device")
+    cfg = load_config(LabelsConfig, args.config, over) if args.config else config_from_dict(LabelsConfig, over)
+    torch_device(cfg.device)  # a GPU asked for where there is none: refused before any work
+    path = make_labels(cfg, progress=sys.stderr.isatty())
     print(f"labels written to {path}")
     return 0
 

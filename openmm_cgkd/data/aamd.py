@@ -124,9 +124,23 @@ class Protocol:
 
 
 def select_platform(name: str | None = None, threads: int | None = None):
-    """OpenMM platform: ``name`` if given, else CUDA when it works, else CPU. Returns (platform, properties)."""
+    """OpenMM platform: ``name`` if given (any case), else (None or 'auto') CUDA when it works, else
+    CPU. Returns (platform, properties); :class:`~openmm_cgkd.errors.PlatformError` when the
+    named platform is not available here."""
     import openmm as mm
 
+    from openmm_cgkd.errors import PlatformError
+
+    if name is not None and str(name).lower() == "auto":
+        name = None
+    if name:
+        loaded = [mm.Platform.getPlatform(i).getName() for i in range(mm.Platform.getNumPlatforms())]
+        match = [n for n in loaded if n.lower() == str(name).lower()]
+        if not match:
+            hint = (" (the CUDA platform needs an NVIDIA GPU and driver)" if str(name).lower() == "cuda" else "")
+            raise PlatformError(f"OpenMM platform {name!r} is not available here; available: {loaded}{hint}; "
+                                "use --platform auto")
+        name = match[0]
     names = [name] if name else ["CUDA", "CPU"]
     last = None
     for n in names:

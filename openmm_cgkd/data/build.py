@@ -11,8 +11,13 @@ import numpy as np
 
 from openmm_cgkd.data.opls import ForceField, build_topology, create_system
 from openmm_cgkd.data.systemdef import SystemDefinition
+from openmm_cgkd.errors import CGKDError, MissingFileError
 
-__all__ = ["packmol_executable", "pack_box", "minimise", "build_box", "write_pdb", "read_pdb_positions"]
+__all__ = ["packmol_executable", "pack_box", "minimise", "build_box", "write_pdb", "read_pdb_positions", "BuildError"]
+
+
+class BuildError(CGKDError, RuntimeError):
+    """Packing a box failed (packmol's message is included)."""
 
 
 def packmol_executable() -> str:
@@ -23,7 +28,7 @@ def packmol_executable() -> str:
     found = shutil.which("packmol")
     if found:
         return found
-    raise FileNotFoundError("packmol executable not found: install the `packmol` package (pip/uv) "
+    raise MissingFileError("packmol executable not found: install the `packmol` package (pip/uv) "
                             "or put packmol on PATH")
 
 
@@ -78,11 +83,11 @@ def pack_box(ff: ForceField, composition: dict[str, int], box_nm: float, *, seed
             out = wd / "packed.pdb_FORCED"
         if proc.returncode not in (0, 173) or not out.is_file():
             tail = (wd / "packmol.log").read_text()[-2000:]
-            raise RuntimeError(f"packmol failed (exit {proc.returncode}); log tail:\n{tail}")
+            raise BuildError(f"packmol failed (exit {proc.returncode}); log tail:\n{tail}")
         pos = read_pdb_positions(out)
         n = sum(ff.molecules[k].n_atoms * int(v) for k, v in composition.items())
         if pos.shape != (n, 3):
-            raise RuntimeError(f"packmol wrote {pos.shape[0]} atoms, expected {n}")
+            raise BuildError(f"packmol wrote {pos.shape[0]} atoms, expected {n}")
         return pos
     finally:
         if tmp_ctx:

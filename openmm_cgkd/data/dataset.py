@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from openmm_cgkd.errors import CGKDError
+from openmm_cgkd.plausibility import bead_spacing_problem
 from openmm_cgkd.provenance import make_portable
 
 FORMAT_VERSION = 1
@@ -42,6 +43,20 @@ __all__ = ["CGDataset", "DistillationLabels", "DatasetError", "FORMAT_VERSION"]
 
 class DatasetError(CGKDError, ValueError):
     """A CG dataset file or array is missing, malformed or inconsistent."""
+
+    exit_code = 2  # bad input: usage error
+
+
+def _json_attr(attrs, key: str, path, default):
+    """The JSON-encoded HDF5 attribute ``key`` (``default`` when absent); :class:`DatasetError` when
+    it is not valid JSON."""
+    if key not in attrs:
+        return default
+    raw = attrs[key]
+    try:
+        return json.loads(raw.decode() if isinstance(raw, bytes) else str(raw))
+    except ValueError as exc:
+        raise DatasetError(f"{path}: attribute {key!r} is not valid JSON ({exc})") from None
 
 
 @dataclass
@@ -210,18 +225,30 @@ class CGDataset:
             missing = [k for k in ("positions", "forces", "boxes", "times", "bead_types", "masses") if k not in h5]
             if missing:
                 raise DatasetError(f"{path} lacks dataset(s) {missing}")
+            type_names = _json_attr(h5.attrs, "type_names", path, None)
+            if not isinstance(type_names, list):
+                raise DatasetError(f"{path} lacks the root attribute 'type_names' (a JSON list of bead type names, "
+                                   "in bead_types index order)")
             labels = None
             if "labels" in h5:
                 g = h5["labels"]
+                lacking = [k for k in ("forces", "bead_energies", "energy", "force_std") if k not in g]
+                if lacking:
+                    raise DatasetError(f"{path}: the labels group lacks {lacking} (incomplete labelling?): relabel "
+                                       "the dataset with `cgkd label`")
                 labels = DistillationLabels(g["forces"][()], g["bead_energies"][()], g["energy"][()],
-                                            g["force_std"][()], json.loads(g.attrs.get("provenance", "{}")))
-            return cls(
+                                            g["force_std"][()], _json_attr(g.attrs, "provenance", path, {}))
+            ds = cls(
                 positions=h5["positions"][()], forces=h5["forces"][()], boxes=h5["boxes"][()],
                 times=h5["times"][()], bead_types=h5["bead_types"][()],
-                type_names=json.loads(h5.attrs["type_names"]), masses=h5["masses"][()],
+                type_names=type_names, masses=h5["masses"][()],
                 potential_energy=h5["potential_energy"][()] if "potential_energy" in h5 else None,
-                labels=labels, provenance=json.loads(h5.attrs.get("provenance", "{}")),
+                labels=labels, provenance=_json_attr(h5.attrs, "provenance", path, {}),
             )
+        problem = bead_spacing_problem(ds.positions[0], ds.boxes[0], what=f"{path} (frame 0)")
+        if problem:  # positions/boxes in Angstrom stored as nm would otherwise train on isolated beads
+            raise DatasetError(problem)
+        return ds
 
     def save_labels(self, path: str | Path, labels: DistillationLabels) -> None:
         """Add (or replace) distillation labels in the existing file ``path``."""

@@ -12,19 +12,26 @@ from pathlib import Path
 
 import numpy as np
 
-from openmm_cgkd.errors import CGKDError
+from openmm_cgkd.errors import CGKDError, MissingFileError
+from openmm_cgkd.quiet import filtered_native_output
 
 __all__ = ["AATrajectory", "InputError", "load_run", "load_trajectory", "read_trr", "read_topology",
            "read_masses", "FORCE_UNITS"]
 
 # conversion factors to kJ/mol/nm
 FORCE_UNITS = {"kJ/mol/nm": 1.0, "kJ/mol/A": 10.0, "kcal/mol/A": 41.84, "kcal/mol/nm": 4.184}
-# RMS atomic force of a liquid at ~300 K is O(10^2-10^3) kJ/mol/nm; outside this range the units are off
-PLAUSIBLE_RMS_FORCE = (5.0, 5.0e4)
+# RMS atomic force (per Cartesian component) of a molecular liquid near room temperature, kJ/mol/nm.
+# Measured on reline (OPLS-DES, 298 K): 590 with H-bond constraints, 750 without. Forces in kcal/mol/A
+# read as kJ/mol/nm come out 41.84x too small (~15), kJ/mol/A 10x (~60), and kJ/mol/nm read as
+# kcal/mol/A 41.84x too large (~25,000): all outside this range. Weakly bound systems (noble-gas
+# liquids, ~20-50) need check_units=False (--no-unit-check).
+PLAUSIBLE_RMS_FORCE = (100.0, 1.0e4)
 
 
 class InputError(CGKDError, ValueError):
     """An AA input is missing forces, has mismatched atoms, or implausible units."""
+
+    exit_code = 2  # bad input: usage error
 
 
 @dataclass
@@ -50,9 +57,9 @@ class AATrajectory:
         return int(self.positions.shape[1])
 
     def validate(self, check_units: bool = True) -> "AATrajectory":
-        f, n = self.positions.shape[:2]
         if self.positions.ndim != 3 or self.positions.shape[2] != 3:
             raise InputError(f"positions must be (frames, atoms, 3), got {self.positions.shape}")
+        f, n = self.positions.shape[:2]
         if f == 0:
             raise InputError("the trajectory has no frames")
         if self.topology.n_atoms != n:
@@ -85,14 +92,27 @@ class AATrajectory:
             rms = float(np.sqrt(np.mean(np.asarray(self.forces, dtype=np.float64) ** 2)))
             lo, hi = PLAUSIBLE_RMS_FORCE
             if not lo <= rms <= hi:
-                raise InputError(f"RMS atomic force {rms:.3g} is implausible in kJ/mol/nm (expected {lo:g}-{hi:g}); "
-                                 "check the force unit (--force-unit) or pass --no-unit-check")
+                raise InputError(f"RMS atomic force {rms:.3g} kJ/mol/nm (per component) is implausible for a "
+                                 f"molecular liquid (expected {lo:g}-{hi:g}; reline at 298 K: 590): forces in "
+                                 "kcal/mol/A read as kJ/mol/nm are 41.84x too small. Declare the unit of the force "
+                                 "array (--force-unit), or pass --no-unit-check for weakly bound systems "
+                                 "(e.g. noble-gas liquids)")
         return self
 
 
 def read_masses(path: str | Path) -> np.ndarray:
+    """Per-atom masses (dalton) from a .npy file or a text file of numbers."""
     path = Path(path)
-    return np.load(path) if path.suffix == ".npy" else np.loadtxt(path)
+    if not path.is_file():
+        raise MissingFileError(f"masses file not found: {path}")
+    try:
+        masses = np.load(path) if path.suffix == ".npy" else np.loadtxt(path)
+    except Exception as exc:  # noqa: BLE001 - any reader failure is a bad input file
+        raise InputError(f"could not read masses from {path}: {exc} (.npy, or text with one number per atom)") from exc
+    masses = np.asarray(masses, dtype=np.float64).ravel()
+    if masses.size == 0 or not np.all(np.isfinite(masses)) or np.any(masses <= 0):
+        raise InputError(f"{path}: masses must be positive finite numbers (dalton)")
+    return masses
 
 
 def _masses_from_topology(top) -> np.ndarray:
@@ -114,7 +134,7 @@ def read_topology(path: str | Path):
 
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"topology file not found: {path}")
+        raise MissingFileError(f"topology file not found: {path}")
     if path.suffix == ".top":
         from openmm.app import GromacsTopFile
         from openmm import unit
@@ -127,7 +147,12 @@ def read_topology(path: str | Path):
                              "with --masses if needed)") from exc
         masses = np.array([system.getParticleMass(i).value_in_unit(unit.dalton) for i in range(system.getNumParticles())])
         return md.Topology.from_openmm(top.topology), masses
-    top = md.load_topology(str(path))
+    try:
+        top = md.load_topology(str(path))
+    except Exception as exc:  # noqa: BLE001 - mdtraj raises many types for unreadable files
+        raise InputError(f"could not read topology {path}: {exc} (give a .gro, .pdb or .top file)") from exc
+    if top.n_atoms == 0:
+        raise InputError(f"topology {path} holds no atoms")
     return top, _masses_from_topology(top)
 
 
@@ -137,8 +162,12 @@ def read_trr(path: str | Path):
 
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"TRR file not found: {path}")
-    with TRRTrajectoryFile(str(path)) as fh:
+        raise MissingFileError(f"TRR file not found: {path}")
+    try:
+        fh = TRRTrajectoryFile(str(path))
+    except Exception as exc:  # noqa: BLE001 - mdtraj raises many types for unreadable files
+        raise InputError(f"could not read {path} as a GROMACS TRR file: {exc}") from exc
+    with fh:
         _, has_forces = fh._check_has_velocities_forces()
         if not has_forces:
             raise InputError(f"{path} holds no forces: write them in GROMACS with nstfout > 0 "
@@ -182,10 +211,11 @@ def load_trajectory(trajectory: str | Path, topology: str | Path, *, forces=None
             raise InputError(f"{trajectory} carries no forces: give a force array (--forces F.npy, "
                              "(frames, atoms, 3)) or use a TRR written with forces")
         if not trajectory.is_file():
-            raise FileNotFoundError(f"trajectory not found: {trajectory}")
+            raise MissingFileError(f"trajectory not found: {trajectory}")
         try:
-            traj = md.load(str(trajectory), top=top)
-        except ValueError as exc:
+            with filtered_native_output():  # mdtraj's DCD reader prints "dcdplugin) ..." lines from C
+                traj = md.load(str(trajectory), top=top)
+        except Exception as exc:  # noqa: BLE001 - mdtraj raises many types for unreadable or mismatched files
             raise InputError(f"could not read {trajectory} with topology {topology}: {exc}") from exc
         xyz = traj.xyz
         if traj.unitcell_vectors is None:
@@ -194,6 +224,8 @@ def load_trajectory(trajectory: str | Path, topology: str | Path, *, forces=None
         times = np.asarray(traj.time, dtype=np.float64)
         frc, energy = _read_force_array(forces)
         frc = frc * FORCE_UNITS[force_unit]
+        if frc.ndim != 3 or frc.shape[2] != 3:
+            raise InputError(f"the force array must have shape (frames, atoms, 3), got {frc.shape}")
         if frc.shape[0] != xyz.shape[0]:
             raise InputError(f"forces have {frc.shape[0]} frames; the trajectory has {xyz.shape[0]}")
     if timestep_ps and (len(times) > 1 and np.all(times == times[0])):
@@ -212,7 +244,17 @@ def _read_force_array(forces):
         return np.asarray(forces, dtype=np.float64), None
     path = Path(forces)
     if not path.is_file():
-        raise FileNotFoundError(f"force file not found: {path}")
+        raise MissingFileError(f"force file not found: {path}")
+    try:
+        return _read_force_file(path)
+    except (InputError, MissingFileError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - numpy / h5py raise many types for unreadable files
+        raise InputError(f"could not read forces from {path}: {exc} (.npy, or .npz/.h5 with a 'forces' "
+                         "array of shape (frames, atoms, 3))") from exc
+
+
+def _read_force_file(path: Path):
     if path.suffix == ".npy":
         return np.load(path).astype(np.float64), None
     if path.suffix == ".npz":
@@ -240,9 +282,12 @@ def load_run(run_dir: str | Path, max_frames: int | None = None, check_units: bo
     meta_path = run_dir / "run.json"
     if not meta_path.is_file():
         raise InputError(f"{run_dir} is not an aa-run directory (no run.json)")
-    meta = json.loads(meta_path.read_text())
+    try:
+        meta = json.loads(meta_path.read_text())
+        sysd, _, _ = meta["system"], meta["protocol"], meta["masses"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise InputError(f"{meta_path} is not the run.json of a `cgkd aa-run` directory: {exc!r}") from None
     fr = read_frames(run_dir, max_frames)
-    sysd = meta["system"]
     sysdef = SystemDefinition(name=sysd["name"], forcefield_path=run_dir / sysd["forcefield"],
                               composition=sysd["composition"], box_nm=sysd["box_nm"])
     if not sysdef.forcefield_path.is_file():  # run directory moved to another checkout

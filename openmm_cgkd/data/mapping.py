@@ -28,7 +28,6 @@ holds exactly.
 """
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,12 +38,13 @@ from openmm_cgkd.data.dataset import CGDataset
 from openmm_cgkd.errors import CGKDError
 from openmm_cgkd.provenance import sha256_file
 
-__all__ = ["MappingSpec", "MappingError", "CGMap", "map_trajectory", "add_map_arguments", "map_command",
-           "make_whole", "wrap_positions"]
+__all__ = ["MappingSpec", "MappingError", "CGMap", "map_trajectory", "make_whole", "wrap_positions"]
 
 
 class MappingError(CGKDError, ValueError):
     """A mapping spec does not fit the topology, or the input data are inconsistent."""
+
+    exit_code = 2  # bad input: usage error
 
 
 @dataclass
@@ -62,15 +62,21 @@ class MappingSpec:
 
     @classmethod
     def from_dict(cls, d: dict, source: str = "") -> "MappingSpec":
-        if "type_names" not in d or "residues" not in d:
+        if not isinstance(d, dict) or "type_names" not in d or "residues" not in d:
             raise MappingError(f"mapping spec {source} needs 'type_names' and 'residues'")
+        if not isinstance(d["type_names"], list) or not isinstance(d["residues"], dict):
+            raise MappingError(f"mapping spec {source}: 'type_names' must be a list and 'residues' a mapping "
+                               "(residue name -> beads)")
         types = [str(t) for t in d["type_names"]]
         res: dict[str, list[BeadDef]] = {}
         for rname, beads in d["residues"].items():
             if isinstance(beads, dict):
                 beads = [beads]
             lst = []
-            for b in beads:
+            for b in beads if isinstance(beads, list) else [None]:
+                if not isinstance(b, dict) or not (b.get("atoms", "all") == "all" or isinstance(b.get("atoms"), list)):
+                    raise MappingError(f"mapping spec {source}: residue {rname}: each bead must be "
+                                       "{type: NAME, atoms: all | [names or 1-based indices]}, got " + repr(b))
                 if b.get("type") not in types:
                     raise MappingError(f"bead type {b.get('type')!r} of residue {rname} is not in type_names {types}")
                 lst.append(BeadDef(str(b["type"]), b.get("atoms", "all")))
@@ -81,10 +87,16 @@ class MappingSpec:
     def from_yaml(cls, path: str | Path) -> "MappingSpec":
         import yaml
 
+        from openmm_cgkd.errors import MissingFileError
+
         path = Path(path)
         if not path.is_file():
-            raise FileNotFoundError(f"mapping spec not found: {path}")
-        return cls.from_dict(yaml.safe_load(path.read_text()), str(path))
+            raise MissingFileError(f"mapping spec not found: {path}")
+        try:
+            doc = yaml.safe_load(path.read_text())
+        except (yaml.YAMLError, UnicodeDecodeError) as exc:
+            raise MappingError(f"mapping spec {path} is not valid YAML: {exc}") from None
+        return cls.from_dict(doc, str(path))
 
     def beads_for(self, residue_name: str) -> list[BeadDef]:
         name = residue_name if residue_name in self.residues else self.aliases.get(residue_name)
@@ -233,46 +245,3 @@ def map_trajectory(aa, spec: MappingSpec, *, stride: int = 1, max_frames: int | 
     prov.update(provenance or {})
     return CGDataset(positions=cg_pos, forces=cg_f, boxes=box, times=times, bead_types=cgmap.bead_types,
                      type_names=cgmap.type_names, masses=cgmap.bead_masses, potential_energy=pe, provenance=prov)
-
-
-# ---------------------------------------------------------------------- CLI
-def add_map_arguments(p) -> None:
-    g = p.add_argument_group("input")
-    g.add_argument("--run-dir", help="`cgkd aa-run` directory (its committed production frames are used)")
-    g.add_argument("--trajectory", help="AA trajectory: .trr (GROMACS, with forces) or any mdtraj format")
-    g.add_argument("--topology", help="topology for --trajectory: .gro, .pdb (or .top for GROMACS)")
-    g.add_argument("--forces", help="(frames, atoms, 3) force array: .npy, or .h5/.npz with a 'forces' dataset")
-    g.add_argument("--force-unit", default="kJ/mol/nm", choices=["kJ/mol/nm", "kJ/mol/A", "kcal/mol/A", "kcal/mol/nm"],
-                   help="unit of the --forces array (TRR files are always kJ/mol/nm)")
-    g.add_argument("--masses", help="per-atom masses (dalton), .npy or text, overriding the topology's")
-    g.add_argument("--timestep-ps", type=float, help="time between frames when the input carries no times")
-    o = p.add_argument_group("mapping and output")
-    o.add_argument("--mapping", default="systems/des/mapping.yaml",
-                   help="mapping spec YAML (default: DES, one bead per molecule, types Cho/Cl/Urea)")
-    o.add_argument("--out", required=True, help="output CG dataset (.h5)")
-    o.add_argument("--stride", type=int, default=1, help="keep every STRIDE-th frame")
-    o.add_argument("--max-frames", type=int, help="keep at most this many frames (after stride)")
-    o.add_argument("--no-unit-check", action="store_true", help="skip the plausibility check of force magnitudes")
-    o.add_argument("--note", default="", help="free text stored in the dataset provenance")
-
-
-def map_command(args) -> int:
-    from openmm_cgkd.data import external
-
-    if bool(args.run_dir) == bool(args.trajectory):
-        raise SystemExit("cgkd map: give exactly one of --run-dir or --trajectory (with --topology)")
-    if args.run_dir:
-        aa = external.load_run(args.run_dir)
-    else:
-        if not args.topology:
-            raise SystemExit("cgkd map: --trajectory needs --topology (.gro, .pdb or .top)")
-        masses = external.read_masses(args.masses) if args.masses else None
-        aa = external.load_trajectory(args.trajectory, args.topology, forces=args.forces, force_unit=args.force_unit,
-                                      masses=masses, timestep_ps=args.timestep_ps, check_units=not args.no_unit_check)
-    spec = MappingSpec.from_yaml(args.mapping)
-    extra = {"note": args.note} if args.note else {}
-    ds = map_trajectory(aa, spec, stride=args.stride, max_frames=args.max_frames, provenance=extra)
-    ds.save(args.out)
-    print(json.dumps({"out": str(args.out), "frames": ds.n_frames, "beads": ds.n_beads, "types": ds.type_counts(),
-                      "time_ps": [float(ds.times[0]), float(ds.times[-1])]}))
-    return 0

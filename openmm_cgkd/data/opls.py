@@ -101,7 +101,9 @@ def load_forcefield(path: str | Path) -> ForceField:
 
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"force-field file not found: {path}")
+        from openmm_cgkd.errors import MissingFileError
+
+        raise MissingFileError(f"force-field file not found: {path}")
     doc = yaml.safe_load(path.read_text())
     nb = doc.get("nonbonded", {})
     mols: dict[str, MoleculeType] = {}

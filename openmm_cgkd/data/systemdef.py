@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from openmm_cgkd.data.opls import ForceField, load_forcefield
+from openmm_cgkd.errors import MissingFileError, UsageError
 
 __all__ = ["SystemDefinition", "AVOGADRO_G_PER_DALTON", "file_sha256"]
 
@@ -45,13 +46,18 @@ class SystemDefinition:
 
         path = Path(path)
         if not path.is_file():
-            raise FileNotFoundError(f"system definition not found: {path}")
-        d = yaml.safe_load(path.read_text())
+            raise MissingFileError(f"system definition not found: {path} (the DES one is systems/des/system.yaml)")
+        try:
+            d = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as exc:
+            raise UsageError(f"{path} is not valid YAML: {exc}") from None
+        if not isinstance(d, dict):
+            raise UsageError(f"{path} is not a system definition (a YAML mapping with forcefield, composition, box_nm)")
         base = path.parent
         missing = [k for k in ("forcefield", "composition", "box_nm") if k not in d]
         if missing:
-            raise ValueError(f"{path}: missing key(s) {missing}")
-        return cls(
+            raise UsageError(f"{path}: missing key(s) {missing}")
+        new = cls(
             name=str(d.get("name", path.stem)), forcefield_path=(base / d["forcefield"]).resolve(),
             composition={str(k): int(v) for k, v in d["composition"].items()}, box_nm=float(d["box_nm"]),
             temperature_K=float(d.get("temperature_K", 298.1)), timestep_fs=float(d.get("timestep_fs", 2.0)),
@@ -59,6 +65,13 @@ class SystemDefinition:
             constraints=d.get("constraints", "HBonds"),
             scale_14=None if d.get("scale_14") is None else float(d["scale_14"]),
             mapping_path=(base / d["mapping"]).resolve() if d.get("mapping") else None, source=str(path.resolve()))
+        unknown = [k for k in new.composition if k not in new.forcefield.molecules]
+        if unknown:
+            raise UsageError(f"{path}: composition names molecule(s) {unknown} that the force field "
+                             f"{new.forcefield_path.name} lacks (it has {sorted(new.forcefield.molecules)})")
+        if any(v < 0 for v in new.composition.values()) or new.n_molecules == 0 or not new.box_nm > 0:
+            raise UsageError(f"{path}: molecule counts must be >= 0 (not all 0) and box_nm > 0")
+        return new
 
     @property
     def forcefield(self) -> ForceField:
@@ -94,19 +107,36 @@ class SystemDefinition:
         return np.eye(3) * self.box_nm
 
     def resized(self, n_molecules: int | None = None, scale: float | None = None) -> "SystemDefinition":
-        """Same density and composition ratios, ``n_molecules`` in total (or counts x ``scale``)."""
+        """Same density and composition ratios, ``n_molecules`` in total (or counts x ``scale``).
+
+        :class:`~openmm_cgkd.errors.UsageError` when ``n_molecules`` cannot keep the ratios exactly
+        (e.g. 3 for reline's 1:1:2): the message names the nearest sizes that can."""
         if (n_molecules is None) == (scale is None):
-            raise ValueError("give exactly one of n_molecules or scale")
+            raise UsageError("give exactly one of n_molecules or scale")
+        if n_molecules is not None and int(n_molecules) < 1:
+            raise UsageError(f"the molecule count must be >= 1, got {n_molecules}")
         if scale is None:
             scale = n_molecules / self.n_molecules
-        if scale <= 0:
-            raise ValueError("scale must be positive")
-        comp = {k: max(1, int(round(v * scale))) if v > 0 else 0 for k, v in self.composition.items()}
+        if not scale > 0:
+            raise UsageError(f"scale must be positive, got {scale}")
+        comp = self._scaled_counts(scale)
+        if n_molecules is not None and sum(comp.values()) != int(n_molecules):
+            fits = [m for m in range(1, int(n_molecules) + 4 * self.n_molecules + 1)
+                    if sum(self._scaled_counts(m / self.n_molecules).values()) == m]
+            near = sorted(fits, key=lambda m: (abs(m - n_molecules), m))[:2]
+            ratio = ":".join(str(v) for v in self.composition.values())
+            raise UsageError(f"{n_molecules} molecules cannot keep the composition {ratio} "
+                             f"({', '.join(self.composition)}): it rounds to "
+                             f"{'/'.join(str(v) for v in comp.values())} = {sum(comp.values())} molecules; "
+                             f"nearest sizes that keep it: {', '.join(map(str, sorted(near)))}")
         new = replace(self, composition=comp, _ff=self._ff)
         mass_ratio = new.total_mass / self.total_mass
         new.box_nm = self.box_nm * mass_ratio ** (1.0 / 3.0)
         new.name = f"{self.name}-{new.n_molecules}"
         return new
+
+    def _scaled_counts(self, scale: float) -> dict[str, int]:
+        return {k: max(1, int(round(v * scale))) if v > 0 else 0 for k, v in self.composition.items()}
 
     def to_dict(self, relative_to: str | Path | None = None) -> dict:
         """Portable description: file paths relative to ``relative_to`` (a run directory) plus the

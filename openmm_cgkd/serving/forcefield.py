@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from openmm_cgkd.errors import CGKDError
+from openmm_cgkd.plausibility import bead_spacing_problem
 from openmm_cgkd.model.wall import WallParameters
 from openmm_cgkd.topology import topology_bead_names
 
@@ -31,6 +32,8 @@ __all__ = ["CGKDForceField", "ServingError"]
 
 class ServingError(CGKDError, ValueError):
     """Input that a model cannot serve: unknown bead, bad box, bad positions, ..."""
+
+    exit_code = 2  # bad input: usage error
 
 
 # --------------------------------------------------------------------------- unit helpers
@@ -291,6 +294,9 @@ class CGKDForceField:
 
         n = topology.getNumAtoms() if hasattr(topology, "getNumAtoms") else topology.n_atoms
         pos = self.check_positions(positions, n)
+        problem = bead_spacing_problem(pos, self._box(topology, box_vectors))  # Angstrom read as nm?
+        if problem:
+            raise ServingError(problem)
         choice = select_platform(platform, precision=precision, use_cuda_graphs=use_cuda_graphs, threads=threads)
         device = None if backend == "torchforce" else ("cuda" if choice.name == "CUDA" else "cpu")
         system = self.create_system(topology, box_vectors, remove_cm_motion=remove_cm_motion,

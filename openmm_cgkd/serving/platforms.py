@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from openmm_cgkd.errors import PlatformError
+
 __all__ = ["PlatformChoice", "available_platforms", "select_platform", "default_platform_name"]
 
 # Preference order when the caller names none.
@@ -53,7 +55,7 @@ def default_platform_name() -> str:
                 return name
         elif name in names:
             return name
-    raise RuntimeError(f"no usable OpenMM platform; loaded: {names}")
+    raise PlatformError(f"no usable OpenMM platform; loaded: {names}")
 
 
 def select_platform(name: str | None = None, *, precision: str | None = None,
@@ -73,27 +75,27 @@ def select_platform(name: str | None = None, *, precision: str | None = None,
     if not matches:
         hint = (" (the CUDA platform needs an NVIDIA GPU and driver; the openmm-cuda-13 package "
                 "supplies the plugin)" if str(name).lower() == "cuda" else "")
-        raise ValueError(f"OpenMM platform {name!r} is not available here; available: {names}{hint}")
+        raise PlatformError(f"OpenMM platform {name!r} is not available here; available: {names}{hint}")
     name = matches[0]
     platform = openmm.Platform.getPlatformByName(name)
     props: dict[str, str] = {}
     if precision is not None:
         if precision not in ("single", "mixed", "double"):
-            raise ValueError(f"precision must be 'single', 'mixed' or 'double', got {precision!r}")
+            raise PlatformError(f"precision must be 'single', 'mixed' or 'double', got {precision!r}")
         if name not in ("CUDA", "OpenCL", "HIP"):
-            raise ValueError(f"precision is a GPU-platform option; platform {name} has none")
+            raise PlatformError(f"precision is a GPU-platform option; platform {name} has none")
         props["Precision"] = precision
     if device_index is not None:
         if name not in ("CUDA", "OpenCL", "HIP"):
-            raise ValueError(f"device_index is a GPU-platform option; platform {name} has none")
+            raise PlatformError(f"device_index is a GPU-platform option; platform {name} has none")
         props["DeviceIndex"] = str(int(device_index))
     if threads is not None:
         if name != "CPU":
-            raise ValueError(f"threads is a CPU-platform option, not one of {name}")
+            raise PlatformError(f"threads is a CPU-platform option, not one of {name}")
         props["Threads"] = str(int(threads))
     network_props: dict[str, str] = {}
     if use_cuda_graphs:
         if name != "CUDA":
-            raise ValueError(f"use_cuda_graphs needs the CUDA platform, not {name}")
+            raise PlatformError(f"use_cuda_graphs needs the CUDA platform, not {name}")
         network_props["useCUDAGraphs"] = "true"
     return PlatformChoice(platform, props, network_props)

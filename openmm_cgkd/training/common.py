@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from openmm_cgkd import __version__
-from openmm_cgkd.data.dataset import CGDataset
+from openmm_cgkd.data.dataset import CGDataset, DatasetError
 
 __all__ = ["dataset_bead_types", "dataset_provenance", "code_provenance", "write_test_report"]
 
@@ -21,9 +21,9 @@ def dataset_bead_types(dataset: CGDataset):
     for t, name in enumerate(dataset.type_names):
         m = dataset.masses[dataset.bead_types == t]
         if len(m) == 0:
-            raise ValueError(f"bead type {name!r} has no bead in the dataset: its mass is unknown")
+            raise DatasetError(f"bead type {name!r} has no bead in the dataset: its mass is unknown")
         if np.ptp(m) > 1e-6 * m.max():
-            raise ValueError(f"beads of type {name!r} have different masses ({m.min()}..{m.max()} Da)")
+            raise DatasetError(f"beads of type {name!r} have different masses ({m.min()}..{m.max()} Da)")
         masses[name] = float(m[0])
     return bead_types_from_masses(masses)
 

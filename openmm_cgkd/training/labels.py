@@ -35,9 +35,9 @@ def label_source(model_kind: str, num_members: int, member: int | None) -> str:
 
 
 def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    from openmm_cgkd.training.devices import torch_device
+
+    return torch_device(name)
 
 
 @torch.no_grad()

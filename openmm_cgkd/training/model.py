@@ -45,8 +45,10 @@ def potential_config_for(model: dict, type_names: list[str], density_per_nm3: fl
             shipped.pop(key)
         d = {**shipped, **d}
     if "num_types" in d and int(d["num_types"]) != len(type_names):
-        raise ValueError(f"model.num_types = {d['num_types']} but the dataset has {len(type_names)} bead types "
-                         f"{type_names}")
+        from openmm_cgkd.training.config import ConfigError
+
+        raise ConfigError(f"model.num_types = {d['num_types']} but the dataset has {len(type_names)} bead types "
+                          f"{type_names}")
     d["num_types"] = len(type_names)
     if "max_num_neighbors" not in d:
         cutoff = float(d.get("cutoff_nm", PotentialConfig.cutoff_nm))

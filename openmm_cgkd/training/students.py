@@ -23,33 +23,9 @@ from openmm_cgkd.data.dataset import CGDataset
 from openmm_cgkd.model.wall import WallParameters
 from openmm_cgkd.training.config import ConfigError, LossWeights, StudentConfig, config_to_dict
 from openmm_cgkd.training.data import split_blocks
+from openmm_cgkd.training.variants import VARIANTS, Variant
 
 __all__ = ["Variant", "VARIANTS", "resolve_variant", "StudentResult", "train_student"]
-
-
-@dataclass(frozen=True)
-class Variant:
-    name: str
-    source: str  # "single" or "ensemble"
-    targets: tuple[str, ...]  # paper notation
-    weights: LossWeights
-
-
-def _v(name: str, source: str, targets: tuple[str, ...], **w) -> Variant:
-    return Variant(name, source, targets, LossWeights(**{"w_aa": 0.0, **w}))
-
-
-VARIANTS: dict[str, Variant] = {v.name: v for v in (
-    _v("single-e-faa", "single", ("e", "F_AA"), w_e=5.0, w_aa=1.0),
-    _v("single-e-ft", "single", ("e", "F_T"), w_e=5.0, w_ft=1.0),
-    _v("single-e-ft-faa", "single", ("e", "F_T", "F_AA"), w_e=5.0, w_ft=1.0, w_aa=2.0),
-    _v("ensemble-ft-faa", "ensemble", ("F_T", "F_AA"), w_ft=1.0, w_aa=2.0),
-    _v("ensemble-e-faa", "ensemble", ("e", "F_AA"), w_e=5.0, w_aa=1.0),
-    _v("ensemble-e-ft", "ensemble", ("e", "F_T"), w_e=5.0, w_ft=1.0),
-    _v("ensemble-e-ft-faa", "ensemble", ("e", "F_T", "F_AA"), w_e=5.0, w_ft=1.0, w_aa=2.0),
-    _v("ensemble-esys-ft-faa", "ensemble", ("E", "F_T", "F_AA"), w_E=5.0, w_ft=1.0, w_aa=2.0),
-    _v("ensemble-esys-e-ft-faa", "ensemble", ("E", "e", "F_T", "F_AA"), w_E=5.0, w_e=5.0, w_ft=1.0, w_aa=2.0),
-)}
 
 
 def resolve_variant(name: str | None, weights: LossWeights | None) -> tuple[str, str | None, LossWeights]:

@@ -209,8 +209,10 @@ def train_potential(dataset: CGDataset, blocks: dict[str, np.ndarray], potential
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, TQDMProgressBar
     from lightning.pytorch.loggers import TensorBoardLogger
 
+    from openmm_cgkd.training.devices import check_accelerator
     from openmm_cgkd.training.lightning_module import CGKDModule
 
+    check_accelerator(cfg.accelerator, cfg.devices)  # a GPU asked for where there is none: a clear error
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if len(blocks.get("val", [])) == 0:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from openmm_cgkd.data.dataset import CGDataset
+from openmm_cgkd.data.dataset import CGDataset, DatasetError
 from openmm_cgkd.model.wall import WallParameters
 from openmm_cgkd.training.config import WallFitConfig
 
@@ -52,7 +52,7 @@ def pair_rdfs(dataset: CGDataset, frames: np.ndarray | None = None, bin_nm: floa
             centres = r
             rdfs[(i, j)] = g
     if centres is None:
-        raise ValueError("the dataset has no bead pairs to build RDFs from")
+        raise DatasetError("the dataset has no bead pairs to build RDFs from")
     return centres, rdfs
 
 
@@ -71,7 +71,7 @@ def fit_wall(dataset: CGDataset, frames: np.ndarray | None = None,
                        for t in range(n_types)])
     if np.any(~np.isfinite(s_type)):
         missing = [dataset.type_names[t] for t in np.flatnonzero(~np.isfinite(s_type))]
-        raise ValueError(f"no bead of type(s) {missing} in the dataset: cannot fit their wall")
+        raise DatasetError(f"no bead of type(s) {missing} in the dataset: cannot fit their wall")
 
     taper = np.full((n_types, n_types), np.nan)
     for (i, j), g in rdfs.items():
@@ -81,7 +81,7 @@ def fit_wall(dataset: CGDataset, frames: np.ndarray | None = None,
     fell_back = [f"{dataset.type_names[i]}-{dataset.type_names[j]}"
                  for i in range(n_types) for j in range(i, n_types) if not np.isfinite(taper[i, j])]
     if np.all(~np.isfinite(taper)):
-        raise ValueError(f"no RDF exceeds {cfg.rdf_threshold} within {r[-1]:.3f} nm: cannot place the wall")
+        raise DatasetError(f"no RDF exceeds {cfg.rdf_threshold} within {r[-1]:.3f} nm: cannot place the wall")
     taper = np.where(np.isfinite(taper), taper, np.nanmin(taper))
     scale = 0.5 * (s_type[:, None] + s_type[None, :])
     wall = WallParameters.from_taper(list(dataset.type_names), taper, scale, width_nm=cfg.width_nm,

@@ -91,12 +91,12 @@ def test_cli_reports_bad_input_clearly(case, capsys):
     tmp, trajs, _ = case
     rc = main(["analyze", "-t", *trajs, "-p", str(tmp / "start.pdb"), "-r", str(tmp / "missing.h5"),
                "-o", str(tmp / "x")])
-    assert rc == 1 and "reference not found" in capsys.readouterr().err
+    assert rc == 2 and "cgkd analyze: error: reference not found" in capsys.readouterr().err
     rc = main(["analyze", "-t", trajs[0], "-r", str(tmp / "ref.h5"), "-o", str(tmp / "x")])
-    assert rc == 1 and "topology" in capsys.readouterr().err
+    assert rc == 2 and "topology" in capsys.readouterr().err
     rc = main(["analyze", "-t", *trajs, "-p", str(tmp / "start.pdb"), "-r", str(tmp / "ref.h5"),
                "-e", str(tmp / "rep1.csv"), "-o", str(tmp / "x")])
-    assert rc == 1 and "1 energy series for 2 trajectories" in capsys.readouterr().err
+    assert rc == 2 and "1 energy series for 2 trajectories" in capsys.readouterr().err
 
 
 def test_python_api_flags_a_broken_replica_and_skips_plots(case):

@@ -49,7 +49,7 @@ def test_cli_stages_write_loadable_bundles(tmp_path, capsys):
                  "--member", "1", "--out", str(single)]) == 0
     s_lab = CGDataset.load(single).labels
     assert s_lab.provenance["source"] == "member 1" and not np.any(s_lab.force_std)
-    assert main(["train-student", str(cfg_dir / "student.yaml"), "--variant", "single-e-ft"]) == 1
+    assert main(["train-student", str(cfg_dir / "student.yaml"), "--variant", "single-e-ft"]) == 2  # bad usage
     assert "label with --member K" in capsys.readouterr().err
 
     assert main(["train-student", str(cfg_dir / "student.yaml")]) == 0
@@ -64,9 +64,9 @@ def test_cli_stages_write_loadable_bundles(tmp_path, capsys):
 
     # bad input is named
     (cfg_dir / "bad.yaml").write_text("dataset: ../data/cg.h5\nmembrs: 2\n")
-    assert main(["train-teachers", str(cfg_dir / "bad.yaml")]) == 1
-    assert "unknown key(s) ['membrs']" in capsys.readouterr().err
-    assert main(["train-student", str(cfg_dir / "student.yaml"), "--dataset", str(tmp_path / "data" / "cg.h5")]) == 1
+    assert main(["train-teachers", str(cfg_dir / "bad.yaml")]) == 2
+    assert "cgkd train-teachers: error: unknown key(s) ['membrs']" in capsys.readouterr().err
+    assert main(["train-student", str(cfg_dir / "student.yaml"), "--dataset", str(tmp_path / "data" / "cg.h5")]) == 2
     assert "no distillation labels" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["train-student", str(cfg_dir / "student.yaml"), "--variant", "nonsense"])

@@ -29,8 +29,11 @@ def test_every_error_type_derives_from_the_base_and_keeps_its_old_base():
         assert issubclass(cls, old), cls  # old `except ValueError` callers still work
 
 
+# 2: bad usage or bad input (arguments, settings, input files); 1: a run that failed
 @pytest.mark.parametrize("name,code", [("ConfigError", 2), ("ProtocolError", 2), ("UsageError", 2),
-                                       ("DatasetError", 1), ("SimulationError", 1), ("RunError", 1)])
+                                       ("DatasetError", 2), ("ServingError", 2), ("BundleNotFoundError", 2),
+                                       ("MissingFileError", 2), ("PlatformError", 2), ("InputError", 2), ("AnalysisError", 2),
+                                       ("SimulationError", 1), ("RunError", 1), ("BenchmarkError", 1)])
 def test_exit_codes(name, code):
     cls = {c.__name__: c for c in _error_types()}[name]
     assert cls("x").exit_code == code

@@ -97,7 +97,7 @@ def test_atom_count_and_unit_errors(system):
                times=system["times"])
     with pytest.raises(InputError, match="forces have shape"):
         AATrajectory(forces=system["frc"][:, :-1], **mem).validate()
-    with pytest.raises(InputError, match="implausible in kJ/mol/nm"):
+    with pytest.raises(InputError, match="RMS atomic force .* kJ/mol/nm .* implausible"):
         AATrajectory(forces=system["frc"] * 1e-3, **mem).validate()
     with pytest.raises(InputError, match="Angstrom"):
         AATrajectory(**{**mem, "boxes": system["boxes"] * 10}, forces=system["frc"]).validate()
@@ -105,6 +105,30 @@ def test_atom_count_and_unit_errors(system):
     trr = _write_trr(system["dir"] / "short.trr", bad)
     with pytest.raises(InputError, match="atoms"):
         load_trajectory(trr, system["pdb"])
+
+
+def test_kcal_per_angstrom_declared_as_kj_per_nm_is_refused(system, tmp_path):
+    """Forces of liquid-like size (RMS 800 kJ/mol/nm) given in kcal/mol/A but declared kJ/mol/nm
+    are 41.84x too small: refused; declared correctly they load and convert back."""
+    dcd = tmp_path / "t.dcd"
+    import mdtraj as md
+
+    md.Trajectory(system["pos"], system["mdtop"], unitcell_lengths=np.full((5, 3), L),
+                  unitcell_angles=np.full((5, 3), 90.0)).save_dcd(str(dcd))
+    np.save(tmp_path / "f_kcal.npy", system["frc"] / 41.84)
+    with pytest.raises(InputError, match="41.84x too small"):
+        load_trajectory(dcd, system["pdb"], forces=tmp_path / "f_kcal.npy", timestep_ps=0.5)
+    aa = load_trajectory(dcd, system["pdb"], forces=tmp_path / "f_kcal.npy", force_unit="kcal/mol/A", timestep_ps=0.5)
+    np.testing.assert_allclose(aa.forces, system["frc"], rtol=1e-5)
+    # measured reline forces (RMS 590 kJ/mol/nm) pass; the same in kcal/mol/A (~14) and kJ/mol/A (~59) do not
+    for rms, ok in ((590.0, True), (590.0 / 41.84, False), (590.0 / 10.0, False), (590.0 * 41.84, False)):
+        frc = np.random.default_rng(1).normal(0.0, rms, system["frc"].shape)
+        traj = AATrajectory(system["mdtop"], system["masses"], system["pos"], frc, system["boxes"], system["times"])
+        if ok:
+            traj.validate()
+        else:
+            with pytest.raises(InputError, match="implausible"):
+                traj.validate()
 
 
 TOP = """[ defaults ]

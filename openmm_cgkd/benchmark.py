@@ -171,7 +171,7 @@ class BenchmarkRow:
     architecture: str
     cuda_graphs: bool
     trained: bool
-    network_forces: int  # TorchForce objects in the System
+    network_forces: int  # network force objects (TorchForce or PythonForce) in the System
     networks_evaluated: int  # networks evaluated per step
     openmm: Timing
     torch: Optional[Timing]
@@ -677,14 +677,14 @@ def _goals(rows: Sequence[BenchmarkRow]) -> list[dict]:
 
 def format_table(result: BenchmarkResult) -> str:
     """The results as a fixed-width text table (ms per step / call, ns/day, overhead %)."""
-    head = (f"{'architecture':16s} {'model':30s} {'nets':>4s} {'forces':>6s} {'torch ms/call':>13s} "
+    head = (f"{'architecture':16s} {'model':36s} {'nets':>4s} {'forces':>6s} {'torch ms/call':>13s} "
             f"{'OpenMM ms/step':>14s} {'ns/day':>9s} {'overhead':>8s}")
     lines = [head, "-" * len(head)]
     for r in result.rows:
         torch_ms = f"{r.torch.median_ms:13.2f}" if r.torch else f"{'-':>13s}"
         over = f"{100 * r.openmm_overhead:7.1f}%" if r.openmm_overhead is not None else f"{'-':>8s}"
         label = r.label + ("" if r.trained else " (untrained)")
-        lines.append(f"{r.architecture:16s} {label:30s} {r.networks_evaluated:4d} {r.network_forces:6d} {torch_ms} "
+        lines.append(f"{r.architecture:16s} {label:36s} {r.networks_evaluated:4d} {r.network_forces:6d} {torch_ms} "
                      f"{r.openmm.median_ms:14.2f} {r.ns_per_day:9.3f} {over}")
     return "\n".join(lines)
 

@@ -56,7 +56,7 @@ def _run(args: argparse.Namespace) -> int:
               "(speed does not depend on the weights)")
     print()
     print(format_table(result))
-    print("\n'nets' = networks evaluated per step, 'forces' = TorchForce objects; overhead = OpenMM ms/step / "
+    print("\n'nets' = networks evaluated per step, 'forces' = network force objects; overhead = OpenMM ms/step / "
           "torch ms/call - 1")
     print("goals:")
     print(format_goals(result))

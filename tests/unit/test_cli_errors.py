@@ -368,6 +368,18 @@ def test_gpu_asked_for_without_one(capsys):
     assert torch_device("auto").type == "cpu" and torch_device("cpu").type == "cpu"
     _fails(capsys, ["label", "--dataset", "x.h5", "--teachers", "t", "--device", "cuda"], 2,
            "asks for a CUDA GPU but torch sees none")
+    _fails(capsys, ["train-teachers", str(Path(__file__).parent / "nonexistent.yaml")], 2, "config file not found")
+
+
+def test_train_with_a_gpu_accelerator_without_a_gpu(tmp_path, capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    cfg = tmp_path / "t.yaml"
+    cfg.write_text("dataset: x.h5\ntrainer: {accelerator: gpu}\n")
+    _fails(capsys, ["train-teachers", str(cfg)], 2, "trainer.accelerator is 'gpu' but torch sees no CUDA GPU")
+    _fails(capsys, ["train-student", str(cfg), "--accelerator", "cuda"], 2, "torch sees no CUDA GPU")
 
 
 def test_train_config_errors(tmp_path, capsys):

@@ -415,15 +415,20 @@ def build_eager_model(manifest: BundleManifest, state_dict: Mapping, source: str
     """The eager network a manifest describes, with ``state_dict`` loaded (strictly), on CPU, eval mode.
 
     ``teacher`` / ``student``: a :class:`CGPotential`; ``ensemble``: an :class:`EnsemblePotential` of
-    ``num_members`` members. Raises :class:`BundleError` for another ``model_kind`` or weights
-    that do not fit the architecture.
+    ``num_members`` members, or for a stacked architecture (``hipnn-ts``) the
+    :class:`~openmm_cgkd.model.stacked.StackedEnsemblePotential`. Raises :class:`BundleError` for
+    another ``model_kind`` or weights that do not fit the architecture.
     """
     from openmm_cgkd.model.ensemble import EnsemblePotential
-    from openmm_cgkd.model.potential import CGPotential
+    from openmm_cgkd.model.potential import STACKED_ARCHITECTURES, CGPotential
+    from openmm_cgkd.model.stacked import StackedEnsemblePotential
 
     cfg = manifest.potential_config
     if manifest.model_kind in ("teacher", "student"):
         model = CGPotential(cfg)
+    elif manifest.model_kind == "ensemble" and cfg.architecture in STACKED_ARCHITECTURES \
+            and not any(str(k).startswith("members.") for k in state_dict):
+        model = StackedEnsemblePotential(cfg, manifest.num_members)
     elif manifest.model_kind == "ensemble":
         model = EnsemblePotential([CGPotential(cfg) for _ in range(manifest.num_members)])
     else:
@@ -529,8 +534,9 @@ def _check_module(module, manifest: BundleManifest, src: str) -> None:
 def save_bundle(path: str | os.PathLike, model, *, bead_types: Sequence[BeadType | Mapping], wall: WallParameters,
                 model_kind: str, variant: str | None = None, training: Mapping | None = None,
                 description: str = "", periodic: bool = True, config=None, overwrite: bool = False) -> Path:
-    """Write ``model`` (a :class:`CGPotential`, :class:`EnsemblePotential` or their TorchScript
-    module; the network only, no wall) and its manifest to the directory ``path``: the
+    """Write ``model`` (a :class:`CGPotential`, :class:`EnsemblePotential`,
+    :class:`~openmm_cgkd.model.stacked.StackedEnsemblePotential` or their TorchScript module; the
+    network only, no wall) and its manifest to the directory ``path``: the
     TorchScript module (``model.pt``) and its weights as a plain state_dict (``state_dict.pt``).
 
     The module is scripted on CPU with ``create_graph=False`` and ``check_errors=True``; the
@@ -545,14 +551,15 @@ def save_bundle(path: str | os.PathLike, model, *, bead_types: Sequence[BeadType
 
     from openmm_cgkd.model.ensemble import EnsemblePotential
     from openmm_cgkd.model.potential import CGPotential
+    from openmm_cgkd.model.stacked import StackedEnsemblePotential
     from openmm_cgkd.provenance import make_portable
 
     out = Path(path).expanduser()
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} exists; pass overwrite=True to replace it")
-    if isinstance(model, (CGPotential, EnsemblePotential)):
+    if isinstance(model, (CGPotential, EnsemblePotential, StackedEnsemblePotential)):
         config = model.config
-        num_members = model.num_members if isinstance(model, EnsemblePotential) else 1
+        num_members = model.num_members if isinstance(model, (EnsemblePotential, StackedEnsemblePotential)) else 1
         eager = copy.deepcopy(model).cpu().eval()
         eager.create_graph = False
         eager.set_check_errors(True)
@@ -563,7 +570,8 @@ def save_bundle(path: str | os.PathLike, model, *, bead_types: Sequence[BeadType
         scripted = model
         num_members = int(model.num_members) if hasattr(model, "num_members") else 1
     else:
-        raise TypeError(f"cannot bundle a {type(model).__name__}; give a CGPotential or EnsemblePotential")
+        raise TypeError(f"cannot bundle a {type(model).__name__}; give a CGPotential, EnsemblePotential or "
+                        "StackedEnsemblePotential")
     is_ensemble = hasattr(scripted, "num_members")
     if (model_kind == "ensemble") != is_ensemble:
         raise ValueError(f"model_kind {model_kind!r} does not match the module "
@@ -626,12 +634,15 @@ def build_untrained_bundle(path: str | os.PathLike, config=None, *, bead_types: 
 
     Defaults: the DES bead types, :func:`untrained_config`, a placeholder wall; with
     ``num_members > 1`` (or ``model_kind='ensemble'``) an ensemble of members seeded
-    ``seed, seed+1, ...``. The manifest says plainly that the model is untrained.
+    ``seed, seed+1, ...`` (for a stacked architecture, ``hipnn-ts``, one
+    :class:`~openmm_cgkd.model.stacked.StackedEnsemblePotential` whose member k equals that
+    one-network model). The manifest says plainly that the model is untrained.
     """
     import torch
 
     from openmm_cgkd.model.ensemble import EnsemblePotential
-    from openmm_cgkd.model.potential import CGPotential
+    from openmm_cgkd.model.potential import STACKED_ARCHITECTURES, CGPotential
+    from openmm_cgkd.model.stacked import StackedEnsemblePotential
 
     bts = list(bead_types or DES_BEAD_TYPES)
     cfg = config or untrained_config(num_types=len(bts))
@@ -640,11 +651,14 @@ def build_untrained_bundle(path: str | os.PathLike, config=None, *, bead_types: 
     wall = wall or _placeholder_wall([b.name for b in bts])
     if model_kind == "ensemble" and num_members == 1:
         num_members = 2
-    members = []
-    for k in range(num_members):
-        torch.manual_seed(seed + k)
-        members.append(CGPotential(cfg))
-    model = EnsemblePotential(members) if num_members > 1 else members[0]
+    if num_members > 1 and cfg.architecture in STACKED_ARCHITECTURES:
+        model = StackedEnsemblePotential(cfg, num_members, seeds=[seed + k for k in range(num_members)])
+    else:
+        members = []
+        for k in range(num_members):
+            torch.manual_seed(seed + k)
+            members.append(CGPotential(cfg))
+        model = EnsemblePotential(members) if num_members > 1 else members[0]
     kind = "ensemble" if num_members > 1 else model_kind
     return save_bundle(path, model, bead_types=bts, wall=wall, model_kind=kind, variant="untrained",
                        training={"trained": False, "seed": seed, "note": "UNTRAINED: random weights, for demos only"},

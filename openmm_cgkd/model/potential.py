@@ -38,11 +38,14 @@ from torch import Tensor, nn
 
 from openmm_cgkd.errors import CGKDError
 
-__all__ = ["ARCHITECTURES", "PotentialConfig", "load_model_config", "model_config_names", "NeighborList", "CGPotential", "edge_geometry",
+__all__ = ["ARCHITECTURES", "STACKED_ARCHITECTURES", "PotentialConfig", "load_model_config", "model_config_names", "NeighborList", "CGPotential", "edge_geometry",
            "suggest_max_num_neighbors", "check_box", "import_torchmdnet", "NeighborOverflowError"]
 
-ARCHITECTURES = ("tensornet", "graph-network", "equivariant-transformer")
+ARCHITECTURES = ("tensornet", "graph-network", "equivariant-transformer", "hipnn-ts")
+# architectures whose K members can be stacked into one network (openmm_cgkd.model.stacked)
+STACKED_ARCHITECTURES = ("hipnn-ts",)
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
+_HIPNN_ONLY = ("sensitivity_min_nm", "sensitivity_max_nm")  # PotentialConfig fields only hipnn-ts reads
 
 
 class NeighborOverflowError(CGKDError, RuntimeError):
@@ -119,6 +122,13 @@ class PotentialConfig:
     ``max_num_neighbors * N`` directed pairs (both i->j and j->i count, plus one self pair per
     bead for tensornet / equivariant-transformer). Size it with
     :func:`suggest_max_num_neighbors`; overflowing it is an error, never silent truncation.
+
+    ``hipnn-ts`` (HIP-NN with tensor sensitivities, :mod:`openmm_cgkd.model.stacked`) reads
+    ``embedding_dim`` (features), ``num_layers`` (atom-environment layers after its one
+    interaction layer), ``num_rbf`` (sensitivity functions), ``activation`` (``softplus``,
+    ``silu`` or ``tanh``) and its own ``sensitivity_min_nm`` / ``sensitivity_max_nm`` (centres of
+    the first and last sensitivity function, nm; default 0.3 and 0.85 times the cutoff); the
+    torchmd-net-only fields are ignored.
     """
 
     architecture: str = "graph-network"
@@ -139,7 +149,9 @@ class PotentialConfig:
     distance_influence: str = "both"  # equivariant-transformer
     attn_activation: str = "silu"  # equivariant-transformer
     equivariance_group: str = "O(3)"  # tensornet
-    static_shapes: bool = False  # tensornet only: fixed-size (padded) pair list, CUDA-graph friendly
+    static_shapes: bool = False  # tensornet, hipnn-ts: fixed-size (padded) pair list, CUDA-graph friendly
+    sensitivity_min_nm: Optional[float] = None  # hipnn-ts: centre of the shortest-range sensitivity (0.3 cutoff)
+    sensitivity_max_nm: Optional[float] = None  # hipnn-ts: centre of the longest-range one (0.85 cutoff)
     dtype: str = "float32"
 
     def __post_init__(self) -> None:
@@ -156,8 +168,21 @@ class PotentialConfig:
             if int(v) != v or int(v) < (0 if name == "num_layers" else 1):
                 raise ValueError(f"{name} must be a positive integer, got {v!r}")
             setattr(self, name, int(v))
-        if self.static_shapes and self.architecture != "tensornet":
-            raise ValueError("static_shapes is supported by the tensornet architecture only")
+        if self.static_shapes and self.architecture not in ("tensornet", "hipnn-ts"):
+            raise ValueError("static_shapes is supported by the tensornet and hipnn-ts architectures only")
+        if self.architecture == "hipnn-ts":
+            self.sensitivity_min_nm = float(0.3 * self.cutoff_nm if self.sensitivity_min_nm is None
+                                            else self.sensitivity_min_nm)
+            self.sensitivity_max_nm = float(0.85 * self.cutoff_nm if self.sensitivity_max_nm is None
+                                            else self.sensitivity_max_nm)
+            if not 0 < self.sensitivity_min_nm < self.sensitivity_max_nm <= self.cutoff_nm:
+                raise ValueError("hipnn-ts needs 0 < sensitivity_min_nm < sensitivity_max_nm <= cutoff_nm, got "
+                                 f"{self.sensitivity_min_nm}, {self.sensitivity_max_nm}, {self.cutoff_nm}")
+            if self.activation not in ("softplus", "silu", "tanh"):
+                raise ValueError(f"hipnn-ts activation must be softplus, silu or tanh, got {self.activation!r}")
+            if self.trainable_rbf or self.head_hidden_layers:
+                raise ValueError("hipnn-ts has fixed sensitivity functions (shared by stacked members) and a "
+                                 "linear energy readout: trainable_rbf must be false and head_hidden_layers 0")
         if self.architecture == "equivariant-transformer" and self.embedding_dim % self.num_heads:
             raise ValueError(f"embedding_dim {self.embedding_dim} must be divisible by num_heads {self.num_heads}")
 
@@ -168,10 +193,14 @@ class PotentialConfig:
     @property
     def self_loops(self) -> bool:
         """Whether the representation's graph includes i->i pairs (as torchmd-net builds it)."""
-        return self.architecture != "graph-network"
+        return self.architecture not in ("graph-network", "hipnn-ts")
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        if self.architecture != "hipnn-ts":  # keep the other architectures' mappings (and fingerprints) as they were
+            for name in _HIPNN_ONLY:
+                d.pop(name)
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "PotentialConfig":
@@ -382,8 +411,13 @@ class _EdgePassThrough(nn.Module):
 
 
 def _build_representation(cfg: PotentialConfig) -> tuple[nn.Module, nn.Module]:
-    """torchmd-net representation and matching output (head) module for ``cfg``."""
+    """torchmd-net representation and matching output (head) module for ``cfg`` (for ``hipnn-ts``:
+    a one-member :class:`~openmm_cgkd.model.stacked.HipnnTS` behind the same interface)."""
     import_torchmdnet()
+    if cfg.architecture == "hipnn-ts":
+        from openmm_cgkd.model.stacked import HipnnRepresentation, PassThroughHead
+
+        return HipnnRepresentation(cfg).to(cfg.torch_dtype), PassThroughHead()
     from torchmdnet.models import output_modules
 
     dtype = cfg.torch_dtype

@@ -81,7 +81,8 @@ def write_top(path: str | Path, ff: ForceField, composition, *, pairs: bool = Tr
     tnames = _atom_types(ff, keys)
     lines = [f"; {name}: written by openmm_cgkd.data.gromacs from {Path(ff.path).name or 'the force field'}",
              f"; {ff.source}" if ff.source else ";",
-             f"; 1-4 pairs {'listed (scaled by fudgeLJ / fudgeQQ)' if pairs else 'NOT listed: 1-4 interactions excluded'}",
+             "; 1-4 pairs " + ("listed (scaled by fudgeLJ / fudgeQQ)" if pairs
+                               else "NOT listed: 1-4 interactions excluded"),
              "", "[ defaults ]", "; nbfunc  comb-rule  gen-pairs  fudgeLJ  fudgeQQ",
              f"  1        3          yes        {ff.fudge_lj:g}      {ff.fudge_qq:g}", "",
              "[ atomtypes ]", "; name  at.num  mass  charge  ptype  sigma(nm)  epsilon(kJ/mol)"]

@@ -6,7 +6,8 @@ AA forces alone (loss Err(F, F_AA); docs/METHOD.md section 2.3).
 1. split the dataset into contiguous train / val / test blocks;
 2. fit the repulsive wall on the training block (:mod:`.wall_fit`), shared by every member;
 3. train the members (one after another, or in parallel processes: one per GPU when several
-   are present, or ``parallel: N`` CPU processes), each resumable in its own directory;
+   are present, or ``parallel: N`` CPU processes), each resumable in its own directory; a
+   stacked architecture (``hipnn-ts``) trains all members in one run instead (:mod:`.stacked`);
 4. write one teacher bundle per member and the ensemble bundle (member means and force std);
 5. evaluate members and ensemble on the test block (``metrics.json``, parity and training-curve PNGs).
 
@@ -212,6 +213,10 @@ def train_teachers(cfg: TeachersConfig, dataset: CGDataset | None = None,
     out = Path(cfg.out)
     start = time.time()
     setup = prepare_teachers(cfg, dataset)
+    from openmm_cgkd.training.stacked import is_stacked_architecture, train_teachers_stacked
+
+    if is_stacked_architecture(setup["architecture"]):  # hipnn-ts: all K members in one stacked run
+        return train_teachers_stacked(cfg, dataset, setup, extra_force_refs)
     blocks = _blocks(setup)
     plan = _plan_processes(cfg)
     if len(plan) > 1:

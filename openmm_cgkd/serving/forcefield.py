@@ -255,6 +255,10 @@ class CGKDForceField:
             model = self.bundle.module
         else:
             model = self.bundle.eager_model()
+        n_types = int(getattr(model, "num_types", len(self.bead_types)))
+        if len(types) and not (0 <= int(types.min()) and int(types.max()) < n_types):  # once, not per MD step
+            raise ServingError(f"bead type indices {int(types.min())}..{int(types.max())} do not fit the network's "
+                               f"{n_types} bead types")
         try:
             network = make_network_force(model, types.tolist(), periodic=self.periodic, properties=props,
                                          force_group=force_group, backend=backend, particles=particles,

@@ -161,6 +161,11 @@ def make_network_force(model: torch.nn.Module, bead_types: Sequence[int], *, per
             raise ValueError(f"particles must be {len(bead_types)} distinct non-negative system indices, one per "
                              f"bead type entry; got {len(particles)} ({len(set(particles))} distinct)")
     properties = {str(k): str(v) for k, v in (properties or {}).items()}
+    if hasattr(model, "serve_mean_only"):
+        # a stacked ensemble: MD needs the member-mean force only (one backward pass, no std, no
+        # host syncs; create_system has checked the inputs that cannot change), on a copy
+        model = copy.deepcopy(model)
+        model.serve_mean_only()
     if backend == "python":
         return _make_python_force(model, bead_types, periodic=periodic, properties=properties,
                                   force_group=force_group, particles=particles, device=device, compile=compile)

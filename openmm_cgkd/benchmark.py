@@ -12,6 +12,12 @@ What is timed, per architecture (and per CUDA-graphs setting):
 ``student``         one network with the architecture of a teacher
 ==================  =====================================================================
 
+For a stacked architecture (``hipnn-ts``) the ensemble is the
+:class:`~openmm_cgkd.model.stacked.StackedEnsemblePotential` (K members in one pass, the mean
+force from one backward pass) and teacher / naive-ensemble members are its members extracted as
+plain networks; the goal "stacked ensemble <= 0.5 x naive ensemble" is printed for it.
+Training throughput (``cgkd benchmark --training``) is :mod:`openmm_cgkd.benchmark_training`.
+
 For each, two figures:
 
 * **OpenMM**: milliseconds per MD step (``LangevinMiddleIntegrator``, 2 fs by default) of the
@@ -85,6 +91,8 @@ RELINE_BEAD_DENSITY_PER_NM3 = 1000.0 / 4.484 ** 3  # beads per nm^3 (1000 molecu
 MODEL_NAMES = ("teacher", "ensemble", "naive-ensemble", "student")
 GOAL_ENSEMBLE_OVER_STUDENT = 2.0  # ensemble (one module) ms/step <= 2 x the student's
 GOAL_OPENMM_OVERHEAD = 0.10  # OpenMM ms/step <= 1.1 x the bare torch call
+GOAL_STACKED_OVER_NAIVE = 0.5  # a stacked ensemble (hipnn-ts) ms/step <= 0.5 x the naive K-force ensemble's
+STACKED_ARCHITECTURES = ("hipnn-ts",)  # = openmm_cgkd.model.potential.STACKED_ARCHITECTURES
 
 
 class BenchmarkError(CGKDError, RuntimeError):
@@ -298,9 +306,17 @@ class ScaledPotential(torch.nn.Module):
         return out[0] * self.scale, out[1] * self.scale, out[2] * self.scale
 
 
-def ensemble_member_modules(ensemble_module) -> list:
+def ensemble_member_modules(ensemble_module, config=None) -> list:
     """The K member networks of an ensemble module (eager :class:`EnsemblePotential` or its
-    TorchScript form from a bundle), each callable with the CG-potential signature."""
+    TorchScript form from a bundle), each callable with the CG-potential signature. A stacked
+    ensemble (:class:`~openmm_cgkd.model.stacked.StackedEnsemblePotential`, eager or scripted; a
+    scripted one needs its ``config``) gives its members extracted as plain ``CGPotential`` s."""
+    from openmm_cgkd.model.stacked import StackedEnsemblePotential, is_stacked_module, load_stacked
+
+    if is_stacked_module(ensemble_module):
+        if config is None and not isinstance(ensemble_module, StackedEnsemblePotential):
+            raise BenchmarkError("the members of a scripted stacked ensemble need its architecture config")
+        return load_stacked(ensemble_module, config).members()
     members = ensemble_module.members
     if hasattr(members, "_modules") and not hasattr(ensemble_module, "_c"):
         return list(members)
@@ -584,7 +600,7 @@ def run_benchmark(settings: BenchmarkSettings, progress: bool = True,
                                                        float(topology.getNumAtoms() / abs(np.linalg.det(box)))),
                                    "wall": settings.wall}
                     (bar.write if progress and log is not None else say)(f"system: {described}; platform {platform_name}")
-                members = ensemble_member_modules(ens_ff.bundle.module)
+                members = ensemble_member_modules(ens_ff.bundle.module, ens_ff.manifest.potential_config)
                 k = len(members)
                 variants = {
                     "teacher": (ens_ff, [members[0]], 1, models.ensemble_trained),
@@ -593,7 +609,7 @@ def run_benchmark(settings: BenchmarkSettings, progress: bool = True,
                     "student": (stu_ff, None, 1, models.student_trained),
                 }
                 if "python" in backends:  # the python backend serves the eager networks
-                    eager = list(ens_ff.bundle.eager_model().members)
+                    eager = ensemble_member_modules(ens_ff.bundle.eager_model())
                     eager_networks = {"teacher": [eager[0]],
                                       "naive-ensemble": [ScaledPotential(m, 1.0 / k) for m in eager]}
                 types = ens_ff.bead_type_indices(topology).tolist()
@@ -658,6 +674,11 @@ def _goals(rows: Sequence[BenchmarkRow]) -> list[dict]:
             goals.append({"goal": "ensemble (one module) ms/step <= 2 x student", "setting": tag,
                           "backend": backend, "architecture": arch, "cuda_graphs": graphs, "value": v,
                           "limit": GOAL_ENSEMBLE_OVER_STUDENT, "met": bool(v <= GOAL_ENSEMBLE_OVER_STUDENT)})
+        if "ensemble" in by and "naive-ensemble" in by and arch in STACKED_ARCHITECTURES:
+            v = by["ensemble"].openmm.median_ms / by["naive-ensemble"].openmm.median_ms
+            goals.append({"goal": f"stacked ensemble ms/step <= {GOAL_STACKED_OVER_NAIVE:g} x naive K-force ensemble",
+                          "setting": tag, "backend": backend, "architecture": arch, "cuda_graphs": graphs,
+                          "value": v, "limit": GOAL_STACKED_OVER_NAIVE, "met": bool(v <= GOAL_STACKED_OVER_NAIVE)})
         if "naive-ensemble" in by and "student" in by:
             v = by["naive-ensemble"].openmm.median_ms / by["student"].openmm.median_ms
             goals.append({"goal": "naive ensemble (K forces) ms/step / student (for reference)", "setting": tag,

@@ -19,6 +19,8 @@ examples:
   # GPU, the paper's system size, TensorNet, with and without CUDA graphs
   cgkd benchmark --platform CUDA --beads 1000 --architecture tensornet --cuda-graphs both \\
       --steps 200 --warmup 50 --repeats 5 --out runs/benchmark/cuda.json
+  # the stacked HIP-NN-TS ensemble, plus training throughput (K = 8 stacked vs 8 one by one)
+  cgkd benchmark --beads 252 --architecture hipnn-ts --threads 2 --training --out runs/benchmark/stacked.json
   # trained bundles on your own structure
   cgkd benchmark --ensemble-bundle models/des-teachers --student-bundle models/des-student \\
       --structure systems/des/cg_start.pdb --platform CUDA
@@ -60,8 +62,26 @@ def _run(args: argparse.Namespace) -> int:
           "torch ms/call - 1")
     print("goals:")
     print(format_goals(result))
+    training = None
+    if args.training:
+        from openmm_cgkd.benchmark_training import (TrainingBenchmarkSettings, format_training_table,
+                                                    run_training_benchmark)
+
+        print(f"\ntraining throughput ({args.members} stacked hipnn-ts members vs one by one; batches of "
+              f"{args.training_batch} frames of {args.beads} beads):")
+        training = run_training_benchmark(TrainingBenchmarkSettings(
+            n_beads=args.beads, members=args.members, batch_size=args.training_batch,
+            steps=args.training_steps, warmup_steps=1, repeats=args.repeats, threads=args.threads, seed=args.seed,
+            embedding_dim=args.embedding_dim, num_layers=args.layers, num_rbf=args.num_rbf, cutoff_nm=args.cutoff))
+        print(format_training_table(training))
     if args.out:
         path = result.to_json(args.out)
+        if training is not None:  # its own section of the same JSON
+            import json
+
+            data = json.loads(path.read_text())
+            data["training"] = training.to_dict()
+            path.write_text(json.dumps(data, indent=2, allow_nan=True) + "\n")
         print(f"\nwrote {path}")
     return 0
 
@@ -82,7 +102,7 @@ def register(subparsers) -> None:
                    help="ensemble bundle (path or shipped name); teacher = its member 0 (default: untrained)")
     p.add_argument("--student-bundle", default=None, help="student bundle (default: untrained, same architecture)")
     p.add_argument("--architecture", nargs="+", default=None,
-                   choices=["graph-network", "tensornet", "equivariant-transformer"],
+                   choices=["graph-network", "tensornet", "equivariant-transformer", "hipnn-ts"],
                    help="architecture(s) of the untrained models (default: graph-network on CPU, tensornet on CUDA)")
     p.add_argument("--members", type=positive_int, default=8, help="ensemble size K (default 8)")
     p.add_argument("--models", nargs="+", default=list(MODEL_NAMES), choices=list(MODEL_NAMES),
@@ -112,6 +132,12 @@ def register(subparsers) -> None:
     p.add_argument("--backend", nargs="+", choices=["torchforce", "python"], default=["torchforce", "python"],
                    help="serving backend(s) of the network force to time: torchforce (openmm-torch TorchForce) "
                         "and/or python (openmm.PythonForce, eager model); default both")
+    p.add_argument("--training", action="store_true",
+                   help="also time training: K stacked hipnn-ts members vs K one by one (frames/s; JSON section "
+                        "'training')")
+    p.add_argument("--training-batch", type=positive_int, default=8, help="--training: frames per batch (default 8)")
+    p.add_argument("--training-steps", type=positive_int, default=2,
+                   help="--training: timed optimiser steps per repeat (default 2)")
     p.add_argument("--seed", type=int, default=0, help="seed of the lattice, weights and velocities")
     p.add_argument("--out", type=Path, default=Path("runs/benchmark/benchmark.json"),
                    help="JSON output (default runs/benchmark/benchmark.json)")

@@ -241,7 +241,9 @@ def model_config_names() -> list:
 
 def load_model_config(name_or_path, **overrides) -> PotentialConfig:
     """A :class:`PotentialConfig` from a YAML file, or a shipped config by name (``tensornet``,
-    ``graph-network``, ``equivariant-transformer``); ``overrides`` replace fields."""
+    ``graph-network``, ``equivariant-transformer``, ``hipnn-ts``); ``overrides`` replace fields.
+    A ``hipnn-ts`` config whose cutoff is overridden gets its sensitivity range rescaled with the
+    cutoff (0.3 and 0.85 of it) unless the overrides set that range too."""
     p = Path(name_or_path)
     if not p.is_file():
         p = CONFIG_DIR / f"{name_or_path}.yaml"
@@ -250,7 +252,11 @@ def load_model_config(name_or_path, **overrides) -> PotentialConfig:
                                     f"shipped configs {model_config_names()}")
     cfg = PotentialConfig.from_yaml(p)
     if overrides:
-        cfg = PotentialConfig.from_dict({**cfg.to_dict(), **overrides})
+        base = cfg.to_dict()
+        if cfg.architecture == "hipnn-ts" and "cutoff_nm" in overrides:
+            for name in _HIPNN_ONLY:
+                base[name] = None  # the defaults follow the new cutoff
+        cfg = PotentialConfig.from_dict({**base, **overrides})
     return cfg
 
 

@@ -57,13 +57,13 @@ def _load_system(args):
 
 
 def _cmd_build(args) -> int:
-    from openmm_cgkd.data.aamd import select_platform
     from openmm_cgkd.data.build import build_box
+    from openmm_cgkd.platforms import select_platform
 
     out = check_output_file(args.out, "--out", (".pdb",))
     sysdef = _load_system(args)
-    plat, _ = select_platform(args.platform, args.threads)
-    build_box(sysdef, out, seed=args.seed, minimise_steps=args.max_iterations, platform=plat)
+    build_box(sysdef, out, seed=args.seed, minimise_steps=args.max_iterations,
+              platform=select_platform(args.platform, args.threads).platform)
     return 0
 
 
@@ -83,9 +83,10 @@ def _protocol(args, sysdef):
 
 
 def _cmd_run(args) -> int:
-    from openmm_cgkd.data.aamd import select_platform, run_aa
+    from openmm_cgkd.data.aamd import run_aa
     from openmm_cgkd.data.build import build_box
     from openmm_cgkd.data.mapping import MappingSpec
+    from openmm_cgkd.platforms import select_platform
 
     run_dir = check_output_dir(args.run_dir, "--run-dir")
     structure = None if args.structure is None else check_input_file(args.structure, "starting structure (--structure)")
@@ -106,8 +107,7 @@ def _cmd_run(args) -> int:
     if structure is None and not (run_dir / "run.json").is_file():
         structure = run_dir / "built.pdb"
         if not structure.is_file():
-            plat, _ = select_platform(args.platform, args.threads)
-            build_box(sysdef, structure, seed=args.seed, platform=plat)
+            build_box(sysdef, structure, seed=args.seed, platform=select_platform(args.platform, args.threads).platform)
     summary = run_aa(run_dir, sysdef, protocol, structure, platform=args.platform,
                      threads=args.threads, progress=not args.no_progress, mapping=mapping)
     return 0 if summary["finished"] else 3

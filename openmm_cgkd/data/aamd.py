@@ -30,8 +30,9 @@ from pathlib import Path
 import numpy as np
 
 from openmm_cgkd.errors import CGKDError
+from openmm_cgkd.platforms import GPU_PLATFORMS, select_platform
 
-__all__ = ["Protocol", "select_platform", "run_aa", "read_frames", "read_mapped", "consolidate", "RunError",
+__all__ = ["Protocol", "run_aa", "read_frames", "read_mapped", "consolidate", "RunError",
            "ProtocolError", "repartition_hydrogen_masses"]
 
 FRAME_FIELDS = ("positions", "forces", "boxes", "potential_energy", "times", "steps")
@@ -121,55 +122,6 @@ class Protocol:
             f = step / max(self.n_anneal, 1)
             return self.anneal_temperature_K + f * (self.temperature_K - self.anneal_temperature_K)
         return self.temperature_K
-
-
-def select_platform(name: str | None = None, threads: int | None = None):
-    """OpenMM platform: ``name`` if given (any case), else (None or 'auto') CUDA when it works, else
-    CPU. Returns (platform, properties); :class:`~openmm_cgkd.errors.PlatformError` when the
-    named platform is not available here."""
-    import openmm as mm
-
-    from openmm_cgkd.errors import PlatformError
-
-    if name is not None and str(name).lower() == "auto":
-        name = None
-    if name:
-        loaded = [mm.Platform.getPlatform(i).getName() for i in range(mm.Platform.getNumPlatforms())]
-        match = [n for n in loaded if n.lower() == str(name).lower()]
-        if not match:
-            hint = (" (the CUDA platform needs an NVIDIA GPU and driver)" if str(name).lower() == "cuda" else "")
-            raise PlatformError(f"OpenMM platform {name!r} is not available here; available: {loaded}{hint}; "
-                                "use --platform auto")
-        name = match[0]
-    names = [name] if name else ["CUDA", "CPU"]
-    last = None
-    for n in names:
-        try:
-            plat = mm.Platform.getPlatformByName(n)
-        except Exception as exc:  # noqa: BLE001 - platform not compiled in
-            last = exc
-            continue
-        props = {}
-        if n == "CPU" and threads:
-            props["Threads"] = str(int(threads))
-        if n == "CUDA":
-            props["Precision"] = "mixed"
-            try:  # make sure a device really exists
-                ctx = mm.Context(_tiny_system(), mm.VerletIntegrator(0.001), plat, props)
-                del ctx
-            except Exception as exc:  # noqa: BLE001
-                last = exc
-                continue
-        return plat, props
-    raise RunError(f"no usable OpenMM platform among {names}: {last}")
-
-
-def _tiny_system():
-    import openmm as mm
-
-    s = mm.System()
-    s.addParticle(1.0)
-    return s
 
 
 def _atomic_write(path: Path, data: bytes | str) -> None:
@@ -484,6 +436,8 @@ def run_aa(run_dir: str | Path, sysdef, protocol: Protocol, structure_pdb: str |
     cgmap = _cg_map(meta, mapping) if mapping is not None else None
     lock = _RunLock(run_dir)
     plat, props = select_platform(platform, threads)
+    if plat.getName() in GPU_PLATFORMS:
+        props.setdefault("Precision", "mixed")
     integ = _make_integrator(protocol, protocol.temperature_K)
     ctx = mm.Context(system, integ, plat, props)
     prog = _read_json(run_dir / "progress.json")

@@ -75,14 +75,19 @@ def test_platform_option_accepts_auto_everywhere():
             assert parser.parse_args([*argv, "--platform", given]).platform == want, argv
 
 
-def test_aa_platform_auto_means_cuda_when_usable_else_cpu():
-    from openmm_cgkd.data.aamd import select_platform
+def test_one_platform_chooser_for_aa_cg_benchmark_and_cli():
+    """AA runs (data.aamd), CG serving and the CLI share one chooser; auto = CUDA when usable, else CPU."""
+    import openmm_cgkd.data.aamd as aamd
+    import openmm_cgkd.serving.platforms as serving_platforms
     from openmm_cgkd.errors import PlatformError
-    from openmm_cgkd.serving.platforms import available_platforms, default_platform_name
+    from openmm_cgkd.platforms import available_platforms, cuda_usable, default_platform_name, select_platform
 
-    plat, _ = select_platform("auto")
+    assert aamd.select_platform is select_platform and serving_platforms.select_platform is select_platform
+    assert default_platform_name() == ("CUDA" if cuda_usable() else "CPU")
+    plat, props = select_platform("auto", 2)  # unpacks as (platform, context properties)
     assert plat.getName() == default_platform_name()
-    assert select_platform("cpu")[0].getName() == "CPU"
+    assert props == ({"Threads": "2"} if plat.getName() == "CPU" else {})  # threads only mean something on CPU
+    assert select_platform("cpu").name == "CPU"
     if "CUDA" not in available_platforms():
         with pytest.raises(PlatformError, match="not available here"):
             select_platform("CUDA")

@@ -32,7 +32,7 @@ import math
 
 import numpy as np
 
-from openmm_cgkd.simulation import SimulationError
+from openmm_cgkd.md_engine import SimulationError, atomic_write
 
 __all__ = ["BlowUpError", "HUGE_ENERGY_PER_BEAD_KJ_MOL", "MAX_FORCE_STEP_NM", "MAX_OMEGA_DT", "OVERLAP_FRACTION", "closest_pair",
            "start_warning", "diagnose_blowup", "blowup_message", "stop_with_diagnosis"]
@@ -298,5 +298,5 @@ def stop_with_diagnosis(simulation, good_state, good_step: int, max_steps: int, 
         diag["last_sane_structure"] = None
     message = blowup_message(diag, original)
     record = {**run_info, "failed": True, "error": message, "diagnosis": diag}
-    (out / "run.json").write_text(json.dumps(record, indent=2, default=float) + "\n")
+    atomic_write(out / "run.json", json.dumps(record, indent=2, default=float) + "\n")
     return BlowUpError(message, diag)

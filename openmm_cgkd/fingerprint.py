@@ -134,7 +134,7 @@ def write_fingerprint(directory: str | os.PathLike, settings: Mapping) -> str:
     p = Path(directory) / FINGERPRINT_FILE
     p.parent.mkdir(parents=True, exist_ok=True)
     d = digest(settings)
-    tmp = p.with_name(p.name + ".part")
-    tmp.write_text(json.dumps({"digest": d, "settings": settings}, indent=1, sort_keys=True, default=str) + "\n")
-    tmp.replace(p)
+    from openmm_cgkd.md_engine import atomic_write
+
+    atomic_write(p, json.dumps({"digest": d, "settings": settings}, indent=1, sort_keys=True, default=str) + "\n")
     return d

@@ -32,6 +32,9 @@ force, the likely cause (overlapping beads, too large a time step, or the networ
 The files written so far stay readable (the DCD and log are closed), ``last_sane.pdb`` holds
 the last sane configuration and ``run.json`` the failure. A start whose potential energy is
 absurd (overlapping beads) is warned about on stderr.
+
+Checkpoint loading, the fingerprint check, atomic writes and the speed figure are
+:mod:`openmm_cgkd.md_engine`'s, shared with the all-atom runs of :mod:`openmm_cgkd.data.aamd`.
 """
 from __future__ import annotations
 
@@ -42,7 +45,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from openmm_cgkd.errors import CGKDError
+from openmm_cgkd.md_engine import SimulationError, StaleRunError
 
 __all__ = ["run_simulation", "run_settings", "RunResult", "SimulationError", "StaleRunError", "CSVLogReporter",
            "LOG_COLUMNS", "degrees_of_freedom", "read_log"]
@@ -50,20 +53,6 @@ __all__ = ["run_simulation", "run_settings", "RunResult", "SimulationError", "St
 LOG_COLUMNS = ["step", "time_ps", "potential_kj_mol", "kinetic_kj_mol", "total_kj_mol", "temperature_k",
                "speed_ns_day"]
 MOLAR_GAS_CONSTANT_KJ = 0.00831446261815324  # kJ/mol/K
-
-
-class SimulationError(CGKDError, RuntimeError):
-    """The simulation blew up (NaN energy) or cannot run as asked."""
-
-
-class StaleRunError(SimulationError):
-    """``resume=True`` found a run made with other settings; ``changes`` lists what differs."""
-
-    exit_code = 2  # bad usage: the same settings, or a new directory, would run
-
-    def __init__(self, message: str, changes: list[str] | None = None):
-        super().__init__(message)
-        self.changes = list(changes or [])
 
 
 @dataclass
@@ -214,28 +203,6 @@ def run_settings(simulation, report_interval: int, inputs: dict | None = None) -
     return settings
 
 
-def _load_checkpoint(simulation, path: Path) -> None:
-    """Load ``path`` into the simulation; a checkpoint that does not load back exactly (truncated,
-    damaged, or of another system) is a :class:`SimulationError`, never a partial state."""
-    import openmm
-
-    data = path.read_bytes()
-    advice = (f"delete {path.parent} (or use another output directory) to start afresh, or restore the "
-              "checkpoint from a copy")
-    try:
-        simulation.context.loadCheckpoint(data)
-    except openmm.OpenMMException as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise SimulationError(f"cannot resume: {path} does not load into this simulation ({first}); "
-                              f"{advice}") from None
-    again = simulation.context.createCheckpoint()
-    exact = simulation.context.getPlatform().getName() in ("Reference", "CPU")  # these round-trip byte for byte
-    if len(again) != len(data) or (exact and again != data):
-        raise SimulationError(f"cannot resume: {path} is truncated or damaged ({len(data)} bytes; a checkpoint "
-                              f"of this simulation has {len(again)}): positions and velocities cannot be "
-                              f"trusted; {advice}")
-
-
 def _warn_about_start(simulation, state) -> None:
     """Print a warning (stderr) when the start's potential energy is absurd (overlapping beads)."""
     import sys
@@ -273,7 +240,8 @@ def run_simulation(simulation, steps: int, out_dir: str | Path, *, report_interv
     is the one it was started with; else :class:`StaleRunError`. ns/day is measured after three
     warm-up force evaluations.
     """
-    from openmm_cgkd.fingerprint import describe_changes, digest, read_fingerprint, write_fingerprint
+    from openmm_cgkd.fingerprint import digest, read_fingerprint, write_fingerprint
+    from openmm_cgkd.md_engine import load_checkpoint, ns_per_day, refuse_if_changed, write_json
 
     import openmm
     from openmm import app, unit
@@ -303,12 +271,13 @@ def run_simulation(simulation, steps: int, out_dir: str | Path, *, report_interv
         if not (paths["trajectory"].exists() and paths["log"].exists()):
             raise SimulationError(f"cannot resume: {out} has a checkpoint but no trajectory/log to append to")
         old = read_fingerprint(out)
-        if old is None or old["digest"] != fingerprint:
-            changes = describe_changes(old["settings"] if old else None, settings)
-            raise StaleRunError(f"cannot resume {out}: it was run with other settings ({'; '.join(changes)}); "
-                                "resume with the original settings, or start afresh in a new output directory "
-                                f"(or after deleting {out})", changes)
-        _load_checkpoint(simulation, paths["checkpoint"])
+        refuse_if_changed(old["settings"] if old else None, settings,
+                          f"cannot resume {out}: it was run with other settings",
+                          f"resume with the original settings, or start afresh in a new output directory "
+                          f"(or after deleting {out})")
+        load_checkpoint(simulation.context, paths["checkpoint"],
+                        f"delete {out} (or use another output directory) to start afresh, or restore the "
+                        "checkpoint from a copy")
         resuming = True
         if simulation.currentStep > steps:
             raise StaleRunError(f"cannot resume {out}: it has run {simulation.currentStep} steps already, more than "
@@ -380,7 +349,7 @@ def run_simulation(simulation, steps: int, out_dir: str | Path, *, report_interv
         raise _blowup(simulation, failure, paths, timestep_ps, platform, fingerprint)
 
     simulated_ps = remaining * timestep_ps
-    ns_day = simulated_ps / 1000.0 / (wall / 86400.0) if wall > 0 and remaining else float("nan")
+    ns_day = ns_per_day(simulated_ps, wall) if remaining else float("nan")
     state = simulation.context.getState(getPositions=True, getEnergy=True,
                                         enforcePeriodicBox=system.usesPeriodicBoundaryConditions())
     pot = state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
@@ -400,6 +369,6 @@ def run_simulation(simulation, steps: int, out_dir: str | Path, *, report_interv
         steps_run=remaining, final_step=simulation.currentStep, timestep_ps=timestep_ps,
         simulated_ps=simulated_ps, wall_seconds=wall, ns_per_day=ns_day, platform=platform,
         final_potential_kj_mol=pot, final_temperature_k=2 * kin / (dof * MOLAR_GAS_CONSTANT_KJ) if dof else float("nan"))
-    paths["meta"].write_text(json.dumps({**asdict(result), "openmm_version": openmm.__version__,
-                                         "fingerprint": fingerprint}, indent=2) + "\n")
+    write_json(paths["meta"], {**asdict(result), "openmm_version": openmm.__version__, "fingerprint": fingerprint},
+               indent=2, newline=True)
     return result

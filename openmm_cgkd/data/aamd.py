@@ -8,19 +8,22 @@ A run lives in one directory::
     state.xml           portable OpenMM state (used if the checkpoint cannot be loaded)
     progress.json       step count, frames written, accumulated wall time (written LAST)
     frames/part_*.h5    production frames, one file per checkpoint interval (atomic renames)
+    cg/part_*.h5        the same frames mapped to beads, when run with a mapping (kept in git)
     production.h5       all frames in one file, written when production finishes
+    .lock               locked while the restart files are written (:class:`~openmm_cgkd.md_engine.RunLock`)
 
 Every production frame holds positions (nm), TOTAL force-field forces on every atom (kJ/mol/nm;
 constraint forces are not included, see the README), box vectors (nm), potential energy
 (kJ/mol), time (ps) and step. A checkpoint is taken after each part file is renamed into place,
 and progress.json after that, so a kill at any moment loses at most the frames after the last
 progress.json; rerunning the same command deletes any part file past it and continues from
-the matching checkpoint: no frame is lost or duplicated.
+the matching checkpoint: no frame is lost or duplicated. A checkpoint that does not load back
+exactly (another platform, truncated, damaged) is replaced by ``state.xml``. The restart set,
+atomic writes, the lock and the resume checks are :mod:`openmm_cgkd.md_engine`'s, shared with CG runs.
 """
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 import time
@@ -30,9 +33,11 @@ from pathlib import Path
 import numpy as np
 
 from openmm_cgkd.errors import CGKDError
+from openmm_cgkd.md_engine import (CHECKPOINT_FILE, PROGRESS_FILE, STATE_FILE, CheckpointError, load_checkpoint,
+                                   ns_per_day, read_json, refuse_if_changed, save_restart, write_json)
 from openmm_cgkd.platforms import GPU_PLATFORMS, select_platform
 
-__all__ = ["Protocol", "run_aa", "read_frames", "read_mapped", "consolidate", "RunError",
+__all__ = ["Protocol", "run_aa", "check_resume", "read_frames", "read_mapped", "consolidate", "RunError",
            "ProtocolError", "repartition_hydrogen_masses"]
 
 FRAME_FIELDS = ("positions", "forces", "boxes", "potential_energy", "times", "steps")
@@ -124,33 +129,24 @@ class Protocol:
         return self.temperature_K
 
 
-def _atomic_write(path: Path, data: bytes | str) -> None:
-    tmp = path.with_name(path.name + ".part")
-    with open(tmp, "wb" if isinstance(data, bytes) else "w") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    tmp.replace(path)
-
-
 def _part_files(run_dir: Path) -> list[Path]:
     return sorted((run_dir / "frames").glob("part_*.h5"))
 
 
-def _write_part(run_dir: Path, first_frame: int, buf: dict[str, list]) -> None:
+def _write_part(run_dir: Path, subdir: str, first_frame: int, buf: dict[str, list]) -> None:
+    """``<run_dir>/<subdir>/part_<first frame>.h5`` holding :data:`FRAME_FIELDS` (positions and
+    forces float32, boxes float32, energies and times float64, steps int64), renamed into place."""
     import h5py
 
-    d = run_dir / "frames"
+    dtypes = {"positions": np.float32, "forces": np.float32, "boxes": np.float32, "potential_energy": np.float64,
+              "times": np.float64, "steps": np.int64}
+    d = run_dir / subdir
     d.mkdir(exist_ok=True)
     path = d / f"part_{first_frame:07d}.h5"
     tmp = path.with_name(path.name + ".tmp")
     with h5py.File(tmp, "w") as h5:
-        h5.create_dataset("positions", data=np.asarray(buf["positions"], np.float32))
-        h5.create_dataset("forces", data=np.asarray(buf["forces"], np.float32))
-        h5.create_dataset("boxes", data=np.asarray(buf["boxes"], np.float32))
-        h5.create_dataset("potential_energy", data=np.asarray(buf["potential_energy"], np.float64))
-        h5.create_dataset("times", data=np.asarray(buf["times"], np.float64))
-        h5.create_dataset("steps", data=np.asarray(buf["steps"], np.int64))
+        for name in FRAME_FIELDS:
+            h5.create_dataset(name, data=np.asarray(buf[name], dtypes[name]))
     with open(tmp, "rb") as fh:
         os.fsync(fh.fileno())
     tmp.replace(path)
@@ -162,7 +158,7 @@ def read_frames(run_dir: str | Path, max_frames: int | None = None) -> dict[str,
 
     run_dir = Path(run_dir)
     prod = run_dir / "production.h5"
-    progress = _read_json(run_dir / "progress.json") or {}
+    progress = read_json(run_dir / PROGRESS_FILE) or {}
     committed = int(progress.get("frames", 0))
     if prod.is_file():
         with h5py.File(prod, "r") as h5:
@@ -196,7 +192,7 @@ def consolidate(run_dir: str | Path) -> Path:
     frames = read_frames(run_dir) if not (run_dir / "production.h5").is_file() else None
     if frames is None:
         return run_dir / "production.h5"
-    meta = _read_json(run_dir / "run.json") or {}
+    meta = read_json(run_dir / "run.json") or {}
     expected = int(round(meta["protocol"]["production_ps"] / meta["protocol"]["frame_interval_ps"])) if meta else None
     if expected is not None and len(frames["times"]) != expected:
         raise RunError(f"{run_dir}/frames holds {len(frames['times'])} contiguous AA frames of {expected} "
@@ -235,46 +231,10 @@ def repartition_hydrogen_masses(system, topology, hydrogen_mass_da: float) -> No
                 system.setParticleMass(heavy.index, m_x - dm)
 
 
-class _RunLock:
-    """Exclusive lock on ``run_dir/.lock`` while restart files are written, so that a process that
-    snapshots the run (e.g. a git commit of its restart state) never sees a half-updated set."""
-
-    def __init__(self, run_dir: Path):
-        self.path = run_dir / ".lock"
-
-    def __enter__(self):
-        import fcntl
-
-        self.fh = open(self.path, "a")
-        fcntl.flock(self.fh, fcntl.LOCK_EX)
-        return self
-
-    def __exit__(self, *exc):
-        import fcntl
-
-        fcntl.flock(self.fh, fcntl.LOCK_UN)
-        self.fh.close()
-
-
 def _write_mapped_part(run_dir: Path, first_frame: int, cgmap, buf: dict[str, list]) -> None:
     """Map one part's frames to beads and write ``cg/part_*.h5`` (small: committed with the run)."""
-    import h5py
-
     pos, frc = cgmap.map_frames(np.asarray(buf["positions"]), np.asarray(buf["forces"]), np.asarray(buf["boxes"]))
-    d = run_dir / "cg"
-    d.mkdir(exist_ok=True)
-    path = d / f"part_{first_frame:07d}.h5"
-    tmp = path.with_name(path.name + ".tmp")
-    with h5py.File(tmp, "w") as h5:
-        h5.create_dataset("positions", data=pos.astype(np.float32))
-        h5.create_dataset("forces", data=frc.astype(np.float32))
-        h5.create_dataset("boxes", data=np.asarray(buf["boxes"], np.float32))
-        h5.create_dataset("potential_energy", data=np.asarray(buf["potential_energy"], np.float64))
-        h5.create_dataset("times", data=np.asarray(buf["times"], np.float64))
-        h5.create_dataset("steps", data=np.asarray(buf["steps"], np.int64))
-    with open(tmp, "rb") as fh:
-        os.fsync(fh.fileno())
-    tmp.replace(path)
+    _write_part(run_dir, "cg", first_frame, {**buf, "positions": pos, "forces": frc})
 
 
 def read_mapped(run_dir: str | Path, mapping=None):
@@ -290,10 +250,10 @@ def read_mapped(run_dir: str | Path, mapping=None):
     from openmm_cgkd.data.mapping import MappingSpec
 
     run_dir = Path(run_dir)
-    meta = _read_json(run_dir / "run.json")
+    meta = read_json(run_dir / "run.json")
     if meta is None:
         raise RunError(f"{run_dir} is not an aa-run directory (no run.json)")
-    committed = int((_read_json(run_dir / "progress.json") or {}).get("frames", 0))
+    committed = int((read_json(run_dir / PROGRESS_FILE) or {}).get("frames", 0))
     if mapping is None:
         if "mapping" not in meta:
             raise RunError(f"{run_dir} was run without on-the-fly mapping (no cg/ parts); use `cgkd map --run-dir`")
@@ -338,12 +298,6 @@ def _cg_map(meta: dict, mapping):
     return CGMap.build(mapping, residues, np.asarray(meta["masses"]))
 
 
-def _read_json(path: Path):
-    if path.is_file():
-        return json.loads(path.read_text())
-    return None
-
-
 def _make_integrator(protocol: Protocol, temperature: float):
     import openmm as mm
 
@@ -361,6 +315,54 @@ def _make_integrator(protocol: Protocol, temperature: float):
 
 def _set_temperature(integ, protocol: Protocol, temperature: float) -> None:
     integ.setTemperature(temperature)
+
+
+def check_resume(run_dir: str | Path, sysdef, protocol: Protocol, mapping=None) -> dict:
+    """The ``run.json`` of the existing run ``run_dir``, after checking that ``protocol`` (but for
+    the production length, which a rerun may change), the system (composition, box) and the use of
+    on-the-fly mapping are those it was started with; :class:`RunError` naming what changed
+    otherwise. Reads only; no MD."""
+    run_dir = Path(run_dir)
+    meta = read_json(run_dir / "run.json")
+    if meta is None:
+        raise RunError(f"{run_dir} is not an aa-run directory (no run.json)")
+    refuse_if_changed({k: v for k, v in meta["protocol"].items() if k != "production_ps"},
+                      {k: v for k, v in asdict(protocol).items() if k != "production_ps"},
+                      f"{run_dir} was started with a different protocol",
+                      "use a new run directory or the original settings", error=RunError)
+    refuse_if_changed({"composition": meta["system"]["composition"], "box_nm": round(meta["system"]["box_nm"], 9)},
+                      {"composition": sysdef.composition, "box_nm": round(sysdef.box_nm, 9)},
+                      f"{run_dir} was started with another system",
+                      "use a new run directory or the original --system / --molecules / --scale", error=RunError)
+    if (mapping is not None) != ("mapping" in meta):
+        raise RunError(f"{run_dir} was started {'with' if 'mapping' in meta else 'without'} on-the-fly mapping; "
+                       "resume it the same way")
+    return meta
+
+
+def _restore(ctx, run_dir: Path, prog: dict, protocol: Protocol) -> str:
+    """Put the run's restart state into ``ctx``: ``checkpoint.chk`` when it was written on this
+    platform, loads back exactly and is at the recorded step, else ``state.xml`` at the recorded
+    step. Returns the file used; :class:`RunError` when neither loads."""
+    import openmm as mm
+
+    chk = run_dir / CHECKPOINT_FILE
+    if chk.is_file() and prog.get("platform") == ctx.getPlatform().getName():
+        try:
+            load_checkpoint(ctx, chk)
+            if ctx.getStepCount() == prog["step"]:
+                return CHECKPOINT_FILE
+        except (CheckpointError, OSError):  # fall back to the portable state
+            pass
+    try:
+        ctx.setState(mm.XmlSerializer.deserialize((run_dir / STATE_FILE).read_text()))
+    except Exception as exc:  # noqa: BLE001 - OSError, or OpenMM's reader on a damaged file
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise RunError(f"cannot resume {run_dir}: neither {CHECKPOINT_FILE} nor {STATE_FILE} loads ({first}); "
+                       "restore them from a copy (e.g. git) or start a new run directory") from None
+    ctx.setStepCount(int(prog["step"]))
+    ctx.setTime(int(prog["step"]) * protocol.dt_ps)
+    return STATE_FILE
 
 
 def run_aa(run_dir: str | Path, sysdef, protocol: Protocol, structure_pdb: str | Path | None = None, *,
@@ -397,7 +399,7 @@ def run_aa(run_dir: str | Path, sysdef, protocol: Protocol, structure_pdb: str |
 
     meta_path = run_dir / "run.json"
     proto_d = asdict(protocol)
-    meta = _read_json(meta_path)
+    meta = read_json(meta_path)
     if meta is None:
         if structure_pdb is None:
             raise RunError(f"{run_dir} is a new run: give the starting structure (PDB from `cgkd aa-build`)")
@@ -413,34 +415,20 @@ def run_aa(run_dir: str | Path, sysdef, protocol: Protocol, structure_pdb: str |
             meta["mapping"] = {"type_names": mapping.type_names, "aliases": mapping.aliases,
                                "residues": {k: [{"type": b.type, "atoms": b.atoms} for b in v]
                                             for k, v in mapping.residues.items()}}
-        _atomic_write(meta_path, json.dumps(meta, indent=1))
+        write_json(meta_path, meta)
     else:
-        old = dict(meta["protocol"])
-        for k in ("production_ps",):  # production may be extended on a rerun
-            old.pop(k, None)
-        new = {k: v for k, v in proto_d.items() if k != "production_ps"}
-        diff = {k: (old.get(k), v) for k, v in new.items() if old.get(k) != v}
-        if diff:
-            raise RunError(f"{run_dir} was started with a different protocol {diff} (old, new); "
-                           "use a new run directory or the original settings")
-        if meta["system"]["composition"] != sysdef.composition or abs(meta["system"]["box_nm"] - sysdef.box_nm) > 1e-9:
-            raise RunError(f"{run_dir} was started with another system ({meta['system']['composition']}, "
-                           f"{meta['system']['box_nm']} nm)")
-        if (mapping is not None) != ("mapping" in meta):
-            raise RunError(f"{run_dir} was started {'with' if 'mapping' in meta else 'without'} on-the-fly mapping; "
-                           "resume it the same way")
+        check_resume(run_dir, sysdef, protocol, mapping)
         if meta["protocol"].get("production_ps") != protocol.production_ps:
             meta["protocol"]["production_ps"] = protocol.production_ps
-            _atomic_write(meta_path, json.dumps(meta, indent=1))
+            write_json(meta_path, meta)
 
     cgmap = _cg_map(meta, mapping) if mapping is not None else None
-    lock = _RunLock(run_dir)
     plat, props = select_platform(platform, threads)
     if plat.getName() in GPU_PLATFORMS:
         props.setdefault("Precision", "mixed")
     integ = _make_integrator(protocol, protocol.temperature_K)
     ctx = mm.Context(system, integ, plat, props)
-    prog = _read_json(run_dir / "progress.json")
+    prog = read_json(run_dir / PROGRESS_FILE)
     if prog is None:
         pos = read_pdb_positions(run_dir / "start.pdb")
         if pos.shape[0] != system.getNumParticles():
@@ -454,18 +442,7 @@ def run_aa(run_dir: str | Path, sysdef, protocol: Protocol, structure_pdb: str |
         for p in _part_files(run_dir) + sorted((run_dir / "cg").glob("part_*.h5")):
             p.unlink()
     else:
-        loaded = False
-        if (run_dir / "checkpoint.chk").is_file() and prog.get("platform") == plat.getName():
-            try:
-                ctx.loadCheckpoint((run_dir / "checkpoint.chk").read_bytes())
-                loaded = ctx.getStepCount() == prog["step"]
-            except Exception:  # noqa: BLE001 - fall back to the portable state
-                loaded = False
-        if not loaded:
-            st = mm.XmlSerializer.deserialize((run_dir / "state.xml").read_text())
-            ctx.setState(st)
-            ctx.setStepCount(int(prog["step"]))
-            ctx.setTime(int(prog["step"]) * protocol.dt_ps)
+        source = _restore(ctx, run_dir, prog, protocol)
         if ctx.getStepCount() != prog["step"]:
             raise RunError(f"checkpoint is at step {ctx.getStepCount()}, progress.json says {prog['step']}")
         # drop frames written after the last committed progress record
@@ -473,7 +450,7 @@ def run_aa(run_dir: str | Path, sysdef, protocol: Protocol, structure_pdb: str |
             if int(p.stem.split("_")[1]) >= prog["frames"]:
                 p.unlink()
         (run_dir / "production.h5").unlink(missing_ok=True) if prog["frames"] < protocol.n_frames else None
-        log(f"resuming {run_dir} at step {prog['step']} ({prog['frames']} frames written)")
+        log(f"resuming {run_dir} at step {prog['step']} ({prog['frames']} frames written; from {source})")
 
     n_total = protocol.n_total
     step0 = int(prog["step"])
@@ -486,20 +463,13 @@ def run_aa(run_dir: str | Path, sysdef, protocol: Protocol, structure_pdb: str |
         raise RunError(f"progress.json holds {prog['frames']} frames at step {step0}; expected {expected_frames}")
 
     def checkpoint(step: int, frames: int, wall: float) -> None:
-        st = ctx.getState(getPositions=True, getVelocities=True, getParameters=True, getIntegratorParameters=True)
-        with lock:
-            _atomic_write(run_dir / "state.xml", mm.XmlSerializer.serialize(st))
-            _atomic_write(run_dir / "checkpoint.chk", ctx.createCheckpoint())
-            _write_progress(step, frames, wall)
-
-    def _write_progress(step: int, frames: int, wall: float) -> None:
-        here = time.time() - t_start
-        rate = (step - step0) * protocol.dt_ps / 1000.0 / max(here, 1e-9) * 86400.0
+        """The restart set (state.xml, checkpoint.chk, then the progress record) under the run's lock."""
+        rate = ns_per_day((step - step0) * protocol.dt_ps, max(time.time() - t_start, 1e-9))
         rec = {"step": step, "frames": frames, "wall_s": round(wall, 2), "platform": plat.getName(),
                "ns_per_day_this_call": round(rate, 3), "threads": props.get("Threads"),
                "phase": "production" if step >= protocol.n_pre else "equilibration",
                "updated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-        _atomic_write(run_dir / "progress.json", json.dumps(rec, indent=1))
+        save_restart(ctx, run_dir, rec)
         prog.update(rec)
 
     wall_base = float(prog.get("wall_s", 0.0))
@@ -553,7 +523,7 @@ def run_aa(run_dir: str | Path, sysdef, protocol: Protocol, structure_pdb: str |
         if not np.all(np.isfinite(buf["positions"][-1])):
             raise RunError(f"non-finite positions at step {step}: the simulation blew up")
         if len(buf["times"]) >= protocol.checkpoint_every_frames or frames == protocol.n_frames or not budget_left():
-            _write_part(run_dir, first, buf)
+            _write_part(run_dir, "frames", first, buf)
             if cgmap is not None:
                 _write_mapped_part(run_dir, first, cgmap, buf)
             checkpoint(step, frames, wall_base + time.time() - t_start)
@@ -563,8 +533,7 @@ def run_aa(run_dir: str | Path, sysdef, protocol: Protocol, structure_pdb: str |
     bar.close()
     wall = wall_base + time.time() - t_start
     done = frames >= protocol.n_frames and step >= n_total
-    elapsed = time.time() - t_start
-    speed = (step - step0) * protocol.dt_ps / 1000.0 / max(elapsed, 1e-9) * 86400.0  # ns/day
+    speed = ns_per_day((step - step0) * protocol.dt_ps, max(time.time() - t_start, 1e-9))
     summary = {"run_dir": str(run_dir), "step": step, "frames": frames, "finished": bool(done),
                "wall_s": round(wall, 1), "ns_per_day_this_call": round(speed, 2), "platform": plat.getName()}
     if done:

@@ -551,7 +551,7 @@ def run_benchmark(settings: BenchmarkSettings, progress: bool = True,
     """Run the benchmark described by ``settings``; see the module docstring."""
     from tqdm.auto import tqdm
 
-    from openmm_cgkd.serving.network_force import TorchForceModule
+    from openmm_cgkd.serving.network_force import TorchForceModule, served_model
     from openmm_cgkd.serving.platforms import select_platform
 
     say = log or (lambda s: None)
@@ -637,10 +637,10 @@ def run_benchmark(settings: BenchmarkSettings, progress: bool = True,
                         if not settings.skip_torch:
                             bar.set_postfix_str(f"{arch_name} {name}: bare torch")
                             if backend == "python":  # the eager module, float64 positions (what PythonForce hands)
-                                nets = [ff.bundle.eager_model()] if networks is None else networks
+                                nets = [served_model(ff.bundle.eager_model())] if networks is None else networks
                                 mods = [TorchForceModule(n, types, periodic=ff.periodic) for n in nets]
                             else:
-                                nets = [ff.bundle.module] if networks is None else networks
+                                nets = [served_model(ff.bundle.module)] if networks is None else networks
                                 mods = [_as_openmm_torch_runs(TorchForceModule(n, types, periodic=ff.periodic))
                                         for n in nets]
                             tt = time_torch(mods, positions, box if ff.periodic else None, steps=settings.steps,

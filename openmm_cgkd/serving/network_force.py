@@ -30,7 +30,7 @@ from typing import Optional, Tuple
 
 import torch
 
-__all__ = ["TorchForceModule", "PythonForceComputation", "make_network_force", "NETWORK_FORCE_NAME",
+__all__ = ["TorchForceModule", "PythonForceComputation", "make_network_force", "served_model", "NETWORK_FORCE_NAME",
            "BACKENDS", "DEFAULT_BACKEND", "check_backend"]
 
 NETWORK_FORCE_NAME = "cgkd_network"
@@ -137,6 +137,16 @@ class PythonForceComputation:
         self.__init__(state["module"], state["device"], state["compile"])
 
 
+def served_model(model: torch.nn.Module) -> torch.nn.Module:
+    """The network as MD serves it: a stacked ensemble (``serve_mean_only``) as a copy that computes
+    the member-mean force only (one backward pass, no std, no host syncs; ``create_system`` has
+    checked the inputs that cannot change); any other model as given."""
+    if hasattr(model, "serve_mean_only"):
+        model = copy.deepcopy(model)
+        model.serve_mean_only()
+    return model
+
+
 def make_network_force(model: torch.nn.Module, bead_types: Sequence[int], *, periodic: bool = True,
                        properties: Mapping[str, str] | None = None, force_group: int = 0,
                        backend: str = DEFAULT_BACKEND, particles: Sequence[int] | None = None,
@@ -161,11 +171,7 @@ def make_network_force(model: torch.nn.Module, bead_types: Sequence[int], *, per
             raise ValueError(f"particles must be {len(bead_types)} distinct non-negative system indices, one per "
                              f"bead type entry; got {len(particles)} ({len(set(particles))} distinct)")
     properties = {str(k): str(v) for k, v in (properties or {}).items()}
-    if hasattr(model, "serve_mean_only"):
-        # a stacked ensemble: MD needs the member-mean force only (one backward pass, no std, no
-        # host syncs; create_system has checked the inputs that cannot change), on a copy
-        model = copy.deepcopy(model)
-        model.serve_mean_only()
+    model = served_model(model)
     if backend == "python":
         return _make_python_force(model, bead_types, periodic=periodic, properties=properties,
                                   force_group=force_group, particles=particles, device=device, compile=compile)

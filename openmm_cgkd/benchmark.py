@@ -79,6 +79,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from openmm_cgkd.config import Config
 from openmm_cgkd.errors import CGKDError
 
 __all__ = ["RELINE_BEAD_DENSITY_PER_NM3", "MODEL_NAMES", "GOAL_ENSEMBLE_OVER_STUDENT", "GOAL_OPENMM_OVERHEAD",
@@ -102,8 +103,10 @@ class BenchmarkError(CGKDError, RuntimeError):
 # --------------------------------------------------------------------------- settings / results
 
 @dataclass
-class BenchmarkSettings:
-    """What to benchmark. Lengths nm, time step fs, temperature K.
+class BenchmarkSettings(Config):
+    """What to benchmark. Lengths nm, time step fs, temperature K. ``from_dict`` / ``from_yaml``
+    refuse unknown keys and wrong types (:mod:`openmm_cgkd.config`); bad values are
+    :class:`BenchmarkError` s.
 
     ``architectures``: None = graph-network on CPU / Reference, tensornet on CUDA. Untrained
     models take the shipped architecture config of that name (``openmm_cgkd/model/configs``,

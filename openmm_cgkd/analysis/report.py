@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +27,7 @@ from openmm_cgkd.analysis.replicas import ReplicaStat, replica_mean, replica_sta
 from openmm_cgkd.analysis.stability import (DEFAULT_DRIFT_THRESHOLD, DEFAULT_N_BLOCKS, StabilityReport,
                                             assess_stability, check_coordinates)
 from openmm_cgkd.analysis.tae import tae_table
+from openmm_cgkd.config import Config
 
 __all__ = ["AnalysisSettings", "ReplicaAnalysis", "ModelReport", "analyze_model", "write_report",
            "load_trajectory", "load_reference", "KINDS"]
@@ -35,8 +36,10 @@ KINDS = ("rdf", "adf", "cdf")
 
 
 @dataclass
-class AnalysisSettings:
-    """Grids and thresholds of the structural analysis (nm, degree)."""
+class AnalysisSettings(Config):
+    """Grids and thresholds of the structural analysis (nm, degree). ``from_dict`` / ``from_yaml``
+    refuse unknown keys and wrong types (:mod:`openmm_cgkd.config`); bad values are
+    :class:`~openmm_cgkd.analysis.distributions.AnalysisError` s."""
 
     rdf_r_max: float = DEFAULT_RDF_R_MAX
     rdf_bin_width: float = DEFAULT_RDF_BIN_WIDTH
@@ -64,11 +67,6 @@ class AnalysisSettings:
         if not self.adf_cutoffs or min(self.adf_cutoffs) <= 0:
             raise AnalysisError(f"adf_cutoffs must be positive distances (nm), got {self.adf_cutoffs}")
         self.adf_cutoffs = tuple(float(c) for c in self.adf_cutoffs)
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["adf_cutoffs"] = list(self.adf_cutoffs)
-        return d
 
 
 @dataclass

@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
              "adf_bin_width": args.adf_bin_width, "cdf_bin_width": args.cdf_bin_width, "n_blocks": args.blocks,
              "drift_threshold": args.drift_threshold, "stride": args.stride, "discard_frames": args.discard_frames,
              "reference_stride": args.reference_stride, "reference_max_frames": args.reference_max_frames}
-    settings = AnalysisSettings(**{k: v for k, v in given.items() if v is not None})
+    settings = AnalysisSettings.from_dict({k: v for k, v in given.items() if v is not None})
     report = analyze_model(args.trajectory, args.reference, topology=args.topology,
                            reference_topology=args.reference_topology, energies=args.energies,
                            settings=settings, name=args.name, progress=not args.no_progress and sys.stderr.isatty())

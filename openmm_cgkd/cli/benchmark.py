@@ -34,7 +34,7 @@ def _run(args: argparse.Namespace) -> int:
         check_output_file(args.out, "--out", (".json",))
     from openmm_cgkd.benchmark import BenchmarkSettings, format_goals, format_table, run_benchmark
 
-    settings = BenchmarkSettings(
+    settings = BenchmarkSettings.from_dict(dict(
         n_beads=args.beads, architectures=args.architecture, members=args.members, models=args.models,
         embedding_dim=args.embedding_dim, num_layers=args.layers, num_rbf=args.num_rbf, cutoff_nm=args.cutoff,
         platform=args.platform, precision=args.precision, cuda_graphs=args.cuda_graphs, threads=args.threads,
@@ -42,7 +42,7 @@ def _run(args: argparse.Namespace) -> int:
         temperature_k=args.temperature, wall=not args.no_wall, seed=args.seed,
         structure=str(args.structure) if args.structure else None,
         ensemble_bundle=args.ensemble_bundle, student_bundle=args.student_bundle, skip_torch=args.skip_torch,
-        backends=args.backend)
+        backends=args.backend))
     result = run_benchmark(settings, progress=not args.no_progress)
     m = result.machine
     print()

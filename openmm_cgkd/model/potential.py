@@ -29,13 +29,14 @@ edges reach the torchmd-net representation through :class:`_EdgePassThrough`, wh
 ``distance`` module (see there).
 """
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import List, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
 
+from openmm_cgkd.config import Config, ConfigError, config_from_dict, read_yaml_mapping
 from openmm_cgkd.errors import CGKDError
 
 __all__ = ["ARCHITECTURES", "STACKED_ARCHITECTURES", "PotentialConfig", "load_model_config", "model_config_names", "NeighborList", "CGPotential", "edge_geometry",
@@ -115,8 +116,10 @@ def check_box(box_nm, cutoff_nm: float) -> None:
 
 
 @dataclass
-class PotentialConfig:
+class PotentialConfig(Config):
     """Architecture of a :class:`CGPotential`; plain values, YAML-serialisable (lengths in nm).
+    Read by the package's config mechanism (:mod:`openmm_cgkd.config`): unknown keys, wrong types
+    and impossible values are :class:`~openmm_cgkd.config.ConfigError` s.
 
     ``max_num_neighbors`` is the per-bead neighbour budget: the whole system may hold at most
     ``max_num_neighbors * N`` directed pairs (both i->j and j->i count, plus one self pair per
@@ -156,35 +159,35 @@ class PotentialConfig:
 
     def __post_init__(self) -> None:
         if self.architecture not in ARCHITECTURES:
-            raise ValueError(f"unknown architecture {self.architecture!r}; choose one of {list(ARCHITECTURES)}")
+            raise ConfigError(f"unknown architecture {self.architecture!r}; choose one of {list(ARCHITECTURES)}")
         if self.dtype not in _DTYPES:
-            raise ValueError(f"dtype must be one of {list(_DTYPES)}, got {self.dtype!r}")
+            raise ConfigError(f"dtype must be one of {list(_DTYPES)}, got {self.dtype!r}")
         self.cutoff_nm = float(self.cutoff_nm)
         self.cutoff_lower_nm = float(self.cutoff_lower_nm)
         if not 0 <= self.cutoff_lower_nm < self.cutoff_nm:
-            raise ValueError(f"need 0 <= cutoff_lower_nm < cutoff_nm, got {self.cutoff_lower_nm}, {self.cutoff_nm}")
+            raise ConfigError(f"need 0 <= cutoff_lower_nm < cutoff_nm, got {self.cutoff_lower_nm}, {self.cutoff_nm}")
         for name in ("num_types", "embedding_dim", "num_layers", "num_rbf", "max_num_neighbors", "num_heads"):
             v = getattr(self, name)
             if int(v) != v or int(v) < (0 if name == "num_layers" else 1):
-                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+                raise ConfigError(f"{name} must be a positive integer, got {v!r}")
             setattr(self, name, int(v))
         if self.static_shapes and self.architecture not in ("tensornet", "hipnn-ts"):
-            raise ValueError("static_shapes is supported by the tensornet and hipnn-ts architectures only")
+            raise ConfigError("static_shapes is supported by the tensornet and hipnn-ts architectures only")
         if self.architecture == "hipnn-ts":
             self.sensitivity_min_nm = float(0.3 * self.cutoff_nm if self.sensitivity_min_nm is None
                                             else self.sensitivity_min_nm)
             self.sensitivity_max_nm = float(0.85 * self.cutoff_nm if self.sensitivity_max_nm is None
                                             else self.sensitivity_max_nm)
             if not 0 < self.sensitivity_min_nm < self.sensitivity_max_nm <= self.cutoff_nm:
-                raise ValueError("hipnn-ts needs 0 < sensitivity_min_nm < sensitivity_max_nm <= cutoff_nm, got "
+                raise ConfigError("hipnn-ts needs 0 < sensitivity_min_nm < sensitivity_max_nm <= cutoff_nm, got "
                                  f"{self.sensitivity_min_nm}, {self.sensitivity_max_nm}, {self.cutoff_nm}")
             if self.activation not in ("softplus", "silu", "tanh"):
-                raise ValueError(f"hipnn-ts activation must be softplus, silu or tanh, got {self.activation!r}")
+                raise ConfigError(f"hipnn-ts activation must be softplus, silu or tanh, got {self.activation!r}")
             if self.trainable_rbf or self.head_hidden_layers:
-                raise ValueError("hipnn-ts has fixed sensitivity functions (shared by stacked members) and a "
+                raise ConfigError("hipnn-ts has fixed sensitivity functions (shared by stacked members) and a "
                                  "linear energy readout: trainable_rbf must be false and head_hidden_layers 0")
         if self.architecture == "equivariant-transformer" and self.embedding_dim % self.num_heads:
-            raise ValueError(f"embedding_dim {self.embedding_dim} must be divisible by num_heads {self.num_heads}")
+            raise ConfigError(f"embedding_dim {self.embedding_dim} must be divisible by num_heads {self.num_heads}")
 
     @property
     def torch_dtype(self) -> torch.dtype:
@@ -203,12 +206,10 @@ class PotentialConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "PotentialConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown potential config keys {sorted(unknown)}; known: {sorted(known)}")
-        return cls(**d)
+    def from_dict(cls, d: dict, source: str = "architecture") -> "PotentialConfig":
+        """From a mapping (a manifest's ``architecture``, a YAML file); :class:`ConfigError` on
+        unknown keys, wrong types or impossible values."""
+        return config_from_dict(cls, d, source)
 
     def to_yaml(self, path: str | Path | None = None) -> str:
         import yaml
@@ -220,15 +221,16 @@ class PotentialConfig:
 
     @classmethod
     def from_yaml(cls, path_or_text: str | Path) -> "PotentialConfig":
+        """From a YAML file, or YAML text (a string holding a newline, or naming no file)."""
         import yaml
 
         p = Path(path_or_text)
-        text = p.read_text() if (isinstance(path_or_text, Path) or "\n" not in str(path_or_text)) and p.exists() \
-            else str(path_or_text)
-        data = yaml.safe_load(text)
+        if (isinstance(path_or_text, Path) or "\n" not in str(path_or_text)) and p.exists():
+            return cls.from_dict(read_yaml_mapping(p, "potential config"), str(p))
+        data = yaml.safe_load(str(path_or_text))
         if not isinstance(data, dict):
-            raise ValueError(f"potential config YAML must be a mapping, got {type(data).__name__}")
-        return cls.from_dict(data)
+            raise ConfigError(f"potential config YAML must be a mapping, got {type(data).__name__}")
+        return cls.from_dict(data, "potential config")
 
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"

@@ -1,34 +1,27 @@
 """YAML-driven configuration of the training stages (teachers, labels, students).
 
-Every config is a dataclass; :func:`load_config` reads a YAML file into one and rejects
-unknown keys by their dotted path, so a typo never silently falls back to a default. Relative
-paths in a YAML file are resolved against the file's directory. Example files live in
-``configs/training/``.
+Every config is a dataclass read by the package's one config mechanism
+(:mod:`openmm_cgkd.config`): :func:`load_config` reads a YAML file into one and rejects unknown
+keys by their dotted path and values of the wrong type, so a typo never silently falls back to a
+default. Relative ``dataset``/``out``/``teachers`` paths in a YAML file are resolved against the
+file's directory. Example files live in ``configs/training/``.
 
 Units: nm, kJ/mol, kJ/mol/nm. Learning rates are per Adam step.
 """
 from __future__ import annotations
 
-import dataclasses
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from openmm_cgkd.errors import CGKDError
+from openmm_cgkd.config import Config, ConfigError, config_from_dict, config_to_dict
+from openmm_cgkd.config import load_config as _load
 
 __all__ = ["ConfigError", "SplitConfig", "TrainerConfig", "LossWeights", "WallFitConfig", "TeachersConfig",
            "LabelsConfig", "StudentConfig", "load_config", "config_from_dict", "config_to_dict"]
 
 
-class ConfigError(CGKDError, ValueError):
-    """A training config is malformed: unknown key, wrong type or impossible value."""
-
-    exit_code = 2  # bad settings: usage error
-
-
 @dataclass
-class SplitConfig:
+class SplitConfig(Config):
     """Train / validation / test split by contiguous blocks of frames, in that order.
 
     Neighbouring frames of an MD trajectory are correlated, so frames are never shuffled
@@ -49,7 +42,7 @@ class SplitConfig:
 
 
 @dataclass
-class TrainerConfig:
+class TrainerConfig(Config):
     """Optimiser, schedule, stopping, hardware and logging of one Lightning training run."""
 
     max_epochs: int = 100
@@ -84,7 +77,7 @@ class TrainerConfig:
 
 
 @dataclass
-class LossWeights:
+class LossWeights(Config):
     """L = w_aa Err(F, F_AA) + w_ft Err(F, F_T) + w_e Err(e, e_T) + w_E Err(E/N, E_T/N)."""
 
     w_aa: float = 1.0
@@ -106,7 +99,7 @@ class LossWeights:
 
 
 @dataclass
-class WallFitConfig:
+class WallFitConfig(Config):
     """Repulsive wall per bead-type pair, fitted from the training block (docs/METHOD.md section 3)."""
 
     enabled: bool = True
@@ -119,7 +112,7 @@ class WallFitConfig:
 
 
 @dataclass
-class TeachersConfig:
+class TeachersConfig(Config):
     """`cgkd train-teachers`: K members differing only in their seed, trained on F_AA."""
 
     dataset: str = ""
@@ -143,7 +136,7 @@ class TeachersConfig:
 
 
 @dataclass
-class LabelsConfig:
+class LabelsConfig(Config):
     """`cgkd label`: teacher predictions on every frame of a dataset."""
 
     dataset: str = ""
@@ -154,7 +147,7 @@ class LabelsConfig:
 
 
 @dataclass
-class StudentConfig:
+class StudentConfig(Config):
     """`cgkd train-student`: one network learning teacher labels (and/or F_AA)."""
 
     dataset: str = ""  # a labelled dataset (see `cgkd label`)
@@ -167,104 +160,10 @@ class StudentConfig:
 
 
 # ------------------------------------------------------------------------------ YAML
-def _field_types(cls) -> dict[str, typing.Any]:
-    return typing.get_type_hints(cls)
-
-
-def _convert(value, tp, path: str):
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        if value is None:
-            return None
-        errors = []
-        for a in args:
-            try:
-                return _convert(value, a, path)
-            except ConfigError as exc:
-                errors.append(str(exc))
-        raise ConfigError(errors[0] if len(errors) == 1 else f"{path}: {value!r} fits none of {args}")
-    if dataclasses.is_dataclass(tp):
-        if isinstance(value, tp):
-            return value
-        if not isinstance(value, dict):
-            raise ConfigError(f"{path} must be a mapping, got {value!r}")
-        return config_from_dict(tp, value, path)
-    if origin is list:
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{path} must be a list, got {value!r}")
-        (item,) = typing.get_args(tp) or (typing.Any,)
-        return [_convert(v, item, f"{path}[{i}]") for i, v in enumerate(value)]
-    if tp is dict or origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{path} must be a mapping, got {value!r}")
-        return dict(value)
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{path} must be true or false, got {value!r}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{path} must be an integer, got {value!r}")
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{path} must be a number, got {value!r}")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{path} must be a string, got {value!r}")
-        return value
-    return value
-
-
-def config_from_dict(cls, data: dict, path: str = ""):
-    """Build dataclass ``cls`` from a mapping; unknown keys and bad types raise :class:`ConfigError`."""
-    hints = _field_types(cls)
-    unknown = set(data) - set(hints)
-    if unknown:
-        where = f" in {path}" if path else ""
-        raise ConfigError(f"unknown key(s) {sorted(unknown)}{where}; known: {sorted(hints)}")
-    kwargs = {k: _convert(v, hints[k], f"{path}.{k}" if path else k) for k, v in data.items()}
-    try:
-        return cls(**kwargs)
-    except ConfigError as exc:
-        raise ConfigError(f"{path}: {exc}" if path else str(exc)) from None
-
-
-def config_to_dict(obj) -> dict:
-    return dataclasses.asdict(obj)
-
-
 _PATH_KEYS = ("dataset", "out", "teachers")
 
 
 def load_config(cls, path: str | Path, overrides: dict | None = None):
     """Read YAML ``path`` into dataclass ``cls``; relative ``dataset``/``out``/``teachers`` paths
     are taken relative to the YAML file. ``overrides`` (a flat or nested mapping) wins over the file."""
-    import yaml
-
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path} must hold a mapping at the top level")
-    for key in _PATH_KEYS:
-        if isinstance(data.get(key), str) and data[key] and not Path(data[key]).is_absolute():
-            data[key] = str((path.parent / data[key]).resolve())
-    data = _merge(data, overrides or {})
-    return config_from_dict(cls, data)
-
-
-def _merge(base: dict, over: dict) -> dict:
-    out = dict(base)
-    for k, v in over.items():
-        if isinstance(v, dict) and isinstance(out.get(k), dict):
-            out[k] = _merge(out[k], v)
-        else:
-            out[k] = v
-    return out
+    return _load(cls, path, overrides, path_keys=_PATH_KEYS)

@@ -20,6 +20,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from openmm_cgkd.provenance import sha256_file as file_sha256  # sha256 (hex) of a file's bytes
+
 __all__ = ["digest", "file_sha256", "bundle_checksum", "array_digest", "cg_dataset_digest", "describe_changes",
            "read_fingerprint", "write_fingerprint", "FINGERPRINT_FILE"]
 
@@ -33,15 +35,6 @@ def _canonical(obj: Any) -> str:
 def digest(obj: Any) -> str:
     """Short (16 hex) sha256 of ``obj`` in canonical JSON (sorted keys): equal settings, equal digest."""
     return hashlib.sha256(_canonical(obj).encode()).hexdigest()[:16]
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """sha256 (hex) of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def bundle_checksum(path: str | os.PathLike) -> str:

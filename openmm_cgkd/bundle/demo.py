@@ -1,0 +1,79 @@
+"""Untrained bundles: randomly initialised networks with a placeholder wall, for demos and tests."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from openmm_cgkd.bundle.io import save_bundle
+from openmm_cgkd.bundle.manifest import BeadType, bead_types_from_masses
+from openmm_cgkd.model.wall import WallParameters
+
+__all__ = ["untrained_config", "build_untrained_bundle", "DES_BEAD_TYPES"]
+
+# Choline C5H14NO+, chloride, urea CH4N2O: sums of the OPLS-DES atomic masses (shared reference file).
+DES_BEAD_TYPES = bead_types_from_masses({"Cho": 104.173, "Cl": 35.45, "Urea": 60.056})
+
+
+# --------------------------------------------------------------------------- untrained bundles
+
+def untrained_config(architecture: str = "graph-network", **overrides):
+    """A small, CPU-friendly :class:`PotentialConfig` for the DES system (1.0 nm cutoff,
+    ``max_num_neighbors`` sized for its density, 1000 beads / 4.484^3 nm^3)."""
+    from openmm_cgkd.model.potential import PotentialConfig, suggest_max_num_neighbors
+
+    cutoff = float(overrides.pop("cutoff_nm", 1.0))
+    base = dict(architecture=architecture, num_types=len(DES_BEAD_TYPES), cutoff_nm=cutoff, embedding_dim=32,
+                num_layers=2, num_rbf=16, max_num_neighbors=suggest_max_num_neighbors(1000 / 4.484 ** 3, cutoff),
+                num_heads=4)
+    base.update(overrides)
+    return PotentialConfig(**base)
+
+
+def _placeholder_wall(type_names: Sequence[str]) -> WallParameters:
+    """A plausible repulsive wall for untrained demo models (taper 0.30 nm, 300 kJ/mol/nm for
+    every pair): keeps beads apart in MD. Trained bundles fit theirs from the AA RDFs."""
+    t = len(type_names)
+    return WallParameters.from_taper(list(type_names), np.full((t, t), 0.30), np.full((t, t), 300.0))
+
+
+def build_untrained_bundle(path: str | os.PathLike, config=None, *, bead_types: Sequence[BeadType] | None = None,
+                           wall: WallParameters | None = None, model_kind: str = "student", num_members: int = 1,
+                           seed: int = 0, overwrite: bool = False, description: str | None = None) -> Path:
+    """A bundle of randomly initialised network(s): for demos and tests until trained models ship.
+
+    Defaults: the DES bead types, :func:`untrained_config`, a placeholder wall; with
+    ``num_members > 1`` (or ``model_kind='ensemble'``) an ensemble of members seeded
+    ``seed, seed+1, ...`` (for a stacked architecture, ``hipnn-ts``, one
+    :class:`~openmm_cgkd.model.stacked.StackedEnsemblePotential` whose member k equals that
+    one-network model). The manifest says plainly that the model is untrained.
+    """
+    import torch
+
+    from openmm_cgkd.model.ensemble import EnsemblePotential
+    from openmm_cgkd.model.potential import STACKED_ARCHITECTURES, CGPotential
+    from openmm_cgkd.model.stacked import StackedEnsemblePotential
+
+    bts = list(bead_types or DES_BEAD_TYPES)
+    cfg = config or untrained_config(num_types=len(bts))
+    if cfg.num_types != len(bts):
+        raise ValueError(f"config.num_types {cfg.num_types} != number of bead types {len(bts)}")
+    wall = wall or _placeholder_wall([b.name for b in bts])
+    if model_kind == "ensemble" and num_members == 1:
+        num_members = 2
+    if num_members > 1 and cfg.architecture in STACKED_ARCHITECTURES:
+        model = StackedEnsemblePotential(cfg, num_members, seeds=[seed + k for k in range(num_members)])
+    else:
+        members = []
+        for k in range(num_members):
+            torch.manual_seed(seed + k)
+            members.append(CGPotential(cfg))
+        model = EnsemblePotential(members) if num_members > 1 else members[0]
+    kind = "ensemble" if num_members > 1 else model_kind
+    return save_bundle(path, model, bead_types=bts, wall=wall, model_kind=kind, variant="untrained",
+                       training={"trained": False, "seed": seed, "note": "UNTRAINED: random weights, for demos only"},
+                       description=description or "UNTRAINED model (random weights, placeholder wall): "
+                                                  "a stand-in until trained bundles ship; its physics is meaningless",
+                       overwrite=overwrite)

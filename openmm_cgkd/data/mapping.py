@@ -85,18 +85,10 @@ class MappingSpec:
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> "MappingSpec":
-        import yaml
+        """Read a mapping spec file (a missing file is a ``MissingFileError``, bad YAML a :class:`MappingError`)."""
+        from openmm_cgkd.config import read_yaml_mapping
 
-        from openmm_cgkd.errors import MissingFileError
-
-        path = Path(path)
-        if not path.is_file():
-            raise MissingFileError(f"mapping spec not found: {path}")
-        try:
-            doc = yaml.safe_load(path.read_text())
-        except (yaml.YAMLError, UnicodeDecodeError) as exc:
-            raise MappingError(f"mapping spec {path} is not valid YAML: {exc}") from None
-        return cls.from_dict(doc, str(path))
+        return cls.from_dict(read_yaml_mapping(path, "mapping spec", MappingError), str(path))
 
     def beads_for(self, residue_name: str) -> list[BeadDef]:
         name = residue_name if residue_name in self.residues else self.aliases.get(residue_name)

@@ -1,8 +1,9 @@
 """Bead topologies: OpenMM / mdtraj topologies of element-less CG beads, and bead PDB files.
 
 A bead is an atom with no element, alone in a residue. Its residue name and atom name identify
-its bead type (by default both are the type's residue code). Masses are never taken from
-elements; they come from a model bundle or a CG dataset.
+its bead type (by default both are the type's residue code: its first three letters, upper-cased,
+e.g. ``Urea`` -> ``URE``; a bundle's or system's bead types name theirs). Masses are never taken
+from elements; they come from a model bundle or a CG dataset.
 """
 from __future__ import annotations
 
@@ -14,12 +15,9 @@ import numpy as np
 __all__ = ["default_residue_name", "bead_topology", "bead_topology_from_counts", "topology_bead_names",
            "dataset_trajectory", "write_bead_pdb", "read_bead_pdb"]
 
-# Residue codes for the DES test system; other types default to their first 3 letters, upper-cased.
-KNOWN_RESIDUE_NAMES = {"Cho": "CHO", "Cl": "CL", "Urea": "URE"}
-
-
 def default_residue_name(type_name: str) -> str:
-    return KNOWN_RESIDUE_NAMES.get(type_name, type_name[:3].upper())
+    """The residue (and atom) name of a bead type that names none: its first 3 letters, upper-cased."""
+    return type_name[:3].upper()
 
 
 def bead_topology(bead_type_names: Sequence[str], box_nm: np.ndarray | None = None,

@@ -66,10 +66,18 @@ from openmm_cgkd.bundle.manifest import (EAGER_FILE, ENSEMBLE_OUTPUTS, MANIFEST_
 from openmm_cgkd.bundle.registry import models_dir, resolve_bundle_path, shipped_bundles
 from openmm_cgkd.bundle.io import (Bundle, _bundle_dir, _check_module, build_eager_model, load_bundle,  # noqa: F401
                                    read_manifest, save_bundle, sha256_file)
-from openmm_cgkd.bundle.demo import DES_BEAD_TYPES, _placeholder_wall, build_untrained_bundle, untrained_config  # noqa: F401
+from openmm_cgkd.bundle.demo import _placeholder_wall, build_untrained_bundle, untrained_config  # noqa: F401
 
 __all__ = ["FORMAT_VERSION", "SUPPORTED_FORMAT_VERSIONS", "MANIFEST_NAME", "MODULE_FILE", "EAGER_FILE", "UNITS",
            "MODEL_KINDS", "build_eager_model",
            "BundleError", "BundleNotFoundError", "BeadType", "BundleManifest", "Bundle", "save_bundle",
            "load_bundle", "read_manifest", "build_untrained_bundle", "untrained_config", "DES_BEAD_TYPES",
            "bead_types_from_masses", "models_dir", "shipped_bundles", "resolve_bundle_path", "sha256_file"]
+
+
+def __getattr__(name: str):
+    if name == "DES_BEAD_TYPES":  # read from the system registry when first used (openmm_cgkd.systems)
+        from openmm_cgkd.bundle import demo
+
+        return demo.DES_BEAD_TYPES
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,4 +1,8 @@
-"""Untrained bundles: randomly initialised networks with a placeholder wall, for demos and tests."""
+"""Untrained bundles: randomly initialised networks with a placeholder wall, for demos and tests.
+
+Their bead types and the density that sizes the neighbour budget come from a registered system
+(:mod:`openmm_cgkd.systems`; default ``des``), never from numbers written here.
+``DES_BEAD_TYPES`` (the ``des`` system's bead types) is read from the registry when first used."""
 from __future__ import annotations
 
 import os
@@ -8,25 +12,31 @@ from typing import Sequence
 import numpy as np
 
 from openmm_cgkd.bundle.io import save_bundle
-from openmm_cgkd.bundle.manifest import BeadType, bead_types_from_masses
+from openmm_cgkd.bundle.manifest import BeadType
 from openmm_cgkd.model.wall import WallParameters
+from openmm_cgkd.systems import DEFAULT_SYSTEM, get_system
 
 __all__ = ["untrained_config", "build_untrained_bundle", "DES_BEAD_TYPES"]
 
-# Choline C5H14NO+, chloride, urea CH4N2O: sums of the OPLS-DES atomic masses (shared reference file).
-DES_BEAD_TYPES = bead_types_from_masses({"Cho": 104.173, "Cl": 35.45, "Urea": 60.056})
+
+def __getattr__(name: str):
+    if name == "DES_BEAD_TYPES":  # the des system's bead types, from systems/des/cg_system.yaml
+        return get_system("des").bead_types()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # --------------------------------------------------------------------------- untrained bundles
 
-def untrained_config(architecture: str = "graph-network", **overrides):
-    """A small, CPU-friendly :class:`PotentialConfig` for the DES system (1.0 nm cutoff,
-    ``max_num_neighbors`` sized for its density, 1000 beads / 4.484^3 nm^3)."""
+def untrained_config(architecture: str = "graph-network", *, system: str = DEFAULT_SYSTEM, **overrides):
+    """A small, CPU-friendly :class:`PotentialConfig` for the registered ``system`` (its bead
+    types; 1.0 nm cutoff; ``max_num_neighbors`` sized for its bead density); ``overrides``
+    replace fields."""
     from openmm_cgkd.model.potential import PotentialConfig, suggest_max_num_neighbors
 
+    cg = get_system(system)
     cutoff = float(overrides.pop("cutoff_nm", 1.0))
-    base = dict(architecture=architecture, num_types=len(DES_BEAD_TYPES), cutoff_nm=cutoff, embedding_dim=32,
-                num_layers=2, num_rbf=16, max_num_neighbors=suggest_max_num_neighbors(1000 / 4.484 ** 3, cutoff),
+    base = dict(architecture=architecture, num_types=len(cg.type_names), cutoff_nm=cutoff, embedding_dim=32,
+                num_layers=2, num_rbf=16, max_num_neighbors=suggest_max_num_neighbors(cg.bead_density_per_nm3, cutoff),
                 num_heads=4)
     base.update(overrides)
     return PotentialConfig(**base)
@@ -41,10 +51,12 @@ def _placeholder_wall(type_names: Sequence[str]) -> WallParameters:
 
 def build_untrained_bundle(path: str | os.PathLike, config=None, *, bead_types: Sequence[BeadType] | None = None,
                            wall: WallParameters | None = None, model_kind: str = "student", num_members: int = 1,
-                           seed: int = 0, overwrite: bool = False, description: str | None = None) -> Path:
+                           seed: int = 0, overwrite: bool = False, description: str | None = None,
+                           system: str = DEFAULT_SYSTEM) -> Path:
     """A bundle of randomly initialised network(s): for demos and tests until trained models ship.
 
-    Defaults: the DES bead types, :func:`untrained_config`, a placeholder wall; with
+    Defaults: the bead types of the registered ``system`` (``des``), :func:`untrained_config`,
+    a placeholder wall; with
     ``num_members > 1`` (or ``model_kind='ensemble'``) an ensemble of members seeded
     ``seed, seed+1, ...`` (for a stacked architecture, ``hipnn-ts``, one
     :class:`~openmm_cgkd.model.stacked.StackedEnsemblePotential` whose member k equals that
@@ -56,8 +68,8 @@ def build_untrained_bundle(path: str | os.PathLike, config=None, *, bead_types: 
     from openmm_cgkd.model.potential import STACKED_ARCHITECTURES, CGPotential
     from openmm_cgkd.model.stacked import StackedEnsemblePotential
 
-    bts = list(bead_types or DES_BEAD_TYPES)
-    cfg = config or untrained_config(num_types=len(bts))
+    bts = list(bead_types or get_system(system).bead_types())
+    cfg = config or untrained_config(system=system, num_types=len(bts))
     if cfg.num_types != len(bts):
         raise ValueError(f"config.num_types {cfg.num_types} != number of bead types {len(bts)}")
     wall = wall or _placeholder_wall([b.name for b in bts])

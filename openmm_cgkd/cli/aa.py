@@ -1,7 +1,9 @@
 """``cgkd aa-build``, ``cgkd aa-run``, ``cgkd map``: all-atom reference data and the AA -> CG mapping.
 
 Every argument is checked before any packing, minimisation, MD or mapping starts; errors follow
-the ``cgkd`` convention (:mod:`openmm_cgkd.cli.common`).
+the ``cgkd`` convention (:mod:`openmm_cgkd.cli.common`). Without ``--system`` / ``--mapping`` the
+files of the registered system :data:`DEFAULT_SYSTEM` are used (:mod:`openmm_cgkd.systems`:
+``systems/des/system.yaml`` and ``mapping.yaml`` in the checkout).
 """
 from __future__ import annotations
 
@@ -14,16 +16,16 @@ from openmm_cgkd.cli.common import (add_platform_argument, check_input_file, che
                                     nonnegative_float, nonnegative_int, positive_float, positive_int)
 from openmm_cgkd.errors import MissingFileError, UsageError
 
-DEFAULT_SYSTEM = "systems/des/system.yaml"
-DEFAULT_MAPPING = "systems/des/mapping.yaml"
+DEFAULT_SYSTEM = "des"  # the registered system whose files are the defaults (openmm_cgkd.systems)
 FORCE_UNIT_NAMES = ("kJ/mol/nm", "kJ/mol/A", "kcal/mol/A", "kcal/mol/nm")  # = data.external.FORCE_UNITS
 
 
 def _add_system_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("system")
-    g.add_argument("--system", default=DEFAULT_SYSTEM,
-                   help="system definition YAML (force field, composition, box, temperature; "
-                        f"default {DEFAULT_SYSTEM}: reline, 250 choline / 250 Cl / 500 urea in 4.484 nm)")
+    g.add_argument("--system", default=None,
+                   help="system definition YAML (force field, composition, box, temperature; default: the "
+                        f"{DEFAULT_SYSTEM} system's, systems/des/system.yaml: reline, 250 choline / 250 Cl / 500 urea "
+                        "in 4.484 nm)")
     size = g.add_mutually_exclusive_group()
     size.add_argument("--molecules", type=positive_int, metavar="N",
                       help="total molecule count; composition ratios and density are kept exactly, else the "
@@ -35,10 +37,18 @@ def _add_system_args(p: argparse.ArgumentParser) -> None:
                    help="nonbonded cutoff in nm (default: the system file's; must be below half the box)")
 
 
+def _system_file(role: str) -> Path:
+    """The default file ``role`` of the registered system :data:`DEFAULT_SYSTEM`."""
+    from openmm_cgkd.systems import get_system
+
+    return get_system(DEFAULT_SYSTEM).file(role)
+
+
 def _load_system(args):
     from openmm_cgkd.data.systemdef import SystemDefinition
 
-    sysdef = SystemDefinition.from_yaml(check_input_file(args.system, "system definition (--system)"))
+    sysdef = SystemDefinition.from_yaml(check_input_file(args.system, "system definition (--system)")
+                                        if args.system else _system_file("aa_system"))
     if args.molecules is not None:
         sysdef = sysdef.resized(n_molecules=args.molecules)
     elif args.scale is not None:
@@ -129,7 +139,7 @@ def _add_map_arguments(p) -> None:
     g.add_argument("--masses", help="per-atom masses (dalton), .npy or text, overriding the topology's")
     g.add_argument("--timestep-ps", type=positive_float, help="time between frames when the input carries no times")
     o = p.add_argument_group("mapping and output")
-    o.add_argument("--mapping", default=DEFAULT_MAPPING,
+    o.add_argument("--mapping", default=None,
                    help="mapping spec YAML (default: DES, one bead per molecule, types Cho/Cl/Urea)")
     o.add_argument("--out", required=True, help="output CG dataset (.h5)")
     o.add_argument("--stride", type=positive_int, default=1, help="keep every STRIDE-th frame")
@@ -144,7 +154,7 @@ def _cmd_map(args) -> int:
     if bool(args.run_dir) == bool(args.trajectory):
         raise UsageError("give exactly one of --run-dir or --trajectory (with --topology)")
     out = check_output_file(args.out, "--out", (".h5", ".hdf5"))
-    mapping = check_input_file(args.mapping, "mapping spec (--mapping)")
+    mapping = check_input_file(args.mapping, "mapping spec (--mapping)") if args.mapping else _system_file("mapping")
     if args.run_dir:
         if not Path(args.run_dir).is_dir():
             raise MissingFileError(f"--run-dir {args.run_dir}: no such directory")

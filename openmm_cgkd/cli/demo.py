@@ -12,7 +12,9 @@ molecules of reline mapped to beads), the run starts from the dataset's first fr
 the structural TAEs (RDF, ADF, CDF) of the CG trajectory against that AA reference, and ns/day.
 Without them (or with ``--structure``), the system is ``systems/des/cg_start.pdb``: reline as
 250 Cho, 250 Cl and 500 Urea beads in the paper's 4.484 nm box, and only ns/day is reported.
-Outputs go to ``runs/demo``.
+Outputs go to ``runs/demo``. Models and files are found through :mod:`openmm_cgkd.resources` and
+the system registry (:mod:`openmm_cgkd.systems`, system ``des``): the demo needs the repository
+checkout (or ``$CGKD_MODELS_DIR`` / ``$CGKD_SYSTEMS_DIR``) and says so without it.
 """
 from __future__ import annotations
 
@@ -23,12 +25,26 @@ from pathlib import Path
 from openmm_cgkd.cli.simulate import add_md_arguments, check_md_arguments, run_md
 from openmm_cgkd.errors import MissingFileError
 
-__all__ = ["register", "build_demo_bundle", "TRAINED_DEFAULT", "UNTRAINED_DEFAULT", "DEFAULT_STRUCTURE"]
+__all__ = ["register", "build_demo_bundle", "default_structure", "default_reference", "TRAINED_DEFAULT",
+           "UNTRAINED_DEFAULT", "DEMO_SYSTEM"]
 
 TRAINED_DEFAULT = "des-student"
 UNTRAINED_DEFAULT = "untrained-demo"
-DEFAULT_STRUCTURE = Path(__file__).resolve().parents[2] / "systems" / "des" / "cg_start.pdb"
-DEFAULT_REFERENCE = Path(__file__).resolve().parents[2] / "systems" / "des" / "reline_252_cg.h5"
+DEMO_SYSTEM = "des"  # the registered system the demo runs (openmm_cgkd.systems)
+
+
+def default_structure() -> Path:
+    """The demo's start structure without the trained model: the demo system's ``cg_start`` file."""
+    from openmm_cgkd.systems import get_system
+
+    return get_system(DEMO_SYSTEM).file("cg_start", must_exist=False)
+
+
+def default_reference() -> Path:
+    """The AA reference (a CG dataset) of the demo system: its ``reference`` file."""
+    from openmm_cgkd.systems import get_system
+
+    return get_system(DEMO_SYSTEM).file("reference", must_exist=False)
 
 
 def build_demo_bundle(path: str | Path, overwrite: bool = False, seed: int = 0) -> Path:
@@ -41,7 +57,7 @@ def build_demo_bundle(path: str | Path, overwrite: bool = False, seed: int = 0) 
 
 
 def _choose_bundle(requested: str | None) -> str | Path:
-    from openmm_cgkd.bundle import models_dir
+    from openmm_cgkd.resources import models_dir
 
     if requested:
         return requested
@@ -88,15 +104,15 @@ def _demo(args: argparse.Namespace) -> int:
     ff = CGKDForceField(_choose_bundle(args.bundle))
     reference = None
     if args.structure is None:
-        if not ff.is_untrained and DEFAULT_REFERENCE.is_file():
-            reference = DEFAULT_REFERENCE
+        if not ff.is_untrained and default_reference().is_file():
+            reference = default_reference()
             args.out.mkdir(parents=True, exist_ok=True)
             args.structure = _start_from_reference(reference, args.out)
         else:
-            args.structure = DEFAULT_STRUCTURE
+            args.structure = default_structure()
     if not args.structure.is_file():
         raise MissingFileError(f"demo structure not found: {args.structure} (regenerate it with "
-                                "`uv run python systems/des/make_cg_start.py`)")
+                                f"`uv run python {args.structure.parent / 'make_cg_start.py'}`)")
     print("cgkd demo: CG molecular dynamics of reline (choline chloride : urea 1:2)")
     print(f"model: {ff.describe()}")
     if ff.is_untrained:

@@ -290,9 +290,10 @@ def load_run(run_dir: str | Path, max_frames: int | None = None, check_units: bo
     fr = read_frames(run_dir, max_frames)
     sysdef = SystemDefinition(name=sysd["name"], forcefield_path=run_dir / sysd["forcefield"],
                               composition=sysd["composition"], box_nm=sysd["box_nm"])
-    if not sysdef.forcefield_path.is_file():  # run directory moved to another checkout
-        here = Path(__file__).resolve().parents[2] / "systems" / "des" / sysdef.forcefield_path.name
-        sysdef.forcefield_path = here
+    if not sysdef.forcefield_path.is_file():  # run directory moved: the same file of a registered system
+        from openmm_cgkd.systems import find_system_file
+
+        sysdef.forcefield_path = find_system_file(sysdef.forcefield_path.name, sysd.get("forcefield_sha256"))
     top = md.Topology.from_openmm(build_topology(sysdef.forcefield, sysdef.composition))
     progress = json.loads((run_dir / "progress.json").read_text()) if (run_dir / "progress.json").is_file() else {}
     prov = {"source": "cgkd aa-run", "run_dir": str(run_dir.resolve()), "system": sysd, "protocol": meta["protocol"],

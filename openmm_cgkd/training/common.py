@@ -53,9 +53,14 @@ def dataset_provenance(path: str | Path, dataset: CGDataset, blocks: dict[str, n
 
 
 def code_provenance() -> dict:
+    """The package version and, when running from a git checkout, its commit."""
+    from openmm_cgkd.resources import checkout_root
+
     out = {"package_version": __version__}
+    root = checkout_root()
+    if root is None:
+        return out
     try:
-        root = Path(__file__).resolve().parents[2]
         commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
                                 timeout=5)
         if commit.returncode == 0:

@@ -3,7 +3,7 @@ import json
 
 import numpy as np
 
-from openmm_cgkd.cli.demo import DEFAULT_STRUCTURE, UNTRAINED_DEFAULT
+from openmm_cgkd.cli.demo import UNTRAINED_DEFAULT, default_structure
 from openmm_cgkd.cli.main import main
 
 
@@ -22,7 +22,7 @@ def test_demo_builds_untrained_default_and_reports_speed(tmp_path, monkeypatch, 
     assert (tmp_path / "models" / UNTRAINED_DEFAULT / "manifest.yaml").is_file()
     meta = json.loads((out / "run.json").read_text())
     assert meta["steps_run"] == 4 and meta["ns_per_day"] > 0
-    traj = md.load(str(out / "trajectory.dcd"), top=str(DEFAULT_STRUCTURE))
+    traj = md.load(str(out / "trajectory.dcd"), top=str(default_structure()))
     assert traj.n_atoms == 1000 and traj.n_frames == 3
     # second run: the bundle exists and is reused
     assert main(args) == 0
@@ -32,7 +32,7 @@ def test_demo_builds_untrained_default_and_reports_speed(tmp_path, monkeypatch, 
 def test_demo_structure_is_the_des_system():
     from openmm_cgkd.topology import read_bead_pdb
 
-    top, pos, box = read_bead_pdb(DEFAULT_STRUCTURE)
+    top, pos, box = read_bead_pdb(default_structure())
     names = [a.residue.name for a in top.atoms()]
     assert (names.count("CHO"), names.count("CL"), names.count("URE")) == (250, 250, 500)
     np.testing.assert_allclose(box, np.eye(3) * 4.484, atol=1e-6)
@@ -43,7 +43,7 @@ def test_demo_structure_is_the_des_system():
 
 
 def test_demo_with_the_shipped_student_reports_taes_against_the_aa_reference(tmp_path, capsys):
-    from openmm_cgkd.cli.demo import DEFAULT_REFERENCE
+    from openmm_cgkd.cli.demo import default_reference
 
     out = tmp_path / "demo"
     args = ["demo", "--steps", "40", "--report-interval", "4", "--platform", "CPU", "--threads", "1",
@@ -60,4 +60,4 @@ def test_demo_with_the_shipped_student_reports_taes_against_the_aa_reference(tmp
     from openmm_cgkd.topology import read_bead_pdb
 
     _, pos, _ = read_bead_pdb(out / "start.pdb")
-    np.testing.assert_allclose(pos, CGDataset.load(DEFAULT_REFERENCE).positions[0], atol=1e-3)
+    np.testing.assert_allclose(pos, CGDataset.load(default_reference()).positions[0], atol=1e-3)

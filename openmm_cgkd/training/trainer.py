@@ -8,10 +8,14 @@ Layout of a run directory ``out``::
     logs/metrics.csv            per-epoch train/val losses, loss terms, learning rate (all sessions)
     result.json                 written when the run has finished (early stop or max_epochs); its
                                 paths are relative to ``out``, so a run directory can be moved
+    best_weights.pt             the best epoch's model weights alone (a small state dict), written
+                                with result.json
     fingerprint.json            what the run is keyed on (see :func:`run_fingerprint`), written first
 
 Calling :func:`train_potential` again on the same ``out`` with the same fingerprint resumes from
-``last.ckpt`` (or, when ``result.json`` exists, only reloads the best weights). With another
+``last.ckpt`` (or, when ``result.json`` exists, only reloads the best weights: from the best
+checkpoint, or from ``best_weights.pt`` when the checkpoints are gone, e.g. in a fresh clone of a
+repository that keeps only the small files of finished runs). With another
 fingerprint (a changed setting, dataset content, architecture, wall or loss weights) the old
 checkpoints, logs and result are deleted and the run starts again from scratch. The batches of
 an epoch depend only on (seed, epoch) and the schedule state travels in the checkpoint, so a
@@ -159,7 +163,8 @@ def run_fingerprint(dataset: CGDataset, blocks: dict[str, np.ndarray], potential
             "loss_weights": weights.as_dict(), "trainer": trainer}
 
 
-_RUN_FILES = ("checkpoints", "logs", "tensorboard", "result.json", "result.part")
+BEST_WEIGHTS = "best_weights.pt"
+_RUN_FILES = ("checkpoints", "logs", "tensorboard", "result.json", "result.part", BEST_WEIGHTS)
 
 
 def _read_result(out: Path) -> dict | None:
@@ -229,8 +234,19 @@ def train_potential(dataset: CGDataset, blocks: dict[str, np.ndarray], potential
 
     result_file = out / "result.json"
     if finished is not None:  # the same run finished earlier: reload its best weights
-        _load_best(module, out / finished["best_checkpoint"])
-        return TrainResult(_finish(model), out, finished)
+        best_ckpt = out / finished["best_checkpoint"]
+        if best_ckpt.is_file():
+            _load_best(module, best_ckpt)
+            return TrainResult(_finish(model), out, finished)
+        if (out / BEST_WEIGHTS).is_file():
+            model.load_state_dict(torch.load(out / BEST_WEIGHTS, map_location="cpu", weights_only=True))
+            return TrainResult(_finish(model), out, finished)
+        log(f"training run {out}: finished earlier but neither {best_ckpt.name} nor {BEST_WEIGHTS} is there: "
+            "training again")
+        import shutil
+
+        (out / "result.json").unlink()
+        shutil.rmtree(out / "logs", ignore_errors=True)  # its epochs would be logged twice
 
     train = FrameDataset(dataset, blocks["train"], require_labels=weights.needs_labels)
     val = FrameDataset(dataset, blocks["val"], require_labels=weights.needs_labels)
@@ -274,6 +290,9 @@ def train_potential(dataset: CGDataset, blocks: dict[str, np.ndarray], potential
         "val_frames": [int(blocks["val"][0]), int(blocks["val"][-1]) + 1], "fingerprint": fingerprint,
     }
     _load_best(module, best)
+    weights_tmp = out / (BEST_WEIGHTS + ".part")
+    torch.save(model.state_dict(), weights_tmp)
+    os.replace(weights_tmp, out / BEST_WEIGHTS)
     tmp = result_file.with_suffix(".part")
     tmp.write_text(json.dumps(info, indent=2))
     tmp.replace(result_file)

@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg.out = args.out
     print(f"config: {args.config}\ndataset: {cfg.dataset}\noutput: {cfg.out}")
     print(f"teachers: {cfg.teachers.get('members', 8)} x {cfg.model.get('architecture', cfg.model.get('base'))}; "
-          f"students: {', '.join(cfg.students.variants)}; MD: {cfg.md.replicas} replicas x {cfg.md.steps} steps")
+          f"students: {', '.join(cfg.students.variants)}; MD: {cfg.md.replicas} replicas x {cfg.md.n_steps} steps")
     print("stages: " + " -> ".join(STAGES))
     if args.check:
         if not Path(cfg.dataset).is_file() and cfg.aa is None:

@@ -69,12 +69,14 @@ def ship(run: Path, student_variant: str, name_prefix: str = "des") -> list[Path
     from openmm_cgkd.data.dataset import CGDataset
     from openmm_cgkd.provenance import make_portable, relative_path
 
-    stages = {p.stem: json.loads(p.read_text()) for p in (run / "stages").glob("*.json")}
-    missing = {"teachers", "students", "md", "analysis"} - set(stages)
+    from openmm_cgkd.pipeline import stage_outputs
+
+    stages = {name: stage_outputs(run, name) for name in ("teachers", "students", "md", "analysis")}
+    missing = {name for name, outputs in stages.items() if outputs is None}
     if missing:
         raise SystemExit(f"{run}: the pipeline has not finished stages {sorted(missing)}")
-    teachers, students = stages["teachers"]["outputs"], stages["students"]["outputs"]
-    md, analysis = stages["md"]["outputs"], stages["analysis"]["outputs"]
+    teachers, students = stages["teachers"], stages["students"]
+    md, analysis = stages["md"]["models"], stages["analysis"]["models"]
     if student_variant not in students:
         raise SystemExit(f"no student {student_variant!r} in {run}; have {sorted(students)}")
     dataset_path = run / "data" / "cg.h5"

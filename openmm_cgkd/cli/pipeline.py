@@ -9,18 +9,35 @@ def register(subparsers) -> None:
         "pipeline", help="AA data -> teachers -> labels -> students -> MD -> analysis -> report",
         description="Run the whole knowledge-distillation workflow from one YAML config. Each stage is "
                     "cached under <out>/stages/; rerunning skips finished stages and resumes the rest. "
-                    "Configs for the DES: systems/des/quick.yaml (CPU, minutes) and systems/des/paper.yaml (GPU).")
+                    "Configs for the DES: systems/des/quick.yaml (CPU, minutes), systems/des/study.yaml (the "
+                    "CPU study, resumable from its committed results) and systems/des/paper.yaml (GPU). With "
+                    "--sweep the config is a sweep (systems/des/sweep.yaml): one teacher and a short MD per "
+                    "grid point of model settings, one table of force errors and structure TAEs.")
     p.add_argument("config", help="pipeline YAML (see systems/des/quick.yaml)")
     p.add_argument("--out", help="override the config's output directory")
     p.add_argument("--dataset", help="override the config's CG dataset (HDF5)")
     p.add_argument("--only", nargs="+", metavar="STAGE",
-                   help="run only these stages (earlier ones must be done): aa teachers labels students md analysis report")
+                   help="run only these stages (earlier ones must be done; later ones are left alone): "
+                        "aa teachers labels students md analysis report")
+    p.add_argument("--sweep", action="store_true",
+                   help="CONFIG is a sweep config (see openmm_cgkd/sweep.py): run every grid point, write sweep.md")
     p.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
     from openmm_cgkd.pipeline import load_pipeline_config, run_pipeline
 
+    if args.sweep:
+        from openmm_cgkd.sweep import load_sweep_config, run_sweep
+        from openmm_cgkd.training.config import ConfigError
+
+        if args.only or args.dataset:
+            raise ConfigError("--only and --dataset do not apply to a sweep (its base config names the dataset)")
+        sweep = load_sweep_config(args.config)
+        if args.out:
+            sweep.out = args.out
+        run_sweep(sweep)
+        return 0
     cfg = load_pipeline_config(args.config)  # a bad config: ConfigError, reported by `cgkd` (exit 2)
     if args.out:
         cfg.out = args.out

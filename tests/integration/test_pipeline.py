@@ -40,14 +40,14 @@ def test_pipeline_runs_then_skips_cached_stages(tiny_config):
     results = run_pipeline(cfg, log=logs.append)
     out = tiny_config.parent / "run"
     # every model got its replicas analysed against the AA reference
-    assert set(results["analysis"]) == {"teacher-00", "ensemble-2", "student-ensemble-e-ft-faa"}
-    for name, a in results["analysis"].items():
+    assert set(results["analysis"]["models"]) == {"teacher-00", "ensemble-2", "student-ensemble-e-ft-faa"}
+    for name, a in results["analysis"]["models"].items():
         for kind in ("rdf", "cdf"):
             assert np.isfinite(a["summary"][kind]["mean"]) and a["summary"][kind]["mean"] >= 0
     report = (out / "report.md").read_text()
     assert "student-ensemble-e-ft-faa" in report and "ns/day" in report
     assert (out / "tae_comparison.png").stat().st_size > 1000
-    assert len(results["md"]["teacher-00"]) == 2
+    assert len(results["md"]["models"]["teacher-00"]) == 2
     from openmm_cgkd.data.dataset import CGDataset
     sub = CGDataset.load(out / "data" / "cg.h5")  # frames 0, 2, ..., 34 of the source
     src = CGDataset.load(tiny_config.parent / "cg.h5")
@@ -62,7 +62,7 @@ def test_pipeline_runs_then_skips_cached_stages(tiny_config):
     skipped = {line.split("]")[0].strip("[") for line in logs if "skipped" in line}
     assert skipped == {"teachers", "labels", "students"}
     marker = json.loads((out / "stages" / "md.json").read_text())
-    assert marker["outputs"]["teacher-00"][0]["start_frame"] == 0
+    assert marker["outputs"]["models"]["teacher-00"][0]["start_frame"] == 0
 
 
 def test_config_errors_name_the_problem(tmp_path):
@@ -78,5 +78,12 @@ def test_config_errors_name_the_problem(tmp_path):
 
 
 def test_start_frames_come_from_the_training_block():
-    frames = start_frames(100, 0.8, 4)
-    assert frames[0] == 0 and frames[-1] == 79 and len(set(frames)) == 4
+    from openmm_cgkd.training.config import SplitConfig
+    from openmm_cgkd.training.data import split_blocks
+
+    train = split_blocks(100, SplitConfig(0.8, 0.1, 0.1, gap_frames=3))["train"]
+    frames = start_frames(train, 4)
+    assert frames[0] == 0 and frames[-1] == train[-1] and len(set(frames)) == 4
+    assert set(frames) <= set(train.tolist())
+    with pytest.raises(ConfigError, match="start frames"):
+        start_frames(train[:3], 4)

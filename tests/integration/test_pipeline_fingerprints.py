@@ -138,7 +138,7 @@ def test_epochs_retrain_and_redo_everything_downstream(pipe):
     assert training["result"]["epochs"] == 2 and training["trainer"]["max_epochs"] == 2
     assert json.loads((student / "run" / "result.json").read_text())["epochs"] == 2
     # MD ran the new student
-    assert _marker(pipe, "md")["key"]["models"][STUDENT] == bundle_checksum(student / "bundle") != old["student"]
+    assert _marker(pipe, "md")["key"]["models"][STUDENT][0] == bundle_checksum(student / "bundle") != old["student"]
     assert _marker(pipe, "md")["fingerprint"] != old["md"]
     assert (_replica(pipe) / "trajectory.dcd").read_bytes() != old["traj"]
 

@@ -1,0 +1,276 @@
+"""The pipeline's report: ``<out>/report.md`` and its figures (what the ``report`` stage writes).
+
+* TAE table: RDF, ADF, CDF per model, mean +- std over the scored replicas, "k of n replicas
+  failed", stability, replicas not equilibrated within the fixed discard (pymbar), ns/day;
+* the failed replicas (model, replica, step, reason) and the time-step check;
+* training: epochs, early stop, best validation loss, validation force RMSE of the teachers, and
+  the learning curves (train and validation loss per epoch) of every model;
+* figures: TAE bars (``tae_comparison.png``), per-pair RDF and per-species CDF overlays of all
+  models over the AA reference, potential-energy equilibration per model (written by the
+  analysis stage in ``analysis/``), and per model its own overlays and time-resolved CDFs
+  (``analysis/<model>/``);
+* the wall time of every stage, summed over the attempts (resumes) that made it.
+
+Figures are matplotlib ``Figure`` objects on the Agg canvas (:mod:`openmm_cgkd.figures`).
+Units: nm, ps, kJ/mol; TAEs are dimensionless (densities) or nm (RDF g(r) areas).
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["write_pipeline_report", "comparison_markdown", "comparison_plot", "model_overlays", "energy_panels",
+           "learning_curves_plot"]
+
+
+def _pm(s: dict | None) -> str:
+    if not s or not s.get("n") or s.get("mean") is None or not math.isfinite(s["mean"]):
+        return "n/a"
+    return f"{s['mean']:.3f} +- {s['std']:.3f}" if s["n"] > 1 else f"{s['mean']:.3f}"
+
+
+def _speed(reps: list[dict]) -> str:
+    v = [r["ns_per_day"] for r in reps if r.get("ns_per_day") is not None and math.isfinite(r["ns_per_day"])]
+    return f"{np.mean(v):.3g}" if v else "n/a"
+
+
+def comparison_markdown(analysis: dict, runs: dict) -> str:
+    """The TAE table (mean +- std over scored replicas, failed replicas counted) with ns/day."""
+    models = analysis["models"]
+    lines = ["## Structural error (TAE vs AA; mean +- std over the scored replicas; lower is better)", "",
+             "| model | replicas | RDF | ADF | CDF | stable | not equilibrated within the discard | ns/day | platform |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for name, a in models.items():
+        reps = runs["models"].get(name, [])
+        failed = f"{a['n_failed']} of {a['n_replicas']} replicas failed"
+        plat = next((r["platform"] for r in reps if r.get("platform")), "n/a")
+        lines.append(f"| {name} | {failed} | {_pm(a['summary'].get('rdf'))} | {_pm(a['summary'].get('adf'))} | "
+                     f"{_pm(a['summary'].get('cdf'))} | {'yes' if a['stable'] else 'NO'} | "
+                     f"{', '.join(a['not_equilibrated_within_discard']) or 'none'} | {_speed(reps)} | {plat} |")
+    return "\n".join(lines) + "\n"
+
+
+def comparison_plot(analysis: dict, path: Path) -> Path:
+    """Grouped bar chart of summary TAEs with error bars, one group per kind (rdf, adf, cdf)."""
+    from openmm_cgkd.figures import colormap, new_figure
+
+    models = analysis["models"]
+    kinds = [k for k in ("rdf", "adf", "cdf") if any(k in a["summary"] for a in models.values())]
+    names = list(models)
+    fig = new_figure(figsize=(4.5 * max(1, len(kinds)), 4))
+    axes = fig.subplots(1, max(1, len(kinds)), squeeze=False)
+    colours = colormap("tab10")(np.arange(len(names)) % 10)
+    for ax, kind in zip(axes[0], kinds):
+        means = [models[n]["summary"].get(kind, {}).get("mean") for n in names]
+        stds = [models[n]["summary"].get(kind, {}).get("std") for n in names]
+        means = [np.nan if m is None else m for m in means]
+        stds = [0.0 if s is None or not math.isfinite(s) else s for s in stds]
+        ax.bar(range(len(names)), means, yerr=stds, color=colours, capsize=3)
+        ax.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize=8)
+        ax.set_title(f"{kind.upper()} TAE")
+        ax.set_ylabel("TAE (lower is better)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    return Path(path)
+
+
+def _grid(n: int, ncols: int = 3, size=(3.8, 2.8)):
+    from openmm_cgkd.figures import new_figure
+
+    ncols = max(1, min(ncols, n))
+    nrows = max(1, math.ceil(n / ncols))
+    fig = new_figure(figsize=(size[0] * ncols + 0.8, size[1] * nrows + 0.9))
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    for ax in axes.ravel()[n:]:
+        ax.set_visible(False)
+    return fig, axes.ravel()[:n]
+
+
+def model_overlays(reports: dict, kind: str, path: Path) -> Path:
+    """Per curve (pair for ``rdf``, species for ``cdf``): every model's mean over its scored
+    replicas (coloured) over the AA reference (black, dashed)."""
+    from openmm_cgkd.analysis.plots import XLABELS, YLABELS
+
+    scored = {n: r for n, r in reports.items() if r.good_replicas}
+    reference = next(iter(reports.values())).reference.get(kind, {})
+    keys = [k for k in reference if any(k in r.mean.get(kind, {}) for r in scored.values())]
+    fig, axes = _grid(max(1, len(keys)))
+    for ax, key in zip(axes, keys):
+        ref = reference[key]
+        for i, (name, rep) in enumerate(scored.items()):
+            if key in rep.mean[kind]:
+                m = rep.mean[kind][key]
+                ax.plot(m.centers, m.values, color=f"C{i % 10}", lw=1.0, label=name)
+        ax.plot(ref.centers, ref.values, "k--", lw=1.3, label="AA")
+        ax.set_title(key, fontsize=9)
+        ax.set_xlabel(XLABELS.get(kind, ""))
+        ax.set_ylabel(YLABELS.get(kind, ""))
+    if keys:
+        axes[0].legend(fontsize=6)
+    fig.suptitle(f"{kind.upper()}: models (mean over replicas) vs AA")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    return path
+
+
+def energy_panels(reports: dict, discard_ps: float, path: Path) -> Path:
+    """One panel per model: the potential energy of each replica against time, the fixed discard
+    (grey line) and pymbar's equilibration time of each replica (dotted)."""
+    fig, axes = _grid(max(1, len(reports)), ncols=3, size=(4.2, 2.8))
+    for ax, (name, rep) in zip(axes, reports.items()):
+        for i, r in enumerate(rep.replicas):
+            if r.energy_series is None:
+                continue
+            x, e = r.energy_series
+            ax.plot(x, e, color=f"C{i % 10}", lw=0.7, label=r.name + (" (failed)" if r.failed else ""))
+            if r.equilibration is not None and 0 <= r.equilibration.t0_index < len(x):
+                ax.axvline(x[r.equilibration.t0_index], color=f"C{i % 10}", ls=":", lw=1)
+        ax.axvline(discard_ps, color="0.5", lw=1.2)
+        ax.set_title(f"{name}: {rep.n_failed} of {len(rep.replicas)} failed", fontsize=8)
+        ax.set_xlabel("time (ps)")
+        ax.set_ylabel("potential energy (kJ/mol)")
+        ax.legend(fontsize=5)
+    fig.suptitle(f"Potential energy per replica (grey: the {discard_ps:g} ps discard; dotted: pymbar t0)")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    return path
+
+
+def learning_curves_plot(curves: dict[str, dict[str, str]], path: Path) -> Path:
+    """One panel per model (``curves``: {model: {run label: metrics.csv}}): train (dashed) and
+    validation (solid) loss per epoch, log scale."""
+    from openmm_cgkd.training.metrics import read_metrics_csv
+
+    fig, axes = _grid(max(1, len(curves)), ncols=3, size=(4.0, 2.8))
+    for ax, (model, runs) in zip(axes, curves.items()):
+        for i, (label, csv_path) in enumerate(runs.items()):
+            if not Path(csv_path).is_file():
+                continue
+            data = read_metrics_csv(csv_path)
+            for key, style in (("train_loss", "--"), ("val_loss", "-")):
+                if data.get(key):
+                    ep, val = zip(*sorted(data[key].items()))
+                    ax.plot(ep, val, style, color=f"C{i % 10}", lw=0.9,
+                            label=f"{label} {key.split('_')[0]}" if len(runs) <= 2 else None)
+        ax.set_yscale("log")
+        ax.set_title(model, fontsize=8)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("loss")
+        if len(runs) <= 2:
+            ax.legend(fontsize=6)
+    fig.suptitle("Learning curves (dashed: training, solid: validation)")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    return path
+
+
+def _hms(seconds) -> str:
+    if seconds is None:
+        return "n/a"
+    s = int(round(seconds))
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+def _training_rows(teachers: dict, students: dict) -> list[str]:
+    rows = ["| model | epochs | stopped early | best val loss | val-block force RMSE (kJ/mol/nm) |", "|---|---|---|---|---|"]
+    val = teachers.get("validation_forces") or []
+    for k, run in enumerate(teachers.get("runs", [])):
+        rmse = f"{val[k]['rmse']:.2f}" if k < len(val) else "n/a"
+        rows.append(f"| teacher {k:02d} | {run.get('epochs')} | {run.get('stopped_early')} | "
+                    f"{'n/a' if run.get('best_val_loss') is None else format(run['best_val_loss'], '.4g')} | {rmse} |")
+    for name, s in students.items():
+        run = s.get("run", {})
+        rows.append(f"| student {name} | {run.get('epochs')} | {run.get('stopped_early')} | "
+                    f"{'n/a' if run.get('best_val_loss') is None else format(run['best_val_loss'], '.4g')} | - |")
+    return rows
+
+
+def write_pipeline_report(out: Path, cfg, teachers: dict, students: dict, runs: dict, analysis: dict,
+                          times: dict, log=print) -> dict:
+    """Write ``report.md``, ``report.json``, ``tae_comparison.png`` and ``learning_curves.png`` in
+    ``out``; returns their paths."""
+    from openmm_cgkd.pipeline import analysis_settings
+    from openmm_cgkd.provenance import make_portable
+
+    out = Path(out)
+    rel = lambda p: Path(p).resolve().relative_to(out.resolve()).as_posix()  # noqa: E731
+    stamp = {}
+    if (out / "data" / "cg.json").is_file():
+        stamp = json.loads((out / "data" / "cg.json").read_text())
+    md = cfg.md
+    lines = ["# openmm_cgkd pipeline report", "",
+             f"Dataset: `{Path(cfg.dataset).name}`" + (f" ({stamp['selection']})" if stamp.get("selection") else "")
+             + f"; split {cfg.split.train:g}/{cfg.split.val:g}/{cfg.split.test:g} in contiguous blocks, "
+             f"{cfg.split.gap_frames} frames left out between blocks.",
+             f"Model: `{json.dumps(cfg.model, sort_keys=True)}`; {len(teachers['members'])} teachers.",
+             f"MD: {md.n_steps} steps of {md.timestep_fs:g} fs ({md.n_steps * md.timestep_fs / 1000:g} ps) per "
+             f"replica at {md.temperature_K:g} K (Langevin, friction {md.friction_per_ps:g}/ps), frames every "
+             f"{md.interval_steps * md.timestep_fs / 1000:g} ps; every replica starts from its own training frame "
+             f"with its own seed. The first {analysis_settings(cfg).discard_frames} frames of every replica of every "
+             "model are discarded (pymbar's equilibration time is a check).", "",
+             comparison_markdown(analysis, runs), "![TAE comparison](tae_comparison.png)", ""]
+    failures = [(name, f) for name, a in analysis["models"].items() for f in a["failures"]]
+    lines += ["## Failed replicas", ""]
+    if failures:
+        lines += ["| model | replica | step | reason |", "|---|---|---|---|"]
+        lines += [f"| {n} | {f['replica']} | {f['step']} | {f['reason']} |" for n, f in failures]
+    else:
+        lines.append("None: every replica ran to its end.")
+    lines += ["", "## Time step check", ""]
+    checks = runs.get("timestep_check") or {}
+    if checks:
+        lines += ["| model | step (fs) | NVE drift (kJ/mol/ns per bead) | (kT/ns per bead) | NVE RMS (kJ/mol per bead) | "
+                  "NVT temperature (K) | target (K) | verdict |", "|---|---|---|---|---|---|---|---|"]
+        for name, c in checks.items():
+            verdict = "safe" if c["safe"] else ("blew up: " + c["blew_up"] if c.get("blew_up") else "NOT safe")
+            lines.append(f"| {name} | {c['timestep_fs']:g} | {c['nve_drift_kj_mol_per_ns_per_bead']:+.3g} | "
+                         f"{c['nve_drift_kT_per_ns_per_bead']:+.3g} | {c['nve_rms_kj_mol_per_bead']:.3g} | "
+                         f"{c['nvt_mean_temperature_K']:.1f} +- {c['nvt_temperature_sem_K']:.1f} | "
+                         f"{c['target_temperature_K']:g} | {verdict} |")
+        lines += ["", f"Limits: |drift| <= {next(iter(checks.values()))['max_drift_kT_per_ns']:g} kT/ns per bead, "
+                  f"temperature within {100 * next(iter(checks.values()))['max_temperature_error']:g} %."]
+    else:
+        lines.append("Not run (md.timestep_check.nve_ps = 0).")
+
+    curves = {"teachers": {f"member {k}": r["metrics_csv"] for k, r in enumerate(teachers.get("runs", []))}}
+    curves.update({f"student {n}": {"student": s["run"]["metrics_csv"]} for n, s in students.items() if s.get("run")})
+    lc = learning_curves_plot(curves, out / "learning_curves.png")
+    lines += ["", "## Training", ""] + _training_rows(teachers, students) + ["", f"![learning curves]({lc.name})", ""]
+
+    figs = analysis.get("figures", {})
+    lines += ["## Structure and equilibration", ""]
+    for key, title in (("rdf_overlay", "Per-pair RDFs"), ("cdf_overlay", "Per-species CDFs"),
+                       ("energy", "Potential-energy equilibration")):
+        if figs.get(key) and Path(figs[key]).is_file():
+            lines += [f"![{title}]({rel(figs[key])})", ""]
+    lines += ["Per model (its replicas' mean with a +-1 std band over the AA reference, time-resolved CDFs, "
+              "potential energy, stability and pymbar per replica):", ""]
+    for name, a in analysis["models"].items():
+        d = Path(a["dir"])
+        links = [f"[{f.stem}]({rel(f)})" for f in (d / "summary.md", d / "rdf.png", d / "cdf.png", d / "cdf_time.png",
+                                                    d / "energy.png") if f.is_file()]
+        lines.append(f"- {name}: " + ", ".join(links))
+    lines += ["", "## Wall time per stage (summed over the attempts that made it)", "",
+              "| stage | wall time (h:mm:ss) | attempts |", "|---|---|---|"]
+    for stage, t in times.items():
+        if t is not None:
+            lines.append(f"| {stage} | {_hms(t.get('seconds'))} | {t.get('attempts')} |")
+    text = "\n".join(lines) + "\n"
+    (out / "report.md").write_text(text)
+    comparison_plot(analysis, out / "tae_comparison.png")
+    data = {"analysis": analysis, "md": runs, "teachers": {k: teachers.get(k) for k in ("runs", "validation_forces",
+                                                                                            "metrics")},
+            "students": students, "seconds": times}
+    (out / "report.json").write_text(json.dumps(make_portable(data, out), indent=1, default=str))
+    log(text)
+    return {"report": str(out / "report.md"), "plot": str(out / "tae_comparison.png"), "json": str(out / "report.json"),
+            "learning_curves": str(lc)}

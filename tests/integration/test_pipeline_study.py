@@ -1,0 +1,257 @@
+"""The study protocol in the pipeline, on a tiny synthetic system: frame selection by time window,
+single-teacher students for several members, per-model replica counts, a fixed discard given in
+ps, the time-step check, unstable replicas counted (not fatal), the report, and resuming from the
+committed files alone (systems/des/study/.gitignore) without retraining or rerunning anything.
+
+The tests share one study run (module fixture) and run in file order.
+"""
+import gzip
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from openmm_cgkd.pipeline import load_pipeline_config, run_pipeline, stage_outputs
+
+ROOT = Path(__file__).resolve().parents[2]
+STUDENTS = {"ensemble-e-ft-faa", "single-e-ft-faa-teacher00", "single-e-ft-faa-teacher01"}
+MODELS = {"teacher-00", "ensemble-2"} | {f"student-{s}" for s in STUDENTS}
+
+CONFIG = {
+    "out": "study", "dataset": "cg.h5",
+    "dataset_window_ps": [0.4, 3.0], "dataset_stride": 2,  # frames 0.08 ps apart: source frames 5, 7, ..., 37
+    "model": {"architecture": "graph-network", "embedding_dim": 8, "num_layers": 1, "num_rbf": 8, "cutoff_nm": 0.6},
+    "split": {"train": 0.6, "val": 0.2, "test": 0.2, "gap_frames": 1},
+    "trainer": {"max_epochs": 1, "batch_size": 4, "progress_bar": False, "num_threads": 1},
+    "teachers": {"members": 2},
+    "students": {"variants": ["ensemble-e-ft-faa", "single-e-ft-faa"], "single_teacher_members": [0, 1]},
+    "md": {"replicas": 2, "teacher_members": 1, "teacher_replicas": 1, "length_ps": 0.16, "timestep_fs": 4.0,
+           "report_interval_ps": 0.04, "discard_ps": 0.04, "platform": "CPU", "threads": 1, "seed": 500,
+           "timestep_check": {"nvt_ps": 0.2, "nve_ps": 0.2, "sample_every_steps": 5}},
+    "analysis": {"n_blocks": 2},
+}
+
+
+def _run(root: Path, out: str = "study", overrides=None, only=None):
+    logs = []
+    cfg = load_pipeline_config(root / "study.yaml", overrides={"out": out, **(overrides or {})})
+    results = run_pipeline(cfg, only=only, log=logs.append)
+    return results, logs
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    from openmm_cgkd.training.synthetic import make_synthetic_system
+
+    root = tmp_path_factory.mktemp("study")
+    syn = make_synthetic_system(n_beads=(12, 12), box_nm=1.9, n_frames=40, steps_per_frame=20,
+                                equilibration_steps=200, seed=3)
+    syn.dataset.save(root / "cg.h5")
+    (root / "study.yaml").write_text(yaml.safe_dump(CONFIG))
+    results, logs = _run(root)
+    return root, results, logs
+
+
+def test_trains_on_the_time_window_only(study):
+    from openmm_cgkd.data.dataset import CGDataset
+
+    root, results, _ = study
+    src = CGDataset.load(root / "cg.h5")
+    sub = CGDataset.load(root / "study" / "data" / "cg.h5")
+    assert sub.n_frames == 17
+    np.testing.assert_array_equal(sub.positions, src.positions[5:38:2])
+    assert "times 0.4-3 ps after the first frame" in sub.provenance["selection"]
+
+
+def test_single_teacher_students_learn_from_their_own_member(study):
+    root, results, _ = study
+    assert set(results["students"]) == STUDENTS
+    assert set(results["labels"]["files"]) == {"ensemble", "member_00", "member_01"}
+    for k in (0, 1):
+        manifest = yaml.safe_load((root / "study" / "students" / f"single-e-ft-faa-teacher{k:02d}" / "bundle" /
+                                   "manifest.yaml").read_text())
+        teachers = manifest["training"]["teachers"]
+        assert teachers["member"] == k and teachers["source"] == f"member {k}"
+        assert manifest["variant"] == "single-e-ft-faa"
+    ens = yaml.safe_load((root / "study" / "students" / "ensemble-e-ft-faa" / "bundle" / "manifest.yaml").read_text())
+    assert ens["training"]["teachers"]["source"] == "ensemble"
+
+
+def test_md_protocol_replicas_start_frames_seeds_and_discard(study):
+    root, results, _ = study
+    runs = results["md"]["models"]
+    assert set(runs) == MODELS
+    assert len(runs["teacher-00"]) == 1 and all(len(runs[m]) == 2 for m in MODELS - {"teacher-00"})
+    setup = json.loads((root / "study" / "teachers" / "setup.json").read_text())
+    train = setup["blocks"]["train"]
+    for name, reps in runs.items():
+        starts = [r["start_frame"] for r in reps]
+        assert len(set(starts)) == len(starts) and set(starts) <= set(train)
+        assert [r["seed"] for r in reps] == [500 + r for r in range(len(reps))]
+        assert not any(r["failed"] for r in reps)
+    assert [r["start_frame"] for r in runs["ensemble-2"]] == [train[0], train[-1]]
+    # 0.04 ps discard with frames every 10 steps of 4 fs: 1 frame, the same for every replica of every model
+    for name, a in results["analysis"]["models"].items():
+        assert a["discard_frames"] == 1 and a["n_failed"] == 0
+        rec = json.loads(gzip.open(root / "study" / "md" / name / "replica_00" / "replica.json.gz").read())
+        assert rec["analysis"]["start_frame"] == 1 and rec["analysis"]["n_frames_loaded"] == 5
+        assert rec["model"] == name and rec["failure"] is None
+
+
+def test_timestep_check_runs_on_the_first_student(study):
+    root, results, _ = study
+    checks = results["md"]["timestep_check"]
+    assert list(checks) == ["student-ensemble-e-ft-faa"]
+    c = checks["student-ensemble-e-ft-faa"]
+    assert c["timestep_fs"] == 4.0 and c["blew_up"] is None and np.isfinite(c["nve_drift_kT_per_ns_per_bead"])
+    series = json.loads((root / "study" / "md" / "timestep_check" / "student-ensemble-e-ft-faa.json").read_text())
+    t, e = np.array(series["series"]["nve"]["time_ps"]), np.array(series["series"]["nve"]["total_kj_mol"])
+    slope = np.polyfit(t, e, 1)[0]  # the drift is the slope of the total energy, per ns and bead
+    assert c["nve_drift_kj_mol_per_ns_per_bead"] == pytest.approx(slope * 1000 / 24, rel=1e-6)
+
+
+def test_report_has_every_part_and_stage_times(study):
+    root, results, _ = study
+    out = root / "study"
+    text = (out / "report.md").read_text()
+    for part in ("| model | replicas | RDF | ADF | CDF |", "0 of 2 replicas failed", "0 of 1 replicas failed",
+                 "## Time step check", "| student-ensemble-e-ft-faa | 4 |", "## Training", "learning_curves.png",
+                 "rdf_overlay.png", "cdf_overlay.png", "energy_equilibration.png", "## Wall time per stage",
+                 "| teachers |", "| md |", "ns/day", "cdf_time"):
+        assert part in text, part
+    for png in ("learning_curves.png", "tae_comparison.png", "analysis/rdf_overlay.png", "analysis/cdf_overlay.png",
+                "analysis/energy_equilibration.png", "analysis/student-ensemble-e-ft-faa/cdf_time.png"):
+        assert (out / png).stat().st_size > 5000, png
+    for stage in ("teachers", "students", "md", "analysis"):
+        marker = json.loads((out / "stages" / f"{stage}.json").read_text())
+        assert marker["seconds"] > 0 and marker["attempts"] == 1
+        assert str(root) not in json.dumps(marker)  # portable: paths relative to the output directory
+    teachers = results["teachers"]
+    assert len(teachers["validation_forces"]) == 2 and teachers["validation_forces"][0]["rmse"] > 0
+    assert all(r["epochs"] == 1 for r in teachers["runs"])
+
+
+def _committed_copy(src: Path, dst: Path) -> list[str]:
+    """Copy into ``dst`` the files of ``src`` that git would commit under the study's .gitignore."""
+    shutil.copy(ROOT / "systems" / "des" / "study" / ".gitignore", src / ".gitignore")
+    repo = src.parent
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    files = subprocess.run(["git", "-C", str(repo), "ls-files", "--others", "--exclude-standard", src.name],
+                           check=True, capture_output=True, text=True).stdout.split()
+    for f in files:
+        (dst / f).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(repo / f, dst / f)
+    shutil.rmtree(repo / ".git")
+    return files
+
+
+def test_a_fresh_clone_resumes_without_retraining_or_rerunning(study, tmp_path):
+    root, results, _ = study
+    files = _committed_copy(root / "study", tmp_path)
+    assert not any(f.endswith((".dcd", ".ckpt", "checkpoint.chk")) or "/labels/" in f or "/data/" in f for f in files)
+    assert any(f.endswith("best_weights.pt") for f in files) and any(f.endswith("replica.json.gz") for f in files)
+    shutil.copy(root / "cg.h5", tmp_path / "cg.h5")
+    shutil.copy(root / "study.yaml", tmp_path / "study.yaml")
+    clone = tmp_path / "study"
+    size = sum((clone / f.split("/", 1)[1]).stat().st_size for f in files)
+    assert size < 8e6
+
+    # a stop in the middle of the students and of the md stage: their markers are not there
+    for stage in ("students", "md"):
+        (clone / "stages" / f"{stage}.json").unlink()
+    _, logs = _run(tmp_path)
+    assert all(f"[students] {s}: done earlier" in logs for s in STUDENTS)
+    assert not any("ns/day on" in line or "FAILED" in line for line in logs)  # no replica ran again
+    assert not list(clone.rglob("*.dcd")) and not list(clone.rglob("*.ckpt"))  # nothing trained or simulated
+    skipped = {line.split("]")[0].strip("[") for line in logs if line.endswith("skipped")}
+    assert {"teachers", "labels", "analysis"} <= skipped  # records unchanged: analysis not redone
+    assert stage_outputs(clone, "md")["models"]["ensemble-2"][1]["record"] == str(
+        clone / "md" / "ensemble-2" / "replica_01" / "replica.json.gz")
+
+    # teachers interrupted after their members finished: the members are reloaded, not retrained
+    (clone / "stages" / "teachers.json").unlink()
+    before = (clone / "teachers" / "members" / "member_01" / "result.json").read_text()
+    _run(tmp_path, only=["teachers"])
+    assert (clone / "teachers" / "members" / "member_01" / "result.json").read_text() == before
+    assert not list(clone.rglob("checkpoints"))
+
+
+def test_unstable_replicas_are_counted_not_fatal(study, tmp_path):
+    root, _, _ = study
+    shutil.copytree(root / "study", tmp_path / "study")  # markers hold relative paths: the copy resumes
+    shutil.copy(root / "cg.h5", tmp_path / "cg.h5")
+    shutil.copy(root / "study.yaml", tmp_path / "study.yaml")
+    # a 400 fs step: beads of 40 Da jump ~0.1 nm per step and crash into each other's walls
+    huge = {"md": {**CONFIG["md"], "timestep_fs": 400.0, "length_ps": 16.0, "report_interval_ps": 4.0,
+                   "discard_ps": 4.0, "timestep_check": {"nvt_ps": 4.0, "nve_ps": 8.0, "sample_every_steps": 2}}}
+    # the session ends (Ctrl-C) during the second model of the md stage: the time and the record of
+    # the first one (teacher-00, one replica) are kept
+    class Stop(KeyboardInterrupt):
+        pass
+
+    def stop_after_first_replica(line):
+        if line.startswith("[md] ensemble-2 replica 0"):
+            raise Stop
+
+    cfg = load_pipeline_config(tmp_path / "study.yaml", overrides=huge)
+    with pytest.raises(Stop):
+        run_pipeline(cfg, log=stop_after_first_replica)
+    clock = json.loads((tmp_path / "study" / "stages" / "md.clock.json").read_text())
+    assert clock["attempts"] == 1 and clock["seconds"] > 0
+    results, logs = _run(tmp_path, overrides=huge)
+    skipped = {line.split("]")[0].strip("[") for line in logs if line.endswith("skipped")}
+    assert skipped == {"teachers", "labels", "students"}
+    assert not any(line.startswith("[md] teacher-00 replica 0") for line in logs)  # its record was kept
+    marker = json.loads((tmp_path / "study" / "stages" / "md.json").read_text())
+    assert marker["attempts"] == 2 and marker["seconds"] >= clock["seconds"]
+    assert not (tmp_path / "study" / "stages" / "md.clock.json").exists()
+    analysis = results["analysis"]["models"]
+    n_failed = sum(a["n_failed"] for a in analysis.values())
+    assert n_failed >= 1
+    text = (tmp_path / "study" / "report.md").read_text()
+    for name, a in analysis.items():
+        assert f"| {name} | {a['n_failed']} of {a['n_replicas']} replicas failed |" in text
+        for f in a["failures"]:  # model, replica, step, reason
+            assert f"| {name} | {f['replica']} | {f['step']} | {f['reason']} |" in text
+            assert isinstance(f["step"], int) and f["reason"]
+        if a["n_failed"] == a["n_replicas"]:
+            assert a["summary"]["rdf"]["n"] == 0
+    rec = next(json.loads(gzip.open(p).read()) for p in (tmp_path / "study" / "md").rglob("replica.json.gz")
+               if json.loads(gzip.open(p).read())["failure"])
+    assert rec["failure"]["message"] and rec["analysis"]["failed"]
+    check = results["md"]["timestep_check"]["student-ensemble-e-ft-faa"]
+    assert not check["safe"]
+
+
+def test_check_timestep_energy_error_grows_as_dt_squared(study):
+    """Velocity Verlet: the total energy fluctuates about its drift line by O(dt^2); from the same
+    start (same velocities), halving the step divides that RMS by ~4. A step far too long blows up."""
+    from openmm_cgkd.data.dataset import CGDataset
+    from openmm_cgkd.timestep_check import check_timestep
+    from openmm_cgkd.topology import bead_topology
+
+    root = study[0]
+    ds = CGDataset.load(root / "study" / "data" / "cg.h5")
+    top = bead_topology([ds.type_names[t] for t in ds.bead_types], ds.boxes[0])
+    bundle = root / "study" / "students" / "ensemble-e-ft-faa" / "bundle"
+    kw = dict(nvt_ps=0.0, nve_ps=0.3, platform="CPU", threads=1, seed=5)
+    fine = check_timestep(bundle, top, ds.positions[0], ds.boxes[0], timestep_fs=1.0, sample_every_steps=8, **kw)
+    coarse = check_timestep(bundle, top, ds.positions[0], ds.boxes[0], timestep_fs=2.0, sample_every_steps=4, **kw)
+    assert fine.blew_up is None and coarse.blew_up is None
+    assert 3.0 < coarse.nve_rms_kj_mol_per_bead / fine.nve_rms_kj_mol_per_bead < 5.5
+    assert abs(fine.nve_drift_kT_per_ns_per_bead) < abs(coarse.nve_drift_kT_per_ns_per_bead) or \
+        abs(fine.nve_drift_kT_per_ns_per_bead) < 0.01
+    assert fine.safe and "no NVT run" in fine.summary()
+
+    nvt = check_timestep(bundle, top, ds.positions[0], ds.boxes[0], timestep_fs=2.0, nvt_ps=1.0, nve_ps=0.1,
+                         sample_every_steps=5, platform="CPU", threads=1, seed=6)
+    assert abs(nvt.nvt_mean_temperature_K - 298.1) < 0.15 * 298.1  # 24 beads: the temperature fluctuates a lot
+    assert nvt.temperature_ok == (abs(nvt.nvt_mean_temperature_K - 298.1) <= 0.02 * 298.1 + 2 * nvt.nvt_temperature_sem_K)
+
+    wild = check_timestep(bundle, top, ds.positions[0], ds.boxes[0], timestep_fs=400.0, nvt_ps=4.0, nve_ps=4.0,
+                          sample_every_steps=2, platform="CPU", threads=1, seed=5)
+    assert not wild.safe and (wild.blew_up or abs(wild.nve_drift_kT_per_ns_per_bead) > 0.05)

@@ -1,0 +1,87 @@
+"""`cgkd pipeline --sweep`: one teacher and a short MD per grid point, one table of force errors and
+structure TAEs (a tiny grid on a tiny synthetic system)."""
+import json
+
+import pytest
+import yaml
+
+from openmm_cgkd.sweep import load_sweep_config, run_sweep, sweep_points
+from openmm_cgkd.training.config import ConfigError
+
+BASE = {
+    "out": "study", "dataset": "cg.h5", "dataset_start_frame": 4, "dataset_stride": 2,
+    "model": {"architecture": "graph-network", "embedding_dim": 8, "num_layers": 1, "num_rbf": 8, "cutoff_nm": 0.6},
+    "split": {"train": 0.6, "val": 0.2, "test": 0.2, "gap_frames": 1},
+    "trainer": {"max_epochs": 1, "batch_size": 4, "progress_bar": False, "num_threads": 1},
+    "teachers": {"members": 8},
+    "students": {"variants": ["ensemble-e-ft-faa"]},
+    "md": {"replicas": 4, "length_ps": 1.0, "timestep_fs": 4.0, "report_interval_ps": 0.04, "discard_ps": 0.04,
+           "platform": "CPU", "threads": 1},
+    "analysis": {"n_blocks": 2},
+}
+SWEEP = {"base": "study.yaml", "out": "study/sweep", "grid": {"cutoff_nm": [0.5, 0.6], "embedding_dim": [8]},
+         "md": {"length_ps": 0.12, "replicas": 1}}
+
+
+def test_sweep_points_are_the_cartesian_product():
+    pts = sweep_points({"cutoff_nm": [0.7, 0.9], "architecture": ["graph-network", "tensornet"]})
+    assert [p for _, p in pts] == [{"cutoff_nm": 0.7, "architecture": "graph-network"},
+                                   {"cutoff_nm": 0.7, "architecture": "tensornet"},
+                                   {"cutoff_nm": 0.9, "architecture": "graph-network"},
+                                   {"cutoff_nm": 0.9, "architecture": "tensornet"}]
+    assert pts[1][0] == "cutoff_nm-0.7_architecture-tensornet"
+
+
+def test_a_tiny_sweep_tables_force_error_and_md_structure(tmp_path):
+    from openmm_cgkd.training.synthetic import make_synthetic_system
+
+    syn = make_synthetic_system(n_beads=(12, 12), box_nm=1.9, n_frames=30, steps_per_frame=20,
+                                equilibration_steps=200, seed=4)
+    syn.dataset.save(tmp_path / "cg.h5")
+    (tmp_path / "study.yaml").write_text(yaml.safe_dump(BASE))
+    (tmp_path / "sweep.yaml").write_text(yaml.safe_dump(SWEEP))
+    logs = []
+    rows = run_sweep(load_sweep_config(tmp_path / "sweep.yaml"), log=logs.append)
+    out = tmp_path / "study" / "sweep"
+    assert [r["model"]["cutoff_nm"] for r in rows] == [0.5, 0.6]
+    for r in rows:
+        assert r["val_force_rmse"] > 0 and r["test_force_rmse"] > 0 and r["epochs"] == 1
+        assert r["n_replicas"] == 1 and r["tae"]["rdf"]["n"] + r["n_failed"] == 1
+        point = out / r["point"]
+        # one teacher trained on the frames selected once for the whole sweep; MD of that teacher only
+        manifest = yaml.safe_load((point / "teachers" / "ensemble" / "manifest.yaml").read_text())
+        assert manifest["architecture"]["cutoff_nm"] == r["model"]["cutoff_nm"]
+        md = json.loads((point / "stages" / "md.json").read_text())
+        assert list(md["outputs"]["models"]) == ["teacher-00"] and md["key"]["md"]["n_steps"] == 30
+        assert not (point / "data").exists()
+    assert (out / "data" / "cg.h5").is_file()
+    table = (out / "sweep.md").read_text()
+    assert "| cutoff_nm | embedding_dim | epochs | val force RMSE |" in table and "| 0.6 | 8 | 1 |" in table
+    assert json.loads((out / "sweep.json").read_text())["rows"][0]["point"] == "cutoff_nm-0.5_embedding_dim-8"
+
+    # a rerun resumes every point from its stage markers: nothing is trained or simulated again
+    logs.clear()
+    run_sweep(load_sweep_config(tmp_path / "sweep.yaml"), log=logs.append)
+    assert sum(line.endswith("skipped") for line in logs) == 2 * 6
+
+
+def test_sweep_config_errors(tmp_path):
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump({"base": "b.yaml", "grid": {"cutoff_nm": 0.7}}))
+    with pytest.raises(ConfigError, match="grid.cutoff_nm"):
+        load_sweep_config(tmp_path / "s.yaml")
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump({"base": "b.yaml"}))
+    with pytest.raises(ConfigError, match="grid"):
+        load_sweep_config(tmp_path / "s.yaml")
+
+
+def test_an_invalid_grid_point_is_refused_before_anything_runs(tmp_path):
+    from openmm_cgkd.training.synthetic import make_synthetic_system
+
+    make_synthetic_system(n_beads=(6, 6), box_nm=1.9, n_frames=6, steps_per_frame=5,
+                          equilibration_steps=20, seed=1).dataset.save(tmp_path / "cg.h5")
+    (tmp_path / "study.yaml").write_text(yaml.safe_dump({**BASE, "dataset_start_frame": None, "dataset_stride": 1}))
+    (tmp_path / "sweep.yaml").write_text(yaml.safe_dump({**SWEEP, "grid": {"architecture": ["graph-network",
+                                                                                            "no-such-net"]}}))
+    with pytest.raises(ConfigError, match="architecture-no-such-net"):
+        run_sweep(load_sweep_config(tmp_path / "sweep.yaml"), log=lambda s: None)
+    assert not (tmp_path / "study" / "sweep" / "architecture-graph-network").exists()

@@ -1,0 +1,51 @@
+"""systems/des/commit_study.sh commits the study's small files (its .gitignore keeps the bulky ones
+out) and nothing outside the study directory."""
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+ENV = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+       "GIT_COMMITTER_EMAIL": "t@t"}
+
+KEPT = ["stages/md.json", "stages/md.clock.json", "md/student-x/replica_00/replica.json.gz",
+        "md/student-x/replica_00/log.csv", "md/student-x/replica_00/run.json",
+        "teachers/members/member_00/best_weights.pt", "teachers/members/member_00/result.json",
+        "teachers/members/member_00/logs/metrics.csv", "teachers/ensemble/model.pt", "analysis/student-x/summary.md",
+        "analysis/student-x/rdf.png", "report.md", "sweep/p1/stages/teachers.json"]
+LEFT_OUT = ["data/cg.h5", "labels/ensemble.h5", "teachers/members/member_00/checkpoints/last.ckpt",
+            "md/student-x/replica_00/trajectory.dcd", "md/student-x/replica_00/checkpoint.chk",
+            "analysis/student-x/report.json", "sweep/p1/analysis/teacher-00/report.json", "stages/md.json.part"]
+
+
+def _git(repo, *args):
+    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True, env=ENV).stdout
+
+
+def test_commits_the_small_files_only(tmp_path):
+    repo = tmp_path / "repo"
+    study = repo / "systems" / "des" / "study"
+    study.mkdir(parents=True)
+    shutil.copy(ROOT / "systems" / "des" / "commit_study.sh", repo / "systems" / "des" / "commit_study.sh")
+    shutil.copy(ROOT / "systems" / "des" / "study" / ".gitignore", study / ".gitignore")
+    _git(repo, "init", "-q")
+    for f in KEPT + LEFT_OUT:
+        (study / f).parent.mkdir(parents=True, exist_ok=True)
+        (study / f).write_text(f)
+    (repo / "someone_elses_work.py").write_text("x = 1\n")
+    subprocess.run(["bash", str(repo / "systems" / "des" / "commit_study.sh")], check=True, env=ENV,
+                   capture_output=True)
+    committed = set(_git(repo, "ls-files").split())
+    prefix = "systems/des/study/"
+    assert {prefix + f for f in KEPT} | {prefix + ".gitignore"} == committed
+    assert "stages done: md" in _git(repo, "log", "-1", "--format=%s")
+
+    # nothing new: no empty commit; a bulky file that slipped through stops the commit
+    subprocess.run(["bash", str(repo / "systems" / "des" / "commit_study.sh")], check=True, env=ENV)
+    assert _git(repo, "rev-list", "--count", "HEAD").strip() == "1"
+    (study / "md" / "big.bin").write_bytes(b"\0" * 5_000_001)
+    res = subprocess.run(["bash", str(repo / "systems" / "des" / "commit_study.sh")], env=ENV, capture_output=True,
+                         text=True)
+    assert res.returncode != 0 and "over 5 MB" in res.stderr
+    assert _git(repo, "rev-list", "--count", "HEAD").strip() == "1"

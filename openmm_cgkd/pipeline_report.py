@@ -210,13 +210,13 @@ def write_pipeline_report(out: Path, cfg, teachers: dict, students: dict, runs: 
     lines = ["# openmm_cgkd pipeline report", "",
              f"Dataset: `{Path(cfg.dataset).name}`" + (f" ({stamp['selection']})" if stamp.get("selection") else "")
              + f"; split {cfg.split.train:g}/{cfg.split.val:g}/{cfg.split.test:g} in contiguous blocks, "
-             f"{cfg.split.gap_frames} frames left out between blocks.",
+             f"{cfg.split.gap_frames} frame(s) left out between blocks.",
              f"Model: `{json.dumps(cfg.model, sort_keys=True)}`; {len(teachers['members'])} teachers.",
              f"MD: {md.n_steps} steps of {md.timestep_fs:g} fs ({md.n_steps * md.timestep_fs / 1000:g} ps) per "
              f"replica at {md.temperature_K:g} K (Langevin, friction {md.friction_per_ps:g}/ps), frames every "
              f"{md.interval_steps * md.timestep_fs / 1000:g} ps; every replica starts from its own training frame "
-             f"with its own seed. The first {analysis_settings(cfg).discard_frames} frames of every replica of every "
-             "model are discarded (pymbar's equilibration time is a check).", "",
+             f"with its own seed. The first {analysis_settings(cfg).discard_frames} frame(s) of every replica of "
+             "every model are discarded (pymbar's equilibration time is a check).", "",
              comparison_markdown(analysis, runs), "![TAE comparison](tae_comparison.png)", ""]
     failures = [(name, f) for name, a in analysis["models"].items() for f in a["failures"]]
     lines += ["## Failed replicas", ""]
@@ -237,7 +237,8 @@ def write_pipeline_report(out: Path, cfg, teachers: dict, students: dict, runs: 
                          f"{c['nvt_mean_temperature_K']:.1f} +- {c['nvt_temperature_sem_K']:.1f} | "
                          f"{c['target_temperature_K']:g} | {verdict} |")
         lines += ["", f"Limits: |drift| <= {next(iter(checks.values()))['max_drift_kT_per_ns']:g} kT/ns per bead, "
-                  f"temperature within {100 * next(iter(checks.values()))['max_temperature_error']:g} %."]
+                  f"NVT temperature within {100 * next(iter(checks.values()))['max_temperature_error']:g} % of the "
+                  "target up to 2 standard errors."]
     else:
         lines.append("Not run (md.timestep_check.nve_ps = 0).")
 

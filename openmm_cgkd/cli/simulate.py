@@ -109,6 +109,15 @@ def run_md(ff, structure: Path, args: argparse.Namespace, description: str = "MD
           f"{args.timestep} fs step, {args.temperature} K, friction {args.friction}/ps")
     if args.minimize and not (args.resume and (args.out / "checkpoint.chk").exists()):
         simulation.minimizeEnergy()
+    watch = None
+    if getattr(args, "watch", None):  # the uncertainty watch: the teachers judge the student's frames
+        from openmm_cgkd.serving.uncertainty import UncertaintyReporter
+
+        watch = UncertaintyReporter(args.watch, args.watch_interval, threshold=args.watch_threshold,
+                                    file=args.out / "uncertainty.csv", append=args.resume)
+        simulation.reporters.append(watch)
+        print(f"uncertainty watch: {args.watch} every {args.watch_interval} steps, threshold "
+              f"{watch.threshold:.4g} kJ/mol/nm -> {args.out / 'uncertainty.csv'}")
     result = run_simulation(simulation, args.steps, args.out, report_interval=args.report_interval,
                             checkpoint_interval=args.checkpoint_interval, progress=not args.no_progress,
                             resume=args.resume, description=description,
@@ -119,6 +128,13 @@ def run_md(ff, structure: Path, args: argparse.Namespace, description: str = "MD
     print(f"final potential energy {result.final_potential_kj_mol:.2f} kJ/mol, "
           f"temperature {result.final_temperature_k:.1f} K")
     print(f"wrote {result.trajectory}, {result.log}, {result.final_structure}")
+    if watch is not None:
+        watch.close()
+        w = watch.summary()
+        print(f"uncertainty watch: {w['reports']} frames, largest ensemble force spread "
+              f"{w['max_spread_kj_mol_nm']:.4g} kJ/mol/nm, {w['over_threshold']} over the threshold "
+              f"{w['threshold_kj_mol_nm']:.4g}" + (f" (first at step {w['first_step_over']})" if w["over_threshold"]
+                                                 else ""))
     return result
 
 
@@ -143,4 +159,12 @@ def register(subparsers) -> None:
     p.add_argument("--structure", type=Path, required=True,
                    help="bead PDB with a CRYST1 box (residue/atom names as the bundle's bead types)")
     add_md_arguments(p, steps=1000, out="runs/simulate", report_interval=100)
+    p.add_argument("--watch", default=None, metavar="ENSEMBLE",
+                   help="uncertainty watch: an ensemble bundle evaluated every --watch-interval steps on the "
+                        "current frame; logs its force spread to OUT/uncertainty.csv and warns above the threshold")
+    p.add_argument("--watch-interval", type=positive_int, default=100, metavar="STEPS",
+                   help="steps between watch evaluations (default 100)")
+    p.add_argument("--watch-threshold", type=positive_float, default=None, metavar="KJ_MOL_NM",
+                   help="watch threshold in kJ/mol/nm (default: the ensemble manifest's, written by stacked "
+                        "teacher training)")
     p.set_defaults(func=_simulate)

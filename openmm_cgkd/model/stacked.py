@@ -176,8 +176,10 @@ class HipnnTS(nn.Module):
         safe = edge_index.clamp(min=0)
         row = safe[0] * t + bead_types.index_select(0, safe[1])
         lead: List[int] = list(edge_vec.shape[:-2])
-        env = torch.zeros(lead + [n * t, self.num_channels * s], dtype=sense.dtype, device=sense.device)
-        env = env.index_add(env.dim() - 2, row, sense)
+        # scatter along the first axis (pairs first): fast on the CPU, and one code path for both layouts
+        src = sense.movedim(-2, 0)  # [E, ..., C*S]
+        env = torch.zeros([n * t] + lead + [self.num_channels * s], dtype=sense.dtype, device=sense.device)
+        env = env.index_add(0, row, src).movedim(0, -2)
         # [..., N, T, C, S] -> [..., N, C, S, T] -> [..., N*C, S*T]
         env = env.unflatten(-1, (self.num_channels, s)).unflatten(-3, (n, t))
         env = env.movedim(-3, -1)
@@ -361,11 +363,13 @@ class StackedEnsemblePotential(nn.Module):
         # clone, not detach (torch.jit.freeze drops detach); one replica per member
         pos = pos0.clone().unsqueeze(0).repeat(self.num_members, 1, 1).requires_grad_(True)
         bead_e = self.bead_energies_from_edges(bead_types, pos, edge_index, cell_shifts, box_m)
-        grads = torch.autograd.grad([bead_e.sum()], [pos], create_graph=self.create_graph)
+        # everything derived from bead_e before grad mode is restored: TorchScript's profiling
+        # executor, called under no_grad, would otherwise specialise bead_e as not requiring grad
+        energies = bead_e.sum(dim=1)
+        grads = torch.autograd.grad([energies.sum()], [pos], create_graph=self.create_graph)
         torch.set_grad_enabled(grad_was_enabled)
         grad = grads[0]
         forces = torch.zeros_like(pos) if grad is None else -grad
-        energies = bead_e.sum(dim=1)
         if not self.create_graph:
             energies = energies.detach()
             bead_e = bead_e.detach()

@@ -150,3 +150,23 @@ def test_watch_threshold_from_data_and_clear_errors(bundles, frame):
                                                           rel=1e-6)
     frame_max = bead_force_spread(f_k.std(0)).max(1)
     assert fitted["threshold_kj_mol_nm"] == pytest.approx(float(np.median(frame_max)), rel=1e-6)
+
+
+def test_simulate_cli_with_the_watch(bundles, frame, tmp_path, capsys):
+    from openmm_cgkd.cli.main import main
+    from openmm_cgkd.topology import write_bead_pdb
+
+    ens, student = bundles
+    names, pos, box = frame
+    structure = write_bead_pdb(tmp_path / "start.pdb", _topology(CGKDForceField(student), names, box), pos)
+    out = tmp_path / "md"
+    with pytest.warns(UncertaintyWarning):
+        rc = main(["simulate", "--bundle", str(student.path), "--structure", str(structure), "--out", str(out),
+                   "--steps", "10", "--timestep", "1", "--report-interval", "5", "--platform", "CPU", "--threads",
+                   "1", "--seed", "1", "--minimize", "--no-progress", "--watch", str(ens.path), "--watch-interval",
+                   "5", "--watch-threshold", "1e-6"])
+    text = capsys.readouterr().out
+    assert rc == 0, text
+    assert "uncertainty watch: 2 frames" in text and "2 over the threshold 1e-06" in text
+    rows = list(csv.DictReader(open(out / "uncertainty.csv")))
+    assert [int(r["step"]) for r in rows] == [5, 10] and all(float(r["max_spread_kj_mol_nm"]) > 0 for r in rows)

@@ -156,3 +156,11 @@ def test_teacher_stage_trains_stacked_members_and_writes_one_stacked_bundle(synt
         assert member.manifest.model_kind == "teacher"
         torch.testing.assert_close(member.module(types, pos, box)[2].float(), f_k[k].float(), rtol=1e-5, atol=1e-4)
     assert len(res.metrics["members"]) == 3 and "uncertainty" in res.metrics["ensemble"]
+    # distillation labels from the stacked bundle: member means and their spread
+    from openmm_cgkd.training.labels import predict_labels
+
+    labels = predict_labels(bundle, synth.dataset, device="cpu")
+    np.testing.assert_allclose(labels.force_std[0], f_k.double().std(0, unbiased=False).numpy(), rtol=1e-4, atol=1e-4)
+    member = predict_labels(bundle, synth.dataset, member=2, device="cpu")
+    np.testing.assert_allclose(member.forces[0] - labels.forces[0], (f_k[2] - f_k.mean(0)).double().numpy(),
+                               rtol=1e-3, atol=1e-3)  # the wall cancels in the difference

@@ -191,3 +191,14 @@ def test_bundle_round_trip_keeps_the_stacked_module(tmp_path):
     torch.manual_seed(6)  # member k of an untrained ensemble = the one-network model seeded seed + k
     reference = CGPotential(cfg)
     torch.testing.assert_close(eager.member(1)(types, pos, box)[2], reference(types, pos, box)[2])
+
+
+def test_static_shapes_padded_pair_list_gives_the_same_numbers():
+    """static_shapes (fixed-size pair list with padding slots, for CUDA graphs) changes nothing."""
+    dynamic = StackedEnsemblePotential(config(), 2, seeds=[1, 2])
+    static = StackedEnsemblePotential(config(static_shapes=True), 2, seeds=[1, 2])
+    types, pos, box = system()
+    for a, b in zip(torch.jit.script(static)(types, pos, box), dynamic(types, pos, box)):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+    static.serve_mean_only()
+    torch.testing.assert_close(static(types, pos, box)[2], dynamic(types, pos, box)[2], rtol=1e-10, atol=1e-10)

@@ -23,11 +23,15 @@ Run directory ``out`` (resumable like :mod:`.trainer`)::
                                 early-stopping state (written atomically)
     logs/member_KK.csv          per-member epoch log: epoch, train_loss, val_loss, lr, stopped, terms
     result.json                 written at the end: per-member best_val_loss, best_epoch, stopped_early
+    best_weights.pt             written with result.json: the per-member best weights alone (the
+                                model's state dict, a small file; no optimiser or schedule state)
     fingerprint.json            what the run is keyed on (the trainer's run fingerprint + the seeds)
 
 Calling :func:`train_stacked` again with the same fingerprint resumes from ``last.ckpt`` (epoch
 order and schedules are restored, so the result equals an uninterrupted run) or, once
-``result.json`` exists, reloads the best weights; with another fingerprint it starts afresh.
+``result.json`` exists, reloads the best weights: from ``last.ckpt``, or from ``best_weights.pt``
+when the checkpoints are gone (a fresh clone of a repository that keeps only the small files of
+finished runs); with neither there it trains again. With another fingerprint it starts afresh.
 Units: nm, kJ/mol, kJ/mol/nm.
 """
 from __future__ import annotations
@@ -393,7 +397,7 @@ def train_stacked(dataset: CGDataset, blocks: dict[str, np.ndarray], potential_c
     reloaded."""
     from openmm_cgkd.training.data import FrameDataset, make_loader
     from openmm_cgkd.training.model import number_density
-    from openmm_cgkd.training.trainer import _claim_run_dir, run_fingerprint
+    from openmm_cgkd.training.trainer import BEST_WEIGHTS, _claim_run_dir, run_fingerprint
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -424,10 +428,17 @@ def train_stacked(dataset: CGDataset, blocks: dict[str, np.ndarray], potential_c
     ckpt_path = ckpt_dir / CHECKPOINT
     result_file = out / "result.json"
 
-    if finished is not None and ckpt_path.is_file():  # the same run finished earlier: reload its best weights
-        state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-        model.load_state_dict(state["best_state"])
-        return StackedTrainResult(model.cpu().eval(), out, finished)
+    if finished is not None:  # the same run finished earlier: reload its best weights
+        if ckpt_path.is_file():
+            state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+            model.load_state_dict(state["best_state"])
+            return StackedTrainResult(model.cpu().eval(), out, finished)
+        if (out / BEST_WEIGHTS).is_file():
+            model.load_state_dict(torch.load(out / BEST_WEIGHTS, map_location="cpu", weights_only=True))
+            return StackedTrainResult(model.cpu().eval(), out, finished)
+        log(f"training run {out}: finished earlier but neither checkpoints/{CHECKPOINT} nor {BEST_WEIGHTS} is "
+            "there: training again")
+        result_file.unlink()
 
     train = FrameDataset(dataset, blocks["train"], require_labels=weights.needs_labels)
     val = FrameDataset(dataset, blocks["val"], require_labels=weights.needs_labels)
@@ -497,6 +508,7 @@ def train_stacked(dataset: CGDataset, blocks: dict[str, np.ndarray], potential_c
         if bar is not None:
             bar.close()
     model.load_state_dict(best_state)
+    _save_atomic({name: t.detach().cpu() for name, t in model.state_dict().items()}, out / BEST_WEIGHTS)
     info = {
         "num_members": k, "seeds": seeds, "epochs": int(epoch + 1),
         "members": [{"member": m, "seed": seeds[m], "best_val_loss": schedule.best_val[m],

@@ -131,6 +131,47 @@ def test_killed_run_resumes_to_the_uninterrupted_result(synth, tmp_path, monkeyp
     assert logs == (tmp_path / "whole" / "logs" / "member_01.csv").read_text().splitlines()
 
 
+def test_finished_run_reloads_from_best_weights_without_checkpoints(synth, tmp_path, monkeypatch):
+    """A finished run keeps its per-member best weights in best_weights.pt (small: no optimiser state);
+    with its checkpoints deleted (a fresh clone) a rerun reloads them instead of training; with
+    neither there it trains again."""
+    import shutil
+
+    ds = synth.dataset
+    blocks = split_blocks(ds.n_frames, SplitConfig())
+    cfg, tcfg = PotentialConfig(**MODEL), TrainerConfig(**{**TRAINER, "max_epochs": 2})
+    run = tmp_path / "run"
+    first = train_stacked(ds, blocks, cfg, None, LossWeights(), tcfg, run, seeds=[7, 8])
+    best = run / "best_weights.pt"
+    assert best.is_file() and best.stat().st_size < 0.5 * (run / "checkpoints" / "last.ckpt").stat().st_size
+    logs = (run / "logs" / "member_01.csv").read_text()
+    shutil.rmtree(run / "checkpoints")
+
+    def no_training(self):
+        raise AssertionError("a finished run was trained again")
+
+    real_step = StackedAdam.step
+    monkeypatch.setattr(StackedAdam, "step", no_training)
+    notes = []
+    again = train_stacked(ds, blocks, cfg, None, LossWeights(), tcfg, run, seeds=[7, 8], log=notes.append)
+    assert again.info == first.info and notes == []
+    for name, v in first.model.state_dict().items():
+        torch.testing.assert_close(again.model.state_dict()[name], v, rtol=0, atol=0)
+    # the members' best weights, not the initial ones
+    init = StackedEnsemblePotential(cfg, 2, [7, 8]).net.int_w.detach()
+    assert float((again.model.network.net.int_w.detach() - init).abs().max()) > 1e-3
+    assert (run / "logs" / "member_01.csv").read_text() == logs
+
+    # neither checkpoints nor best weights: trained again (the same result: same seeds and batches)
+    best.unlink()
+    monkeypatch.setattr(StackedAdam, "step", real_step)
+    redo = train_stacked(ds, blocks, cfg, None, LossWeights(), tcfg, run, seeds=[7, 8], log=notes.append)
+    assert len(notes) == 1 and "training again" in notes[0]
+    assert best.is_file() and (run / "logs" / "member_01.csv").read_text() == logs  # logged once, not twice
+    for name, v in first.model.state_dict().items():
+        torch.testing.assert_close(redo.model.state_dict()[name], v, rtol=1e-6, atol=1e-7)
+
+
 def test_teacher_stage_trains_stacked_members_and_writes_one_stacked_bundle(synth, tmp_path):
     from openmm_cgkd.bundle import load_bundle
     from openmm_cgkd.training.teachers import train_teachers

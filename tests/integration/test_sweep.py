@@ -65,6 +65,54 @@ def test_a_tiny_sweep_tables_force_error_and_md_structure(tmp_path):
     assert sum(line.endswith("skipped") for line in logs) == 2 * 6
 
 
+def test_a_stacked_architecture_point_trains_one_stacked_member(tmp_path):
+    """hipnn-ts in the grid: its teacher trains through the stacked trainer with K = 1 (the same
+    teacher stage as the study's stacked ensemble), and the point gets its row and its MD."""
+    from openmm_cgkd.training.synthetic import make_synthetic_system
+
+    syn = make_synthetic_system(n_beads=(12, 12), box_nm=1.9, n_frames=30, steps_per_frame=20,
+                                equilibration_steps=200, seed=4)
+    syn.dataset.save(tmp_path / "cg.h5")
+    (tmp_path / "study.yaml").write_text(yaml.safe_dump(BASE))
+    (tmp_path / "sweep.yaml").write_text(yaml.safe_dump({**SWEEP, "grid": {"architecture": ["hipnn-ts"],
+                                                                          "cutoff_nm": [0.6]}}))
+    logs = []
+    (row,) = run_sweep(load_sweep_config(tmp_path / "sweep.yaml"), log=logs.append)
+    point = tmp_path / "study" / "sweep" / row["point"]
+    assert row["point"] == "architecture-hipnn-ts_cutoff_nm-0.6"
+    assert row["val_force_rmse"] > 0 and row["test_force_rmse"] > 0 and row["epochs"] == 1
+    assert row["n_replicas"] == 1 and row["tae"]["rdf"]["n"] + row["n_failed"] == 1
+    stacked = json.loads((point / "teachers" / "stacked" / "result.json").read_text())
+    assert stacked["num_members"] == 1 and (point / "teachers" / "stacked" / "best_weights.pt").is_file()
+    member = yaml.safe_load((point / "teachers" / "members" / "member_00" / "bundle" / "manifest.yaml").read_text())
+    assert member["architecture"]["architecture"] == "hipnn-ts" and member["architecture"]["cutoff_nm"] == 0.6
+    # the sensitivity range follows the point's cutoff (0.3 and 0.85 of it), not the 1 nm default
+    assert member["architecture"]["sensitivity_max_nm"] == pytest.approx(0.85 * 0.6)
+    md = json.loads((point / "stages" / "md.json").read_text())
+    assert list(md["outputs"]["models"]) == ["teacher-00"]
+    assert "| hipnn-ts | 0.6 | 1 |" in (tmp_path / "study" / "sweep" / "sweep.md").read_text()
+
+
+def test_the_shipped_sweep_grid_is_valid_and_has_hipnn_ts():
+    """Every point of systems/des/sweep.yaml makes a valid model for the DES (checked without its data)."""
+    from pathlib import Path
+
+    from openmm_cgkd.pipeline import load_pipeline_config
+    from openmm_cgkd.sweep import point_config
+    from openmm_cgkd.training.model import potential_config_for
+
+    cfg = load_sweep_config(Path(__file__).resolve().parents[2] / "systems" / "des" / "sweep.yaml")
+    base = load_pipeline_config(cfg.base)
+    archs = set()
+    for name, point in sweep_points(cfg.grid):
+        pc = point_config(base, Path(base.out) / name, base.dataset, point, cfg)
+        model = potential_config_for(pc.model, ["Cho", "Cl", "Urea"], 1000 / 4.484 ** 3)
+        assert (model.architecture, model.cutoff_nm) == (point["architecture"], point["cutoff_nm"])
+        assert pc.teachers["members"] == 1
+        archs.add(model.architecture)
+    assert "hipnn-ts" in archs
+
+
 def test_sweep_config_errors(tmp_path):
     (tmp_path / "s.yaml").write_text(yaml.safe_dump({"base": "b.yaml", "grid": {"cutoff_nm": 0.7}}))
     with pytest.raises(ConfigError, match="grid.cutoff_nm"):

@@ -75,8 +75,8 @@ def ship(run: Path, student_variant: str, name_prefix: str = "des") -> list[Path
     missing = {name for name, outputs in stages.items() if outputs is None}
     if missing:
         raise SystemExit(f"{run}: the pipeline has not finished stages {sorted(missing)}")
-    teachers, students = stages["teachers"], stages["students"]
-    md, analysis = stages["md"]["models"], stages["analysis"]["models"]
+    teachers, students = stages["teachers"], stages["students"].students  # TeachersResult, {name: StudentResult}
+    md, analysis = stages["md"].models, stages["analysis"].models  # {model: ReplicaRecords}, {model: ModelAnalysis}
     if student_variant not in students:
         raise SystemExit(f"no student {student_variant!r} in {run}; have {sorted(students)}")
     dataset_path = run / "data" / "cg.h5"
@@ -84,10 +84,9 @@ def ship(run: Path, student_variant: str, name_prefix: str = "des") -> list[Path
     types, pos, box = ds.bead_types, ds.positions[0], ds.boxes[0]
 
     entries = [
-        (f"{name_prefix}-teachers", Path(teachers["ensemble"]), f"ensemble-{len(teachers['members'])}",
-         teachers.get("metrics", {})),
-        (f"{name_prefix}-student", Path(students[student_variant]["bundle"]), f"student-{student_variant}",
-         students[student_variant].get("metrics", {})),
+        (f"{name_prefix}-teachers", teachers.ensemble, f"ensemble-{len(teachers.members)}", teachers.metrics),
+        (f"{name_prefix}-student", students[student_variant].bundle, f"student-{student_variant}",
+         students[student_variant].metrics),
     ]
     written = []
     shipped = {src.resolve(): HERE / name for name, src, _, _ in entries}
@@ -103,10 +102,10 @@ def ship(run: Path, student_variant: str, name_prefix: str = "des") -> list[Path
                             energy_kj_mol=ref["energy"], bead_energies_kj_mol=ref["bead_energies"],
                             forces_kj_mol_nm=ref["forces"])
         man = bundle.manifest
-        summary = analysis.get(model_key, {}).get("summary", {})
-        speeds = [r["ns_per_day"] for r in md.get(model_key, [])]
-        ensemble_summary = analysis.get(entries[0][2], {}).get("summary", {})
-        teacher_summary = analysis.get("teacher-00", {}).get("summary", {})
+        summary = analysis[model_key].summary if model_key in analysis else {}
+        speeds = [r.ns_per_day for r in md.get(model_key, ()) if r.ns_per_day is not None]
+        ensemble_summary = analysis[entries[0][2]].summary if entries[0][2] in analysis else {}
+        teacher_summary = analysis["teacher-00"].summary if "teacher-00" in analysis else {}
         card = [
             f"# {name}", "",
             f"{man.description or man.model_kind}", "",
@@ -135,7 +134,7 @@ def ship(run: Path, student_variant: str, name_prefix: str = "des") -> list[Path
             f"| single teacher 00 | {_fmt(teacher_summary.get('rdf'))} | {_fmt(teacher_summary.get('adf'))} | {_fmt(teacher_summary.get('cdf'))} |",
             "",
             "## Speed",
-            f"- {np.mean(speeds):.3g} ns/day in OpenMM MD ({md[model_key][0]['platform']} platform, {ds.n_beads} beads, "
+            f"- {np.mean(speeds):.3g} ns/day in OpenMM MD ({md[model_key][0].platform} platform, {ds.n_beads} beads, "
             f"2 fs step) on a shared 2-core CPU ({platform.processor() or platform.machine()}), other jobs running"
             if speeds else "- not measured",
             "",

@@ -15,6 +15,11 @@ checkpoint, or reloaded from ``best_weights.pt`` once finished), each student, e
 replica. Markers store paths relative to ``<out>`` (``$OUT/...``): an output directory can be
 moved, or committed and cloned elsewhere.
 
+Every stage returns a typed result (:mod:`openmm_cgkd.pipeline_results`: ``TeachersResult``,
+``LabelsResult``, ``StudentsResult``, ``MDResult`` with a ``ReplicaRecord`` per replica,
+``AnalysisResult``, ``ReportResult``); :func:`run_pipeline` returns them by stage name and
+:func:`stage_outputs` reads one back from its marker.
+
 Long studies keep only small files (``systems/des/study/.gitignore``): each MD replica is
 analysed right after it ran and leaves a compact record (``replica.json.gz``: curves, TAEs,
 stability, equilibration, energy series, or why it failed; :mod:`openmm_cgkd.analysis.records`),
@@ -62,7 +67,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 import time
 from contextlib import contextmanager
@@ -72,13 +76,17 @@ from pathlib import Path
 import numpy as np
 
 from openmm_cgkd.config import Config, ConfigError, config_from_dict
+from openmm_cgkd.pipeline_results import (RESULT_TYPES, AAResult, AnalysisResult, LabelsResult, MDResult,
+                                          ModelAnalysis, ReplicaRecord, StageResult, StudentResult, StudentsResult,
+                                          TeachersResult, TrainingRun)
+from openmm_cgkd.pipeline_results import from_portable as _local
+from openmm_cgkd.pipeline_results import to_portable as _portable
 from openmm_cgkd.training.config import SplitConfig
 
 __all__ = ["PipelineConfig", "MDConfig", "AAConfig", "StudentsConfig", "TimestepCheckConfig", "load_pipeline_config",
            "run_pipeline", "stage_outputs", "select_frames", "start_frames", "student_plan", "STAGES"]
 
 STAGES = ("aa", "teachers", "labels", "students", "md", "analysis", "report")
-OUT_TOKEN = "$OUT"  # markers write paths inside (or next to) the output directory as $OUT/...
 
 
 @dataclass
@@ -273,38 +281,18 @@ def load_pipeline_config(path: str | Path, overrides: dict | None = None) -> Pip
     return config_from_dict(PipelineConfig, data)
 
 
-# ------------------------------------------------------------------------------ portable markers
-def _portable(obj, out: Path):
-    """``obj`` with every absolute path string written as ``$OUT/<path relative to out>``."""
-    if isinstance(obj, dict):
-        return {k: _portable(v, out) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_portable(v, out) for v in obj]
-    if isinstance(obj, Path):
-        obj = str(obj)
-    if isinstance(obj, str) and os.path.isabs(obj):
-        return f"{OUT_TOKEN}/" + Path(os.path.relpath(obj, out)).as_posix()
-    return obj
-
-
-def _local(obj, out: Path):
-    """Undo :func:`_portable` for the output directory ``out``."""
-    if isinstance(obj, dict):
-        return {k: _local(v, out) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_local(v, out) for v in obj]
-    if isinstance(obj, str) and obj.startswith(OUT_TOKEN + "/"):
-        return os.path.normpath(out / obj[len(OUT_TOKEN) + 1:])
-    return obj
-
-
-def stage_outputs(out: str | Path, name: str) -> dict | None:
-    """The outputs recorded in ``<out>/stages/<name>.json`` (paths made absolute), or None."""
+# ------------------------------------------------------------------------------ markers
+def stage_outputs(out: str | Path, name: str) -> StageResult | None:
+    """The typed result (:mod:`openmm_cgkd.pipeline_results`) recorded in
+    ``<out>/stages/<name>.json``, paths made absolute for ``out``; None when the stage has not
+    finished."""
+    if name not in RESULT_TYPES:
+        raise ConfigError(f"unknown stage {name!r}; stages: {list(STAGES)}")
     out = Path(out).resolve()
     p = out / "stages" / f"{name}.json"
     if not p.is_file():
         return None
-    return _local(json.loads(p.read_text()).get("outputs"), out)
+    return RESULT_TYPES[name].from_marker(json.loads(p.read_text())["outputs"], out)
 
 
 class _Stages:
@@ -378,12 +366,13 @@ class _Stages:
             return None
         return {"seconds": marker.get("seconds"), "attempts": marker.get("attempts")}
 
-    def mark(self, name: str, key: dict, outputs: dict, files: list) -> dict:
+    def mark(self, name: str, key: dict, result: StageResult) -> dict:
         from openmm_cgkd.fingerprint import digest
 
         clock = self.clock(name)
-        marker = {"stage": name, "fingerprint": digest(key), "key": key, "outputs": outputs,
-                  "files": [str(f) for f in files], "seconds": clock["seconds"], "attempts": clock["attempts"],
+        marker = {"stage": name, "fingerprint": digest(key), "key": key, "outputs": result.to_dict(),
+                  "files": [str(f) for f in result.files()], "seconds": clock["seconds"],
+                  "attempts": clock["attempts"],
                   "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         tmp = self.dir / f"{name}.json.part"
         tmp.write_text(json.dumps(_portable(marker, self.out), indent=1, default=str))
@@ -484,16 +473,14 @@ def _trainer(cfg: PipelineConfig, extra: dict | None = None) -> dict:
 
 
 # ------------------------------------------------------------------------------ teachers
-def _run_info(run_dir: Path, log_csv: Path | None = None) -> dict:
-    """Epochs, early stop and best validation loss of a finished training run, and its log
-    (``log_csv`` when the run keeps it elsewhere)."""
+def _run_info(run_dir: Path) -> TrainingRun:
+    """Epochs, early stop and best validation loss of a finished training run, and its log."""
     res = _read_json(run_dir / "result.json") or {}
-    info = {k: res.get(k) for k in ("epochs", "stopped_early", "best_val_loss")}
-    info["metrics_csv"] = str(log_csv if log_csv is not None else run_dir / "logs" / "metrics.csv")
-    return info
+    return TrainingRun(res.get("epochs"), res.get("stopped_early"), res.get("best_val_loss"),
+                       run_dir / "logs" / "metrics.csv")
 
 
-def _member_info(teachers_out: Path, k: int) -> dict:
+def _member_info(teachers_out: Path, k: int) -> TrainingRun:
     """:func:`_run_info` of teacher member ``k``: its own run, or its part of a stacked run
     (``stacked/``: per-member logs and results)."""
     from openmm_cgkd.training.teachers import member_dir
@@ -505,10 +492,9 @@ def _member_info(teachers_out: Path, k: int) -> dict:
     res = _read_json(stacked / "result.json") or {}
     members = res.get("members") if isinstance(res.get("members"), list) else []
     info = members[k] if k < len(members) and isinstance(members[k], dict) else {}
-    out = {key: info.get(key) for key in ("stopped_early", "best_val_loss")}
-    out["epochs"] = info["stopped_epoch"] + 1 if info.get("stopped_epoch") is not None else res.get("epochs")
-    out["metrics_csv"] = str(stacked / "logs" / f"member_{k:02d}.csv")
-    return out
+    epochs = info["stopped_epoch"] + 1 if info.get("stopped_epoch") is not None else res.get("epochs")
+    return TrainingRun(epochs, info.get("stopped_early"), info.get("best_val_loss"),
+                       stacked / "logs" / f"member_{k:02d}.csv")
 
 
 def _validation_forces(bundle: str, dataset, frames: np.ndarray) -> dict:
@@ -521,7 +507,7 @@ def _validation_forces(bundle: str, dataset, frames: np.ndarray) -> dict:
     return regression_metrics(labels.forces, dataset.forces[frames])
 
 
-def _stage_teachers(cfg: PipelineConfig, out: Path, log) -> dict:
+def _stage_teachers(cfg: PipelineConfig, out: Path, log) -> TeachersResult:
     from openmm_cgkd.data.dataset import CGDataset
     from openmm_cgkd.training.config import TeachersConfig, config_to_dict
     from openmm_cgkd.training.teachers import train_teachers
@@ -540,9 +526,9 @@ def _stage_teachers(cfg: PipelineConfig, out: Path, log) -> dict:
         validation = [_validation_forces(str(p), ds, val) for p in res.member_bundles]
         log("[teachers] validation-block force RMSE (kJ/mol/nm): "
             + ", ".join(f"{v['rmse']:.1f}" for v in validation))
-    return {"ensemble": str(res.ensemble_bundle), "members": [str(p) for p in res.member_bundles],
-            "metrics": res.metrics.get("ensemble", {}), "runs": runs, "validation_forces": validation,
-            "config": config_to_dict(tcfg)}
+    return TeachersResult(ensemble=Path(res.ensemble_bundle), members=tuple(Path(p) for p in res.member_bundles),
+                          metrics=res.metrics.get("ensemble", {}), runs=tuple(runs),
+                          validation_forces=tuple(validation), config=config_to_dict(tcfg))
 
 
 # ------------------------------------------------------------------------------ labels, students
@@ -566,29 +552,30 @@ def _label_sources(cfg: PipelineConfig) -> list[str]:
     return sorted({s["labels"] for s in student_plan(cfg).values()})
 
 
-def _make_labels(cfg: PipelineConfig, out: Path, teachers: dict, source: str, log) -> tuple[str, str]:
+def _make_labels(cfg: PipelineConfig, out: Path, teachers: TeachersResult, source: str, log) -> tuple[Path, str]:
     """Label the dataset with the ensemble (``source`` = ``ensemble``) or one member
     (``member_KK``); (path of the labelled copy, content digest)."""
     from openmm_cgkd.training.config import LabelsConfig
     from openmm_cgkd.training.labels import make_labels
 
     member = None if source == "ensemble" else int(source.split("_")[1])
-    if member is not None and len(teachers["members"]) == 1:
+    if member is not None and len(teachers.members) == 1:
         member = None  # a one-member "ensemble" is that teacher
-    path = make_labels(LabelsConfig(dataset=cfg.dataset, teachers=teachers["ensemble"], member=member,
+    path = make_labels(LabelsConfig(dataset=cfg.dataset, teachers=str(teachers.ensemble), member=member,
                                     out=str(out / "labels" / f"{source}.h5")), progress=False)
     log(f"[labels] {source} labels -> {path}")
-    return str(path), _dataset_digest(str(path))
+    return Path(path), _dataset_digest(str(path))
 
 
-def _stage_labels(cfg: PipelineConfig, out: Path, teachers: dict, log) -> dict:
+def _stage_labels(cfg: PipelineConfig, out: Path, teachers: TeachersResult, log) -> LabelsResult:
     labelled, digests = {}, {}
     for source in _label_sources(cfg):
         labelled[source], digests[source] = _make_labels(cfg, out, teachers, source, log)
-    return {"files": labelled, "digests": digests}
+    return LabelsResult(labelled, digests)
 
 
-def _stage_students(cfg: PipelineConfig, out: Path, teachers: dict, labels: dict, tick, log) -> dict:
+def _stage_students(cfg: PipelineConfig, out: Path, teachers: TeachersResult, labels: LabelsResult, tick,
+                    log) -> StudentsResult:
     """Train every student of :func:`student_plan` that is not done yet. A student is done when
     ``students/<name>/pipeline.json`` holds the fingerprint asked for (variant, labels' content,
     architecture, split, trainer) and its bundle has the recorded checksum; its labels are made
@@ -602,7 +589,7 @@ def _stage_students(cfg: PipelineConfig, out: Path, teachers: dict, labels: dict
     results = {}
     for name, spec in student_plan(cfg).items():
         sdir = out / "students" / name
-        key = {"variant": spec["variant"], "labels": labels["digests"][spec["labels"]],
+        key = {"variant": spec["variant"], "labels": labels.digests[spec["labels"]],
                "model": cfg.model, "split": asdict(cfg.split),
                "trainer": {k: v for k, v in trainer.items() if k not in HARDWARE_KEYS}}
         unit = _read_json(sdir / "pipeline.json")
@@ -610,19 +597,19 @@ def _stage_students(cfg: PipelineConfig, out: Path, teachers: dict, labels: dict
         if unit and unit.get("fingerprint") == digest(key) and bundle.is_dir() \
                 and unit.get("bundle_checksum") == bundle_checksum(bundle):
             log(f"[students] {name}: done earlier")
-            results[name] = {**unit["outputs"], "bundle": str(bundle), "run": _run_info(sdir / "run")}
+            results[name] = _student_result(unit["outputs"], bundle, _run_info(sdir / "run"))
             continue
         if unit:
             log(f"[students] {name}: changed ({'; '.join(describe_changes(unit.get('key'), key)[:4])}): training it")
-        path = labels["files"][spec["labels"]]
-        if not Path(path).is_file():
+        path = labels.datasets[spec["labels"]]
+        if not path.is_file():
             path, again = _make_labels(cfg, out, teachers, spec["labels"], log)
-            if again != labels["digests"][spec["labels"]]:
+            if again != labels.digests[spec["labels"]]:
                 log(f"[students] {name}: the labels made again differ from the recorded ones (non-deterministic "
                     "inference?); training on the new ones")
                 key["labels"] = again
         scfg = config_from_dict(StudentConfig, {
-            "dataset": path, "out": str(sdir), "variant": spec["variant"], "model": cfg.model or None,
+            "dataset": str(path), "out": str(sdir), "variant": spec["variant"], "model": cfg.model or None,
             "split": asdict(cfg.split), "trainer": trainer}, f"students.{name}")
         log(f"[students] {name} (labels {spec['labels']}) -> {scfg.out}")
         res = train_student(scfg)
@@ -631,21 +618,28 @@ def _stage_students(cfg: PipelineConfig, out: Path, teachers: dict, labels: dict
         _write_json(sdir / "pipeline.json", {"fingerprint": digest(key), "key": key,
                                             "bundle_checksum": bundle_checksum(res.bundle),
                                             "outputs": _portable(outputs, sdir)})
-        results[name] = {**outputs, "bundle": str(res.bundle), "run": _run_info(sdir / "run")}
+        results[name] = _student_result(outputs, res.bundle, _run_info(sdir / "run"))
         tick()
-    return results
+    return StudentsResult(results)
+
+
+def _student_result(outputs: dict, bundle, run: TrainingRun) -> StudentResult:
+    """A student from the ``outputs`` of its ``pipeline.json`` (variant, labels, member, metrics)."""
+    return StudentResult(outputs["variant"], outputs["labels"], outputs["member"], outputs["metrics"], Path(bundle),
+                         run)
 
 
 # ------------------------------------------------------------------------------ MD
-def _models_for_md(cfg: PipelineConfig, teachers: dict, students: dict) -> dict[str, tuple[str, int]]:
+def _models_for_md(cfg: PipelineConfig, teachers: TeachersResult,
+                   students: StudentsResult) -> dict[str, tuple[str, int]]:
     """{model name: (bundle, replicas)} in report order: single teachers, ensemble, students."""
     models = {}
-    for k, path in enumerate(teachers["members"][: cfg.md.teacher_members]):
-        models[f"teacher-{k:02d}"] = (path, cfg.md.n_teacher_replicas)
+    for k, path in enumerate(teachers.members[: cfg.md.teacher_members]):
+        models[f"teacher-{k:02d}"] = (str(path), cfg.md.n_teacher_replicas)
     if cfg.md.include_ensemble:
-        models[f"ensemble-{len(teachers['members'])}"] = (teachers["ensemble"], cfg.md.replicas)
-    for name, info in students.items():
-        models[f"student-{name}"] = (info["bundle"], cfg.md.replicas)
+        models[f"ensemble-{len(teachers.members)}"] = (str(teachers.ensemble), cfg.md.replicas)
+    for name, bundle in students.bundles.items():
+        models[f"student-{name}"] = (str(bundle), cfg.md.replicas)
     return models
 
 
@@ -907,7 +901,7 @@ def _timestep_checks(cfg: PipelineConfig, out: Path, models: dict, runner: _Repl
 
 
 def _stage_md(cfg: PipelineConfig, out: Path, models: dict[str, tuple[str, int]], data_digest: str, tick,
-              log) -> dict:
+              log) -> MDResult:
     from openmm_cgkd.fingerprint import bundle_checksum
     from openmm_cgkd.serving import CGKDForceField
     from openmm_cgkd.training.data import split_blocks
@@ -919,7 +913,7 @@ def _stage_md(cfg: PipelineConfig, out: Path, models: dict[str, tuple[str, int]]
     runner = _ReplicaRunner(cfg, out, data_digest, log)
     train_block = split_blocks(runner.ds.n_frames, cfg.split)["train"]
     checks = _timestep_checks(cfg, out, models, runner, train_block, log)
-    runs: dict[str, list[dict]] = {}
+    runs: dict[str, list[ReplicaRecord]] = {}
     for name, (bundle, n_rep) in models.items():
         checksum = bundle_checksum(bundle)
         ff = None
@@ -929,13 +923,12 @@ def _stage_md(cfg: PipelineConfig, out: Path, models: dict[str, tuple[str, int]]
                 ff = CGKDForceField(bundle)
             rec = runner.run(name, bundle, ff, checksum, r, frame)
             rep_dir = out / "md" / name / f"replica_{r:02d}"
-            runs[name].append({"replica": r, "dir": str(rep_dir), "record": str(rep_dir / "replica.json.gz"),
-                               "start_frame": frame, "seed": rec["seed"], "ns_per_day": rec["ns_per_day"],
-                               "platform": rec["platform"], "failed": rec["failure"] is not None,
-                               "failure": None if rec["failure"] is None else
-                               {k: rec["failure"][k] for k in ("step", "reason")}})
+            runs[name].append(ReplicaRecord(
+                replica=r, dir=rep_dir, record=rep_dir / "replica.json.gz", start_frame=frame, seed=rec["seed"],
+                ns_per_day=rec["ns_per_day"], platform=rec["platform"], failed=rec["failure"] is not None,
+                failure=None if rec["failure"] is None else {k: rec["failure"][k] for k in ("step", "reason")}))
             tick()
-    return {"models": runs, "timestep_check": checks}
+    return MDResult({name: tuple(reps) for name, reps in runs.items()}, checks)
 
 
 # ------------------------------------------------------------------------------ analysis
@@ -968,7 +961,7 @@ def _model_plots(report, adir: Path) -> list[Path]:
     return written
 
 
-def _stage_analysis(cfg: PipelineConfig, out: Path, runs: dict, log) -> dict:
+def _stage_analysis(cfg: PipelineConfig, out: Path, runs: MDResult, log) -> AnalysisResult:
     """Each model's report put together from its replica records (no trajectory read)."""
     from openmm_cgkd.analysis.records import curves_from_record, read_record, replica_from_record, report_from_replicas
     from openmm_cgkd.analysis.report import write_report
@@ -983,36 +976,36 @@ def _stage_analysis(cfg: PipelineConfig, out: Path, runs: dict, log) -> dict:
     if ref_rec and not reference:
         log("[analysis] md/reference.json.gz was made with other settings: the reference curves are left out")
     results, reports = {}, {}
-    for name, reps in runs["models"].items():
+    for name, reps in runs.models.items():
         replicas = []
         for rep in reps:
-            rec = read_record(rep["record"])
+            rec = read_record(rep.record)
             if rec is None:
-                raise CGKDError(f"replica record {rep['record']} is missing or unreadable: rerun the md stage")
+                raise CGKDError(f"replica record {rep.record} is missing or unreadable: rerun the md stage")
             replicas.append(replica_from_record(rec["analysis"]))
         report = report_from_replicas(name, settings, Path(cfg.dataset).name, reference, replicas)
         reports[name] = report
         adir = out / "analysis" / name
         write_report(report, adir, plots=False)
         _model_plots(report, adir)
-        results[name] = {
-            "summary": {k: v.to_dict() for k, v in report.summary.items()}, "stable": report.stable,
-            "dir": str(adir), "n_replicas": len(report.replicas), "n_failed": report.n_failed,
-            "failures": [{"replica": rep["replica"], **rep["failure"]} for rep in reps if rep["failed"]],
-            "not_equilibrated_within_discard": report.not_equilibrated, "discard_frames": settings.discard_frames,
-            "pymbar_t0_frames": [None if r.equilibration is None else
-                                 int(math.ceil(r.equilibration.fraction * r.n_frames_loaded - 1e-9))
-                                 for r in report.replicas]}
+        results[name] = ModelAnalysis(
+            summary={k: v.to_dict() for k, v in report.summary.items()}, stable=report.stable, dir=adir,
+            n_replicas=len(report.replicas), n_failed=report.n_failed,
+            failures=tuple({"replica": rep.replica, **rep.failure} for rep in reps if rep.failed),
+            not_equilibrated_within_discard=tuple(report.not_equilibrated), discard_frames=settings.discard_frames,
+            pymbar_t0_frames=tuple(None if r.equilibration is None else
+                                   int(math.ceil(r.equilibration.fraction * r.n_frames_loaded - 1e-9))
+                                   for r in report.replicas))
         log(f"[analysis] {name}: {report.n_failed} of {len(report.replicas)} replicas failed; " + ", ".join(
             f"{k} TAE {v.mean:.3f}" for k, v in report.summary.items() if k in ("rdf", "adf", "cdf")))
     figures = {}
     if any(r.good_replicas for r in reports.values()) and reference:
-        figures["rdf_overlay"] = str(model_overlays(reports, "rdf", out / "analysis" / "rdf_overlay.png"))
-        figures["cdf_overlay"] = str(model_overlays(reports, "cdf", out / "analysis" / "cdf_overlay.png"))
+        figures["rdf_overlay"] = model_overlays(reports, "rdf", out / "analysis" / "rdf_overlay.png")
+        figures["cdf_overlay"] = model_overlays(reports, "cdf", out / "analysis" / "cdf_overlay.png")
     frame_ps = cfg.md.interval_steps * cfg.md.timestep_fs / 1000.0 * settings.stride
-    figures["energy"] = str(energy_panels(reports, settings.discard_frames * frame_ps,
-                                          out / "analysis" / "energy_equilibration.png"))
-    return {"models": results, "figures": figures}
+    figures["energy"] = energy_panels(reports, settings.discard_frames * frame_ps,
+                                      out / "analysis" / "energy_equilibration.png")
+    return AnalysisResult(results, figures)
 
 
 # ------------------------------------------------------------------------------ driver
@@ -1020,8 +1013,9 @@ class _Done(Exception):
     """Raised by the stage runner at the first stage after the last one asked for."""
 
 
-def run_pipeline(cfg: PipelineConfig, only: list[str] | None = None, log=print) -> dict:
-    """Run (or resume) every stage; returns the outputs of each stage. ``only``: run these stages
+def run_pipeline(cfg: PipelineConfig, only: list[str] | None = None, log=print) -> dict[str, StageResult]:
+    """Run (or resume) every stage; returns the typed result of each stage that ran or was done
+    earlier, by stage name (:mod:`openmm_cgkd.pipeline_results`). ``only``: run these stages
     (those before them must be done; those after them are left alone)."""
     import signal
     import threading
@@ -1040,23 +1034,23 @@ def run_pipeline(cfg: PipelineConfig, only: list[str] | None = None, log=print) 
     if unknown:
         raise ConfigError(f"unknown stage(s) {sorted(unknown)}; stages: {list(STAGES)}")
     last_wanted = max(STAGES.index(s) for s in wanted)
-    results: dict[str, dict] = {}
+    results: dict[str, StageResult] = {}
 
-    def stage(name, key, fn, files_of):
+    def stage(name, key, fn):
         if STAGES.index(name) > last_wanted:
             raise _Done
         marker = stages.done(name, key)
         if marker is not None:
             log(f"[{name}] done earlier ({marker['finished']}): skipped")
-            results[name] = marker["outputs"]
+            results[name] = RESULT_TYPES[name].from_dict(marker["outputs"])
             return results[name]
         if name not in wanted:
             raise RuntimeError(f"stage {name!r} has not run yet but was not asked for (only={sorted(wanted)})")
         with stages.timed(name, key) as tick:
-            outputs = fn(tick)
-        stages.mark(name, key, outputs, files_of(outputs))
-        results[name] = outputs
-        return outputs
+            result = fn(tick)
+        stages.mark(name, key, result)
+        results[name] = result
+        return result
 
     # SIGTERM (a session ending) ends the run through Python's exception handling, so that the
     # time spent in the interrupted stage is kept for the attempt that finishes it.
@@ -1091,34 +1085,31 @@ def _run_stages(cfg: PipelineConfig, out: Path, stage, stages: _Stages, log) -> 
         aa_inputs = {k: file_sha256(getattr(cfg.aa, k)) for k in ("system", "mapping")
                      if cfg.aa and getattr(cfg.aa, k) and Path(getattr(cfg.aa, k)).is_file()}
         aa_settings = {k: v for k, v in asdict(cfg.aa).items() if k not in ("platform", "threads")} if cfg.aa else None
-        stage("aa", {"aa": aa_settings, "inputs": aa_inputs}, lambda tick: _stage_aa(cfg, log),
-              lambda o: [o["dataset"]])
+        stage("aa", {"aa": aa_settings, "inputs": aa_inputs}, lambda tick: _stage_aa(cfg, log))
     if cfg.selects_frames:
         cfg.dataset = _frames_subset(cfg, out, log)
     data_digest = _dataset_digest(cfg.dataset)  # a dataset of other content retrains everything downstream
     teachers = stage("teachers", {**common, "dataset": data_digest,
                                   "teachers": {k: v for k, v in cfg.teachers.items() if k != "parallel"}},
-                     lambda tick: _stage_teachers(cfg, out, log), lambda o: [o["ensemble"], *o["members"]])
-    labels = stage("labels", {"teachers": bundle_checksum(teachers["ensemble"]), "dataset": data_digest,
+                     lambda tick: _stage_teachers(cfg, out, log))
+    # the labelled datasets are not among the labels stage's files: made again when needed
+    labels = stage("labels", {"teachers": bundle_checksum(teachers.ensemble), "dataset": data_digest,
                               "sources": _label_sources(cfg)},
-                   lambda tick: _stage_labels(cfg, out, teachers, log), lambda o: [])  # made again when needed
+                   lambda tick: _stage_labels(cfg, out, teachers, log))
     students = stage("students", {**common, "students": {"plan": student_plan(cfg),
                                                          "trainer": results_only(cfg.students.trainer)},
-                                  "labels": labels["digests"]},
-                     lambda tick: _stage_students(cfg, out, teachers, labels, tick, log),
-                     lambda o: [v["bundle"] for v in o.values()])
+                                  "labels": labels.digests},
+                     lambda tick: _stage_students(cfg, out, teachers, labels, tick, log))
     models = _models_for_md(cfg, teachers, students)
     md_settings = {k: v for k, v in asdict(cfg.md).items() if k not in ("platform", "threads")}
     md_settings.update(n_steps=cfg.md.n_steps, interval_steps=cfg.md.interval_steps)
     settings = analysis_settings(cfg)
     runs = stage("md", {"md": md_settings, "models": {n: [bundle_checksum(p), k] for n, (p, k) in models.items()},
                         "dataset": data_digest, "split": asdict(cfg.split), "analysis": settings.to_dict()},
-                 lambda tick: _stage_md(cfg, out, models, data_digest, tick, log),
-                 lambda o: [r["record"] for reps in o["models"].values() for r in reps])
-    records = {name: [file_sha256(r["record"]) for r in reps] for name, reps in runs["models"].items()}
+                 lambda tick: _stage_md(cfg, out, models, data_digest, tick, log))
+    records = {name: [file_sha256(r.record) for r in reps] for name, reps in runs.models.items()}
     analysis = stage("analysis", {"analysis": settings.to_dict(), "dataset": data_digest, "records": records},
-                     lambda tick: _stage_analysis(cfg, out, runs, log),
-                     lambda o: [v["dir"] for v in o["models"].values()])
+                     lambda tick: _stage_analysis(cfg, out, runs, log))
     times = {name: stages.done_seconds(name) for name in STAGES[:-1]}
 
     def report(tick):
@@ -1126,12 +1117,12 @@ def _run_stages(cfg: PipelineConfig, out: Path, stage, stages: _Stages, log) -> 
 
         return write_pipeline_report(out, cfg, teachers, students, runs, analysis, times, log)
 
-    stage("report", {"analysis": digest(_portable(analysis, out)), "md": digest(_portable(runs, out)),
-                     "training": digest(_portable({"teachers": teachers, "students": students}, out)),
-                     "seconds": times}, report, lambda o: [o["report"]])
+    stage("report", {"analysis": digest(analysis.to_marker(out)), "md": digest(runs.to_marker(out)),
+                     "training": digest({"teachers": teachers.to_marker(out), "students": students.to_marker(out)}),
+                     "seconds": times}, report)
 
 
-def _stage_aa(cfg: PipelineConfig, log) -> dict:
+def _stage_aa(cfg: PipelineConfig, log) -> AAResult:
     from openmm_cgkd.data.aamd import Protocol, run_aa, select_platform
     from openmm_cgkd.data.build import build_box
     from openmm_cgkd.data.external import load_run
@@ -1155,4 +1146,4 @@ def _stage_aa(cfg: PipelineConfig, log) -> dict:
         raise RuntimeError(f"AA run in {run_dir} did not finish; rerun the pipeline to resume it")
     ds = map_trajectory(load_run(run_dir), MappingSpec.from_yaml(aa.mapping))
     ds.save(cfg.dataset)
-    return {"dataset": cfg.dataset, "frames": ds.n_frames, "beads": ds.n_beads}
+    return AAResult(Path(cfg.dataset), ds.n_frames, ds.n_beads)

@@ -22,6 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
+from openmm_cgkd.pipeline_results import AnalysisResult, MDResult, ReplicaRecord, ReportResult, StudentsResult, \
+    TeachersResult
+
 __all__ = ["write_pipeline_report", "comparison_markdown", "comparison_plot", "model_overlays", "energy_panels",
            "learning_curves_plot"]
 
@@ -32,40 +35,40 @@ def _pm(s: dict | None) -> str:
     return f"{s['mean']:.3f} +- {s['std']:.3f}" if s["n"] > 1 else f"{s['mean']:.3f}"
 
 
-def _speed(reps: list[dict]) -> str:
-    v = [r["ns_per_day"] for r in reps if r.get("ns_per_day") is not None and math.isfinite(r["ns_per_day"])]
+def _speed(reps: tuple[ReplicaRecord, ...]) -> str:
+    v = [r.ns_per_day for r in reps if r.ns_per_day is not None and math.isfinite(r.ns_per_day)]
     return f"{np.mean(v):.3g}" if v else "n/a"
 
 
-def comparison_markdown(analysis: dict, runs: dict) -> str:
+def comparison_markdown(analysis: AnalysisResult, runs: MDResult) -> str:
     """The TAE table (mean +- std over scored replicas, failed replicas counted) with ns/day."""
-    models = analysis["models"]
+    models = analysis.models
     lines = ["## Structural error (TAE vs AA; mean +- std over the scored replicas; lower is better)", "",
              "| model | replicas | RDF | ADF | CDF | stable | not equilibrated within the discard | ns/day | platform |",
              "|---|---|---|---|---|---|---|---|---|"]
     for name, a in models.items():
-        reps = runs["models"].get(name, [])
-        failed = f"{a['n_failed']} of {a['n_replicas']} replicas failed"
-        plat = next((r["platform"] for r in reps if r.get("platform")), "n/a")
-        lines.append(f"| {name} | {failed} | {_pm(a['summary'].get('rdf'))} | {_pm(a['summary'].get('adf'))} | "
-                     f"{_pm(a['summary'].get('cdf'))} | {'yes' if a['stable'] else 'NO'} | "
-                     f"{', '.join(a['not_equilibrated_within_discard']) or 'none'} | {_speed(reps)} | {plat} |")
+        reps = runs.models.get(name, ())
+        failed = f"{a.n_failed} of {a.n_replicas} replicas failed"
+        plat = next((r.platform for r in reps if r.platform), "n/a")
+        lines.append(f"| {name} | {failed} | {_pm(a.summary.get('rdf'))} | {_pm(a.summary.get('adf'))} | "
+                     f"{_pm(a.summary.get('cdf'))} | {'yes' if a.stable else 'NO'} | "
+                     f"{', '.join(a.not_equilibrated_within_discard) or 'none'} | {_speed(reps)} | {plat} |")
     return "\n".join(lines) + "\n"
 
 
-def comparison_plot(analysis: dict, path: Path) -> Path:
+def comparison_plot(analysis: AnalysisResult, path: Path) -> Path:
     """Grouped bar chart of summary TAEs with error bars, one group per kind (rdf, adf, cdf)."""
     from openmm_cgkd.figures import colormap, new_figure
 
-    models = analysis["models"]
-    kinds = [k for k in ("rdf", "adf", "cdf") if any(k in a["summary"] for a in models.values())]
+    models = analysis.models
+    kinds = [k for k in ("rdf", "adf", "cdf") if any(k in a.summary for a in models.values())]
     names = list(models)
     fig = new_figure(figsize=(4.5 * max(1, len(kinds)), 4))
     axes = fig.subplots(1, max(1, len(kinds)), squeeze=False)
     colours = colormap("tab10")(np.arange(len(names)) % 10)
     for ax, kind in zip(axes[0], kinds):
-        means = [models[n]["summary"].get(kind, {}).get("mean") for n in names]
-        stds = [models[n]["summary"].get(kind, {}).get("std") for n in names]
+        means = [models[n].summary.get(kind, {}).get("mean") for n in names]
+        stds = [models[n].summary.get(kind, {}).get("std") for n in names]
         means = [np.nan if m is None else m for m in means]
         stds = [0.0 if s is None or not math.isfinite(s) else s for s in stds]
         ax.bar(range(len(names)), means, yerr=stds, color=colours, capsize=3)
@@ -143,7 +146,7 @@ def energy_panels(reports: dict, discard_ps: float, path: Path) -> Path:
     return path
 
 
-def learning_curves_plot(curves: dict[str, dict[str, str]], path: Path) -> Path:
+def learning_curves_plot(curves: dict[str, dict[str, str | Path]], path: Path) -> Path:
     """One panel per model (``curves``: {model: {run label: metrics.csv}}): train (dashed) and
     validation (solid) loss per epoch, log scale."""
     from openmm_cgkd.training.metrics import read_metrics_csv
@@ -180,22 +183,22 @@ def _hms(seconds) -> str:
     return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
 
 
-def _training_rows(teachers: dict, students: dict) -> list[str]:
+def _training_rows(teachers: TeachersResult, students: StudentsResult) -> list[str]:
     rows = ["| model | epochs | stopped early | best val loss | val-block force RMSE (kJ/mol/nm) |", "|---|---|---|---|---|"]
-    val = teachers.get("validation_forces") or []
-    for k, run in enumerate(teachers.get("runs", [])):
+    val = teachers.validation_forces
+    for k, run in enumerate(teachers.runs):
         rmse = f"{val[k]['rmse']:.2f}" if k < len(val) else "n/a"
-        rows.append(f"| teacher {k:02d} | {run.get('epochs')} | {run.get('stopped_early')} | "
-                    f"{'n/a' if run.get('best_val_loss') is None else format(run['best_val_loss'], '.4g')} | {rmse} |")
-    for name, s in students.items():
-        run = s.get("run", {})
-        rows.append(f"| student {name} | {run.get('epochs')} | {run.get('stopped_early')} | "
-                    f"{'n/a' if run.get('best_val_loss') is None else format(run['best_val_loss'], '.4g')} | - |")
+        rows.append(f"| teacher {k:02d} | {run.epochs} | {run.stopped_early} | "
+                    f"{'n/a' if run.best_val_loss is None else format(run.best_val_loss, '.4g')} | {rmse} |")
+    for name, s in students.students.items():
+        run = s.run
+        rows.append(f"| student {name} | {run.epochs} | {run.stopped_early} | "
+                    f"{'n/a' if run.best_val_loss is None else format(run.best_val_loss, '.4g')} | - |")
     return rows
 
 
-def write_pipeline_report(out: Path, cfg, teachers: dict, students: dict, runs: dict, analysis: dict,
-                          times: dict, log=print) -> dict:
+def write_pipeline_report(out: Path, cfg, teachers: TeachersResult, students: StudentsResult, runs: MDResult,
+                          analysis: AnalysisResult, times: dict, log=print) -> ReportResult:
     """Write ``report.md``, ``report.json``, ``tae_comparison.png`` and ``learning_curves.png`` in
     ``out``; returns their paths."""
     from openmm_cgkd.pipeline import analysis_settings
@@ -211,14 +214,14 @@ def write_pipeline_report(out: Path, cfg, teachers: dict, students: dict, runs: 
              f"Dataset: `{Path(cfg.dataset).name}`" + (f" ({stamp['selection']})" if stamp.get("selection") else "")
              + f"; split {cfg.split.train:g}/{cfg.split.val:g}/{cfg.split.test:g} in contiguous blocks, "
              f"{cfg.split.gap_frames} frame(s) left out between blocks.",
-             f"Model: `{json.dumps(cfg.model, sort_keys=True)}`; {len(teachers['members'])} teachers.",
+             f"Model: `{json.dumps(cfg.model, sort_keys=True)}`; {len(teachers.members)} teachers.",
              f"MD: {md.n_steps} steps of {md.timestep_fs:g} fs ({md.n_steps * md.timestep_fs / 1000:g} ps) per "
              f"replica at {md.temperature_K:g} K (Langevin, friction {md.friction_per_ps:g}/ps), frames every "
              f"{md.interval_steps * md.timestep_fs / 1000:g} ps; every replica starts from its own training frame "
              f"with its own seed. The first {analysis_settings(cfg).discard_frames} frame(s) of every replica of "
              "every model are discarded (pymbar's equilibration time is a check).", "",
              comparison_markdown(analysis, runs), "![TAE comparison](tae_comparison.png)", ""]
-    failures = [(name, f) for name, a in analysis["models"].items() for f in a["failures"]]
+    failures = [(name, f) for name, a in analysis.models.items() for f in a.failures]
     lines += ["## Failed replicas", ""]
     if failures:
         lines += ["| model | replica | step | reason |", "|---|---|---|---|"]
@@ -226,7 +229,7 @@ def write_pipeline_report(out: Path, cfg, teachers: dict, students: dict, runs: 
     else:
         lines.append("None: every replica ran to its end.")
     lines += ["", "## Time step check", ""]
-    checks = runs.get("timestep_check") or {}
+    checks = runs.timestep_check
     if checks:
         lines += ["| model | step (fs) | NVE drift (kJ/mol/ns per bead) | (kT/ns per bead) | NVE RMS (kJ/mol per bead) | "
                   "NVT temperature (K) | target (K) | verdict |", "|---|---|---|---|---|---|---|---|"]
@@ -242,12 +245,12 @@ def write_pipeline_report(out: Path, cfg, teachers: dict, students: dict, runs: 
     else:
         lines.append("Not run (md.timestep_check.nve_ps = 0).")
 
-    curves = {"teachers": {f"member {k}": r["metrics_csv"] for k, r in enumerate(teachers.get("runs", []))}}
-    curves.update({f"student {n}": {"student": s["run"]["metrics_csv"]} for n, s in students.items() if s.get("run")})
+    curves = {"teachers": {f"member {k}": r.metrics_csv for k, r in enumerate(teachers.runs)}}
+    curves.update({f"student {n}": {"student": s.run.metrics_csv} for n, s in students.students.items()})
     lc = learning_curves_plot(curves, out / "learning_curves.png")
     lines += ["", "## Training", ""] + _training_rows(teachers, students) + ["", f"![learning curves]({lc.name})", ""]
 
-    figs = analysis.get("figures", {})
+    figs = analysis.figures
     lines += ["## Structure and equilibration", ""]
     for key, title in (("rdf_overlay", "Per-pair RDFs"), ("cdf_overlay", "Per-species CDFs"),
                        ("energy", "Potential-energy equilibration")):
@@ -255,8 +258,8 @@ def write_pipeline_report(out: Path, cfg, teachers: dict, students: dict, runs: 
             lines += [f"![{title}]({rel(figs[key])})", ""]
     lines += ["Per model (its replicas' mean with a +-1 std band over the AA reference, time-resolved CDFs, "
               "potential energy, stability and pymbar per replica):", ""]
-    for name, a in analysis["models"].items():
-        d = Path(a["dir"])
+    for name, a in analysis.models.items():
+        d = a.dir
         links = [f"[{f.stem}]({rel(f)})" for f in (d / "summary.md", d / "rdf.png", d / "cdf.png", d / "cdf_time.png",
                                                     d / "energy.png") if f.is_file()]
         lines.append(f"- {name}: " + ", ".join(links))
@@ -268,10 +271,11 @@ def write_pipeline_report(out: Path, cfg, teachers: dict, students: dict, runs: 
     text = "\n".join(lines) + "\n"
     (out / "report.md").write_text(text)
     comparison_plot(analysis, out / "tae_comparison.png")
-    data = {"analysis": analysis, "md": runs, "teachers": {k: teachers.get(k) for k in ("runs", "validation_forces",
-                                                                                            "metrics")},
-            "students": students, "seconds": times}
+    trained = teachers.to_dict()
+    data = {"analysis": analysis.to_dict(), "md": runs.to_dict(),
+            "teachers": {k: trained[k] for k in ("runs", "validation_forces", "metrics")},
+            "students": students.to_dict(), "seconds": times}
     (out / "report.json").write_text(json.dumps(make_portable(data, out), indent=1, default=str))
     log(text)
-    return {"report": str(out / "report.md"), "plot": str(out / "tae_comparison.png"), "json": str(out / "report.json"),
-            "learning_curves": str(lc)}
+    return ReportResult(report=out / "report.md", plot=out / "tae_comparison.png", report_json=out / "report.json",
+                        learning_curves=lc)

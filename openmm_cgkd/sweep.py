@@ -141,19 +141,19 @@ def run_sweep(cfg: SweepConfig, log=print) -> list[dict]:
         pdir = out / name
         log(f"[sweep] {name}: {point}")
         run_pipeline(point_config(base, pdir, dataset, point, cfg), log=lambda s, n=name: log(f"[{n}] {s}"))
-        teachers = stage_outputs(pdir, "teachers")
-        md = stage_outputs(pdir, "md")["models"]["teacher-00"]
-        analysis = stage_outputs(pdir, "analysis")["models"]["teacher-00"]
+        teachers = stage_outputs(pdir, "teachers")  # TeachersResult, MDResult, AnalysisResult
+        md = stage_outputs(pdir, "md").models["teacher-00"]
+        analysis = stage_outputs(pdir, "analysis").models["teacher-00"]
         times = {s: (json.loads((pdir / "stages" / f"{s}.json").read_text()).get("seconds"))
                  for s in ("teachers", "md")}
-        speeds = [r["ns_per_day"] for r in md if r.get("ns_per_day")]
+        speeds = [r.ns_per_day for r in md if r.ns_per_day]
         rows.append({
-            "point": name, "model": point, "epochs": teachers["runs"][0]["epochs"],
-            "stopped_early": teachers["runs"][0]["stopped_early"],
-            "val_force_rmse": teachers["validation_forces"][0]["rmse"] if teachers["validation_forces"] else None,
-            "test_force_rmse": teachers["metrics"].get("forces_vs_aa", {}).get("rmse"),
-            "tae": {k: analysis["summary"].get(k) for k in ("rdf", "adf", "cdf")},
-            "n_failed": analysis["n_failed"], "n_replicas": analysis["n_replicas"],
+            "point": name, "model": point, "epochs": teachers.runs[0].epochs,
+            "stopped_early": teachers.runs[0].stopped_early,
+            "val_force_rmse": teachers.validation_forces[0]["rmse"] if teachers.validation_forces else None,
+            "test_force_rmse": teachers.metrics.get("forces_vs_aa", {}).get("rmse"),
+            "tae": {k: analysis.summary.get(k) for k in ("rdf", "adf", "cdf")},
+            "n_failed": analysis.n_failed, "n_replicas": analysis.n_replicas,
             "ns_per_day": sum(speeds) / len(speeds) if speeds else None,
             "train_seconds": times["teachers"], "md_seconds": times["md"]})
     keys = list(cfg.grid)

@@ -40,23 +40,28 @@ def test_pipeline_runs_then_skips_cached_stages(tiny_config):
     results = run_pipeline(cfg, log=logs.append)
     out = tiny_config.parent / "run"
     # every model got its replicas analysed against the AA reference
-    assert set(results["analysis"]["models"]) == {"teacher-00", "ensemble-2", "student-ensemble-e-ft-faa"}
-    for name, a in results["analysis"]["models"].items():
+    assert set(results["analysis"].models) == {"teacher-00", "ensemble-2", "student-ensemble-e-ft-faa"}
+    for name, a in results["analysis"].models.items():
         for kind in ("rdf", "cdf"):
-            assert np.isfinite(a["summary"][kind]["mean"]) and a["summary"][kind]["mean"] >= 0
+            assert np.isfinite(a.summary[kind]["mean"]) and a.summary[kind]["mean"] >= 0
     report = (out / "report.md").read_text()
     assert "student-ensemble-e-ft-faa" in report and "ns/day" in report
     assert (out / "tae_comparison.png").stat().st_size > 1000
-    assert len(results["md"]["models"]["teacher-00"]) == 2
+    assert len(results["md"].models["teacher-00"]) == 2
     from openmm_cgkd.data.dataset import CGDataset
     sub = CGDataset.load(out / "data" / "cg.h5")  # frames 0, 2, ..., 34 of the source
     src = CGDataset.load(tiny_config.parent / "cg.h5")
     assert sub.n_frames == 18 and np.array_equal(sub.positions[1], src.positions[2])
 
-    # a rerun skips every stage; a changed MD setting reruns MD and what follows, not training
+    # a rerun skips every stage, and returns the same results read back from the markers
     logs.clear()
-    run_pipeline(load_pipeline_config(tiny_config), log=logs.append)
+    again = run_pipeline(load_pipeline_config(tiny_config), log=logs.append)
     assert sum("skipped" in line for line in logs) == 6 + 0  # teachers .. report (no aa stage: dataset exists)
+    assert set(again) == set(results)
+    for name, result in again.items():  # as the markers store them (numpy scalars become str as there)
+        assert type(result) is type(results[name])
+        assert json.dumps(result.to_marker(out), default=str) == json.dumps(results[name].to_marker(out), default=str)
+    # a changed MD setting reruns MD and what follows, not training
     logs.clear()
     run_pipeline(load_pipeline_config(tiny_config, overrides={"md": {"steps": 60}}), log=logs.append)
     skipped = {line.split("]")[0].strip("[") for line in logs if "skipped" in line}

@@ -69,8 +69,8 @@ def test_trains_on_the_time_window_only(study):
 
 def test_single_teacher_students_learn_from_their_own_member(study):
     root, results, _ = study
-    assert set(results["students"]) == STUDENTS
-    assert set(results["labels"]["files"]) == {"ensemble", "member_00", "member_01"}
+    assert set(results["students"].students) == STUDENTS
+    assert set(results["labels"].datasets) == {"ensemble", "member_00", "member_01"}
     for k in (0, 1):
         manifest = yaml.safe_load((root / "study" / "students" / f"single-e-ft-faa-teacher{k:02d}" / "bundle" /
                                    "manifest.yaml").read_text())
@@ -83,20 +83,20 @@ def test_single_teacher_students_learn_from_their_own_member(study):
 
 def test_md_protocol_replicas_start_frames_seeds_and_discard(study):
     root, results, _ = study
-    runs = results["md"]["models"]
+    runs = results["md"].models
     assert set(runs) == MODELS
     assert len(runs["teacher-00"]) == 1 and all(len(runs[m]) == 2 for m in MODELS - {"teacher-00"})
     setup = json.loads((root / "study" / "teachers" / "setup.json").read_text())
     train = setup["blocks"]["train"]
     for name, reps in runs.items():
-        starts = [r["start_frame"] for r in reps]
+        starts = [r.start_frame for r in reps]
         assert len(set(starts)) == len(starts) and set(starts) <= set(train)
-        assert [r["seed"] for r in reps] == [500 + r for r in range(len(reps))]
-        assert not any(r["failed"] for r in reps)
-    assert [r["start_frame"] for r in runs["ensemble-2"]] == [train[0], train[-1]]
+        assert [r.seed for r in reps] == [500 + r for r in range(len(reps))]
+        assert not any(r.failed for r in reps)
+    assert [r.start_frame for r in runs["ensemble-2"]] == [train[0], train[-1]]
     # 0.04 ps discard with frames every 10 steps of 4 fs: 1 frame, the same for every replica of every model
-    for name, a in results["analysis"]["models"].items():
-        assert a["discard_frames"] == 1 and a["n_failed"] == 0
+    for name, a in results["analysis"].models.items():
+        assert a.discard_frames == 1 and a.n_failed == 0
         rec = json.loads(gzip.open(root / "study" / "md" / name / "replica_00" / "replica.json.gz").read())
         assert rec["analysis"]["start_frame"] == 1 and rec["analysis"]["n_frames_loaded"] == 5
         assert rec["model"] == name and rec["failure"] is None
@@ -104,7 +104,7 @@ def test_md_protocol_replicas_start_frames_seeds_and_discard(study):
 
 def test_timestep_check_runs_on_the_first_student(study):
     root, results, _ = study
-    checks = results["md"]["timestep_check"]
+    checks = results["md"].timestep_check
     assert list(checks) == ["student-ensemble-e-ft-faa"]
     c = checks["student-ensemble-e-ft-faa"]
     assert c["timestep_fs"] == 4.0 and c["blew_up"] is None and np.isfinite(c["nve_drift_kT_per_ns_per_bead"])
@@ -131,8 +131,28 @@ def test_report_has_every_part_and_stage_times(study):
         assert marker["seconds"] > 0 and marker["attempts"] == 1
         assert str(root) not in json.dumps(marker)  # portable: paths relative to the output directory
     teachers = results["teachers"]
-    assert len(teachers["validation_forces"]) == 2 and teachers["validation_forces"][0]["rmse"] > 0
-    assert all(r["epochs"] == 1 for r in teachers["runs"])
+    assert len(teachers.validation_forces) == 2 and teachers.validation_forces[0]["rmse"] > 0
+    assert all(r.epochs == 1 for r in teachers.runs)
+
+
+def test_ship_from_pipeline_reads_the_typed_stage_results(study, tmp_path, monkeypatch):
+    """models/ship_from_pipeline.py (into a scratch folder, not models/) from the stage markers."""
+    import importlib.util
+
+    root, results, _ = study
+    spec = importlib.util.spec_from_file_location("ship_from_pipeline", ROOT / "models" / "ship_from_pipeline.py")
+    ship = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ship)
+    monkeypatch.setattr(ship, "HERE", tmp_path)
+    written = ship.ship(root / "study", "ensemble-e-ft-faa", "tiny")
+    assert written == [tmp_path / "tiny-teachers", tmp_path / "tiny-student"]
+    card = (tmp_path / "tiny-student" / "MODEL_CARD.md").read_text()
+    rdf = results["analysis"].models["student-ensemble-e-ft-faa"].summary["rdf"]
+    assert f"| this model | {rdf['mean']:.3f} +- {rdf['std']:.3f} |" in card
+    assert "ns/day in OpenMM MD (CPU platform, 24 beads" in card
+    manifest = yaml.safe_load((tmp_path / "tiny-student" / "manifest.yaml").read_text())
+    assert manifest["training"]["teachers"]["teacher_bundle"] == "../tiny-teachers"
+    assert (tmp_path / "tiny-teachers" / "continuity.npz").is_file()
 
 
 def _committed_copy(src: Path, dst: Path) -> list[str]:
@@ -169,8 +189,8 @@ def test_a_fresh_clone_resumes_without_retraining_or_rerunning(study, tmp_path):
     assert not list(clone.rglob("*.dcd")) and not list(clone.rglob("*.ckpt"))  # nothing trained or simulated
     skipped = {line.split("]")[0].strip("[") for line in logs if line.endswith("skipped")}
     assert {"teachers", "labels", "analysis"} <= skipped  # records unchanged: analysis not redone
-    assert stage_outputs(clone, "md")["models"]["ensemble-2"][1]["record"] == str(
-        clone / "md" / "ensemble-2" / "replica_01" / "replica.json.gz")
+    assert stage_outputs(clone, "md").models["ensemble-2"][1].record == \
+        clone / "md" / "ensemble-2" / "replica_01" / "replica.json.gz"
 
     # teachers interrupted after their members finished: the members are reloaded, not retrained
     (clone / "stages" / "teachers.json").unlink()
@@ -209,21 +229,21 @@ def test_unstable_replicas_are_counted_not_fatal(study, tmp_path):
     marker = json.loads((tmp_path / "study" / "stages" / "md.json").read_text())
     assert marker["attempts"] == 2 and marker["seconds"] >= clock["seconds"]
     assert not (tmp_path / "study" / "stages" / "md.clock.json").exists()
-    analysis = results["analysis"]["models"]
-    n_failed = sum(a["n_failed"] for a in analysis.values())
+    analysis = results["analysis"].models
+    n_failed = sum(a.n_failed for a in analysis.values())
     assert n_failed >= 1
     text = (tmp_path / "study" / "report.md").read_text()
     for name, a in analysis.items():
-        assert f"| {name} | {a['n_failed']} of {a['n_replicas']} replicas failed |" in text
-        for f in a["failures"]:  # model, replica, step, reason
+        assert f"| {name} | {a.n_failed} of {a.n_replicas} replicas failed |" in text
+        for f in a.failures:  # model, replica, step, reason
             assert f"| {name} | {f['replica']} | {f['step']} | {f['reason']} |" in text
             assert isinstance(f["step"], int) and f["reason"]
-        if a["n_failed"] == a["n_replicas"]:
-            assert a["summary"]["rdf"]["n"] == 0
+        if a.n_failed == a.n_replicas:
+            assert a.summary["rdf"]["n"] == 0
     rec = next(json.loads(gzip.open(p).read()) for p in (tmp_path / "study" / "md").rglob("replica.json.gz")
                if json.loads(gzip.open(p).read())["failure"])
     assert rec["failure"]["message"] and rec["analysis"]["failed"]
-    check = results["md"]["timestep_check"]["student-ensemble-e-ft-faa"]
+    check = results["md"].timestep_check["student-ensemble-e-ft-faa"]
     assert not check["safe"]
 
 

@@ -50,10 +50,10 @@ def main(argv: list[str] | None = None) -> int:
     import openmm
     from openmm import app, unit
 
-    from openmm_cgkd.benchmark import des_lattice
     from openmm_cgkd.bundle import build_untrained_bundle, shipped_bundles
     from openmm_cgkd.serving.forcefield import CGKDForceField
     from openmm_cgkd.serving.platforms import select_platform
+    from openmm_cgkd.systems import get_system
     from openmm_cgkd.topology import bead_topology, read_bead_pdb, write_bead_pdb
 
     args.out.mkdir(parents=True, exist_ok=True)
@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     # 2. the start structure
     structure = args.structure
     if structure is None:
-        names, positions, box = des_lattice(args.beads, seed=args.seed)
+        names, positions, box = get_system("des").lattice(args.beads, seed=args.seed)
         residues = {b.name: b.residue_name for b in ff.bead_types}
         structure = write_bead_pdb(args.out / "start.pdb", bead_topology(names, box, residues), positions, box)
     topology, positions, box = read_bead_pdb(structure)

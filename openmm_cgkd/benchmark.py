@@ -41,10 +41,12 @@ each figure is the median over ``repeats`` timed blocks of ``steps`` steps / cal
 against the figures (issue 6): ensemble-as-one-module <= 2x the student (OpenMM ms/step), OpenMM
 overhead <= 10 %.
 
-The system: ``n_beads`` beads of the DES composition Cho:Cl:Urea = 1:1:2 at the reline CG number
-density (1000 beads per 4.484^3 nm^3) on a jittered cubic lattice (:func:`des_lattice`), or a
-bead PDB (``structure``). Models: untrained networks (random weights: speed does not depend on
-the weights; the output says so) or given bundles. Units: nm, ps, kJ/mol, ms, ns/day.
+The system: ``n_beads`` beads of a system of the registry (``system``, :mod:`openmm_cgkd.systems`;
+default ``des``: Cho:Cl:Urea = 1:1:2 at the reline CG number density, 1000 beads per 4.484^3 nm^3)
+in its composition and at its reference density, on a jittered cubic lattice
+(:meth:`~openmm_cgkd.systems.CGSystem.lattice`), or a bead PDB (``structure``). Models: untrained
+networks with the system's bead types (random weights: speed does not depend on the weights; the
+output says so) or given bundles. Units: nm, ps, kJ/mol, ms, ns/day.
 
 Python API::
 
@@ -81,14 +83,14 @@ from torch import Tensor
 
 from openmm_cgkd.config import Config
 from openmm_cgkd.errors import CGKDError
+from openmm_cgkd.systems import DEFAULT_SYSTEM
 
-__all__ = ["RELINE_BEAD_DENSITY_PER_NM3", "MODEL_NAMES", "GOAL_ENSEMBLE_OVER_STUDENT", "GOAL_OPENMM_OVERHEAD",
+__all__ = ["MODEL_NAMES", "GOAL_ENSEMBLE_OVER_STUDENT", "GOAL_OPENMM_OVERHEAD",
            "BenchmarkError", "BenchmarkSettings", "Timing", "BenchmarkRow", "BenchmarkResult",
-           "des_counts", "des_box_nm", "des_lattice", "ScaledPotential", "ensemble_member_modules",
+           "check_box", "ScaledPotential", "ensemble_member_modules",
            "build_variant_system", "untrained_model_config", "time_openmm", "time_torch", "run_benchmark", "format_table",
            "format_goals", "default_architecture"]
 
-RELINE_BEAD_DENSITY_PER_NM3 = 1000.0 / 4.484 ** 3  # beads per nm^3 (1000 molecules, 4.484 nm cube)
 MODEL_NAMES = ("teacher", "ensemble", "naive-ensemble", "student")
 GOAL_ENSEMBLE_OVER_STUDENT = 2.0  # ensemble (one module) ms/step <= 2 x the student's
 GOAL_OPENMM_OVERHEAD = 0.10  # OpenMM ms/step <= 1.1 x the bare torch call
@@ -112,10 +114,14 @@ class BenchmarkSettings(Config):
     models take the shipped architecture config of that name (``openmm_cgkd/model/configs``,
     :func:`~openmm_cgkd.model.potential.load_model_config`); ``embedding_dim``, ``num_layers``,
     ``num_rbf`` and ``cutoff_nm`` override it when given (the neighbour budget is then resized for
-    the reline density). Given bundles bring their own architecture. ``cuda_graphs``: 'off', 'on' or 'both' (CUDA only).
+    the system's density). Given bundles bring their own architecture. ``cuda_graphs``: 'off', 'on' or 'both' (CUDA only).
+    ``system``: the registered system (:mod:`openmm_cgkd.systems`) whose composition and reference
+    density make the box of ``n_beads`` (unless ``structure`` is given) and whose bead types the
+    untrained models have.
     """
 
     n_beads: int = 250
+    system: str = DEFAULT_SYSTEM
     architectures: Optional[list[str]] = None
     members: int = 8
     models: list[str] = field(default_factory=lambda: list(MODEL_NAMES))
@@ -258,35 +264,17 @@ def default_architecture(platform_name: str) -> str:
     return "tensornet" if str(platform_name).upper() in ("CUDA", "OPENCL", "HIP") else "graph-network"
 
 
-def des_counts(n_beads: int) -> dict[str, int]:
-    """Bead counts of the DES composition Cho:Cl:Urea = 1:1:2 (urea takes the remainder)."""
-    q = int(n_beads) // 4
-    return {"Cho": q, "Cl": q, "Urea": int(n_beads) - 2 * q}
-
-
-def des_box_nm(n_beads: int, density_per_nm3: float = RELINE_BEAD_DENSITY_PER_NM3) -> float:
-    """Edge (nm) of the cubic box holding ``n_beads`` at ``density_per_nm3``."""
-    return float((n_beads / density_per_nm3) ** (1.0 / 3.0))
-
-
-def des_lattice(n_beads: int, seed: int = 0, density_per_nm3: float = RELINE_BEAD_DENSITY_PER_NM3):
-    """``(type_names [N], positions [N,3] nm, box [3,3] nm)``: DES beads on a jittered cubic lattice.
-
-    Sites of a ``ceil(N^(1/3))``^3 lattice filling the box, a random subset of N of them, each
-    jittered by up to 10 % of the spacing per axis (at most 0.04 nm); types shuffled.
-    """
-    rng = np.random.default_rng(seed)
-    box = des_box_nm(n_beads, density_per_nm3)
-    side = int(math.ceil(n_beads ** (1.0 / 3.0) - 1e-9))
-    spacing = box / side
-    grid = (np.arange(side) + 0.5) * spacing
-    sites = np.stack(np.meshgrid(grid, grid, grid, indexing="ij"), -1).reshape(-1, 3)
-    sites = sites[rng.permutation(len(sites))[:n_beads]]
-    jitter = min(0.04, 0.1 * spacing)
-    positions = sites + rng.uniform(-jitter, jitter, sites.shape)
-    names = [name for name, n in des_counts(n_beads).items() for _ in range(n)]
-    names = [names[i] for i in rng.permutation(n_beads)]
-    return names, positions, np.eye(3) * box
+def check_box(system, n_beads: int, cutoff_nm: float) -> None:
+    """:class:`BenchmarkError` when ``n_beads`` of ``system`` (a :class:`~openmm_cgkd.systems.CGSystem`)
+    at its reference density fill a cube shorter than twice ``cutoff_nm`` (nm)."""
+    box_edge = system.box_edge_nm(n_beads)
+    need = 2.0 * cutoff_nm
+    if box_edge < need:
+        n_min = int(math.ceil(system.bead_density_per_nm3 * need ** 3))
+        raise BenchmarkError(f"{n_beads} beads of system {system.name} at its density "
+                             f"({system.bead_density_per_nm3:.4g} beads/nm^3) fill a {box_edge:.3f} nm box, smaller "
+                             f"than twice the interaction cutoff ({cutoff_nm:g} nm); use at least {n_min} beads "
+                             "(--beads) or a smaller cutoff (--cutoff)")
 
 
 # --------------------------------------------------------------------------- modules
@@ -476,15 +464,17 @@ class _Models:
 
 def untrained_model_config(architecture: str, settings: BenchmarkSettings):
     """The shipped config of ``architecture`` with the settings' size overrides (see
-    :class:`BenchmarkSettings`); ``num_types`` 3 (the DES bead types)."""
+    :class:`BenchmarkSettings`); as many bead types as the settings' system has."""
     from openmm_cgkd.model.potential import load_model_config, suggest_max_num_neighbors
+    from openmm_cgkd.systems import get_system
 
+    system = get_system(settings.system)
     overrides = {k: v for k, v in (("embedding_dim", settings.embedding_dim), ("num_layers", settings.num_layers),
                                    ("num_rbf", settings.num_rbf)) if v is not None}
     if settings.cutoff_nm is not None:
         overrides["cutoff_nm"] = float(settings.cutoff_nm)
-        overrides["max_num_neighbors"] = suggest_max_num_neighbors(RELINE_BEAD_DENSITY_PER_NM3, settings.cutoff_nm)
-    return load_model_config(architecture, num_types=3, **overrides)
+        overrides["max_num_neighbors"] = suggest_max_num_neighbors(system.bead_density_per_nm3, settings.cutoff_nm)
+    return load_model_config(architecture, num_types=len(system.type_names), **overrides)
 
 
 def _prepare_models(settings: BenchmarkSettings, architecture: str, workdir: Path) -> _Models:
@@ -506,45 +496,39 @@ def _prepare_models(settings: BenchmarkSettings, architecture: str, workdir: Pat
     if ens is None:
         path = build_untrained_bundle(workdir / f"{architecture}-ensemble", config, bead_types=bead_types, wall=wall,
                                       model_kind="ensemble", num_members=settings.members,
-                                      seed=settings.seed, overwrite=True)
+                                      seed=settings.seed, overwrite=True, system=settings.system)
         ens = load_bundle(path)
     if stu is None:
         path = build_untrained_bundle(workdir / f"{architecture}-student", config, bead_types=bead_types, wall=wall,
-                                      model_kind="student", seed=settings.seed + 1000, overwrite=True)
+                                      model_kind="student", seed=settings.seed + 1000, overwrite=True,
+                                      system=settings.system)
         stu = load_bundle(path)
     return _Models(CGKDForceField(ens), CGKDForceField(stu), settings.ensemble_bundle is not None,
                    settings.student_bundle is not None)
 
 
-def _check_des_box(n_beads: int, cutoff_nm: float) -> None:
-    """:class:`BenchmarkError` when ``n_beads`` at the reline density fill a box shorter than twice ``cutoff_nm``."""
-    box_edge = des_box_nm(n_beads)
-    need = 2.0 * cutoff_nm
-    if box_edge < need:
-        n_min = int(math.ceil(RELINE_BEAD_DENSITY_PER_NM3 * need ** 3))
-        raise BenchmarkError(f"{n_beads} beads at the reline density fill a {box_edge:.3f} nm box, smaller "
-                             f"than twice the interaction cutoff ({cutoff_nm:g} nm); use at least "
-                             f"{n_min} beads (--beads) or a smaller cutoff (--cutoff)")
-
-
 def _system_input(settings: BenchmarkSettings, ff):
-    """``(topology, positions nm, box nm or None, description)``."""
+    """``(topology, positions nm, box nm or None, description)``: the structure file, or
+    ``n_beads`` of the settings' system on a lattice."""
+    from openmm_cgkd.systems import get_system
     from openmm_cgkd.topology import bead_topology, read_bead_pdb
 
     if settings.structure:
         topology, positions, box = read_bead_pdb(settings.structure)
         return topology, positions, box, f"{topology.getNumAtoms()} beads from {settings.structure}"
-    if sorted(ff.type_names) != sorted(["Cho", "Cl", "Urea"]):
-        raise BenchmarkError(f"the model's bead types {ff.type_names} are not the DES ones (Cho, Cl, Urea); "
-                             "give a structure (bead PDB) for it")
-    _check_des_box(settings.n_beads, ff.interaction_cutoff_nm)
-    box_edge = des_box_nm(settings.n_beads)
-    names, positions, box = des_lattice(settings.n_beads, seed=settings.seed)
+    system = get_system(settings.system)
+    if sorted(ff.type_names) != sorted(system.type_names):
+        raise BenchmarkError(f"the model's bead types {ff.type_names} are not those of system {system.name} "
+                             f"({', '.join(system.type_names)}); give the model's system (--system) or a structure "
+                             "(bead PDB) for it")
+    check_box(system, settings.n_beads, ff.interaction_cutoff_nm)
+    names, positions, box = system.lattice(settings.n_beads, seed=settings.seed)
     residue = {b.name: b.residue_name for b in ff.bead_types}
     topology = bead_topology(names, box, residue_names=residue)
-    counts = des_counts(settings.n_beads)
-    return topology, positions, box, (f"{settings.n_beads} DES beads (Cho {counts['Cho']}, Cl {counts['Cl']}, "
-                                      f"Urea {counts['Urea']}) in a {box_edge:.3f} nm cube (reline CG density)")
+    counts = ", ".join(f"{name} {n}" for name, n in system.counts(settings.n_beads).items())
+    return topology, positions, box, (f"{settings.n_beads} beads of system {system.name} ({counts}) in a "
+                                      f"{box[0, 0]:.3f} nm cube (its reference density, "
+                                      f"{system.bead_density_per_nm3:.4g} beads/nm^3)")
 
 
 # --------------------------------------------------------------------------- the benchmark
@@ -556,9 +540,15 @@ def run_benchmark(settings: BenchmarkSettings, progress: bool = True,
 
     from openmm_cgkd.serving.network_force import TorchForceModule, served_model
     from openmm_cgkd.serving.platforms import select_platform
+    from openmm_cgkd.systems import get_system
 
     say = log or (lambda s: None)
     t_start = time.perf_counter()
+    # the system first (a name not registered is a usage error before any work); not needed for a
+    # structure file served by given bundles
+    cg_system = None
+    if not settings.structure or not (settings.ensemble_bundle or settings.student_bundle):
+        cg_system = get_system(settings.system)
     if settings.threads is not None:
         torch.set_num_threads(int(settings.threads))
     try:
@@ -575,7 +565,7 @@ def run_benchmark(settings: BenchmarkSettings, progress: bool = True,
         archs = list(settings.architectures or [default_architecture(platform_name)])
         if not settings.structure:  # the box check before any model is built (the wall's range is checked later)
             for arch in archs:
-                _check_des_box(settings.n_beads, untrained_model_config(arch, settings).cutoff_nm)
+                check_box(cg_system, settings.n_beads, untrained_model_config(arch, settings).cutoff_nm)
     on_gpu = platform_name in ("CUDA", "OpenCL", "HIP")
     device = "cuda" if platform_name == "CUDA" else "cpu"
     pos_dtype = torch.float64 if (not on_gpu or settings.precision == "double") else torch.float32
@@ -598,6 +588,7 @@ def run_benchmark(settings: BenchmarkSettings, progress: bool = True,
                 topology, positions, box, described = _system_input(settings, ens_ff)
                 if not system_info:
                     system_info = {"description": described, "n_beads": int(topology.getNumAtoms()),
+                                   "name": None if settings.structure else settings.system,
                                    "box_nm": None if box is None else np.asarray(box).tolist(),
                                    "density_per_nm3": (None if box is None else
                                                        float(topology.getNumAtoms() / abs(np.linalg.det(box)))),

@@ -17,8 +17,9 @@ per second (frames x members trained / step time). Training K members one by one
 frame K times, so its throughput in frames (of all K members) per second is ``frames_per_s / K``.
 The goal printed (issue 11): K = 8 stacked >= 2 x the throughput of 8 one by one (``stacked x1``).
 
-Frames: B jittered DES lattices (:func:`~openmm_cgkd.benchmark.des_lattice`) at the reline density,
-random target forces (speed does not depend on the data), the placeholder wall. Untrained weights.
+Frames: B jittered lattices of a registered system (``system``, default ``des``;
+:meth:`~openmm_cgkd.systems.CGSystem.lattice`: its composition at its reference density), random
+target forces (speed does not depend on the data), the placeholder wall. Untrained weights.
 Units: ms, frames/s.
 """
 from __future__ import annotations
@@ -41,9 +42,11 @@ GOAL_STACKED_TRAINING_SPEEDUP = 2.0  # K stacked members train >= 2x as fast as 
 class TrainingBenchmarkSettings:
     """What to time. ``references``: architectures of the plain one-member step to time as well.
     Every network takes its shipped config (:func:`~openmm_cgkd.model.potential.load_model_config`)
-    with ``embedding_dim``, ``num_layers``, ``num_rbf`` and ``cutoff_nm`` replaced when given."""
+    with ``embedding_dim``, ``num_layers``, ``num_rbf`` and ``cutoff_nm`` replaced when given.
+    ``system``: the registered system whose bead types, composition and density the frames have."""
 
     n_beads: int = 252
+    system: str = "des"  # = openmm_cgkd.systems.DEFAULT_SYSTEM
     members: int = 8
     batch_size: int = 8
     steps: int = 2
@@ -94,12 +97,9 @@ class TrainingBenchmarkResult:
                 "note": "untrained weights, random target forces: timings only"}
 
 
-def _frames(settings: TrainingBenchmarkSettings, device):
-    from openmm_cgkd.bundle import DES_BEAD_TYPES
-    from openmm_cgkd.benchmark import des_lattice
-
-    names_index = {b.name: k for k, b in enumerate(DES_BEAD_TYPES)}
-    lattices = [des_lattice(settings.n_beads, seed=settings.seed + f) for f in range(settings.batch_size)]
+def _frames(settings: TrainingBenchmarkSettings, system, device):
+    names_index = {name: k for k, name in enumerate(system.type_names)}
+    lattices = [system.lattice(settings.n_beads, seed=settings.seed + f) for f in range(settings.batch_size)]
     names = lattices[0][0]
     # the same bead order in every frame (training frames share their beads): take frame 0's types
     types = torch.tensor([names_index[n] for n in names], dtype=torch.long, device=device)
@@ -110,15 +110,15 @@ def _frames(settings: TrainingBenchmarkSettings, device):
     return types, pos, boxes, target
 
 
-def _config(architecture: str, n_types: int, settings: TrainingBenchmarkSettings):
-    from openmm_cgkd.benchmark import RELINE_BEAD_DENSITY_PER_NM3
+def _config(architecture: str, system, settings: TrainingBenchmarkSettings):
     from openmm_cgkd.model.potential import load_model_config, suggest_max_num_neighbors
 
     over = {k: getattr(settings, k) for k in ("embedding_dim", "num_layers", "num_rbf", "cutoff_nm")
             if getattr(settings, k) is not None}
+    n_types = len(system.type_names)
     cfg = load_model_config(architecture, num_types=n_types, **over)
     return load_model_config(architecture, num_types=n_types, **over, max_num_neighbors=suggest_max_num_neighbors(
-        RELINE_BEAD_DENSITY_PER_NM3, cfg.cutoff_nm, safety=2.0))
+        system.bead_density_per_nm3, cfg.cutoff_nm, safety=2.0))
 
 
 def _time(step: Callable[[], None], settings: TrainingBenchmarkSettings) -> list[float]:
@@ -136,12 +136,13 @@ def _time(step: Callable[[], None], settings: TrainingBenchmarkSettings) -> list
 def run_training_benchmark(settings: TrainingBenchmarkSettings, log: Callable[[str], None] | None = print
                            ) -> TrainingBenchmarkResult:
     """Time the training steps listed in the module docstring."""
-    from openmm_cgkd.benchmark import BenchmarkError, _check_des_box, des_box_nm
-    from openmm_cgkd.bundle import DES_BEAD_TYPES, _placeholder_wall
+    from openmm_cgkd.benchmark import BenchmarkError, check_box
+    from openmm_cgkd.bundle import _placeholder_wall
     from openmm_cgkd.model.potential import STACKED_ARCHITECTURES
     from openmm_cgkd.training.config import LossWeights
     from openmm_cgkd.training.loss import distillation_loss
     from openmm_cgkd.training.model import TrainablePotential
+    from openmm_cgkd.systems import get_system
     from openmm_cgkd.training.stacked import StackedAdam, StackedTrainable, member_losses
 
     say = log or (lambda s: None)
@@ -151,14 +152,15 @@ def run_training_benchmark(settings: TrainingBenchmarkSettings, log: Callable[[s
     if settings.threads is not None:
         torch.set_num_threads(int(settings.threads))
     device = torch.device(settings.device)
-    n_types = len(DES_BEAD_TYPES)
-    wall = _placeholder_wall([b.name for b in DES_BEAD_TYPES])
-    density = settings.n_beads / des_box_nm(settings.n_beads) ** 3
+    system = get_system(settings.system)
+    wall = _placeholder_wall(system.type_names)
+    box_edge = system.box_edge_nm(settings.n_beads)
+    density = settings.n_beads / box_edge ** 3
     weights = LossWeights(w_aa=1.0)
     rows: list[TrainingRow] = []
-    stacked_cfg = _config(settings.architecture, n_types, settings)
-    _check_des_box(settings.n_beads, max(stacked_cfg.cutoff_nm, wall.cutoff_nm))
-    types, pos, boxes, target = _frames(settings, device)
+    stacked_cfg = _config(settings.architecture, system, settings)
+    check_box(system, settings.n_beads, max(stacked_cfg.cutoff_nm, wall.cutoff_nm))
+    types, pos, boxes, target = _frames(settings, system, device)
     batch = {"positions": pos, "box": boxes, "forces": target}
     b = settings.batch_size
 
@@ -182,7 +184,7 @@ def run_training_benchmark(settings: TrainingBenchmarkSettings, log: Callable[[s
 
     for arch in settings.references:
         torch.manual_seed(settings.seed)
-        model = TrainablePotential(_config(arch, n_types, settings), wall, density).to(device)
+        model = TrainablePotential(_config(arch, system, settings), wall, density).to(device)
         opt = torch.optim.Adam(model.parameters(), lr=1e-3)
 
         def plain_step(model=model, opt=opt):
@@ -204,10 +206,11 @@ def run_training_benchmark(settings: TrainingBenchmarkSettings, log: Callable[[s
         if r.name.startswith("plain"):
             goals.append({"goal": f"{k} stacked vs {k} one by one with the plain {r.architecture} step (reference)",
                           "value": stacked.frames_per_s / (r.frames_per_s / k), "limit": None, "met": None})
-    system = {"n_beads": settings.n_beads, "batch_frames": b, "box_nm": float(des_box_nm(settings.n_beads)),
-              "description": f"{b} jittered DES lattices of {settings.n_beads} beads at the reline CG density",
-              "stacked_architecture": stacked_cfg.to_dict()}
-    return TrainingBenchmarkResult(asdict(settings), system, rows, goals, time.perf_counter() - t_start)
+    info = {"n_beads": settings.n_beads, "batch_frames": b, "box_nm": float(box_edge), "name": system.name,
+            "description": f"{b} jittered lattices of {settings.n_beads} beads of system {system.name} at its "
+                           "reference density",
+            "stacked_architecture": stacked_cfg.to_dict()}
+    return TrainingBenchmarkResult(asdict(settings), info, rows, goals, time.perf_counter() - t_start)
 
 
 def format_training_table(result: TrainingBenchmarkResult) -> str:

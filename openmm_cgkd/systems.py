@@ -79,6 +79,28 @@ class CGSystem:
         """CG beads per nm^3 of the reference box."""
         return self.spec.molecules / self.spec.box_nm ** 3
 
+    def counts(self, n_beads: int) -> dict[str, int]:
+        """``n_beads`` split by the system's ``composition`` (:func:`~openmm_cgkd.topology.composition_counts`)."""
+        from openmm_cgkd.topology import composition_counts
+
+        if not self.spec.composition:
+            raise UsageError(f"system {self.name} gives no composition (cg_system.yaml): give a structure file")
+        return composition_counts(self.spec.composition, n_beads)
+
+    def box_edge_nm(self, n_beads: int) -> float:
+        """Edge (nm) of the cube holding ``n_beads`` at the reference box's bead density."""
+        from openmm_cgkd.topology import cube_edge_nm
+
+        return cube_edge_nm(n_beads, self.bead_density_per_nm3)
+
+    def lattice(self, n_beads: int, seed: int = 0):
+        """``(type names [N], positions [N,3] nm, box [3,3] nm)``: ``n_beads`` of the system's
+        composition on a jittered cubic lattice at its reference density
+        (:func:`~openmm_cgkd.topology.lattice_configuration`)."""
+        from openmm_cgkd.topology import lattice_configuration
+
+        return lattice_configuration(self.counts(n_beads), self.box_edge_nm(n_beads), seed=seed)
+
     def bead_types(self) -> list:
         """The bead types as :class:`~openmm_cgkd.bundle.BeadType` s (residue name = atom name)."""
         from openmm_cgkd.bundle.manifest import BeadType

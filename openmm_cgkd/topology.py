@@ -4,16 +4,26 @@ A bead is an atom with no element, alone in a residue. Its residue name and atom
 its bead type (by default both are the type's residue code: its first three letters, upper-cased,
 e.g. ``Urea`` -> ``URE``; a bundle's or system's bead types name theirs). Masses are never taken
 from elements; they come from a model bundle or a CG dataset.
+
+Start configurations without a structure file: :func:`composition_counts` splits N beads by a
+composition ratio, :func:`cube_edge_nm` sizes a cube for a number density and
+:func:`lattice_configuration` puts the beads on a jittered cubic lattice in it (a system of the
+registry gives its composition and density: :meth:`openmm_cgkd.systems.CGSystem.lattice`).
 """
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import math
+from fractions import Fraction
+
 import numpy as np
 
 __all__ = ["default_residue_name", "bead_topology", "bead_topology_from_counts", "topology_bead_names",
-           "dataset_trajectory", "write_bead_pdb", "read_bead_pdb"]
+           "dataset_trajectory", "write_bead_pdb", "read_bead_pdb", "composition_counts", "cube_edge_nm",
+           "lattice_configuration"]
+
 
 def default_residue_name(type_name: str) -> str:
     """The residue (and atom) name of a bead type that names none: its first 3 letters, upper-cased."""
@@ -115,3 +125,52 @@ def read_bead_pdb(path: str | Path):
     vecs = pdb.topology.getPeriodicBoxVectors()
     box = None if vecs is None else np.asarray(vecs.value_in_unit(unit.nanometer))
     return pdb.topology, pos, box
+
+
+def composition_counts(composition: Mapping[str, float], n_beads: int) -> dict[str, int]:
+    """``n_beads`` split by the ratio ``composition`` ({bead type: weight}, in its order): every type
+    but the last gets ``floor(n_beads * weight / total)``, the last takes the remainder."""
+    weights = {name: Fraction(w) for name, w in composition.items()}  # exact: no rounding surprises
+    if not weights or any(w < 0 for w in weights.values()) or sum(weights.values()) <= 0:
+        raise ValueError(f"a composition needs non-negative weights that sum to > 0, got {dict(composition)}")
+    if int(n_beads) < 1:
+        raise ValueError(f"n_beads must be >= 1, got {n_beads}")
+    total = sum(weights.values())
+    names = list(weights)
+    counts = {name: math.floor(int(n_beads) * weights[name] / total) for name in names[:-1]}
+    counts[names[-1]] = int(n_beads) - sum(counts.values())
+    return counts
+
+
+def cube_edge_nm(n_beads: int, density_per_nm3: float) -> float:
+    """Edge (nm) of the cube holding ``n_beads`` at ``density_per_nm3`` (beads per nm^3)."""
+    if not density_per_nm3 > 0:
+        raise ValueError(f"density_per_nm3 must be > 0, got {density_per_nm3}")
+    return float((n_beads / density_per_nm3) ** (1.0 / 3.0))
+
+
+def lattice_configuration(counts: Mapping[str, int], box_edge_nm: float, seed: int = 0
+                          ) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """``(type names [N], positions [N,3] nm, box [3,3] nm)``: ``counts[type]`` beads of each type
+    (N in all) on a jittered cubic lattice filling a cube of edge ``box_edge_nm``.
+
+    Sites of a ``ceil(N^(1/3))``^3 lattice filling the box, a random subset of N of them, each
+    jittered by up to 10 % of the spacing per axis (at most 0.04 nm); types shuffled. The same
+    ``seed`` gives the same configuration.
+    """
+    if any(int(n) < 0 for n in counts.values()) or sum(int(n) for n in counts.values()) < 1:
+        raise ValueError(f"bead counts must be >= 0 with at least one bead, got {dict(counts)}")
+    if not box_edge_nm > 0:
+        raise ValueError(f"box_edge_nm must be > 0, got {box_edge_nm}")
+    names = [name for name, n in counts.items() for _ in range(int(n))]
+    n_beads = len(names)
+    rng = np.random.default_rng(seed)
+    side = int(math.ceil(n_beads ** (1.0 / 3.0) - 1e-9))
+    spacing = box_edge_nm / side
+    grid = (np.arange(side) + 0.5) * spacing
+    sites = np.stack(np.meshgrid(grid, grid, grid, indexing="ij"), -1).reshape(-1, 3)
+    sites = sites[rng.permutation(len(sites))[:n_beads]]
+    jitter = min(0.04, 0.1 * spacing)
+    positions = sites + rng.uniform(-jitter, jitter, sites.shape)
+    names = [names[i] for i in rng.permutation(n_beads)]
+    return names, positions, np.eye(3) * box_edge_nm

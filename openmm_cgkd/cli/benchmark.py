@@ -14,7 +14,7 @@ MODEL_NAMES = ("teacher", "ensemble", "naive-ensemble", "student")
 
 EPILOG = """\
 examples:
-  # CPU (defaults: 250 DES beads, graph-network, K = 8, 5 steps x 3 repeats)
+  # CPU (defaults: 250 beads of the des system, graph-network, K = 8, 5 steps x 3 repeats)
   cgkd benchmark --out runs/benchmark/cpu.json
   # GPU, the paper's system size, TensorNet, with and without CUDA graphs
   cgkd benchmark --platform CUDA --beads 1000 --architecture tensornet --cuda-graphs both \\
@@ -35,7 +35,8 @@ def _run(args: argparse.Namespace) -> int:
     from openmm_cgkd.benchmark import BenchmarkSettings, format_goals, format_table, run_benchmark
 
     settings = BenchmarkSettings.from_dict(dict(
-        n_beads=args.beads, architectures=args.architecture, members=args.members, models=args.models,
+        n_beads=args.beads, system=args.system, architectures=args.architecture, members=args.members,
+        models=args.models,
         embedding_dim=args.embedding_dim, num_layers=args.layers, num_rbf=args.num_rbf, cutoff_nm=args.cutoff,
         platform=args.platform, precision=args.precision, cuda_graphs=args.cuda_graphs, threads=args.threads,
         steps=args.steps, warmup_steps=args.warmup, repeats=args.repeats, timestep_fs=args.timestep,
@@ -70,7 +71,7 @@ def _run(args: argparse.Namespace) -> int:
         print(f"\ntraining throughput ({args.members} stacked hipnn-ts members vs one by one; batches of "
               f"{args.training_batch} frames of {args.beads} beads):")
         training = run_training_benchmark(TrainingBenchmarkSettings(
-            n_beads=args.beads, members=args.members, batch_size=args.training_batch,
+            n_beads=args.beads, system=args.system, members=args.members, batch_size=args.training_batch,
             steps=args.training_steps, warmup_steps=1, repeats=args.repeats, threads=args.threads, seed=args.seed,
             embedding_dim=args.embedding_dim, num_layers=args.layers, num_rbf=args.num_rbf, cutoff_nm=args.cutoff))
         print(format_training_table(training))
@@ -92,11 +93,15 @@ def register(subparsers) -> None:
         description="Measure ms/step and ns/day in OpenMM for one teacher, the K-member ensemble as ONE module, "
                     "the naive ensemble (K separate TorchForces, each scaled by 1/K) and a student, plus the bare "
                     "torch call of the same modules (no OpenMM) so the OpenMM overhead shows. System: N beads of "
-                    "the DES composition Cho:Cl:Urea 1:1:2 at the reline CG density (1000 beads per 4.484^3 nm^3), "
-                    "or --structure. Untrained models unless bundles are given (fine for speed; said in the output). "
+                    "a registered system (--system; default des: Cho:Cl:Urea 1:1:2 at the reline CG density, 1000 "
+                    "beads per 4.484^3 nm^3) in its composition and at its reference density, or --structure. Untrained models unless bundles are given (fine for speed; said in the output). "
                     "Prints a table and the goals (ensemble <= 2x student; OpenMM overhead <= 10%%), writes JSON.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--beads", type=positive_int, default=250, help="number of DES beads (default 250; >= 89 for a 1 nm cutoff)")
+    p.add_argument("--beads", type=positive_int, default=250,
+                   help="number of beads of the system (default 250; des: >= 89 for a 1 nm cutoff)")
+    p.add_argument("--system", default="des",
+                   help="registered system (systems/<name>/cg_system.yaml) whose composition, density and bead "
+                        "types the lattice and the untrained models take (default des)")
     p.add_argument("--structure", type=Path, default=None, help="bead PDB with a CRYST1 box instead of --beads")
     p.add_argument("--ensemble-bundle", default=None,
                    help="ensemble bundle (path or shipped name); teacher = its member 0 (default: untrained)")

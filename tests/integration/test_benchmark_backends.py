@@ -11,11 +11,11 @@ import torch
 openmm = pytest.importorskip("openmm")
 from openmm import unit  # noqa: E402
 
-from openmm_cgkd.benchmark import (BenchmarkError, BenchmarkSettings, ScaledPotential, build_variant_system,  # noqa: E402
-                                   des_lattice)
+from openmm_cgkd.benchmark import BenchmarkError, BenchmarkSettings, ScaledPotential, build_variant_system  # noqa: E402
 from openmm_cgkd.bundle import build_untrained_bundle, untrained_config  # noqa: E402
 from openmm_cgkd.cli.main import main  # noqa: E402
 from openmm_cgkd.serving.forcefield import CGKDForceField  # noqa: E402
+from openmm_cgkd.systems import get_system  # noqa: E402
 from openmm_cgkd.topology import bead_topology  # noqa: E402
 
 OPENMM_FIELDS = ("test", "ensemble", "precision", "constraints", "hydrogen_mass", "timestep_in_fs", "platform",
@@ -70,7 +70,7 @@ def test_python_backend_variants_equal_torchforce_variants(tmp_path):
     torch.set_num_threads(1)
     cfg = untrained_config("graph-network", cutoff_nm=0.6)
     ff = CGKDForceField(build_untrained_bundle(tmp_path / "ens", cfg, model_kind="ensemble", num_members=2, seed=3))
-    names, _, box = des_lattice(30, seed=1)
+    names, _, box = get_system("des").lattice(30, seed=1)
     pos = np.random.default_rng(7).uniform(-0.35, 0.35, (30, 3))
     top = bead_topology(names, box)
     eager = list(ff.bundle.eager_model().members)

@@ -62,3 +62,41 @@ def test_benchmark_cli_reports_too_small_box(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "cgkd benchmark: error:" in err and "use at least 89 beads" in err
     assert not (tmp_path / "x.json").exists()
+
+
+TOY_SYSTEM = """\
+name: toy
+description: "two bead types, 1:1"
+bead_types:
+  - {name: A, residue_name: AAA, mass_dalton: 40.0}
+  - {name: B, residue_name: BBB, mass_dalton: 20.0}
+composition: {A: 1, B: 1}
+molecules: 500
+box_nm: 4.0
+"""
+
+
+def test_benchmark_takes_its_system_from_the_registry(tmp_path, capsys, monkeypatch):
+    """A system that is not the DES (its own bead names, composition and density) benchmarks the
+    same way: nothing of the DES is built into the benchmark."""
+    (tmp_path / "systems" / "toy").mkdir(parents=True)
+    (tmp_path / "systems" / "toy" / "cg_system.yaml").write_text(TOY_SYSTEM)
+    monkeypatch.setenv("CGKD_SYSTEMS_DIR", str(tmp_path / "systems"))
+    out = tmp_path / "bench.json"
+    rc = main(["benchmark", "--system", "toy", "--beads", "41", "--cutoff", "0.6", "--members", "2",
+               "--embedding-dim", "8", "--layers", "1", "--num-rbf", "4", "--steps", "2", "--warmup", "1",
+               "--repeats", "1", "--models", "student", "--backend", "torchforce", "--skip-torch",
+               "--platform", "CPU", "--threads", "1", "--out", str(out), "--no-progress"])
+    text = capsys.readouterr().out
+    assert rc == 0, text
+    data = json.loads(out.read_text())
+    system = data["system"]
+    assert system["name"] == "toy" and system["n_beads"] == 41
+    assert "41 beads of system toy (A 20, B 21)" in system["description"]
+    assert math.isclose(system["box_nm"][0][0], (41 / (500 / 4.0 ** 3)) ** (1 / 3), rel_tol=1e-9)
+    assert math.isclose(system["density_per_nm3"], 500 / 4.0 ** 3, rel_tol=1e-9)
+    assert _positive(data["results"][0]["openmm"]["median_ms"])
+
+    rc = main(["benchmark", "--system", "nope", "--out", str(tmp_path / "y.json"), "--no-progress"])
+    assert rc == 2
+    assert "no system 'nope'" in capsys.readouterr().err

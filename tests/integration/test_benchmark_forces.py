@@ -10,12 +10,13 @@ import torch
 openmm = pytest.importorskip("openmm")
 from openmm import unit  # noqa: E402
 
-from openmm_cgkd.benchmark import (RELINE_BEAD_DENSITY_PER_NM3, BenchmarkError, BenchmarkSettings,  # noqa: E402
-                                   ScaledPotential, build_variant_system, des_box_nm, des_counts, des_lattice,
-                                   ensemble_member_modules)
+from openmm_cgkd.benchmark import (BenchmarkError, BenchmarkSettings, ScaledPotential,  # noqa: E402
+                                   build_variant_system, ensemble_member_modules)
 from openmm_cgkd.bundle import build_untrained_bundle, untrained_config  # noqa: E402
 from openmm_cgkd.serving.forcefield import CGKDForceField  # noqa: E402
-from openmm_cgkd.topology import bead_topology  # noqa: E402
+from openmm_cgkd.systems import get_system  # noqa: E402
+from openmm_cgkd.topology import (bead_topology, composition_counts, cube_edge_nm,  # noqa: E402
+                                  lattice_configuration)
 
 K = 3
 N = 30
@@ -28,7 +29,7 @@ def setup(tmp_path_factory):
     path = build_untrained_bundle(tmp_path_factory.mktemp("b") / "ens", cfg, model_kind="ensemble",
                                   num_members=K, seed=3)
     ff = CGKDForceField(path)
-    names, _, box = des_lattice(N, seed=1)
+    names, _, box = get_system("des").lattice(N, seed=1)
     # a dense clump straddling the periodic boundary: untrained networks give sizeable forces only
     # at short range, and the images exercise the wrapping and the periodic pair search
     pos = np.random.default_rng(7).uniform(-0.35, 0.35, (N, 3))
@@ -90,17 +91,44 @@ def test_teacher_variant_is_member_zero_and_wall_is_kept(setup):
     assert "cgkd_wall" in names and names.count("cgkd_network") == 1
 
 
-def test_des_lattice_composition_density_and_spacing():
-    names, pos, box = des_lattice(250, seed=0)
-    assert des_counts(250) == {"Cho": 62, "Cl": 62, "Urea": 126}
-    assert sorted(set(names)) == ["Cho", "Cl", "Urea"] and names.count("Urea") == 126
-    assert math.isclose(len(names) / np.linalg.det(box), RELINE_BEAD_DENSITY_PER_NM3, rel_tol=1e-12)
-    assert math.isclose(des_box_nm(1000), 4.484, rel_tol=1e-12)
-    assert np.all(pos >= 0) and np.all(pos <= box[0, 0])
+def _min_image_distance(pos, edge):
     d = pos[:, None, :] - pos[None, :, :]
-    d -= box[0, 0] * np.round(d / box[0, 0])
-    r = np.sqrt((d ** 2).sum(-1)) + np.eye(len(pos)) * 10
-    assert r.min() > 0.3  # lattice spacing 0.40 nm minus jitter
+    d -= edge * np.round(d / edge)
+    return (np.sqrt((d ** 2).sum(-1)) + np.eye(len(pos)) * 10).min()
+
+
+def test_des_lattice_from_the_registry_composition_density_and_spacing():
+    des = get_system("des")  # systems/des/cg_system.yaml: Cho:Cl:Urea 1:1:2, 1000 beads in a 4.484 nm cube
+    names, pos, box = des.lattice(250, seed=0)
+    assert des.counts(250) == {"Cho": 62, "Cl": 62, "Urea": 126}
+    assert sorted(set(names)) == ["Cho", "Cl", "Urea"] and names.count("Urea") == 126
+    assert math.isclose(len(names) / np.linalg.det(box), 1000 / 4.484 ** 3, rel_tol=1e-12)
+    assert math.isclose(des.box_edge_nm(1000), 4.484, rel_tol=1e-12)
+    assert np.all(pos >= 0) and np.all(pos <= box[0, 0])
+    assert _min_image_distance(pos, box[0, 0]) > 0.3  # lattice spacing 0.40 nm minus jitter
+    again = des.lattice(250, seed=0)
+    assert again[0] == names and np.array_equal(again[1], pos)  # a seed gives one configuration
+    assert des.lattice(250, seed=1)[0] != names
+
+
+def test_generic_lattice_knows_no_system():
+    # ratios split exactly (the last type takes the remainder), whatever the names
+    assert composition_counts({"A": 1, "B": 3}, 10) == {"A": 2, "B": 8}
+    assert composition_counts({"X": 0.5, "Y": 0.25, "Z": 0.25}, 7) == {"X": 3, "Y": 1, "Z": 3}
+    assert composition_counts({"W": 2}, 5) == {"W": 5}
+    with pytest.raises(ValueError, match="weights"):
+        composition_counts({"A": -1, "B": 2}, 4)
+    edge = cube_edge_nm(64, 8.0)  # 64 beads at 8 per nm^3: a 2 nm cube
+    assert math.isclose(edge, 2.0, rel_tol=1e-12)
+    names, pos, box = lattice_configuration({"P": 27, "Q": 37}, edge, seed=4)
+    assert len(names) == 64 and names.count("P") == 27 and set(names) == {"P", "Q"}
+    np.testing.assert_array_equal(box, np.eye(3) * 2.0)
+    # a 4^3 lattice filled completely: spacing 0.5 nm, jitter at most 0.04 nm per axis
+    sites = (pos / 0.5 - 0.5).round()
+    assert len({tuple(s) for s in sites.astype(int)}) == 64 and np.abs(pos - (sites + 0.5) * 0.5).max() <= 0.04
+    assert _min_image_distance(pos, 2.0) > 0.5 - 2 * 0.04 * math.sqrt(3)
+    with pytest.raises(ValueError, match="box_edge_nm"):
+        lattice_configuration({"P": 2}, 0.0)
 
 
 def test_box_too_small_and_bad_settings_are_clear_errors():

@@ -38,9 +38,9 @@ def bundles(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def frame():
-    from openmm_cgkd.benchmark import des_lattice
+    from openmm_cgkd.systems import get_system
 
-    names, pos, box = des_lattice(N_BEADS, seed=2)
+    names, pos, box = get_system("des").lattice(N_BEADS, seed=2)
     return names, pos, box
 
 

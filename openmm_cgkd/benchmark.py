@@ -96,6 +96,7 @@ GOAL_ENSEMBLE_OVER_STUDENT = 2.0  # ensemble (one module) ms/step <= 2 x the stu
 GOAL_OPENMM_OVERHEAD = 0.10  # OpenMM ms/step <= 1.1 x the bare torch call
 GOAL_STACKED_OVER_NAIVE = 0.5  # a stacked ensemble (hipnn-ts) ms/step <= 0.5 x the naive K-force ensemble's
 STACKED_ARCHITECTURES = ("hipnn-ts",)  # = openmm_cgkd.model.potential.STACKED_ARCHITECTURES
+STATIC_SHAPE_ARCHITECTURES = ("tensornet", "hipnn-ts")  # those with PotentialConfig.static_shapes
 
 
 class BenchmarkError(CGKDError, RuntimeError):
@@ -115,6 +116,10 @@ class BenchmarkSettings(Config):
     :func:`~openmm_cgkd.model.potential.load_model_config`); ``embedding_dim``, ``num_layers``,
     ``num_rbf`` and ``cutoff_nm`` override it when given (the neighbour budget is then resized for
     the system's density). Given bundles bring their own architecture. ``cuda_graphs``: 'off', 'on' or 'both' (CUDA only).
+    ``static_shapes``: untrained models with a fixed-size (padded) pair list, which CUDA graphs need;
+    None (default) = on when ``cuda_graphs`` is 'on' or 'both' and the architecture has it
+    (tensornet, hipnn-ts), else the shipped config's (off); True for another architecture is a
+    :class:`~openmm_cgkd.config.ConfigError`.
     ``system``: the registered system (:mod:`openmm_cgkd.systems`) whose composition and reference
     density make the box of ``n_beads`` (unless ``structure`` is given) and whose bead types the
     untrained models have.
@@ -132,6 +137,7 @@ class BenchmarkSettings(Config):
     platform: str = "CPU"
     precision: Optional[str] = None
     cuda_graphs: str = "off"
+    static_shapes: Optional[bool] = None
     threads: Optional[int] = None
     steps: int = 5
     warmup_steps: int = 3
@@ -474,6 +480,9 @@ def untrained_model_config(architecture: str, settings: BenchmarkSettings):
     if settings.cutoff_nm is not None:
         overrides["cutoff_nm"] = float(settings.cutoff_nm)
         overrides["max_num_neighbors"] = suggest_max_num_neighbors(system.bead_density_per_nm3, settings.cutoff_nm)
+    if settings.static_shapes or (settings.static_shapes is None and settings.cuda_graphs != "off"
+                                  and architecture in STATIC_SHAPE_ARCHITECTURES):
+        overrides["static_shapes"] = True  # CUDA graphs need it (serving refuses graphs without it)
     return load_model_config(architecture, num_types=len(system.type_names), **overrides)
 
 

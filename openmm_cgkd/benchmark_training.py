@@ -122,13 +122,22 @@ def _config(architecture: str, system, settings: TrainingBenchmarkSettings):
 
 
 def _time(step: Callable[[], None], settings: TrainingBenchmarkSettings) -> list[float]:
+    # on a GPU the steps only queue kernels: each timed block ends when the device has finished
+    cuda = torch.device(settings.device).type == "cuda"
+
+    def sync() -> None:
+        if cuda:
+            torch.cuda.synchronize(torch.device(settings.device))
+
     for _ in range(settings.warmup_steps + 1):
         step()
+    sync()
     samples = []
     for _ in range(settings.repeats):
         t0 = time.perf_counter()
         for _ in range(settings.steps):
             step()
+        sync()
         samples.append((time.perf_counter() - t0) * 1e3 / settings.steps)
     return samples
 

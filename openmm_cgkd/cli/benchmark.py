@@ -43,7 +43,7 @@ def _run(args: argparse.Namespace) -> int:
         temperature_k=args.temperature, wall=not args.no_wall, seed=args.seed,
         structure=str(args.structure) if args.structure else None,
         ensemble_bundle=args.ensemble_bundle, student_bundle=args.student_bundle, skip_torch=args.skip_torch,
-        backends=args.backend))
+        backends=args.backend, static_shapes={"auto": None, "on": True, "off": False}[args.static_shapes]))
     result = run_benchmark(settings, progress=not args.no_progress)
     m = result.machine
     print()
@@ -73,7 +73,8 @@ def _run(args: argparse.Namespace) -> int:
         training = run_training_benchmark(TrainingBenchmarkSettings(
             n_beads=args.beads, system=args.system, members=args.members, batch_size=args.training_batch,
             steps=args.training_steps, warmup_steps=1, repeats=args.repeats, threads=args.threads, seed=args.seed,
-            embedding_dim=args.embedding_dim, num_layers=args.layers, num_rbf=args.num_rbf, cutoff_nm=args.cutoff))
+            embedding_dim=args.embedding_dim, num_layers=args.layers, num_rbf=args.num_rbf, cutoff_nm=args.cutoff,
+            device="cuda" if m.get("openmm_platform") == "CUDA" else "cpu"))  # on the GPU the MD ran on
         print(format_training_table(training))
     if args.out:
         path = result.to_json(args.out)
@@ -124,6 +125,9 @@ def register(subparsers) -> None:
     p.add_argument("--precision", choices=["single", "mixed", "double"], default=None, help="CUDA precision")
     p.add_argument("--cuda-graphs", choices=["off", "on", "both"], default="off",
                    help="openmm-torch useCUDAGraphs (CUDA only; 'both' times each model with and without)")
+    p.add_argument("--static-shapes", choices=["auto", "on", "off"], default="auto",
+                   help="untrained models: a fixed-size (padded) pair list, which CUDA graphs need (tensornet, "
+                        "hipnn-ts); auto (default) = on with --cuda-graphs on/both where the architecture has it")
     p.add_argument("--threads", type=positive_int, default=None, help="CPU threads for OpenMM and torch (default: all)")
     p.add_argument("--steps", type=positive_int, default=5, help="timed MD steps (and torch calls) per repeat (default 5)")
     p.add_argument("--warmup", type=nonnegative_int, default=3,
@@ -139,7 +143,7 @@ def register(subparsers) -> None:
                         "and/or python (openmm.PythonForce, eager model); default both")
     p.add_argument("--training", action="store_true",
                    help="also time training: K stacked hipnn-ts members vs K one by one (frames/s; JSON section "
-                        "'training')")
+                        "'training'; on the GPU when the platform is CUDA)")
     p.add_argument("--training-batch", type=positive_int, default=8, help="--training: frames per batch (default 8)")
     p.add_argument("--training-steps", type=positive_int, default=2,
                    help="--training: timed optimiser steps per repeat (default 2)")

@@ -12,6 +12,7 @@ from openmm_cgkd.data.dataset import CGDataset
 from openmm_cgkd.model.uncertainty import bead_force_spread, force_std_threshold
 from openmm_cgkd.serving.forcefield import CGKDForceField
 from openmm_cgkd.serving.network_force import NETWORK_FORCE_NAME, make_network_force
+from openmm_cgkd.serving.platforms import default_platform_name
 from openmm_cgkd.serving.uncertainty import UncertaintyError, UncertaintyReporter, UncertaintyWarning, fit_threshold
 from openmm_cgkd.topology import bead_topology
 
@@ -63,8 +64,10 @@ def _network_state(system, positions, platform):
             st.getForces(asNumpy=True).value_in_unit(unit.kilojoule_per_mole / unit.nanometer))
 
 
-@pytest.mark.parametrize("platform,backend", [("CPU", "torchforce"), ("Reference", "torchforce"),
-                                              ("Reference", "python")])
+@pytest.mark.parametrize("platform,backend", [
+    ("CPU", "torchforce"), ("Reference", "torchforce"), ("Reference", "python"),
+    pytest.param("CUDA", "torchforce", marks=[pytest.mark.gpu, pytest.mark.skipif(
+        default_platform_name() != "CUDA", reason="no CUDA platform / GPU")])])
 def test_openmm_serves_the_member_mean(bundles, frame, platform, backend):
     ens, _ = bundles
     ff = CGKDForceField(ens)

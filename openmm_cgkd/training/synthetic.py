@@ -1,7 +1,8 @@
 """A synthetic CG system whose true mean force is known: the test bed of the training module.
 
-Beads of a few types interact by a known Lennard-Jones pair potential (per type pair, with a
-switch to zero at ``cutoff_nm``). OpenMM samples the Boltzmann distribution with Langevin
+Beads of a few types interact by a known pair potential per type pair: Lennard-Jones
+(``form="lj"``, the default) or a soft repulsion (``form="soft"``), with a switch to zero at
+``cutoff_nm``. OpenMM samples the Boltzmann distribution with Langevin
 dynamics; every saved frame keeps the exact force -dU/dR (the "true" mean force, what a
 perfect CG model would learn) and the label is that force plus Gaussian noise, standing in
 for the mapping noise of real AA data. Because the noise has zero mean at every
@@ -22,12 +23,24 @@ import numpy as np
 
 from openmm_cgkd.data.dataset import CGDataset
 
-__all__ = ["PairPotential", "SyntheticSystem", "make_synthetic_system", "DEFAULT_PAIR_POTENTIAL"]
+__all__ = ["PairPotential", "SyntheticSystem", "make_synthetic_system", "DEFAULT_PAIR_POTENTIAL",
+           "SOFT_PAIR_POTENTIAL", "PAIR_FORMS"]
+
+# OpenMM energy expressions of the pair forms (sig, eps: the pair's tabulated parameters)
+PAIR_FORMS = {
+    "lj": "4*eps*((sig/r)^12 - (sig/r)^6)",
+    "soft": "eps*(1 - r/sig)^2*step(sig - r)",
+}
 
 
 @dataclass
 class PairPotential:
-    """U_ij(r) = 4 eps_ij [(sig_ij/r)^12 - (sig_ij/r)^6] times a switch from ``switch_nm`` to ``cutoff_nm``."""
+    """A pair potential per type pair, times a switch from ``switch_nm`` to ``cutoff_nm``.
+
+    ``form="lj"``: U_ij(r) = 4 eps_ij [(sig_ij/r)^12 - (sig_ij/r)^6];
+    ``form="soft"``: U_ij(r) = eps_ij (1 - r/sig_ij)^2 for r < sig_ij, else 0 (a soft, finite
+    repulsion of range sig_ij, as in dissipative particle dynamics). sig in nm, eps in kJ/mol.
+    """
 
     type_names: list[str]
     sigma_nm: np.ndarray  # (T, T)
@@ -35,8 +48,11 @@ class PairPotential:
     masses_dalton: np.ndarray  # (T,)
     cutoff_nm: float = 0.8
     switch_nm: float = 0.65
+    form: str = "lj"
 
     def __post_init__(self) -> None:
+        if self.form not in PAIR_FORMS:
+            raise ValueError(f"form must be one of {sorted(PAIR_FORMS)}, got {self.form!r}")
         self.sigma_nm = np.asarray(self.sigma_nm, dtype=np.float64)
         self.epsilon_kj_mol = np.asarray(self.epsilon_kj_mol, dtype=np.float64)
         self.masses_dalton = np.asarray(self.masses_dalton, dtype=np.float64)
@@ -60,8 +76,12 @@ class PairPotential:
         r = np.asarray(r_nm, dtype=np.float64)
         s = self.sigma_nm[type_i, type_j]
         e = self.epsilon_kj_mol[type_i, type_j]
-        sr6 = (s / r) ** 6
-        return np.where(r < self.cutoff_nm, 4.0 * e * (sr6 * sr6 - sr6) * self.switch(r), 0.0)
+        if self.form == "soft":
+            u = e * np.clip(1.0 - r / s, 0.0, None) ** 2
+        else:
+            sr6 = (s / r) ** 6
+            u = 4.0 * e * (sr6 * sr6 - sr6)
+        return np.where(r < self.cutoff_nm, u * self.switch(r), 0.0)
 
 
 # Two bead types, a dense LJ liquid at 300 K (kT = 2.49 kJ/mol).
@@ -70,6 +90,20 @@ DEFAULT_PAIR_POTENTIAL = PairPotential(
     sigma_nm=[[0.30, 0.33], [0.33, 0.36]],
     epsilon_kj_mol=[[1.2, 1.8], [1.8, 1.0]],
     masses_dalton=[40.0, 60.0],
+)
+
+
+# Three bead types with soft repulsions of different ranges and strengths (kT = 2.49 kJ/mol at
+# 300 K): a dense fluid whose forces a small network can represent, so that the error left after
+# training is mostly what the label noise leaves (docs/METHOD.md section 7). With no hard core,
+# beads occasionally come closer than in any training frame: train such a system without the
+# repulsive wall (``WallFitConfig(enabled=False)``), which is fitted to the closest contacts seen.
+SOFT_PAIR_POTENTIAL = PairPotential(
+    type_names=["A", "B", "C"],
+    sigma_nm=[[0.50, 0.55, 0.45], [0.55, 0.60, 0.50], [0.45, 0.50, 0.40]],
+    epsilon_kj_mol=[[30.0, 45.0, 20.0], [45.0, 30.0, 35.0], [20.0, 35.0, 25.0]],
+    masses_dalton=[40.0, 60.0, 30.0],
+    cutoff_nm=0.6, switch_nm=0.6 - 1e-6, form="soft",
 )
 
 
@@ -118,8 +152,7 @@ def make_synthetic_system(n_beads: tuple[int, ...] | list[int] = (32, 32), box_n
     system.setDefaultPeriodicBoxVectors(*[openmm.Vec3(*row) for row in box])
     for t in types:
         system.addParticle(float(pot.masses_dalton[t]))
-    force = openmm.CustomNonbondedForce(
-        "4*eps*((sig/r)^12 - (sig/r)^6); sig = sigtab(t1, t2); eps = epstab(t1, t2)")
+    force = openmm.CustomNonbondedForce(f"{PAIR_FORMS[pot.form]}; sig = sigtab(t1, t2); eps = epstab(t1, t2)")
     nt = len(counts)
     force.addTabulatedFunction("sigtab", openmm.Discrete2DFunction(nt, nt, pot.sigma_nm.T.ravel().tolist()))
     force.addTabulatedFunction("epstab", openmm.Discrete2DFunction(nt, nt, pot.epsilon_kj_mol.T.ravel().tolist()))
@@ -168,7 +201,7 @@ def make_synthetic_system(n_beads: tuple[int, ...] | list[int] = (32, 32), box_n
         "source": "openmm_cgkd.training.synthetic", "seed": seed, "n_beads": counts, "box_nm": box_nm,
         "temperature_k": temperature_k, "noise_ratio": noise_ratio, "noise_sigma_kj_mol_nm": sigma,
         "signal_rms_kj_mol_nm": signal_rms,
-        "potential": {"sigma_nm": pot.sigma_nm.tolist(), "epsilon_kj_mol": pot.epsilon_kj_mol.tolist(),
+        "potential": {"form": pot.form, "sigma_nm": pot.sigma_nm.tolist(), "epsilon_kj_mol": pot.epsilon_kj_mol.tolist(),
                       "cutoff_nm": pot.cutoff_nm, "switch_nm": pot.switch_nm},
     }
     dataset = CGDataset(positions=positions, forces=labels, boxes=np.repeat(box[None], n_frames, 0), times=times,

@@ -293,7 +293,8 @@ def stop_with_diagnosis(simulation, good_state, good_step: int, max_steps: int, 
     diag = diagnose_blowup(simulation, good_state, good_step, max_steps)
     pos, box = diag.pop("last_sane_positions_nm"), diag.pop("box_nm")
     try:
-        diag["last_sane_structure"] = str(write_bead_pdb(out / "last_sane.pdb", simulation.topology, pos, box))
+        write_bead_pdb(out / "last_sane.pdb", simulation.topology, pos, box)
+        diag["last_sane_structure"] = "last_sane.pdb"  # relative to the run directory, as run.json's other paths
     except Exception:  # noqa: BLE001 - the structure is a convenience; the diagnosis must still be written
         diag["last_sane_structure"] = None
     message = blowup_message(diag, original)

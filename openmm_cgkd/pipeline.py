@@ -686,15 +686,6 @@ def _last_logged_step(log_path: Path) -> int | None:
     return int(steps[-1]) if steps else None
 
 
-def _make_portable_run_json(rep_dir: Path) -> None:
-    """run.json written by the simulation names absolute paths: rewrite them relative to the replica."""
-    from openmm_cgkd.provenance import make_portable
-
-    meta = _read_json(rep_dir / "run.json")
-    if meta is not None:
-        _write_json(rep_dir / "run.json", make_portable(meta, rep_dir))
-
-
 class _ReplicaRunner:
     """Runs and analyses the replicas of the MD stage (one record per replica)."""
 
@@ -796,7 +787,6 @@ class _ReplicaRunner:
                 step = _last_logged_step(rep_dir / "log.csv")
             failure = {"step": step, "reason": reason, "message": str(exc), "error": type(exc).__name__}
             self.log(f"[md] {name} replica {r}: FAILED at step {step}: {reason}")
-        _make_portable_run_json(rep_dir)
         rec = {"model": name, "replica": r, "start_frame": frame, "seed": seed, "steps": md.n_steps,
                "timestep_fs": md.timestep_fs, "md": {"digest": digest(key), "key": key},
                "ns_per_day": None if res is None else res.ns_per_day,

@@ -41,6 +41,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -53,6 +54,10 @@ __all__ = ["run_simulation", "run_settings", "RunResult", "SimulationError", "St
 LOG_COLUMNS = ["step", "time_ps", "potential_kj_mol", "kinetic_kj_mol", "total_kj_mol", "temperature_k",
                "speed_ns_day"]
 MOLAR_GAS_CONSTANT_KJ = 0.00831446261815324  # kJ/mol/K
+
+
+# RunResult fields naming files of the run: run.json stores them relative to the run directory
+_RUN_FILES = ("out_dir", "trajectory", "log", "final_structure", "checkpoint")
 
 
 @dataclass
@@ -220,7 +225,7 @@ def _blowup(simulation, failure, paths: dict, timestep_ps: float, platform: str,
     from openmm_cgkd.blowup import stop_with_diagnosis
 
     exc, good_step, good_state, k, done = failure
-    info = {"out_dir": str(paths["meta"].parent), "trajectory": str(paths["trajectory"]), "log": str(paths["log"]),
+    info = {"out_dir": ".", "trajectory": paths["trajectory"].name, "log": paths["log"].name,
             "final_structure": None, "checkpoint": str(paths["checkpoint"]) if paths["checkpoint"].exists() else None,
             "steps_run": int(done), "final_step": int(good_step), "timestep_ps": timestep_ps,
             "simulated_ps": done * timestep_ps, "platform": platform, "fingerprint": fingerprint}
@@ -287,7 +292,8 @@ def run_simulation(simulation, steps: int, out_dir: str | Path, *, report_interv
         if remaining == 0 and paths["meta"].exists():  # finished earlier: report that run
             meta = json.loads(paths["meta"].read_text())
             if meta.get("fingerprint") == fingerprint and meta.get("final_step") == steps:
-                return RunResult(**{k: meta[k] for k in RunResult.__dataclass_fields__})
+                return RunResult(**{k: str(out / meta[k]) if k in _RUN_FILES and meta[k] is not None else meta[k]
+                                    for k in RunResult.__dataclass_fields__})
         _truncate_outputs(paths["log"], paths["trajectory"], simulation.currentStep)
     else:
         # a fresh run: nothing of an earlier run in out_dir may be taken for this one
@@ -369,6 +375,7 @@ def run_simulation(simulation, steps: int, out_dir: str | Path, *, report_interv
         steps_run=remaining, final_step=simulation.currentStep, timestep_ps=timestep_ps,
         simulated_ps=simulated_ps, wall_seconds=wall, ns_per_day=ns_day, platform=platform,
         final_potential_kj_mol=pot, final_temperature_k=2 * kin / (dof * MOLAR_GAS_CONSTANT_KJ) if dof else float("nan"))
-    write_json(paths["meta"], {**asdict(result), "openmm_version": openmm.__version__, "fingerprint": fingerprint},
+    record = {k: (os.path.relpath(v, out) if k in _RUN_FILES and v is not None else v) for k, v in asdict(result).items()}
+    write_json(paths["meta"], {**record, "openmm_version": openmm.__version__, "fingerprint": fingerprint},
                indent=2, newline=True)
     return result

@@ -66,6 +66,13 @@ def test_simulate_writes_dcd_and_csv(bundle, structure, tmp_path, capsys):
     meta = json.loads((out / "run.json").read_text())
     assert meta["steps_run"] == 20 and meta["platform"] == "CPU" and meta["ns_per_day"] > 0
     assert md.load(str(out / "final.pdb")).n_atoms == 27
+    # run.json names its files relative to the run (no machine path), and a rerun of the finished
+    # run reports them where they are
+    assert out.is_absolute() and str(tmp_path) not in (out / "run.json").read_text()
+    assert (meta["out_dir"], meta["trajectory"], meta["final_structure"]) == (".", "trajectory.dcd", "final.pdb")
+    assert _simulate(bundle, structure, out, "--steps", "20", "--temperature", "310", "--timestep", "1.5",
+                     "--friction", "2", "--resume") == 0
+    assert f"wrote {out / 'trajectory.dcd'}, {out / 'log.csv'}, {out / 'final.pdb'}" in capsys.readouterr().out
 
 
 def test_resume_appends_and_drops_rows_after_the_checkpoint(bundle, structure, tmp_path):

@@ -11,6 +11,7 @@ openmm_cgkd.data.gromacs, a short `gmx mdrun` writing positions and forces, the 
 Skipped, saying so, where GROMACS (`gmx`) is not installed (`apt-get install gromacs`).
 """
 import dataclasses
+import os
 import subprocess
 from collections import deque
 from pathlib import Path
@@ -35,7 +36,10 @@ pytestmark = pytest.mark.skipif(GMX is None, reason=f"GROMACS is not installed: 
 
 
 def _gmx(workdir, *args):
-    proc = subprocess.run([GMX, "-quiet", *args], cwd=workdir, capture_output=True, text=True, timeout=300)
+    # one OpenMP thread whatever the process environment says (another test may have set
+    # OMP_NUM_THREADS, which mdrun then finds inconsistent with -nt 1)
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run([GMX, "-quiet", *args], cwd=workdir, capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, f"gmx {args[0]} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
 
 

@@ -22,6 +22,23 @@ def err(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return torch.sqrt(torch.mean(d * d)) + torch.mean(torch.abs(d))
 
 
+def loss_terms(weights: LossWeights, batch: dict[str, torch.Tensor], n_beads: int):
+    """The terms of the distillation loss present in ``batch``: (weight, term name, prediction key,
+    batch key, scale) each; the total energy is compared per bead (scale 1/N). A term with a
+    positive weight whose labels are missing is an error."""
+    spec = (("w_aa", "err_f_aa", "forces", "forces", 1.0),
+            ("w_ft", "err_f_t", "forces", "label_forces", 1.0),
+            ("w_e", "err_e_t", "bead_energies", "label_bead_energies", 1.0),
+            ("w_E", "err_E_t", "energy", "label_energy", 1.0 / n_beads))
+    for wname, tname, pkey, bkey, scale in spec:
+        w = getattr(weights, wname)
+        if bkey not in batch:
+            if w > 0:
+                raise KeyError(f"loss weight {wname} > 0 needs '{bkey}' in the batch (distillation labels)")
+            continue
+        yield w, tname, pkey, bkey, scale
+
+
 def distillation_loss(pred: dict[str, torch.Tensor], batch: dict[str, torch.Tensor],
                       weights: LossWeights) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Weighted loss of a batch and its terms (each term unweighted, detached).
@@ -33,16 +50,7 @@ def distillation_loss(pred: dict[str, torch.Tensor], batch: dict[str, torch.Tens
     terms: dict[str, torch.Tensor] = {}
     total = pred["forces"].new_zeros(())
     n_beads = pred["forces"].shape[1]
-    spec = (("w_aa", "err_f_aa", "forces", "forces", 1.0),
-            ("w_ft", "err_f_t", "forces", "label_forces", 1.0),
-            ("w_e", "err_e_t", "bead_energies", "label_bead_energies", 1.0),
-            ("w_E", "err_E_t", "energy", "label_energy", 1.0 / n_beads))
-    for wname, tname, pkey, bkey, scale in spec:
-        w = getattr(weights, wname)
-        if bkey not in batch:
-            if w > 0:
-                raise KeyError(f"loss weight {wname} > 0 needs '{bkey}' in the batch (distillation labels)")
-            continue
+    for w, tname, pkey, bkey, scale in loss_terms(weights, batch, n_beads):
         term = err(pred[pkey] * scale, batch[bkey] * scale)
         terms[tname] = term.detach()
         if w > 0:

@@ -61,6 +61,15 @@ def potential_config_for(model: dict, type_names: list[str], density_per_nm3: fl
     return cfg
 
 
+def training_wall(wall: WallParameters | None, density_per_nm3: float, config: PotentialConfig):
+    """The torch wall added to the network in training (None without a wall), its neighbour
+    budget sized from the bead density (1/nm^3; 0 = unknown: 32 neighbours)."""
+    if wall is None or not np.any(wall.prefactor_kj_mol > 0):
+        return None
+    budget = suggest_wall_max_num_neighbors(density_per_nm3, wall.cutoff_nm) if density_per_nm3 > 0 else 32
+    return WallPotential(wall, max_num_neighbors=budget, dtype=config.torch_dtype)
+
+
 class TrainablePotential(nn.Module):
     """``network`` (:class:`CGPotential`) + optional ``wall`` (:class:`WallPotential`), batched.
 
@@ -74,10 +83,7 @@ class TrainablePotential(nn.Module):
         super().__init__()
         self.network = CGPotential(config)
         self.wall_parameters = wall
-        self.wall = None
-        if wall is not None and np.any(wall.prefactor_kj_mol > 0):
-            budget = suggest_wall_max_num_neighbors(density_per_nm3, wall.cutoff_nm) if density_per_nm3 > 0 else 32
-            self.wall = WallPotential(wall, max_num_neighbors=budget, dtype=config.torch_dtype)
+        self.wall = training_wall(wall, density_per_nm3, config)
 
     @property
     def config(self) -> PotentialConfig:

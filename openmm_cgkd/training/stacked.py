@@ -54,6 +54,8 @@ from openmm_cgkd.model.potential import STACKED_ARCHITECTURES, PotentialConfig
 from openmm_cgkd.model.stacked import StackedEnsemblePotential, training_forward
 from openmm_cgkd.model.wall import WallParameters
 from openmm_cgkd.training.config import ConfigError, LossWeights, TrainerConfig
+from openmm_cgkd.training.loss import loss_terms
+from openmm_cgkd.training.model import training_wall
 
 __all__ = ["StackedTrainable", "StackedTrainResult", "StackedAdam", "member_losses", "train_stacked",
            "is_stacked_architecture", "predict_members", "train_teachers_stacked"]
@@ -83,14 +85,9 @@ class StackedTrainable(nn.Module):
     def __init__(self, config: PotentialConfig, num_members: int, seeds=None, wall: WallParameters | None = None,
                  density_per_nm3: float = 0.0):
         super().__init__()
-        from openmm_cgkd.model.wall_torch import WallPotential, suggest_wall_max_num_neighbors
-
         self.network = StackedEnsemblePotential(config, num_members, seeds)
         self.wall_parameters = wall
-        self.wall = None
-        if wall is not None and np.any(wall.prefactor_kj_mol > 0):
-            budget = suggest_wall_max_num_neighbors(density_per_nm3, wall.cutoff_nm) if density_per_nm3 > 0 else 32
-            self.wall = WallPotential(wall, max_num_neighbors=budget, dtype=config.torch_dtype)
+        self.wall = training_wall(wall, density_per_nm3, config)
 
     @property
     def config(self) -> PotentialConfig:
@@ -134,16 +131,7 @@ def member_losses(pred: dict[str, Tensor], batch: dict[str, Tensor],
     n_beads = pred["forces"].shape[2]
     total = pred["forces"].new_zeros(k)
     terms: dict[str, Tensor] = {}
-    spec = (("w_aa", "err_f_aa", "forces", "forces", 1.0),
-            ("w_ft", "err_f_t", "forces", "label_forces", 1.0),
-            ("w_e", "err_e_t", "bead_energies", "label_bead_energies", 1.0),
-            ("w_E", "err_E_t", "energy", "label_energy", 1.0 / n_beads))
-    for wname, tname, pkey, bkey, scale in spec:
-        w = getattr(weights, wname)
-        if bkey not in batch:
-            if w > 0:
-                raise KeyError(f"loss weight {wname} > 0 needs '{bkey}' in the batch (distillation labels)")
-            continue
+    for w, tname, pkey, bkey, scale in loss_terms(weights, batch, n_beads):
         d = (pred[pkey] - batch[bkey].to(pred[pkey].dtype).unsqueeze(0)) * scale
         d = d.reshape(k, -1)
         term = torch.sqrt(torch.mean(d * d, dim=1)) + torch.mean(torch.abs(d), dim=1)

@@ -24,3 +24,19 @@ def _run_example(script: str, *args: str, timeout: int = 240) -> str:
 def run_example():
     """``run_example(script, *args, timeout=240) -> stdout`` of an ``examples/`` script (must exit 0)."""
     return _run_example
+
+
+def _save_tiny_dataset(path: Path, n_frames: int = 40, seed: int = 3) -> Path:
+    """The tiny synthetic CG system of the pipeline tests (2 x 12 beads, 1.9 nm box) saved to ``path``."""
+    from openmm_cgkd.training.synthetic import make_synthetic_system
+
+    syn = make_synthetic_system(n_beads=(12, 12), box_nm=1.9, n_frames=n_frames, steps_per_frame=20,
+                                equilibration_steps=200, seed=seed)
+    syn.dataset.save(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset():
+    """``tiny_dataset(path, n_frames=40, seed=3) -> path``: save the pipeline tests' synthetic dataset."""
+    return _save_tiny_dataset

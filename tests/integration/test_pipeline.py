@@ -10,13 +10,9 @@ from openmm_cgkd.training.config import ConfigError
 
 
 @pytest.fixture(scope="module")
-def tiny_config(tmp_path_factory):
-    from openmm_cgkd.training.synthetic import make_synthetic_system
-
+def tiny_config(tmp_path_factory, tiny_dataset):
     root = tmp_path_factory.mktemp("pipe")
-    syn = make_synthetic_system(n_beads=(12, 12), box_nm=1.9, n_frames=40, steps_per_frame=20,
-                                equilibration_steps=200, seed=3)
-    syn.dataset.save(root / "cg.h5")
+    tiny_dataset(root / "cg.h5")
     cfg = {
         "out": "run", "dataset": "cg.h5", "dataset_stride": 2, "dataset_max_frames": 36,
         "model": {"architecture": "graph-network", "embedding_dim": 8, "num_layers": 1, "num_rbf": 8,

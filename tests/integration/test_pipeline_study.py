@@ -44,13 +44,9 @@ def _run(root: Path, out: str = "study", overrides=None, only=None):
 
 
 @pytest.fixture(scope="module")
-def study(tmp_path_factory):
-    from openmm_cgkd.training.synthetic import make_synthetic_system
-
+def study(tmp_path_factory, tiny_dataset):
     root = tmp_path_factory.mktemp("study")
-    syn = make_synthetic_system(n_beads=(12, 12), box_nm=1.9, n_frames=40, steps_per_frame=20,
-                                equilibration_steps=200, seed=3)
-    syn.dataset.save(root / "cg.h5")
+    tiny_dataset(root / "cg.h5")
     (root / "study.yaml").write_text(yaml.safe_dump(CONFIG))
     results, logs = _run(root)
     return root, results, logs

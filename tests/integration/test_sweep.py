@@ -32,12 +32,8 @@ def test_sweep_points_are_the_cartesian_product():
     assert pts[1][0] == "cutoff_nm-0.7_architecture-tensornet"
 
 
-def test_a_tiny_sweep_tables_force_error_and_md_structure(tmp_path):
-    from openmm_cgkd.training.synthetic import make_synthetic_system
-
-    syn = make_synthetic_system(n_beads=(12, 12), box_nm=1.9, n_frames=30, steps_per_frame=20,
-                                equilibration_steps=200, seed=4)
-    syn.dataset.save(tmp_path / "cg.h5")
+def test_a_tiny_sweep_tables_force_error_and_md_structure(tmp_path, tiny_dataset):
+    tiny_dataset(tmp_path / "cg.h5", n_frames=30, seed=4)
     (tmp_path / "study.yaml").write_text(yaml.safe_dump(BASE))
     (tmp_path / "sweep.yaml").write_text(yaml.safe_dump(SWEEP))
     logs = []
@@ -65,14 +61,10 @@ def test_a_tiny_sweep_tables_force_error_and_md_structure(tmp_path):
     assert sum(line.endswith("skipped") for line in logs) == 2 * 6
 
 
-def test_a_stacked_architecture_point_trains_one_stacked_member(tmp_path):
+def test_a_stacked_architecture_point_trains_one_stacked_member(tmp_path, tiny_dataset):
     """hipnn-ts in the grid: its teacher trains through the stacked trainer with K = 1 (the same
     teacher stage as the study's stacked ensemble), and the point gets its row and its MD."""
-    from openmm_cgkd.training.synthetic import make_synthetic_system
-
-    syn = make_synthetic_system(n_beads=(12, 12), box_nm=1.9, n_frames=30, steps_per_frame=20,
-                                equilibration_steps=200, seed=4)
-    syn.dataset.save(tmp_path / "cg.h5")
+    tiny_dataset(tmp_path / "cg.h5", n_frames=30, seed=4)
     (tmp_path / "study.yaml").write_text(yaml.safe_dump(BASE))
     (tmp_path / "sweep.yaml").write_text(yaml.safe_dump({**SWEEP, "grid": {"architecture": ["hipnn-ts"],
                                                                           "cutoff_nm": [0.6]}}))

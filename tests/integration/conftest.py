@@ -40,3 +40,16 @@ def _save_tiny_dataset(path: Path, n_frames: int = 40, seed: int = 3) -> Path:
 def tiny_dataset():
     """``tiny_dataset(path, n_frames=40, seed=3) -> path``: save the pipeline tests' synthetic dataset."""
     return _save_tiny_dataset
+
+
+@pytest.fixture(scope="module")
+def torch_one_thread():
+    """One torch thread for a module's tiny systems (threads only add synchronisation cost and
+    stall badly on a loaded machine); restored afterwards. Use with
+    ``pytestmark = pytest.mark.usefixtures("torch_one_thread")``."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -30,13 +30,7 @@ def _wall() -> WallParameters:
     return WallParameters.from_taper(NAMES, t, s, cutoff_nm=0.42)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny systems: threads only add synchronisation cost (and stall badly on a loaded machine)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,6 @@ CGKDForceField.create_system (masses from the bundle, same energies and forces),
 forceGroup and the atoms subset, and refuses bad arguments clearly."""
 import numpy as np
 import pytest
-import torch
 
 from openmm_cgkd.bundle import DES_BEAD_TYPES, build_untrained_bundle, untrained_config
 from openmm_cgkd.model.wall import WallParameters
@@ -17,12 +16,7 @@ NAMES = [b.name for b in DES_BEAD_TYPES]
 BOX_NM = 1.12
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -17,12 +17,7 @@ NAMES = [b.name for b in DES_BEAD_TYPES]
 BOX_NM = 1.12
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def _wall() -> WallParameters:

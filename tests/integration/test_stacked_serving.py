@@ -19,12 +19,7 @@ from openmm_cgkd.topology import bead_topology
 N_BEADS = 100  # DES composition at the reline density: a 2.08 nm cube, wide enough for a 0.8 nm cutoff
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 @pytest.fixture(scope="module")

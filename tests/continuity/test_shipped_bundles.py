@@ -1,17 +1,13 @@
 """Continuity: every shipped bundle in models/ still loads, validates its checksums, and gives
 the outputs recorded when it was shipped (models/<name>/continuity.npz), both as a torch module
 and served in OpenMM (Reference platform) through CGKDForceField."""
-import numpy as np
 import pytest
 
 from openmm_cgkd.bundle import load_bundle, models_dir
 
+from shipped import assert_reproduces_reference, reference, shipped_with_reference
+
 SHIPPED = ("des-student", "des-teachers")
-
-
-def _shipped_with_reference():
-    root = models_dir()
-    return sorted(p.name for p in root.iterdir() if (p / "continuity.npz").is_file()) if root.is_dir() else []
 
 
 def test_the_default_models_are_shipped():
@@ -21,21 +17,13 @@ def test_the_default_models_are_shipped():
         assert (models_dir() / name / "MODEL_CARD.md").is_file(), f"models/{name} has no model card"
 
 
-@pytest.mark.parametrize("name", _shipped_with_reference())
+@pytest.mark.parametrize("name", shipped_with_reference())
 def test_bundle_reproduces_its_shipped_outputs(name):
-    import torch
-
     bundle = load_bundle(name)  # verifies checksums and the manifest
-    ref = np.load(models_dir() / name / "continuity.npz")
-    out = bundle.module(torch.as_tensor(ref["bead_types"], dtype=torch.long),
-                        torch.as_tensor(ref["positions_nm"], dtype=torch.float32),
-                        torch.as_tensor(ref["box_nm"], dtype=torch.float32))
-    np.testing.assert_allclose(float(out[0]), float(ref["energy_kj_mol"]), rtol=1e-5, atol=1e-3)
-    np.testing.assert_allclose(out[1].detach().numpy(), ref["bead_energies_kj_mol"], rtol=1e-4, atol=1e-3)
-    np.testing.assert_allclose(out[2].detach().numpy(), ref["forces_kj_mol_nm"], rtol=1e-4, atol=1e-2)
+    assert_reproduces_reference(bundle.module, reference(name))
 
 
-@pytest.mark.parametrize("name", _shipped_with_reference())
+@pytest.mark.parametrize("name", shipped_with_reference())
 def test_bundle_served_in_openmm_matches_reference(name):
     import openmm
     from openmm import unit
@@ -43,7 +31,7 @@ def test_bundle_served_in_openmm_matches_reference(name):
     from openmm_cgkd.serving import CGKDForceField
     from openmm_cgkd.topology import bead_topology
 
-    ref = np.load(models_dir() / name / "continuity.npz")
+    ref = reference(name)
     ff = CGKDForceField(name)
     names = [ff.bundle.manifest.type_names[t] for t in ref["bead_types"]]
     top = bead_topology(names, ref["box_nm"])

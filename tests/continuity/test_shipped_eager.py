@@ -5,30 +5,21 @@ backend serves it in OpenMM with the recorded energy."""
 import numpy as np
 import pytest
 
-from openmm_cgkd.bundle import load_bundle, models_dir
+from openmm_cgkd.bundle import load_bundle
+
+from shipped import assert_reproduces_reference, reference, shipped_with_reference
 
 
-def _shipped_with_reference():
-    root = models_dir()
-    return sorted(p.name for p in root.iterdir() if (p / "continuity.npz").is_file()) if root.is_dir() else []
-
-
-@pytest.mark.parametrize("name", _shipped_with_reference())
+@pytest.mark.parametrize("name", shipped_with_reference())
 def test_eager_model_reproduces_shipped_outputs(name):
     import torch
 
-    ref = np.load(models_dir() / name / "continuity.npz")
     eager = load_bundle(name).eager_model()
     assert not isinstance(eager, torch.jit.ScriptModule)
-    out = eager(torch.as_tensor(ref["bead_types"], dtype=torch.long),
-                torch.as_tensor(ref["positions_nm"], dtype=torch.float32),
-                torch.as_tensor(ref["box_nm"], dtype=torch.float32))
-    np.testing.assert_allclose(float(out[0]), float(ref["energy_kj_mol"]), rtol=1e-5, atol=1e-3)
-    np.testing.assert_allclose(out[1].detach().numpy(), ref["bead_energies_kj_mol"], rtol=1e-4, atol=1e-3)
-    np.testing.assert_allclose(out[2].detach().numpy(), ref["forces_kj_mol_nm"], rtol=1e-4, atol=1e-2)
+    assert_reproduces_reference(eager, reference(name))
 
 
-@pytest.mark.parametrize("name", _shipped_with_reference())
+@pytest.mark.parametrize("name", shipped_with_reference())
 def test_python_backend_serves_shipped_bundle(name):
     import openmm
     from openmm import unit
@@ -37,7 +28,7 @@ def test_python_backend_serves_shipped_bundle(name):
     from openmm_cgkd.serving.network_force import NETWORK_FORCE_NAME
     from openmm_cgkd.topology import bead_topology
 
-    ref = np.load(models_dir() / name / "continuity.npz")
+    ref = reference(name)
     ff = CGKDForceField(name)
     top = bead_topology([ff.type_names[t] for t in ref["bead_types"]], ref["box_nm"])
     system = ff.create_system(top, backend="python", device="cpu")

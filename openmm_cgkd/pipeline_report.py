@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from openmm_cgkd.analysis.plots import _save
 from openmm_cgkd.pipeline_results import AnalysisResult, MDResult, ReplicaRecord, ReportResult, StudentsResult, \
     TeachersResult
 
@@ -114,11 +115,7 @@ def model_overlays(reports: dict, kind: str, path: Path) -> Path:
     if keys:
         axes[0].legend(fontsize=6)
     fig.suptitle(f"{kind.upper()}: models (mean over replicas) vs AA")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    return path
+    return _save(fig, path, tight=True)
 
 
 def energy_panels(reports: dict, discard_ps: float, path: Path) -> Path:
@@ -139,11 +136,7 @@ def energy_panels(reports: dict, discard_ps: float, path: Path) -> Path:
         ax.set_ylabel("potential energy (kJ/mol)")
         ax.legend(fontsize=5)
     fig.suptitle(f"Potential energy per replica (grey: the {discard_ps:g} ps discard; dotted: pymbar t0)")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    return path
+    return _save(fig, path, tight=True)
 
 
 def learning_curves_plot(curves: dict[str, dict[str, str | Path]], path: Path) -> Path:
@@ -169,11 +162,7 @@ def learning_curves_plot(curves: dict[str, dict[str, str | Path]], path: Path) -
         if len(runs) <= 2:
             ax.legend(fontsize=6)
     fig.suptitle("Learning curves (dashed: training, solid: validation)")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    return path
+    return _save(fig, path, tight=True)
 
 
 def _hms(seconds) -> str:

@@ -4,7 +4,7 @@
 settings (e.g. cutoff 0.7 / 0.9 / 1.1 nm x architecture x width) it trains ONE teacher on the same
 frames (those of the base pipeline config, selected once) and runs a short MD of it, as a
 pipeline of its own in ``<out>/<point>/`` (cached and resumable like every pipeline), then writes
-one table, ``<out>/sweep.md`` and ``sweep.json``: per point the validation-block and test-block
+one table, ``<out>/sweep.md`` and ``sweep.json`` (rewritten after every finished point): per point the validation-block and test-block
 force RMSE (network + wall vs mapped AA forces, kJ/mol/nm), the epochs trained, the RDF/ADF/CDF
 TAEs of the MD against the AA reference (mean +- std over replicas; failed replicas counted),
 ns/day and the wall time of training and MD.
@@ -13,10 +13,13 @@ Configuration (YAML; paths relative to the file)::
 
     base: study.yaml            # pipeline config: dataset + frame selection, split, trainer, model defaults, md, analysis
     out: study/sweep            # default: <base out>/sweep
-    grid:                       # model settings to vary (cartesian product), any PotentialConfig field
+    grid:                       # model settings to vary, any PotentialConfig field
       cutoff_nm: [0.7, 0.9, 1.1]
       architecture: [graph-network, tensornet]
       embedding_dim: [32, 64]
+    design: factorial           # every combination of the grid (here 12 points), or
+                                # one-at-a-time: the base model, then each grid value changed alone
+                                # (here 1 + 2 + 1 + 1 = 5 points; the base model must set every grid key)
     trainer: {}                 # overrides of the base's trainer
     md: {length_ps: 50, discard_ps: 10, replicas: 2}   # overrides of the base's md (one teacher per point)
 
@@ -33,6 +36,8 @@ from pathlib import Path
 
 from openmm_cgkd.config import Config, ConfigError, config_from_dict
 
+DESIGNS = ("factorial", "one-at-a-time")
+
 __all__ = ["SweepConfig", "load_sweep_config", "sweep_points", "point_config", "run_sweep"]
 
 
@@ -43,8 +48,11 @@ class SweepConfig(Config):
     grid: dict = field(default_factory=dict)
     trainer: dict = field(default_factory=dict)
     md: dict = field(default_factory=dict)
+    design: str = "factorial"
 
     def __post_init__(self) -> None:
+        if self.design not in DESIGNS:
+            raise ConfigError(f"design must be one of {', '.join(DESIGNS)}, got {self.design!r}")
         if not self.base:
             raise ConfigError("a sweep needs `base:` (the pipeline config whose data, split and trainer it uses)")
         if not self.grid:
@@ -70,14 +78,27 @@ def _tag(value) -> str:
     return str(value).replace("/", "-").replace(" ", "")
 
 
-def sweep_points(grid: dict) -> list[tuple[str, dict]]:
-    """[(name, {model key: value})] of the cartesian product of ``grid``, in grid order."""
+def sweep_points(grid: dict, design: str = "factorial", center: dict | None = None) -> list[tuple[str, dict]]:
+    """[(name, {model key: value})] of the sweep's points.
+
+    ``factorial``: the cartesian product of ``grid``, in grid order. ``one-at-a-time``: ``center``
+    (the base model's values of the grid keys) first, then for each key in grid order each of its
+    other values with the rest at the center. A point's name lists every grid key, so the same
+    model has the same name (and the same cached results) under either design.
+    """
     keys = list(grid)
-    points = []
-    for values in itertools.product(*(grid[k] for k in keys)):
-        point = dict(zip(keys, values))
-        points.append(("_".join(f"{k}-{_tag(v)}" for k, v in point.items()), point))
-    return points
+    if design == "factorial":
+        combos = [dict(zip(keys, values)) for values in itertools.product(*(grid[k] for k in keys))]
+    elif design == "one-at-a-time":
+        missing = [k for k in keys if k not in (center or {})]
+        if missing:
+            raise ConfigError(f"a one-at-a-time sweep varies each grid key around the base model, which does not "
+                              f"set {', '.join(missing)}: add it to the base config's model block")
+        mid = {k: center[k] for k in keys}
+        combos = [mid] + [{**mid, k: v} for k in keys for v in grid[k] if v != mid[k]]
+    else:
+        raise ConfigError(f"design must be one of {', '.join(DESIGNS)}, got {design!r}")
+    return [("_".join(f"{k}-{_tag(v)}" for k, v in point.items()), point) for point in combos]
 
 
 def point_config(base, out: Path, dataset: str, point: dict, cfg: SweepConfig):
@@ -134,7 +155,7 @@ def run_sweep(cfg: SweepConfig, log=print) -> list[dict]:
     out = Path(cfg.out or Path(base.out) / "sweep").resolve()
     out.mkdir(parents=True, exist_ok=True)
     dataset = _frames_subset(base, out, log) if base.selects_frames else base.dataset
-    points = sweep_points(cfg.grid)
+    points = sweep_points(cfg.grid, cfg.design, base.model)
     _check_models(base, dataset, points, cfg)
     rows = []
     for name, point in points:
@@ -156,10 +177,19 @@ def run_sweep(cfg: SweepConfig, log=print) -> list[dict]:
             "n_failed": analysis.n_failed, "n_replicas": analysis.n_replicas,
             "ns_per_day": sum(speeds) / len(speeds) if speeds else None,
             "train_seconds": times["teachers"], "md_seconds": times["md"]})
+        _write_table(out, cfg, dataset, rows, len(points))
+    log(_write_table(out, cfg, dataset, rows, len(points)))
+    return rows
+
+
+def _write_table(out: Path, cfg: SweepConfig, dataset: str, rows: list[dict], n_points: int) -> str:
+    """Write ``sweep.md`` / ``sweep.json`` for the points finished so far; the table's text."""
     keys = list(cfg.grid)
-    lines = ["# Architecture sweep: one teacher per point, same frames; short MD of each", "",
-             f"Base config: `{Path(cfg.base).name}`; data: `{Path(dataset).name}`; MD per point: "
-             f"{'; '.join(f'{k} {v}' for k, v in cfg.md.items()) or 'as the base'}. Force RMSE: network + wall vs "
+    done = "" if len(rows) == n_points else f" ({len(rows)} of {n_points} points done so far)"
+    lines = [f"# Architecture sweep: one teacher per point, same frames; short MD of each{done}", "",
+             f"Design: {cfg.design}. Base config: `{Path(cfg.base).name}`; data: `{Path(dataset).name}`; MD per point: "
+             f"{'; '.join(f'{k} {v}' for k, v in cfg.md.items()) or 'as the base'}; trainer overrides: "
+             f"{'; '.join(f'{k} {v}' for k, v in cfg.trainer.items()) or 'none'}. Force RMSE: network + wall vs "
              "mapped AA forces (kJ/mol/nm), on the validation and the test block; TAEs vs the AA reference, mean +- "
              "std over the scored replicas.", "",
              "| " + " | ".join(keys) + " | epochs | val force RMSE | test force RMSE | RDF TAE | ADF TAE | CDF TAE | "
@@ -173,8 +203,9 @@ def run_sweep(cfg: SweepConfig, log=print) -> list[dict]:
                      + f" | {r['n_failed']} of {r['n_replicas']} | "
                      + ("n/a" if r["ns_per_day"] is None else f"{r['ns_per_day']:.3g}")
                      + f" | {r['train_seconds']:.0f} | {r['md_seconds']:.0f} |")
-    (out / "sweep.md").write_text("\n".join(lines) + "\n")
-    (out / "sweep.json").write_text(json.dumps({"grid": cfg.grid, "md": cfg.md, "trainer": cfg.trainer,
-                                                "rows": rows}, indent=1, default=str))
-    log("\n".join(lines))
-    return rows
+    text = "\n".join(lines) + "\n"
+    (out / "sweep.md").write_text(text)
+    (out / "sweep.json").write_text(json.dumps({"grid": cfg.grid, "design": cfg.design, "md": cfg.md,
+                                                "trainer": cfg.trainer, "points_total": n_points, "rows": rows},
+                                               indent=1, default=str))
+    return text

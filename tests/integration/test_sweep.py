@@ -32,14 +32,39 @@ def test_sweep_points_are_the_cartesian_product():
     assert pts[1][0] == "cutoff_nm-0.7_architecture-tensornet"
 
 
+def test_one_at_a_time_varies_each_key_alone_around_the_base_model():
+    grid = {"architecture": ["graph-network", "tensornet"], "cutoff_nm": [0.7, 0.9, 1.1], "embedding_dim": [32, 64]}
+    pts = sweep_points(grid, "one-at-a-time", {"architecture": "graph-network", "cutoff_nm": 0.9,
+                                                "embedding_dim": 32, "num_layers": 2})
+    assert [p for _, p in pts] == [
+        {"architecture": "graph-network", "cutoff_nm": 0.9, "embedding_dim": 32},
+        {"architecture": "tensornet", "cutoff_nm": 0.9, "embedding_dim": 32},
+        {"architecture": "graph-network", "cutoff_nm": 0.7, "embedding_dim": 32},
+        {"architecture": "graph-network", "cutoff_nm": 1.1, "embedding_dim": 32},
+        {"architecture": "graph-network", "cutoff_nm": 0.9, "embedding_dim": 64}]
+    # the same model has the same name as in the factorial design (its cached results are reused)
+    factorial = dict(sweep_points(grid))
+    assert all(factorial[name] == point for name, point in pts) and len(factorial) == 12
+    with pytest.raises(ConfigError, match="does not set embedding_dim"):
+        sweep_points(grid, "one-at-a-time", {"architecture": "graph-network", "cutoff_nm": 0.9})
+
+
 def test_a_tiny_sweep_tables_force_error_and_md_structure(tmp_path, tiny_dataset):
     tiny_dataset(tmp_path / "cg.h5", n_frames=30, seed=4)
     (tmp_path / "study.yaml").write_text(yaml.safe_dump(BASE))
     (tmp_path / "sweep.yaml").write_text(yaml.safe_dump(SWEEP))
-    logs = []
-    rows = run_sweep(load_sweep_config(tmp_path / "sweep.yaml"), log=logs.append)
     out = tmp_path / "study" / "sweep"
+    logs, partial = [], []
+
+    def log(line):  # when the second point starts, the table already holds the first
+        logs.append(line)
+        if line.startswith("[sweep] cutoff_nm-0.6"):
+            partial.append((out / "sweep.md").read_text())
+
+    rows = run_sweep(load_sweep_config(tmp_path / "sweep.yaml"), log=log)
     assert [r["model"]["cutoff_nm"] for r in rows] == [0.5, 0.6]
+    assert "(1 of 2 points done so far)" in partial[0] and "| 0.5 | 8 | 1 |" in partial[0]
+    assert "| 0.6 |" not in partial[0] and "so far" not in (out / "sweep.md").read_text()
     for r in rows:
         assert r["val_force_rmse"] > 0 and r["test_force_rmse"] > 0 and r["epochs"] == 1
         assert r["n_replicas"] == 1 and r["tae"]["rdf"]["n"] + r["n_failed"] == 1
@@ -96,7 +121,7 @@ def test_the_shipped_sweep_grid_is_valid_and_has_hipnn_ts():
     cfg = load_sweep_config(Path(__file__).resolve().parents[2] / "systems" / "des" / "sweep.yaml")
     base = load_pipeline_config(cfg.base)
     archs = set()
-    for name, point in sweep_points(cfg.grid):
+    for name, point in sweep_points(cfg.grid, cfg.design, base.model):
         pc = point_config(base, Path(base.out) / name, base.dataset, point, cfg)
         model = potential_config_for(pc.model, ["Cho", "Cl", "Urea"], 1000 / 4.484 ** 3)
         assert (model.architecture, model.cutoff_nm) == (point["architecture"], point["cutoff_nm"])
@@ -108,6 +133,10 @@ def test_the_shipped_sweep_grid_is_valid_and_has_hipnn_ts():
 def test_sweep_config_errors(tmp_path):
     (tmp_path / "s.yaml").write_text(yaml.safe_dump({"base": "b.yaml", "grid": {"cutoff_nm": 0.7}}))
     with pytest.raises(ConfigError, match="grid.cutoff_nm"):
+        load_sweep_config(tmp_path / "s.yaml")
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump({"base": "b.yaml", "grid": {"cutoff_nm": [0.7]},
+                                                     "design": "latin"}))
+    with pytest.raises(ConfigError, match="design must be one of factorial, one-at-a-time"):
         load_sweep_config(tmp_path / "s.yaml")
     (tmp_path / "s.yaml").write_text(yaml.safe_dump({"base": "b.yaml"}))
     with pytest.raises(ConfigError, match="grid"):

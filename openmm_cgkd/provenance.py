@@ -21,7 +21,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-__all__ = ["relative_path", "file_reference", "rebase", "make_portable", "absolute_paths", "sha256_file"]
+__all__ = ["relative_path", "file_reference", "rebase", "make_portable", "absolute_paths", "sha256_file",
+           "anchor_paths"]
 
 # An absolute POSIX path of at least two components ("/work/main", "/tmp/x/y.h5"), not part of a
 # longer token (so "kJ/mol/nm" or "1/ps" are not paths); a Windows drive path; a home-relative path.
@@ -58,6 +59,14 @@ def rebase(path: str, old_base: str | os.PathLike, new_base: str | os.PathLike) 
     if not p.is_absolute():
         p = Path(old_base) / p
     return relative_path(p, new_base)
+
+
+def anchor_paths(record: dict, keys: tuple[str, ...], base: str | os.PathLike) -> dict:
+    """A copy of ``record`` whose entries ``keys``, paths recorded relative to ``base``, are made
+    absolute, so that a record copied into a file elsewhere (which :func:`make_portable` makes
+    relative to that file) still names the same files."""
+    return {k: (str((Path(base) / v).resolve()) if k in keys and isinstance(v, str) and v and not Path(v).is_absolute()
+                else v) for k, v in record.items()}
 
 
 def make_portable(record: Any, base: str | os.PathLike) -> Any:

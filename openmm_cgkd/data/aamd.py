@@ -36,6 +36,7 @@ from openmm_cgkd.errors import CGKDError
 from openmm_cgkd.md_engine import (CHECKPOINT_FILE, PROGRESS_FILE, STATE_FILE, CheckpointError, load_checkpoint,
                                    ns_per_day, read_json, refuse_if_changed, save_restart, write_json)
 from openmm_cgkd.platforms import GPU_PLATFORMS, select_platform
+from openmm_cgkd.provenance import anchor_paths
 
 __all__ = ["Protocol", "run_aa", "check_resume", "read_frames", "read_mapped", "consolidate", "RunError",
            "ProtocolError", "repartition_hydrogen_masses"]
@@ -237,6 +238,9 @@ def _write_mapped_part(run_dir: Path, first_frame: int, cgmap, buf: dict[str, li
     _write_part(run_dir, "cg", first_frame, {**buf, "positions": pos, "forces": frc})
 
 
+SYSTEM_FILE_KEYS = ("forcefield", "source")  # run.json's system entries that name files (relative to the run)
+
+
 def read_mapped(run_dir: str | Path, mapping=None):
     """The CG dataset of a run's committed production frames, from its mapped parts ``cg/``.
 
@@ -276,7 +280,10 @@ def read_mapped(run_dir: str | Path, mapping=None):
     if n == 0:
         raise RunError(f"{run_dir} holds no committed mapped frames yet")
     arr = {k: np.concatenate(v)[:n] for k, v in chunks.items()}
-    prov = {"source": "cgkd aa-run (mapped during the run)", "system": meta["system"], "protocol": meta["protocol"],
+    # run.json names the system's files relative to the run directory; absolute here, the dataset's
+    # save() makes them relative to wherever the dataset is written (e.g. a shipped copy)
+    system = anchor_paths(meta["system"], SYSTEM_FILE_KEYS, run_dir)
+    prov = {"source": "cgkd aa-run (mapped during the run)", "system": system, "protocol": meta["protocol"],
             "frames_committed": committed, "mapping": meta.get("mapping"),
             "masses": "bead masses and centres from PHYSICAL atomic masses (hydrogen-mass repartitioning, if any, "
                       "was used by the AA integrator only)",

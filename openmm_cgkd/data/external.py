@@ -296,7 +296,11 @@ def load_run(run_dir: str | Path, max_frames: int | None = None, check_units: bo
         sysdef.forcefield_path = find_system_file(sysdef.forcefield_path.name, sysd.get("forcefield_sha256"))
     top = md.Topology.from_openmm(build_topology(sysdef.forcefield, sysdef.composition))
     progress = json.loads((run_dir / "progress.json").read_text()) if (run_dir / "progress.json").is_file() else {}
-    prov = {"source": "cgkd aa-run", "run_dir": str(run_dir.resolve()), "system": sysd, "protocol": meta["protocol"],
+    from openmm_cgkd.data.aamd import SYSTEM_FILE_KEYS
+    from openmm_cgkd.provenance import anchor_paths
+
+    prov = {"source": "cgkd aa-run", "run_dir": str(run_dir.resolve()),
+            "system": anchor_paths(sysd, SYSTEM_FILE_KEYS, run_dir), "protocol": meta["protocol"],
             "frames_committed": int(progress.get("frames", len(fr["times"]))), "wall_s": progress.get("wall_s"),
             "platform": progress.get("platform"), "force_field": "OPLS-DES (Doherty & Acevedo 2018), "
             "charges x0.8, geometric LJ, 1-4 x0.5/0.5, PME", "forces": "total force-field force per atom "

@@ -21,7 +21,7 @@ mkdir -p "$RUN"
 
 commit_progress() {
     local files=("$RUN/.gitignore")
-    for f in run.json progress.json state.xml checkpoint.chk start.pdb run.log cg.h5; do
+    for f in run.json progress.json state.xml checkpoint.chk start.pdb run.log; do
         [ -f "$RUN/$f" ] && files+=("$RUN/$f")
     done
     [ -d "$RUN/cg" ] && files+=("$RUN"/cg/part_*.h5)
@@ -50,7 +50,9 @@ uv run cgkd aa-run --molecules 252 --run-dir "$RUN" \
     --timestep 4 --hydrogen-mass 3 --platform CPU --threads 2 --seed 2027 \
     --no-progress >> "$RUN/run.log" 2>&1 || status=$?
 if [ "$status" -eq 0 ] && [ -f "$RUN/cg.h5" ]; then
-    cp "$RUN/cg.h5" systems/des/reline_252_cg.h5
+    # the shipped dataset, written from the committed mapped parts (not copied: its provenance
+    # names the force field relative to where it is written)
+    uv run python -c "from openmm_cgkd.data.aamd import read_mapped; read_mapped('$RUN').save('systems/des/reline_252_cg.h5')"
 fi
 [ "$COMMIT_EVERY_S" -gt 0 ] && commit_progress
 exit "$status"

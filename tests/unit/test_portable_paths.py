@@ -96,11 +96,26 @@ def test_shipped_bundles_and_datasets_carry_no_machine_paths():
     raw = [str(p.relative_to(ROOT)) for p in sorted(ROOT.joinpath("systems").rglob("*.h5"))
            + sorted(ROOT.joinpath("models").rglob("*")) if p.is_file() and machine_path.search(p.read_bytes())]
     assert not raw, f"machine paths in the bytes of shipped files: {raw}"
-    # the shipped dataset names its force field relative to its AA run, with the file's checksum
-    prov = json.loads(_h5_value(ROOT / "systems" / "des" / "reline_252_cg.h5", "provenance"))
-    system = prov["system"]
-    if "forcefield_sha256" in system:
-        assert system["forcefield_sha256"] == sha256_file(ROOT / "systems" / "des" / "opls-des.yaml")
+    # the shipped dataset names its force field and system file relative to ITSELF (not to the AA
+    # run directory it was mapped in), and they are the files its checksum recorded
+    shipped = ROOT / "systems" / "des" / "reline_252_cg.h5"
+    system = json.loads(_h5_value(shipped, "provenance"))["system"]
+    assert (shipped.parent / system["forcefield"]).resolve() == (ROOT / "systems" / "des" / "opls-des.yaml")
+    assert system["forcefield_sha256"] == sha256_file(shipped.parent / system["forcefield"])
+    assert (shipped.parent / system["source"]).is_file()
+
+
+def test_a_mapped_run_written_elsewhere_names_the_same_force_field(tmp_path):
+    """read_mapped's provenance names the run's system files so that a dataset saved in another
+    directory still points at them (the shipped copy is written next to the force field)."""
+    from openmm_cgkd.data.aamd import read_mapped
+    from openmm_cgkd.data.dataset import CGDataset
+
+    run = ROOT / "systems" / "des" / "aa_reline_252"
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    read_mapped(run).select_frames(list(range(3))).save(tmp_path / "a" / "b" / "cg.h5")
+    system = CGDataset.load(tmp_path / "a" / "b" / "cg.h5").provenance["system"]
+    assert (tmp_path / "a" / "b" / system["forcefield"]).resolve() == (ROOT / "systems" / "des" / "opls-des.yaml")
 
 
 def test_shipped_student_names_its_teachers_by_relative_path_and_checksum():

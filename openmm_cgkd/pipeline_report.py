@@ -135,7 +135,8 @@ def energy_panels(reports: dict, discard_ps: float, path: Path) -> Path:
         ax.set_xlabel("time (ps)")
         ax.set_ylabel("potential energy (kJ/mol)")
         ax.legend(fontsize=5)
-    fig.suptitle(f"Potential energy per replica (grey: the {discard_ps:g} ps discard; dotted: pymbar t0)")
+    title = f"Potential energy per replica (grey: the {discard_ps:g} ps discard; dotted: pymbar t0)"
+    fig.suptitle(title if len(reports) > 1 else title.replace(" (", "\n(", 1), fontsize=9)  # one panel: narrow
     return _save(fig, path, tight=True)
 
 

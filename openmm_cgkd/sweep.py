@@ -194,7 +194,7 @@ def _write_table(out: Path, cfg: SweepConfig, dataset: str, rows: list[dict], n_
              "std over the scored replicas.", "",
              "| " + " | ".join(keys) + " | epochs | val force RMSE | test force RMSE | RDF TAE | ADF TAE | CDF TAE | "
              "failed | ns/day | training (s) | MD (s) |",
-             "|" + "---|" * (len(keys) + 11)]
+             "|" + "---|" * (len(keys) + 10)]
     for r in rows:
         lines.append("| " + " | ".join(str(r["model"][k]) for k in keys) + f" | {r['epochs']} | "
                      + " | ".join("n/a" if r[k] is None else f"{r[k]:.2f}" for k in ("val_force_rmse",

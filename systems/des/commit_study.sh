@@ -5,6 +5,8 @@
 #   systems/des/commit_study.sh                  # commit once (what changed in systems/des/study/)
 #   systems/des/commit_study.sh --every 600 &    # in the background while the pipeline runs:
 #                                                #   commit every 600 s, and once more when stopped
+#   systems/des/commit_study.sh --with-checkpoints   # before a session ends: also the training
+#                                                #   checkpoints of the runs still under way
 #
 # What is committed: every file under systems/des/study/ that its .gitignore does not exclude:
 # stage markers (stages/*.json, with their fingerprints and wall times), teacher and student
@@ -15,13 +17,20 @@
 # frames (data/), labelled datasets (labels/), training checkpoints, MD trajectories (*.dcd) and
 # checkpoints. Only paths under the study directory are staged and committed; other work in
 # the repository is left alone. A file over 5 MB stops the commit (something bulky got in).
+# Training checkpoints (checkpoints/*.ckpt, 0.2-0.7 MB each) of runs still under way (no
+# result.json yet) are the restart state of a long training run: --with-checkpoints (and the
+# commit made when the background loop is stopped) force-adds them, so a fresh clone resumes that
+# run from its last epoch instead of its start; the periodic commits leave them out (one copy
+# per session end, not one per 10 min), and a finished run needs only its best_weights.pt.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 STUDY=systems/des/study
 EVERY=0
+CHECKPOINTS=0
 while [ $# -gt 0 ]; do
     case "$1" in
         --every) EVERY=$2; shift 2 ;;
+        --with-checkpoints) CHECKPOINTS=1; shift ;;
         *) STUDY=$1; shift ;;
     esac
 done
@@ -38,9 +47,38 @@ commit_once() {
     fi
     local done_stages
     done_stages=$(cd "$STUDY/stages" 2>/dev/null && ls -- *.json 2>/dev/null | grep -v clock | sed 's/\.json$//' | tr '\n' ' ' || true)
+    local spec=("$STUDY" ":(exclude)$STUDY/**/checkpoints/**") add=() drop=()
+    commit_paths "results so far; stages done: ${done_stages:-none}" "${spec[@]}" || return 1
+    [ "${1:-0}" = 1 ] || return 0
+    # the checkpoints of training runs still under way (no result.json next to checkpoints/) ...
+    while IFS= read -r -d '' ck; do
+        [ -f "$(dirname "$(dirname "$ck")")/result.json" ] || add+=("$ck")
+    done < <(find "$STUDY" -path '*/checkpoints/*.ckpt' -print0)
+    # ... and out of git those committed earlier whose run has finished since, or that are gone
+    while IFS= read -r ck; do
+        { [ ! -f "$ck" ] || [ -f "$(dirname "$(dirname "$ck")")/result.json" ]; } && drop+=("$ck")
+    done < <(git ls-files -- "$STUDY" | grep '/checkpoints/[^/]*\.ckpt$' || true)
+    [ $(( ${#add[@]} + ${#drop[@]} )) -gt 0 ] || return 0
+    # committed from a scratch index made from HEAD, so nothing else staged goes in with them
+    local idx status=0
+    idx=$(mktemp)
+    GIT_INDEX_FILE=$idx git read-tree HEAD
+    [ ${#drop[@]} -eq 0 ] || GIT_INDEX_FILE=$idx git rm -q --cached --ignore-unmatch -- "${drop[@]}"
+    [ ${#add[@]} -eq 0 ] || GIT_INDEX_FILE=$idx git add -f -- "${add[@]}"
+    GIT_INDEX_FILE=$idx git diff --cached --quiet || GIT_INDEX_FILE=$idx git commit -q -m \
+        "Study (systems/des/study.yaml): training checkpoints of unfinished runs (restart state): ${#add[@]} kept, ${#drop[@]} out" \
+        || status=$?
+    rm -f "$idx"
+    git reset -q -- "${add[@]}" "${drop[@]}" 2>/dev/null || true   # the real index follows HEAD for these paths
+    return $status
+}
+
+commit_paths() {   # message, paths: commit exactly these paths (other staged work is left alone)
+    local msg=$1
+    shift
     for _ in 1 2 3 4 5; do   # the index may be locked by another git command for a moment
-        if git add -- "$STUDY" && { git diff --cached --quiet -- "$STUDY" || \
-                git commit -q -m "Study (systems/des/study.yaml): results so far; stages done: ${done_stages:-none}" -- "$STUDY"; }; then
+        git add -- "$@" 2>/dev/null || true   # (a path that is ignored and out of the index stays out)
+        if git diff --cached --quiet -- "$@" || git commit -q -m "Study (systems/des/study.yaml): $msg" -- "$@"; then
             return 0
         fi
         sleep 7
@@ -50,11 +88,11 @@ commit_once() {
 }
 
 if [ "$EVERY" -gt 0 ]; then
-    trap 'commit_once; exit 0' TERM INT
+    trap 'commit_once 1; exit 0' TERM INT
     while true; do
         sleep "$EVERY" &
         wait $! || true
         commit_once || true
     done
 fi
-commit_once
+commit_once "$CHECKPOINTS"

@@ -49,3 +49,42 @@ def test_commits_the_small_files_only(tmp_path):
                          text=True)
     assert res.returncode != 0 and "over 5 MB" in res.stderr
     assert _git(repo, "rev-list", "--count", "HEAD").strip() == "1"
+
+
+def test_checkpoints_of_unfinished_training_are_committed_only_when_asked(tmp_path):
+    """--with-checkpoints adds the restart state of training runs still under way (no result.json),
+    takes out those of runs finished since, and leaves other staged work alone."""
+    repo = tmp_path / "repo"
+    study = repo / "systems" / "des" / "study"
+    study.mkdir(parents=True)
+    script = repo / "systems" / "des" / "commit_study.sh"
+    shutil.copy(ROOT / "systems" / "des" / "commit_study.sh", script)
+    shutil.copy(ROOT / "systems" / "des" / "study" / ".gitignore", study / ".gitignore")
+    _git(repo, "init", "-q")
+    (repo / "mine.py").write_text("x = 1\n")
+    _git(repo, "add", "mine.py")  # staged by someone else: must not go into the study's commits
+    running, finished = study / "teachers" / "members" / "member_01", study / "teachers" / "members" / "member_00"
+    for run in (running, finished):
+        (run / "checkpoints").mkdir(parents=True)
+        (run / "checkpoints" / "last.ckpt").write_bytes(b"epoch 3")
+        (run / "logs").mkdir()
+        (run / "logs" / "metrics.csv").write_text("epoch\n3\n")
+    (finished / "result.json").write_text("{}")
+    subprocess.run(["bash", str(script)], check=True, env=ENV, capture_output=True)
+    assert not [f for f in _git(repo, "ls-files").split() if f.endswith(".ckpt")]  # periodic commits: none
+
+    subprocess.run(["bash", str(script), "--with-checkpoints"], check=True, env=ENV, capture_output=True)
+    ckpts = [f for f in _git(repo, "ls-files").split() if f.endswith(".ckpt")]
+    assert ckpts == ["systems/des/study/teachers/members/member_01/checkpoints/last.ckpt"]
+    assert "mine.py" not in _git(repo, "ls-tree", "-r", "--name-only", "HEAD").split()
+    assert _git(repo, "diff", "--cached", "--name-only").split() == ["mine.py"]
+
+    # training goes on: periodic commits leave the checkpoint alone; the run finishes: it leaves git
+    (running / "checkpoints" / "last.ckpt").write_bytes(b"epoch 9")
+    subprocess.run(["bash", str(script)], check=True, env=ENV, capture_output=True)
+    assert _git(repo, "show", f"HEAD:{ckpts[0]}") == "epoch 3"
+    (running / "result.json").write_text("{}")
+    subprocess.run(["bash", str(script), "--with-checkpoints"], check=True, env=ENV, capture_output=True)
+    assert not [f for f in _git(repo, "ls-files").split() if f.endswith(".ckpt")]
+    assert (running / "checkpoints" / "last.ckpt").read_bytes() == b"epoch 9"  # the files themselves stay
+    assert _git(repo, "diff", "--cached", "--name-only").split() == ["mine.py"]

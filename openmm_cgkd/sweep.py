@@ -83,8 +83,9 @@ def sweep_points(grid: dict, design: str = "factorial", center: dict | None = No
 
     ``factorial``: the cartesian product of ``grid``, in grid order. ``one-at-a-time``: ``center``
     (the base model's values of the grid keys) first, then for each key in grid order each of its
-    other values with the rest at the center. A point's name lists every grid key, so the same
-    model has the same name (and the same cached results) under either design.
+    other values with the rest at the center. A point's name lists every grid key in alphabetical
+    order, so the same model has the same name (and the same cached results) under either design
+    and whatever the order of the grid (which sets the order the points run in).
     """
     keys = list(grid)
     if design == "factorial":
@@ -98,7 +99,7 @@ def sweep_points(grid: dict, design: str = "factorial", center: dict | None = No
         combos = [mid] + [{**mid, k: v} for k in keys for v in grid[k] if v != mid[k]]
     else:
         raise ConfigError(f"design must be one of {', '.join(DESIGNS)}, got {design!r}")
-    return [("_".join(f"{k}-{_tag(v)}" for k, v in point.items()), point) for point in combos]
+    return [("_".join(f"{k}-{_tag(point[k])}" for k in sorted(point)), point) for point in combos]
 
 
 def point_config(base, out: Path, dataset: str, point: dict, cfg: SweepConfig):

@@ -29,7 +29,8 @@ def test_sweep_points_are_the_cartesian_product():
                                    {"cutoff_nm": 0.7, "architecture": "tensornet"},
                                    {"cutoff_nm": 0.9, "architecture": "graph-network"},
                                    {"cutoff_nm": 0.9, "architecture": "tensornet"}]
-    assert pts[1][0] == "cutoff_nm-0.7_architecture-tensornet"
+    assert pts[1][0] == "architecture-tensornet_cutoff_nm-0.7"  # keys sorted: the grid's order sets the run order only
+    assert dict(sweep_points({"architecture": ["tensornet"], "cutoff_nm": [0.7]})) == {pts[1][0]: pts[1][1]}
 
 
 def test_one_at_a_time_varies_each_key_alone_around_the_base_model():

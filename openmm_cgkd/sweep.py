@@ -18,8 +18,10 @@ Configuration (YAML; paths relative to the file)::
       architecture: [graph-network, tensornet]
       embedding_dim: [32, 64]
     design: factorial           # every combination of the grid (here 12 points), or
-                                # one-at-a-time: the base model, then each grid value changed alone
-                                # (here 1 + 2 + 1 + 1 = 5 points; the base model must set every grid key)
+                                # one-at-a-time: the center, then each grid value changed alone
+                                # (here 1 + 2 + 1 + 1 = 5 points)
+    center: {}                  # one-at-a-time: the model varied around (default: the base's model
+                                # block, which then must set every grid key)
     trainer: {}                 # overrides of the base's trainer
     md: {length_ps: 50, discard_ps: 10, replicas: 2}   # overrides of the base's md (one teacher per point)
 
@@ -49,6 +51,7 @@ class SweepConfig(Config):
     trainer: dict = field(default_factory=dict)
     md: dict = field(default_factory=dict)
     design: str = "factorial"
+    center: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.design not in DESIGNS:
@@ -156,7 +159,7 @@ def run_sweep(cfg: SweepConfig, log=print) -> list[dict]:
     out = Path(cfg.out or Path(base.out) / "sweep").resolve()
     out.mkdir(parents=True, exist_ok=True)
     dataset = _frames_subset(base, out, log) if base.selects_frames else base.dataset
-    points = sweep_points(cfg.grid, cfg.design, base.model)
+    points = sweep_points(cfg.grid, cfg.design, {**base.model, **cfg.center})
     _check_models(base, dataset, points, cfg)
     rows = []
     for name, point in points:

@@ -1,6 +1,7 @@
 """`cgkd pipeline --sweep`: one teacher and a short MD per grid point, one table of force errors and
 structure TAEs (a tiny grid on a tiny synthetic system)."""
 import json
+from pathlib import Path
 
 import pytest
 import yaml
@@ -46,6 +47,9 @@ def test_one_at_a_time_varies_each_key_alone_around_the_base_model():
     # the same model has the same name as in the factorial design (its cached results are reused)
     factorial = dict(sweep_points(grid))
     assert all(factorial[name] == point for name, point in pts) and len(factorial) == 12
+    # the center of the shipped sweep is fixed in sweep.yaml, not taken from the study's model block
+    cfg = load_sweep_config(Path(__file__).resolve().parents[2] / "systems" / "des" / "sweep.yaml")
+    assert cfg.center == {"architecture": "graph-network", "cutoff_nm": 0.9, "embedding_dim": 32}
     with pytest.raises(ConfigError, match="does not set embedding_dim"):
         sweep_points(grid, "one-at-a-time", {"architecture": "graph-network", "cutoff_nm": 0.9})
 
@@ -122,7 +126,7 @@ def test_the_shipped_sweep_grid_is_valid_and_has_hipnn_ts():
     cfg = load_sweep_config(Path(__file__).resolve().parents[2] / "systems" / "des" / "sweep.yaml")
     base = load_pipeline_config(cfg.base)
     archs = set()
-    for name, point in sweep_points(cfg.grid, cfg.design, base.model):
+    for name, point in sweep_points(cfg.grid, cfg.design, {**base.model, **cfg.center}):
         pc = point_config(base, Path(base.out) / name, base.dataset, point, cfg)
         model = potential_config_for(pc.model, ["Cho", "Cl", "Urea"], 1000 / 4.484 ** 3)
         assert (model.architecture, model.cutoff_nm) == (point["architecture"], point["cutoff_nm"])

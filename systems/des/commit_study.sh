@@ -51,12 +51,20 @@ commit_once() {
     commit_paths "results so far; stages done: ${done_stages:-none}" "${spec[@]}" || return 1
     [ "${1:-0}" = 1 ] || return 0
     # the checkpoints of training runs still under way (no result.json next to checkpoints/) ...
+    # (not one that holds a machine path: Lightning's checkpoints record their directory; those
+    # runs start again from epoch 0 on a fresh clone)
     while IFS= read -r -d '' ck; do
-        [ -f "$(dirname "$(dirname "$ck")")/result.json" ] || add+=("$ck")
+        [ -f "$(dirname "$(dirname "$ck")")/result.json" ] && continue
+        if grep -qaE '(^|[^A-Za-z0-9_.])/(work|tmp|home|root|Users)/' "$ck"; then
+            echo "commit_study.sh: not committing $ck: it holds an absolute path" >&2
+        else
+            add+=("$ck")
+        fi
     done < <(find "$STUDY" -path '*/checkpoints/*.ckpt' -print0)
     # ... and out of git those committed earlier whose run has finished since, or that are gone
     while IFS= read -r ck; do
-        { [ ! -f "$ck" ] || [ -f "$(dirname "$(dirname "$ck")")/result.json" ]; } && drop+=("$ck")
+        { [ ! -f "$ck" ] || [ -f "$(dirname "$(dirname "$ck")")/result.json" ] || \
+            grep -qaE '(^|[^A-Za-z0-9_.])/(work|tmp|home|root|Users)/' "$ck"; } && drop+=("$ck")
     done < <(git ls-files -- "$STUDY" | grep '/checkpoints/[^/]*\.ckpt$' || true)
     [ $(( ${#add[@]} + ${#drop[@]} )) -gt 0 ] || return 0
     # committed from a scratch index made from HEAD, so nothing else staged goes in with them

@@ -70,6 +70,9 @@ def test_checkpoints_of_unfinished_training_are_committed_only_when_asked(tmp_pa
         (run / "logs").mkdir()
         (run / "logs" / "metrics.csv").write_text("epoch\n3\n")
     (finished / "result.json").write_text("{}")
+    leaky = study / "sweep" / "p1" / "teachers" / "members" / "member_00" / "checkpoints" / "last.ckpt"
+    leaky.parent.mkdir(parents=True)
+    leaky.write_bytes(b"dirpath /work/main/systems/des/study")  # a machine path: never committed
     subprocess.run(["bash", str(script)], check=True, env=ENV, capture_output=True)
     assert not [f for f in _git(repo, "ls-files").split() if f.endswith(".ckpt")]  # periodic commits: none
 

@@ -166,6 +166,7 @@ class MDConfig(Config):
     discard_ps: float | None = None  # default: analysis.discard_frames (0)
     platform: str | None = None  # None: CUDA when present, else CPU
     threads: int | None = None
+    workers: int = 1  # replicas run at once, in as many processes (hardware: not in any fingerprint)
     teacher_members: int = 2  # how many single teachers get MD (each costs as much as a student)
     include_ensemble: bool = True
     seed: int = 1000
@@ -180,6 +181,8 @@ class MDConfig(Config):
             raise ConfigError("md: give report_interval or report_interval_ps, not both")
         if not self.timestep_fs > 0 or not self.temperature_K > 0:
             raise ConfigError("md.timestep_fs and md.temperature_K must be positive")
+        if self.workers < 1:
+            raise ConfigError(f"md.workers must be >= 1, got {self.workers}")
         if self.replicas < 1 or (self.teacher_replicas is not None and self.teacher_replicas < 1):
             raise ConfigError("md.replicas and md.teacher_replicas must be >= 1")
         if self.n_steps < 1 or self.interval_steps < 1:
@@ -890,10 +893,54 @@ def _timestep_checks(cfg: PipelineConfig, out: Path, models: dict, runner: _Repl
     return results
 
 
-def _stage_md(cfg: PipelineConfig, out: Path, models: dict[str, tuple[str, int]], data_digest: str, tick,
-              log) -> MDResult:
+def replica_jobs(models: dict[str, tuple[str, int]], train_block) -> list[tuple[str, str, int, int]]:
+    """(model, bundle, replica, start frame) of every MD replica, in the order they run: replica 0
+    of every model, then replica 1 of every model that has one, ... (a study stopped part-way has
+    replicas of every model, not all replicas of the first few)."""
+    plans = {name: list(enumerate(start_frames(train_block, n))) for name, (_, n) in models.items()}
+    depth = max((len(p) for p in plans.values()), default=0)
+    return [(name, models[name][0], *plans[name][r]) for r in range(depth) for name in models
+            if r < len(plans[name])]
+
+
+# one _ReplicaRunner (and one force field per bundle) per worker process of a parallel MD stage
+_WORKER: dict = {}
+
+
+def _md_worker_init(cfg: PipelineConfig, out: Path, data_digest: str) -> None:
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides; it ends the workers with SIGTERM
+    if cfg.md.threads is not None:
+        import torch
+
+        torch.set_num_threads(int(cfg.md.threads))
+    lines: list[str] = []  # handed to the parent with the replica's record: it logs them
+    _WORKER.clear()
+    _WORKER.update(runner=_ReplicaRunner(cfg, out, data_digest, lines.append), ff={}, lines=lines)
+
+
+def _md_worker_run(job: tuple[str, str, int, int]) -> tuple[tuple[str, str, int, int], dict, list[str]]:
+    """Replica ``job`` in this process: (job, its record, the lines it logged)."""
     from openmm_cgkd.fingerprint import bundle_checksum
     from openmm_cgkd.serving import CGKDForceField
+
+    name, bundle, r, frame = job
+    if bundle not in _WORKER["ff"]:
+        _WORKER["ff"][bundle] = (CGKDForceField(bundle), bundle_checksum(bundle))
+    ff, checksum = _WORKER["ff"][bundle]
+    lines = _WORKER.get("lines")
+    if lines is not None:
+        lines.clear()
+    rec = _WORKER["runner"].run(name, bundle, ff, checksum, r, frame)
+    return job, rec, list(lines or [])
+
+
+def _stage_md(cfg: PipelineConfig, out: Path, models: dict[str, tuple[str, int]], data_digest: str, tick,
+              log) -> MDResult:
+    """Every replica of every model (:func:`replica_jobs`); with ``md.workers`` > 1, that many at
+    once in worker processes of ``md.threads`` threads each. A replica's result does not depend on
+    the process that ran it (its seed and start frame are its own)."""
     from openmm_cgkd.training.data import split_blocks
 
     if cfg.md.threads is not None:  # the network runs in torch: its threads too, not only OpenMM's
@@ -903,21 +950,38 @@ def _stage_md(cfg: PipelineConfig, out: Path, models: dict[str, tuple[str, int]]
     runner = _ReplicaRunner(cfg, out, data_digest, log)
     train_block = split_blocks(runner.ds.n_frames, cfg.split)["train"]
     checks = _timestep_checks(cfg, out, models, runner, train_block, log)
-    runs: dict[str, list[ReplicaRecord]] = {}
-    for name, (bundle, n_rep) in models.items():
-        checksum = bundle_checksum(bundle)
-        ff = None
-        runs[name] = []
-        for r, frame in enumerate(start_frames(train_block, n_rep)):
-            if ff is None:
-                ff = CGKDForceField(bundle)
-            rec = runner.run(name, bundle, ff, checksum, r, frame)
-            rep_dir = out / "md" / name / f"replica_{r:02d}"
-            runs[name].append(ReplicaRecord(
-                replica=r, dir=rep_dir, record=rep_dir / "replica.json.gz", start_frame=frame, seed=rec["seed"],
-                ns_per_day=rec["ns_per_day"], platform=rec["platform"], failed=rec["failure"] is not None,
-                failure=None if rec["failure"] is None else {k: rec["failure"][k] for k in ("step", "reason")}))
+    jobs = replica_jobs(models, train_block)
+    records: dict[tuple[str, int], dict] = {}
+    if cfg.md.workers > 1 and len(jobs) > 1:
+        import multiprocessing
+
+        log(f"[md] {len(jobs)} replicas, {cfg.md.workers} at a time")
+        pool = multiprocessing.get_context("spawn").Pool(min(cfg.md.workers, len(jobs)), _md_worker_init,
+                                                          (cfg, out, data_digest))
+        try:
+            for (name, _, r, _), rec, lines in pool.imap_unordered(_md_worker_run, jobs):
+                records[name, r] = rec
+                for line in lines:
+                    log(line)
+                tick()
+            pool.close()
+        finally:
+            pool.terminate()  # a stop (SIGTERM, Ctrl-C) or an error: the replicas under way resume from
+            pool.join()  # their last checkpoint next time
+    else:
+        _WORKER.clear()
+        _WORKER.update(runner=runner, ff={})  # logs as it goes
+        for job in jobs:
+            records[job[0], job[2]] = _md_worker_run(job)[1]
             tick()
+    runs: dict[str, list[ReplicaRecord]] = {name: [] for name in models}
+    for name, _, r, frame in sorted(jobs, key=lambda j: (list(models).index(j[0]), j[2])):
+        rec = records[name, r]
+        rep_dir = out / "md" / name / f"replica_{r:02d}"
+        runs[name].append(ReplicaRecord(
+            replica=r, dir=rep_dir, record=rep_dir / "replica.json.gz", start_frame=frame, seed=rec["seed"],
+            ns_per_day=rec["ns_per_day"], platform=rec["platform"], failed=rec["failure"] is not None,
+            failure=None if rec["failure"] is None else {k: rec["failure"][k] for k in ("step", "reason")}))
     return MDResult({name: tuple(reps) for name, reps in runs.items()}, checks)
 
 
@@ -1091,7 +1155,7 @@ def _run_stages(cfg: PipelineConfig, out: Path, stage, stages: _Stages, log) -> 
                                   "labels": labels.digests},
                      lambda tick: _stage_students(cfg, out, teachers, labels, tick, log))
     models = _models_for_md(cfg, teachers, students)
-    md_settings = {k: v for k, v in asdict(cfg.md).items() if k not in ("platform", "threads")}
+    md_settings = {k: v for k, v in asdict(cfg.md).items() if k not in ("platform", "threads", "workers")}
     md_settings.update(n_steps=cfg.md.n_steps, interval_steps=cfg.md.interval_steps)
     settings = analysis_settings(cfg)
     runs = stage("md", {"md": md_settings, "models": {n: [bundle_checksum(p), k] for n, (p, k) in models.items()},

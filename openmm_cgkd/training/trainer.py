@@ -67,17 +67,62 @@ def seed_everything(seed: int) -> None:
     pl.seed_everything(int(seed), workers=True, verbose=False)
 
 
+_CKPT_DIR = "@checkpoint_dir"  # stands for the directory of the checkpoint file in stored paths
+
+
+def _relative_path(s: str, root: str) -> str:
+    if s == root:
+        return _CKPT_DIR
+    if s.startswith(root + os.sep):
+        return _CKPT_DIR + "/" + os.path.relpath(s, root).replace(os.sep, "/")
+    return s
+
+
+def _absolute_path(s: str, root: str) -> str:
+    if s == _CKPT_DIR:
+        return root
+    if s.startswith(_CKPT_DIR + "/"):
+        return os.path.join(root, *s[len(_CKPT_DIR) + 1:].split("/"))
+    return s
+
+
+def _map_paths(obj, fn):
+    """``obj`` (dicts, lists, tuples, strings) with ``fn`` applied to every string, dict keys included."""
+    if isinstance(obj, str):
+        return fn(obj)
+    if isinstance(obj, dict):
+        return {_map_paths(k, fn): _map_paths(v, fn) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_map_paths(v, fn) for v in obj)
+    return obj
+
+
 def _atomic_checkpoint_io():
     from lightning.pytorch.plugins.io import TorchCheckpointIO
 
     class AtomicCheckpointIO(TorchCheckpointIO):
-        """Write each checkpoint to a temporary file and rename it: a kill mid-write leaves the old one."""
+        """Write each checkpoint to a temporary file and rename it: a kill mid-write leaves the old one.
+        The callbacks' paths under the checkpoint's directory (Lightning's ModelCheckpoint records
+        its directory and best/last files) are stored relative to it and made absolute again on
+        loading, so a checkpoint holds no machine path and resumes after the run directory moved
+        (a fresh clone elsewhere)."""
 
         def save_checkpoint(self, checkpoint, path, storage_options=None):
             path = str(path)
             tmp = path + ".part"
+            if "callbacks" in checkpoint:
+                root = os.path.realpath(os.path.dirname(path))
+                checkpoint = {**checkpoint, "callbacks": _map_paths(checkpoint["callbacks"],
+                                                                    lambda s: _relative_path(s, root))}
             super().save_checkpoint(checkpoint, tmp, storage_options)
             os.replace(tmp, path)
+
+        def load_checkpoint(self, path, map_location=lambda storage, loc: storage, weights_only=None):
+            checkpoint = super().load_checkpoint(path, map_location=map_location, weights_only=weights_only)
+            if "callbacks" in checkpoint:
+                root = os.path.realpath(os.path.dirname(str(path)))
+                checkpoint["callbacks"] = _map_paths(checkpoint["callbacks"], lambda s: _absolute_path(s, root))
+            return checkpoint
 
     return AtomicCheckpointIO()
 

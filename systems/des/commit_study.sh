@@ -21,7 +21,10 @@
 # result.json yet) are the restart state of a long training run: --with-checkpoints (and the
 # commit made when the background loop is stopped) force-adds them, so a fresh clone resumes that
 # run from its last epoch instead of its start; the periodic commits leave them out (one copy
-# per session end, not one per 10 min), and a finished run needs only its best_weights.pt.
+# per session end, not one per 10 min), and a finished run needs only its best_weights.pt. The
+# same holds for MD replicas under way (no replica.json.gz yet): their checkpoint.chk and the
+# trajectory.dcd it continues are committed at a session's end and leave git when the replica
+# is finished and analysed (its record keeps what the study needs).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 STUDY=systems/des/study
@@ -47,7 +50,8 @@ commit_once() {
     fi
     local done_stages
     done_stages=$(cd "$STUDY/stages" 2>/dev/null && ls -- *.json 2>/dev/null | grep -v clock | sed 's/\.json$//' | tr '\n' ' ' || true)
-    local spec=("$STUDY" ":(exclude)$STUDY/**/checkpoints/**") add=() drop=()
+    local spec=("$STUDY" ":(exclude)$STUDY/**/checkpoints/**" ":(exclude)$STUDY/**/checkpoint.chk"
+                ":(exclude)$STUDY/**/*.dcd") add=() drop=()
     commit_paths "results so far; stages done: ${done_stages:-none}" "${spec[@]}" || return 1
     [ "${1:-0}" = 1 ] || return 0
     # the checkpoints of training runs still under way (no result.json next to checkpoints/) ...
@@ -61,11 +65,23 @@ commit_once() {
             add+=("$ck")
         fi
     done < <(find "$STUDY" -path '*/checkpoints/*.ckpt' -print0)
+    # ... and of MD replicas still under way (no replica.json.gz yet): their OpenMM checkpoint and
+    # the trajectory it continues (252 beads: about 3 kB a frame)
+    while IFS= read -r -d '' ck; do
+        local rep
+        rep=$(dirname "$ck")
+        [ -f "$rep/replica.json.gz" ] && continue
+        add+=("$ck")
+        [ -f "$rep/trajectory.dcd" ] && add+=("$rep/trajectory.dcd")
+    done < <(find "$STUDY" -path '*/replica_*/checkpoint.chk' -print0)
     # ... and out of git those committed earlier whose run has finished since, or that are gone
     while IFS= read -r ck; do
         { [ ! -f "$ck" ] || [ -f "$(dirname "$(dirname "$ck")")/result.json" ] || \
             grep -qaE '(^|[^A-Za-z0-9_.])/(work|tmp|home|root|Users)/' "$ck"; } && drop+=("$ck")
     done < <(git ls-files -- "$STUDY" | grep '/checkpoints/[^/]*\.ckpt$' || true)
+    while IFS= read -r f; do
+        { [ ! -f "$f" ] || [ -f "$(dirname "$f")/replica.json.gz" ]; } && drop+=("$f")
+    done < <(git ls-files -- "$STUDY" | grep -E '/replica_[^/]*/(checkpoint\.chk|trajectory\.dcd)$' || true)
     [ $(( ${#add[@]} + ${#drop[@]} )) -gt 0 ] || return 0
     # committed from a scratch index made from HEAD, so nothing else staged goes in with them
     local idx status=0
@@ -74,7 +90,7 @@ commit_once() {
     [ ${#drop[@]} -eq 0 ] || GIT_INDEX_FILE=$idx git rm -q --cached --ignore-unmatch -- "${drop[@]}"
     [ ${#add[@]} -eq 0 ] || GIT_INDEX_FILE=$idx git add -f -- "${add[@]}"
     GIT_INDEX_FILE=$idx git diff --cached --quiet || GIT_INDEX_FILE=$idx git commit -q -m \
-        "Study (systems/des/study.yaml): training checkpoints of unfinished runs (restart state): ${#add[@]} kept, ${#drop[@]} out" \
+        "Study (systems/des/study.yaml): restart state of unfinished training runs and MD replicas: ${#add[@]} files kept, ${#drop[@]} out" \
         || status=$?
     rm -f "$idx"
     git reset -q -- "${add[@]}" "${drop[@]}" 2>/dev/null || true   # the real index follows HEAD for these paths

@@ -196,6 +196,52 @@ def test_a_fresh_clone_resumes_without_retraining_or_rerunning(study, tmp_path):
     assert not list(clone.rglob("checkpoints"))
 
 
+def test_parallel_replicas_match_the_serial_ones_and_a_stop_ends_the_workers(study, tmp_path):
+    """md.workers: 2 runs two replicas at once in worker processes: a stop (Ctrl-C) ends the workers
+    and keeps the finished records; the resumed stage gives the serial run's trajectories."""
+    import multiprocessing
+
+    from openmm_cgkd.simulation import read_log
+
+    root, _, _ = study
+    shutil.copytree(root / "study", tmp_path / "study")
+    shutil.copy(root / "cg.h5", tmp_path / "cg.h5")
+    shutil.copy(root / "study.yaml", tmp_path / "study.yaml")
+    shutil.rmtree(tmp_path / "study" / "md")
+    for stage in ("md", "analysis", "report"):
+        (tmp_path / "study" / "stages" / f"{stage}.json").unlink()
+    parallel = {"md": {**CONFIG["md"], "workers": 2}}
+
+    class Stop(KeyboardInterrupt):
+        pass
+
+    def stop_at_first_replica(line):
+        if "ns/day on" in line:
+            raise Stop
+
+    with pytest.raises(Stop):
+        run_pipeline(load_pipeline_config(tmp_path / "study.yaml", overrides=parallel), log=stop_at_first_replica)
+    assert not multiprocessing.active_children()  # the workers were ended with the stage
+    kept = {p.parent for p in (tmp_path / "study" / "md").rglob("replica.json.gz")}
+    total = sum(len(reps) for reps in stage_outputs(root / "study", "md").models.values())
+    assert 1 <= len(kept) < total
+
+    results, logs = _run(tmp_path, overrides=parallel)
+    assert "[md] 9 replicas, 2 at a time" in logs and len([x for x in logs if "ns/day on" in x]) == total - len(kept)
+    assert sum(len(reps) for reps in results["md"].models.values()) == total
+    for name, reps in stage_outputs(root / "study", "md").models.items():
+        for rep in reps:
+            mine = tmp_path / "study" / "md" / name / rep.dir.name
+            serial, par = read_log(rep.dir / "log.csv"), read_log(mine / "log.csv")
+            assert par["step"] == serial["step"]
+            np.testing.assert_allclose(par["potential_kj_mol"], serial["potential_kj_mol"], rtol=1e-6, atol=1e-6)
+            a = json.loads(gzip.open(rep.record).read())["analysis"]
+            b = json.loads(gzip.open(mine / "replica.json.gz").read())["analysis"]
+            assert a["failed"] == b["failed"] and a["n_frames_used"] == b["n_frames_used"]
+            for kind, taes in a["tae"].items():
+                assert b["tae"][kind] == pytest.approx(taes, rel=1e-5, abs=1e-9), (name, rep.dir.name, kind)
+
+
 def test_unstable_replicas_are_counted_not_fatal(study, tmp_path):
     root, _, _ = study
     shutil.copytree(root / "study", tmp_path / "study")  # markers hold relative paths: the copy resumes

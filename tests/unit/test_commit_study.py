@@ -91,3 +91,41 @@ def test_checkpoints_of_unfinished_training_are_committed_only_when_asked(tmp_pa
     assert not [f for f in _git(repo, "ls-files").split() if f.endswith(".ckpt")]
     assert (running / "checkpoints" / "last.ckpt").read_bytes() == b"epoch 9"  # the files themselves stay
     assert _git(repo, "diff", "--cached", "--name-only").split() == ["mine.py"]
+
+
+def test_restart_state_of_unfinished_md_replicas(tmp_path):
+    """--with-checkpoints also commits the OpenMM checkpoint and trajectory of MD replicas under way
+    (no replica.json.gz); periodic commits leave them as they were; a finished replica's leave git."""
+    repo = tmp_path / "repo"
+    study = repo / "systems" / "des" / "study"
+    study.mkdir(parents=True)
+    script = repo / "systems" / "des" / "commit_study.sh"
+    shutil.copy(ROOT / "systems" / "des" / "commit_study.sh", script)
+    shutil.copy(ROOT / "systems" / "des" / "study" / ".gitignore", study / ".gitignore")
+    _git(repo, "init", "-q")
+    running, finished = study / "md" / "student-x" / "replica_01", study / "md" / "student-x" / "replica_00"
+    for rep in (running, finished):
+        rep.mkdir(parents=True)
+        for f in ("checkpoint.chk", "trajectory.dcd", "log.csv"):
+            (rep / f).write_text(f"{f} 1")
+    (finished / "replica.json.gz").write_text("record")
+    subprocess.run(["bash", str(script)], check=True, env=ENV, capture_output=True)
+    restart = {"systems/des/study/md/student-x/replica_01/checkpoint.chk",
+               "systems/des/study/md/student-x/replica_01/trajectory.dcd"}
+    assert not restart & set(_git(repo, "ls-files").split())
+    subprocess.run(["bash", str(script), "--with-checkpoints"], check=True, env=ENV, capture_output=True)
+    files = set(_git(repo, "ls-files").split())
+    assert restart <= files and not any("replica_00/" in f and f.endswith((".chk", ".dcd")) for f in files)
+
+    # the replica goes on: periodic commits keep the committed restart state (its log moves on) ...
+    for f in ("checkpoint.chk", "trajectory.dcd", "log.csv"):
+        (running / f).write_text(f"{f} 2")
+    subprocess.run(["bash", str(script)], check=True, env=ENV, capture_output=True)
+    head = "HEAD:systems/des/study/md/student-x/replica_01/"
+    assert _git(repo, "show", head + "checkpoint.chk") == "checkpoint.chk 1"
+    assert _git(repo, "show", head + "log.csv") == "log.csv 2"
+    # ... and when it is finished and analysed, its restart state leaves git (the files stay)
+    (running / "replica.json.gz").write_text("record")
+    subprocess.run(["bash", str(script), "--with-checkpoints"], check=True, env=ENV, capture_output=True)
+    assert not restart & set(_git(repo, "ls-files").split())
+    assert (running / "trajectory.dcd").read_text() == "trajectory.dcd 2"

@@ -1,4 +1,5 @@
-"""A training run killed (SIGKILL) after an epoch resumes to the same result as an uninterrupted run."""
+"""A training run killed (SIGKILL) after an epoch resumes to the same result as an uninterrupted run,
+also after its directory moved (a fresh clone elsewhere): its checkpoints hold no machine path."""
 import os
 import signal
 import subprocess
@@ -66,6 +67,15 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path):
     assert (killed / "checkpoints" / "last.ckpt").is_file() and not (killed / "result.json").exists()
     assert not list((killed / "checkpoints").glob("*.part"))  # checkpoints are written atomically
 
+    # no machine path in any checkpoint (Lightning's ModelCheckpoint records its directory): the
+    # restart state can be committed, and resumes from wherever the run directory is now
+    for ck in (killed / "checkpoints").glob("*.ckpt"):
+        assert str(tmp_path).encode() not in ck.read_bytes(), ck.name
+    moved = tmp_path / "elsewhere" / "run"
+    moved.parent.mkdir()
+    killed.rename(moved)
+    killed = moved
+
     resumed = train_potential(ds, blocks, pcfg, None, weights, tcfg, killed)
     assert resumed.info["epochs"] == whole.info["epochs"] == 3
     assert resumed.info["best_val_loss"] == whole.info["best_val_loss"]
@@ -75,6 +85,8 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path):
     # the final optimiser and schedule states agree too
     last_a = torch.load(tmp_path / "whole" / "checkpoints" / "last.ckpt", weights_only=False)
     last_b = torch.load(killed / "checkpoints" / "last.ckpt", weights_only=False)
+    state = next(v for k, v in last_b["callbacks"].items() if k.startswith("ModelCheckpoint"))
+    assert state["best_model_path"].startswith("@checkpoint_dir/best-")  # stored relative to its directory
     assert last_a["cgkd_lr_scheduler"] == last_b["cgkd_lr_scheduler"]
     assert last_a["epoch"] == last_b["epoch"] and last_a["global_step"] == last_b["global_step"]
     for s_a, s_b in zip(last_a["optimizer_states"][0]["state"].values(), last_b["optimizer_states"][0]["state"].values()):

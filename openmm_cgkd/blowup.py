@@ -15,6 +15,10 @@ last finite configuration:
 * the stiffest motion: per bead, k = |dF| / |dx| between the last two sane steps and
   omega = sqrt(k / m); omega * dt above :data:`MAX_OMEGA_DT` means the time step is too large
   (velocity Verlet is unstable beyond 2);
+* the closest pair deep inside its repulsive wall (the pair's wall energy above
+  :data:`DEEP_WALL_KT` kT): either the step is too large (beads overshoot into each other) or
+  the network pulls the pair in against the wall (a hole in the learned potential at short
+  range); a replay with a smaller step tells which (the second fails again);
 * a kinetic temperature above :data:`HEATING_FACTOR` times the thermostat's: the integrator
   pumps energy in, the time step is too large;
 * a replay of the same stretch with a :data:`SMALLER_STEP_FACTOR` times smaller step that runs
@@ -43,6 +47,7 @@ MAX_OMEGA_DT = 1.0  # omega * dt of the stiffest bead motion; velocity Verlet is
 HEATING_FACTOR = 1.5  # kinetic temperature above this times the thermostat's before a blow-up: the step heats
 SMALLER_STEP_FACTOR = 4  # a replay with this many times smaller a step tells a too-large step from the rest
 OVERLAP_FRACTION = 0.5  # closest pair below this fraction of the median nearest-neighbour distance: overlap
+DEEP_WALL_KT = 20.0  # the closest pair's wall energy above this many kT: it is deep inside the wall
 
 
 class BlowUpError(SimulationError):
@@ -120,6 +125,39 @@ def _sane(state, start_pos: np.ndarray, limit_nm: float) -> bool:
     return bool(np.max(np.linalg.norm(pos - start_pos, axis=1)) < limit_nm)
 
 
+def _pair_distance(pos: np.ndarray, box, i: int, j: int) -> float:
+    """Minimum-image distance (nm) of beads i and j (triclinic box rows, or None)."""
+    v = np.asarray(pos[j], dtype=np.float64) - np.asarray(pos[i], dtype=np.float64)
+    if box is not None:
+        b = np.asarray(box, dtype=np.float64)
+        v = v - np.round(v @ np.linalg.inv(b)) @ b
+        best = min(np.linalg.norm(v + np.array([a, c, e]) @ b) for a in (-1, 0, 1) for c in (-1, 0, 1)
+                   for e in (-1, 0, 1))
+        return float(best)
+    return float(np.linalg.norm(v))
+
+
+def pair_wall_energy(system, i: int, j: int, r_nm: float) -> float | None:
+    """The repulsive wall's energy (kJ/mol) of beads ``i`` and ``j`` at distance ``r_nm``, read
+    from the system's ``cgkd_wall`` force; None when the system has none."""
+    from openmm import unit
+
+    from openmm_cgkd.serving.wall_force import WALL_FORCE_NAME
+
+    wall = next((f for f in system.getForces() if f.getName() == WALL_FORCE_NAME), None)
+    if wall is None:
+        return None
+    if r_nm >= wall.getCutoffDistance().value_in_unit(unit.nanometer):
+        return 0.0
+    ti, tj = int(wall.getParticleParameters(i)[0]), int(wall.getParticleParameters(j)[0])
+    tables = {}
+    for k in range(wall.getNumTabulatedFunctions()):
+        nx, _ny, values = wall.getTabulatedFunction(k).getFunctionParameters()
+        tables[wall.getTabulatedFunctionName(k)] = values[ti + nx * tj]
+    c, r0, a, shift = (tables[n] for n in ("wall_C", "wall_r0", "wall_a", "wall_S"))
+    return float(c * math.exp(min(-a * (r_nm - r0), 700.0)) - shift)
+
+
 def diagnose_blowup(simulation, good_state, good_step: int, max_steps: int) -> dict:
     """Replay up to ``max_steps`` steps from ``good_state`` (taken at step ``good_step``) one at a
     time; return the diagnosis of the last sane configuration (finite, no bead moved more than
@@ -162,18 +200,37 @@ def diagnose_blowup(simulation, good_state, good_step: int, max_steps: int) -> d
     omega_dt, kb = _stiffness(simulation, prev, last, dt)
     temp, target = _temperatures(simulation, last)
     heated = target is not None and temp > HEATING_FACTOR * target
+    kt = 0.0083144626 * (target if target is not None else 300.0)  # kJ/mol
+    # the closest pair deep inside its wall now but not when the replay started: pulled in (or overshot)
+    wall_e = pair_wall_energy(simulation.system, i, j, d) if np.isfinite(d) else None
+    d_start = _pair_distance(start_pos, start_box, i, j)
+    wall_e_start = pair_wall_energy(simulation.system, i, j, d_start)
+    pulled = (wall_e is not None and wall_e > DEEP_WALL_KT * kt
+              and not (wall_e_start is not None and wall_e_start > DEEP_WALL_KT * kt))
     smaller_dt_passes = None
-    if bad_step is not None and d >= OVERLAP_FRACTION * nn and step_nm <= MAX_FORCE_STEP_NM \
-            and omega_dt <= MAX_OMEGA_DT and not heated:
+    if bad_step is not None and (pulled or (d >= OVERLAP_FRACTION * nn and step_nm <= MAX_FORCE_STEP_NM
+                                            and omega_dt <= MAX_OMEGA_DT and not heated)):
         smaller_dt_passes = _replay_with_smaller_step(simulation, good_state, good_step, bad_step - good_step,
-                                                      start_pos, limit)
+                                                      start_pos, limit, (i, j) if pulled else None,
+                                                      DEEP_WALL_KT * kt)
     pot = last.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
     top = simulation.topology
-    if d < OVERLAP_FRACTION * nn:
+    if pulled and smaller_dt_passes is False:
+        cause = (f"a pair pulled into its repulsive wall: {_bead_name(top, i)} and {_bead_name(top, j)} are {d:.3f} nm "
+                 f"apart, deep inside the wall (its energy {wall_e:.3g} kJ/mol = {wall_e / kt:.3g} kT; {d_start:.3f} nm "
+                 f"at step {int(good_step)}), and a replay with a {SMALLER_STEP_FACTOR}x smaller step failed too: the "
+                 "network's forces drive the pair together (a hole in the learned potential at short range, where "
+                 "the training data has no pairs); a smaller time step will not help")
+    elif d < OVERLAP_FRACTION * nn:
         cause = (f"overlapping beads: {_bead_name(top, i)} and {_bead_name(top, j)} are {d:.3f} nm apart while "
                  f"neighbours are typically {nn:.3f} nm apart; the start structure has overlapping beads or the "
                  "model's repulsive wall does not keep them apart (minimise the start with --minimize, or fix "
                  "the structure); a smaller time step will not help")
+    elif pulled and smaller_dt_passes:
+        cause = (f"the time step ({dt * 1000:g} fs) is too large: {_bead_name(top, i)} and {_bead_name(top, j)} "
+                 f"overshot deep into their repulsive wall ({d:.3f} nm apart, wall energy {wall_e:.3g} kJ/mol), "
+                 f"and a replay of the same stretch with a {SMALLER_STEP_FACTOR}x smaller step ran through; try a "
+                 "smaller --timestep")
     elif step_nm > MAX_FORCE_STEP_NM:
         cause = (f"the time step ({dt * 1000:g} fs) is too large for these forces: the largest force, "
                  f"{fmag[k]:.3g} kJ/mol/nm on {_bead_name(top, k)} ({mass:g} Da), moves it {step_nm:.3g} nm in "
@@ -201,12 +258,17 @@ def diagnose_blowup(simulation, good_state, good_step: int, max_steps: int) -> d
             "median_nearest_neighbor_nm": nn,
             "largest_force": {"bead": k, "name": _bead_name(top, k), "kj_mol_nm": float(fmag[k]),
                               "mass_dalton": mass, "displacement_per_step_nm": step_nm},
+            "closest_pair_wall_energy_kj_mol": wall_e,
             "temperature_k": temp, "thermostat_k": target, "max_omega_dt": omega_dt, "smaller_step_replay_passes": smaller_dt_passes, "potential_kj_mol": float(pot), "likely_cause": cause, "last_sane_positions_nm": pos, "box_nm": box}
 
 
-def _replay_with_smaller_step(simulation, good_state, good_step: int, n_steps: int, start_pos, limit: float) -> bool:
+def _replay_with_smaller_step(simulation, good_state, good_step: int, n_steps: int, start_pos, limit: float,
+                              pair: tuple[int, int] | None = None, max_wall_kj_mol: float = math.inf) -> bool:
     """Whether ``n_steps`` steps' worth of time from ``good_state`` run through with a time step
-    :data:`SMALLER_STEP_FACTOR` times smaller (the integrator's step is restored afterwards)."""
+    :data:`SMALLER_STEP_FACTOR` times smaller (the integrator's step is restored afterwards); with
+    ``pair``, also that the pair does not end with a wall energy above ``max_wall_kj_mol`` (trapped
+    deep in the wall at any check, every 50 steps, is not running through; the replay then lasts
+    twice as long: the smaller step's more accurate trajectory may arrive later)."""
     import openmm
 
     integ, ctx = simulation.integrator, simulation.context
@@ -215,13 +277,20 @@ def _replay_with_smaller_step(simulation, good_state, good_step: int, n_steps: i
         integ.setStepSize(dt / SMALLER_STEP_FACTOR)
         ctx.setState(good_state)
         ctx.setStepCount(int(good_step))
-        todo = int(n_steps) * SMALLER_STEP_FACTOR
+        todo = int(n_steps) * SMALLER_STEP_FACTOR * (1 if pair is None else 2)
+        periodic = simulation.system.usesPeriodicBoundaryConditions()
         while todo > 0:
             k = min(todo, 50)
             integ.step(k)
             todo -= k
-            if not _sane(ctx.getState(getPositions=True, getEnergy=True), start_pos, limit):
+            st = ctx.getState(getPositions=True, getEnergy=True)
+            if not _sane(st, start_pos, limit):
                 return False
+            if pair is not None:
+                pos, box = _state_arrays(st, periodic)
+                e = pair_wall_energy(simulation.system, pair[0], pair[1], _pair_distance(pos, box, *pair))
+                if e is not None and e > max_wall_kj_mol:
+                    return False
         return True
     except openmm.OpenMMException:
         return False

@@ -19,7 +19,7 @@ def ff(tmp_path_factory):
     return CGKDForceField(build_untrained_bundle(tmp_path_factory.mktemp("b") / "tiny", cfg))
 
 
-def _system(ff, timestep_fs=2.0, overlap=False):
+def _system(ff, timestep_fs=2.0, overlap=False, pair_nm=None):
     from openmm_cgkd.topology import bead_topology_from_counts
 
     L = 1.5
@@ -28,6 +28,8 @@ def _system(ff, timestep_fs=2.0, overlap=False):
     pos += np.random.default_rng(0).uniform(-0.05, 0.05, pos.shape)
     if overlap:
         pos[1] = pos[0] + [0.02, 0.0, 0.0]  # two Cho beads 0.02 nm apart
+    if pair_nm is not None:
+        pos[1] = pos[0] + [0.0, 0.0, pair_nm]  # along z: towards where bead 1 sits in the grid
     top = bead_topology_from_counts({"Cho": 7, "Cl": 7, "Urea": 13}, np.eye(3) * L)
     return ff.create_simulation(top, pos, timestep_fs=timestep_fs, platform="CPU", threads=1, seed=1)
 
@@ -83,6 +85,41 @@ def test_too_large_a_time_step_is_named(ff, tmp_path):
     cause = info.value.diagnosis["likely_cause"]
     assert "time step (60 fs) is too large" in cause and "smaller --timestep" in cause
     assert "overlapping" not in cause
+
+
+def test_wall_energy_of_a_pair_matches_the_wall_parameters(ff):
+    from openmm_cgkd.blowup import pair_wall_energy
+
+    sim = _system(ff)
+    wall = ff.bundle.manifest.wall
+    types = [0] * 7 + [1] * 7 + [2] * 13  # Cho, Cl, Urea as bead_topology_from_counts orders them
+    for i, j in ((0, 1), (0, 8), (8, 20), (20, 21)):
+        for r in (0.22, 0.26, 0.3, wall.cutoff_nm + 0.01):
+            expected = float(wall.pair_energy(r, types[i], types[j]))
+            assert pair_wall_energy(sim.system, i, j, r) == pytest.approx(expected, rel=1e-6, abs=1e-9)
+
+
+def test_a_pair_pulled_into_the_wall_is_not_blamed_on_the_time_step(ff, tmp_path):
+    """A force that pulls two beads together harder than the wall pushes them apart (what a hole
+    in a learned potential does) blows the run up at any step: the diagnosis says so."""
+    import openmm
+
+    from openmm_cgkd.simulation import run_simulation
+
+    sim = _system(ff, pair_nm=0.42)  # outside the wall (it starts at ~0.3 nm)
+    pull = openmm.CustomBondForce("-0.5 * exp(-100 * (r - 0.45))")  # kJ/mol; 50 kJ/mol/nm at 0.45 nm
+    pull.setUsesPeriodicBoundaryConditions(True)
+    pull.addBond(0, 1, [])
+    sim.system.addForce(pull)
+    sim.context.reinitialize(preserveState=True)
+    with pytest.raises(BlowUpError) as info:
+        run_simulation(sim, 400, tmp_path / "run", report_interval=100, progress=False)
+    diag = info.value.diagnosis
+    assert sorted(diag["closest_pair"]["beads"]) == [0, 1]
+    assert diag["smaller_step_replay_passes"] is False and diag["closest_pair_wall_energy_kj_mol"] > 50
+    cause = diag["likely_cause"]
+    assert cause.startswith("a pair pulled into its repulsive wall") and "smaller time step will not help" in cause
+    assert "overlapping" not in cause and "--timestep" not in cause
 
 
 def test_a_sane_start_runs_without_warning(ff, tmp_path, capsys):

@@ -19,6 +19,9 @@ def register(subparsers) -> None:
     p.add_argument("--only", nargs="+", metavar="STAGE",
                    help="run only these stages (earlier ones must be done; later ones are left alone): "
                         "aa teachers labels students md analysis report")
+    p.add_argument("--status", action="store_true",
+                   help="print where the run stands (stages, training epochs, MD replicas finished with their "
+                        "TAEs so far) from its files, and exit: nothing runs")
     p.add_argument("--sweep", action="store_true",
                    help="CONFIG is a sweep config (see openmm_cgkd/sweep.py): run every grid point, write sweep.md")
     p.set_defaults(func=_run)
@@ -43,5 +46,10 @@ def _run(args: argparse.Namespace) -> int:
         cfg.out = args.out
     if args.dataset:
         cfg.dataset = args.dataset
+    if args.status:
+        from openmm_cgkd.pipeline_status import pipeline_status
+
+        print(pipeline_status(cfg), end="")
+        return 0
     run_pipeline(cfg, only=args.only)
     return 0

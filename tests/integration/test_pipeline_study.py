@@ -151,6 +151,47 @@ def test_ship_from_pipeline_reads_the_typed_stage_results(study, tmp_path, monke
     assert (tmp_path / "tiny-teachers" / "continuity.npz").is_file()
 
 
+def test_status_reads_where_the_run_stands(study, tmp_path, capsys):
+    """`cgkd pipeline CONFIG --status`: stages, training runs and MD replicas from the files alone;
+    its TAE means agree with the analysis stage's; a copy stopped part-way shows what is under way."""
+    from openmm_cgkd.cli.main import main
+
+    root, results, _ = study
+    cfg = load_pipeline_config(root / "study.yaml")
+    assert main(["pipeline", str(root / "study.yaml"), "--status"]) == 0
+    text = capsys.readouterr().out
+    for stage in ("teachers", "labels", "students", "md", "analysis", "report"):
+        assert f"| {stage} | done (" in text
+    assert "| aa | not needed (the dataset exists) |" in text
+    for s in STUDENTS:
+        assert f"| student {s} | finished |" in text
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
+            for line in text.splitlines() if line.startswith("| ") and line.split("|")[1].strip() in MODELS}
+    assert set(rows) == MODELS
+    assert any(a.summary["rdf"]["n"] for a in results["analysis"].models.values())
+    for name, a in results["analysis"].models.items():
+        n_rep = len(results["md"].models[name])
+        assert rows[name][0] == str(n_rep) and rows[name][1] == str(a.n_failed)
+        if a.summary["rdf"]["n"]:
+            assert float(rows[name][3].split(" ")[0]) == pytest.approx(a.summary["rdf"]["mean"], abs=6e-4)
+            assert float(rows[name][5].split(" ")[0]) == pytest.approx(a.summary["cdf"]["mean"], abs=6e-4)
+
+    # stopped part-way: the md stage under way, one replica without its record, its log at step 20
+    shutil.copytree(root / "study", tmp_path / "study")
+    (tmp_path / "study" / "stages" / "md.json").unlink()
+    (tmp_path / "study" / "stages" / "md.clock.json").write_text(json.dumps({"seconds": 7200, "attempts": 2}))
+    rep = tmp_path / "study" / "md" / "ensemble-2" / "replica_01"
+    (rep / "replica.json.gz").unlink()
+    (rep / "log.csv").write_text("step,time_ps\n0,0\n20,0.08\n")
+    from openmm_cgkd.pipeline_status import pipeline_status
+
+    cfg.out = str(tmp_path / "study")
+    text = pipeline_status(cfg)
+    assert "| md | under way | 2.00 h so far | 2 |" in text
+    row = next(line for line in text.splitlines() if line.startswith("| ensemble-2 |"))
+    assert row.split("|")[2].strip() == "1" and row.split("|")[4].strip() == f"01 {100 * 20 // cfg.md.n_steps}%"
+
+
 def _committed_copy(src: Path, dst: Path) -> list[str]:
     """Copy into ``dst`` the files of ``src`` that git would commit under the study's .gitignore."""
     shutil.copy(ROOT / "systems" / "des" / "study" / ".gitignore", src / ".gitignore")

@@ -1,0 +1,157 @@
+"""Where a pipeline run stands, read from its files alone (``cgkd pipeline CONFIG --status``).
+
+Nothing is trained, simulated or written: the stage markers and clocks (``stages/``), the
+training logs of the teachers and students (finished or under way), and the MD replicas'
+records (``replica.json.gz``) and logs give, per stage, done / under way / not started with its
+wall time, per training run its epochs and best validation loss, and per MD model the replicas
+finished (failed ones counted) with their mean RDF / ADF / CDF TAEs so far. The numbers of a
+study stopped part-way are partial: the report (``report.md``) is written only when every
+replica has run.
+"""
+from __future__ import annotations
+
+import csv
+import gzip
+import json
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["pipeline_status"]
+
+
+def _json(path: Path) -> dict | None:
+    try:
+        if path.suffix == ".gz":
+            return json.loads(gzip.open(path).read())
+        return json.loads(path.read_text())
+    except (OSError, ValueError, EOFError):
+        return None
+
+
+def _hours(seconds) -> str:
+    return "-" if seconds is None else f"{float(seconds) / 3600:.2f} h"
+
+
+def _curve(path: Path, loss: str = "val_loss") -> dict | None:
+    """{epochs, best, best_epoch, lr} of a per-epoch CSV log (None when it has no epoch yet)."""
+    try:
+        with open(path, newline="") as fh:
+            rows = [r for r in csv.DictReader(fh) if r.get(loss) not in (None, "")]
+    except OSError:
+        return None
+    if not rows:
+        return None
+    vals = [float(r[loss]) for r in rows]
+    k = int(np.argmin(vals))
+    return {"epochs": len(rows), "best": vals[k], "best_epoch": int(float(rows[k].get("epoch", k))),
+            "lr": rows[-1].get("lr", "")}
+
+
+def _stage_lines(out: Path, stages, have_dataset: bool) -> list[str]:
+    lines = ["| stage | state | wall time | attempts |", "|---|---|---|---|"]
+    for name in stages:
+        marker, clock = _json(out / "stages" / f"{name}.json"), _json(out / "stages" / f"{name}.clock.json")
+        if name == "aa" and marker is None and clock is None and have_dataset:
+            lines.append("| aa | not needed (the dataset exists) | - | - |")
+        elif marker is not None:
+            lines.append(f"| {name} | done ({marker.get('finished', '?')}) | {_hours(marker.get('seconds'))} | "
+                         f"{marker.get('attempts', '?')} |")
+        elif clock is not None:
+            lines.append(f"| {name} | under way | {_hours(clock.get('seconds'))} so far | {clock.get('attempts', '?')} |")
+        else:
+            lines.append(f"| {name} | not started | - | - |")
+    return lines
+
+
+def _training_lines(out: Path) -> list[str]:
+    runs: list[tuple[str, Path, bool]] = []
+    teachers = out / "teachers"
+    for log in sorted((teachers / "stacked" / "logs").glob("member_*.csv")):
+        runs.append((f"teacher {log.stem.split('_')[1]} (stacked)", log, (teachers / "stacked" / "result.json").is_file()))
+    for run in sorted((teachers / "members").glob("member_*")):
+        runs.append((f"teacher {run.name.split('_')[1]}", run / "logs" / "metrics.csv", (run / "result.json").is_file()))
+    for sdir in sorted((out / "students").glob("*")):
+        if sdir.is_dir():
+            runs.append((f"student {sdir.name}", sdir / "run" / "logs" / "metrics.csv",
+                         (sdir / "run" / "result.json").is_file()))
+    lines = ["| run | state | epochs | best val loss (epoch) | lr now |", "|---|---|---|---|---|"]
+    for name, log, finished in runs:
+        c = _curve(log)
+        if c is None:
+            lines.append(f"| {name} | {'finished' if finished else 'not started'} | - | - | - |")
+            continue
+        lines.append(f"| {name} | {'finished' if finished else 'under way'} | {c['epochs']} | "
+                     f"{c['best']:.4g} ({c['best_epoch']}) | {c['lr']} |")
+    return lines if runs else []
+
+
+def _tae_means(rec: dict) -> dict[str, float]:
+    tae = (rec.get("analysis") or {}).get("tae") or {}
+    return {kind: float(np.mean(list(v.values()))) for kind, v in tae.items() if v}
+
+
+def _md_lines(out: Path, n_steps: int | None) -> list[str]:
+    md = out / "md"
+    models = sorted(p for p in md.glob("*") if p.is_dir() and p.name != "timestep_check") if md.is_dir() else []
+    if not models:
+        return []
+    lines = ["| model | replicas finished | failed | under way | RDF TAE | ADF TAE | CDF TAE | ns/day |",
+             "|---|---|---|---|---|---|---|---|"]
+    for mdir in models:
+        recs, running = [], []
+        for rep in sorted(mdir.glob("replica_*")):
+            rec = _json(rep / "replica.json.gz")
+            if rec is not None:
+                recs.append(rec)
+            elif (rep / "log.csv").is_file():
+                running.append(rep)
+        failed = [r for r in recs if r.get("failure")]
+        good = [_tae_means(r) for r in recs if not r.get("failure") and not (r.get("analysis") or {}).get("failed")]
+
+        def stat(kind: str) -> str:
+            v = [g[kind] for g in good if kind in g]
+            if not v:
+                return "-"
+            return f"{np.mean(v):.3f}" + (f" ± {np.std(v, ddof=1):.3f}" if len(v) > 1 else "")
+
+        speeds = [r["ns_per_day"] for r in recs if r.get("ns_per_day")]
+        under = []
+        for rep in running:
+            step = _last_step(rep / "log.csv")
+            frac = "" if step is None or not n_steps else f" {100.0 * step / n_steps:.0f}%"
+            under.append(f"{rep.name.split('_')[1]}{frac}")
+        speed = f"{np.mean(speeds):.3g}" if speeds else "-"
+        lines.append(f"| {mdir.name} | {len(recs)} | {len(failed)} | {', '.join(under) or '-'} | {stat('rdf')} | "
+                     f"{stat('adf')} | {stat('cdf')} | {speed} |")
+    return lines
+
+
+def _last_step(log: Path) -> int | None:
+    try:
+        with open(log, newline="") as fh:
+            rows = list(csv.reader(fh))
+        return int(rows[-1][0]) if len(rows) > 1 else 0
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def pipeline_status(cfg) -> str:
+    """Markdown: where the run of pipeline config ``cfg`` (:class:`~openmm_cgkd.pipeline.PipelineConfig`)
+    stands (see the module docstring). Reads files only."""
+    from openmm_cgkd.pipeline import STAGES
+
+    out = Path(cfg.out)
+    if not (out / "stages").is_dir():
+        return f"# Pipeline status: {out}\n\nNothing has run yet ({out / 'stages'} does not exist).\n"
+    parts = [f"# Pipeline status: {out}", "", "## Stages", "", *_stage_lines(out, STAGES, Path(cfg.dataset).is_file())]
+    training = _training_lines(out)
+    if training:
+        parts += ["", "## Training (validation loss: the trainer's, lower is better)", "", *training]
+    md = _md_lines(out, cfg.md.n_steps)
+    if md:
+        length = cfg.md.n_steps * cfg.md.timestep_fs / 1000.0
+        parts += ["", f"## MD replicas ({length:g} ps each; TAEs: mean ± std over the finished, not failed, "
+                      f"replicas so far, after the {cfg.md.discard_ps if cfg.md.discard_ps is not None else 0:g} ps "
+                      "discard)", "", *md]
+    return "\n".join(parts) + "\n"

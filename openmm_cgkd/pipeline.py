@@ -476,9 +476,16 @@ def _trainer(cfg: PipelineConfig, extra: dict | None = None) -> dict:
 
 
 # ------------------------------------------------------------------------------ teachers
-def _run_info(run_dir: Path) -> TrainingRun:
-    """Epochs, early stop and best validation loss of a finished training run, and its log."""
+def _run_info(run_dir: Path, member: int = 0) -> TrainingRun:
+    """Epochs, early stop and best validation loss of a finished training run, and its log (of a
+    stacked run: those of ``member``, with its own log ``logs/member_KK.csv``)."""
     res = _read_json(run_dir / "result.json") or {}
+    if isinstance(res.get("members"), list):
+        members = res["members"]
+        info = members[member] if member < len(members) and isinstance(members[member], dict) else {}
+        epochs = info["stopped_epoch"] + 1 if info.get("stopped_epoch") is not None else res.get("epochs")
+        return TrainingRun(epochs, info.get("stopped_early"), info.get("best_val_loss"),
+                           run_dir / "logs" / f"member_{member:02d}.csv")
     return TrainingRun(res.get("epochs"), res.get("stopped_early"), res.get("best_val_loss"),
                        run_dir / "logs" / "metrics.csv")
 
@@ -491,13 +498,7 @@ def _member_info(teachers_out: Path, k: int) -> TrainingRun:
     run = member_dir(teachers_out, k)
     if (run / "result.json").is_file() or not (teachers_out / "stacked").is_dir():
         return _run_info(run)
-    stacked = teachers_out / "stacked"
-    res = _read_json(stacked / "result.json") or {}
-    members = res.get("members") if isinstance(res.get("members"), list) else []
-    info = members[k] if k < len(members) and isinstance(members[k], dict) else {}
-    epochs = info["stopped_epoch"] + 1 if info.get("stopped_epoch") is not None else res.get("epochs")
-    return TrainingRun(epochs, info.get("stopped_early"), info.get("best_val_loss"),
-                       stacked / "logs" / f"member_{k:02d}.csv")
+    return _run_info(teachers_out / "stacked", k)
 
 
 def _validation_forces(bundle: str, dataset, frames: np.ndarray) -> dict:

@@ -73,8 +73,9 @@ def _training_lines(out: Path) -> list[str]:
         runs.append((f"teacher {run.name.split('_')[1]}", run / "logs" / "metrics.csv", (run / "result.json").is_file()))
     for sdir in sorted((out / "students").glob("*")):
         if sdir.is_dir():
-            runs.append((f"student {sdir.name}", sdir / "run" / "logs" / "metrics.csv",
-                         (sdir / "run" / "result.json").is_file()))
+            logs = sdir / "run" / "logs"
+            log = logs / "member_00.csv" if (logs / "member_00.csv").is_file() else logs / "metrics.csv"
+            runs.append((f"student {sdir.name}", log, (sdir / "run" / "result.json").is_file()))
     lines = ["| run | state | epochs | best val loss (epoch) | lr now |", "|---|---|---|---|---|"]
     for name, log, finished in runs:
         c = _curve(log)

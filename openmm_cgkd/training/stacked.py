@@ -57,7 +57,7 @@ from openmm_cgkd.training.config import ConfigError, LossWeights, TrainerConfig
 from openmm_cgkd.training.loss import loss_terms
 from openmm_cgkd.training.model import training_wall
 
-__all__ = ["StackedTrainable", "StackedTrainResult", "StackedAdam", "member_losses", "train_stacked",
+__all__ = ["StackedTrainable", "StackedTrainResult", "StackedAdam", "member_losses", "train_stacked", "train_single",
            "is_stacked_architecture", "predict_members", "train_teachers_stacked"]
 
 CHECKPOINT = "last.ckpt"
@@ -513,6 +513,29 @@ def train_stacked(dataset: CGDataset, blocks: dict[str, np.ndarray], potential_c
     tmp.write_text(json.dumps(info, indent=2))
     tmp.replace(result_file)
     return StackedTrainResult(model.cpu().eval(), out, info)
+
+
+def train_single(dataset: CGDataset, blocks: dict[str, np.ndarray], potential_config: PotentialConfig,
+                 wall: WallParameters | None, weights: LossWeights, cfg: TrainerConfig, out: str | Path,
+                 log=print):
+    """One network of a stacked architecture trained as a one-member stacked run (seed
+    ``cfg.seed``): the fast training path of :func:`~openmm_cgkd.model.stacked.training_forward`
+    instead of autograd through the pairs. Returns a :class:`~openmm_cgkd.training.trainer.TrainResult`
+    like :func:`~openmm_cgkd.training.trainer.train_potential`'s: the best-validation network in a
+    ``TrainablePotential`` (with the wall) and ``info`` with ``best_val_loss``, ``best_epoch``,
+    ``epochs``, ``stopped_early``, ``metrics_csv`` (the run's ``logs/member_00.csv``) and the
+    stacked run's own ``result.json`` fields. Resumable in ``out`` like :func:`train_stacked`."""
+    from openmm_cgkd.training.model import TrainablePotential, number_density
+    from openmm_cgkd.training.trainer import TrainResult
+
+    res = train_stacked(dataset, blocks, potential_config, wall, weights, cfg, out, [int(cfg.seed)], log=log)
+    member = res.info["members"][0]
+    density = number_density(dataset.positions[blocks["train"]], dataset.boxes[blocks["train"]])
+    model = TrainablePotential(potential_config, wall, density)
+    model.network.load_state_dict(res.model.network.member(0).state_dict())
+    info = {**res.info, "best_val_loss": member["best_val_loss"], "best_epoch": member["best_epoch"],
+            "stopped_early": member["stopped_early"], "metrics_csv": res.info["metrics_csv"][0], "trainer": "stacked"}
+    return TrainResult(model.eval(), Path(out), info)
 
 
 # --------------------------------------------------------------------------- predictions

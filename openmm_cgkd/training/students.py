@@ -74,6 +74,7 @@ def train_student(cfg: StudentConfig, dataset: CGDataset | None = None,
                                              write_test_report)
     from openmm_cgkd.training.metrics import evaluate_frames, training_curve_plot
     from openmm_cgkd.training.model import number_density, potential_config_for
+    from openmm_cgkd.training.stacked import is_stacked_architecture, train_single
     from openmm_cgkd.training.trainer import is_global_zero, train_potential
 
     if not cfg.dataset:
@@ -98,7 +99,10 @@ def train_student(cfg: StudentConfig, dataset: CGDataset | None = None,
         pcfg = PotentialConfig.from_dict(prov["architecture"])
     out = Path(cfg.out)
     start = time.time()
-    result = train_potential(dataset, blocks, pcfg, wall, weights, cfg.trainer, out / "run")
+    if is_stacked_architecture(pcfg):  # hipnn-ts: the stacked trainer's fast path, one member
+        result = train_single(dataset, blocks, pcfg, wall, weights, cfg.trainer, out / "run")
+    else:
+        result = train_potential(dataset, blocks, pcfg, wall, weights, cfg.trainer, out / "run")
     if not is_global_zero():  # a DDP helper process: rank 0 writes the results
         return StudentResult(out, out / "bundle", result.model, variant, weights, blocks, {})
 
@@ -106,7 +110,8 @@ def train_student(cfg: StudentConfig, dataset: CGDataset | None = None,
     metrics, pred = evaluate_frames(result.model, dataset, test, cfg.trainer.batch_size, extra_force_refs)
     metrics = {"test_frames": [int(test[0]), int(test[-1]) + 1], "student": metrics}
     write_test_report(out, f"student {variant}", metrics, pred, dataset, test)
-    training_curve_plot({variant: out / "run" / "logs" / "metrics.csv"}, out / "training_curves.png",
+    training_curve_plot({variant: out / "run" / result.info.get("metrics_csv", "logs/metrics.csv")},
+                        out / "training_curves.png",
                         f"student {variant}")
     targets = VARIANTS[cfg.variant].targets if cfg.variant in VARIANTS else None
     training = {"stage": "student", "variant": variant, "targets": targets, "loss_weights": weights.as_dict(),

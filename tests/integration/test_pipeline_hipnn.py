@@ -1,6 +1,7 @@
 """The study's protocol with the study's architecture (hipnn-ts, systems/des/study.yaml): stacked
 teachers, the ensemble served as one stacked force, hipnn-ts students from the ensemble and from
-single teachers, MD of each and the time step check, on a tiny synthetic system."""
+single teachers (trained as one-member stacked runs), MD of each and the time step check, on a tiny
+synthetic system."""
 import json
 
 import yaml
@@ -32,6 +33,8 @@ def test_a_hipnn_ts_study_runs_every_stage(tmp_path):
     for student in ("ensemble-e-ft-faa", "ensemble-ft-faa", "single-e-ft-faa-teacher00", "single-e-ft-faa-teacher01"):
         manifest = yaml.safe_load((out / "students" / student / "bundle" / "manifest.yaml").read_text())
         assert manifest["architecture"]["architecture"] == "hipnn-ts"
+        run = json.loads((out / "students" / student / "run" / "result.json").read_text())
+        assert run["num_members"] == 1 and (out / "students" / student / "run" / "logs" / "member_00.csv").is_file()
     md = json.loads((out / "stages" / "md.json").read_text())
     assert list(md["outputs"]["models"]) == ["teacher-00", "ensemble-3", "student-ensemble-e-ft-faa",
                                              "student-ensemble-ft-faa", "student-single-e-ft-faa-teacher00",

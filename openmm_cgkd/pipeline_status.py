@@ -71,8 +71,13 @@ def _training_lines(out: Path) -> list[str]:
         runs.append((f"teacher {log.stem.split('_')[1]} (stacked)", log, (teachers / "stacked" / "result.json").is_file()))
     for run in sorted((teachers / "members").glob("member_*")):
         runs.append((f"teacher {run.name.split('_')[1]}", run / "logs" / "metrics.csv", (run / "result.json").is_file()))
+    stacked = out / "students" / "stacked"
+    names = {int(m["member"]): Path(m["out"]).name for m in (_json(stacked / "members.json") or [])}
+    for log in sorted((stacked / "logs").glob("member_*.csv")):
+        k = int(log.stem.split("_")[1])
+        runs.append((f"student {names.get(k, k)} (stacked)", log, (stacked / "result.json").is_file()))
     for sdir in sorted((out / "students").glob("*")):
-        if sdir.is_dir():
+        if sdir.is_dir() and sdir.name != "stacked" and not (stacked / "logs").is_dir():
             logs = sdir / "run" / "logs"
             log = logs / "member_00.csv" if (logs / "member_00.csv").is_file() else logs / "metrics.csv"
             runs.append((f"student {sdir.name}", log, (sdir / "run" / "result.json").is_file()))

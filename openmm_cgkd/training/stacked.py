@@ -42,6 +42,7 @@ import math
 import os
 import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -124,21 +125,54 @@ class StackedTrainable(nn.Module):
 
 
 def member_losses(pred: dict[str, Tensor], batch: dict[str, Tensor],
-                  weights: LossWeights) -> tuple[Tensor, dict[str, Tensor]]:
+                  weights: LossWeights | Sequence[LossWeights]) -> tuple[Tensor, dict[str, Tensor]]:
     """Per-member distillation losses ``[K]`` and their terms (each ``[K]``, unweighted, detached):
-    member k's entry equals :func:`~openmm_cgkd.training.loss.distillation_loss` of its predictions."""
+    member k's entry equals :func:`~openmm_cgkd.training.loss.distillation_loss` of its predictions
+    with its weights (``weights``: shared, or one :class:`LossWeights` per member) and its labels
+    (a label of the batch with a member axis, ``[B, K, ...]`` from :class:`MemberLabelFrames`, gives
+    member k its own; one without is shared)."""
     k = pred["forces"].shape[0]
     n_beads = pred["forces"].shape[2]
+    per_member = [weights] * k if isinstance(weights, LossWeights) else list(weights)
+    if len(per_member) != k:
+        raise ValueError(f"{len(per_member)} loss weights for {k} members")
+    widest = LossWeights(**{name: max(getattr(w, name) for w in per_member) for name in ("w_aa", "w_ft", "w_e", "w_E")})
     total = pred["forces"].new_zeros(k)
     terms: dict[str, Tensor] = {}
-    for w, tname, pkey, bkey, scale in loss_terms(weights, batch, n_beads):
-        d = (pred[pkey] - batch[bkey].to(pred[pkey].dtype).unsqueeze(0)) * scale
-        d = d.reshape(k, -1)
+    for _, tname, pkey, bkey, scale in loss_terms(widest, batch, n_beads):
+        target = batch[bkey].to(pred[pkey].dtype)
+        target = target.movedim(1, 0) if target.dim() == pred[pkey].dim() else target.unsqueeze(0)
+        d = ((pred[pkey] - target) * scale).reshape(k, -1)
         term = torch.sqrt(torch.mean(d * d, dim=1)) + torch.mean(torch.abs(d), dim=1)
         terms[tname] = term.detach()
-        if w > 0:
-            total = total + w * term
+        wname = _WEIGHT_OF_TERM[tname]
+        w = torch.tensor([getattr(m, wname) for m in per_member], dtype=term.dtype, device=term.device)
+        total = total + torch.where(w > 0, w * term, torch.zeros_like(term))
     return total, terms
+
+
+_WEIGHT_OF_TERM = {"err_f_aa": "w_aa", "err_f_t": "w_ft", "err_e_t": "w_e", "err_E_t": "w_E"}
+
+
+class MemberLabelFrames(torch.utils.data.Dataset):
+    """The frames ``indices`` of ``dataset`` (positions, box, mapped forces) with each member's own
+    distillation labels from ``member_labels`` (one labelled dataset per member, of the same frames):
+    ``label_forces [K, N, 3]``, ``label_bead_energies [K, N]``, ``label_energy [K]`` per item."""
+
+    def __init__(self, dataset: CGDataset, indices, member_labels: Sequence[CGDataset]):
+        from openmm_cgkd.training.data import FrameDataset
+
+        self.base = FrameDataset(dataset, indices)
+        self.labels = [FrameDataset(d, indices, require_labels=True).labels for d in member_labels]
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, i: int) -> dict[str, Tensor]:
+        item = self.base[i]
+        for j, key in enumerate(("label_forces", "label_bead_energies", "label_energy")):
+            item[key] = torch.stack([lab[j][i] for lab in self.labels])
+        return item
 
 
 # --------------------------------------------------------------------------- optimiser
@@ -292,7 +326,7 @@ def _check_trainer(cfg: TrainerConfig) -> None:
                       stacklevel=3)
 
 
-def _epoch_losses(model: StackedTrainable, loader, bead_types: Tensor, weights: LossWeights, device,
+def _epoch_losses(model: StackedTrainable, loader, bead_types: Tensor, weights, device,
                   optimizer: StackedAdam | None, clip: float | None, epoch: int, stage: str, bar=None):
     """One pass over ``loader``: per-member mean losses and terms (weighted by frames); trains when
     an optimiser is given."""
@@ -373,16 +407,22 @@ def _save_atomic(obj, path: Path) -> None:
 
 
 def train_stacked(dataset: CGDataset, blocks: dict[str, np.ndarray], potential_config: PotentialConfig,
-                  wall: WallParameters | None, weights: LossWeights, cfg: TrainerConfig, out: str | Path,
-                  seeds: list[int], log=print) -> StackedTrainResult:
+                  wall: WallParameters | None, weights: LossWeights | Sequence[LossWeights], cfg: TrainerConfig,
+                  out: str | Path, seeds: list[int], log=print,
+                  member_labels: Sequence[CGDataset] | None = None) -> StackedTrainResult:
     """Train ``len(seeds)`` stacked members (member k initialised from ``seeds[k]``) on
     ``blocks['train']``, validating each on ``blocks['val']``; resumable in ``out``. Returns the
     per-member best-validation weights (see the module docstring).
 
+    Members learn the same targets (``weights`` one :class:`LossWeights`, labels of ``dataset``)
+    or each its own: ``weights`` one per member and/or ``member_labels`` (one labelled dataset of
+    the same frames per member: several students in one run). Members with the same seed must
+    then differ in their targets.
+
     The run is keyed on a fingerprint (:func:`~openmm_cgkd.training.trainer.run_fingerprint` plus
-    the member seeds, in ``out/fingerprint.json``): a run made with other settings or data is
-    deleted and trained again from scratch (``log`` gets a note), one with the same is resumed or
-    reloaded."""
+    the member seeds and targets, in ``out/fingerprint.json``): a run made with other settings or
+    data is deleted and trained again from scratch (``log`` gets a note), one with the same is
+    resumed or reloaded."""
     from openmm_cgkd.training.data import FrameDataset, make_loader
     from openmm_cgkd.training.model import number_density
     from openmm_cgkd.training.trainer import BEST_WEIGHTS, _claim_run_dir, run_fingerprint
@@ -396,16 +436,36 @@ def train_stacked(dataset: CGDataset, blocks: dict[str, np.ndarray], potential_c
         raise ConfigError("training needs a validation block (split.val > 0): it drives the learning-rate "
                           "schedules, early stopping and the choice of each member's best epoch")
     seeds = [int(s) for s in seeds]
-    if not seeds or len(set(seeds)) != len(seeds):
-        raise ConfigError(f"stacked training needs distinct member seeds, got {seeds}")
+    k = len(seeds)
+    shared = isinstance(weights, LossWeights)
+    member_weights = [weights] * k if shared else list(weights)
+    if len(member_weights) != k or (member_labels is not None and len(member_labels) != k):
+        raise ConfigError(f"{k} members need {k} loss weights and {k} labelled datasets (one each), got "
+                          f"{len(member_weights)} and {'-' if member_labels is None else len(member_labels)}")
+    from openmm_cgkd.fingerprint import cg_dataset_digest
+
+    label_digests = None if member_labels is None else [cg_dataset_digest(d) for d in member_labels]
+    targets = [(s, member_weights[m].as_dict(), None if label_digests is None else label_digests[m])
+               for m, s in enumerate(seeds)]
+    if not seeds or len({json.dumps(t, sort_keys=True) for t in targets}) != k:
+        raise ConfigError(f"stacked training needs distinct member seeds (or, for members with the same seed, "
+                          f"distinct targets), got seeds {seeds}")
+    if member_labels is not None:
+        for d in member_labels:
+            if d.n_frames != dataset.n_frames or not np.array_equal(d.positions[blocks["train"][:1]],
+                                                                   dataset.positions[blocks["train"][:1]]):
+                raise ConfigError("each member's labelled dataset must hold the frames of the training dataset")
     _check_trainer(cfg)
-    settings = {**run_fingerprint(dataset, blocks, potential_config, wall, weights, cfg),
+    settings = {**run_fingerprint(dataset, blocks, potential_config, wall, member_weights[0], cfg),
                 "stacked_members": {"seeds": seeds}}
+    if not shared:
+        settings["stacked_members"]["loss_weights"] = [w.as_dict() for w in member_weights]
+    if label_digests is not None:
+        settings["stacked_members"]["labels"] = label_digests
     fingerprint, finished = _claim_run_dir(out, settings, log)
     if cfg.num_threads is not None:
         torch.set_num_threads(int(cfg.num_threads))
     device = _device(cfg)
-    k = len(seeds)
     density = number_density(dataset.positions[blocks["train"]], dataset.boxes[blocks["train"]])
     model = StackedTrainable(potential_config, k, seeds, wall, density)
     if str(cfg.precision).startswith("64"):
@@ -428,8 +488,13 @@ def train_stacked(dataset: CGDataset, blocks: dict[str, np.ndarray], potential_c
             "there: training again")
         result_file.unlink()
 
-    train = FrameDataset(dataset, blocks["train"], require_labels=weights.needs_labels)
-    val = FrameDataset(dataset, blocks["val"], require_labels=weights.needs_labels)
+    if member_labels is not None:
+        train = MemberLabelFrames(dataset, blocks["train"], member_labels)
+        val = MemberLabelFrames(dataset, blocks["val"], member_labels)
+    else:
+        needs = any(w.needs_labels for w in member_weights)
+        train = FrameDataset(dataset, blocks["train"], require_labels=needs)
+        val = FrameDataset(dataset, blocks["val"], require_labels=needs)
     train_loader = make_loader(train, cfg.batch_size, shuffle=True, seed=cfg.seed, num_workers=cfg.num_workers)
     val_loader = make_loader(val, cfg.batch_size, shuffle=False, num_workers=cfg.num_workers)
     lr0 = torch.full((k,), float(cfg.lr), dtype=torch.float64)
@@ -470,10 +535,10 @@ def train_stacked(dataset: CGDataset, blocks: dict[str, np.ndarray], potential_c
             train_loader.sampler.set_epoch(epoch)
             optimizer.lr = torch.tensor(schedule.lrs(), dtype=torch.float64)
             model.train()
-            train_loss, train_terms = _epoch_losses(model, train_loader, bead_types, weights, device, optimizer,
+            train_loss, train_terms = _epoch_losses(model, train_loader, bead_types, member_weights, device, optimizer,
                                                     cfg.gradient_clip_val, epoch, "train", bar)
             model.eval()
-            val_loss, val_terms = _epoch_losses(model, val_loader, bead_types, weights, device, None, None, epoch,
+            val_loss, val_terms = _epoch_losses(model, val_loader, bead_types, member_weights, device, None, None, epoch,
                                                 "val", bar)
             lrs_used = schedule.lrs()
             stopped_before = list(schedule.stopped)

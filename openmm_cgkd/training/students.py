@@ -13,7 +13,11 @@ variant, the weights and the teachers it learned from.
 """
 from __future__ import annotations
 
+import json
+import os
+import shutil
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,7 +29,7 @@ from openmm_cgkd.training.config import ConfigError, LossWeights, StudentConfig,
 from openmm_cgkd.training.data import split_blocks
 from openmm_cgkd.training.variants import VARIANTS, Variant
 
-__all__ = ["Variant", "VARIANTS", "resolve_variant", "StudentResult", "train_student"]
+__all__ = ["Variant", "VARIANTS", "resolve_variant", "StudentResult", "train_student", "train_students_stacked"]
 
 
 def resolve_variant(name: str | None, weights: LossWeights | None) -> tuple[str, str | None, LossWeights]:
@@ -65,17 +69,11 @@ class StudentResult:
     metrics: dict = field(default_factory=dict)
 
 
-def train_student(cfg: StudentConfig, dataset: CGDataset | None = None,
-                  extra_force_refs: dict[str, np.ndarray] | None = None) -> StudentResult:
-    """Train, evaluate and bundle a student (see the module docstring). Resumable in ``cfg.out``."""
-    from openmm_cgkd.bundle import save_bundle
+def _prepare(cfg: StudentConfig, dataset: CGDataset | None):
+    """The student's labelled dataset, variant, weights, teachers' provenance, wall, blocks and
+    architecture (checked)."""
     from openmm_cgkd.model.potential import PotentialConfig
-    from openmm_cgkd.training.common import (code_provenance, dataset_bead_types, dataset_provenance,
-                                             write_test_report)
-    from openmm_cgkd.training.metrics import evaluate_frames, training_curve_plot
     from openmm_cgkd.training.model import number_density, potential_config_for
-    from openmm_cgkd.training.stacked import is_stacked_architecture, train_single
-    from openmm_cgkd.training.trainer import is_global_zero, train_potential
 
     if not cfg.dataset:
         raise ConfigError("a student needs a labelled dataset (the `dataset:` key)")
@@ -97,6 +95,44 @@ def train_student(cfg: StudentConfig, dataset: CGDataset | None = None,
         pcfg = potential_config_for(cfg.model, list(dataset.type_names), density)
     else:
         pcfg = PotentialConfig.from_dict(prov["architecture"])
+    return dataset, variant, weights, prov, wall, blocks, pcfg
+
+
+def _finish(cfg: StudentConfig, dataset: CGDataset, variant: str, weights: LossWeights, prov: dict,
+            wall: WallParameters, blocks: dict, result, seconds: float, run_dir: Path,
+            extra_force_refs: dict[str, np.ndarray] | None) -> StudentResult:
+    """Test-block metrics, report, learning curve and bundle of a trained student."""
+    from openmm_cgkd.bundle import save_bundle
+    from openmm_cgkd.training.common import (code_provenance, dataset_bead_types, dataset_provenance,
+                                             write_test_report)
+    from openmm_cgkd.training.metrics import evaluate_frames, training_curve_plot
+
+    out = Path(cfg.out)
+    test = blocks["test"] if len(blocks["test"]) else blocks["val"]
+    metrics, pred = evaluate_frames(result.model, dataset, test, cfg.trainer.batch_size, extra_force_refs)
+    metrics = {"test_frames": [int(test[0]), int(test[-1]) + 1], "student": metrics}
+    write_test_report(out, f"student {variant}", metrics, pred, dataset, test)
+    training_curve_plot({variant: run_dir / result.info.get("metrics_csv", "logs/metrics.csv")},
+                        out / "training_curves.png", f"student {variant}")
+    targets = VARIANTS[cfg.variant].targets if cfg.variant in VARIANTS else None
+    training = {"stage": "student", "variant": variant, "targets": targets, "loss_weights": weights.as_dict(),
+                "teachers": prov, "dataset": dataset_provenance(cfg.dataset, dataset, blocks),
+                "trainer": config_to_dict(cfg.trainer), "result": result.info,
+                "test_metrics": metrics["student"], "seconds": round(seconds, 1), **code_provenance()}
+    bundle = save_bundle(out / "bundle", result.model.network, bead_types=dataset_bead_types(dataset), wall=wall,
+                         model_kind="student", variant=variant, training=training,
+                         description=f"CG student '{variant}' distilled from {prov.get('source')} labels of "
+                                     f"{prov.get('teacher_bundle')}", overwrite=True)
+    return StudentResult(out, bundle, result.model, variant, weights, blocks, metrics)
+
+
+def train_student(cfg: StudentConfig, dataset: CGDataset | None = None,
+                  extra_force_refs: dict[str, np.ndarray] | None = None) -> StudentResult:
+    """Train, evaluate and bundle a student (see the module docstring). Resumable in ``cfg.out``."""
+    from openmm_cgkd.training.stacked import is_stacked_architecture, train_single
+    from openmm_cgkd.training.trainer import is_global_zero, train_potential
+
+    dataset, variant, weights, prov, wall, blocks, pcfg = _prepare(cfg, dataset)
     out = Path(cfg.out)
     start = time.time()
     if is_stacked_architecture(pcfg):  # hipnn-ts: the stacked trainer's fast path, one member
@@ -105,21 +141,60 @@ def train_student(cfg: StudentConfig, dataset: CGDataset | None = None,
         result = train_potential(dataset, blocks, pcfg, wall, weights, cfg.trainer, out / "run")
     if not is_global_zero():  # a DDP helper process: rank 0 writes the results
         return StudentResult(out, out / "bundle", result.model, variant, weights, blocks, {})
+    return _finish(cfg, dataset, variant, weights, prov, wall, blocks, result, time.time() - start, out / "run",
+                   extra_force_refs)
 
-    test = blocks["test"] if len(blocks["test"]) else blocks["val"]
-    metrics, pred = evaluate_frames(result.model, dataset, test, cfg.trainer.batch_size, extra_force_refs)
-    metrics = {"test_frames": [int(test[0]), int(test[-1]) + 1], "student": metrics}
-    write_test_report(out, f"student {variant}", metrics, pred, dataset, test)
-    training_curve_plot({variant: out / "run" / result.info.get("metrics_csv", "logs/metrics.csv")},
-                        out / "training_curves.png",
-                        f"student {variant}")
-    targets = VARIANTS[cfg.variant].targets if cfg.variant in VARIANTS else None
-    training = {"stage": "student", "variant": variant, "targets": targets, "loss_weights": weights.as_dict(),
-                "teachers": prov, "dataset": dataset_provenance(cfg.dataset, dataset, blocks),
-                "trainer": config_to_dict(cfg.trainer), "result": result.info,
-                "test_metrics": metrics["student"], "seconds": round(time.time() - start, 1), **code_provenance()}
-    bundle = save_bundle(out / "bundle", result.model.network, bead_types=dataset_bead_types(dataset), wall=wall,
-                         model_kind="student", variant=variant, training=training,
-                         description=f"CG student '{variant}' distilled from {prov.get('source')} labels of "
-                                     f"{prov.get('teacher_bundle')}", overwrite=True)
-    return StudentResult(out, bundle, result.model, variant, weights, blocks, metrics)
+
+def train_students_stacked(cfgs: Sequence[StudentConfig], run_dir: str | Path, log=print) -> list[StudentResult]:
+    """Several students of a stacked architecture (hipnn-ts) trained as ONE stacked run in
+    ``run_dir``: member k is student ``cfgs[k]`` with its own loss weights and labels (its own
+    labelled dataset of the same frames), all initialised from the trainer seed, so they differ
+    only by what they learn. Each member trains, stops early and keeps its best epoch as if alone;
+    then each student gets its own metrics, report, learning curve and bundle in its ``out``, as
+    from :func:`train_student` (whose one-member result it equals). The students must share the
+    architecture, split, trainer and the teachers' wall. Resumable in ``run_dir``."""
+    from openmm_cgkd.training.model import TrainablePotential, number_density
+    from openmm_cgkd.training.stacked import is_stacked_architecture, train_stacked
+    from openmm_cgkd.training.trainer import TrainResult
+
+    if not cfgs:
+        raise ConfigError("no students to train")
+    prepared = [_prepare(c, None) for c in cfgs]
+    first = prepared[0]
+    for c, p in zip(cfgs, prepared):
+        if not is_stacked_architecture(p[6]):
+            raise ConfigError(f"students trained together need a stacked architecture, got {p[6].architecture!r}")
+        if (p[6].to_dict() != first[6].to_dict() or p[4].to_dict() != first[4].to_dict()
+                or c.split != cfgs[0].split or c.trainer != cfgs[0].trainer
+                or any(not np.array_equal(p[5][b], first[5][b]) for b in ("train", "val", "test"))):
+            raise ConfigError("students trained together must share the architecture, the teachers' wall, the split "
+                              f"and the trainer; {c.out} differs from {cfgs[0].out}")
+    dataset, blocks, pcfg, wall, trainer = first[0], first[5], first[6], first[4], cfgs[0].trainer
+    Path(run_dir).mkdir(parents=True, exist_ok=True)
+    (Path(run_dir) / "members.json").write_text(json.dumps(  # which member is which student (for status views)
+        [{"member": m, "variant": p[1], "out": os.path.relpath(Path(c.out).resolve(), Path(run_dir).resolve())}
+         for m, (c, p) in enumerate(zip(cfgs, prepared))], indent=1))
+    start = time.time()
+    res = train_stacked(dataset, blocks, pcfg, wall, [p[2] for p in prepared], trainer, run_dir,
+                        [int(trainer.seed)] * len(cfgs), log=log, member_labels=[p[0] for p in prepared])
+    density = number_density(dataset.positions[blocks["train"]], dataset.boxes[blocks["train"]])
+    seconds = (time.time() - start) / len(cfgs)
+    results = []
+    for m, (c, p) in enumerate(zip(cfgs, prepared)):
+        model = TrainablePotential(pcfg, wall, density)
+        model.network.load_state_dict(res.model.network.member(m).state_dict())
+        member = res.info["members"][m]
+        own = Path(c.out) / "run"  # the student's own record of its part of the run: result.json + its log
+        (own / "logs").mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(Path(run_dir) / res.info["metrics_csv"][m], own / "logs" / "metrics.csv")
+        epochs = member["stopped_epoch"] + 1 if member.get("stopped_epoch") is not None else res.info["epochs"]
+        info = {"stacked_run": os.path.relpath(Path(run_dir).resolve(), own.resolve()), "member": m,
+                "num_members": len(cfgs), "epochs": epochs, "best_val_loss": member["best_val_loss"],
+                "best_epoch": member["best_epoch"], "stopped_early": member["stopped_early"],
+                "metrics_csv": os.path.join("logs", "metrics.csv"), "trainer": "stacked",
+                "seconds_total": res.info["seconds_total"], "train_frames": res.info["train_frames"],
+                "val_frames": res.info["val_frames"]}
+        (own / "result.json").write_text(json.dumps(info, indent=2))
+        results.append(_finish(c, p[0], p[1], p[2], p[3], wall, blocks, TrainResult(model.eval(), own, info),
+                               seconds, own, None))
+    return results

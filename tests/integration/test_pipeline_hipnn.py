@@ -1,6 +1,6 @@
 """The study's protocol with the study's architecture (hipnn-ts, systems/des/study.yaml): stacked
 teachers, the ensemble served as one stacked force, hipnn-ts students from the ensemble and from
-single teachers (trained as one-member stacked runs), MD of each and the time step check, on a tiny
+single teachers (trained together as one stacked run), MD of each and the time step check, on a tiny
 synthetic system."""
 import json
 
@@ -34,7 +34,15 @@ def test_a_hipnn_ts_study_runs_every_stage(tmp_path):
         manifest = yaml.safe_load((out / "students" / student / "bundle" / "manifest.yaml").read_text())
         assert manifest["architecture"]["architecture"] == "hipnn-ts"
         run = json.loads((out / "students" / student / "run" / "result.json").read_text())
-        assert run["num_members"] == 1 and (out / "students" / student / "run" / "logs" / "member_00.csv").is_file()
+        assert run["num_members"] == 4 and run["stacked_run"] == "../../stacked"
+        assert (out / "students" / student / "run" / "logs" / "metrics.csv").is_file()
+    stacked_students = json.loads((out / "students" / "stacked" / "result.json").read_text())
+    assert stacked_students["num_members"] == 4  # the four students trained as one stacked run
+    from openmm_cgkd.pipeline_status import pipeline_status
+
+    status = pipeline_status(load_pipeline_config(tmp_path / "p.yaml"))
+    for student in ("ensemble-e-ft-faa", "single-e-ft-faa-teacher01"):
+        assert f"| student {student} (stacked) | finished | 1 |" in status
     md = json.loads((out / "stages" / "md.json").read_text())
     assert list(md["outputs"]["models"]) == ["teacher-00", "ensemble-3", "student-ensemble-e-ft-faa",
                                              "student-ensemble-ft-faa", "student-single-e-ft-faa-teacher00",

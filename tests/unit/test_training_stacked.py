@@ -230,3 +230,38 @@ def test_one_network_trains_as_the_lightning_trainer_does(synth, tmp_path):
     torch.manual_seed(tcfg.seed)
     init = CGPotential(cfg).state_dict()  # both started here: training moved the weights
     assert float((a["representation.net.int_w"] - init["representation.net.int_w"]).abs().max()) > 1e-3
+
+
+def test_members_with_their_own_targets_train_as_if_alone(synth, tmp_path):
+    """Several students in one run (per-member loss weights and labels, the same seed): member m
+    equals a one-member run on member m's targets alone."""
+    import dataclasses
+
+    from openmm_cgkd.data.dataset import DistillationLabels
+
+    ds = synth.dataset
+    rng = np.random.default_rng(3)
+
+    def labelled(scale):
+        f = ds.forces * scale + rng.normal(0, 5.0, ds.forces.shape)
+        e = rng.normal(0, 1.0, ds.forces.shape[:2])
+        return dataclasses.replace(ds, labels=DistillationLabels(f, e, e.sum(1), np.zeros_like(f)))
+
+    a, b = labelled(0.5), labelled(0.8)
+    blocks = split_blocks(ds.n_frames, SplitConfig())
+    cfg, tcfg = PotentialConfig(**MODEL), TrainerConfig(**TRAINER)
+    w_a, w_b = LossWeights(w_aa=2.0, w_ft=1.0, w_e=5.0, w_E=5.0), LossWeights(w_aa=0.0, w_ft=1.0)
+    both = train_stacked(ds, blocks, cfg, None, [w_a, w_b], tcfg, tmp_path / "both", seeds=[5, 5],
+                         member_labels=[a, b])
+    for m, (w, d) in enumerate(((w_a, a), (w_b, b))):
+        alone = train_stacked(d, blocks, cfg, None, w, tcfg, tmp_path / f"alone{m}", seeds=[5])
+        x, y = both.model.network.member(m).state_dict(), alone.model.network.member(0).state_dict()
+        for name in x:
+            torch.testing.assert_close(x[name], y[name], rtol=1e-5, atol=1e-6, msg=name)
+        assert both.info["members"][m]["best_val_loss"] == pytest.approx(alone.info["members"][0]["best_val_loss"],
+                                                                        rel=1e-5)
+    # the two members learned different things
+    x, y = both.model.network.member(0).state_dict(), both.model.network.member(1).state_dict()
+    assert float((x["representation.net.int_w"] - y["representation.net.int_w"]).abs().max()) > 1e-4
+    with pytest.raises(ConfigError, match="distinct member seeds"):  # same seed AND same targets
+        train_stacked(ds, blocks, cfg, None, [w_b, w_b], tcfg, tmp_path / "bad", seeds=[5, 5], member_labels=[b, b])

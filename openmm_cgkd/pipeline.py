@@ -135,6 +135,7 @@ class TimestepCheckConfig(Config):
     sample_every_steps: int = 10
     max_drift_kT_per_ns: float = 0.05  # per bead
     max_temperature_error: float = 0.02  # relative
+    stop_if_unsafe: bool = True  # a step found NOT safe stops the md stage before any replica runs
 
     def __post_init__(self) -> None:
         if self.nvt_ps < 0 or self.nve_ps < 0 or self.sample_every_steps < 1:
@@ -983,6 +984,11 @@ def _stage_md(cfg: PipelineConfig, out: Path, models: dict[str, tuple[str, int]]
     runner = _ReplicaRunner(cfg, out, data_digest, log)
     train_block = split_blocks(runner.ds.n_frames, cfg.split)["train"]
     checks = _timestep_checks(cfg, out, models, runner, train_block, log)
+    unsafe = {name: c for name, c in checks.items() if not c.get("safe")}
+    if unsafe and cfg.md.timestep_check.stop_if_unsafe:
+        raise ConfigError(f"md.timestep_fs = {cfg.md.timestep_fs:g} fs is NOT safe for {', '.join(unsafe)} (the time "
+                          f"step check: {'; '.join(c.get('summary', '') for c in unsafe.values())}): no replica was run. "
+                          "Lower md.timestep_fs, or set md.timestep_check.stop_if_unsafe: false to run anyway")
     jobs = replica_jobs(models, train_block)
     records: dict[tuple[str, int], dict] = {}
     if cfg.md.workers > 1 and len(jobs) > 1:
@@ -1189,6 +1195,8 @@ def _run_stages(cfg: PipelineConfig, out: Path, stage, stages: _Stages, log) -> 
                      lambda tick: _stage_students(cfg, out, teachers, labels, tick, log))
     models = _models_for_md(cfg, teachers, students)
     md_settings = {k: v for k, v in asdict(cfg.md).items() if k not in ("platform", "threads", "workers")}
+    md_settings["timestep_check"] = {k: v for k, v in md_settings["timestep_check"].items()
+                                     if k != "stop_if_unsafe"}  # whether to go on, not what results
     md_settings.update(n_steps=cfg.md.n_steps, interval_steps=cfg.md.interval_steps)
     settings = analysis_settings(cfg)
     runs = stage("md", {"md": md_settings, "models": {n: [bundle_checksum(p), k] for n, (p, k) in models.items()},

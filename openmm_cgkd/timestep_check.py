@@ -73,6 +73,7 @@ class TimestepCheck:
             d.pop("series")
         d["safe"] = self.safe
         d["temperature_ok"] = self.temperature_ok
+        d["summary"] = self.summary()
         return d
 
     def summary(self) -> str:

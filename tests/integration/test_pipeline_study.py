@@ -31,7 +31,8 @@ CONFIG = {
     "students": {"variants": ["ensemble-e-ft-faa", "single-e-ft-faa"], "single_teacher_members": [0, 1]},
     "md": {"replicas": 2, "teacher_members": 1, "teacher_replicas": 1, "length_ps": 0.16, "timestep_fs": 4.0,
            "report_interval_ps": 0.04, "discard_ps": 0.04, "platform": "CPU", "threads": 1, "seed": 500,
-           "timestep_check": {"nvt_ps": 0.2, "nve_ps": 0.2, "sample_every_steps": 5}},
+           "timestep_check": {"nvt_ps": 0.2, "nve_ps": 0.2, "sample_every_steps": 5,
+                              "stop_if_unsafe": False}},  # 1-epoch models: the verdict is not the point here
     "analysis": {"n_blocks": 2},
 }
 
@@ -290,7 +291,16 @@ def test_unstable_replicas_are_counted_not_fatal(study, tmp_path):
     shutil.copy(root / "study.yaml", tmp_path / "study.yaml")
     # a 400 fs step: beads of 40 Da jump ~0.1 nm per step and crash into each other's walls
     huge = {"md": {**CONFIG["md"], "timestep_fs": 400.0, "length_ps": 16.0, "report_interval_ps": 4.0,
-                   "discard_ps": 4.0, "timestep_check": {"nvt_ps": 4.0, "nve_ps": 8.0, "sample_every_steps": 2}}}
+                   "discard_ps": 4.0, "timestep_check": {"nvt_ps": 4.0, "nve_ps": 8.0, "sample_every_steps": 2,
+                                                         "stop_if_unsafe": False}}}
+    # by default a step the check finds NOT safe stops the md stage before any replica runs
+    strict = {"md": {**huge["md"], "timestep_check": {**huge["md"]["timestep_check"], "stop_if_unsafe": True}}}
+    from openmm_cgkd.training.config import ConfigError
+
+    with pytest.raises(ConfigError, match="400 fs is NOT safe for student-ensemble-e-ft-faa"):
+        run_pipeline(load_pipeline_config(tmp_path / "study.yaml", overrides=strict), log=lambda s: None)
+    assert all(json.loads(gzip.open(p).read())["timestep_fs"] != 400.0  # no replica ran at the unsafe step
+               for p in (tmp_path / "study" / "md").rglob("replica.json.gz"))
     # the session ends (Ctrl-C) during the second model of the md stage: the time and the record of
     # the first one (teacher-00, one replica) are kept
     class Stop(KeyboardInterrupt):
@@ -304,13 +314,13 @@ def test_unstable_replicas_are_counted_not_fatal(study, tmp_path):
     with pytest.raises(Stop):
         run_pipeline(cfg, log=stop_after_first_replica)
     clock = json.loads((tmp_path / "study" / "stages" / "md.clock.json").read_text())
-    assert clock["attempts"] == 1 and clock["seconds"] > 0
+    assert clock["attempts"] == 2 and clock["seconds"] > 0  # the stopped strict attempt counts too
     results, logs = _run(tmp_path, overrides=huge)
     skipped = {line.split("]")[0].strip("[") for line in logs if line.endswith("skipped")}
     assert skipped == {"teachers", "labels", "students"}
     assert not any(line.startswith("[md] teacher-00 replica 0") for line in logs)  # its record was kept
     marker = json.loads((tmp_path / "study" / "stages" / "md.json").read_text())
-    assert marker["attempts"] == 2 and marker["seconds"] >= clock["seconds"]
+    assert marker["attempts"] == 3 and marker["seconds"] >= clock["seconds"]
     assert not (tmp_path / "study" / "stages" / "md.clock.json").exists()
     analysis = results["analysis"].models
     n_failed = sum(a.n_failed for a in analysis.values())

@@ -70,6 +70,8 @@ def _training_lines(out: Path) -> list[str]:
     for log in sorted((teachers / "stacked" / "logs").glob("member_*.csv")):
         runs.append((f"teacher {log.stem.split('_')[1]} (stacked)", log, (teachers / "stacked" / "result.json").is_file()))
     for run in sorted((teachers / "members").glob("member_*")):
+        if (teachers / "stacked" / "logs").is_dir() and not (run / "logs").is_dir():
+            continue  # a member of the stacked run: its bundle only (its log is the stacked run's)
         runs.append((f"teacher {run.name.split('_')[1]}", run / "logs" / "metrics.csv", (run / "result.json").is_file()))
     stacked = out / "students" / "stacked"
     names = {int(m["member"]): Path(m["out"]).name for m in (_json(stacked / "members.json") or [])}

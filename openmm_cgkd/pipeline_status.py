@@ -34,7 +34,8 @@ def _hours(seconds) -> str:
 
 
 def _curve(path: Path, loss: str = "val_loss") -> dict | None:
-    """{epochs, best, best_epoch, lr} of a per-epoch CSV log (None when it has no epoch yet)."""
+    """{epochs, best, best_epoch, lr} of a per-epoch CSV log (None when it has no epoch yet); the
+    epochs trained (a stacked run logs a member's frozen epochs after it stopped, ``stopped`` 1)."""
     try:
         with open(path, newline="") as fh:
             rows = [r for r in csv.DictReader(fh) if r.get(loss) not in (None, "")]
@@ -44,7 +45,8 @@ def _curve(path: Path, loss: str = "val_loss") -> dict | None:
         return None
     vals = [float(r[loss]) for r in rows]
     k = int(np.argmin(vals))
-    return {"epochs": len(rows), "best": vals[k], "best_epoch": int(float(rows[k].get("epoch", k))),
+    trained = [r for r in rows if str(r.get("stopped", "0")).strip() not in ("1", "True", "true")]
+    return {"epochs": len(trained), "best": vals[k], "best_epoch": int(float(rows[k].get("epoch", k))),
             "lr": rows[-1].get("lr", "")}
 
 

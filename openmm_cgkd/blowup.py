@@ -129,11 +129,9 @@ def _pair_distance(pos: np.ndarray, box, i: int, j: int) -> float:
     """Minimum-image distance (nm) of beads i and j (triclinic box rows, or None)."""
     v = np.asarray(pos[j], dtype=np.float64) - np.asarray(pos[i], dtype=np.float64)
     if box is not None:
-        b = np.asarray(box, dtype=np.float64)
-        v = v - np.round(v @ np.linalg.inv(b)) @ b
-        best = min(np.linalg.norm(v + np.array([a, c, e]) @ b) for a in (-1, 0, 1) for c in (-1, 0, 1)
-                   for e in (-1, 0, 1))
-        return float(best)
+        from openmm_cgkd.analysis.distributions import minimum_image
+
+        v = minimum_image(v, box)
     return float(np.linalg.norm(v))
 
 
@@ -200,7 +198,9 @@ def diagnose_blowup(simulation, good_state, good_step: int, max_steps: int) -> d
     omega_dt, kb = _stiffness(simulation, prev, last, dt)
     temp, target = _temperatures(simulation, last)
     heated = target is not None and temp > HEATING_FACTOR * target
-    kt = 0.0083144626 * (target if target is not None else 300.0)  # kJ/mol
+    from openmm_cgkd.simulation import MOLAR_GAS_CONSTANT_KJ
+
+    kt = MOLAR_GAS_CONSTANT_KJ * (target if target is not None else 300.0)  # kJ/mol
     # the closest pair deep inside its wall now but not when the replay started: pulled in (or overshot)
     wall_e = pair_wall_energy(simulation.system, i, j, d) if np.isfinite(d) else None
     d_start = _pair_distance(start_pos, start_box, i, j)

@@ -480,12 +480,13 @@ def _trainer(cfg: PipelineConfig, extra: dict | None = None) -> dict:
 def _run_info(run_dir: Path, member: int = 0) -> TrainingRun:
     """Epochs, early stop and best validation loss of a finished training run, and its log (of a
     stacked run: those of ``member``, with its own log ``logs/member_KK.csv``)."""
+    from openmm_cgkd.training.stacked import member_epochs
+
     res = _read_json(run_dir / "result.json") or {}
     if isinstance(res.get("members"), list):
         members = res["members"]
         info = members[member] if member < len(members) and isinstance(members[member], dict) else {}
-        epochs = info["stopped_epoch"] + 1 if info.get("stopped_epoch") is not None else res.get("epochs")
-        return TrainingRun(epochs, info.get("stopped_early"), info.get("best_val_loss"),
+        return TrainingRun(member_epochs(res, member), info.get("stopped_early"), info.get("best_val_loss"),
                            run_dir / "logs" / f"member_{member:02d}.csv")
     return TrainingRun(res.get("epochs"), res.get("stopped_early"), res.get("best_val_loss"),
                        run_dir / "logs" / "metrics.csv")

@@ -11,22 +11,24 @@ replica has run.
 from __future__ import annotations
 
 import csv
-import gzip
 import json
 from pathlib import Path
 
 import numpy as np
 
+from openmm_cgkd.analysis.records import read_record
+from openmm_cgkd.pipeline import STAGES, _last_logged_step, _read_json
+
 __all__ = ["pipeline_status"]
 
 
-def _json(path: Path) -> dict | None:
+def _members(path: Path) -> list:
+    """``members.json`` of a stacked student run (which member is which student); [] when absent."""
     try:
-        if path.suffix == ".gz":
-            return json.loads(gzip.open(path).read())
-        return json.loads(path.read_text())
-    except (OSError, ValueError, EOFError):
-        return None
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return []
+    return data if isinstance(data, list) else []
 
 
 def _hours(seconds) -> str:
@@ -53,7 +55,8 @@ def _curve(path: Path, loss: str = "val_loss") -> dict | None:
 def _stage_lines(out: Path, stages, have_dataset: bool) -> list[str]:
     lines = ["| stage | state | wall time | attempts |", "|---|---|---|---|"]
     for name in stages:
-        marker, clock = _json(out / "stages" / f"{name}.json"), _json(out / "stages" / f"{name}.clock.json")
+        marker = _read_json(out / "stages" / f"{name}.json")
+        clock = _read_json(out / "stages" / f"{name}.clock.json")
         if name == "aa" and marker is None and clock is None and have_dataset:
             lines.append("| aa | not needed (the dataset exists) | - | - |")
         elif marker is not None:
@@ -76,7 +79,7 @@ def _training_lines(out: Path) -> list[str]:
             continue  # a member of the stacked run: its bundle only (its log is the stacked run's)
         runs.append((f"teacher {run.name.split('_')[1]}", run / "logs" / "metrics.csv", (run / "result.json").is_file()))
     stacked = out / "students" / "stacked"
-    names = {int(m["member"]): Path(m["out"]).name for m in (_json(stacked / "members.json") or [])}
+    names = {int(m["member"]): Path(m["out"]).name for m in _members(stacked / "members.json")}
     for log in sorted((stacked / "logs").glob("member_*.csv")):
         k = int(log.stem.split("_")[1])
         runs.append((f"student {names.get(k, k)} (stacked)", log, (stacked / "result.json").is_file()))
@@ -111,7 +114,7 @@ def _md_lines(out: Path, n_steps: int | None) -> list[str]:
     for mdir in models:
         recs, running = [], []
         for rep in sorted(mdir.glob("replica_*")):
-            rec = _json(rep / "replica.json.gz")
+            rec = read_record(rep / "replica.json.gz")
             if rec is not None:
                 recs.append(rec)
             elif (rep / "log.csv").is_file():
@@ -128,7 +131,7 @@ def _md_lines(out: Path, n_steps: int | None) -> list[str]:
         speeds = [r["ns_per_day"] for r in recs if r.get("ns_per_day")]
         under = []
         for rep in running:
-            step = _last_step(rep / "log.csv")
+            step = _last_logged_step(rep / "log.csv")
             frac = "" if step is None or not n_steps else f" {100.0 * step / n_steps:.0f}%"
             under.append(f"{rep.name.split('_')[1]}{frac}")
         speed = f"{np.mean(speeds):.3g}" if speeds else "-"
@@ -137,20 +140,9 @@ def _md_lines(out: Path, n_steps: int | None) -> list[str]:
     return lines
 
 
-def _last_step(log: Path) -> int | None:
-    try:
-        with open(log, newline="") as fh:
-            rows = list(csv.reader(fh))
-        return int(rows[-1][0]) if len(rows) > 1 else 0
-    except (OSError, ValueError, IndexError):
-        return None
-
-
 def pipeline_status(cfg) -> str:
     """Markdown: where the run of pipeline config ``cfg`` (:class:`~openmm_cgkd.pipeline.PipelineConfig`)
     stands (see the module docstring). Reads files only."""
-    from openmm_cgkd.pipeline import STAGES
-
     out = Path(cfg.out)
     if not (out / "stages").is_dir():
         return f"# Pipeline status: {out}\n\nNothing has run yet ({out / 'stages'} does not exist).\n"

@@ -301,6 +301,22 @@ class StackedTrainResult:
     out: Path
     info: dict = field(default_factory=dict)
 
+    def member_potential(self, m: int, wall: WallParameters | None, density_per_nm3: float):
+        """Member ``m`` alone as a ``TrainablePotential`` (its network + ``wall``), eval mode."""
+        from openmm_cgkd.training.model import TrainablePotential
+
+        tp = TrainablePotential(self.model.network.config, wall, density_per_nm3)
+        tp.network.load_state_dict(self.model.network.member(m).state_dict())
+        return tp.eval()
+
+
+def member_epochs(info: dict, m: int) -> int | None:
+    """Epochs member ``m`` trained in a stacked run whose ``result.json`` is ``info`` (up to its
+    early stop; the run's epochs when it did not stop early)."""
+    members = info.get("members") if isinstance(info.get("members"), list) else []
+    member = members[m] if m < len(members) and isinstance(members[m], dict) else {}
+    return member["stopped_epoch"] + 1 if member.get("stopped_epoch") is not None else info.get("epochs")
+
 
 def _device(cfg: TrainerConfig) -> torch.device:
     acc = str(cfg.accelerator).lower()
@@ -590,17 +606,15 @@ def train_single(dataset: CGDataset, blocks: dict[str, np.ndarray], potential_co
     ``TrainablePotential`` (with the wall) and ``info`` with ``best_val_loss``, ``best_epoch``,
     ``epochs``, ``stopped_early``, ``metrics_csv`` (the run's ``logs/member_00.csv``) and the
     stacked run's own ``result.json`` fields. Resumable in ``out`` like :func:`train_stacked`."""
-    from openmm_cgkd.training.model import TrainablePotential, number_density
+    from openmm_cgkd.training.model import number_density
     from openmm_cgkd.training.trainer import TrainResult
 
     res = train_stacked(dataset, blocks, potential_config, wall, weights, cfg, out, [int(cfg.seed)], log=log)
     member = res.info["members"][0]
     density = number_density(dataset.positions[blocks["train"]], dataset.boxes[blocks["train"]])
-    model = TrainablePotential(potential_config, wall, density)
-    model.network.load_state_dict(res.model.network.member(0).state_dict())
     info = {**res.info, "best_val_loss": member["best_val_loss"], "best_epoch": member["best_epoch"],
             "stopped_early": member["stopped_early"], "metrics_csv": res.info["metrics_csv"][0], "trainer": "stacked"}
-    return TrainResult(model.eval(), Path(out), info)
+    return TrainResult(res.member_potential(0, wall, density), Path(out), info)
 
 
 # --------------------------------------------------------------------------- predictions
@@ -636,7 +650,7 @@ def train_teachers_stacked(cfg, dataset: CGDataset, setup: dict, extra_force_ref
     from openmm_cgkd.training.common import code_provenance, dataset_bead_types, dataset_provenance, write_test_report
     from openmm_cgkd.training.config import config_to_dict
     from openmm_cgkd.training.metrics import compare_predictions, training_curve_plot, write_json
-    from openmm_cgkd.training.model import TrainablePotential, number_density
+    from openmm_cgkd.training.model import number_density
     from openmm_cgkd.training.teachers import TEACHER_WEIGHTS, TeachersResult, member_dir
 
     out = Path(cfg.out)
@@ -658,9 +672,7 @@ def train_teachers_stacked(cfg, dataset: CGDataset, setup: dict, extra_force_ref
     members, member_bundles = [], []
     for m in range(k):
         single: CGPotential = stacked.network.member(m)
-        tp = TrainablePotential(pcfg, wall, density)
-        tp.network.load_state_dict(single.state_dict())
-        members.append(tp.eval())
+        members.append(res.member_potential(m, wall, density))
         bundle = member_dir(out, m) / "bundle"
         member_bundles.append(bundle)
         if not (bundle / "manifest.yaml").is_file():

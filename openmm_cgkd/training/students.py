@@ -20,6 +20,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -69,9 +70,21 @@ class StudentResult:
     metrics: dict = field(default_factory=dict)
 
 
-def _prepare(cfg: StudentConfig, dataset: CGDataset | None):
-    """The student's labelled dataset, variant, weights, teachers' provenance, wall, blocks and
-    architecture (checked)."""
+class _Prepared(NamedTuple):
+    """A student's inputs, checked: its labelled dataset, variant, loss weights, the teachers'
+    provenance and wall, the split blocks and the architecture."""
+
+    dataset: CGDataset
+    variant: str
+    weights: LossWeights
+    prov: dict
+    wall: WallParameters
+    blocks: dict
+    pcfg: object  # PotentialConfig
+
+
+def _prepare(cfg: StudentConfig, dataset: CGDataset | None) -> _Prepared:
+    """The student's :class:`_Prepared` inputs (checked)."""
     from openmm_cgkd.model.potential import PotentialConfig
     from openmm_cgkd.training.model import number_density, potential_config_for
 
@@ -95,13 +108,13 @@ def _prepare(cfg: StudentConfig, dataset: CGDataset | None):
         pcfg = potential_config_for(cfg.model, list(dataset.type_names), density)
     else:
         pcfg = PotentialConfig.from_dict(prov["architecture"])
-    return dataset, variant, weights, prov, wall, blocks, pcfg
+    return _Prepared(dataset, variant, weights, prov, wall, blocks, pcfg)
 
 
-def _finish(cfg: StudentConfig, dataset: CGDataset, variant: str, weights: LossWeights, prov: dict,
-            wall: WallParameters, blocks: dict, result, seconds: float, run_dir: Path,
+def _finish(cfg: StudentConfig, prep: _Prepared, result, seconds: float, run_dir: Path,
             extra_force_refs: dict[str, np.ndarray] | None) -> StudentResult:
     """Test-block metrics, report, learning curve and bundle of a trained student."""
+    dataset, variant, weights, prov, wall, blocks = prep[:6]
     from openmm_cgkd.bundle import save_bundle
     from openmm_cgkd.training.common import (code_provenance, dataset_bead_types, dataset_provenance,
                                              write_test_report)
@@ -132,17 +145,14 @@ def train_student(cfg: StudentConfig, dataset: CGDataset | None = None,
     from openmm_cgkd.training.stacked import is_stacked_architecture, train_single
     from openmm_cgkd.training.trainer import is_global_zero, train_potential
 
-    dataset, variant, weights, prov, wall, blocks, pcfg = _prepare(cfg, dataset)
+    p = _prepare(cfg, dataset)
     out = Path(cfg.out)
     start = time.time()
-    if is_stacked_architecture(pcfg):  # hipnn-ts: the stacked trainer's fast path, one member
-        result = train_single(dataset, blocks, pcfg, wall, weights, cfg.trainer, out / "run")
-    else:
-        result = train_potential(dataset, blocks, pcfg, wall, weights, cfg.trainer, out / "run")
+    train = train_single if is_stacked_architecture(p.pcfg) else train_potential  # hipnn-ts: the stacked fast path
+    result = train(p.dataset, p.blocks, p.pcfg, p.wall, p.weights, cfg.trainer, out / "run")
     if not is_global_zero():  # a DDP helper process: rank 0 writes the results
-        return StudentResult(out, out / "bundle", result.model, variant, weights, blocks, {})
-    return _finish(cfg, dataset, variant, weights, prov, wall, blocks, result, time.time() - start, out / "run",
-                   extra_force_refs)
+        return StudentResult(out, out / "bundle", result.model, p.variant, p.weights, p.blocks, {})
+    return _finish(cfg, p, result, time.time() - start, out / "run", extra_force_refs)
 
 
 def train_students_stacked(cfgs: Sequence[StudentConfig], run_dir: str | Path, log=print) -> list[StudentResult]:
@@ -153,8 +163,8 @@ def train_students_stacked(cfgs: Sequence[StudentConfig], run_dir: str | Path, l
     then each student gets its own metrics, report, learning curve and bundle in its ``out``, as
     from :func:`train_student` (whose one-member result it equals). The students must share the
     architecture, split, trainer and the teachers' wall. Resumable in ``run_dir``."""
-    from openmm_cgkd.training.model import TrainablePotential, number_density
-    from openmm_cgkd.training.stacked import is_stacked_architecture, train_stacked
+    from openmm_cgkd.training.model import number_density
+    from openmm_cgkd.training.stacked import is_stacked_architecture, member_epochs, train_stacked
     from openmm_cgkd.training.trainer import TrainResult
 
     if not cfgs:
@@ -162,39 +172,36 @@ def train_students_stacked(cfgs: Sequence[StudentConfig], run_dir: str | Path, l
     prepared = [_prepare(c, None) for c in cfgs]
     first = prepared[0]
     for c, p in zip(cfgs, prepared):
-        if not is_stacked_architecture(p[6]):
-            raise ConfigError(f"students trained together need a stacked architecture, got {p[6].architecture!r}")
-        if (p[6].to_dict() != first[6].to_dict() or p[4].to_dict() != first[4].to_dict()
+        if not is_stacked_architecture(p.pcfg):
+            raise ConfigError(f"students trained together need a stacked architecture, got {p.pcfg.architecture!r}")
+        if (p.pcfg.to_dict() != first.pcfg.to_dict() or p.wall.to_dict() != first.wall.to_dict()
                 or c.split != cfgs[0].split or c.trainer != cfgs[0].trainer
-                or any(not np.array_equal(p[5][b], first[5][b]) for b in ("train", "val", "test"))):
+                or any(not np.array_equal(p.blocks[b], first.blocks[b]) for b in ("train", "val", "test"))):
             raise ConfigError("students trained together must share the architecture, the teachers' wall, the split "
                               f"and the trainer; {c.out} differs from {cfgs[0].out}")
-    dataset, blocks, pcfg, wall, trainer = first[0], first[5], first[6], first[4], cfgs[0].trainer
+    dataset, blocks, wall, trainer = first.dataset, first.blocks, first.wall, cfgs[0].trainer
     Path(run_dir).mkdir(parents=True, exist_ok=True)
     (Path(run_dir) / "members.json").write_text(json.dumps(  # which member is which student (for status views)
-        [{"member": m, "variant": p[1], "out": os.path.relpath(Path(c.out).resolve(), Path(run_dir).resolve())}
+        [{"member": m, "variant": p.variant, "out": os.path.relpath(Path(c.out).resolve(), Path(run_dir).resolve())}
          for m, (c, p) in enumerate(zip(cfgs, prepared))], indent=1))
     start = time.time()
-    res = train_stacked(dataset, blocks, pcfg, wall, [p[2] for p in prepared], trainer, run_dir,
-                        [int(trainer.seed)] * len(cfgs), log=log, member_labels=[p[0] for p in prepared])
+    res = train_stacked(dataset, blocks, first.pcfg, wall, [p.weights for p in prepared], trainer, run_dir,
+                        [int(trainer.seed)] * len(cfgs), log=log, member_labels=[p.dataset for p in prepared])
     density = number_density(dataset.positions[blocks["train"]], dataset.boxes[blocks["train"]])
     seconds = (time.time() - start) / len(cfgs)
     results = []
     for m, (c, p) in enumerate(zip(cfgs, prepared)):
-        model = TrainablePotential(pcfg, wall, density)
-        model.network.load_state_dict(res.model.network.member(m).state_dict())
         member = res.info["members"][m]
         own = Path(c.out) / "run"  # the student's own record of its part of the run: result.json + its log
         (own / "logs").mkdir(parents=True, exist_ok=True)
         shutil.copyfile(Path(run_dir) / res.info["metrics_csv"][m], own / "logs" / "metrics.csv")
-        epochs = member["stopped_epoch"] + 1 if member.get("stopped_epoch") is not None else res.info["epochs"]
         info = {"stacked_run": os.path.relpath(Path(run_dir).resolve(), own.resolve()), "member": m,
-                "num_members": len(cfgs), "epochs": epochs, "best_val_loss": member["best_val_loss"],
+                "num_members": len(cfgs), "epochs": member_epochs(res.info, m), "best_val_loss": member["best_val_loss"],
                 "best_epoch": member["best_epoch"], "stopped_early": member["stopped_early"],
                 "metrics_csv": os.path.join("logs", "metrics.csv"), "trainer": "stacked",
                 "seconds_total": res.info["seconds_total"], "train_frames": res.info["train_frames"],
                 "val_frames": res.info["val_frames"]}
         (own / "result.json").write_text(json.dumps(info, indent=2))
-        results.append(_finish(c, p[0], p[1], p[2], p[3], wall, blocks, TrainResult(model.eval(), own, info),
-                               seconds, own, None))
+        results.append(_finish(c, p, TrainResult(res.member_potential(m, wall, density), own, info), seconds, own,
+                               None))
     return results

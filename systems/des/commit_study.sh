@@ -40,6 +40,10 @@ done
 [ -d "$STUDY" ] || { echo "commit_study.sh: $STUDY does not exist (run the pipeline first)" >&2; exit 1; }
 [ -f "$STUDY/.gitignore" ] || { echo "commit_study.sh: $STUDY/.gitignore is missing" >&2; exit 1; }
 
+holds_machine_path() {   # file: whether it names an absolute path of a machine
+    grep -qaE '(^|[^A-Za-z0-9_.])/(work|tmp|home|root|Users)/' "$1"
+}
+
 commit_once() {
     local big
     big=$(git ls-files --others --modified --exclude-standard -- "$STUDY" | while read -r f; do
@@ -55,11 +59,11 @@ commit_once() {
     commit_paths "results so far; stages done: ${done_stages:-none}" "${spec[@]}" || return 1
     [ "${1:-0}" = 1 ] || return 0
     # the checkpoints of training runs still under way (no result.json next to checkpoints/) ...
-    # (not one that holds a machine path: Lightning's checkpoints record their directory; those
-    # runs start again from epoch 0 on a fresh clone)
+    # (never one that holds a machine path: checkpoints written before the trainers stored their
+    # paths relative to the checkpoint did; such a run starts again from epoch 0 on a fresh clone)
     while IFS= read -r -d '' ck; do
         [ -f "$(dirname "$(dirname "$ck")")/result.json" ] && continue
-        if grep -qaE '(^|[^A-Za-z0-9_.])/(work|tmp|home|root|Users)/' "$ck"; then
+        if holds_machine_path "$ck"; then
             echo "commit_study.sh: not committing $ck: it holds an absolute path" >&2
         else
             add+=("$ck")
@@ -77,7 +81,7 @@ commit_once() {
     # ... and out of git those committed earlier whose run has finished since, or that are gone
     while IFS= read -r ck; do
         { [ ! -f "$ck" ] || [ -f "$(dirname "$(dirname "$ck")")/result.json" ] || \
-            grep -qaE '(^|[^A-Za-z0-9_.])/(work|tmp|home|root|Users)/' "$ck"; } && drop+=("$ck")
+            holds_machine_path "$ck"; } && drop+=("$ck")
     done < <(git ls-files -- "$STUDY" | grep '/checkpoints/[^/]*\.ckpt$' || true)
     while IFS= read -r f; do
         { [ ! -f "$f" ] || [ -f "$(dirname "$f")/replica.json.gz" ]; } && drop+=("$f")

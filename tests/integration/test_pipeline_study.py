@@ -183,14 +183,16 @@ def test_status_reads_where_the_run_stands(study, tmp_path, capsys):
     (tmp_path / "study" / "stages" / "md.clock.json").write_text(json.dumps({"seconds": 7200, "attempts": 2}))
     rep = tmp_path / "study" / "md" / "ensemble-2" / "replica_01"
     (rep / "replica.json.gz").unlink()
-    (rep / "log.csv").write_text("step,time_ps\n0,0\n20,0.08\n")
+    lines = (rep / "log.csv").read_text().splitlines()
+    (rep / "log.csv").write_text("\n".join(lines[:3]) + "\n")  # the header and two rows: stopped early on
+    step = int(lines[2].split(",")[0])
     from openmm_cgkd.pipeline_status import pipeline_status
 
     cfg.out = str(tmp_path / "study")
     text = pipeline_status(cfg)
     assert "| md | under way | 2.00 h so far | 2 |" in text
     row = next(line for line in text.splitlines() if line.startswith("| ensemble-2 |"))
-    assert row.split("|")[2].strip() == "1" and row.split("|")[4].strip() == f"01 {100 * 20 // cfg.md.n_steps}%"
+    assert row.split("|")[2].strip() == "1" and row.split("|")[4].strip() == f"01 {100 * step / cfg.md.n_steps:.0f}%"
 
 
 def _committed_copy(src: Path, dst: Path) -> list[str]:

@@ -23,13 +23,20 @@ def _git(repo, *args):
     return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True, env=ENV).stdout
 
 
-def test_commits_the_small_files_only(tmp_path):
+def _study_repo(tmp_path):
+    """A new git repository holding commit_study.sh and the study's .gitignore: (repo, study, script)."""
     repo = tmp_path / "repo"
     study = repo / "systems" / "des" / "study"
     study.mkdir(parents=True)
-    shutil.copy(ROOT / "systems" / "des" / "commit_study.sh", repo / "systems" / "des" / "commit_study.sh")
+    script = repo / "systems" / "des" / "commit_study.sh"
+    shutil.copy(ROOT / "systems" / "des" / "commit_study.sh", script)
     shutil.copy(ROOT / "systems" / "des" / "study" / ".gitignore", study / ".gitignore")
     _git(repo, "init", "-q")
+    return repo, study, script
+
+
+def test_commits_the_small_files_only(tmp_path):
+    repo, study, _ = _study_repo(tmp_path)
     for f in KEPT + LEFT_OUT:
         (study / f).parent.mkdir(parents=True, exist_ok=True)
         (study / f).write_text(f)
@@ -54,13 +61,7 @@ def test_commits_the_small_files_only(tmp_path):
 def test_checkpoints_of_unfinished_training_are_committed_only_when_asked(tmp_path):
     """--with-checkpoints adds the restart state of training runs still under way (no result.json),
     takes out those of runs finished since, and leaves other staged work alone."""
-    repo = tmp_path / "repo"
-    study = repo / "systems" / "des" / "study"
-    study.mkdir(parents=True)
-    script = repo / "systems" / "des" / "commit_study.sh"
-    shutil.copy(ROOT / "systems" / "des" / "commit_study.sh", script)
-    shutil.copy(ROOT / "systems" / "des" / "study" / ".gitignore", study / ".gitignore")
-    _git(repo, "init", "-q")
+    repo, study, script = _study_repo(tmp_path)
     (repo / "mine.py").write_text("x = 1\n")
     _git(repo, "add", "mine.py")  # staged by someone else: must not go into the study's commits
     running, finished = study / "teachers" / "members" / "member_01", study / "teachers" / "members" / "member_00"
@@ -96,13 +97,7 @@ def test_checkpoints_of_unfinished_training_are_committed_only_when_asked(tmp_pa
 def test_restart_state_of_unfinished_md_replicas(tmp_path):
     """--with-checkpoints also commits the OpenMM checkpoint and trajectory of MD replicas under way
     (no replica.json.gz); periodic commits leave them as they were; a finished replica's leave git."""
-    repo = tmp_path / "repo"
-    study = repo / "systems" / "des" / "study"
-    study.mkdir(parents=True)
-    script = repo / "systems" / "des" / "commit_study.sh"
-    shutil.copy(ROOT / "systems" / "des" / "commit_study.sh", script)
-    shutil.copy(ROOT / "systems" / "des" / "study" / ".gitignore", study / ".gitignore")
-    _git(repo, "init", "-q")
+    repo, study, script = _study_repo(tmp_path)
     running, finished = study / "md" / "student-x" / "replica_01", study / "md" / "student-x" / "replica_00"
     for rep in (running, finished):
         rep.mkdir(parents=True)

@@ -1092,6 +1092,7 @@ def _stage_analysis(cfg: PipelineConfig, out: Path, runs: MDResult, log) -> Anal
                                    for r in report.replicas))
         log(f"[analysis] {name}: {report.n_failed} of {len(report.replicas)} replicas failed; " + ", ".join(
             f"{k} TAE {v.mean:.3f}" for k, v in report.summary.items() if k in ("rdf", "adf", "cdf")))
+    floor = _noise_floor(cfg, out, settings, reports, log)
     figures = {}
     if any(r.good_replicas for r in reports.values()) and reference:
         figures["rdf_overlay"] = model_overlays(reports, "rdf", out / "analysis" / "rdf_overlay.png")
@@ -1099,7 +1100,38 @@ def _stage_analysis(cfg: PipelineConfig, out: Path, runs: MDResult, log) -> Anal
     frame_ps = cfg.md.interval_steps * cfg.md.timestep_fs / 1000.0 * settings.stride
     figures["energy"] = energy_panels(reports, settings.discard_frames * frame_ps,
                                       out / "analysis" / "energy_equilibration.png")
-    return AnalysisResult(results, figures)
+    return AnalysisResult(results, figures, floor)
+
+
+def _noise_floor(cfg: PipelineConfig, out: Path, settings, reports: dict, log):
+    """The reference's noise floor (:func:`~openmm_cgkd.analysis.noise.noise_floor`) for blocks as
+    long as a replica's scored part; cached in ``analysis/noise_floor.json`` by its inputs. None
+    when no replica was scored or the reference is too short."""
+    from openmm_cgkd.analysis.distributions import AnalysisError
+    from openmm_cgkd.analysis.noise import NoiseFloor, noise_floor
+    from openmm_cgkd.fingerprint import digest
+
+    scored = [r.stop_frame - r.start_frame for rep in reports.values() for r in rep.good_replicas]
+    if not scored:
+        return None
+    block = max(scored)
+    key = digest({"settings": settings.to_dict(), "reference": _dataset_digest(cfg.dataset), "block_frames": block})
+    path = out / "analysis" / "noise_floor.json"
+    if path.is_file():
+        cached = json.loads(path.read_text())
+        if cached.get("digest") == key:
+            return NoiseFloor.from_dict(cached["floor"])
+    log(f"[analysis] noise floor: blocks of {block} reference frames against the other half of the reference")
+    try:
+        floor = noise_floor(cfg.dataset, block, settings)
+    except AnalysisError as exc:
+        log(f"[analysis] no noise floor: {exc}")
+        return None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"digest": key, "floor": floor.to_dict()}, indent=1) + "\n")
+    log("[analysis] noise floor: " + ", ".join(f"{k} TAE {floor.summary[k].mean:.3f} +- {floor.summary[k].std:.3f}"
+                                              for k in ("rdf", "adf", "cdf") if k in floor.summary))
+    return floor
 
 
 # ------------------------------------------------------------------------------ driver

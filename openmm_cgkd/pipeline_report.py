@@ -26,8 +26,8 @@ from openmm_cgkd.analysis.plots import _save
 from openmm_cgkd.pipeline_results import AnalysisResult, MDResult, ReplicaRecord, ReportResult, StudentsResult, \
     TeachersResult
 
-__all__ = ["write_pipeline_report", "comparison_markdown", "comparison_plot", "model_overlays", "energy_panels",
-           "learning_curves_plot"]
+__all__ = ["write_pipeline_report", "comparison_markdown", "findings_markdown", "lower", "comparison_plot",
+           "model_overlays", "energy_panels", "learning_curves_plot"]
 
 
 def _pm(s: dict | None) -> str:
@@ -57,6 +57,137 @@ def comparison_markdown(analysis: AnalysisResult, runs: MDResult) -> str:
     return "\n".join(lines) + "\n"
 
 
+# ------------------------------------------------------------------------------ findings
+KINDS = ("rdf", "adf", "cdf")
+STUDENT_WITHIN = 0.15  # a student "matches" the ensemble when its mean TAE is at most 15 % above it
+
+
+def _stat(a, kind: str):
+    """(mean, std, n) of a model's TAE of ``kind`` over its scored replicas, or None."""
+    s = a.summary.get(kind) if a is not None else None
+    if not s or not s.get("n") or s.get("mean") is None or not math.isfinite(s["mean"]):
+        return None
+    std = s.get("std")
+    return float(s["mean"]), float(std) if std is not None and math.isfinite(std) else 0.0, int(s["n"])
+
+
+def lower(a, b, kind: str) -> str:
+    """Is model ``a``'s mean TAE of ``kind`` below model ``b``'s? "yes" / "no" when the difference
+    is more than 2 combined standard errors of the two means (std over replicas), else "not resolved"."""
+    sa, sb = _stat(a, kind), _stat(b, kind)
+    if sa is None or sb is None:
+        return "n/a"
+    se = math.sqrt(sa[1] ** 2 / sa[2] + sb[1] ** 2 / sb[2])
+    if abs(sa[0] - sb[0]) <= 2.0 * se:
+        return "not resolved"
+    return "yes" if sa[0] < sb[0] else "no"
+
+
+def _cells(models: list, kinds) -> str:
+    """Table cells: per kind the models' mean TAEs, "a vs b"."""
+    cells = []
+    for kind in kinds:
+        vals = [_stat(m, kind) for m in models]
+        cells.append(" vs ".join("n/a" if v is None else f"{v[0]:.3f}" for v in vals))
+    return " | ".join(cells)
+
+
+def findings_markdown(analysis: AnalysisResult, students: StudentsResult) -> str:
+    """The method's findings (ensemble better than its teachers; ensemble-distilled students stable
+    and as good as the ensemble, better than a single teacher; per-bead energies matter; students
+    of one teacher inherit its errors) checked against this run's TAEs, with the reference's noise
+    floor. Every row says what was compared; "not resolved" when the replicas cannot tell."""
+    models = analysis.models
+    kinds = [k for k in KINDS if any(k in a.summary for a in models.values())]
+    teachers = {n: a for n, a in models.items() if n.startswith("teacher-")}
+    ensemble = next((a for n, a in models.items() if n.startswith("ensemble-")), None)
+    ens_name = next((n for n in models if n.startswith("ensemble-")), "ensemble")
+    head = ["## The method's findings, checked (TAE means over the scored replicas; lower is better)", "",
+            "A difference counts (yes / no) when it exceeds 2 combined standard errors of the two means "
+            "(std over replicas); otherwise it is \"not resolved\" with these replicas. "
+            f"\"Matches the ensemble\": mean TAE at most {100 * STUDENT_WITHIN:g} % above the ensemble's.", ""]
+    floor = analysis.noise_floor
+    if floor is not None:
+        head += [f"Noise floor (blocks of {floor.block_frames} reference frames, as many as a replica is scored "
+                 f"on, against the other half of the reference; {floor.n_blocks} blocks): "
+                 + ", ".join(f"{k.upper()} {floor.summary[k].mean:.3f} +- {floor.summary[k].std:.3f}"
+                             for k in kinds if k in floor.summary)
+                 + ". A model TAE near it cannot be told from the AA reference.", ""]
+    rows = ["| finding | compared | " + " | ".join(f"{k.upper()} TAE" for k in kinds) + " | holds? |",
+            "|---|---|" + "---|" * len(kinds) + "---|"]
+
+    def median_teacher(kind):
+        vals = [v[0] for v in (_stat(a, kind) for a in teachers.values()) if v is not None]
+        return float(np.median(vals)) if vals else None
+
+    def below_median(a, kind):
+        m, med = _stat(a, kind), median_teacher(kind)
+        return "n/a" if m is None or med is None else ("yes" if m[0] < med else "no")
+
+    def verdicts(fn) -> str:
+        return ", ".join(f"{k.upper()} {fn(k)}" for k in kinds)
+
+    def median_cells(a) -> str:
+        out = []
+        for k in kinds:
+            m, med = _stat(a, k), median_teacher(k)
+            out.append(f"{'n/a' if m is None else format(m[0], '.3f')} vs "
+                       f"{'n/a' if med is None else format(med, '.3f')}")
+        return " | ".join(out)
+
+    def stability(a) -> str:
+        return "n/a" if a is None else (f"{a.n_failed} of {a.n_replicas} failed, "
+                                        + ("stable" if a.stable else "NOT stable (drift or clustering)"))
+
+    if teachers:
+        unstable = sum(1 for a in teachers.values() if not a.stable)
+        late = sum(len(a.not_equilibrated_within_discard) for a in teachers.values())
+        n_rep = sum(a.n_replicas for a in teachers.values())
+        rows.append(f"| single teachers drift or cluster | {len(teachers)} teachers, {n_rep} replicas | "
+                    + " | ".join("-" for _ in kinds)
+                    + f" | {unstable} of {len(teachers)} teachers not stable; {late} replica(s) not equilibrated "
+                      "within the discard |")
+    if ensemble is not None and teachers:
+        rows.append(f"| the ensemble beats a single teacher | {ens_name} vs median teacher | {median_cells(ensemble)} "
+                    f"| {verdicts(lambda k: below_median(ensemble, k))}; {stability(ensemble)} |")
+    ens_students = {f"student-{n}": s for n, s in students.students.items() if s.labels == "ensemble"}
+    for name, s in ens_students.items():
+        a = models.get(name)
+        if a is None:
+            continue
+        within = lambda k, a=a: ("n/a" if _stat(a, k) is None or _stat(ensemble, k) is None else  # noqa: E731
+                                 "yes" if _stat(a, k)[0] <= (1 + STUDENT_WITHIN) * _stat(ensemble, k)[0] else "no")
+        if ensemble is not None:
+            rows.append(f"| the student matches the ensemble | {name} vs {ens_name} | {_cells([a, ensemble], kinds)} "
+                        f"| {verdicts(within)}; {stability(a)} |")
+        if teachers:
+            rows.append(f"| the student beats a single teacher | {name} vs median teacher | {median_cells(a)} | "
+                        f"{verdicts(lambda k, a=a: below_median(a, k))} |")
+    with_e = [n for n, s in ens_students.items() if s.variant == "ensemble-e-ft-faa"]
+    without_e = [n for n, s in ens_students.items() if s.variant == "ensemble-ft-faa"]
+    if with_e and without_e and with_e[0] in models and without_e[0] in models:
+        a, b = models[with_e[0]], models[without_e[0]]
+        rows.append(f"| per-bead energies help | {with_e[0]} vs {without_e[0]} | {_cells([a, b], kinds)} | "
+                    f"{verdicts(lambda k: lower(a, b, k))} |")
+    singles = {n: s for n, s in students.students.items() if s.labels != "ensemble" and s.member is not None}
+    for n, s in singles.items():
+        a, t = models.get(f"student-{n}"), models.get(f"teacher-{s.member:02d}")
+        if a is None or t is None:
+            continue
+        rows.append(f"| a single-teacher student inherits its teacher | student-{n} vs teacher-{s.member:02d} | "
+                    f"{_cells([a, t], kinds)} | better than its teacher: {verdicts(lambda k: lower(a, t, k))} |")
+    if with_e and with_e[0] in models:
+        best = models[with_e[0]]
+        for n, s in singles.items():
+            a = models.get(f"student-{n}")
+            if a is not None and s.variant == "single-e-ft-faa":
+                rows.append(f"| ensemble labels beat one teacher's | {with_e[0]} vs student-{n} | "
+                            f"{_cells([best, a], kinds)} | {verdicts(lambda k, a=a: lower(best, a, k))} |")
+    if len(rows) == 2:
+        return ""
+    return "\n".join(head + rows) + "\n"
+
+
 def comparison_plot(analysis: AnalysisResult, path: Path) -> Path:
     """Grouped bar chart of summary TAEs with error bars, one group per kind (rdf, adf, cdf)."""
     from openmm_cgkd.figures import colormap, new_figure
@@ -73,6 +204,10 @@ def comparison_plot(analysis: AnalysisResult, path: Path) -> Path:
         means = [np.nan if m is None else m for m in means]
         stds = [0.0 if s is None or not math.isfinite(s) else s for s in stds]
         ax.bar(range(len(names)), means, yerr=stds, color=colours, capsize=3)
+        floor = analysis.noise_floor.summary.get(kind) if analysis.noise_floor is not None else None
+        if floor is not None and math.isfinite(floor.mean):
+            ax.axhline(floor.mean, color="0.3", ls="--", lw=1, label="noise floor (reference vs itself)")
+            ax.legend(fontsize=7, loc="upper left")
         ax.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize=8)
         ax.set_title(f"{kind.upper()} TAE")
         ax.set_ylabel("TAE (lower is better)")
@@ -210,7 +345,8 @@ def write_pipeline_report(out: Path, cfg, teachers: TeachersResult, students: St
              f"{md.interval_steps * md.timestep_fs / 1000:g} ps; every replica starts from its own training frame "
              f"with its own seed. The first {analysis_settings(cfg).discard_frames} frame(s) of every replica of "
              "every model are discarded (pymbar's equilibration time is a check).", "",
-             comparison_markdown(analysis, runs), "![TAE comparison](tae_comparison.png)", ""]
+             comparison_markdown(analysis, runs), "![TAE comparison](tae_comparison.png)", "",
+             findings_markdown(analysis, students)]
     failures = [(name, f) for name, a in analysis.models.items() for f in a.failures]
     lines += ["## Failed replicas", ""]
     if failures:

@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
+from openmm_cgkd.analysis.noise import NoiseFloor
+
 __all__ = ["OUT_TOKEN", "StageResult", "AAResult", "TrainingRun", "TeachersResult", "LabelsResult", "StudentResult",
            "StudentsResult", "ReplicaRecord", "MDResult", "ModelAnalysis", "AnalysisResult", "ReportResult",
            "RESULT_TYPES", "to_portable", "from_portable"]
@@ -297,15 +299,21 @@ class AnalysisResult(StageResult):
 
     models: dict[str, ModelAnalysis]
     figures: dict[str, Path]
+    noise_floor: NoiseFloor | None = None
 
     def to_dict(self) -> dict:
-        return {"models": {name: a.to_dict() for name, a in self.models.items()},
+        data = {"models": {name: a.to_dict() for name, a in self.models.items()},
                 "figures": {k: str(v) for k, v in self.figures.items()}}
+        if self.noise_floor is not None:  # markers written before the noise floor keep their bytes
+            data["noise_floor"] = self.noise_floor.to_dict()
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping) -> "AnalysisResult":
+        floor = data.get("noise_floor")  # absent from markers written before it existed
         return cls({name: ModelAnalysis.from_dict(a) for name, a in data["models"].items()},
-                   {k: Path(v) for k, v in data.get("figures", {}).items()})
+                   {k: Path(v) for k, v in data.get("figures", {}).items()},
+                   None if floor is None else NoiseFloor.from_dict(floor))
 
     def files(self) -> list[Path]:
         return [a.dir for a in self.models.values()]

@@ -10,6 +10,7 @@ trajectory returning small typed results (units nm, degrees, ps).
 ``assess_stability(traj)``         broken frames, time-resolved CDFs, clustering drift
 ``detect_equilibration(energies)`` start of the equilibrated part (pymbar, Chodera 2016)
 ``analyze_model(...)``             all of it for replicas of one model vs an AA reference
+``noise_floor(reference, n)``      TAE of n-frame reference blocks vs the other half (sampling noise)
 ``write_report(report, out)``      report.json, summary.md and PNG plots
 =================================  ==========================================================
 """
@@ -20,6 +21,7 @@ from openmm_cgkd.analysis.distributions import (AnalysisError, Distribution, bea
                                                 minimum_image)
 from openmm_cgkd.analysis.equilibration import (EquilibrationResult, detect_equilibration, frames_to_discard,
                                                 read_energy_log)
+from openmm_cgkd.analysis.noise import NoiseFloor, noise_floor
 from openmm_cgkd.analysis.rdf import compute_rdfs, rdf_edges
 from openmm_cgkd.analysis.replicas import ReplicaStat, replica_mean, replica_stat, replica_tae_stats
 from openmm_cgkd.analysis.report import (AnalysisSettings, ModelReport, ReplicaAnalysis, analyze_model,
@@ -38,5 +40,5 @@ __all__ = [
     "time_resolved_cdfs",
     "EquilibrationResult", "detect_equilibration", "frames_to_discard", "read_energy_log",
     "AnalysisSettings", "ModelReport", "ReplicaAnalysis", "analyze_model", "write_report", "load_reference",
-    "load_trajectory",
+    "load_trajectory", "NoiseFloor", "noise_floor",
 ]

@@ -118,8 +118,16 @@ def test_report_has_every_part_and_stage_times(study):
     for part in ("| model | replicas | RDF | ADF | CDF |", "0 of 2 replicas failed", "0 of 1 replicas failed",
                  "## Time step check", "| student-ensemble-e-ft-faa | 4 |", "## Training", "learning_curves.png",
                  "rdf_overlay.png", "cdf_overlay.png", "energy_equilibration.png", "## Wall time per stage",
-                 "| teachers |", "| md |", "ns/day", "cdf_time"):
+                 "| teachers |", "| md |", "ns/day", "cdf_time",
+                 "## The method's findings, checked", "Noise floor (blocks of 4 reference frames",
+                 "| the student matches the ensemble | student-ensemble-e-ft-faa vs ensemble-2 |",
+                 "| the ensemble beats a single teacher | ensemble-2 vs median teacher |",
+                 "| a single-teacher student inherits its teacher | student-single-e-ft-faa-teacher00 vs teacher-00 |"):
         assert part in text, part
+    # 17 reference frames, replicas scored on 4: two blocks of 4 in each half
+    floor = results["analysis"].noise_floor
+    assert floor.block_frames == 4 and floor.n_blocks == 4 and floor.summary["rdf"].mean > 0
+    assert json.loads((out / "analysis" / "noise_floor.json").read_text())["floor"]["n_blocks"] == 4
     for png in ("learning_curves.png", "tae_comparison.png", "analysis/rdf_overlay.png", "analysis/cdf_overlay.png",
                 "analysis/energy_equilibration.png", "analysis/student-ensemble-e-ft-faa/cdf_time.png"):
         assert (out / png).stat().st_size > 5000, png

@@ -8,8 +8,10 @@ The model is the first of these that exists:
    built on first use by :func:`build_demo_bundle` (``models/build_untrained.py`` does the same).
 
 With the trained student and the shipped AA dataset (``systems/des/reline_252_cg.h5``: 252
-molecules of reline mapped to beads), the run starts from the dataset's first frame and ends with
-the structural TAEs (RDF, ADF, CDF) of the CG trajectory against that AA reference, and ns/day.
+molecules of reline mapped to beads), the run starts from the dataset's first equilibrated frame
+(pymbar's t0 on the AA potential energy; frame 0 when the dataset has no energies) and ends with
+the structural TAEs (RDF, ADF, CDF) of the CG trajectory against the equilibrated frames of that
+AA reference, and ns/day.
 Without them (or with ``--structure``), the system is ``systems/des/cg_start.pdb``: reline as
 250 Cho, 250 Cl and 500 Urea beads in the paper's 4.484 nm box, and only ns/day is reported.
 Outputs go to ``runs/demo``. Models and files are found through :mod:`openmm_cgkd.resources` and
@@ -25,7 +27,8 @@ from pathlib import Path
 from openmm_cgkd.cli.simulate import add_md_arguments, check_md_arguments, run_md
 from openmm_cgkd.errors import MissingFileError
 
-__all__ = ["register", "build_demo_bundle", "default_structure", "default_reference", "TRAINED_DEFAULT",
+__all__ = ["register", "build_demo_bundle", "default_structure", "default_reference", "equilibrated_frame",
+           "TRAINED_DEFAULT",
            "UNTRAINED_DEFAULT", "DEMO_SYSTEM"]
 
 TRAINED_DEFAULT = "des-student"
@@ -72,21 +75,40 @@ def _choose_bundle(requested: str | None) -> str | Path:
     return untrained
 
 
-def _start_from_reference(reference: Path, out: Path) -> Path:
-    """Write the first frame of the AA CG dataset ``reference`` as a bead PDB in ``out``."""
+def equilibrated_frame(reference: Path) -> tuple[int, int]:
+    """(first equilibrated frame, number of frames) of the AA CG dataset ``reference``: pymbar's
+    t0 on its AA potential energy, 0 when it holds none."""
+    from openmm_cgkd.analysis.equilibration import detect_equilibration
+    from openmm_cgkd.data.dataset import CGDataset
+
+    ds = CGDataset.load(reference)
+    if ds.potential_energy is None:
+        return 0, ds.n_frames
+    return int(detect_equilibration(ds.potential_energy, ds.times).t0_index), ds.n_frames
+
+
+def _start_from_reference(reference: Path, frame: int, out: Path) -> Path:
+    """Write ``frame`` of the AA CG dataset ``reference`` as a bead PDB in ``out``."""
     from openmm_cgkd.data.dataset import CGDataset
     from openmm_cgkd.topology import bead_topology, write_bead_pdb
 
     ds = CGDataset.load(reference)
     names = [ds.type_names[t] for t in ds.bead_types]
-    return write_bead_pdb(out / "start.pdb", bead_topology(names, ds.boxes[0]), ds.positions[0], ds.boxes[0])
+    return write_bead_pdb(out / "start.pdb", bead_topology(names, ds.boxes[frame]), ds.positions[frame],
+                          ds.boxes[frame])
 
 
-def _print_taes(trajectory: str, topology: Path, reference: Path, out: Path) -> None:
-    """Structural TAEs of the demo trajectory against the AA reference (report in out/analysis)."""
+REFERENCE_STRIDE = 4  # every 4th AA frame is enough for a one-replica demo
+
+
+def _print_taes(trajectory: str, topology: Path, reference: Path, window: tuple[int, int], out: Path) -> None:
+    """Structural TAEs of the demo trajectory against the AA reference frames ``window`` = (first,
+    number of frames) (report in out/analysis)."""
     from openmm_cgkd.analysis.report import AnalysisSettings, analyze_model, write_report
 
-    settings = AnalysisSettings(reference_stride=4, n_blocks=2)
+    first, n_frames = window
+    kept = len(range(0, n_frames, REFERENCE_STRIDE)) - len(range(0, first, REFERENCE_STRIDE))
+    settings = AnalysisSettings(reference_stride=REFERENCE_STRIDE, reference_max_frames=kept, n_blocks=2)
     report = analyze_model([trajectory], reference, topology=str(topology), settings=settings, name="demo")
     write_report(report, out / "analysis")
     print("structure vs the AA reference (total absolute error, lower is better; one short replica):")
@@ -102,12 +124,13 @@ def _demo(args: argparse.Namespace) -> int:
 
     check_md_arguments(args)
     ff = CGKDForceField(_choose_bundle(args.bundle))
-    reference = None
+    reference = window = None
     if args.structure is None:
         if not ff.is_untrained and default_reference().is_file():
             reference = default_reference()
+            window = equilibrated_frame(reference)
             args.out.mkdir(parents=True, exist_ok=True)
-            args.structure = _start_from_reference(reference, args.out)
+            args.structure = _start_from_reference(reference, window[0], args.out)
         else:
             args.structure = default_structure()
     if not args.structure.is_file():
@@ -115,13 +138,16 @@ def _demo(args: argparse.Namespace) -> int:
                                 f"`uv run python {args.structure.parent / 'make_cg_start.py'}`)")
     print("cgkd demo: CG molecular dynamics of reline (choline chloride : urea 1:2)")
     print(f"model: {ff.describe()}")
+    if window is not None:
+        print(f"start: frame {window[0]} of {reference.name}, its first equilibrated frame (pymbar on the AA "
+              f"potential energy); scored against its frames {window[0]}-{window[1] - 1}")
     if ff.is_untrained:
         print("NOTE: this model is UNTRAINED (random network weights, placeholder wall). The run shows the "
               "machinery (bundle -> OpenMM System -> MD -> DCD/CSV) and its speed; its trajectory is not "
               "physical. Trained bundles come from the training pipeline (`cgkd pipeline`).")
     result = run_md(ff, args.structure, args, description="demo")
     if reference is not None and not args.no_analysis:
-        _print_taes(result.trajectory, args.structure, reference, args.out)
+        _print_taes(result.trajectory, args.structure, reference, window, args.out)
     print(f"speed: {result.ns_per_day:.3f} ns/day ({result.platform}, {result.steps_run} steps of "
           f"{args.timestep} fs)")
     return 0
@@ -136,7 +162,8 @@ def register(subparsers) -> None:
                     "the structural TAEs against it; print the speed in ns/day.")
     p.add_argument("--bundle", default=None, help="use this bundle (path or shipped name) instead of the default")
     p.add_argument("--structure", type=Path, default=None,
-                   help="bead PDB to start from (default: the first frame of systems/des/reline_252_cg.h5 with the "
+                   help="bead PDB to start from (default: the first equilibrated frame of "
+                        "systems/des/reline_252_cg.h5 with the "
                         "trained model, else systems/des/cg_start.pdb)")
     p.add_argument("--no-analysis", action="store_true", help="skip the structural TAEs against the AA reference")
     add_md_arguments(p, steps=2500, out="runs/demo", report_interval=25)

@@ -55,9 +55,18 @@ def test_demo_with_the_shipped_student_reports_taes_against_the_aa_reference(tmp
     report = json.loads((out / "analysis" / "report.json").read_text())
     for kind in ("rdf", "adf", "cdf"):
         assert 0 <= report["summary"][kind]["mean"] < 2.5
-    # the run started from the first frame of the shipped AA dataset
+    # the run started from the first equilibrated frame of the shipped AA dataset (pymbar itself on
+    # its AA potential energy) and was scored against its equilibrated frames (every 4th) only
+    from pymbar import timeseries
+
     from openmm_cgkd.data.dataset import CGDataset
     from openmm_cgkd.topology import read_bead_pdb
 
+    ds = CGDataset.load(default_reference())
+    t0 = int(timeseries.detect_equilibration(np.asarray(ds.potential_energy, dtype=np.float64), fast=True)[0])
+    assert t0 > 0  # the shipped production is not equilibrated from its first frame
+    assert f"start: frame {t0} of {default_reference().name}" in printed
     _, pos, _ = read_bead_pdb(out / "start.pdb")
-    np.testing.assert_allclose(pos, CGDataset.load(default_reference()).positions[0], atol=1e-3)
+    np.testing.assert_allclose(pos, ds.positions[t0], atol=1e-3)
+    ref_rdf = next(iter(report["curves"]["rdf"].values()))["reference"]
+    assert ref_rdf["n_frames"] == sum(1 for i in range(0, ds.n_frames, 4) if i >= t0)

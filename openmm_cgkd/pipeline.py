@@ -1089,7 +1089,8 @@ def _stage_analysis(cfg: PipelineConfig, out: Path, runs: MDResult, log) -> Anal
             not_equilibrated_within_discard=tuple(report.not_equilibrated), discard_frames=settings.discard_frames,
             pymbar_t0_frames=tuple(None if r.equilibration is None else
                                    int(math.ceil(r.equilibration.fraction * r.n_frames_loaded - 1e-9))
-                                   for r in report.replicas))
+                                   for r in report.replicas),
+            contacts={k: c.to_dict() for k, c in report.contacts.items()})
         log(f"[analysis] {name}: {report.n_failed} of {len(report.replicas)} replicas failed; " + ", ".join(
             f"{k} TAE {v.mean:.3f}" for k, v in report.summary.items() if k in ("rdf", "adf", "cdf")))
     floor = _noise_floor(cfg, out, settings, reports, log)

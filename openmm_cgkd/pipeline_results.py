@@ -26,7 +26,7 @@ mappings (kJ/mol/nm for force errors, TAEs dimensionless or nm).
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -278,18 +278,22 @@ class ModelAnalysis:
     not_equilibrated_within_discard: tuple[str, ...]
     discard_frames: int
     pymbar_t0_frames: tuple[int | None, ...]
+    contacts: dict[str, dict] = field(default_factory=dict)  # pair -> CloseContact.to_dict()
 
     def to_dict(self) -> dict:
-        return {"summary": self.summary, "stable": self.stable, "dir": str(self.dir), "n_replicas": self.n_replicas,
+        data = {"summary": self.summary, "stable": self.stable, "dir": str(self.dir), "n_replicas": self.n_replicas,
                 "n_failed": self.n_failed, "failures": list(self.failures),
                 "not_equilibrated_within_discard": list(self.not_equilibrated_within_discard),
                 "discard_frames": self.discard_frames, "pymbar_t0_frames": list(self.pymbar_t0_frames)}
+        if self.contacts:  # markers written before contacts were measured keep their bytes
+            data["contacts"] = self.contacts
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping) -> "ModelAnalysis":
         return cls(data["summary"], data["stable"], Path(data["dir"]), data["n_replicas"], data["n_failed"],
                    tuple(data.get("failures", [])), tuple(data.get("not_equilibrated_within_discard", [])),
-                   data["discard_frames"], tuple(data.get("pymbar_t0_frames", [])))
+                   data["discard_frames"], tuple(data.get("pymbar_t0_frames", [])), dict(data.get("contacts", {})))
 
 
 @dataclass(frozen=True)

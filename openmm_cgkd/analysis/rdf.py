@@ -7,13 +7,16 @@ with :func:`rdf_edges` from all the trajectories to be compared, and pass them t
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from openmm_cgkd.analysis.distributions import (AnalysisError, Distribution, bead_type_indices,
                                                 box_half_width, pair_keys, require_periodic,
                                                 uniform_edges)
 
-__all__ = ["rdf_edges", "compute_rdfs", "DEFAULT_RDF_R_MAX", "DEFAULT_RDF_BIN_WIDTH"]
+__all__ = ["rdf_edges", "compute_rdfs", "close_contacts", "CloseContact", "DEFAULT_RDF_R_MAX",
+           "DEFAULT_RDF_BIN_WIDTH", "AA_CONTACT_G"]
 
 DEFAULT_RDF_R_MAX = 1.5  # nm
 DEFAULT_RDF_BIN_WIDTH = 0.005  # nm
@@ -67,4 +70,47 @@ def compute_rdfs(traj, edges: np.ndarray | None = None, *, r_max: float = DEFAUL
         key = f"{a}-{b}"
         out[key] = Distribution("rdf", key, edges, g_sum / inv_vol.sum(), n_samples=len(atom_pairs) * traj.n_frames,
                                 n_frames=traj.n_frames, meta={"types": [a, b], "n_pairs": int(len(atom_pairs))})
+    return out
+
+
+AA_CONTACT_G = 0.1  # g(r) at which the reference's first contact begins
+
+
+@dataclass(frozen=True)
+class CloseContact:
+    """A pair's contacts closer than any in the reference: ``reference_contact_nm`` is the first
+    r (bin centre, nm) at which the reference g(r) reaches ``AA_CONTACT_G``; ``peak_g`` the
+    highest model g(r) below it, at ``peak_r_nm`` (0 and None when the model has none there)."""
+
+    pair: str
+    reference_contact_nm: float
+    peak_g: float
+    peak_r_nm: float | None
+
+    def to_dict(self) -> dict:
+        return {"pair": self.pair, "reference_contact_nm": self.reference_contact_nm, "peak_g": self.peak_g,
+                "peak_r_nm": self.peak_r_nm}
+
+
+def close_contacts(model: dict[str, Distribution], reference: dict[str, Distribution],
+                   threshold: float = AA_CONTACT_G) -> dict[str, CloseContact]:
+    """Per pair, how far the model's g(r) reaches inside the distance the reference never comes
+    (g below ``threshold``): a pairing the reference does not have (e.g. anions in contact),
+    which a TAE over the whole curve can hide. Pairs missing from either side, or whose reference
+    never reaches ``threshold``, are left out. Curves must share their grid."""
+    out = {}
+    for key, ref in reference.items():
+        cg = model.get(key)
+        if cg is None:
+            continue
+        if cg.edges.shape != ref.edges.shape or not np.allclose(cg.edges, ref.edges):
+            raise AnalysisError(f"RDF {key}: model and reference are on different grids")
+        above = np.nonzero(ref.values >= threshold)[0]
+        if above.size == 0:
+            continue
+        first = int(above[0])
+        inside = cg.values[:first]
+        k = int(np.argmax(inside)) if inside.size else 0
+        peak = float(inside[k]) if inside.size else 0.0
+        out[key] = CloseContact(key, float(ref.centers[first]), peak, float(cg.centers[k]) if peak > 0 else None)
     return out

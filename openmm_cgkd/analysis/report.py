@@ -22,7 +22,8 @@ from openmm_cgkd.analysis.cdf import (DEFAULT_CDF_BIN_WIDTH, cdf_edges, cdf_from
 from openmm_cgkd.analysis.distributions import AnalysisError, Distribution, bead_type_indices
 from openmm_cgkd.analysis.equilibration import (EquilibrationResult, detect_equilibration, frames_to_discard,
                                                 read_energy_log)
-from openmm_cgkd.analysis.rdf import DEFAULT_RDF_BIN_WIDTH, DEFAULT_RDF_R_MAX, compute_rdfs, rdf_edges
+from openmm_cgkd.analysis.rdf import (AA_CONTACT_G, DEFAULT_RDF_BIN_WIDTH, DEFAULT_RDF_R_MAX, CloseContact,
+                                      close_contacts, compute_rdfs, rdf_edges)
 from openmm_cgkd.analysis.replicas import ReplicaStat, replica_mean, replica_stat, replica_tae_stats
 from openmm_cgkd.analysis.stability import (DEFAULT_DRIFT_THRESHOLD, DEFAULT_N_BLOCKS, StabilityReport,
                                             assess_stability, check_coordinates)
@@ -139,6 +140,14 @@ class ModelReport:
         return len(self.replicas) - len(self.good_replicas)
 
     @property
+    def contacts(self) -> dict[str, CloseContact]:
+        """Per pair, the model's g(r) (mean over scored replicas) below the reference's first contact
+        (:func:`~openmm_cgkd.analysis.rdf.close_contacts`)."""
+        if not self.mean.get("rdf") or not self.reference.get("rdf"):
+            return {}
+        return close_contacts(self.mean["rdf"], self.reference["rdf"])
+
+    @property
     def not_equilibrated(self) -> list[str]:
         """Scored replicas whose pymbar equilibration time exceeds the fixed discard."""
         return [r.name for r in self.good_replicas if r.equilibrated_within_discard is False]
@@ -151,6 +160,7 @@ class ModelReport:
             "settings": self.settings.to_dict(), "stable": self.stable, "n_replicas": len(self.replicas),
             "n_failed": self.n_failed, "not_equilibrated_within_discard": self.not_equilibrated,
             "summary": {k: v.to_dict() for k, v in self.summary.items()},
+            "contacts": {k: c.to_dict() for k, c in self.contacts.items()},
             "tae": {kind: {key: s.to_dict() for key, s in v.items()} for kind, v in self.tae.items()},
             "replicas": [r.to_dict(curves=replica_curves, blocks=curves) for r in self.replicas],
         }
@@ -404,6 +414,14 @@ def summary_markdown(report: ModelReport, plots: Sequence[str] = ()) -> str:
     for kind, title in (("rdf", "RDF per pair"), ("cdf", "CDF per species")):
         lines += ["", f"## {title}", "", "| curve | TAE |", "|---|---|"]
         lines += [f"| {key} | {_pm(stat)} |" for key, stat in report.tae.get(kind, {}).items()]
+    contacts = report.contacts
+    if contacts:
+        lines += ["", "## Contacts closer than any in the AA reference", "",
+                  f"Per pair: where the AA g(r) first reaches {AA_CONTACT_G:g}, and the model's highest g(r) below "
+                  "that distance (0: none; a peak there is a pairing the AA liquid does not have).", "",
+                  "| pair | AA contact from (nm) | model max g(r) below it | at r (nm) |", "|---|---|---|---|"]
+        lines += [f"| {c.pair} | {c.reference_contact_nm:.3f} | {c.peak_g:.3g} | "
+                  f"{'-' if c.peak_r_nm is None else format(c.peak_r_nm, '.3f')} |" for c in contacts.values()]
     species = sorted({sp for r in ok for sp in r.stability.drift})
     lines += ["", "## Stability", "",
               f"Drift = fitted relative change of the mean single-linkage merge distance over the analysed "

@@ -124,6 +124,9 @@ def test_report_has_every_part_and_stage_times(study):
                  "| the ensemble beats a single teacher | ensemble-2 vs median teacher |",
                  "| a single-teacher student inherits its teacher | student-single-e-ft-faa-teacher00 vs teacher-00 |"):
         assert part in text, part
+    assert "closest contact" in text
+    for a in results["analysis"].models.values():  # every pair of the 2 bead types: 3 pairs
+        assert set(a.contacts) == {"A-A", "A-B", "B-B"} and all(c["reference_contact_nm"] > 0 for c in a.contacts.values())
     # 17 reference frames, replicas scored on 4: two blocks of 4 in each half
     floor = results["analysis"].noise_floor
     assert floor.block_frames == 4 and floor.n_blocks == 4 and floor.summary["rdf"].mean > 0

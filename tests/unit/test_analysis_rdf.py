@@ -110,3 +110,58 @@ def test_minimum_image_in_a_triclinic_box_is_the_shortest_image():
     # The result is an image of the input: it differs by a lattice vector.
     frac = (ours - d) @ np.linalg.inv(box)
     np.testing.assert_allclose(frac, np.round(frac), atol=1e-9)
+
+
+# ---------------------------------------------------------------- contacts closer than the reference's
+def _curve(key, edges, values):
+    from openmm_cgkd.analysis import Distribution
+
+    return Distribution("rdf", key, edges, values)
+
+
+def test_close_contacts_finds_a_pairing_the_reference_does_not_have():
+    from openmm_cgkd.analysis.rdf import close_contacts
+
+    edges = np.linspace(0.0, 1.0, 101)  # 0.01 nm bins, centres 0.005, 0.015, ...
+    r = 0.5 * (edges[1:] + edges[:-1])
+    ref = np.where(r < 0.45, 0.0, 1.0)
+    model = ref.copy()
+    model[np.argmin(abs(r - 0.405))] = 5.7  # the Cl-Cl peak at 0.40 nm
+    other = np.where(r < 0.30, 0.0, 1.0)  # a pair that comes closer than the AA one: all inside is counted
+    out = close_contacts({"CL-CL": _curve("CL-CL", edges, model), "CHO-CL": _curve("CHO-CL", edges, ref)},
+                         {"CL-CL": _curve("CL-CL", edges, ref), "CHO-CL": _curve("CHO-CL", edges, ref),
+                          "URE-URE": _curve("URE-URE", edges, other)})
+    assert set(out) == {"CL-CL", "CHO-CL"}  # URE-URE has no model curve
+    assert out["CL-CL"].reference_contact_nm == pytest.approx(0.455)
+    assert out["CL-CL"].peak_g == pytest.approx(5.7) and out["CL-CL"].peak_r_nm == pytest.approx(0.405)
+    assert out["CHO-CL"].peak_g == 0.0 and out["CHO-CL"].peak_r_nm is None
+
+
+def test_close_contacts_from_trajectories_with_a_pinned_pair():
+    from openmm_cgkd.analysis import compute_rdfs, make_trajectory, rdf_edges
+    from openmm_cgkd.analysis.rdf import close_contacts
+
+    rng = np.random.default_rng(3)
+    n, box = 27, 3.0
+    # reference: beads on a jittered cubic lattice, 1 nm apart (no pair closer than ~0.8 nm)
+    grid = np.stack(np.meshgrid(*[np.arange(3)] * 3, indexing="ij"), -1).reshape(-1, 3)[:n] * 1.0 + 0.5
+    ref_xyz = grid[None] + rng.normal(0, 0.03, (20, n, 3))
+    model_xyz = ref_xyz.copy()
+    model_xyz[:, 1] = model_xyz[:, 0] + [0.3, 0.0, 0.0]  # beads 0 and 1 pinned 0.3 nm apart
+    names = ["A"] * n
+    ref = make_trajectory(ref_xyz, names, np.eye(3) * box)
+    cg = make_trajectory(model_xyz, names, np.eye(3) * box)
+    edges = rdf_edges(ref, cg)
+    out = close_contacts(compute_rdfs(cg, edges), compute_rdfs(ref, edges))["A-A"]
+    assert 0.6 < out.reference_contact_nm < 1.0
+    assert out.peak_r_nm == pytest.approx(0.3, abs=0.005) and out.peak_g > 1.0
+
+
+def test_close_contacts_refuses_curves_on_different_grids():
+    from openmm_cgkd.analysis import AnalysisError
+    from openmm_cgkd.analysis.rdf import close_contacts
+
+    a = _curve("A-A", np.linspace(0, 1, 11), np.ones(10))
+    b = _curve("A-A", np.linspace(0, 1, 21), np.ones(20))
+    with pytest.raises(AnalysisError, match="different grids"):
+        close_contacts({"A-A": a}, {"A-A": b})

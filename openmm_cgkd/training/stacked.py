@@ -244,8 +244,9 @@ class StackedAdam:
 
 class _MemberSchedule:
     """Per-member ReduceLROnPlateau (torch's, each on a stand-in optimiser holding that member's
-    learning rate), early stopping (Lightning's rule: stop after ``patience`` epochs without a strictly
-    lower validation loss) and the best epoch."""
+    learning rate), early stopping (Lightning's rule: stop after ``patience`` epochs without a validation
+    loss lower than the best by more than ``early_stopping_min_delta``) and the best epoch (the lowest
+    validation loss, whatever the margin: its weights are kept)."""
 
     def __init__(self, k: int, cfg: TrainerConfig):
         self.cfg = cfg
@@ -255,6 +256,7 @@ class _MemberSchedule:
         self.best_val = [math.inf] * k
         self.best_epoch = [-1] * k
         self.wait = [0] * k
+        self.stop_best = [math.inf] * k  # early stopping's own best: moves only on a gain > min_delta
         self.stopped = [False] * k
         self.stopped_epoch = [-1] * k
 
@@ -272,7 +274,9 @@ class _MemberSchedule:
             better = v < self.best_val[k]
             improved.append(bool(better))
             if better:
-                self.best_val[k], self.best_epoch[k], self.wait[k] = v, epoch, 0
+                self.best_val[k], self.best_epoch[k] = v, epoch
+            if v < self.stop_best[k] - self.cfg.early_stopping_min_delta:
+                self.stop_best[k], self.wait[k] = v, 0
             else:
                 self.wait[k] += 1
                 if self.wait[k] >= self.cfg.early_stopping_patience:
@@ -283,7 +287,7 @@ class _MemberSchedule:
         return {"schedulers": [s.state_dict() for s in self.schedulers],
                 "holder_lrs": [h.param_groups[0]["lr"] for h in self._holders], "best_val": list(self.best_val),
                 "best_epoch": list(self.best_epoch), "wait": list(self.wait), "stopped": list(self.stopped),
-                "stopped_epoch": list(self.stopped_epoch)}
+                "stopped_epoch": list(self.stopped_epoch), "stop_best": list(self.stop_best)}
 
     def load_state_dict(self, state: dict) -> None:
         for s, h, ss, lr in zip(self.schedulers, self._holders, state["schedulers"], state["holder_lrs"]):
@@ -291,6 +295,8 @@ class _MemberSchedule:
             h.param_groups[0]["lr"] = lr
         for key in ("best_val", "best_epoch", "wait", "stopped", "stopped_epoch"):
             setattr(self, key, list(state[key]))
+        # checkpoints written before min_delta existed: with min_delta 0 the two bests are the same
+        self.stop_best = list(state.get("stop_best", self.best_val))
 
 
 # --------------------------------------------------------------------------- the run

@@ -47,6 +47,9 @@ __all__ = ["TrainResult", "train_potential", "run_fingerprint", "seed_everything
 # with other values, and they are not part of its fingerprint.
 HARDWARE_KEYS = ("accelerator", "devices", "strategy", "num_workers", "num_threads", "progress_bar", "tensorboard",
                  "log_every_n_steps")
+# Trainer settings added after runs were made: left out of the fingerprint at their default value,
+# so those runs keep their fingerprints (and resume); set, they key the run like any setting.
+ADDED_LATER = {"early_stopping_min_delta": 0.0}
 
 
 @dataclass
@@ -202,6 +205,9 @@ def run_fingerprint(dataset: CGDataset, blocks: dict[str, np.ndarray], potential
     from openmm_cgkd.fingerprint import cg_dataset_digest
 
     trainer = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in HARDWARE_KEYS}
+    for key, default in ADDED_LATER.items():  # unset: the fingerprint of a run made before the setting existed
+        if trainer.get(key) == default:
+            del trainer[key]
     return {"dataset": cg_dataset_digest(dataset),
             "blocks": {k: _block_key(blocks.get(k, [])) for k in ("train", "val")},
             "architecture": potential_config.to_dict(), "wall": wall.to_dict() if wall is not None else None,
@@ -301,7 +307,8 @@ def train_potential(dataset: CGDataset, blocks: dict[str, np.ndarray], potential
     ckpt_dir = out / "checkpoints"
     checkpoint = ModelCheckpoint(dirpath=ckpt_dir, filename="best-{epoch:03d}", monitor="val_loss", mode="min",
                                  save_top_k=1, save_last=True, every_n_epochs=1, auto_insert_metric_name=False)
-    stopper = EarlyStopping(monitor="val_loss", mode="min", patience=cfg.early_stopping_patience)
+    stopper = EarlyStopping(monitor="val_loss", mode="min", patience=cfg.early_stopping_patience,
+                            min_delta=cfg.early_stopping_min_delta)
     cbs = [checkpoint, stopper, *(callbacks or [])]
     if cfg.progress_bar:
         cbs.append(TQDMProgressBar(refresh_rate=max(1, len(train_loader) // 20)))

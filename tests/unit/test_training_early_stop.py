@@ -65,3 +65,53 @@ def test_a_finished_run_reloads_from_best_weights_without_its_checkpoints(data, 
     assert len(read_metrics_csv(tmp_path / "run" / "logs" / "metrics.csv")["val_loss"]) == 2  # not logged twice
     c = third.model.state_dict()
     assert all(torch.allclose(a[k], c[k]) for k in a)
+
+
+# ------------------------------------------------------------------ minimum improvement (min_delta)
+def _stacked_stop_epoch(losses, min_delta, patience=3):
+    """The epoch at which the stacked trainer's schedule stops one member fed ``losses``."""
+    from openmm_cgkd.training.stacked import _MemberSchedule
+
+    cfg = TrainerConfig(early_stopping_patience=patience, early_stopping_min_delta=min_delta, lr_patience=100)
+    sched = _MemberSchedule(1, cfg)
+    for epoch, v in enumerate(losses):
+        sched.update(epoch, [v])
+        if sched.stopped[0]:
+            return epoch, sched.best_epoch[0]
+    return None, sched.best_epoch[0]
+
+
+def _lightning_stop_epoch(losses, min_delta, patience=3):
+    """The same rule as Lightning's EarlyStopping applies it (its own implementation, not ours)."""
+    from lightning.pytorch.callbacks import EarlyStopping
+
+    stopper = EarlyStopping(monitor="val_loss", mode="min", patience=patience, min_delta=min_delta)
+    for epoch, v in enumerate(losses):
+        stop, _ = stopper._evaluate_stopping_criteria(torch.tensor(v))
+        if stop:
+            return epoch
+    return None
+
+
+# a crawl at the lr floor: each epoch a little lower (0.01), never by more than 0.05
+CRAWL = [10.0, 9.0, 8.5] + [8.5 - 0.01 * i for i in range(1, 30)]
+
+
+@pytest.mark.parametrize("min_delta, stops_at", [(0.0, None), (0.05, 5)])  # 8.5 at epoch 2, then 3 epochs
+def test_min_delta_ends_a_crawl_as_lightning_does(min_delta, stops_at):
+    epoch, best = _stacked_stop_epoch(CRAWL, min_delta)
+    assert epoch == stops_at == _lightning_stop_epoch(CRAWL, min_delta)
+    # the weights kept are those of the lowest loss seen, gain large or small
+    assert best == (len(CRAWL) - 1 if stops_at is None else stops_at)
+
+
+def test_min_delta_is_checked_and_keys_the_run_only_when_set(data):
+    from openmm_cgkd.training.config import ConfigError
+    from openmm_cgkd.training.trainer import run_fingerprint
+
+    with pytest.raises(ConfigError, match="min_delta"):
+        TrainerConfig(early_stopping_min_delta=-1.0)
+    ds, blocks, pcfg = data
+    key = lambda cfg: run_fingerprint(ds, blocks, pcfg, None, LossWeights(), cfg)["trainer"]  # noqa: E731
+    assert "early_stopping_min_delta" not in key(TrainerConfig())  # runs made before it keep their fingerprint
+    assert key(TrainerConfig(early_stopping_min_delta=0.5))["early_stopping_min_delta"] == 0.5

@@ -1065,7 +1065,8 @@ def _stage_analysis(cfg: PipelineConfig, out: Path, runs: MDResult, log) -> Anal
 
     settings = analysis_settings(cfg)
     ref_rec = read_record(out / "md" / "reference.json.gz")
-    expected = digest({"settings": settings.to_dict(), "reference": _dataset_digest(cfg.dataset)})
+    data_digest = _dataset_digest(cfg.dataset)
+    expected = digest({"settings": settings.to_dict(), "reference": data_digest})
     reference = curves_from_record(ref_rec["curves"]) if ref_rec and ref_rec.get("digest") == expected else {}
     if ref_rec and not reference:
         log("[analysis] md/reference.json.gz was made with other settings: the reference curves are left out")
@@ -1093,7 +1094,7 @@ def _stage_analysis(cfg: PipelineConfig, out: Path, runs: MDResult, log) -> Anal
             contacts={k: c.to_dict() for k, c in report.contacts.items()})
         log(f"[analysis] {name}: {report.n_failed} of {len(report.replicas)} replicas failed; " + ", ".join(
             f"{k} TAE {v.mean:.3f}" for k, v in report.summary.items() if k in ("rdf", "adf", "cdf")))
-    floor = _noise_floor(cfg, out, settings, reports, log)
+    floor = _noise_floor(cfg, out, settings, data_digest, reports, log)
     figures = {}
     if any(r.good_replicas for r in reports.values()) and reference:
         figures["rdf_overlay"] = model_overlays(reports, "rdf", out / "analysis" / "rdf_overlay.png")
@@ -1104,7 +1105,7 @@ def _stage_analysis(cfg: PipelineConfig, out: Path, runs: MDResult, log) -> Anal
     return AnalysisResult(results, figures, floor)
 
 
-def _noise_floor(cfg: PipelineConfig, out: Path, settings, reports: dict, log):
+def _noise_floor(cfg: PipelineConfig, out: Path, settings, data_digest: str, reports: dict, log):
     """The reference's noise floor (:func:`~openmm_cgkd.analysis.noise.noise_floor`) for blocks as
     long as a replica's scored part; cached in ``analysis/noise_floor.json`` by its inputs. None
     when no replica was scored or the reference is too short."""
@@ -1116,7 +1117,7 @@ def _noise_floor(cfg: PipelineConfig, out: Path, settings, reports: dict, log):
     if not scored:
         return None
     block = max(scored)
-    key = digest({"settings": settings.to_dict(), "reference": _dataset_digest(cfg.dataset), "block_frames": block})
+    key = digest({"settings": settings.to_dict(), "reference": data_digest, "block_frames": block})
     path = out / "analysis" / "noise_floor.json"
     if path.is_file():
         cached = json.loads(path.read_text())

@@ -27,8 +27,7 @@ from pathlib import Path
 from openmm_cgkd.cli.simulate import add_md_arguments, check_md_arguments, run_md
 from openmm_cgkd.errors import MissingFileError
 
-__all__ = ["register", "build_demo_bundle", "default_structure", "default_reference", "equilibrated_frame",
-           "TRAINED_DEFAULT",
+__all__ = ["register", "build_demo_bundle", "default_structure", "default_reference", "TRAINED_DEFAULT",
            "UNTRAINED_DEFAULT", "DEMO_SYSTEM"]
 
 TRAINED_DEFAULT = "des-student"
@@ -75,27 +74,20 @@ def _choose_bundle(requested: str | None) -> str | Path:
     return untrained
 
 
-def equilibrated_frame(reference: Path) -> tuple[int, int]:
-    """(first equilibrated frame, number of frames) of the AA CG dataset ``reference``: pymbar's
-    t0 on its AA potential energy, 0 when it holds none."""
+def _start_from_reference(reference: Path, out: Path) -> tuple[Path, tuple[int, int]]:
+    """Write the first equilibrated frame of the AA CG dataset ``reference`` (pymbar's t0 on its AA
+    potential energy; 0 when it holds none) as a bead PDB in ``out``; returns the PDB and (that
+    frame, the number of frames)."""
     from openmm_cgkd.analysis.equilibration import detect_equilibration
-    from openmm_cgkd.data.dataset import CGDataset
-
-    ds = CGDataset.load(reference)
-    if ds.potential_energy is None:
-        return 0, ds.n_frames
-    return int(detect_equilibration(ds.potential_energy, ds.times).t0_index), ds.n_frames
-
-
-def _start_from_reference(reference: Path, frame: int, out: Path) -> Path:
-    """Write ``frame`` of the AA CG dataset ``reference`` as a bead PDB in ``out``."""
     from openmm_cgkd.data.dataset import CGDataset
     from openmm_cgkd.topology import bead_topology, write_bead_pdb
 
     ds = CGDataset.load(reference)
+    first = 0 if ds.potential_energy is None else int(detect_equilibration(ds.potential_energy, ds.times).t0_index)
     names = [ds.type_names[t] for t in ds.bead_types]
-    return write_bead_pdb(out / "start.pdb", bead_topology(names, ds.boxes[frame]), ds.positions[frame],
-                          ds.boxes[frame])
+    pdb = write_bead_pdb(out / "start.pdb", bead_topology(names, ds.boxes[first]), ds.positions[first],
+                         ds.boxes[first])
+    return pdb, (first, ds.n_frames)
 
 
 REFERENCE_STRIDE = 4  # every 4th AA frame is enough for a one-replica demo
@@ -128,9 +120,8 @@ def _demo(args: argparse.Namespace) -> int:
     if args.structure is None:
         if not ff.is_untrained and default_reference().is_file():
             reference = default_reference()
-            window = equilibrated_frame(reference)
             args.out.mkdir(parents=True, exist_ok=True)
-            args.structure = _start_from_reference(reference, window[0], args.out)
+            args.structure, window = _start_from_reference(reference, args.out)
         else:
             args.structure = default_structure()
     if not args.structure.is_file():

@@ -30,10 +30,20 @@ __all__ = ["write_pipeline_report", "comparison_markdown", "findings_markdown", 
            "model_overlays", "energy_panels", "learning_curves_plot"]
 
 
-def _pm(s: dict | None) -> str:
+def _summary_stat(s: dict | None):
+    """(mean, std, n) of a summary entry ({mean, std, n, ...} over scored replicas), or None when
+    no replica was scored."""
     if not s or not s.get("n") or s.get("mean") is None or not math.isfinite(s["mean"]):
+        return None
+    std = s.get("std")
+    return float(s["mean"]), float(std) if std is not None and math.isfinite(std) else 0.0, int(s["n"])
+
+
+def _pm(s: dict | None) -> str:
+    v = _summary_stat(s)
+    if v is None:
         return "n/a"
-    return f"{s['mean']:.3f} +- {s['std']:.3f}" if s["n"] > 1 else f"{s['mean']:.3f}"
+    return f"{v[0]:.3f} +- {v[1]:.3f}" if v[2] > 1 else f"{v[0]:.3f}"
 
 
 def _speed(reps: tuple[ReplicaRecord, ...]) -> str:
@@ -78,11 +88,7 @@ STUDENT_WITHIN = 0.15  # a student "matches" the ensemble when its mean TAE is a
 
 def _stat(a, kind: str):
     """(mean, std, n) of a model's TAE of ``kind`` over its scored replicas, or None."""
-    s = a.summary.get(kind) if a is not None else None
-    if not s or not s.get("n") or s.get("mean") is None or not math.isfinite(s["mean"]):
-        return None
-    std = s.get("std")
-    return float(s["mean"]), float(std) if std is not None and math.isfinite(std) else 0.0, int(s["n"])
+    return _summary_stat(a.summary.get(kind) if a is not None else None)
 
 
 def lower(a, b, kind: str) -> str:
@@ -114,8 +120,8 @@ def findings_markdown(analysis: AnalysisResult, students: StudentsResult) -> str
     models = analysis.models
     kinds = [k for k in KINDS if any(k in a.summary for a in models.values())]
     teachers = {n: a for n, a in models.items() if n.startswith("teacher-")}
-    ensemble = next((a for n, a in models.items() if n.startswith("ensemble-")), None)
     ens_name = next((n for n in models if n.startswith("ensemble-")), "ensemble")
+    ensemble = models.get(ens_name)
     head = ["## The method's findings, checked (TAE means over the scored replicas; lower is better)", "",
             "A difference counts (yes / no) when it exceeds 2 combined standard errors of the two means "
             "(std over replicas); otherwise it is \"not resolved\" with these replicas. "

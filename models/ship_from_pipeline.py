@@ -65,11 +65,14 @@ def _rebase_provenance(dst: Path, src: Path, shipped: dict[Path, Path]) -> None:
 
 
 def ship(run: Path, student_variant: str, name_prefix: str = "des") -> list[Path]:
+    import yaml
+
     from openmm_cgkd.bundle import load_bundle
     from openmm_cgkd.data.dataset import CGDataset
-    from openmm_cgkd.provenance import make_portable, relative_path
-
     from openmm_cgkd.pipeline import stage_outputs
+    from openmm_cgkd.pipeline_report import comparison_markdown
+    from openmm_cgkd.pipeline_results import AnalysisResult, ensemble_model, model_kind, student_model
+    from openmm_cgkd.provenance import make_portable, relative_path
 
     stages = {name: stage_outputs(run, name) for name in ("teachers", "students", "md", "analysis")}
     missing = {name for name, outputs in stages.items() if outputs is None}
@@ -84,10 +87,12 @@ def ship(run: Path, student_variant: str, name_prefix: str = "des") -> list[Path
     types, pos, box = ds.bead_types, ds.positions[0], ds.boxes[0]
 
     entries = [
-        (f"{name_prefix}-teachers", teachers.ensemble, f"ensemble-{len(teachers.members)}", teachers.metrics),
-        (f"{name_prefix}-student", students[student_variant].bundle, f"student-{student_variant}",
+        (f"{name_prefix}-teachers", teachers.ensemble, ensemble_model(len(teachers.members)), teachers.metrics),
+        (f"{name_prefix}-student", students[student_variant].bundle, student_model(student_variant),
          students[student_variant].metrics),
     ]
+    run_cfg = yaml.safe_load((run / "pipeline.yaml").read_text()) if (run / "pipeline.yaml").is_file() else {}
+    md_cfg = run_cfg.get("md") or {}  # the MD settings the speeds were measured with
     written = []
     shipped = {src.resolve(): HERE / name for name, src, _, _ in entries}
     for name, src, model_key, metrics in entries:
@@ -102,10 +107,19 @@ def ship(run: Path, student_variant: str, name_prefix: str = "des") -> list[Path
                             energy_kj_mol=ref["energy"], bead_energies_kj_mol=ref["bead_energies"],
                             forces_kj_mol_nm=ref["forces"])
         man = bundle.manifest
-        summary = analysis[model_key].summary if model_key in analysis else {}
         speeds = [r.ns_per_day for r in md.get(model_key, ()) if r.ns_per_day is not None]
-        ensemble_summary = analysis[entries[0][2]].summary if entries[0][2] in analysis else {}
-        teacher_summary = analysis["teacher-00"].summary if "teacher-00" in analysis else {}
+        # this model beside the ensemble and the single teachers, as in the pipeline's report
+        compared = {n: a for n, a in analysis.items() if n == model_key or model_kind(n) in ("ensemble", "teacher")}
+        table = comparison_markdown(AnalysisResult(compared, {}), stages["md"])
+        table = table.replace("## Structural error", "Structural error")
+        floor = stages["analysis"].noise_floor
+        runs_ = teachers.runs if model_key == entries[0][2] else (students[student_variant].run,)
+        epochs = [r.epochs for r in runs_ if r.epochs is not None]
+        converged = bool(runs_) and all(r.stopped_early for r in runs_)
+        training = (f"trained to early stopping on the validation block ({min(epochs)}-{max(epochs)} epochs)"
+                    if converged and epochs else
+                    f"trained for {max(epochs) if epochs else '?'} epochs WITHOUT reaching early stopping: "
+                    "not converged, a working model of the workflow")
         card = [
             f"# {name}", "",
             f"{man.description or man.model_kind}", "",
@@ -128,19 +142,21 @@ def ship(run: Path, student_variant: str, name_prefix: str = "des") -> list[Path
             "```json", json.dumps(metrics, indent=1, default=str)[:3000], "```",
             "",
             "## Structure in MD (TAE vs the AA reference; mean +- std over replicas; lower is better)",
-            "| model | RDF | ADF | CDF |", "|---|---|---|---|",
-            f"| this model | {_fmt(summary.get('rdf'))} | {_fmt(summary.get('adf'))} | {_fmt(summary.get('cdf'))} |",
-            f"| ensemble of teachers | {_fmt(ensemble_summary.get('rdf'))} | {_fmt(ensemble_summary.get('adf'))} | {_fmt(ensemble_summary.get('cdf'))} |",
-            f"| single teacher 00 | {_fmt(teacher_summary.get('rdf'))} | {_fmt(teacher_summary.get('adf'))} | {_fmt(teacher_summary.get('cdf'))} |",
+            table,
+            (f"AA noise floor (blocks of {floor.block_frames} reference frames vs the other half): "
+             + ", ".join(f"{k.upper()} {floor.summary[k].mean:.3f}" for k in ("rdf", "adf", "cdf") if k in floor.summary)
+             + "." if floor is not None else "AA noise floor: not measured."),
             "",
             "## Speed",
             f"- {np.mean(speeds):.3g} ns/day in OpenMM MD ({md[model_key][0].platform} platform, {ds.n_beads} beads, "
-            f"2 fs step) on a shared 2-core CPU ({platform.processor() or platform.machine()}), other jobs running"
+            f"{md_cfg.get('timestep_fs', 2.0):g} fs step, {md_cfg.get('threads') or 'all'} thread(s) per replica, "
+            f"{md_cfg.get('workers', 1)} replica(s) at once) on {platform.processor() or platform.machine()}"
             if speeds else "- not measured",
             "",
             "## Caveats",
-            "- Trained for a few epochs on a 2-core CPU by `systems/des/quick.yaml`: a working model of the method's",
-            "  workflow, not the paper's accuracy. Retrain with `systems/des/paper.yaml` on a GPU for production use.",
+            f"- {training}.",
+            f"- CPU scale: {ds.n_beads} beads and {ds.n_frames} frames of AA data. The paper's scale is",
+            "  `systems/des/paper.yaml` (meant for a GPU).",
             "",
             f"Made from `{relative_path(run, HERE.parent)}` (relative to the repository) by "
             "`models/ship_from_pipeline.py`; `continuity.npz` holds the reference outputs.",

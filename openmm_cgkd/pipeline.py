@@ -77,14 +77,15 @@ import numpy as np
 
 from openmm_cgkd.config import Config, ConfigError, config_from_dict
 from openmm_cgkd.pipeline_results import (RESULT_TYPES, AAResult, AnalysisResult, LabelsResult, MDResult,
-                                          ModelAnalysis, ReplicaRecord, StageResult, StudentResult, StudentsResult,
-                                          TeachersResult, TrainingRun)
+                                          ModelAnalysis, ReplicaRecord, ReportResult, StageResult, StudentResult,
+                                          StudentsResult, TeachersResult, TrainingRun, ensemble_model, model_kind,
+                                          student_model, teacher_model)
 from openmm_cgkd.pipeline_results import from_portable as _local
 from openmm_cgkd.pipeline_results import to_portable as _portable
 from openmm_cgkd.training.config import SplitConfig
 
 __all__ = ["PipelineConfig", "MDConfig", "AAConfig", "StudentsConfig", "TimestepCheckConfig", "load_pipeline_config",
-           "run_pipeline", "stage_outputs", "select_frames", "start_frames", "student_plan", "STAGES"]
+           "run_pipeline", "interim_report", "stage_outputs", "select_frames", "start_frames", "student_plan", "STAGES"]
 
 STAGES = ("aa", "teachers", "labels", "students", "md", "analysis", "report")
 
@@ -673,11 +674,11 @@ def _models_for_md(cfg: PipelineConfig, teachers: TeachersResult,
     """{model name: (bundle, replicas)} in report order: single teachers, ensemble, students."""
     models = {}
     for k, path in enumerate(teachers.members[: cfg.md.teacher_members]):
-        models[f"teacher-{k:02d}"] = (str(path), cfg.md.n_teacher_replicas)
+        models[teacher_model(k)] = (str(path), cfg.md.n_teacher_replicas)
     if cfg.md.include_ensemble:
-        models[f"ensemble-{len(teachers.members)}"] = (str(teachers.ensemble), cfg.md.replicas)
+        models[ensemble_model(len(teachers.members))] = (str(teachers.ensemble), cfg.md.replicas)
     for name, bundle in students.bundles.items():
-        models[f"student-{name}"] = (str(bundle), cfg.md.replicas)
+        models[student_model(name)] = (str(bundle), cfg.md.replicas)
     return models
 
 
@@ -753,6 +754,17 @@ class _ReplicaRunner:
         return {"bundle": checksum, "dataset": self.data_digest, "start_frame": frame, "seed": seed,
                 "steps": md.n_steps, "timestep_fs": md.timestep_fs, "temperature_K": md.temperature_K,
                 "friction_per_ps": md.friction_per_ps, "report_interval": md.interval_steps}
+
+    def finished(self, name: str, checksum: str, r: int, frame: int) -> dict | None:
+        """The record of replica ``r`` of model ``name`` when it finished and was analysed with
+        the current settings, else None (nothing runs)."""
+        from openmm_cgkd.analysis.records import read_record
+        from openmm_cgkd.fingerprint import digest
+
+        rec = read_record(self.out / "md" / name / f"replica_{r:02d}" / "replica.json.gz")
+        if rec is None or rec.get("md", {}).get("digest") != digest(self.md_key(checksum, frame, self.cfg.md.seed + r)):
+            return None
+        return rec if rec.get("analysis_key", {}).get("digest") == self.analysis_digest else None
 
     def run(self, name: str, bundle: str, ff, checksum: str, r: int, frame: int) -> dict:
         """The record of replica ``r`` of model ``name``: reused when its fingerprints match, else
@@ -886,9 +898,10 @@ class _ReplicaRunner:
                 "analysis": replica_to_record(rep)}
 
 
-def _timestep_checks(cfg: PipelineConfig, out: Path, models: dict, runner: _ReplicaRunner, train_block, log) -> dict:
+def _timestep_checks(cfg: PipelineConfig, out: Path, models: dict, runner: _ReplicaRunner, train_block, log,
+                     run_missing: bool = True) -> dict:
     """:func:`~openmm_cgkd.timestep_check.check_timestep` of the models asked for, each kept in
-    ``md/timestep_check/<model>.json`` under its fingerprint."""
+    ``md/timestep_check/<model>.json`` under its fingerprint (``run_missing=False``: the kept ones only)."""
     from openmm_cgkd.fingerprint import bundle_checksum, digest
     from openmm_cgkd.timestep_check import check_timestep
     from openmm_cgkd.topology import bead_topology
@@ -898,8 +911,8 @@ def _timestep_checks(cfg: PipelineConfig, out: Path, models: dict, runner: _Repl
         return {}
     names = tc.models
     if names is None:
-        students = [n for n in models if n.startswith("student-")]
-        ensembles = [n for n in models if n.startswith("ensemble-")]
+        students = [n for n in models if model_kind(n) == "student"]
+        ensembles = [n for n in models if model_kind(n) == "ensemble"]
         names = (students or ensembles or list(models))[:1]
     unknown = [n for n in names if n not in models]
     if unknown:
@@ -914,6 +927,8 @@ def _timestep_checks(cfg: PipelineConfig, out: Path, models: dict, runner: _Repl
         old = _read_json(path)
         if old and old.get("digest") == digest(key):
             results[name] = old["result"]
+            continue
+        if not run_missing:
             continue
         ds = runner.ds
         res = check_timestep(models[name][0], bead_topology(runner.names, ds.boxes[frame]), ds.positions[frame],
@@ -1014,15 +1029,45 @@ def _stage_md(cfg: PipelineConfig, out: Path, models: dict[str, tuple[str, int]]
         for job in jobs:
             records[job[0], job[2]] = _md_worker_run(job)[1]
             tick()
+    return _md_result(out, models, jobs, records, checks)
+
+
+def _md_result(out: Path, models: dict, jobs: list, records: dict[tuple[str, int], dict], checks: dict) -> MDResult:
+    """The :class:`MDResult` of the replicas in ``records`` ({(model, replica): record}), in report
+    order; a model without any is left out."""
     runs: dict[str, list[ReplicaRecord]] = {name: [] for name in models}
     for name, _, r, frame in sorted(jobs, key=lambda j: (list(models).index(j[0]), j[2])):
-        rec = records[name, r]
+        rec = records.get((name, r))
+        if rec is None:
+            continue
         rep_dir = out / "md" / name / f"replica_{r:02d}"
         runs[name].append(ReplicaRecord(
             replica=r, dir=rep_dir, record=rep_dir / "replica.json.gz", start_frame=frame, seed=rec["seed"],
             ns_per_day=rec["ns_per_day"], platform=rec["platform"], failed=rec["failure"] is not None,
             failure=None if rec["failure"] is None else {k: rec["failure"][k] for k in ("step", "reason")}))
-    return MDResult({name: tuple(reps) for name, reps in runs.items()}, checks)
+    return MDResult({name: tuple(reps) for name, reps in runs.items() if reps}, checks)
+
+
+def _finished_md(cfg: PipelineConfig, out: Path, models: dict[str, tuple[str, int]], data_digest: str,
+                 log) -> tuple[MDResult, list[str], int]:
+    """The md stage as far as it got (read from its files; nothing runs): the :class:`MDResult` of
+    the replicas finished and analysed with the current settings, the models without any, and the
+    number of replicas the stage will have."""
+    from openmm_cgkd.fingerprint import bundle_checksum
+    from openmm_cgkd.training.data import split_blocks
+
+    runner = _ReplicaRunner(cfg, out, data_digest, log)
+    train_block = split_blocks(runner.ds.n_frames, cfg.split)["train"]
+    checks = _timestep_checks(cfg, out, models, runner, train_block, log, run_missing=False)
+    jobs = replica_jobs(models, train_block)
+    sums = {name: bundle_checksum(bundle) for name, (bundle, _) in models.items()}
+    records = {}
+    for name, _, r, frame in jobs:
+        rec = runner.finished(name, sums[name], r, frame)
+        if rec is not None:
+            records[name, r] = rec
+    runs = _md_result(out, models, jobs, records, checks)
+    return runs, [name for name in models if name not in runs.models], len(jobs)
 
 
 # ------------------------------------------------------------------------------ analysis
@@ -1055,8 +1100,9 @@ def _model_plots(report, adir: Path) -> list[Path]:
     return written
 
 
-def _stage_analysis(cfg: PipelineConfig, out: Path, runs: MDResult, log) -> AnalysisResult:
-    """Each model's report put together from its replica records (no trajectory read)."""
+def _stage_analysis(cfg: PipelineConfig, out: Path, runs: MDResult, log, dest: Path | None = None) -> AnalysisResult:
+    """Each model's report put together from its replica records (no trajectory read), written in
+    ``dest`` (default ``<out>/analysis``)."""
     from openmm_cgkd.analysis.records import curves_from_record, read_record, replica_from_record, report_from_replicas
     from openmm_cgkd.analysis.report import write_report
     from openmm_cgkd.errors import CGKDError
@@ -1070,6 +1116,7 @@ def _stage_analysis(cfg: PipelineConfig, out: Path, runs: MDResult, log) -> Anal
     reference = curves_from_record(ref_rec["curves"]) if ref_rec and ref_rec.get("digest") == expected else {}
     if ref_rec and not reference:
         log("[analysis] md/reference.json.gz was made with other settings: the reference curves are left out")
+    dest = out / "analysis" if dest is None else dest
     results, reports = {}, {}
     for name, reps in runs.models.items():
         replicas = []
@@ -1080,7 +1127,7 @@ def _stage_analysis(cfg: PipelineConfig, out: Path, runs: MDResult, log) -> Anal
             replicas.append(replica_from_record(rec["analysis"]))
         report = report_from_replicas(name, settings, Path(cfg.dataset).name, reference, replicas)
         reports[name] = report
-        adir = out / "analysis" / name
+        adir = dest / name
         write_report(report, adir, plots=False)
         _model_plots(report, adir)
         results[name] = ModelAnalysis(
@@ -1094,21 +1141,20 @@ def _stage_analysis(cfg: PipelineConfig, out: Path, runs: MDResult, log) -> Anal
             contacts={k: c.to_dict() for k, c in report.contacts.items()})
         log(f"[analysis] {name}: {report.n_failed} of {len(report.replicas)} replicas failed; " + ", ".join(
             f"{k} TAE {v.mean:.3f}" for k, v in report.summary.items() if k in ("rdf", "adf", "cdf")))
-    floor = _noise_floor(cfg, out, settings, data_digest, reports, log)
+    floor = _noise_floor(cfg, dest / "noise_floor.json", settings, data_digest, reports, log)
     figures = {}
     if any(r.good_replicas for r in reports.values()) and reference:
-        figures["rdf_overlay"] = model_overlays(reports, "rdf", out / "analysis" / "rdf_overlay.png")
-        figures["cdf_overlay"] = model_overlays(reports, "cdf", out / "analysis" / "cdf_overlay.png")
+        figures["rdf_overlay"] = model_overlays(reports, "rdf", dest / "rdf_overlay.png")
+        figures["cdf_overlay"] = model_overlays(reports, "cdf", dest / "cdf_overlay.png")
     frame_ps = cfg.md.interval_steps * cfg.md.timestep_fs / 1000.0 * settings.stride
-    figures["energy"] = energy_panels(reports, settings.discard_frames * frame_ps,
-                                      out / "analysis" / "energy_equilibration.png")
+    figures["energy"] = energy_panels(reports, settings.discard_frames * frame_ps, dest / "energy_equilibration.png")
     return AnalysisResult(results, figures, floor)
 
 
-def _noise_floor(cfg: PipelineConfig, out: Path, settings, data_digest: str, reports: dict, log):
+def _noise_floor(cfg: PipelineConfig, path: Path, settings, data_digest: str, reports: dict, log):
     """The reference's noise floor (:func:`~openmm_cgkd.analysis.noise.noise_floor`) for blocks as
-    long as a replica's scored part; cached in ``analysis/noise_floor.json`` by its inputs. None
-    when no replica was scored or the reference is too short."""
+    long as a replica's scored part; cached in ``path`` by its inputs. None when no replica was
+    scored or the reference is too short."""
     from openmm_cgkd.analysis.distributions import AnalysisError
     from openmm_cgkd.analysis.noise import NoiseFloor, noise_floor
     from openmm_cgkd.fingerprint import digest
@@ -1118,7 +1164,6 @@ def _noise_floor(cfg: PipelineConfig, out: Path, settings, data_digest: str, rep
         return None
     block = max(scored)
     key = digest({"settings": settings.to_dict(), "reference": data_digest, "block_frames": block})
-    path = out / "analysis" / "noise_floor.json"
     if path.is_file():
         cached = json.loads(path.read_text())
         if cached.get("digest") == key:
@@ -1145,6 +1190,21 @@ def run_pipeline(cfg: PipelineConfig, only: list[str] | None = None, log=print) 
     """Run (or resume) every stage; returns the typed result of each stage that ran or was done
     earlier, by stage name (:mod:`openmm_cgkd.pipeline_results`). ``only``: run these stages
     (those before them must be done; those after them are left alone)."""
+    return _pipeline(cfg, only, log, None)
+
+
+def interim_report(cfg: PipelineConfig, log=print) -> ReportResult | None:
+    """While the md stage is under way (in this or another process): the analysis and report of
+    the replicas finished so far, written in ``<out>/interim/`` (``report.md`` says it is interim
+    and which replicas are still missing). Nothing is trained or simulated and no stage marker
+    changes. Needs the teachers, labels and students stages done (:class:`ConfigError` otherwise);
+    returns None, with a log line, when the md stage is done (the report stage writes the report)."""
+    interim: dict = {}
+    _pipeline(cfg, None, log, interim)
+    return interim.get("report")
+
+
+def _pipeline(cfg: PipelineConfig, only: list[str] | None, log, interim: dict | None) -> dict[str, StageResult]:
     import signal
     import threading
 
@@ -1154,14 +1214,17 @@ def run_pipeline(cfg: PipelineConfig, only: list[str] | None = None, log=print) 
     from openmm_cgkd.training.config import config_to_dict
 
     out = Path(cfg.out).resolve()
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "pipeline.yaml").write_text(yaml.safe_dump(make_portable(config_to_dict(cfg), out), sort_keys=False))
+    if interim is None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "pipeline.yaml").write_text(yaml.safe_dump(make_portable(config_to_dict(cfg), out), sort_keys=False))
+    elif not (out / "stages").is_dir():
+        raise ConfigError(f"{out} holds no pipeline run yet: nothing to report")
     stages = _Stages(out, log)
-    wanted = set(only or STAGES)
+    wanted = set(only or STAGES) if interim is None else set()
     unknown = wanted - set(STAGES)
     if unknown:
         raise ConfigError(f"unknown stage(s) {sorted(unknown)}; stages: {list(STAGES)}")
-    last_wanted = max(STAGES.index(s) for s in wanted)
+    last_wanted = max((STAGES.index(s) for s in wanted), default=len(STAGES) - 1)
     results: dict[str, StageResult] = {}
 
     def stage(name, key, fn):
@@ -1172,6 +1235,9 @@ def run_pipeline(cfg: PipelineConfig, only: list[str] | None = None, log=print) 
             log(f"[{name}] done earlier ({marker['finished']}): skipped")
             results[name] = RESULT_TYPES[name].from_dict(marker["outputs"])
             return results[name]
+        if interim is not None:
+            raise ConfigError(f"an interim report needs the teachers, labels and students stages done; {name!r} has "
+                              "not finished: run the pipeline first")
         if name not in wanted:
             raise RuntimeError(f"stage {name!r} has not run yet but was not asked for (only={sorted(wanted)})")
         with stages.timed(name, key) as tick:
@@ -1189,7 +1255,7 @@ def run_pipeline(cfg: PipelineConfig, only: list[str] | None = None, log=print) 
 
         old_handler = signal.signal(signal.SIGTERM, _terminate)
     try:
-        _run_stages(cfg, out, stage, stages, log)
+        _run_stages(cfg, out, stage, stages, log, interim)
     except _Done:
         pass
     finally:
@@ -1198,10 +1264,11 @@ def run_pipeline(cfg: PipelineConfig, only: list[str] | None = None, log=print) 
     return results
 
 
-def _run_stages(cfg: PipelineConfig, out: Path, stage, stages: _Stages, log) -> None:
+def _run_stages(cfg: PipelineConfig, out: Path, stage, stages: _Stages, log, interim: dict | None = None) -> None:
     """The stages in order. Keys: settings that change results (hardware and logging left out)
     + content digests of the inputs; a stage that reruns writes new outputs, whose digests key
-    the stages after it."""
+    the stages after it. ``interim``: instead of the md stage and those after it, the interim
+    report (:func:`interim_report`), its result put in ``interim["report"]``."""
     from openmm_cgkd.fingerprint import bundle_checksum, digest, file_sha256
     from openmm_cgkd.training.trainer import HARDWARE_KEYS
 
@@ -1234,9 +1301,15 @@ def _run_stages(cfg: PipelineConfig, out: Path, stage, stages: _Stages, log) -> 
                                      if k != "stop_if_unsafe"}  # whether to go on, not what results
     md_settings.update(n_steps=cfg.md.n_steps, interval_steps=cfg.md.interval_steps)
     settings = analysis_settings(cfg)
-    runs = stage("md", {"md": md_settings, "models": {n: [bundle_checksum(p), k] for n, (p, k) in models.items()},
-                        "dataset": data_digest, "split": asdict(cfg.split), "analysis": settings.to_dict()},
-                 lambda tick: _stage_md(cfg, out, models, data_digest, tick, log))
+    md_key = {"md": md_settings, "models": {n: [bundle_checksum(p), k] for n, (p, k) in models.items()},
+              "dataset": data_digest, "split": asdict(cfg.split), "analysis": settings.to_dict()}
+    if interim is not None:
+        if stages.done("md", md_key) is not None:
+            log(f"[interim] the md stage is done: the report stage writes {out / 'report.md'} (run the pipeline)")
+            raise _Done
+        interim["report"] = _interim_report(cfg, out, stages, teachers, students, models, data_digest, log)
+        raise _Done
+    runs = stage("md", md_key, lambda tick: _stage_md(cfg, out, models, data_digest, tick, log))
     records = {name: [file_sha256(r.record) for r in reps] for name, reps in runs.models.items()}
     analysis = stage("analysis", {"analysis": settings.to_dict(), "dataset": data_digest, "records": records},
                      lambda tick: _stage_analysis(cfg, out, runs, log))
@@ -1250,6 +1323,28 @@ def _run_stages(cfg: PipelineConfig, out: Path, stage, stages: _Stages, log) -> 
     stage("report", {"analysis": digest(analysis.to_marker(out)), "md": digest(runs.to_marker(out)),
                      "training": digest({"teachers": teachers.to_marker(out), "students": students.to_marker(out)}),
                      "seconds": times}, report)
+
+
+def _interim_report(cfg: PipelineConfig, out: Path, stages: _Stages, teachers: TeachersResult,
+                    students: StudentsResult, models: dict, data_digest: str, log) -> ReportResult:
+    from datetime import datetime, timezone
+
+    from openmm_cgkd.pipeline_report import write_pipeline_report
+
+    runs, missing, total = _finished_md(cfg, out, models, data_digest, log)
+    done = sum(len(reps) for reps in runs.models.values())
+    if not done:
+        raise ConfigError(f"no MD replica has finished yet (0 of {total}): nothing to report")
+    dest = out / "interim"
+    log(f"[interim] {done} of {total} replicas finished: analysis and report in {dest}")
+    analysis = _stage_analysis(cfg, out, runs, log, dest=dest / "analysis")
+    when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    note = (f"**Interim report** ({when}): the md stage is under way, {done} of {total} replicas have finished and "
+            "are reported here; every figure below may change as the rest finish"
+            + (f". No replica yet: {', '.join(missing)}" if missing else "")
+            + ". The pipeline writes the final report (report.md of the run) when the md stage is done.")
+    times = {name: stages.done_seconds(name) for name in STAGES[:-1]}
+    return write_pipeline_report(out, cfg, teachers, students, runs, analysis, times, log, dest=dest, note=note)
 
 
 def _stage_aa(cfg: PipelineConfig, log) -> AAResult:

@@ -24,7 +24,7 @@ import numpy as np
 
 from openmm_cgkd.analysis.plots import _save
 from openmm_cgkd.pipeline_results import AnalysisResult, MDResult, ReplicaRecord, ReportResult, StudentsResult, \
-    TeachersResult
+    TeachersResult, model_kind, student_model, teacher_model
 
 __all__ = ["write_pipeline_report", "comparison_markdown", "findings_markdown", "lower", "comparison_plot",
            "model_overlays", "energy_panels", "learning_curves_plot"]
@@ -119,8 +119,8 @@ def findings_markdown(analysis: AnalysisResult, students: StudentsResult) -> str
     floor. Every row says what was compared; "not resolved" when the replicas cannot tell."""
     models = analysis.models
     kinds = [k for k in KINDS if any(k in a.summary for a in models.values())]
-    teachers = {n: a for n, a in models.items() if n.startswith("teacher-")}
-    ens_name = next((n for n in models if n.startswith("ensemble-")), "ensemble")
+    teachers = {n: a for n, a in models.items() if model_kind(n) == "teacher"}
+    ens_name = next((n for n in models if model_kind(n) == "ensemble"), "ensemble")
     ensemble = models.get(ens_name)
     head = ["## The method's findings, checked (TAE means over the scored replicas; lower is better)", "",
             "A difference counts (yes / no) when it exceeds 2 combined standard errors of the two means "
@@ -170,7 +170,7 @@ def findings_markdown(analysis: AnalysisResult, students: StudentsResult) -> str
     if ensemble is not None and teachers:
         rows.append(f"| the ensemble beats a single teacher | {ens_name} vs median teacher | {median_cells(ensemble)} "
                     f"| {verdicts(lambda k: below_median(ensemble, k))}; {stability(ensemble)} |")
-    ens_students = {f"student-{n}": s for n, s in students.students.items() if s.labels == "ensemble"}
+    ens_students = {student_model(n): s for n, s in students.students.items() if s.labels == "ensemble"}
     for name, s in ens_students.items():
         a = models.get(name)
         if a is None:
@@ -191,17 +191,17 @@ def findings_markdown(analysis: AnalysisResult, students: StudentsResult) -> str
                     f"{verdicts(lambda k: lower(a, b, k))} |")
     singles = {n: s for n, s in students.students.items() if s.labels != "ensemble" and s.member is not None}
     for n, s in singles.items():
-        a, t = models.get(f"student-{n}"), models.get(f"teacher-{s.member:02d}")
+        a, t = models.get(student_model(n)), models.get(teacher_model(s.member))
         if a is None or t is None:
             continue
-        rows.append(f"| a single-teacher student inherits its teacher | student-{n} vs teacher-{s.member:02d} | "
+        rows.append(f"| a single-teacher student inherits its teacher | {student_model(n)} vs {teacher_model(s.member)} | "
                     f"{_cells([a, t], kinds)} | better than its teacher: {verdicts(lambda k: lower(a, t, k))} |")
     if with_e and with_e[0] in models:
         best = models[with_e[0]]
         for n, s in singles.items():
-            a = models.get(f"student-{n}")
+            a = models.get(student_model(n))
             if a is not None and s.variant == "single-e-ft-faa":
-                rows.append(f"| ensemble labels beat one teacher's | {with_e[0]} vs student-{n} | "
+                rows.append(f"| ensemble labels beat one teacher's | {with_e[0]} vs {student_model(n)} | "
                             f"{_cells([best, a], kinds)} | {verdicts(lambda k, a=a: lower(best, a, k))} |")
     if len(rows) == 2:
         return ""
@@ -343,19 +343,23 @@ def _training_rows(teachers: TeachersResult, students: StudentsResult) -> list[s
 
 
 def write_pipeline_report(out: Path, cfg, teachers: TeachersResult, students: StudentsResult, runs: MDResult,
-                          analysis: AnalysisResult, times: dict, log=print) -> ReportResult:
-    """Write ``report.md``, ``report.json``, ``tae_comparison.png`` and ``learning_curves.png`` in
-    ``out``; returns their paths."""
+                          analysis: AnalysisResult, times: dict, log=print, dest: Path | None = None,
+                          note: str | None = None) -> ReportResult:
+    """Write ``report.md``, ``report.json``, ``tae_comparison.png`` and ``learning_curves.png`` of
+    the run in ``out`` into ``dest`` (default ``out``); returns their paths. ``note``: a paragraph
+    under the title (the interim report says what it is)."""
     from openmm_cgkd.pipeline import analysis_settings
-    from openmm_cgkd.provenance import make_portable
+    from openmm_cgkd.provenance import make_portable, relative_path
 
     out = Path(out)
-    rel = lambda p: Path(p).resolve().relative_to(out.resolve()).as_posix()  # noqa: E731
+    dest = out if dest is None else Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    rel = lambda p: relative_path(p, dest)  # noqa: E731
     stamp = {}
     if (out / "data" / "cg.json").is_file():
         stamp = json.loads((out / "data" / "cg.json").read_text())
     md = cfg.md
-    lines = ["# openmm_cgkd pipeline report", "",
+    lines = ["# openmm_cgkd pipeline report", ""] + ([note, ""] if note else []) + [
              f"Dataset: `{Path(cfg.dataset).name}`" + (f" ({stamp['selection']})" if stamp.get("selection") else "")
              + f"; split {cfg.split.train:g}/{cfg.split.val:g}/{cfg.split.test:g} in contiguous blocks, "
              f"{cfg.split.gap_frames} frame(s) left out between blocks.",
@@ -393,7 +397,7 @@ def write_pipeline_report(out: Path, cfg, teachers: TeachersResult, students: St
 
     curves = {"teachers": {f"member {k}": r.metrics_csv for k, r in enumerate(teachers.runs)}}
     curves.update({f"student {n}": {"student": s.run.metrics_csv} for n, s in students.students.items()})
-    lc = learning_curves_plot(curves, out / "learning_curves.png")
+    lc = learning_curves_plot(curves, dest / "learning_curves.png")
     lines += ["", "## Training", ""] + _training_rows(teachers, students) + ["", f"![learning curves]({lc.name})", ""]
 
     figs = analysis.figures
@@ -415,13 +419,13 @@ def write_pipeline_report(out: Path, cfg, teachers: TeachersResult, students: St
         if t is not None:
             lines.append(f"| {stage} | {_hms(t.get('seconds'))} | {t.get('attempts')} |")
     text = "\n".join(lines) + "\n"
-    (out / "report.md").write_text(text)
-    comparison_plot(analysis, out / "tae_comparison.png")
+    (dest / "report.md").write_text(text)
+    comparison_plot(analysis, dest / "tae_comparison.png")
     trained = teachers.to_dict()
     data = {"analysis": analysis.to_dict(), "md": runs.to_dict(),
             "teachers": {k: trained[k] for k in ("runs", "validation_forces", "metrics")},
             "students": students.to_dict(), "seconds": times}
-    (out / "report.json").write_text(json.dumps(make_portable(data, out), indent=1, default=str))
+    (dest / "report.json").write_text(json.dumps(make_portable(data, dest), indent=1, default=str))
     log(text)
-    return ReportResult(report=out / "report.md", plot=out / "tae_comparison.png", report_json=out / "report.json",
+    return ReportResult(report=dest / "report.md", plot=dest / "tae_comparison.png", report_json=dest / "report.json",
                         learning_curves=lc)

@@ -34,9 +34,34 @@ from openmm_cgkd.analysis.noise import NoiseFloor
 
 __all__ = ["OUT_TOKEN", "StageResult", "AAResult", "TrainingRun", "TeachersResult", "LabelsResult", "StudentResult",
            "StudentsResult", "ReplicaRecord", "MDResult", "ModelAnalysis", "AnalysisResult", "ReportResult",
-           "RESULT_TYPES", "to_portable", "from_portable"]
+           "RESULT_TYPES", "to_portable", "from_portable", "teacher_model", "ensemble_model", "student_model",
+           "model_kind"]
 
 OUT_TOKEN = "$OUT"  # markers write paths inside (or next to) the output directory as $OUT/...
+
+
+# The names of the MD models (keys of MDResult.models and AnalysisResult.models, folders md/<name>/
+# and analysis/<name>/): made and read here only.
+def teacher_model(member: int) -> str:
+    """The MD model name of single teacher ``member``: ``teacher-00``."""
+    return f"teacher-{int(member):02d}"
+
+
+def ensemble_model(members: int) -> str:
+    """The MD model name of the ensemble of ``members`` teachers: ``ensemble-8``."""
+    return f"ensemble-{int(members)}"
+
+
+def student_model(student: str) -> str:
+    """The MD model name of a student (its name in :class:`StudentsResult`): ``student-<name>``."""
+    return f"student-{student}"
+
+
+def model_kind(name: str) -> str | None:
+    """``teacher``, ``ensemble`` or ``student``: which kind of model an MD model name is (None for
+    a name these functions did not make)."""
+    kind, sep, rest = name.partition("-")
+    return kind if sep and rest and kind in ("teacher", "ensemble", "student") else None
 
 
 def to_portable(obj: Any, out: Path) -> Any:

@@ -49,7 +49,7 @@ def noise_floor(reference, block_frames: int, settings=None, progress: bool = Fa
     of it. ``settings``: the :class:`~openmm_cgkd.analysis.report.AnalysisSettings` of the models
     (its discard does not apply: the reference is equilibrated). Needs at least one block per
     half: ``2 * block_frames`` frames."""
-    from openmm_cgkd.analysis.report import AnalysisSettings, _summary, analyze_model, load_reference
+    from openmm_cgkd.analysis.report import AnalysisSettings, analyze_model, load_reference, summarize_taes
 
     s = settings or AnalysisSettings()
     block_frames = int(block_frames)
@@ -69,4 +69,4 @@ def noise_floor(reference, block_frames: int, settings=None, progress: bool = Fa
         blocks = [own[b * block_frames:(b + 1) * block_frames] for b in range(per_half)]
         report = analyze_model(blocks, other, settings=s_blocks, name="reference blocks", progress=progress)
         tables += [r.tae for r in report.good_replicas]
-    return NoiseFloor(block_frames, len(tables), 2 * half, _summary(tables, s.adf_cutoffs))
+    return NoiseFloor(block_frames, len(tables), 2 * half, summarize_taes(tables, s.adf_cutoffs))

@@ -28,7 +28,7 @@ import numpy as np
 from openmm_cgkd.analysis.distributions import AnalysisError, Distribution
 from openmm_cgkd.analysis.equilibration import EquilibrationResult
 from openmm_cgkd.analysis.replicas import replica_mean, replica_tae_stats
-from openmm_cgkd.analysis.report import KINDS, AnalysisSettings, ModelReport, ReplicaAnalysis, _summary
+from openmm_cgkd.analysis.report import KINDS, AnalysisSettings, ModelReport, ReplicaAnalysis, summarize_taes
 from openmm_cgkd.analysis.stability import CoordinateCheck, DriftResult, StabilityReport
 
 __all__ = ["replica_to_record", "replica_from_record", "failed_replica", "curves_to_record", "curves_from_record",
@@ -130,7 +130,7 @@ def report_from_replicas(name: str, settings: AnalysisSettings, reference_name: 
     else:
         mean = {kind: {} for kind in KINDS}
         tae = {kind: {} for kind in KINDS}
-    summary = _summary([r.tae for r in ok], settings.adf_cutoffs)
+    summary = summarize_taes([r.tae for r in ok], settings.adf_cutoffs)
     ref = {kind: dict(reference.get(kind, {})) for kind in KINDS}
     return ModelReport(name, settings, reference_name, ref, replicas, mean, tae, summary)
 

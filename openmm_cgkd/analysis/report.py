@@ -31,7 +31,7 @@ from openmm_cgkd.analysis.tae import tae_table
 from openmm_cgkd.config import Config
 
 __all__ = ["AnalysisSettings", "ReplicaAnalysis", "ModelReport", "analyze_model", "write_report",
-           "load_trajectory", "load_reference", "KINDS"]
+           "load_trajectory", "load_reference", "summarize_taes", "KINDS"]
 
 KINDS = ("rdf", "adf", "cdf")
 
@@ -245,7 +245,10 @@ def _replica_name(item, i: int) -> str:
     return Path(item).stem if isinstance(item, (str, Path)) else f"replica{i + 1}"
 
 
-def _summary(tables: Sequence[dict[str, dict[str, float]]], cutoffs) -> dict[str, ReplicaStat]:
+def summarize_taes(tables: Sequence[dict[str, dict[str, float]]], cutoffs) -> dict[str, ReplicaStat]:
+    """Mean and spread over replicas (or blocks) of the per-kind TAE means: ``tables`` holds one
+    {kind: {curve: TAE}} per replica; per kind (``rdf``, ``adf``, ``cdf``, and ``adf@<rc>`` per ADF
+    cutoff in ``cutoffs``, nm) the :class:`ReplicaStat` of the curve-mean TAE."""
     out = {}
     for kind in KINDS:
         out[kind] = replica_stat([float(np.mean(list(t[kind].values()))) for t in tables if t.get(kind)])
@@ -361,7 +364,7 @@ def analyze_model(trajectories, reference, *, topology=None, reference_topology=
     ok = [r for r in replicas if not r.failed]
     mean = {kind: replica_mean([r.curves[kind] for r in ok]) for kind in KINDS}
     tae = {kind: replica_tae_stats([r.tae[kind] for r in ok]) for kind in KINDS}
-    summary = _summary([r.tae for r in ok], s.adf_cutoffs)
+    summary = summarize_taes([r.tae for r in ok], s.adf_cutoffs)
     ref_name = reference if isinstance(reference, (str, Path)) else type(reference).__name__
     return ModelReport(name, s, str(ref_name), ref_curves, replicas, mean, tae, summary)
 

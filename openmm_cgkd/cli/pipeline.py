@@ -22,20 +22,26 @@ def register(subparsers) -> None:
     p.add_argument("--status", action="store_true",
                    help="print where the run stands (stages, training epochs, MD replicas finished with their "
                         "TAEs so far) from its files, and exit: nothing runs")
+    p.add_argument("--interim", action="store_true",
+                   help="while the md stage is under way (here or in another process): analyse the replicas "
+                        "finished so far and write <out>/interim/report.md with its figures; nothing is "
+                        "trained or simulated and no stage changes")
     p.add_argument("--sweep", action="store_true",
                    help="CONFIG is a sweep config (see openmm_cgkd/sweep.py): run every grid point, write sweep.md")
     p.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
-    from openmm_cgkd.pipeline import load_pipeline_config, run_pipeline
+    from openmm_cgkd.pipeline import interim_report, load_pipeline_config, run_pipeline
+    from openmm_cgkd.training.config import ConfigError
 
+    if sum(map(bool, (args.status, args.interim, args.sweep, args.only))) > 1:
+        raise ConfigError("--status, --interim, --sweep and --only are one each: give one of them")
     if args.sweep:
         from openmm_cgkd.sweep import load_sweep_config, run_sweep
-        from openmm_cgkd.training.config import ConfigError
 
-        if args.only or args.dataset:
-            raise ConfigError("--only and --dataset do not apply to a sweep (its base config names the dataset)")
+        if args.dataset:
+            raise ConfigError("--dataset does not apply to a sweep (its base config names the dataset)")
         sweep = load_sweep_config(args.config)
         if args.out:
             sweep.out = args.out
@@ -50,6 +56,11 @@ def _run(args: argparse.Namespace) -> int:
         from openmm_cgkd.pipeline_status import pipeline_status
 
         print(pipeline_status(cfg), end="")
+        return 0
+    if args.interim:
+        result = interim_report(cfg)
+        if result is not None:
+            print(f"interim report: {result.report}")
         return 0
     run_pipeline(cfg, only=args.only)
     return 0

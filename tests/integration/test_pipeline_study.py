@@ -156,8 +156,10 @@ def test_ship_from_pipeline_reads_the_typed_stage_results(study, tmp_path, monke
     assert written == [tmp_path / "tiny-teachers", tmp_path / "tiny-student"]
     card = (tmp_path / "tiny-student" / "MODEL_CARD.md").read_text()
     rdf = results["analysis"].models["student-ensemble-e-ft-faa"].summary["rdf"]
-    assert f"| this model | {rdf['mean']:.3f} +- {rdf['std']:.3f} |" in card
-    assert "ns/day in OpenMM MD (CPU platform, 24 beads" in card
+    assert f"| student-ensemble-e-ft-faa | 0 of 2 replicas failed | {rdf['mean']:.3f} +- {rdf['std']:.3f} |" in card
+    assert "| ensemble-2 |" in card and "| teacher-00 |" in card and "AA noise floor (blocks of 4" in card
+    assert "ns/day in OpenMM MD (CPU platform, 24 beads, 4 fs step, 1 thread(s) per replica" in card
+    assert "WITHOUT reaching early stopping" in card  # 1 epoch: the card says the model is not converged
     manifest = yaml.safe_load((tmp_path / "tiny-student" / "manifest.yaml").read_text())
     assert manifest["training"]["teachers"]["teacher_bundle"] == "../tiny-teachers"
     assert (tmp_path / "tiny-teachers" / "continuity.npz").is_file()
@@ -204,6 +206,54 @@ def test_status_reads_where_the_run_stands(study, tmp_path, capsys):
     assert "| md | under way | 2.00 h so far | 2 |" in text
     row = next(line for line in text.splitlines() if line.startswith("| ensemble-2 |"))
     assert row.split("|")[2].strip() == "1" and row.split("|")[4].strip() == f"01 {100 * step / cfg.md.n_steps:.0f}%"
+
+
+def test_interim_report_of_the_replicas_finished_so_far(study, tmp_path, capsys):
+    """`cgkd pipeline CONFIG --interim` while the md stage is under way: the replicas finished (and
+    current) so far, analysed and reported in <out>/interim/ as the analysis stage does; the models
+    without one are named; nothing runs and nothing outside interim/ changes."""
+    from openmm_cgkd.cli.main import main
+    from openmm_cgkd.pipeline import interim_report
+    from openmm_cgkd.training.config import ConfigError
+
+    root, results, _ = study
+    assert interim_report(load_pipeline_config(root / "study.yaml"), log=lambda s: None) is None  # md done
+    shutil.copytree(root / "study", tmp_path / "study")
+    shutil.copy(root / "cg.h5", tmp_path / "cg.h5")
+    shutil.copy(root / "study.yaml", tmp_path / "study.yaml")
+    out = tmp_path / "study"
+    for stage in ("md", "analysis", "report"):
+        (out / "stages" / f"{stage}.json").unlink()
+    (out / "md" / "ensemble-2" / "replica_01" / "replica.json.gz").unlink()  # under way
+    for rec in (out / "md" / "student-single-e-ft-faa-teacher01").rglob("replica.json.gz"):
+        rec.unlink()  # no replica of this model yet
+    stale = out / "md" / "student-ensemble-e-ft-faa" / "replica_01" / "replica.json.gz"
+    rec = json.loads(gzip.open(stale).read())
+    rec["md"]["digest"] = "0" * 16  # made with other MD settings: not a finished replica of this run
+    stale.write_bytes(gzip.compress(json.dumps(rec).encode()))
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
+
+    assert main(["pipeline", str(tmp_path / "study.yaml"), "--interim"]) == 0
+    assert "interim report: " in capsys.readouterr().out
+    after = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file() and "interim" not in p.parts}
+    assert after == before  # no marker, record, trajectory or model touched
+    text = (out / "interim" / "report.md").read_text()
+    total = sum(len(reps) for reps in results["md"].models.values())
+    assert f"{total - 4} of {total} replicas have finished" in text
+    assert "No replica yet: student-single-e-ft-faa-teacher01." in text
+    full = results["analysis"].models["teacher-00"]  # its one replica is finished: as in the analysis stage
+    assert f"| teacher-00 | {full.n_failed} of 1 replicas failed | {full.summary['rdf']['mean']:.3f}" in text
+    for name in ("ensemble-2", "student-ensemble-e-ft-faa"):  # one of their two replicas counts
+        row = next(line for line in text.splitlines() if line.startswith(f"| {name} |"))
+        assert row.split("|")[2].strip().endswith(" of 1 replicas failed"), row
+    assert "| student-single-e-ft-faa-teacher01 |" not in text
+    for png in ("tae_comparison.png", "learning_curves.png", "analysis/energy_equilibration.png"):
+        assert (out / "interim" / png).stat().st_size > 5000, png
+    assert str(tmp_path) not in (out / "interim" / "report.json").read_text()
+
+    (out / "stages" / "students.json").unlink()  # the students not done: nothing to report on
+    with pytest.raises(ConfigError, match="needs the teachers, labels and students stages done"):
+        interim_report(load_pipeline_config(tmp_path / "study.yaml"), log=lambda s: None)
 
 
 def _committed_copy(src: Path, dst: Path) -> list[str]:

@@ -110,3 +110,12 @@ def test_aa_result_and_paths_outside_the_output_directory(tmp_path):
     assert AAResult.from_marker(marker, out) == aa
     assert AAResult.from_marker(marker, tmp_path / "elsewhere" / "run").dataset == tmp_path / "elsewhere" / "data" / \
         "cg.h5"
+
+
+def test_md_model_names_are_made_and_read_in_one_place():
+    from openmm_cgkd.pipeline_results import ensemble_model, model_kind, student_model, teacher_model
+
+    names = [teacher_model(3), ensemble_model(8), student_model("single-e-ft-faa-teacher03")]
+    assert names == ["teacher-03", "ensemble-8", "student-single-e-ft-faa-teacher03"]
+    assert [model_kind(n) for n in names] == ["teacher", "ensemble", "student"]
+    assert [model_kind(n) for n in ("teacher", "students-x", "ensemble8", "model", "student-")] == [None] * 5

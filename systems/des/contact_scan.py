@@ -87,9 +87,42 @@ def scan(bundle, ds, frames, a: int, b: int, radii, threads: int = 1) -> dict:
     return {"network": net, "wall": wall}
 
 
+def plot(result: dict, path: Path) -> Path:
+    """The figure of a scan (``scan.json``'s content): mean network and total energy against r, and
+    the trap depth of every frame per model."""
+    from openmm_cgkd.figures import colormap, new_figure
+
+    kt = KB * result["temperature_K"]
+    r, contact, pair = np.asarray(result["r_nm"]), result["aa_contact_nm"], result["pair"]
+    fig = new_figure(figsize=(15, 4.2))
+    axes = fig.subplots(1, 3)
+    colours = colormap("tab20")
+    for k, (name, m) in enumerate(result["models"].items()):
+        for ax, key in zip(axes[:2], ("network", "total")):
+            ax.plot(r, np.asarray(m[key]) / kt, label=name, color=colours(k % 20))
+        if m["trap_kT"] is not None:
+            axes[2].plot([k] * len(m["trap_kT"]), m["trap_kT"], "o", color=colours(k % 20), alpha=0.7)
+            axes[2].plot([k - 0.3, k + 0.3], [np.median(m["trap_kT"])] * 2, color="k", lw=1.5)
+    for ax, key, lim in zip(axes[:2], ("network", "total"), ((-30, 30), (-8, 15))):
+        ax.axvline(contact, color="k", ls=":", lw=1)
+        ax.axvline(contact - result["margin_nm"], color="grey", ls=":", lw=1)
+        ax.set(xlabel=f"{pair[0]}-{pair[1]} distance r (nm)", ylabel=f"{key} energy (kT)", ylim=lim,
+               title=f"{key}, mean over {len(result['frames'])} frames (0 at r = {result['r_ref_nm']:.2f} nm)")
+    axes[1].legend(fontsize=6)
+    axes[2].axhline(0.0, color="k", lw=0.8)
+    axes[2].set_xticks(range(len(result["models"])), list(result["models"]), rotation=60, ha="right", fontsize=7)
+    axes[2].set(ylabel=f"min below {contact - result['margin_nm']:.2f} nm - min of the contact well (kT)",
+                title="trap depth per frame (bar: median; < 0: a trap)")
+    fig.suptitle(f"Pulling the nearest {pair[1]} onto a {pair[0]} (dotted: the AA contact distance and the "
+                 "excluded region's edge)", y=1.03)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    return path
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("bundles", nargs="+", type=Path, help="model bundle directories")
+    p.add_argument("bundles", nargs="*", type=Path, help="model bundle directories")
     p.add_argument("--pair", nargs=2, default=["Cho", "Cl"], metavar=("A", "B"), help="bead type names")
     p.add_argument("--dataset", type=Path, default=HERE / "study" / "data" / "cg.h5")
     p.add_argument("--frames", type=int, default=5, help="frames, evenly spaced over the dataset")
@@ -102,12 +135,17 @@ def main(argv=None) -> int:
     p.add_argument("--temperature", type=float, default=298.1)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", type=Path, default=HERE / "contact_scan")
+    p.add_argument("--plot-only", action="store_true", help="draw scan.png again from OUT/scan.json")
     args = p.parse_args(argv)
+    if not args.plot_only and not args.bundles:
+        p.error("give the bundles to scan (or --plot-only)")
+    if args.plot_only:
+        plot(json.loads((args.out / "scan.json").read_text()), args.out / "scan.png")
+        return 0
 
     import torch
 
     from openmm_cgkd.data.dataset import CGDataset
-    from openmm_cgkd.figures import new_figure
     from openmm_cgkd.provenance import relative_path
 
     torch.set_num_threads(args.threads)
@@ -119,9 +157,8 @@ def main(argv=None) -> int:
     contact = aa_contact_nm(ds, a, b)
     kt = KB * args.temperature
     out = {"pair": args.pair, "dataset": relative_path(args.dataset, args.out), "frames": frames,
-           "r_nm": radii.tolist(), "r_ref_nm": float(radii[ref]), "aa_contact_nm": contact, "models": {}}
-    fig = new_figure(figsize=(13, 3.8))
-    axes = fig.subplots(1, 3)
+           "r_nm": radii.tolist(), "r_ref_nm": float(radii[ref]), "aa_contact_nm": contact,
+           "margin_nm": args.margin, "temperature_K": args.temperature, "models": {}}
     inside = radii < contact - args.margin  # where the AA liquid has no such pair
     well = (radii >= contact) & (radii <= radii[ref])  # the AA's own contact
     for bundle in args.bundles:
@@ -139,18 +176,8 @@ def main(argv=None) -> int:
             print(f"{name}: below {contact - args.margin:.3f} nm the total energy comes within "
                   f"{np.median(trap):+.1f} kT (median; frames {', '.join(f'{t:+.1f}' for t in trap)}) of the "
                   f"contact well; deeper than the well in {int((trap < 0).sum())} of {len(trap)} frames", flush=True)
-        for ax, key in zip(axes, ("network", "wall", "total")):
-            ax.plot(radii, curves[key] / kt, label=name)
-    for ax, key in zip(axes, ("network", "wall", "total")):
-        ax.axvline(contact, color="k", ls=":", lw=1)
-        ax.set(xlabel=f"{args.pair[0]}-{args.pair[1]} distance r (nm)", ylabel=f"{key} energy (kT)",
-               title=f"{key} (relative to r = {radii[ref]:.2f} nm)")
-        ax.set_ylim(-30, 30)
-    axes[2].legend(fontsize=6)
-    fig.suptitle(f"Pulling the nearest {args.pair[1]} onto a {args.pair[0]} (dotted: AA contact distance; "
-                 f"mean over {len(frames)} frames)")
     args.out.mkdir(parents=True, exist_ok=True)
-    fig.savefig(args.out / "scan.png", dpi=110, bbox_inches="tight")
+    plot(out, args.out / "scan.png")
     (args.out / "scan.json").write_text(json.dumps(out, indent=1) + "\n")
     return 0
 

@@ -68,3 +68,20 @@ def _pair_distances(ds, f, a, b):
     d = ds.positions[f][ds.bead_types == a][:, None] - ds.positions[f][ds.bead_types == b][None]
     d -= box * np.round(d / box)
     return np.linalg.norm(d, axis=-1)
+
+
+def test_plot_only_draws_the_figure_from_scan_json(tmp_path):
+    import json
+
+    cs = _script()
+    r = np.round(np.arange(0.26, 0.5, 0.01), 3)
+    curve = (100.0 * (r - 0.37) ** 2).tolist()
+    result = {"pair": ["Cho", "Cl"], "r_nm": r.tolist(), "r_ref_nm": 0.40, "aa_contact_nm": 0.35, "margin_nm": 0.02,
+              "temperature_K": 298.1, "frames": [0, 5],
+              "models": {name: {"network": curve, "wall": curve, "total": curve, "trap_kT": trap, "trap_r_nm": None}
+                         for name, trap in (("a", [1.0, -2.0]), ("b", None))}}
+    (tmp_path / "scan.json").write_text(json.dumps(result))
+    assert cs.main(["--plot-only", "--out", str(tmp_path)]) == 0
+    assert (tmp_path / "scan.png").stat().st_size > 10000
+    with pytest.raises(SystemExit):
+        cs.main(["--out", str(tmp_path)])  # neither bundles nor --plot-only

@@ -36,7 +36,7 @@ def _run(args: argparse.Namespace) -> int:
     from openmm_cgkd.training.config import ConfigError
 
     if sum(map(bool, (args.status, args.interim, args.sweep, args.only))) > 1:
-        raise ConfigError("--status, --interim, --sweep and --only are one each: give one of them")
+        raise ConfigError("give at most one of --status, --interim, --sweep and --only")
     if args.sweep:
         from openmm_cgkd.sweep import load_sweep_config, run_sweep
 

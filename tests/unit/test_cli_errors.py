@@ -395,3 +395,9 @@ def test_train_config_errors(tmp_path, capsys):
     cfg.write_text("dataset: x.h5\n")
     _fails(capsys, ["train-teachers", str(cfg), "--members", "0"], 2, "argument --members")
     _fails(capsys, ["train-student", str(cfg), "--accelerator", "tpu"], 2, "argument --accelerator")
+
+
+def test_pipeline_modes_are_exclusive(capsys):
+    """--status, --interim, --sweep and --only: one at a time (checked before the config is read)."""
+    for extra in (["--status", "--interim"], ["--sweep", "--only", "md"], ["--interim", "--only", "report"]):
+        _fails(capsys, ["pipeline", "no-such.yaml", *extra], 2, "give at most one of --status, --interim")

@@ -1034,7 +1034,7 @@ def _stage_md(cfg: PipelineConfig, out: Path, models: dict[str, tuple[str, int]]
 
 def _md_result(out: Path, models: dict, jobs: list, records: dict[tuple[str, int], dict], checks: dict) -> MDResult:
     """The :class:`MDResult` of the replicas in ``records`` ({(model, replica): record}), in report
-    order; a model without any is left out."""
+    order."""
     runs: dict[str, list[ReplicaRecord]] = {name: [] for name in models}
     for name, _, r, frame in sorted(jobs, key=lambda j: (list(models).index(j[0]), j[2])):
         rec = records.get((name, r))
@@ -1045,7 +1045,7 @@ def _md_result(out: Path, models: dict, jobs: list, records: dict[tuple[str, int
             replica=r, dir=rep_dir, record=rep_dir / "replica.json.gz", start_frame=frame, seed=rec["seed"],
             ns_per_day=rec["ns_per_day"], platform=rec["platform"], failed=rec["failure"] is not None,
             failure=None if rec["failure"] is None else {k: rec["failure"][k] for k in ("step", "reason")}))
-    return MDResult({name: tuple(reps) for name, reps in runs.items() if reps}, checks)
+    return MDResult({name: tuple(reps) for name, reps in runs.items()}, checks)
 
 
 def _finished_md(cfg: PipelineConfig, out: Path, models: dict[str, tuple[str, int]], data_digest: str,
@@ -1067,7 +1067,9 @@ def _finished_md(cfg: PipelineConfig, out: Path, models: dict[str, tuple[str, in
         if rec is not None:
             records[name, r] = rec
     runs = _md_result(out, models, jobs, records, checks)
-    return runs, [name for name in models if name not in runs.models], len(jobs)
+    missing = [name for name, reps in runs.models.items() if not reps]
+    runs = MDResult({name: reps for name, reps in runs.models.items() if reps}, checks)
+    return runs, missing, len(jobs)
 
 
 # ------------------------------------------------------------------------------ analysis

@@ -3,8 +3,9 @@
 Nothing is trained, simulated or written: the stage markers and clocks (``stages/``), the
 training logs of the teachers and students (finished or under way), and the MD replicas'
 records (``replica.json.gz``) and logs give, per stage, done / under way / not started with its
-wall time, per training run its epochs and best validation loss, and per MD model the replicas
-finished (failed ones counted) with their mean RDF / ADF / CDF TAEs so far. The numbers of a
+wall time, per training run its epochs and best validation loss, and per MD model (every model
+the md stage will run, once the students are trained) the replicas finished out of those
+planned (failed ones counted) with their mean RDF / ADF / CDF TAEs so far. The numbers of a
 study stopped part-way are partial: the report (``report.md``) is written only when every
 replica has run.
 """
@@ -17,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from openmm_cgkd.analysis.records import read_record
-from openmm_cgkd.pipeline import STAGES, _last_logged_step, _read_json
+from openmm_cgkd.pipeline import STAGES, _last_logged_step, _models_for_md, _read_json, stage_outputs
 
 __all__ = ["pipeline_status"]
 
@@ -104,14 +105,27 @@ def _tae_means(rec: dict) -> dict[str, float]:
     return {kind: float(np.mean(list(v.values()))) for kind, v in tae.items() if v}
 
 
-def _md_lines(out: Path, n_steps: int | None) -> list[str]:
+def _planned_replicas(cfg, out: Path) -> dict[str, int]:
+    """{model: replicas the md stage will run}, in report order, once the teachers and students
+    are trained (empty before)."""
+    teachers, students = stage_outputs(out, "teachers"), stage_outputs(out, "students")
+    if teachers is None or students is None:
+        return {}
+    return {name: n for name, (_, n) in _models_for_md(cfg, teachers, students).items()}
+
+
+def _md_lines(out: Path, n_steps: int | None, planned: dict[str, int]) -> tuple[list[str], int]:
+    """The MD table and the number of replicas finished."""
     md = out / "md"
-    models = sorted(p for p in md.glob("*") if p.is_dir() and p.name != "timestep_check") if md.is_dir() else []
-    if not models:
-        return []
+    started = {p.name: p for p in md.glob("*") if p.is_dir() and p.name != "timestep_check"} if md.is_dir() else {}
+    names = list(planned) + sorted(set(started) - set(planned))
+    if not started:
+        return [], 0
+    finished = 0
     lines = ["| model | replicas finished | failed | under way | RDF TAE | ADF TAE | CDF TAE | ns/day |",
              "|---|---|---|---|---|---|---|---|"]
-    for mdir in models:
+    for name in names:
+        mdir = md / name
         recs, running = [], []
         for rep in sorted(mdir.glob("replica_*")):
             rec = read_record(rep / "replica.json.gz")
@@ -135,9 +149,11 @@ def _md_lines(out: Path, n_steps: int | None) -> list[str]:
             frac = "" if step is None or not n_steps else f" {100.0 * step / n_steps:.0f}%"
             under.append(f"{rep.name.split('_')[1]}{frac}")
         speed = f"{np.mean(speeds):.3g}" if speeds else "-"
-        lines.append(f"| {mdir.name} | {len(recs)} | {len(failed)} | {', '.join(under) or '-'} | {stat('rdf')} | "
+        finished += len(recs)
+        done = f"{len(recs)} of {planned[name]}" if name in planned else str(len(recs))
+        lines.append(f"| {name} | {done} | {len(failed)} | {', '.join(under) or '-'} | {stat('rdf')} | "
                      f"{stat('adf')} | {stat('cdf')} | {speed} |")
-    return lines
+    return lines, finished
 
 
 def pipeline_status(cfg) -> str:
@@ -150,10 +166,12 @@ def pipeline_status(cfg) -> str:
     training = _training_lines(out)
     if training:
         parts += ["", "## Training (validation loss: the trainer's, lower is better)", "", *training]
-    md = _md_lines(out, cfg.md.n_steps)
+    planned = _planned_replicas(cfg, out)
+    md, finished = _md_lines(out, cfg.md.n_steps, planned)
     if md:
         length = cfg.md.n_steps * cfg.md.timestep_fs / 1000.0
-        parts += ["", f"## MD replicas ({length:g} ps each; TAEs: mean ± std over the finished, not failed, "
-                      f"replicas so far, after the {cfg.md.discard_ps if cfg.md.discard_ps is not None else 0:g} ps "
-                      "discard)", "", *md]
+        total = f" of {sum(planned.values())}" if planned else ""
+        parts += ["", f"## MD replicas ({finished}{total} finished; {length:g} ps each; TAEs: mean ± std over the "
+                      f"finished, not failed, replicas so far, after the "
+                      f"{cfg.md.discard_ps if cfg.md.discard_ps is not None else 0:g} ps discard)", "", *md]
     return "\n".join(parts) + "\n"

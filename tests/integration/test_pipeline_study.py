@@ -185,7 +185,7 @@ def test_status_reads_where_the_run_stands(study, tmp_path, capsys):
     assert any(a.summary["rdf"]["n"] for a in results["analysis"].models.values())
     for name, a in results["analysis"].models.items():
         n_rep = len(results["md"].models[name])
-        assert rows[name][0] == str(n_rep) and rows[name][1] == str(a.n_failed)
+        assert rows[name][0] == f"{n_rep} of {n_rep}" and rows[name][1] == str(a.n_failed)
         if a.summary["rdf"]["n"]:
             assert float(rows[name][3].split(" ")[0]) == pytest.approx(a.summary["rdf"]["mean"], abs=6e-4)
             assert float(rows[name][5].split(" ")[0]) == pytest.approx(a.summary["cdf"]["mean"], abs=6e-4)
@@ -204,8 +204,12 @@ def test_status_reads_where_the_run_stands(study, tmp_path, capsys):
     cfg.out = str(tmp_path / "study")
     text = pipeline_status(cfg)
     assert "| md | under way | 2.00 h so far | 2 |" in text
+    n_total = sum(len(reps) for reps in results["md"].models.values())
+    assert f"## MD replicas ({n_total - 1} of {n_total} finished;" in text
+    assert [line.split("|")[1].strip() for line in text.splitlines() if line.split("|")[1:2]
+            and line.split("|")[1].strip() in MODELS] == list(results["md"].models)  # report order
     row = next(line for line in text.splitlines() if line.startswith("| ensemble-2 |"))
-    assert row.split("|")[2].strip() == "1" and row.split("|")[4].strip() == f"01 {100 * step / cfg.md.n_steps:.0f}%"
+    assert row.split("|")[2].strip() == "1 of 2" and row.split("|")[4].strip() == f"01 {100 * step / cfg.md.n_steps:.0f}%"
 
 
 def test_interim_report_of_the_replicas_finished_so_far(study, tmp_path, capsys):

@@ -755,30 +755,31 @@ class _ReplicaRunner:
                 "steps": md.n_steps, "timestep_fs": md.timestep_fs, "temperature_K": md.temperature_K,
                 "friction_per_ps": md.friction_per_ps, "report_interval": md.interval_steps}
 
-    def finished(self, name: str, checksum: str, r: int, frame: int) -> dict | None:
-        """The record of replica ``r`` of model ``name`` when it finished and was analysed with
-        the current settings, else None (nothing runs)."""
+    def _md_record(self, name: str, checksum: str, r: int, frame: int) -> dict | None:
+        """The record of replica ``r`` of model ``name`` when its MD ran with the current settings."""
         from openmm_cgkd.analysis.records import read_record
         from openmm_cgkd.fingerprint import digest
 
         rec = read_record(self.out / "md" / name / f"replica_{r:02d}" / "replica.json.gz")
-        if rec is None or rec.get("md", {}).get("digest") != digest(self.md_key(checksum, frame, self.cfg.md.seed + r)):
-            return None
-        return rec if rec.get("analysis_key", {}).get("digest") == self.analysis_digest else None
+        key = self.md_key(checksum, frame, self.cfg.md.seed + r)
+        return rec if rec is not None and rec.get("md", {}).get("digest") == digest(key) else None
+
+    def finished(self, name: str, checksum: str, r: int, frame: int) -> dict | None:
+        """The record of replica ``r`` of model ``name`` when it finished and was analysed with
+        the current settings, else None (nothing runs)."""
+        rec = self._md_record(name, checksum, r, frame)
+        return rec if rec is not None and rec.get("analysis_key", {}).get("digest") == self.analysis_digest else None
 
     def run(self, name: str, bundle: str, ff, checksum: str, r: int, frame: int) -> dict:
         """The record of replica ``r`` of model ``name``: reused when its fingerprints match, else
         run (or resumed) and analysed."""
-        from openmm_cgkd.analysis.records import read_record
-        from openmm_cgkd.fingerprint import digest
-
         md = self.cfg.md
         seed = md.seed + r
         rep_dir = self.out / "md" / name / f"replica_{r:02d}"
         record_path = rep_dir / "replica.json.gz"
         key = self.md_key(checksum, frame, seed)
-        rec = read_record(record_path)
-        if rec is not None and rec.get("md", {}).get("digest") == digest(key):
+        rec = self._md_record(name, checksum, r, frame)
+        if rec is not None:
             if rec.get("analysis_key", {}).get("digest") == self.analysis_digest:
                 return rec
             if rec.get("failure") is not None:  # nothing to analyse: only the discard changes

@@ -1103,9 +1103,10 @@ def _model_plots(report, adir: Path) -> list[Path]:
     return written
 
 
-def _stage_analysis(cfg: PipelineConfig, out: Path, runs: MDResult, log, dest: Path | None = None) -> AnalysisResult:
+def _stage_analysis(cfg: PipelineConfig, out: Path, runs: MDResult, data_digest: str, log,
+                    dest: Path | None = None) -> AnalysisResult:
     """Each model's report put together from its replica records (no trajectory read), written in
-    ``dest`` (default ``<out>/analysis``)."""
+    ``dest`` (default ``<out>/analysis``); ``data_digest``: the dataset's (``_dataset_digest``)."""
     from openmm_cgkd.analysis.records import curves_from_record, read_record, replica_from_record, report_from_replicas
     from openmm_cgkd.analysis.report import write_report
     from openmm_cgkd.errors import CGKDError
@@ -1114,7 +1115,6 @@ def _stage_analysis(cfg: PipelineConfig, out: Path, runs: MDResult, log, dest: P
 
     settings = analysis_settings(cfg)
     ref_rec = read_record(out / "md" / "reference.json.gz")
-    data_digest = _dataset_digest(cfg.dataset)
     expected = digest({"settings": settings.to_dict(), "reference": data_digest})
     reference = curves_from_record(ref_rec["curves"]) if ref_rec and ref_rec.get("digest") == expected else {}
     if ref_rec and not reference:
@@ -1315,7 +1315,7 @@ def _run_stages(cfg: PipelineConfig, out: Path, stage, stages: _Stages, log, int
     runs = stage("md", md_key, lambda tick: _stage_md(cfg, out, models, data_digest, tick, log))
     records = {name: [file_sha256(r.record) for r in reps] for name, reps in runs.models.items()}
     analysis = stage("analysis", {"analysis": settings.to_dict(), "dataset": data_digest, "records": records},
-                     lambda tick: _stage_analysis(cfg, out, runs, log))
+                     lambda tick: _stage_analysis(cfg, out, runs, data_digest, log))
     times = {name: stages.done_seconds(name) for name in STAGES[:-1]}
 
     def report(tick):
@@ -1340,7 +1340,7 @@ def _interim_report(cfg: PipelineConfig, out: Path, stages: _Stages, teachers: T
         raise ConfigError(f"no MD replica has finished yet (0 of {total}): nothing to report")
     dest = out / "interim"
     log(f"[interim] {done} of {total} replicas finished: analysis and report in {dest}")
-    analysis = _stage_analysis(cfg, out, runs, log, dest=dest / "analysis")
+    analysis = _stage_analysis(cfg, out, runs, data_digest, log, dest=dest / "analysis")
     when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     note = (f"**Interim report** ({when}): the md stage is under way, {done} of {total} replicas have finished and "
             "are reported here; every figure below may change as the rest finish"

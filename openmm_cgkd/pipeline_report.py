@@ -26,11 +26,11 @@ from openmm_cgkd.analysis.plots import _save
 from openmm_cgkd.pipeline_results import AnalysisResult, MDResult, ReplicaRecord, ReportResult, StudentsResult, \
     TeachersResult, model_kind, student_model, teacher_model
 
-__all__ = ["write_pipeline_report", "comparison_markdown", "findings_markdown", "lower", "comparison_plot",
-           "model_overlays", "energy_panels", "learning_curves_plot"]
+__all__ = ["write_pipeline_report", "summary_stat", "plus_minus", "comparison_markdown", "findings_markdown",
+           "lower", "comparison_plot", "model_overlays", "energy_panels", "learning_curves_plot"]
 
 
-def _summary_stat(s: dict | None):
+def summary_stat(s: dict | None):
     """(mean, std, n) of a summary entry ({mean, std, n, ...} over scored replicas), or None when
     no replica was scored."""
     if not s or not s.get("n") or s.get("mean") is None or not math.isfinite(s["mean"]):
@@ -39,8 +39,9 @@ def _summary_stat(s: dict | None):
     return float(s["mean"]), float(std) if std is not None and math.isfinite(std) else 0.0, int(s["n"])
 
 
-def _pm(s: dict | None) -> str:
-    v = _summary_stat(s)
+def plus_minus(s: dict | None) -> str:
+    """A summary entry as "mean +- std" (just the mean for one replica; "n/a" for none)."""
+    v = summary_stat(s)
     if v is None:
         return "n/a"
     return f"{v[0]:.3f} +- {v[1]:.3f}" if v[2] > 1 else f"{v[0]:.3f}"
@@ -74,8 +75,8 @@ def comparison_markdown(analysis: AnalysisResult, runs: MDResult) -> str:
         reps = runs.models.get(name, ())
         failed = f"{a.n_failed} of {a.n_replicas} replicas failed"
         plat = next((r.platform for r in reps if r.platform), "n/a")
-        lines.append(f"| {name} | {failed} | {_pm(a.summary.get('rdf'))} | {_pm(a.summary.get('adf'))} | "
-                     f"{_pm(a.summary.get('cdf'))} | {'yes' if a.stable else 'NO'} | "
+        lines.append(f"| {name} | {failed} | {plus_minus(a.summary.get('rdf'))} | {plus_minus(a.summary.get('adf'))} | "
+                     f"{plus_minus(a.summary.get('cdf'))} | {'yes' if a.stable else 'NO'} | "
                      f"{', '.join(a.not_equilibrated_within_discard) or 'none'} | {_contact(a)} | {_speed(reps)} | "
                      f"{plat} |")
     return "\n".join(lines) + "\n"
@@ -88,7 +89,7 @@ STUDENT_WITHIN = 0.15  # a student "matches" the ensemble when its mean TAE is a
 
 def _stat(a, kind: str):
     """(mean, std, n) of a model's TAE of ``kind`` over its scored replicas, or None."""
-    return _summary_stat(a.summary.get(kind) if a is not None else None)
+    return summary_stat(a.summary.get(kind) if a is not None else None)
 
 
 def lower(a, b, kind: str) -> str:

@@ -20,7 +20,7 @@ from openmm_cgkd.data.dataset import CGDataset, DatasetError
 from openmm_cgkd.model.wall import WallParameters
 from openmm_cgkd.training.config import WallFitConfig
 
-__all__ = ["pair_rdfs", "fit_wall"]
+__all__ = ["pair_rdfs", "contact_distance_nm", "fit_wall"]
 
 
 def pair_rdfs(dataset: CGDataset, frames: np.ndarray | None = None, bin_nm: float = 0.002,
@@ -56,6 +56,13 @@ def pair_rdfs(dataset: CGDataset, frames: np.ndarray | None = None, bin_nm: floa
     return centres, rdfs
 
 
+def contact_distance_nm(r_nm: np.ndarray, g: np.ndarray, threshold: float) -> float | None:
+    """The smallest r (nm, a bin centre of ``r_nm``) at which ``g`` exceeds ``threshold``; None
+    when it never does. The wall's taper is this distance of the training frames' g(r)."""
+    above = np.flatnonzero(np.asarray(g) > threshold)
+    return float(r_nm[above[0]]) if len(above) else None
+
+
 def fit_wall(dataset: CGDataset, frames: np.ndarray | None = None,
              config: WallFitConfig | None = None) -> tuple[WallParameters, dict]:
     """Wall parameters fitted on ``frames`` (default all) and a JSON-able report of the fit."""
@@ -75,9 +82,9 @@ def fit_wall(dataset: CGDataset, frames: np.ndarray | None = None,
 
     taper = np.full((n_types, n_types), np.nan)
     for (i, j), g in rdfs.items():
-        above = np.flatnonzero(g > cfg.rdf_threshold)
-        if len(above):
-            taper[i, j] = taper[j, i] = r[above[0]]
+        contact = contact_distance_nm(r, g, cfg.rdf_threshold)
+        if contact is not None:
+            taper[i, j] = taper[j, i] = contact
     fell_back = [f"{dataset.type_names[i]}-{dataset.type_names[j]}"
                  for i in range(n_types) for j in range(i, n_types) if not np.isfinite(taper[i, j])]
     if np.all(~np.isfinite(taper)):

@@ -9,9 +9,10 @@ Why a model's g(r) shows a contact the AA liquid does not have: in each of ``--f
 their line (all else fixed) to distances r from ``--r-min`` to ``--r-max`` nm, and the model's
 energy is taken in OpenMM, split into the network (TorchForce) and the repulsive wall
 (CustomNonbondedForce). Curves are relative to r = ``--r-ref`` (default 0.40 nm, the AA first
-peak of Cho-Cl) and averaged over the frames; the AA contact distance (the first r where the
-reference g(r) is non-zero, from the dataset) is marked. A total energy that falls, rather than
-rises, below the AA contact distance is a trap: beads that reach it stay (a spike in g(r)).
+peak of Cho-Cl) and averaged over the frames; the AA contact distance (where the dataset's
+g(r) first exceeds 0.01, as the wall's taper is placed) is marked. A total energy that falls,
+rather than rises, below the AA contact distance is a trap: beads that reach it stay (a spike in
+g(r)).
 Per model and frame, the trap depth: the lowest total energy at r < AA contact - ``--margin``
 minus the lowest in the AA's own contact well (AA contact <= r <= r_ref), in kT at
 ``--temperature``; negative: the excluded region binds more strongly than the AA contact does.
@@ -30,22 +31,19 @@ HERE = Path(__file__).resolve().parent
 KB = 0.008314462618  # kJ/mol/K
 
 
-def aa_contact_nm(ds, a: int, b: int, bin_nm: float = 0.002, threshold: float = 0.01) -> float:
-    """First r (nm) where the dataset's g(r) of types a-b exceeds ``threshold`` (minimum image)."""
-    ia, ib = np.flatnonzero(ds.bead_types == a), np.flatnonzero(ds.bead_types == b)
-    d = []
-    for f in range(0, ds.n_frames, max(1, ds.n_frames // 200)):
-        box = np.diag(ds.boxes[f])
-        v = ds.positions[f][ia][:, None] - ds.positions[f][ib][None]
-        v -= box * np.round(v / box)
-        r = np.linalg.norm(v, axis=-1)
-        d.append(r[r > 1e-6])
-    d = np.concatenate(d)
-    edges = np.arange(0.0, 0.8 + bin_nm, bin_nm)
-    counts, _ = np.histogram(d, edges)
-    shell = 4.0 / 3.0 * np.pi * (edges[1:] ** 3 - edges[:-1] ** 3)
-    g = counts / shell / (len(d) / (4.0 / 3.0 * np.pi * 0.8 ** 3))
-    return float(edges[np.argmax(g > threshold)])
+def aa_contact_nm(ds, a: int, b: int, frames=None, threshold: float = 0.01) -> float:
+    """The AA contact distance (nm) of types a-b: where the dataset's g(r) first exceeds
+    ``threshold``, as the wall's taper is placed (training.wall_fit); ``frames`` default: up to
+    200 evenly spaced."""
+    from openmm_cgkd.training.wall_fit import contact_distance_nm, pair_rdfs
+
+    if frames is None:
+        frames = np.linspace(0, ds.n_frames - 1, min(200, ds.n_frames)).round().astype(int)
+    r, rdfs = pair_rdfs(ds, frames)
+    contact = contact_distance_nm(r, rdfs[(min(a, b), max(a, b))], threshold)
+    if contact is None:
+        raise SystemExit(f"the dataset's g(r) of {ds.type_names[a]}-{ds.type_names[b]} never exceeds {threshold}")
+    return contact
 
 
 def pulled(ds, frames, a: int, b: int, radii):

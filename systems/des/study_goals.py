@@ -23,6 +23,7 @@ import argparse
 import json
 from pathlib import Path
 
+from openmm_cgkd.pipeline_report import plus_minus, summary_stat
 from openmm_cgkd.pipeline_results import model_kind
 
 RDF_GOAL, CDF_GOAL = 0.10, 0.25
@@ -31,15 +32,8 @@ KINDS = ("rdf", "adf", "cdf")
 
 
 def _mean(model: dict, kind: str) -> float | None:
-    s = model["summary"].get(kind) or {}
-    return float(s["mean"]) if s.get("n") and s.get("mean") is not None else None
-
-
-def _pm(model: dict, kind: str) -> str:
-    s = model["summary"].get(kind) or {}
-    if not s.get("n"):
-        return "n/a"
-    return f"{s['mean']:.3f} +- {s['std']:.3f}" if s["n"] > 1 else f"{s['mean']:.3f}"
+    v = summary_stat(model["summary"].get(kind))
+    return None if v is None else v[0]
 
 
 def _contact(model: dict, pair: str) -> str:
@@ -62,7 +56,7 @@ def goals(report: dict) -> str:
              "|---|---|---|---|---|---|---|---|"]
     for name, m in models.items():
         lines.append(f"| {name} | {m['n_replicas'] - m['n_failed']} of {m['n_replicas']} ran to the end | "
-                     + " | ".join(_pm(m, k) for k in KINDS)
+                     + " | ".join(plus_minus(m["summary"].get(k)) for k in KINDS)
                      + f" | {'yes' if m['stable'] else 'NO'} | {_contact(m, 'CL-CL')} | {_contact(m, 'CHO-CL')} |")
     students = {n: m for n, m in models.items() if model_kind(n) == "student" and n.startswith("student-ensemble-")}
     if students:

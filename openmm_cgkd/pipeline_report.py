@@ -27,7 +27,7 @@ from openmm_cgkd.pipeline_results import AnalysisResult, MDResult, ReplicaRecord
     TeachersResult, model_kind, student_model, teacher_model
 
 __all__ = ["write_pipeline_report", "summary_stat", "plus_minus", "comparison_markdown", "findings_markdown",
-           "lower", "comparison_plot", "model_overlays", "energy_panels", "learning_curves_plot"]
+           "lower", "below_teachers", "comparison_plot", "model_overlays", "energy_panels", "learning_curves_plot"]
 
 
 def summary_stat(s: dict | None):
@@ -92,16 +92,40 @@ def _stat(a, kind: str):
     return summary_stat(a.summary.get(kind) if a is not None else None)
 
 
+def _resolved(mean_a: float, se_a: float, mean_b: float, se_b: float) -> str:
+    """"yes" (a below b) / "no" when the means differ by more than 2 combined standard errors."""
+    if abs(mean_a - mean_b) <= 2.0 * math.hypot(se_a, se_b):
+        return "not resolved"
+    return "yes" if mean_a < mean_b else "no"
+
+
 def lower(a, b, kind: str) -> str:
     """Is model ``a``'s mean TAE of ``kind`` below model ``b``'s? "yes" / "no" when the difference
-    is more than 2 combined standard errors of the two means (std over replicas), else "not resolved"."""
+    is more than 2 combined standard errors of the two means (std over replicas), else "not
+    resolved"; "not resolved (one replica)" when either has a single scored replica (no spread)."""
     sa, sb = _stat(a, kind), _stat(b, kind)
     if sa is None or sb is None:
         return "n/a"
-    se = math.sqrt(sa[1] ** 2 / sa[2] + sb[1] ** 2 / sb[2])
-    if abs(sa[0] - sb[0]) <= 2.0 * se:
-        return "not resolved"
-    return "yes" if sa[0] < sb[0] else "no"
+    if min(sa[2], sb[2]) < 2:
+        return "not resolved (one replica)"
+    return _resolved(sa[0], sa[1] / math.sqrt(sa[2]), sb[0], sb[1] / math.sqrt(sb[2]))
+
+
+def below_teachers(a, teachers: list, kind: str) -> str:
+    """Is model ``a``'s mean TAE of ``kind`` below the median of the single teachers' means? As
+    :func:`lower`, the teachers' side uncertain by the spread of their means (std over teachers /
+    sqrt(number of teachers): the paper's error bars for single teachers); "not resolved (one
+    replica)" / "(one teacher)" when there is no spread to judge by."""
+    sa = _stat(a, kind)
+    means = [v[0] for v in (_stat(t, kind) for t in teachers) if v is not None]
+    if sa is None or not means:
+        return "n/a"
+    if sa[2] < 2:
+        return "not resolved (one replica)"
+    if len(means) < 2:
+        return "not resolved (one teacher)"
+    se_t = float(np.std(means, ddof=1)) / math.sqrt(len(means))
+    return _resolved(sa[0], sa[1] / math.sqrt(sa[2]), float(np.median(means)), se_t)
 
 
 def _cells(models: list, kinds) -> str:
@@ -125,7 +149,8 @@ def findings_markdown(analysis: AnalysisResult, students: StudentsResult) -> str
     ensemble = models.get(ens_name)
     head = ["## The method's findings, checked (TAE means over the scored replicas; lower is better)", "",
             "A difference counts (yes / no) when it exceeds 2 combined standard errors of the two means "
-            "(std over replicas); otherwise it is \"not resolved\" with these replicas. "
+            "(std over replicas; for the median teacher, the std of the teachers' means over the number of "
+            "teachers); otherwise it is \"not resolved\" with these replicas, as it is with one replica. "
             f"\"Matches the ensemble\": mean TAE at most {100 * STUDENT_WITHIN:g} % above the ensemble's.", ""]
     floor = analysis.noise_floor
     if floor is not None:
@@ -142,8 +167,7 @@ def findings_markdown(analysis: AnalysisResult, students: StudentsResult) -> str
         return float(np.median(vals)) if vals else None
 
     def below_median(a, kind):
-        m, med = _stat(a, kind), median_teacher(kind)
-        return "n/a" if m is None or med is None else ("yes" if m[0] < med else "no")
+        return below_teachers(a, list(teachers.values()), kind)
 
     def verdicts(fn) -> str:
         return ", ".join(f"{k.upper()} {fn(k)}" for k in kinds)

@@ -7,7 +7,7 @@ import pytest
 
 from openmm_cgkd.analysis.noise import NoiseFloor
 from openmm_cgkd.analysis.replicas import replica_stat
-from openmm_cgkd.pipeline_report import findings_markdown, lower
+from openmm_cgkd.pipeline_report import below_teachers, findings_markdown, lower
 from openmm_cgkd.pipeline_results import AnalysisResult, ModelAnalysis, StudentResult, StudentsResult, TrainingRun
 
 
@@ -42,6 +42,24 @@ def test_two_standard_errors_is_the_line():
     b = [0.14, 0.16]  # 0.04 apart > 0.0283
     assert lower(_model(a), _model(b), "rdf") == "yes"
     assert lower(_model(a), None, "rdf") == "n/a"
+
+
+def test_one_replica_has_no_spread_and_resolves_nothing():
+    # std of one replica is 0: without this rule any difference, however small, would count
+    assert lower(_model([0.10]), _model([0.30, 0.31]), "rdf") == "not resolved (one replica)"
+    assert lower(_model([0.10, 0.11]), _model([0.30]), "rdf") == "not resolved (one replica)"
+    assert below_teachers(_model([0.10]), [_model([0.3, 0.3]), _model([0.4, 0.4])], "rdf") == \
+        "not resolved (one replica)"
+    assert below_teachers(_model([0.10, 0.11]), [_model([0.3, 0.3])], "rdf") == "not resolved (one teacher)"
+
+
+def test_the_median_teacher_is_as_uncertain_as_the_teachers_spread():
+    # teachers' means 0.20, 0.30, 0.40: median 0.30, s.e. 0.1 / sqrt(3) = 0.0577 -> 2 s.e. ~ 0.116
+    teachers = [_model([0.20, 0.20]), _model([0.30, 0.30]), _model([0.40, 0.40])]
+    assert below_teachers(_model([0.20, 0.20, 0.20, 0.20]), teachers, "rdf") == "not resolved"  # 0.10 below
+    assert below_teachers(_model([0.15, 0.15, 0.15, 0.15]), teachers, "rdf") == "yes"  # 0.15 below
+    assert below_teachers(_model([0.45, 0.45, 0.45, 0.45]), teachers, "rdf") == "no"
+    assert below_teachers(_model([0.45, 0.45]), [], "rdf") == "n/a"
 
 
 def test_the_findings_of_a_run_that_reproduces_the_paper():

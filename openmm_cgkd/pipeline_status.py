@@ -5,7 +5,8 @@ training logs of the teachers and students (finished or under way), and the MD r
 records (``replica.json.gz``) and logs give, per stage, done / under way / not started with its
 wall time, per training run its epochs and best validation loss, and per MD model (every model
 the md stage will run, once the students are trained) the replicas finished out of those
-planned (failed ones counted) with their mean RDF / ADF / CDF TAEs so far. The numbers of a
+planned (failed ones counted) with their mean RDF / ADF / CDF TAEs so far, and about how many
+hours of MD are left at the speeds measured so far. The numbers of a
 study stopped part-way are partial: the report (``report.md``) is written only when every
 replica has run.
 """
@@ -20,7 +21,7 @@ import numpy as np
 from openmm_cgkd.analysis.records import read_record
 from openmm_cgkd.pipeline import STAGES, _last_logged_step, _models_for_md, _read_json, stage_outputs
 
-__all__ = ["pipeline_status"]
+__all__ = ["pipeline_status", "md_hours_left"]
 
 
 def _members(path: Path) -> list:
@@ -114,14 +115,29 @@ def _planned_replicas(cfg, out: Path) -> dict[str, int]:
     return {name: n for name, (_, n) in _models_for_md(cfg, teachers, students).items()}
 
 
-def _md_lines(out: Path, n_steps: int | None, planned: dict[str, int]) -> tuple[list[str], int]:
-    """The MD table and the number of replicas finished."""
+def md_hours_left(ps_left: dict[str, float], ns_per_day: dict[str, float], workers: int) -> float | None:
+    """Wall-clock hours of MD left: each model's simulated time still to run (``ps_left``, ps) at
+    its measured speed (``ns_per_day``, measured with ``workers`` replicas at once; a model not
+    measured yet takes the mean of those measured), shared by ``workers`` at once. None when
+    nothing is measured yet."""
+    if not ns_per_day:
+        return None
+    fallback = float(np.mean(list(ns_per_day.values())))
+    days = sum(left / 1000.0 / ns_per_day.get(name, fallback) for name, left in ps_left.items())
+    return 24.0 * days / max(1, workers)
+
+
+def _md_lines(out: Path, n_steps: int | None, planned: dict[str, int],
+              length_ps: float) -> tuple[list[str], int, dict[str, float], dict[str, float]]:
+    """The MD table, the number of replicas finished, and per model the ps still to run and the
+    measured ns/day (for :func:`md_hours_left`)."""
     md = out / "md"
     started = {p.name: p for p in md.glob("*") if p.is_dir() and p.name != "timestep_check"} if md.is_dir() else {}
     names = list(planned) + sorted(set(started) - set(planned))
     if not started:
-        return [], 0
+        return [], 0, {}, {}
     finished = 0
+    ps_left, measured = {}, {}
     lines = ["| model | replicas finished | failed | under way | RDF TAE | ADF TAE | CDF TAE | ns/day |",
              "|---|---|---|---|---|---|---|---|"]
     for name in names:
@@ -143,17 +159,22 @@ def _md_lines(out: Path, n_steps: int | None, planned: dict[str, int]) -> tuple[
             return f"{np.mean(v):.3f}" + (f" ± {np.std(v, ddof=1):.3f}" if len(v) > 1 else "")
 
         speeds = [r["ns_per_day"] for r in recs if r.get("ns_per_day")]
-        under = []
+        under, running_done = [], 0.0
         for rep in running:
             step = _last_logged_step(rep / "log.csv")
             frac = "" if step is None or not n_steps else f" {100.0 * step / n_steps:.0f}%"
             under.append(f"{rep.name.split('_')[1]}{frac}")
+            running_done += 0.0 if step is None or not n_steps else min(1.0, step / n_steps)
         speed = f"{np.mean(speeds):.3g}" if speeds else "-"
+        if speeds:
+            measured[name] = float(np.mean(speeds))
+        if name in planned:
+            ps_left[name] = max(0.0, planned[name] - len(recs) - running_done) * length_ps
         finished += len(recs)
         done = f"{len(recs)} of {planned[name]}" if name in planned else str(len(recs))
         lines.append(f"| {name} | {done} | {len(failed)} | {', '.join(under) or '-'} | {stat('rdf')} | "
                      f"{stat('adf')} | {stat('cdf')} | {speed} |")
-    return lines, finished
+    return lines, finished, ps_left, measured
 
 
 def pipeline_status(cfg) -> str:
@@ -167,11 +188,16 @@ def pipeline_status(cfg) -> str:
     if training:
         parts += ["", "## Training (validation loss: the trainer's, lower is better)", "", *training]
     planned = _planned_replicas(cfg, out)
-    md, finished = _md_lines(out, cfg.md.n_steps, planned)
+    length = cfg.md.n_steps * cfg.md.timestep_fs / 1000.0
+    md, finished, ps_left, measured = _md_lines(out, cfg.md.n_steps, planned, length)
     if md:
-        length = cfg.md.n_steps * cfg.md.timestep_fs / 1000.0
         total = f" of {sum(planned.values())}" if planned else ""
         parts += ["", f"## MD replicas ({finished}{total} finished; {length:g} ps each; TAEs: mean ± std over the "
                       f"finished, not failed, replicas so far, after the "
                       f"{cfg.md.discard_ps if cfg.md.discard_ps is not None else 0:g} ps discard)", "", *md]
+        hours = md_hours_left(ps_left, measured, cfg.md.workers) if planned else None
+        if hours is not None and sum(ps_left.values()) > 0:
+            parts += ["", f"About {hours:.1f} h of MD left ({sum(ps_left.values()):g} ps to run, "
+                          f"{cfg.md.workers} at once, at each model's ns/day so far; a model without a "
+                          "finished replica at the mean of the others)."]
     return "\n".join(parts) + "\n"

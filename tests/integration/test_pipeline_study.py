@@ -206,6 +206,8 @@ def test_status_reads_where_the_run_stands(study, tmp_path, capsys):
     assert "| md | under way | 2.00 h so far | 2 |" in text
     n_total = sum(len(reps) for reps in results["md"].models.values())
     assert f"## MD replicas ({n_total - 1} of {n_total} finished;" in text
+    assert f"h of MD left ({cfg.md.n_steps * cfg.md.timestep_fs / 1000.0 * (1 - step / cfg.md.n_steps):g} ps to run" \
+        in text  # the rest of the one replica under way
     assert [line.split("|")[1].strip() for line in text.splitlines() if line.split("|")[1:2]
             and line.split("|")[1].strip() in MODELS] == list(results["md"].models)  # report order
     row = next(line for line in text.splitlines() if line.startswith("| ensemble-2 |"))

@@ -58,13 +58,12 @@ def test_package_errors_are_one_line_and_bugs_keep_their_traceback(monkeypatch, 
 
 
 def test_parser_imports_nothing_heavy():
-    """`cgkd --help` builds every sub-parser without torch, numpy or OpenMM (it answers at once)."""
-    code = ("import sys, time; t = time.perf_counter(); from openmm_cgkd.cli.main import build_parser; "
-            "build_parser(); dt = time.perf_counter() - t; "
-            "print([m for m in ('torch', 'numpy', 'openmm', 'mdtraj', 'matplotlib') if m in sys.modules], dt)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
-    assert out[0] == "[]", out
-    assert float(out[1]) < 1.0
+    """`cgkd --help` builds every sub-parser without torch, numpy or OpenMM (so it answers at once;
+    no timing here: a loaded machine would fail a time limit, and speed belongs in benchmarks)."""
+    code = ("import sys; from openmm_cgkd.cli.main import build_parser; build_parser(); "
+            "print([m for m in ('torch', 'numpy', 'openmm', 'mdtraj', 'matplotlib') if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "[]", out
 
 
 def test_platform_option_accepts_auto_everywhere():

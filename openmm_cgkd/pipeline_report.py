@@ -111,13 +111,18 @@ def lower(a, b, kind: str) -> str:
     return _resolved(sa[0], sa[1] / math.sqrt(sa[2]), sb[0], sb[1] / math.sqrt(sb[2]))
 
 
+def _means(models, kind: str) -> list[float]:
+    """The mean TAEs of ``kind`` of those ``models`` that have scored replicas."""
+    return [v[0] for v in (_stat(m, kind) for m in models) if v is not None]
+
+
 def below_teachers(a, teachers: list, kind: str) -> str:
     """Is model ``a``'s mean TAE of ``kind`` below the median of the single teachers' means? As
     :func:`lower`, the teachers' side uncertain by the spread of their means (std over teachers /
     sqrt(number of teachers): the paper's error bars for single teachers); "not resolved (one
     replica)" / "(one teacher)" when there is no spread to judge by."""
     sa = _stat(a, kind)
-    means = [v[0] for v in (_stat(t, kind) for t in teachers) if v is not None]
+    means = _means(teachers, kind)
     if sa is None or not means:
         return "n/a"
     if sa[2] < 2:
@@ -163,7 +168,7 @@ def findings_markdown(analysis: AnalysisResult, students: StudentsResult) -> str
             "|---|---|" + "---|" * len(kinds) + "---|"]
 
     def median_teacher(kind):
-        vals = [v[0] for v in (_stat(a, kind) for a in teachers.values()) if v is not None]
+        vals = _means(teachers.values(), kind)
         return float(np.median(vals)) if vals else None
 
     def below_median(a, kind):

@@ -162,9 +162,9 @@ def _md_lines(out: Path, n_steps: int | None, planned: dict[str, int],
         under, running_done = [], 0.0
         for rep in running:
             step = _last_logged_step(rep / "log.csv")
-            frac = "" if step is None or not n_steps else f" {100.0 * step / n_steps:.0f}%"
-            under.append(f"{rep.name.split('_')[1]}{frac}")
-            running_done += 0.0 if step is None or not n_steps else min(1.0, step / n_steps)
+            frac = None if step is None or not n_steps else step / n_steps
+            under.append(rep.name.split('_')[1] + ("" if frac is None else f" {100.0 * frac:.0f}%"))
+            running_done += 0.0 if frac is None else min(1.0, frac)
         speed = f"{np.mean(speeds):.3g}" if speeds else "-"
         if speeds:
             measured[name] = float(np.mean(speeds))

@@ -1,12 +1,14 @@
 """Copy the models of a finished `cgkd pipeline` run into models/ with model cards.
 
-    uv run python models/ship_from_pipeline.py runs/des-quick --student ensemble-e-ft-faa
+    uv run python models/ship_from_pipeline.py systems/des/study
 
 writes ``models/des-teachers`` (the ensemble bundle) and ``models/des-student`` (the student
-bundle), each with ``MODEL_CARD.md`` (data, variant, training metrics, structural TAEs and
-MD speed measured by the pipeline) and ``continuity.npz``: a fixed input (bead types,
-positions nm, box nm; frame 0 of the pipeline's dataset) with the module's outputs on it when
-shipped. ``tests/continuity`` checks every shipped bundle still loads and reproduces them.
+bundle: by default the ensemble-distilled student the run's report chose by its fixed rule,
+``openmm_cgkd.pipeline_report.best_student``; ``--student VARIANT`` ships another), each with
+``MODEL_CARD.md`` (data, variant, why this student, training metrics, structural TAEs and MD
+speed measured by the pipeline) and ``continuity.npz``: a fixed input (bead types, positions nm,
+box nm; frame 0 of the pipeline's dataset) with the module's outputs on it when shipped.
+``tests/continuity`` checks every shipped bundle still loads and reproduces them.
 
 Provenance stays portable: the manifests name their inputs relative to the shipped bundle (a
 bundle shipped alongside by its shipped copy, e.g. the student's teachers as ``../des-teachers``)
@@ -70,7 +72,7 @@ def ship(run: Path, student_variant: str, name_prefix: str = "des") -> list[Path
     from openmm_cgkd.bundle import load_bundle
     from openmm_cgkd.data.dataset import CGDataset
     from openmm_cgkd.pipeline import stage_outputs
-    from openmm_cgkd.pipeline_report import comparison_markdown
+    from openmm_cgkd.pipeline_report import best_student, comparison_markdown
     from openmm_cgkd.pipeline_results import AnalysisResult, ensemble_model, model_kind, student_model
     from openmm_cgkd.provenance import make_portable, relative_path
 
@@ -80,6 +82,13 @@ def ship(run: Path, student_variant: str, name_prefix: str = "des") -> list[Path
         raise SystemExit(f"{run}: the pipeline has not finished stages {sorted(missing)}")
     teachers, students = stages["teachers"], stages["students"].students  # TeachersResult, {name: StudentResult}
     md, analysis = stages["md"].models, stages["analysis"].models  # {model: ReplicaRecords}, {model: ModelAnalysis}
+    why = "named by --student"
+    if student_variant == "best":
+        try:
+            student_variant, why = best_student(stages["analysis"], stages["students"])
+        except LookupError as e:
+            raise SystemExit(f"{run}: {e}; name one with --student") from None
+        print(f"student: {student_variant} ({why})")
     if student_variant not in students:
         raise SystemExit(f"no student {student_variant!r} in {run}; have {sorted(students)}")
     dataset_path = run / "data" / "cg.h5"
@@ -125,7 +134,8 @@ def ship(run: Path, student_variant: str, name_prefix: str = "des") -> list[Path
             f"{man.description or man.model_kind}", "",
             "## What it is",
             f"- kind: **{man.model_kind}**" + (f", variant `{man.variant}`" if man.variant else "")
-            + (f", {man.num_members} members" if man.num_members > 1 else ""),
+            + (f", {man.num_members} members" if man.num_members > 1 else "")
+            + (f"; shipped as the study's student: {why}" if model_key != entries[0][2] else ""),
             f"- architecture: {man.architecture.get('architecture')} (embedding {man.architecture.get('embedding_dim')}, "
             f"{man.architecture.get('num_layers')} layers, {man.architecture.get('num_rbf')} {man.architecture.get('rbf_type')} RBFs), "
             f"cutoff {man.cutoff_nm} nm; repulsive wall fitted per bead-type pair (cutoff {man.wall.cutoff_nm:.3f} nm)",
@@ -170,7 +180,8 @@ def ship(run: Path, student_variant: str, name_prefix: str = "des") -> list[Path
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run", type=Path, help="output directory of a finished `cgkd pipeline` run")
-    p.add_argument("--student", default="ensemble-e-ft-faa", help="student variant to ship")
+    p.add_argument("--student", default="best",
+                   help="student variant to ship (default 'best': the ensemble-distilled student the report chose)")
     p.add_argument("--prefix", default="des", help="names: <prefix>-teachers, <prefix>-student")
     a = p.parse_args()
     ship(a.run, a.student, a.prefix)

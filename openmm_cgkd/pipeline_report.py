@@ -2,6 +2,7 @@
 
 * TAE table: RDF, ADF, CDF per model, mean +- std over the scored replicas, "k of n replicas
   failed", stability, replicas not equilibrated within the fixed discard (pymbar), ns/day;
+* the method's findings checked, and the ensemble-distilled student to ship (:func:`best_student`);
 * the failed replicas (model, replica, step, reason) and the time-step check;
 * training: epochs, early stop, best validation loss, validation force RMSE of the teachers, and
   the learning curves (train and validation loss per epoch) of every model;
@@ -27,7 +28,8 @@ from openmm_cgkd.pipeline_results import AnalysisResult, MDResult, ReplicaRecord
     TeachersResult, model_kind, student_model, teacher_model
 
 __all__ = ["write_pipeline_report", "summary_stat", "plus_minus", "comparison_markdown", "findings_markdown",
-           "lower", "below_teachers", "comparison_plot", "model_overlays", "energy_panels", "learning_curves_plot"]
+           "lower", "below_teachers", "best_student", "comparison_plot", "model_overlays", "energy_panels",
+           "learning_curves_plot"]
 
 
 def summary_stat(s: dict | None):
@@ -131,6 +133,48 @@ def below_teachers(a, teachers: list, kind: str) -> str:
         return "not resolved (one teacher)"
     se_t = float(np.std(means, ddof=1)) / math.sqrt(len(means))
     return _resolved(sa[0], sa[1] / math.sqrt(sa[2]), float(np.median(means)), se_t)
+
+
+PAPER_RECIPE = "ensemble-e-ft-faa"  # the paper's best student: ensemble labels, {e_T, F_T, F_AA}
+
+
+def best_student(analysis: AnalysisResult, students: StudentsResult) -> tuple[str, str]:
+    """The ensemble-distilled student to ship, by a rule fixed before the results: (variant, why).
+
+    1. the fewest failed replicas (as a fraction), then stable before not stable;
+    2. of those, the one resolved lower (:func:`lower`) than every other in at least one TAE and
+       resolved higher in none;
+    3. when no single one is (the replicas cannot choose), the paper's recipe ``ensemble-e-ft-faa``
+       if it is left, else the lowest sum of mean TAEs.
+
+    Raises ``LookupError`` when no ensemble-distilled student has been analysed."""
+    cands = {v: analysis.models[student_model(v)] for v, s in students.students.items()
+             if s.labels == "ensemble" and student_model(v) in analysis.models}
+    if not cands:
+        raise LookupError("no ensemble-distilled student has been analysed")
+    fail = {v: a.n_failed / max(a.n_replicas, 1) for v, a in cands.items()}
+    left = {v: a for v, a in cands.items() if fail[v] == min(fail.values())}
+    if any(a.stable for a in left.values()):
+        left = {v: a for v, a in left.items() if a.stable}
+    dropped = sorted(set(cands) - set(left))
+    pre = f"{', '.join(dropped)} left out (more failed replicas or not stable); " if dropped else ""
+    if len(left) == 1:
+        (v,) = left
+        return v, (pre + "the only candidate left") if pre else "the only ensemble-distilled student"
+    kinds = [k for k in KINDS if all(_stat(a, k) is not None for a in left.values())]
+
+    def beats(a, b) -> bool:
+        verdicts = [lower(a, b, k) for k in kinds]
+        return "yes" in verdicts and "no" not in verdicts
+
+    winners = [v for v, a in left.items() if all(beats(a, b) for w, b in left.items() if w != v)]
+    if len(winners) == 1:
+        v = winners[0]
+        return v, pre + f"resolved lower than {', '.join(w for w in left if w != v)} in at least one TAE, higher in none"
+    if PAPER_RECIPE in left:
+        return PAPER_RECIPE, pre + "the replicas do not resolve a better one: the paper's recipe {e_T, F_T, F_AA}"
+    v = min(left, key=lambda w: sum(_stat(left[w], k)[0] for k in kinds))
+    return v, pre + "the replicas do not resolve a better one: the lowest sum of mean TAEs"
 
 
 def _cells(models: list, kinds) -> str:
@@ -401,6 +445,16 @@ def write_pipeline_report(out: Path, cfg, teachers: TeachersResult, students: St
              "every model are discarded (pymbar's equilibration time is a check).", "",
              comparison_markdown(analysis, runs), "![TAE comparison](tae_comparison.png)", "",
              findings_markdown(analysis, students)]
+    try:
+        best = best_student(analysis, students)
+    except LookupError:
+        best = None
+    if best is not None:
+        lines += ["## The student to ship", "",
+                  f"**{best[0]}**: {best[1]} (rule, fixed before the results: fewest failed replicas, then stable; "
+                  "then the one resolved lower than every other ensemble-distilled student in at least one TAE and "
+                  "higher in none; else the paper's recipe {e_T, F_T, F_AA}). "
+                  f"`models/ship_from_pipeline.py` ships it by default.", ""]
     failures = [(name, f) for name, a in analysis.models.items() for f in a.failures]
     lines += ["## Failed replicas", ""]
     if failures:
@@ -454,7 +508,8 @@ def write_pipeline_report(out: Path, cfg, teachers: TeachersResult, students: St
     trained = teachers.to_dict()
     data = {"analysis": analysis.to_dict(), "md": runs.to_dict(),
             "teachers": {k: trained[k] for k in ("runs", "validation_forces", "metrics")},
-            "students": students.to_dict(), "seconds": times}
+            "students": students.to_dict(), "seconds": times,
+            "best_student": None if best is None else {"variant": best[0], "why": best[1]}}
     (dest / "report.json").write_text(json.dumps(make_portable(data, dest), indent=1, default=str))
     log(text)
     return ReportResult(report=dest / "report.md", plot=dest / "tae_comparison.png", report_json=dest / "report.json",

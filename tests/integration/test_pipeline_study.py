@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from openmm_cgkd.pipeline import load_pipeline_config, run_pipeline, stage_outputs
+from openmm_cgkd.pipeline_report import best_student
 
 ROOT = Path(__file__).resolve().parents[2]
 STUDENTS = {"ensemble-e-ft-faa", "single-e-ft-faa-teacher00", "single-e-ft-faa-teacher01"}
@@ -152,11 +153,17 @@ def test_ship_from_pipeline_reads_the_typed_stage_results(study, tmp_path, monke
     ship = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(ship)
     monkeypatch.setattr(ship, "HERE", tmp_path)
-    written = ship.ship(root / "study", "ensemble-e-ft-faa", "tiny")
+    written = ship.ship(root / "study", "best", "tiny")  # the report's choice, by its fixed rule
     assert written == [tmp_path / "tiny-teachers", tmp_path / "tiny-student"]
+    variant, why = best_student(results["analysis"], results["students"])
+    assert variant in ("ensemble-e-ft-faa", "ensemble-ft-faa")
+    report = json.loads((root / "study" / "report.json").read_text())
+    assert report["best_student"] == {"variant": variant, "why": why}
+    assert f"## The student to ship\n\n**{variant}**: {why}" in (root / "study" / "report.md").read_text()
     card = (tmp_path / "tiny-student" / "MODEL_CARD.md").read_text()
-    rdf = results["analysis"].models["student-ensemble-e-ft-faa"].summary["rdf"]
-    assert f"| student-ensemble-e-ft-faa | 0 of 2 replicas failed | {rdf['mean']:.3f} +- {rdf['std']:.3f} |" in card
+    assert f"variant `{variant}`; shipped as the study's student: {why}" in card
+    rdf = results["analysis"].models[f"student-{variant}"].summary["rdf"]
+    assert f"| student-{variant} | 0 of 2 replicas failed | {rdf['mean']:.3f} +- {rdf['std']:.3f} |" in card
     assert "| ensemble-2 |" in card and "| teacher-00 |" in card and "AA noise floor (blocks of 4" in card
     assert "ns/day in OpenMM MD (CPU platform, 24 beads, 4 fs step, 1 thread(s) per replica" in card
     assert "WITHOUT reaching early stopping" in card  # 1 epoch: the card says the model is not converged

@@ -7,7 +7,7 @@ import pytest
 
 from openmm_cgkd.analysis.noise import NoiseFloor
 from openmm_cgkd.analysis.replicas import replica_stat
-from openmm_cgkd.pipeline_report import below_teachers, findings_markdown, lower
+from openmm_cgkd.pipeline_report import below_teachers, best_student, findings_markdown, lower
 from openmm_cgkd.pipeline_results import AnalysisResult, ModelAnalysis, StudentResult, StudentsResult, TrainingRun
 
 
@@ -103,3 +103,44 @@ def test_a_model_without_scored_replicas_reads_n_a():
     row = _row(text, "the ensemble beats", "ensemble-8")
     assert "n/a vs 0.250" in row and "RDF n/a" in row and "4 of 4 failed" in row
     assert np.isnan(replica_stat([]).mean)
+
+
+def _ens_students(*variants: str) -> StudentsResult:
+    return StudentsResult({v: _student(v, "ensemble") for v in variants}
+                          | {"single-e-ft-faa-teacher00": _student("single-e-ft-faa", "member_00", 0)})
+
+
+def test_the_student_to_ship_is_the_one_resolved_better():
+    students = _ens_students("ensemble-e-ft-faa", "ensemble-ft-faa")
+    models = {"student-ensemble-e-ft-faa": _model([0.20, 0.21, 0.19, 0.20]),
+              "student-ensemble-ft-faa": _model([0.10, 0.11, 0.09, 0.10]),
+              "student-single-e-ft-faa-teacher00": _model([0.01, 0.01])}  # better, but not ensemble-distilled
+    variant, why = best_student(AnalysisResult(models, {}), students)
+    assert variant == "ensemble-ft-faa" and "resolved lower than ensemble-e-ft-faa" in why
+
+
+def test_the_student_to_ship_is_the_papers_recipe_when_replicas_cannot_choose():
+    students = _ens_students("ensemble-e-ft-faa", "ensemble-ft-faa")
+    # {F_T, F_AA} lower in RDF (resolved) but higher in CDF (resolved): neither beats the other
+    models = {"student-ensemble-e-ft-faa": _model([0.20, 0.21, 0.19, 0.20], cdf=[0.10, 0.11, 0.09, 0.10]),
+              "student-ensemble-ft-faa": _model([0.10, 0.11, 0.09, 0.10], cdf=[0.20, 0.21, 0.19, 0.20])}
+    variant, why = best_student(AnalysisResult(models, {}), students)
+    assert variant == "ensemble-e-ft-faa" and "do not resolve" in why and "paper's recipe" in why
+    # without the paper's recipe among them: the lowest sum of mean TAEs
+    students = _ens_students("ensemble-ft-faa", "ensemble-f-faa")
+    models = {"student-ensemble-ft-faa": _model([0.10, 0.12], cdf=[0.20, 0.22]),
+              "student-ensemble-f-faa": _model([0.11, 0.12], cdf=[0.22, 0.22])}
+    assert best_student(AnalysisResult(models, {}), students)[0] == "ensemble-ft-faa"
+
+
+def test_the_student_to_ship_never_has_more_failed_replicas_or_drifts():
+    students = _ens_students("ensemble-e-ft-faa", "ensemble-ft-faa")
+    models = {"student-ensemble-e-ft-faa": _model([0.10, 0.11, 0.09], failed=1),  # lower TAEs, 1 of 4 failed
+              "student-ensemble-ft-faa": _model([0.20, 0.21, 0.19, 0.20])}
+    variant, why = best_student(AnalysisResult(models, {}), students)
+    assert variant == "ensemble-ft-faa" and why.startswith("ensemble-e-ft-faa left out")
+    models = {"student-ensemble-e-ft-faa": _model([0.10, 0.11, 0.09, 0.10], stable=False),
+              "student-ensemble-ft-faa": _model([0.20, 0.21, 0.19, 0.20])}
+    assert best_student(AnalysisResult(models, {}), students)[0] == "ensemble-ft-faa"
+    with pytest.raises(LookupError, match="no ensemble-distilled student"):
+        best_student(AnalysisResult({}, {}), students)

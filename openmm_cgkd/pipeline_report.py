@@ -136,6 +136,9 @@ def below_teachers(a, teachers: list, kind: str) -> str:
 
 
 PAPER_RECIPE = "ensemble-e-ft-faa"  # the paper's best student: ensemble labels, {e_T, F_T, F_AA}
+BEST_STUDENT_RULE = ("fewest failed replicas, then stable; then the one resolved lower than every other "
+                     "ensemble-distilled student in at least one TAE and higher in none; else the paper's recipe "
+                     "{e_T, F_T, F_AA}")  # what best_student does, as the report states it
 
 
 def best_student(analysis: AnalysisResult, students: StudentsResult) -> tuple[str, str]:
@@ -451,10 +454,8 @@ def write_pipeline_report(out: Path, cfg, teachers: TeachersResult, students: St
         best = None
     if best is not None:
         lines += ["## The student to ship", "",
-                  f"**{best[0]}**: {best[1]} (rule, fixed before the results: fewest failed replicas, then stable; "
-                  "then the one resolved lower than every other ensemble-distilled student in at least one TAE and "
-                  "higher in none; else the paper's recipe {e_T, F_T, F_AA}). "
-                  f"`models/ship_from_pipeline.py` ships it by default.", ""]
+                  f"**{best[0]}**: {best[1]} (rule, fixed before the results: {BEST_STUDENT_RULE}). "
+                  "`models/ship_from_pipeline.py` ships it by default.", ""]
     failures = [(name, f) for name, a in analysis.models.items() for f in a.failures]
     lines += ["## Failed replicas", ""]
     if failures:

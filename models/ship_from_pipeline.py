@@ -66,6 +66,22 @@ def _rebase_provenance(dst: Path, src: Path, shipped: dict[Path, Path]) -> None:
     (dst / MANIFEST_NAME).write_text(text)
 
 
+def _aa_summary(prov: dict) -> str:
+    """One line on the AA data behind a mapped dataset, from its provenance (``cgkd aa-run``)."""
+    system, protocol = prov.get("system") or {}, prov.get("protocol") or {}
+    if not system or not protocol:
+        return prov.get("note") or prov.get("source") or "not recorded"
+    s14 = system.get("scale_14") or {}
+    hmr = protocol.get("hydrogen_mass_da")
+    return (f"{system.get('n_atoms')} atoms ({system.get('name')}, force field {system.get('forcefield')}, 1-4 "
+            f"Coulomb x {s14.get('coulomb')} and LJ x {s14.get('lj')}), {protocol.get('temperature_K')} K NVT "
+            f"({protocol.get('thermostat')}); {protocol.get('equilibration_ps'):g} ps equilibration, "
+            f"{protocol.get('production_ps'):g} ps production with positions and forces every "
+            f"{protocol.get('frame_interval_ps'):g} ps; AA step {protocol.get('timestep_fs'):g} fs"
+            + (f" with hydrogen masses {hmr:g} Da for the integrator only (bead centres and masses from the "
+               "physical masses)" if hmr else ""))
+
+
 def ship(run: Path, student_variant: str, name_prefix: str = "des") -> list[Path]:
     import yaml
 
@@ -100,6 +116,10 @@ def ship(run: Path, student_variant: str, name_prefix: str = "des") -> list[Path
         (f"{name_prefix}-student", students[student_variant].bundle, student_model(student_variant),
          students[student_variant].metrics),
     ]
+    source = ds.provenance.get("selected_from")
+    # the selection names its source relative to the selected file: name it relative to the repository
+    source = (f"{relative_path(dataset_path.parent / source, HERE.parent)} (relative to the repository)"
+              if source and not Path(source).is_absolute() else make_portable(str(source or "?"), HERE.parent))
     run_cfg = yaml.safe_load((run / "pipeline.yaml").read_text()) if (run / "pipeline.yaml").is_file() else {}
     md_cfg = run_cfg.get("md") or {}  # the MD settings the speeds were measured with
     written = []
@@ -120,12 +140,13 @@ def ship(run: Path, student_variant: str, name_prefix: str = "des") -> list[Path
         # this model beside the ensemble and the single teachers, as in the pipeline's report
         compared = {n: a for n, a in analysis.items() if n == model_key or model_kind(n) in ("ensemble", "teacher")}
         table = comparison_markdown(AnalysisResult(compared, {}), stages["md"])
-        table = table.replace("## Structural error", "Structural error")
+        table = table.split("\n", 2)[2]  # the card has its own heading
         floor = stages["analysis"].noise_floor
         runs_ = teachers.runs if model_key == entries[0][2] else (students[student_variant].run,)
         epochs = [r.epochs for r in runs_ if r.epochs is not None]
         converged = bool(runs_) and all(r.stopped_early for r in runs_)
-        training = (f"trained to early stopping on the validation block ({min(epochs)}-{max(epochs)} epochs)"
+        span = f"{min(epochs)}" if epochs and min(epochs) == max(epochs) else f"{min(epochs, default='?')}-{max(epochs, default='?')}"
+        training = (f"trained to early stopping on the validation block ({span} epochs)"
                     if converged and epochs else
                     f"trained for {max(epochs) if epochs else '?'} epochs WITHOUT reaching early stopping: "
                     "not converged, a working model of the workflow")
@@ -144,9 +165,9 @@ def ship(run: Path, student_variant: str, name_prefix: str = "des") -> list[Path
             "",
             "## Data",
             f"- {ds.n_frames} frames of {ds.n_beads} beads ({ds.type_counts()}), times {ds.times[0]:.1f}-{ds.times[-1]:.1f} ps, "
-            f"box {np.linalg.norm(box, axis=1).round(4).tolist()} nm",
-            f"- source: {ds.provenance.get('selected_from', '?')} ({ds.provenance.get('selection', '')})",
-            f"- AA: {ds.provenance.get('note', '')}",
+            f"box {[round(float(x), 4) for x in np.linalg.norm(box, axis=1)]} nm",
+            f"- source: {source}; {ds.provenance.get('selection', '')}",
+            f"- AA: {_aa_summary(ds.provenance)}",
             "",
             "## Training metrics (test block, kJ/mol/nm)",
             "```json", json.dumps(metrics, indent=1, default=str)[:3000], "```",

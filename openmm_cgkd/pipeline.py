@@ -1009,21 +1009,13 @@ def _stage_md(cfg: PipelineConfig, out: Path, models: dict[str, tuple[str, int]]
     jobs = replica_jobs(models, train_block)
     records: dict[tuple[str, int], dict] = {}
     if cfg.md.workers > 1 and len(jobs) > 1:
-        import multiprocessing
-
         log(f"[md] {len(jobs)} replicas, {cfg.md.workers} at a time")
-        pool = multiprocessing.get_context("spawn").Pool(min(cfg.md.workers, len(jobs)), _md_worker_init,
-                                                          (cfg, out, data_digest))
-        try:
-            for (name, _, r, _), rec, lines in pool.imap_unordered(_md_worker_run, jobs):
-                records[name, r] = rec
-                for line in lines:
-                    log(line)
-                tick()
-            pool.close()
-        finally:
-            pool.terminate()  # a stop (SIGTERM, Ctrl-C) or an error: the replicas under way resume from
-            pool.join()  # their last checkpoint next time
+        for (name, _, r, _), rec, lines in worker_map(cfg.md.workers, _md_worker_init, (cfg, out, data_digest),
+                                                      _md_worker_run, jobs):
+            records[name, r] = rec
+            for line in lines:
+                log(line)
+            tick()
     else:
         _WORKER.clear()
         _WORKER.update(runner=runner, ff={})  # logs as it goes
@@ -1031,6 +1023,24 @@ def _stage_md(cfg: PipelineConfig, out: Path, models: dict[str, tuple[str, int]]
             records[job[0], job[2]] = _md_worker_run(job)[1]
             tick()
     return _md_result(out, models, jobs, records, checks)
+
+
+def worker_map(workers: int, initializer, initargs: tuple, fn, jobs: list):
+    """``fn(job)`` for every job in ``workers`` spawned processes (each set up once by
+    ``initializer(*initargs)``), yielding results as they finish. When the jobs are done the
+    workers exit on their own (terminating them at that point leaves their named semaphores to
+    the resource tracker, which warns of leaks at shutdown); a stop (SIGTERM, Ctrl-C) or an error
+    terminates them, and the jobs under way resume from their last checkpoint next time."""
+    import multiprocessing
+
+    pool = multiprocessing.get_context("spawn").Pool(min(workers, len(jobs)), initializer, initargs)
+    try:
+        yield from pool.imap_unordered(fn, jobs)
+        pool.close()
+        pool.join()
+    finally:
+        pool.terminate()
+        pool.join()
 
 
 def _md_result(out: Path, models: dict, jobs: list, records: dict[tuple[str, int], dict], checks: dict) -> MDResult:

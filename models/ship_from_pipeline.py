@@ -145,10 +145,10 @@ def ship(run: Path, student_variant: str, name_prefix: str = "des") -> list[Path
         runs_ = teachers.runs if model_key == entries[0][2] else (students[student_variant].run,)
         epochs = [r.epochs for r in runs_ if r.epochs is not None]
         converged = bool(runs_) and all(r.stopped_early for r in runs_)
-        span = f"{min(epochs)}" if epochs and min(epochs) == max(epochs) else f"{min(epochs, default='?')}-{max(epochs, default='?')}"
-        training = (f"trained to early stopping on the validation block ({span} epochs)"
+        lo, hi = (min(epochs), max(epochs)) if epochs else ("?", "?")
+        training = (f"trained to early stopping on the validation block ({lo if lo == hi else f'{lo}-{hi}'} epochs)"
                     if converged and epochs else
-                    f"trained for {max(epochs) if epochs else '?'} epochs WITHOUT reaching early stopping: "
+                    f"trained for {hi} epochs WITHOUT reaching early stopping: "
                     "not converged, a working model of the workflow")
         card = [
             f"# {name}", "",

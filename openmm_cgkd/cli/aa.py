@@ -86,7 +86,7 @@ def _protocol(args, sysdef):
     return Protocol(temperature_K=given(args.temperature, sysdef.temperature_K),
                     timestep_fs=given(args.timestep, sysdef.timestep_fs), thermostat=args.thermostat,
                     friction_per_ps=given(args.friction, sysdef.friction_per_ps), hydrogen_mass_da=args.hydrogen_mass,
-                    anneal_ps=args.anneal_ps, anneal_temperature_K=args.anneal_temperature,
+                    anneal_ps=args.anneal_ps, anneal_temperature_K=args.anneal_temperature, hot_ps=args.hot_ps,
                     equilibration_ps=args.equilibration_ps, production_ps=args.production_ps,
                     frame_interval_ps=args.frame_interval_ps, checkpoint_every_frames=args.checkpoint_every,
                     seed=args.seed).validate()
@@ -243,6 +243,8 @@ def register(sub) -> None:
     g.add_argument("--no-mapping", action="store_true", help="do not map during the run")
     g.add_argument("--anneal-ps", type=nonnegative_float, default=0.0, help="anneal length, ps (0 = none)")
     g.add_argument("--anneal-temperature", type=positive_float, default=400.0, help="anneal start temperature, K")
+    g.add_argument("--hot-ps", type=nonnegative_float, default=0.0,
+                   help="hold at --anneal-temperature this long before the cool-down, ps (decorrelates a packing; 0 = none)")
     g.add_argument("--equilibration-ps", type=nonnegative_float, default=100.0,
                    help="NVT equilibration, ps (default 100)")
     g.add_argument("--production-ps", type=positive_float, default=500.0, help="production length, ps (default 500)")

@@ -62,6 +62,7 @@ class Protocol:
     friction_per_ps: float = 1.0  # Langevin friction / Nose-Hoover collision frequency
     anneal_ps: float = 0.0  # linear cool-down from anneal_temperature_K to temperature_K
     anneal_temperature_K: float = 400.0
+    hot_ps: float = 0.0  # held at anneal_temperature_K before the cool-down (decorrelates a packing)
     equilibration_ps: float = 100.0
     production_ps: float = 500.0
     frame_interval_ps: float = 1.0
@@ -76,8 +77,8 @@ class Protocol:
             (self.temperature_K > 0, f"temperature must be positive (K), got {self.temperature_K}"),
             (self.timestep_fs > 0, f"time step must be positive (fs), got {self.timestep_fs}"),
             (self.friction_per_ps > 0, f"friction must be positive (1/ps), got {self.friction_per_ps}"),
-            (self.anneal_ps >= 0 and self.equilibration_ps >= 0 and self.production_ps > 0,
-             "anneal and equilibration lengths must be >= 0 ps and the production length > 0 ps"),
+            (self.anneal_ps >= 0 and self.hot_ps >= 0 and self.equilibration_ps >= 0 and self.production_ps > 0,
+             "hot, anneal and equilibration lengths must be >= 0 ps and the production length > 0 ps"),
             (self.anneal_temperature_K > 0, f"anneal temperature must be positive (K), got {self.anneal_temperature_K}"),
             (self.frame_interval_ps > 0 and self.steps(self.frame_interval_ps) >= 1,
              f"frame interval must be at least one time step, got {self.frame_interval_ps} ps"),
@@ -107,8 +108,14 @@ class Protocol:
         return k
 
     @property
+    def n_hot(self) -> int:
+        """Steps held at the anneal temperature before the cool-down."""
+        return self.steps(self.hot_ps)
+
+    @property
     def n_anneal(self) -> int:
-        return self.steps(self.anneal_ps)
+        """Steps of the whole high-temperature phase: the hot hold, then the linear cool-down."""
+        return self.n_hot + self.steps(self.anneal_ps)
 
     @property
     def n_pre(self) -> int:
@@ -124,8 +131,10 @@ class Protocol:
         return self.n_pre + self.n_frames * self.frame_steps
 
     def temperature_at(self, step: int) -> float:
+        if step < self.n_hot:
+            return self.anneal_temperature_K
         if step < self.n_anneal:
-            f = step / max(self.n_anneal, 1)
+            f = (step - self.n_hot) / max(self.n_anneal - self.n_hot, 1)
             return self.anneal_temperature_K + f * (self.temperature_K - self.anneal_temperature_K)
         return self.temperature_K
 
@@ -333,7 +342,8 @@ def check_resume(run_dir: str | Path, sysdef, protocol: Protocol, mapping=None) 
     meta = read_json(run_dir / "run.json")
     if meta is None:
         raise RunError(f"{run_dir} is not an aa-run directory (no run.json)")
-    refuse_if_changed({k: v for k, v in meta["protocol"].items() if k != "production_ps"},
+    started = {"hot_ps": 0.0, **meta["protocol"]}  # runs from before the hot hold existed had none
+    refuse_if_changed({k: v for k, v in started.items() if k != "production_ps"},
                       {k: v for k, v in asdict(protocol).items() if k != "production_ps"},
                       f"{run_dir} was started with a different protocol",
                       "use a new run directory or the original settings", error=RunError)

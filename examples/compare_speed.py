@@ -1,7 +1,7 @@
 """Ensemble vs student: how much a K-teacher ensemble costs per MD step in OpenMM, compared with
 the single-network student that replaces it (the point of knowledge distillation).
 
-What it does: calls :func:`openmm_cgkd.benchmark.run_benchmark` (the API behind ``cgkd benchmark``)
+What it does: calls :func:`openmm_cgkd.benchmark.md.run_benchmark` (the API behind ``cgkd benchmark``)
 for the K-member ensemble served as ONE module, the naive ensemble (K separate TorchForces, forces
 scaled by 1/K) and a student, on ``--beads`` DES beads at the reline density; prints the table,
 the ratios to the student, and writes the JSON. Untrained networks (random weights): speed does
@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=Path("runs/examples/compare_speed.json"), help="JSON output")
     args = p.parse_args(argv)
 
-    from openmm_cgkd.benchmark import BenchmarkSettings, format_goals, format_table, run_benchmark
+    from openmm_cgkd.benchmark.md import BenchmarkSettings, format_goals, format_table, run_benchmark
 
     settings = BenchmarkSettings(n_beads=args.beads, members=args.members,
                                  architectures=[args.architecture] if args.architecture else None,

@@ -4,7 +4,7 @@
 
 writes ``models/des-teachers`` (the ensemble bundle) and ``models/des-student`` (the student
 bundle: by default the ensemble-distilled student the run's report chose by its fixed rule,
-``openmm_cgkd.pipeline_report.best_student``; ``--student VARIANT`` ships another), each with
+``openmm_cgkd.workflow.report.best_student``; ``--student VARIANT`` ships another), each with
 ``MODEL_CARD.md`` (data, variant, why this student, training metrics, structural TAEs and MD
 speed measured by the pipeline) and ``continuity.npz``: a fixed input (bead types, positions nm,
 box nm; frame 0 of the pipeline's dataset) with the module's outputs on it when shipped.
@@ -87,9 +87,9 @@ def ship(run: Path, student_variant: str, name_prefix: str = "des") -> list[Path
 
     from openmm_cgkd.bundle import load_bundle
     from openmm_cgkd.data.dataset import CGDataset
-    from openmm_cgkd.pipeline import stage_outputs
-    from openmm_cgkd.pipeline_report import best_student, comparison_markdown
-    from openmm_cgkd.pipeline_results import AnalysisResult, ensemble_model, model_kind, student_model
+    from openmm_cgkd.workflow.pipeline import stage_outputs
+    from openmm_cgkd.workflow.report import best_student, comparison_markdown
+    from openmm_cgkd.workflow.results import AnalysisResult, ensemble_model, model_kind, student_model
     from openmm_cgkd.provenance import make_portable, relative_path
 
     stages = {name: stage_outputs(run, name) for name in ("teachers", "students", "md", "analysis")}

@@ -3,7 +3,7 @@
 Every settings class (the training configs of :mod:`openmm_cgkd.training.config`, the
 network architecture :class:`~openmm_cgkd.model.potential.PotentialConfig`, the analysis
 :class:`~openmm_cgkd.analysis.report.AnalysisSettings`, the
-:class:`~openmm_cgkd.benchmark.BenchmarkSettings`, the pipeline config) is a dataclass deriving
+:class:`~openmm_cgkd.benchmark.md.BenchmarkSettings`, the pipeline config) is a dataclass deriving
 from :class:`Config`, which gives it ``from_dict``, ``from_yaml`` and ``to_dict``:
 
 * a key the dataclass does not have is a :class:`ConfigError` naming it by its dotted path

@@ -127,7 +127,7 @@ def write_fingerprint(directory: str | os.PathLike, settings: Mapping) -> str:
     p = Path(directory) / FINGERPRINT_FILE
     p.parent.mkdir(parents=True, exist_ok=True)
     d = digest(settings)
-    from openmm_cgkd.md_engine import atomic_write
+    from openmm_cgkd.md.restart import atomic_write
 
     atomic_write(p, json.dumps({"digest": d, "settings": settings}, indent=1, sort_keys=True, default=str) + "\n")
     return d

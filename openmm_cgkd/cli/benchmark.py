@@ -9,7 +9,7 @@ from openmm_cgkd.cli.common import (add_platform_argument, check_input_file, che
 
 __all__ = ["register"]
 
-# = openmm_cgkd.benchmark.MODEL_NAMES (not imported here: it imports torch)
+# = openmm_cgkd.benchmark.md.MODEL_NAMES (not imported here: it imports torch)
 MODEL_NAMES = ("teacher", "ensemble", "naive-ensemble", "student")
 
 EPILOG = """\
@@ -32,7 +32,7 @@ def _run(args: argparse.Namespace) -> int:
         check_input_file(args.structure, "structure (--structure)")
     if args.out:
         check_output_file(args.out, "--out", (".json",))
-    from openmm_cgkd.benchmark import BenchmarkSettings, format_goals, format_table, run_benchmark
+    from openmm_cgkd.benchmark.md import BenchmarkSettings, format_goals, format_table, run_benchmark
 
     settings = BenchmarkSettings.from_dict(dict(
         n_beads=args.beads, system=args.system, architectures=args.architecture, members=args.members,
@@ -65,7 +65,7 @@ def _run(args: argparse.Namespace) -> int:
     print(format_goals(result))
     training = None
     if args.training:
-        from openmm_cgkd.benchmark_training import (TrainingBenchmarkSettings, format_training_table,
+        from openmm_cgkd.benchmark.training import (TrainingBenchmarkSettings, format_training_table,
                                                     run_training_benchmark)
 
         print(f"\ntraining throughput ({args.members} stacked hipnn-ts members vs one by one; batches of "

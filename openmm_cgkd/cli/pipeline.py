@@ -1,4 +1,4 @@
-"""`cgkd pipeline`: the whole method, cached and resumable (see openmm_cgkd.pipeline)."""
+"""`cgkd pipeline`: the whole method, cached and resumable (see openmm_cgkd.workflow.pipeline)."""
 from __future__ import annotations
 
 import argparse
@@ -27,18 +27,18 @@ def register(subparsers) -> None:
                         "finished so far and write <out>/interim/report.md with its figures; nothing is "
                         "trained or simulated and no stage changes")
     p.add_argument("--sweep", action="store_true",
-                   help="CONFIG is a sweep config (see openmm_cgkd/sweep.py): run every grid point, write sweep.md")
+                   help="CONFIG is a sweep config (see openmm_cgkd/workflow/sweep.py): run every grid point, write sweep.md")
     p.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
-    from openmm_cgkd.pipeline import interim_report, load_pipeline_config, run_pipeline
+    from openmm_cgkd.workflow.pipeline import interim_report, load_pipeline_config, run_pipeline
     from openmm_cgkd.training.config import ConfigError
 
     if sum(map(bool, (args.status, args.interim, args.sweep, args.only))) > 1:
         raise ConfigError("give at most one of --status, --interim, --sweep and --only")
     if args.sweep:
-        from openmm_cgkd.sweep import load_sweep_config, run_sweep
+        from openmm_cgkd.workflow.sweep import load_sweep_config, run_sweep
 
         if args.dataset:
             raise ConfigError("--dataset does not apply to a sweep (its base config names the dataset)")
@@ -53,7 +53,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.dataset:
         cfg.dataset = args.dataset
     if args.status:
-        from openmm_cgkd.pipeline_status import pipeline_status
+        from openmm_cgkd.workflow.status import pipeline_status
 
         print(pipeline_status(cfg), end="")
         return 0

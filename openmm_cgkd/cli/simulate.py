@@ -93,7 +93,7 @@ def run_md(ff, structure: Path, args: argparse.Namespace, description: str = "MD
     ``--resume`` continues a run only if the bundle's and the structure's contents and the MD
     settings are those it was started with (else a clear error; nothing is appended)."""
     from openmm_cgkd.fingerprint import bundle_checksum, digest, file_sha256
-    from openmm_cgkd.simulation import run_simulation
+    from openmm_cgkd.md.simulation import run_simulation
     from openmm_cgkd.topology import read_bead_pdb
 
     threads = cpu_threads(args.threads, args.platform)

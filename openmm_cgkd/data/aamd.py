@@ -10,7 +10,7 @@ A run lives in one directory::
     frames/part_*.h5    production frames, one file per checkpoint interval (atomic renames)
     cg/part_*.h5        the same frames mapped to beads, when run with a mapping (kept in git)
     production.h5       all frames in one file, written when production finishes
-    .lock               locked while the restart files are written (:class:`~openmm_cgkd.md_engine.RunLock`)
+    .lock               locked while the restart files are written (:class:`~openmm_cgkd.md.restart.RunLock`)
 
 Every production frame holds positions (nm), TOTAL force-field forces on every atom (kJ/mol/nm;
 constraint forces are not included, see the README), box vectors (nm), potential energy
@@ -19,7 +19,7 @@ and progress.json after that, so a kill at any moment loses at most the frames a
 progress.json; rerunning the same command deletes any part file past it and continues from
 the matching checkpoint: no frame is lost or duplicated. A checkpoint that does not load back
 exactly (another platform, truncated, damaged) is replaced by ``state.xml``. The restart set,
-atomic writes, the lock and the resume checks are :mod:`openmm_cgkd.md_engine`'s, shared with CG runs.
+atomic writes, the lock and the resume checks are :mod:`openmm_cgkd.md.restart`'s, shared with CG runs.
 """
 from __future__ import annotations
 
@@ -33,9 +33,9 @@ from pathlib import Path
 import numpy as np
 
 from openmm_cgkd.errors import CGKDError
-from openmm_cgkd.md_engine import (CHECKPOINT_FILE, PROGRESS_FILE, STATE_FILE, CheckpointError, load_checkpoint,
+from openmm_cgkd.md.restart import (CHECKPOINT_FILE, PROGRESS_FILE, STATE_FILE, CheckpointError, load_checkpoint,
                                    ns_per_day, read_json, refuse_if_changed, save_restart, write_json)
-from openmm_cgkd.platforms import GPU_PLATFORMS, select_platform
+from openmm_cgkd.md.platforms import GPU_PLATFORMS, select_platform
 from openmm_cgkd.provenance import anchor_paths
 
 __all__ = ["Protocol", "run_aa", "check_resume", "read_frames", "read_mapped", "consolidate", "RunError",

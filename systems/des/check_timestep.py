@@ -3,7 +3,7 @@
     uv run python systems/des/check_timestep.py BUNDLE [--dataset systems/des/reline_252_cg.h5]
         [--frame 300] [--timesteps 2,4,5] [--nvt-ps 20] [--nve-ps 20] [--out check.json]
 
-For each step: :func:`openmm_cgkd.timestep_check.check_timestep` (NVT kinetic temperature against
+For each step: :func:`openmm_cgkd.md.timestep_check.check_timestep` (NVT kinetic temperature against
 the thermostat's, then the NVE total-energy drift and RMS per bead), same start frame and seed.
 The pipeline runs the same check on its first student at ``md.timestep_fs``; this script compares
 steps on any model before a study commits to one. Units: fs, ps, K, kJ/mol.
@@ -32,7 +32,7 @@ def main(argv=None) -> int:
     import torch
 
     from openmm_cgkd.data.dataset import CGDataset
-    from openmm_cgkd.timestep_check import check_timestep
+    from openmm_cgkd.md.timestep_check import check_timestep
     from openmm_cgkd.topology import bead_topology
 
     torch.set_num_threads(args.threads)

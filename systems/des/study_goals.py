@@ -23,8 +23,8 @@ import argparse
 import json
 from pathlib import Path
 
-from openmm_cgkd.pipeline_report import plus_minus, summary_stat
-from openmm_cgkd.pipeline_results import model_kind
+from openmm_cgkd.workflow.report import plus_minus, summary_stat
+from openmm_cgkd.workflow.results import model_kind
 
 RDF_GOAL, CDF_GOAL = 0.10, 0.25
 PAIRING_G = 1.0  # a contact peak: the model's g(r) reaches the bulk density where the AA has no pair

@@ -1,4 +1,4 @@
-"""AA run directories written before the MD engine was shared (openmm_cgkd/md_engine.py) resume
+"""AA run directories written before the MD engine was shared (openmm_cgkd/md/restart.py) resume
 with today's code: the frozen run in tests/data/aa_run_v1, and the reference run in
 systems/des/aa_reline_252 (read only: its restart set is copied under its lock, nothing is run there)."""
 import fcntl
@@ -116,7 +116,7 @@ def test_reference_run_resumes_with_this_code(tmp_path, monkeypatch):
     from openmm_cgkd.cli.main import build_parser
     from openmm_cgkd.data import aamd
     from openmm_cgkd.data.opls import build_topology, create_system
-    from openmm_cgkd.md_engine import read_json
+    from openmm_cgkd.md.restart import read_json
 
     snap = tmp_path / "snap"
     _copy_restart_set(snap)

@@ -11,7 +11,7 @@ import torch
 openmm = pytest.importorskip("openmm")
 from openmm import unit  # noqa: E402
 
-from openmm_cgkd.benchmark import BenchmarkError, BenchmarkSettings, ScaledPotential, build_variant_system  # noqa: E402
+from openmm_cgkd.benchmark.md import BenchmarkError, BenchmarkSettings, ScaledPotential, build_variant_system  # noqa: E402
 from openmm_cgkd.bundle import build_untrained_bundle, untrained_config  # noqa: E402
 from openmm_cgkd.cli.main import main  # noqa: E402
 from openmm_cgkd.serving.forcefield import CGKDForceField  # noqa: E402

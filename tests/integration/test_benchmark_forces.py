@@ -10,7 +10,7 @@ import torch
 openmm = pytest.importorskip("openmm")
 from openmm import unit  # noqa: E402
 
-from openmm_cgkd.benchmark import (BenchmarkError, BenchmarkSettings, ScaledPotential,  # noqa: E402
+from openmm_cgkd.benchmark.md import (BenchmarkError, BenchmarkSettings, ScaledPotential,  # noqa: E402
                                    build_variant_system, ensemble_member_modules)
 from openmm_cgkd.bundle import build_untrained_bundle, untrained_config  # noqa: E402
 from openmm_cgkd.serving.forcefield import CGKDForceField  # noqa: E402
@@ -132,7 +132,7 @@ def test_generic_lattice_knows_no_system():
 
 
 def test_box_too_small_and_bad_settings_are_clear_errors():
-    from openmm_cgkd.benchmark import run_benchmark
+    from openmm_cgkd.benchmark.md import run_benchmark
 
     with pytest.raises(BenchmarkError, match="use at least 89 beads"):
         run_benchmark(BenchmarkSettings(n_beads=30, members=2, cutoff_nm=1.0, embedding_dim=8, num_layers=1,

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from openmm_cgkd.benchmark import BenchmarkSettings, untrained_model_config
+from openmm_cgkd.benchmark.md import BenchmarkSettings, untrained_model_config
 from openmm_cgkd.cli.main import main
 from openmm_cgkd.config import ConfigError
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import yaml
 
-from openmm_cgkd.pipeline import load_pipeline_config, run_pipeline, start_frames
+from openmm_cgkd.workflow.pipeline import load_pipeline_config, run_pipeline, start_frames
 from openmm_cgkd.training.config import ConfigError
 
 

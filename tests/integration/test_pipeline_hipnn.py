@@ -6,7 +6,7 @@ import json
 
 import yaml
 
-from openmm_cgkd.pipeline import load_pipeline_config, run_pipeline
+from openmm_cgkd.workflow.pipeline import load_pipeline_config, run_pipeline
 
 
 def test_a_hipnn_ts_study_runs_every_stage(tmp_path):
@@ -38,7 +38,7 @@ def test_a_hipnn_ts_study_runs_every_stage(tmp_path):
         assert (out / "students" / student / "run" / "logs" / "metrics.csv").is_file()
     stacked_students = json.loads((out / "students" / "stacked" / "result.json").read_text())
     assert stacked_students["num_members"] == 4  # the four students trained as one stacked run
-    from openmm_cgkd.pipeline_status import pipeline_status
+    from openmm_cgkd.workflow.status import pipeline_status
 
     status = pipeline_status(load_pipeline_config(tmp_path / "p.yaml"))
     for student in ("ensemble-e-ft-faa", "single-e-ft-faa-teacher01"):

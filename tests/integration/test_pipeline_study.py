@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 import yaml
 
-from openmm_cgkd.pipeline import load_pipeline_config, run_pipeline, stage_outputs
-from openmm_cgkd.pipeline_report import best_student
+from openmm_cgkd.workflow.pipeline import load_pipeline_config, run_pipeline, stage_outputs
+from openmm_cgkd.workflow.report import best_student
 
 ROOT = Path(__file__).resolve().parents[2]
 STUDENTS = {"ensemble-e-ft-faa", "single-e-ft-faa-teacher00", "single-e-ft-faa-teacher01"}
@@ -206,7 +206,7 @@ def test_status_reads_where_the_run_stands(study, tmp_path, capsys):
     lines = (rep / "log.csv").read_text().splitlines()
     (rep / "log.csv").write_text("\n".join(lines[:3]) + "\n")  # the header and two rows: stopped early on
     step = int(lines[2].split(",")[0])
-    from openmm_cgkd.pipeline_status import pipeline_status
+    from openmm_cgkd.workflow.status import pipeline_status
 
     cfg.out = str(tmp_path / "study")
     text = pipeline_status(cfg)
@@ -226,7 +226,7 @@ def test_interim_report_of_the_replicas_finished_so_far(study, tmp_path, capsys)
     current) so far, analysed and reported in <out>/interim/ as the analysis stage does; the models
     without one are named; nothing runs and nothing outside interim/ changes."""
     from openmm_cgkd.cli.main import main
-    from openmm_cgkd.pipeline import interim_report
+    from openmm_cgkd.workflow.pipeline import interim_report
     from openmm_cgkd.training.config import ConfigError
 
     root, results, _ = study
@@ -319,7 +319,7 @@ def test_parallel_replicas_match_the_serial_ones_and_a_stop_ends_the_workers(stu
     and keeps the finished records; the resumed stage gives the serial run's trajectories."""
     import multiprocessing
 
-    from openmm_cgkd.simulation import read_log
+    from openmm_cgkd.md.simulation import read_log
 
     root, _, _ = study
     shutil.copytree(root / "study", tmp_path / "study")
@@ -420,7 +420,7 @@ def test_check_timestep_energy_error_grows_as_dt_squared(study):
     """Velocity Verlet: the total energy fluctuates about its drift line by O(dt^2); from the same
     start (same velocities), halving the step divides that RMS by ~4. A step far too long blows up."""
     from openmm_cgkd.data.dataset import CGDataset
-    from openmm_cgkd.timestep_check import check_timestep
+    from openmm_cgkd.md.timestep_check import check_timestep
     from openmm_cgkd.topology import bead_topology
 
     root = study[0]

@@ -9,7 +9,7 @@ import pytest
 
 from openmm_cgkd.bundle import build_untrained_bundle, untrained_config
 from openmm_cgkd.cli.main import main
-from openmm_cgkd.simulation import LOG_COLUMNS, read_log
+from openmm_cgkd.md.simulation import LOG_COLUMNS, read_log
 from openmm_cgkd.topology import bead_topology_from_counts, write_bead_pdb
 
 BOX_NM = 1.5

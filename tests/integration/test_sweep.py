@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from openmm_cgkd.sweep import load_sweep_config, run_sweep, sweep_points
+from openmm_cgkd.workflow.sweep import load_sweep_config, run_sweep, sweep_points
 from openmm_cgkd.training.config import ConfigError
 
 BASE = {
@@ -119,8 +119,8 @@ def test_the_shipped_sweep_grid_is_valid_and_has_hipnn_ts():
     """Every point of systems/des/sweep.yaml makes a valid model for the DES (checked without its data)."""
     from pathlib import Path
 
-    from openmm_cgkd.pipeline import load_pipeline_config
-    from openmm_cgkd.sweep import point_config
+    from openmm_cgkd.workflow.pipeline import load_pipeline_config
+    from openmm_cgkd.workflow.sweep import point_config
     from openmm_cgkd.training.model import potential_config_for
 
     cfg = load_sweep_config(Path(__file__).resolve().parents[2] / "systems" / "des" / "sweep.yaml")

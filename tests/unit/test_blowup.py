@@ -5,8 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from openmm_cgkd.blowup import BlowUpError, closest_pair
-from openmm_cgkd.simulation import SimulationError, read_log
+from openmm_cgkd.md.blowup import BlowUpError, closest_pair
+from openmm_cgkd.md.simulation import SimulationError, read_log
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +53,7 @@ def test_closest_pair_matches_brute_force():
 def test_overlapping_beads_diagnosed_between_report_steps(ff, tmp_path, capsys):
     import mdtraj as md
 
-    from openmm_cgkd.simulation import run_simulation
+    from openmm_cgkd.md.simulation import run_simulation
 
     out = tmp_path / "run"
     sim = _system(ff, overlap=True)
@@ -78,7 +78,7 @@ def test_overlapping_beads_diagnosed_between_report_steps(ff, tmp_path, capsys):
 
 
 def test_too_large_a_time_step_is_named(ff, tmp_path):
-    from openmm_cgkd.simulation import run_simulation
+    from openmm_cgkd.md.simulation import run_simulation
 
     with pytest.raises(BlowUpError) as info:
         run_simulation(_system(ff, timestep_fs=60.0), 400, tmp_path / "run", report_interval=100, progress=False)
@@ -88,7 +88,7 @@ def test_too_large_a_time_step_is_named(ff, tmp_path):
 
 
 def test_wall_energy_of_a_pair_matches_the_wall_parameters(ff):
-    from openmm_cgkd.blowup import pair_wall_energy
+    from openmm_cgkd.md.blowup import pair_wall_energy
 
     sim = _system(ff)
     wall = ff.bundle.manifest.wall
@@ -104,7 +104,7 @@ def test_a_pair_pulled_into_the_wall_is_not_blamed_on_the_time_step(ff, tmp_path
     in a learned potential does) blows the run up at any step: the diagnosis says so."""
     import openmm
 
-    from openmm_cgkd.simulation import run_simulation
+    from openmm_cgkd.md.simulation import run_simulation
 
     sim = _system(ff, pair_nm=0.42)  # outside the wall (it starts at ~0.3 nm)
     pull = openmm.CustomBondForce("-0.5 * exp(-100 * (r - 0.45))")  # kJ/mol; 50 kJ/mol/nm at 0.45 nm
@@ -123,7 +123,7 @@ def test_a_pair_pulled_into_the_wall_is_not_blamed_on_the_time_step(ff, tmp_path
 
 
 def test_a_sane_start_runs_without_warning(ff, tmp_path, capsys):
-    from openmm_cgkd.simulation import run_simulation
+    from openmm_cgkd.md.simulation import run_simulation
 
     res = run_simulation(_system(ff), 10, tmp_path / "run", report_interval=5, progress=False)
     assert res.steps_run == 10
@@ -132,7 +132,7 @@ def test_a_sane_start_runs_without_warning(ff, tmp_path, capsys):
 
 
 def test_checkpoint_interval_must_be_positive(ff, tmp_path):
-    from openmm_cgkd.simulation import run_simulation
+    from openmm_cgkd.md.simulation import run_simulation
 
     with pytest.raises(SimulationError, match="checkpoint interval must be >= 1"):
         run_simulation(_system(ff), 10, tmp_path / "run", checkpoint_interval=-5, progress=False)

@@ -79,7 +79,7 @@ def test_one_platform_chooser_for_aa_cg_benchmark_and_cli():
     import openmm_cgkd.data.aamd as aamd
     import openmm_cgkd.serving.platforms as serving_platforms
     from openmm_cgkd.errors import PlatformError
-    from openmm_cgkd.platforms import available_platforms, cuda_usable, default_platform_name, select_platform
+    from openmm_cgkd.md.platforms import available_platforms, cuda_usable, default_platform_name, select_platform
 
     assert aamd.select_platform is select_platform and serving_platforms.select_platform is select_platform
     assert default_platform_name() == ("CUDA" if cuda_usable() else "CPU")

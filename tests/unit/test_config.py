@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from openmm_cgkd.analysis.report import AnalysisSettings
-from openmm_cgkd.benchmark import BenchmarkSettings
+from openmm_cgkd.benchmark.md import BenchmarkSettings
 from openmm_cgkd.config import Config, ConfigError, ConfigFileNotFoundError, config_from_dict
 from openmm_cgkd.errors import CGKDError, MissingFileError
 from openmm_cgkd.model.potential import PotentialConfig

@@ -6,14 +6,14 @@ from openmm_cgkd.errors import CGKDError, MissingFileError, PlatformError, Usage
 
 def _error_types():
     from openmm_cgkd.analysis.distributions import AnalysisError
-    from openmm_cgkd.benchmark import BenchmarkError
+    from openmm_cgkd.benchmark.md import BenchmarkError
     from openmm_cgkd.bundle import BundleError, BundleNotFoundError
     from openmm_cgkd.data.aamd import ProtocolError, RunError
     from openmm_cgkd.data.dataset import DatasetError
     from openmm_cgkd.data.external import InputError
     from openmm_cgkd.data.mapping import MappingError
     from openmm_cgkd.serving.forcefield import ServingError
-    from openmm_cgkd.simulation import SimulationError
+    from openmm_cgkd.md.simulation import SimulationError
     from openmm_cgkd.training.config import ConfigError
 
     return {AnalysisError: ValueError, BenchmarkError: RuntimeError, BundleError: ValueError,

@@ -1,11 +1,11 @@
-"""The MD machinery shared by AA and CG runs (openmm_cgkd/md_engine.py)."""
+"""The MD machinery shared by AA and CG runs (openmm_cgkd/md/restart.py)."""
 import fcntl
 import json
 
 import numpy as np
 import pytest
 
-from openmm_cgkd.md_engine import (CheckpointError, RunLock, SimulationError, StaleRunError, atomic_write,
+from openmm_cgkd.md.restart import (CheckpointError, RunLock, SimulationError, StaleRunError, atomic_write,
                                    load_checkpoint, ns_per_day, read_json, refuse_if_changed, save_restart,
                                    write_json)
 

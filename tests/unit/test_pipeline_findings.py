@@ -1,4 +1,4 @@
-"""The report's check of the method's findings (openmm_cgkd.pipeline_report.findings_markdown) on
+"""The report's check of the method's findings (openmm_cgkd.workflow.report.findings_markdown) on
 hand-made TAEs whose answers are known: what it compares, and when replicas cannot tell."""
 from pathlib import Path
 
@@ -7,8 +7,8 @@ import pytest
 
 from openmm_cgkd.analysis.noise import NoiseFloor
 from openmm_cgkd.analysis.replicas import replica_stat
-from openmm_cgkd.pipeline_report import below_teachers, best_student, findings_markdown, lower
-from openmm_cgkd.pipeline_results import AnalysisResult, ModelAnalysis, StudentResult, StudentsResult, TrainingRun
+from openmm_cgkd.workflow.report import below_teachers, best_student, findings_markdown, lower
+from openmm_cgkd.workflow.results import AnalysisResult, ModelAnalysis, StudentResult, StudentsResult, TrainingRun
 
 
 def _model(rdf: list[float], cdf: list[float] | None = None, stable: bool = True, failed: int = 0) -> ModelAnalysis:

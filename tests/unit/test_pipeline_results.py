@@ -1,4 +1,4 @@
-"""Typed stage results (openmm_cgkd.pipeline_results) read the stage markers that the pipeline wrote
+"""Typed stage results (openmm_cgkd.workflow.results) read the stage markers that the pipeline wrote
 before it had them (tests/data/pipeline_markers_v1, see its README) and write them back byte for
 byte, so existing study directories and committed results keep resuming."""
 import dataclasses
@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from openmm_cgkd.pipeline import stage_outputs
-from openmm_cgkd.pipeline_results import (RESULT_TYPES, AAResult, AnalysisResult, LabelsResult, MDResult,
+from openmm_cgkd.workflow.pipeline import stage_outputs
+from openmm_cgkd.workflow.results import (RESULT_TYPES, AAResult, AnalysisResult, LabelsResult, MDResult,
                                           ModelAnalysis, ReplicaRecord, ReportResult, StudentResult, StudentsResult,
                                           TeachersResult, TrainingRun)
 
@@ -113,7 +113,7 @@ def test_aa_result_and_paths_outside_the_output_directory(tmp_path):
 
 
 def test_md_model_names_are_made_and_read_in_one_place():
-    from openmm_cgkd.pipeline_results import ensemble_model, model_kind, student_model, teacher_model
+    from openmm_cgkd.workflow.results import ensemble_model, model_kind, student_model, teacher_model
 
     names = [teacher_model(3), ensemble_model(8), student_model("single-e-ft-faa-teacher03")]
     assert names == ["teacher-03", "ensemble-8", "student-single-e-ft-faa-teacher03"]

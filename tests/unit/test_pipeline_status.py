@@ -1,7 +1,7 @@
-"""`cgkd pipeline --status`: the estimate of the MD time left (openmm_cgkd.pipeline_status.md_hours_left)."""
+"""`cgkd pipeline --status`: the estimate of the MD time left (openmm_cgkd.workflow.status.md_hours_left)."""
 import pytest
 
-from openmm_cgkd.pipeline_status import md_hours_left
+from openmm_cgkd.workflow.status import md_hours_left
 
 
 def test_hours_left_at_each_models_measured_speed():

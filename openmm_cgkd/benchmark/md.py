@@ -16,7 +16,7 @@ For a stacked architecture (``hipnn-ts``) the ensemble is the
 :class:`~openmm_cgkd.model.stacked.StackedEnsemblePotential` (K members in one pass, the mean
 force from one backward pass) and teacher / naive-ensemble members are its members extracted as
 plain networks; the goal "stacked ensemble <= 0.5 x naive ensemble" is printed for it.
-Training throughput (``cgkd benchmark --training``) is :mod:`openmm_cgkd.benchmark_training`.
+Training throughput (``cgkd benchmark --training``) is :mod:`openmm_cgkd.benchmark.training`.
 
 For each, two figures:
 
@@ -50,7 +50,7 @@ output says so) or given bundles. Units: nm, ps, kJ/mol, ms, ns/day.
 
 Python API::
 
-    from openmm_cgkd.benchmark import BenchmarkSettings, run_benchmark, format_table
+    from openmm_cgkd.benchmark.md import BenchmarkSettings, run_benchmark, format_table
     result = run_benchmark(BenchmarkSettings(n_beads=250, architectures=["graph-network"], members=8))
     print(format_table(result)); result.to_json("benchmark.json")
 

@@ -1,5 +1,5 @@
 """The machinery every resumable MD run of the package shares: all-atom runs
-(:mod:`openmm_cgkd.data.aamd`) and CG runs (:mod:`openmm_cgkd.simulation`).
+(:mod:`openmm_cgkd.data.aamd`) and CG runs (:mod:`openmm_cgkd.md.simulation`).
 
 * :func:`atomic_write` / :func:`write_json`: a file is replaced by a complete new version or
   not at all (written to ``<name>.part``, flushed to disk, renamed over the old one);

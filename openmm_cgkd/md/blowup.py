@@ -1,6 +1,6 @@
 """Diagnosing an MD run that blows up, and warning about a start that will.
 
-:func:`run_simulation <openmm_cgkd.simulation.run_simulation>` keeps the state at the start of
+:func:`run_simulation <openmm_cgkd.md.simulation.run_simulation>` keeps the state at the start of
 every chunk of steps. When a chunk fails (OpenMM's "Particle coordinate is NaN", or a non-finite
 energy at a report step), :func:`diagnose_blowup` replays the chunk from that state one step at
 a time to find the step where the coordinates or the energy stop being finite, and looks at the
@@ -36,7 +36,7 @@ import math
 
 import numpy as np
 
-from openmm_cgkd.md_engine import SimulationError, atomic_write
+from openmm_cgkd.md.restart import SimulationError, atomic_write
 
 __all__ = ["BlowUpError", "HUGE_ENERGY_PER_BEAD_KJ_MOL", "MAX_FORCE_STEP_NM", "MAX_OMEGA_DT", "OVERLAP_FRACTION", "closest_pair",
            "start_warning", "diagnose_blowup", "blowup_message", "stop_with_diagnosis"]
@@ -198,7 +198,7 @@ def diagnose_blowup(simulation, good_state, good_step: int, max_steps: int) -> d
     omega_dt, kb = _stiffness(simulation, prev, last, dt)
     temp, target = _temperatures(simulation, last)
     heated = target is not None and temp > HEATING_FACTOR * target
-    from openmm_cgkd.simulation import MOLAR_GAS_CONSTANT_KJ
+    from openmm_cgkd.md.simulation import MOLAR_GAS_CONSTANT_KJ
 
     kt = MOLAR_GAS_CONSTANT_KJ * (target if target is not None else 300.0)  # kJ/mol
     # the closest pair deep inside its wall now but not when the replay started: pulled in (or overshot)
@@ -302,7 +302,7 @@ def _temperatures(simulation, state) -> tuple[float, float | None]:
     """(kinetic temperature of ``state``, the integrator's thermostat temperature or None), K."""
     from openmm import unit
 
-    from openmm_cgkd.simulation import MOLAR_GAS_CONSTANT_KJ, degrees_of_freedom
+    from openmm_cgkd.md.simulation import MOLAR_GAS_CONSTANT_KJ, degrees_of_freedom
 
     dof = degrees_of_freedom(simulation.system)
     kin = state.getKineticEnergy().value_in_unit(unit.kilojoule_per_mole)

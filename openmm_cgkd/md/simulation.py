@@ -26,7 +26,7 @@ steps than asked for. Otherwise :class:`StaleRunError` says what changed; nothin
 A checkpoint that does not load back exactly (truncated or damaged) is a :class:`SimulationError`.
 
 A blow-up (OpenMM's "Particle coordinate is NaN" between report steps, or a non-finite energy at
-one) stops the run with one diagnosis (:class:`openmm_cgkd.blowup.BlowUpError`, a
+one) stops the run with one diagnosis (:class:`openmm_cgkd.md.blowup.BlowUpError`, a
 :class:`SimulationError`): the step, the closest pair of beads and its distance, the largest
 force, the likely cause (overlapping beads, too large a time step, or the network diverging).
 The files written so far stay readable (the DCD and log are closed), ``last_sane.pdb`` holds
@@ -34,7 +34,7 @@ the last sane configuration and ``run.json`` the failure. A start whose potentia
 absurd (overlapping beads) is warned about on stderr.
 
 Checkpoint loading, the fingerprint check, atomic writes and the speed figure are
-:mod:`openmm_cgkd.md_engine`'s, shared with the all-atom runs of :mod:`openmm_cgkd.data.aamd`.
+:mod:`openmm_cgkd.md.restart`'s, shared with the all-atom runs of :mod:`openmm_cgkd.data.aamd`.
 """
 from __future__ import annotations
 
@@ -46,7 +46,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from openmm_cgkd.md_engine import SimulationError, StaleRunError
+from openmm_cgkd.md.restart import SimulationError, StaleRunError
 
 __all__ = ["run_simulation", "run_settings", "RunResult", "SimulationError", "StaleRunError", "CSVLogReporter",
            "LOG_COLUMNS", "degrees_of_freedom", "read_log"]
@@ -212,7 +212,7 @@ def _warn_about_start(simulation, state) -> None:
     """Print a warning (stderr) when the start's potential energy is absurd (overlapping beads)."""
     import sys
 
-    from openmm_cgkd.blowup import start_warning
+    from openmm_cgkd.md.blowup import start_warning
 
     text = start_warning(simulation, state)
     if text:
@@ -220,9 +220,9 @@ def _warn_about_start(simulation, state) -> None:
 
 
 def _blowup(simulation, failure, paths: dict, timestep_ps: float, platform: str, fingerprint: str):
-    """The :class:`~openmm_cgkd.blowup.BlowUpError` of a failed chunk ``failure`` = (exception,
+    """The :class:`~openmm_cgkd.md.blowup.BlowUpError` of a failed chunk ``failure`` = (exception,
     step and state at the chunk's start, chunk length, steps done); writes run.json with it."""
-    from openmm_cgkd.blowup import stop_with_diagnosis
+    from openmm_cgkd.md.blowup import stop_with_diagnosis
 
     exc, good_step, good_state, k, done = failure
     info = {"out_dir": ".", "trajectory": paths["trajectory"].name, "log": paths["log"].name,
@@ -246,7 +246,7 @@ def run_simulation(simulation, steps: int, out_dir: str | Path, *, report_interv
     warm-up force evaluations.
     """
     from openmm_cgkd.fingerprint import digest, read_fingerprint, write_fingerprint
-    from openmm_cgkd.md_engine import load_checkpoint, ns_per_day, refuse_if_changed, write_json
+    from openmm_cgkd.md.restart import load_checkpoint, ns_per_day, refuse_if_changed, write_json
 
     import openmm
     from openmm import app, unit

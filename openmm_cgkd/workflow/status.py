@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from openmm_cgkd.analysis.records import read_record
-from openmm_cgkd.pipeline import STAGES, _last_logged_step, _models_for_md, _read_json, stage_outputs
+from openmm_cgkd.workflow.pipeline import STAGES, _last_logged_step, _models_for_md, _read_json, stage_outputs
 
 __all__ = ["pipeline_status", "md_hours_left"]
 
@@ -178,7 +178,7 @@ def _md_lines(out: Path, n_steps: int | None, planned: dict[str, int],
 
 
 def pipeline_status(cfg) -> str:
-    """Markdown: where the run of pipeline config ``cfg`` (:class:`~openmm_cgkd.pipeline.PipelineConfig`)
+    """Markdown: where the run of pipeline config ``cfg`` (:class:`~openmm_cgkd.workflow.pipeline.PipelineConfig`)
     stands (see the module docstring). Reads files only."""
     out = Path(cfg.out)
     if not (out / "stages").is_dir():

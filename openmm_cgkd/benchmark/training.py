@@ -63,7 +63,7 @@ class TrainingBenchmarkSettings:
     cutoff_nm: Optional[float] = None
 
     def __post_init__(self) -> None:
-        from openmm_cgkd.benchmark import BenchmarkError
+        from openmm_cgkd.benchmark.md import BenchmarkError
 
         if self.members < 2 or self.batch_size < 1 or self.steps < 1 or self.repeats < 1 or self.warmup_steps < 0:
             raise BenchmarkError("training benchmark needs members >= 2, batch_size, steps, repeats >= 1 and "
@@ -145,7 +145,7 @@ def _time(step: Callable[[], None], settings: TrainingBenchmarkSettings) -> list
 def run_training_benchmark(settings: TrainingBenchmarkSettings, log: Callable[[str], None] | None = print
                            ) -> TrainingBenchmarkResult:
     """Time the training steps listed in the module docstring."""
-    from openmm_cgkd.benchmark import BenchmarkError, check_box
+    from openmm_cgkd.benchmark.md import BenchmarkError, check_box
     from openmm_cgkd.bundle import _placeholder_wall
     from openmm_cgkd.model.potential import STACKED_ARCHITECTURES
     from openmm_cgkd.training.config import LossWeights

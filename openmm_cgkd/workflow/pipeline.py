@@ -15,7 +15,7 @@ checkpoint, or reloaded from ``best_weights.pt`` once finished), each student, e
 replica. Markers store paths relative to ``<out>`` (``$OUT/...``): an output directory can be
 moved, or committed and cloned elsewhere.
 
-Every stage returns a typed result (:mod:`openmm_cgkd.pipeline_results`: ``TeachersResult``,
+Every stage returns a typed result (:mod:`openmm_cgkd.workflow.results`: ``TeachersResult``,
 ``LabelsResult``, ``StudentsResult``, ``MDResult`` with a ``ReplicaRecord`` per replica,
 ``AnalysisResult``, ``ReportResult``); :func:`run_pipeline` returns them by stage name and
 :func:`stage_outputs` reads one back from its marker.
@@ -76,12 +76,12 @@ from pathlib import Path
 import numpy as np
 
 from openmm_cgkd.config import Config, ConfigError, config_from_dict
-from openmm_cgkd.pipeline_results import (RESULT_TYPES, AAResult, AnalysisResult, LabelsResult, MDResult,
+from openmm_cgkd.workflow.results import (RESULT_TYPES, AAResult, AnalysisResult, LabelsResult, MDResult,
                                           ModelAnalysis, ReplicaRecord, ReportResult, StageResult, StudentResult,
                                           StudentsResult, TeachersResult, TrainingRun, ensemble_model, model_kind,
                                           student_model, teacher_model)
-from openmm_cgkd.pipeline_results import from_portable as _local
-from openmm_cgkd.pipeline_results import to_portable as _portable
+from openmm_cgkd.workflow.results import from_portable as _local
+from openmm_cgkd.workflow.results import to_portable as _portable
 from openmm_cgkd.training.config import SplitConfig
 
 __all__ = ["PipelineConfig", "MDConfig", "AAConfig", "StudentsConfig", "TimestepCheckConfig", "load_pipeline_config",
@@ -128,7 +128,7 @@ class StudentsConfig(Config):
 
 @dataclass
 class TimestepCheckConfig(Config):
-    """:func:`openmm_cgkd.timestep_check.check_timestep` at ``md.timestep_fs`` (off when nve_ps is 0)."""
+    """:func:`openmm_cgkd.md.timestep_check.check_timestep` at ``md.timestep_fs`` (off when nve_ps is 0)."""
 
     nvt_ps: float = 0.0
     nve_ps: float = 0.0
@@ -288,7 +288,7 @@ def load_pipeline_config(path: str | Path, overrides: dict | None = None) -> Pip
 
 # ------------------------------------------------------------------------------ markers
 def stage_outputs(out: str | Path, name: str) -> StageResult | None:
-    """The typed result (:mod:`openmm_cgkd.pipeline_results`) recorded in
+    """The typed result (:mod:`openmm_cgkd.workflow.results`) recorded in
     ``<out>/stages/<name>.json``, paths made absolute for ``out``; None when the stage has not
     finished."""
     if name not in RESULT_TYPES:
@@ -716,7 +716,7 @@ def _short_reason(exc: Exception) -> tuple[int | None, str]:
 
 
 def _last_logged_step(log_path: Path) -> int | None:
-    from openmm_cgkd.simulation import read_log
+    from openmm_cgkd.md.simulation import read_log
 
     try:
         steps = read_log(log_path)["step"]
@@ -801,7 +801,7 @@ class _ReplicaRunner:
         import openmm
 
         from openmm_cgkd.fingerprint import digest
-        from openmm_cgkd.simulation import SimulationError, StaleRunError, run_simulation
+        from openmm_cgkd.md.simulation import SimulationError, StaleRunError, run_simulation
         from openmm_cgkd.topology import bead_topology, write_bead_pdb
 
         md = self.cfg.md
@@ -851,7 +851,7 @@ class _ReplicaRunner:
         return rec
 
     def _energy_series(self, rep_dir: Path):
-        from openmm_cgkd.simulation import read_log
+        from openmm_cgkd.md.simulation import read_log
 
         try:
             cols = read_log(rep_dir / "log.csv")
@@ -901,10 +901,10 @@ class _ReplicaRunner:
 
 def _timestep_checks(cfg: PipelineConfig, out: Path, models: dict, runner: _ReplicaRunner, train_block, log,
                      run_missing: bool = True) -> dict:
-    """:func:`~openmm_cgkd.timestep_check.check_timestep` of the models asked for, each kept in
+    """:func:`~openmm_cgkd.md.timestep_check.check_timestep` of the models asked for, each kept in
     ``md/timestep_check/<model>.json`` under its fingerprint (``run_missing=False``: the kept ones only)."""
     from openmm_cgkd.fingerprint import bundle_checksum, digest
-    from openmm_cgkd.timestep_check import check_timestep
+    from openmm_cgkd.md.timestep_check import check_timestep
     from openmm_cgkd.topology import bead_topology
 
     tc, md = cfg.md.timestep_check, cfg.md
@@ -1121,7 +1121,7 @@ def _stage_analysis(cfg: PipelineConfig, out: Path, runs: MDResult, data_digest:
     from openmm_cgkd.analysis.report import write_report
     from openmm_cgkd.errors import CGKDError
     from openmm_cgkd.fingerprint import digest
-    from openmm_cgkd.pipeline_report import energy_panels, model_overlays
+    from openmm_cgkd.workflow.report import energy_panels, model_overlays
 
     settings = analysis_settings(cfg)
     ref_rec = read_record(out / "md" / "reference.json.gz")
@@ -1201,7 +1201,7 @@ class _Done(Exception):
 
 def run_pipeline(cfg: PipelineConfig, only: list[str] | None = None, log=print) -> dict[str, StageResult]:
     """Run (or resume) every stage; returns the typed result of each stage that ran or was done
-    earlier, by stage name (:mod:`openmm_cgkd.pipeline_results`). ``only``: run these stages
+    earlier, by stage name (:mod:`openmm_cgkd.workflow.results`). ``only``: run these stages
     (those before them must be done; those after them are left alone)."""
     return _pipeline(cfg, only, log, None)
 
@@ -1329,7 +1329,7 @@ def _run_stages(cfg: PipelineConfig, out: Path, stage, stages: _Stages, log, int
     times = {name: stages.done_seconds(name) for name in STAGES[:-1]}
 
     def report(tick):
-        from openmm_cgkd.pipeline_report import write_pipeline_report
+        from openmm_cgkd.workflow.report import write_pipeline_report
 
         return write_pipeline_report(out, cfg, teachers, students, runs, analysis, times, log)
 
@@ -1342,7 +1342,7 @@ def _interim_report(cfg: PipelineConfig, out: Path, stages: _Stages, teachers: T
                     students: StudentsResult, models: dict, data_digest: str, log) -> ReportResult:
     from datetime import datetime, timezone
 
-    from openmm_cgkd.pipeline_report import write_pipeline_report
+    from openmm_cgkd.workflow.report import write_pipeline_report
 
     runs, missing, total = _finished_md(cfg, out, models, data_digest, log)
     done = sum(len(reps) for reps in runs.models.values())

@@ -1,8 +1,8 @@
 """What each pipeline stage returns: small frozen dataclasses, and their JSON markers.
 
-Every stage of :func:`openmm_cgkd.pipeline.run_pipeline` returns one of these; the marker
+Every stage of :func:`openmm_cgkd.workflow.pipeline.run_pipeline` returns one of these; the marker
 ``<out>/stages/<stage>.json`` stores its :meth:`~StageResult.to_marker` form under ``outputs``,
-and :func:`openmm_cgkd.pipeline.stage_outputs` reads it back with :meth:`~StageResult.from_marker`.
+and :func:`openmm_cgkd.workflow.pipeline.stage_outputs` reads it back with :meth:`~StageResult.from_marker`.
 
 =============  =====================  ========================================================
 stage          result                 holds
@@ -269,7 +269,7 @@ class ReplicaRecord:
 @dataclass(frozen=True)
 class MDResult(StageResult):
     """The ``md`` stage: per model (report order) its replicas, and the time step checks by model
-    (:meth:`openmm_cgkd.timestep_check.TimestepCheck.to_dict`)."""
+    (:meth:`openmm_cgkd.md.timestep_check.TimestepCheck.to_dict`)."""
 
     models: dict[str, tuple[ReplicaRecord, ...]]
     timestep_check: dict[str, dict]

@@ -245,7 +245,7 @@ for mod in ("openmmtorch", "torchmdnet", "warp", "mdtraj", "pymbar", "freud", "p
     except Exception as exc:  # report, do not stop: the later steps say what it breaks
         info[mod] = f"NOT IMPORTABLE: {type(exc).__name__}: {exc}"
 import openmm_cgkd
-from openmm_cgkd.serving.platforms import default_platform_name
+from openmm_cgkd.platforms import default_platform_name
 info["openmm_cgkd"] = os.path.relpath(os.path.dirname(openmm_cgkd.__file__))
 info["default_platform"] = default_platform_name()
 print(json.dumps(info, indent=1))

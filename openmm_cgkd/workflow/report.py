@@ -426,7 +426,7 @@ def write_pipeline_report(out: Path, cfg, teachers: TeachersResult, students: St
     """Write ``report.md``, ``report.json``, ``tae_comparison.png`` and ``learning_curves.png`` of
     the run in ``out`` into ``dest`` (default ``out``); returns their paths. ``note``: a paragraph
     under the title (the interim report says what it is)."""
-    from openmm_cgkd.provenance import make_portable, relative_path
+    from openmm_cgkd.fileio import make_portable, relative_path
 
     out = Path(out)
     dest = out if dest is None else Path(dest)

@@ -116,7 +116,7 @@ def test_reference_run_resumes_with_this_code(tmp_path, monkeypatch):
     from openmm_cgkd.cli.main import build_parser
     from openmm_cgkd.data import aamd
     from openmm_cgkd.data.opls import build_topology, create_system
-    from openmm_cgkd.md.restart import read_json
+    from openmm_cgkd.fileio import read_json
 
     snap = tmp_path / "snap"
     _copy_restart_set(snap)

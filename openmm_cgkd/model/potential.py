@@ -386,7 +386,7 @@ class _EdgePassThrough(nn.Module):
     representation with the precomputed graph in those slots: ``pos := edge_vec [E,3]``,
     ``batch := edge_index [2,E]``, ``box := edge_weight [E]``, and this module returns them in
     ``OptimizedDistance``'s order. ``edge_vec`` is cloned because the equivariant transformer
-    normalises it in place. ``tests/unit/test_potential.py`` checks the result against the
+    normalises it in place. ``tests/unit/model/test_potential.py`` checks the result against the
     unmodified torchmd-net module, so an upstream change in this contract is caught.
     """
 

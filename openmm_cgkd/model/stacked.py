@@ -338,7 +338,7 @@ def training_forward(model: "StackedEnsemblePotential", bead_types: Tensor, posi
     matmul. Every member's forces follow from its energy gradient ``G_k = dE_k/d env`` by the
     chain rule written out: ``sum_s G_k g_s`` and ``sum_s G_k g'_s`` of all members and channels
     are ONE batched matmul ``[lines, K*C, S] @ [lines, S, 2*slot_width]``, so the members'
-    per-pair work is a dense matrix product instead of K sparse autograd passes (``tests/unit/test_stacked.py`` checks values and weight
+    per-pair work is a dense matrix product instead of K sparse autograd passes (``tests/unit/model/test_stacked.py`` checks values and weight
     gradients against autograd through :meth:`StackedEnsemblePotential.forward_members`).
     """
     net = model.net

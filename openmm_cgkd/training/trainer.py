@@ -19,7 +19,7 @@ repository that keeps only the small files of finished runs). With another
 fingerprint (a changed setting, dataset content, architecture, wall or loss weights) the old
 checkpoints, logs and result are deleted and the run starts again from scratch. The batches of
 an epoch depend only on (seed, epoch) and the schedule state travels in the checkpoint, so a
-resumed run ends with the same weights as one never interrupted (``tests/unit/test_training_resume.py``).
+resumed run ends with the same weights as one never interrupted (``tests/unit/training/test_training_resume.py``).
 Claiming the directory, reloading a finished run and writing its result are
 :class:`~openmm_cgkd.training.rundir.RunDir`'s, shared with the stacked engine (:mod:`.stacked`).
 """

@@ -11,7 +11,7 @@ import pytest
 
 from openmm_cgkd.cli.main import build_parser, main
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 SYSTEM = str(ROOT / "systems" / "des" / "system.yaml")
 MAPPING = str(ROOT / "systems" / "des" / "mapping.yaml")
 

@@ -85,15 +85,16 @@ def plain_values(obj: Any, finite: bool = True) -> Any:
 
 
 def write_json(path: str | os.PathLike, data: Any, indent: int | None = 1, sort_keys: bool = False,
-               portable: bool = False) -> Path:
-    """Write ``data`` to ``path`` as JSON with a final newline, atomically (:func:`atomic_write`);
+               portable: bool = False, newline: bool = True) -> Path:
+    """Write ``data`` to ``path`` as JSON (with a final newline unless ``newline`` is False: the
+    byte layout of files that never had one, e.g. the pipeline's markers), atomically (:func:`atomic_write`);
     ``portable``: absolute paths in it written relative to the file's folder (:func:`make_portable`).
     Strict: non-finite floats are written as ``null``, never as a bare ``NaN``; numpy values and
     paths as their plain values, any other value JSON cannot hold as its ``str``. Returns the path."""
     if portable:
         data = make_portable(data, Path(path).parent)
     text = json.dumps(plain_values(data), indent=indent, sort_keys=sort_keys, allow_nan=False, default=str)
-    return atomic_write(path, text + "\n")
+    return atomic_write(path, text + ("\n" if newline else ""))
 
 
 def read_json(path: str | os.PathLike) -> Any:

@@ -92,7 +92,7 @@ class FastHipnn(nn.Module):
 
     def __init__(self, weights: Dict[str, Tensor], energy_scale: Tensor, energy_offset: Tensor, *, cutoff_nm: float,
                  activation: str, max_num_neighbors: int, static_shapes: bool = False, check_errors: bool = True,
-                 skin_nm: float = DEFAULT_SKIN_NM, slot_width: int = 16, cusp_reg: float = 1e-6):
+                 skin_nm: float = DEFAULT_SKIN_NM, slot_width: int = 8, cusp_reg: float = 1e-6):
         super().__init__()
         w = {k: v.detach().clone() for k, v in weights.items()}
         int_w = w["int_w"]
@@ -133,6 +133,8 @@ class FastHipnn(nn.Module):
         self.register_buffer("e0_w", w["e0_w"].contiguous())  # [K, T]
         self.register_buffer("e1_w", w["e1_w"].contiguous())  # [K, F]
         self.register_buffer("e1_b", w["e1_b"].reshape(k).contiguous())
+        self.register_buffer("quad_perm", torch.tensor([3, 1, 2, 0, 4], dtype=torch.long))
+        self.register_buffer("quad_mask", torch.tensor([1.0, 0.0, 0.0, 1.0, 0.0], dtype=dtype).view(1, 5, 1, 1))
         self.register_buffer("inv_mu", w["inv_mu"].contiguous())
         self.register_buffer("sens_width", w["sens_width"].reshape(()))
         self.register_buffer("energy_scale", energy_scale.detach().clone().reshape(k, t).to(dtype))
@@ -142,7 +144,7 @@ class FastHipnn(nn.Module):
 
     # -- construction --------------------------------------------------------------------------
     @classmethod
-    def from_model(cls, model, skin_nm: float = DEFAULT_SKIN_NM, slot_width: int = 16) -> "FastHipnn":
+    def from_model(cls, model, skin_nm: float = DEFAULT_SKIN_NM, slot_width: int = 8) -> "FastHipnn":
         """The fast path of a hipnn-ts ``CGPotential`` or ``StackedEnsemblePotential`` (eager or
         TorchScript); the weights are copied, the source model is left as it was."""
         if not is_hipnn_model(model):
@@ -212,10 +214,10 @@ class FastHipnn(nn.Module):
         ga = (torch.bmm(gx, self.res_w_t) * dh0).transpose(0, 1)  # [N, K, F]
         gv = (ga * self.vec_scale / vn).unsqueeze(1) * v  # [N, 3, K, F]
         gq = (ga * self.quad_scale / qn).unsqueeze(1)
-        swap = torch.stack([q5[:, 3], torch.zeros_like(q0), torch.zeros_like(q0), q5[:, 0], torch.zeros_like(q0)], 1)
-        g5 = gq * (2.0 * q5 + swap)
-        gq_all = torch.cat([ga.unsqueeze(1), gv, g5], 1).reshape(n * self.num_channels, k * f)
-        return bead, torch.matmul(gq_all, self.int_w_cat_t)  # [N*C, T*S]
+        # d|Q|/dq5 = (2 q5 + (q5_3, 0, 0, q5_0, 0)) / |Q|
+        g5 = gq * (2.0 * q5 + q5.index_select(1, self.quad_perm) * self.quad_mask)
+        gq_all = torch.cat([ga.unsqueeze(1), gv, g5], 1)
+        return bead, torch.matmul(gq_all.view(n * self.num_channels, k * f), self.int_w_cat_t)  # [N*C, T*S]
 
     def forward(self, bead_types: Tensor, positions: Tensor,
                 box: Optional[Tensor] = None) -> Tuple[Tensor, Tensor, Tensor]:

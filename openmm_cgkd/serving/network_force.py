@@ -25,12 +25,14 @@ for you; a script that only deserializes a System XML must do it itself).
 from __future__ import annotations
 
 import copy
+import os
 from collections.abc import Mapping, Sequence
 from typing import Optional, Tuple
 
 import torch
 
-__all__ = ["TorchForceModule", "PythonForceComputation", "make_network_force", "served_model", "NETWORK_FORCE_NAME",
+__all__ = ["TorchForceModule", "PythonForceComputation", "make_network_force", "served_model", "fast_serving_enabled",
+           "NETWORK_FORCE_NAME",
            "BACKENDS", "DEFAULT_BACKEND", "check_backend"]
 
 NETWORK_FORCE_NAME = "cgkd_network"
@@ -137,10 +139,30 @@ class PythonForceComputation:
         self.__init__(state["module"], state["device"], state["compile"])
 
 
-def served_model(model: torch.nn.Module) -> torch.nn.Module:
-    """The network as MD serves it: a stacked ensemble (``serve_mean_only``) as a copy that computes
-    the member-mean force only (one backward pass, no std, no host syncs; ``create_system`` has
-    checked the inputs that cannot change); any other model as given."""
+def fast_serving_enabled() -> bool:
+    """Whether hipnn-ts networks are served by the fast path (default; ``CGKD_FAST_SERVING=0`` in the
+    environment serves them by autograd as releases before it did)."""
+    return os.environ.get("CGKD_FAST_SERVING", "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def served_model(model: torch.nn.Module, fast: bool | None = None) -> torch.nn.Module:
+    """The network as MD serves it.
+
+    A hipnn-ts network (student, teacher or stacked ensemble; eager or TorchScript) becomes its fast
+    path :class:`~openmm_cgkd.model.fast_hipnn.FastHipnn` (member-mean energy and forces by the
+    hand-written gradient, a Verlet neighbour list kept between steps; the weights are copied),
+    unless ``fast`` is False (default: :func:`fast_serving_enabled`). Otherwise a stacked ensemble
+    (``serve_mean_only``) is served as a copy that computes the member-mean force only (one backward
+    pass, no std, no host syncs; ``create_system`` has checked the inputs that cannot change); any
+    other model as given."""
+    from openmm_cgkd.model.fast_hipnn import FastHipnn, is_hipnn_model
+
+    if isinstance(model, FastHipnn):
+        return model
+    if (fast_serving_enabled() if fast is None else fast) and is_hipnn_model(model):
+        out = FastHipnn.from_model(model)
+        out.serve_mean_only()  # an ensemble: no host-side checks per step, as below
+        return out
     if hasattr(model, "serve_mean_only"):
         model = copy.deepcopy(model)
         model.serve_mean_only()

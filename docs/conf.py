@@ -12,6 +12,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent / "_ext"))  # cgkd_cli: the parser for the CLI page
 
 from openmm_cgkd import __version__  # noqa: E402  (the package is light to import)
 

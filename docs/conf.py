@@ -35,6 +35,8 @@ source_suffix = {".md": "markdown", ".rst": "restructuredtext"}
 root_doc = "index"
 templates_path = ["_templates"]
 exclude_patterns = ["_build", "Thumbs.db", ".DS_Store"]
+highlight_language = "text"   # literal blocks without a language (CLI examples, diagrams) stay plain
+smartquotes = False           # `--resume` in help texts stays two hyphens, quotes stay straight
 
 # MyST: headings get anchors (links like [the study](des_study.md#the-studys-results)); `$...$` maths
 myst_enable_extensions = ["colon_fence", "deflist", "dollarmath"]

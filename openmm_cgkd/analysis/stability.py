@@ -4,7 +4,7 @@
 time (the CDF peak moving to shorter distance). For each species, let m(t) be the mean merge
 distance of frame t (the mean edge of its minimum spanning tree, see :mod:`.cdf`). A straight
 line is fitted to m(t) by least squares over all frames, and the drift is the fitted change
-over the whole trajectory relative to the mean:
+over the whole trajectory relative to the mean::
 
     relative_change = slope * (t_last - t_first) / mean(m)
 

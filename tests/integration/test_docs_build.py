@@ -17,7 +17,7 @@ def test_docs_build_without_warnings(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "sphinx", "-W", "--keep-going", "-q", "-b", "html",
          "-d", str(tmp_path / "doctrees"), str(ROOT / "docs"), str(out)],
-        cwd=ROOT, capture_output=True, text=True, timeout=600)
+        cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, f"sphinx-build failed:\n{proc.stderr[-6000:]}"
     for page in ("index.html", "cli.html", "api.html", "des_study.html", "guide/serving.html",
                  "api/generated/openmm_cgkd.serving.forcefield.html"):

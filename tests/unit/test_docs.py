@@ -183,6 +183,30 @@ def test_doc_pages_cite_existing_names():
     assert not missing, f"the docs cite names that do not exist: {missing}"
 
 
+def test_doc_pages_cite_existing_commands_and_options():
+    """Every ``cgkd COMMAND`` the pages cite is a command, and every ``--option`` right after it is
+    one of its options."""
+    import argparse
+
+    from openmm_cgkd.cli.main import build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    options = {name: {s for a in p._actions for s in a.option_strings} for name, p in sub.choices.items()}
+    checked, problems = 0, []
+    for page in _doc_pages():
+        for m in re.finditer(r"(?<![\w/.-])cgkd ([a-z][\w-]*)((?: --?[\w-]+)*)", page.read_text()):
+            command = m.group(1)
+            checked += 1
+            if command not in options:
+                problems.append(f"{page.relative_to(ROOT)}: cgkd {command}")
+                continue
+            for opt in m.group(2).split():
+                if opt not in options[command] | {"--debug", "--help", "-h"}:
+                    problems.append(f"{page.relative_to(ROOT)}: cgkd {command} {opt}")
+    assert checked >= 50
+    assert not problems, f"the docs cite commands or options that do not exist: {problems}"
+
+
 def test_readme_and_architecture_name_existing_files():
     arch = (ROOT / "docs" / "ARCHITECTURE.md").read_text()
     rows = re.findall(r"^\| `([^`]+)` \|", arch, flags=re.M)

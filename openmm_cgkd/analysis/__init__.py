@@ -1,18 +1,18 @@
 """Structural validation of CG models (docs/METHOD.md section 4), mdtraj style: plain functions of a
 trajectory returning small typed results (units nm, degrees, ps).
 
-=================================  ==========================================================
-``compute_rdfs(traj, edges)``      g(r) per bead-type pair (``mdtraj.compute_rdf``)
-``compute_adfs(traj, cutoffs)``    angle densities of triplets j-i-k per cutoff
-``compute_cdfs(traj, edges)``      single-linkage merge-distance densities per species
-``tae`` / ``tae_table``            total absolute error between curves
-``replica_mean``                   mean and std of curves over replicas
-``assess_stability(traj)``         broken frames, time-resolved CDFs, clustering drift
-``detect_equilibration(energies)`` start of the equilibrated part (pymbar, Chodera 2016)
-``analyze_model(...)``             all of it for replicas of one model vs an AA reference
-``noise_floor(reference, n)``      TAE of n-frame reference blocks vs the other half (sampling noise)
-``write_report(report, out)``      report.json, summary.md and PNG plots
-=================================  ==========================================================
+==================================  ======================================================================
+``compute_rdfs(traj, edges)``       g(r) per bead-type pair (``mdtraj.compute_rdf``)
+``compute_adfs(traj, cutoffs)``     angle densities of triplets j-i-k per cutoff
+``compute_cdfs(traj, edges)``       single-linkage merge-distance densities per species
+``tae`` / ``tae_table``             total absolute error between curves
+``replica_mean``                    mean and std of curves over replicas
+``assess_stability(traj)``          broken frames, time-resolved CDFs, clustering drift
+``detect_equilibration(energies)``  start of the equilibrated part (pymbar, Chodera 2016)
+``analyze_model(...)``              all of it for replicas of one model vs an AA reference
+``noise_floor(reference, n)``       TAE of n-frame reference blocks vs the other half (sampling noise)
+``write_report(report, out)``       report.json, summary.md and PNG plots
+==================================  ======================================================================
 """
 from openmm_cgkd.analysis.adf import adf_key, compute_adfs
 from openmm_cgkd.analysis.cdf import (cdf_edges, cdf_from_merge_distances, compute_cdfs, frame_merge_distances,

@@ -4,7 +4,7 @@
 time (the CDF peak moving to shorter distance). For each species, let m(t) be the mean merge
 distance of frame t (the mean edge of its minimum spanning tree, see :mod:`.cdf`). A straight
 line is fitted to m(t) by least squares over all frames, and the drift is the fitted change
-over the whole trajectory relative to the mean:
+over the whole trajectory relative to the mean::
 
     relative_change = slope * (t_last - t_first) / mean(m)
 
@@ -17,7 +17,7 @@ species is **flagged** for spurious clustering when both
   (slope / standard error of the least-squares slope) is below ``-t_min`` (default 3). This
   only guards small, noisy systems; frames of MD are correlated, so it is no formal test.
 
-A stationary liquid fluctuates around a constant m, giving |relative_change| of order 1 % for a
+A stationary liquid fluctuates around a constant m, giving ``|relative_change|`` of order 1 % for a
 few hundred beads. Analyse the trajectory after equilibration (see :mod:`.equilibration`).
 
 The time-resolved CDFs are the CDFs of ``n_blocks`` contiguous, equal blocks of frames.

@@ -27,7 +27,7 @@ RDF_MODES = ("g", "density")
 
 
 def tae(p: np.ndarray, q: np.ndarray, dx) -> float:
-    """sum |p - q| dx for two curves on the same grid (``dx`` a bin width or an array of them)."""
+    """``sum |p - q| dx`` for two curves on the same grid (``dx`` a bin width or an array of them)."""
     p = np.asarray(p, dtype=np.float64)
     q = np.asarray(q, dtype=np.float64)
     if p.shape != q.shape:

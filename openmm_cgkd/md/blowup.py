@@ -12,7 +12,7 @@ last finite configuration:
 * the largest force F on a bead of mass m: its displacement in one step from that force alone,
   F dt^2 / m (nm, with F in kJ/mol/nm, m in dalton, dt in ps), above :data:`MAX_FORCE_STEP_NM`
   means the time step is too large for these forces;
-* the stiffest motion: per bead, k = |dF| / |dx| between the last two sane steps and
+* the stiffest motion: per bead, k = ``|dF| / |dx|`` between the last two sane steps and
   omega = sqrt(k / m); omega * dt above :data:`MAX_OMEGA_DT` means the time step is too large
   (velocity Verlet is unstable beyond 2);
 * the closest pair deep inside its repulsive wall (the pair's wall energy above

@@ -3,20 +3,20 @@
 :func:`run_simulation` advances an ``openmm.app.Simulation`` (e.g. from
 :meth:`CGKDForceField.create_simulation`) by a number of steps and writes, in ``out_dir``:
 
-==================  ==========================================================================
-``trajectory.dcd``  bead positions (nm in mdtraj; DCD stores Angstrom) every ``report_interval``
-                    steps, including step 0 for a fresh run; frame k <-> row k of the log
-``log.csv``         ``step, time_ps, potential_kj_mol, kinetic_kj_mol, total_kj_mol,
-                    temperature_k, speed_ns_day`` (speed since the previous row; ``nan`` at
-                    the first row); read with the ``csv`` module, no pandas needed
-``final.pdb``       the last configuration as a bead PDB with its box (a start structure)
-``checkpoint.chk``  OpenMM checkpoint every ``checkpoint_interval`` steps (default with
-                    ``resume=True``: every 10 report intervals) and at the end; ``resume=True``
-                    continues from it: log rows and DCD frames written after the checkpoint
-                    are dropped, then both are appended to; a finished run is not rerun
-``fingerprint.json`` the run's settings (:func:`run_settings`), written when it starts
-``run.json``        what ran: steps, timestep, platform, wall time, ns/day, final energies
-==================  ==========================================================================
+====================  ==========================================================================
+``trajectory.dcd``    bead positions (nm in mdtraj; DCD stores Angstrom) every ``report_interval``
+                      steps, including step 0 for a fresh run; frame k <-> row k of the log
+``log.csv``           ``step, time_ps, potential_kj_mol, kinetic_kj_mol, total_kj_mol,
+                      temperature_k, speed_ns_day`` (speed since the previous row; ``nan`` at
+                      the first row); read with the ``csv`` module, no pandas needed
+``final.pdb``         the last configuration as a bead PDB with its box (a start structure)
+``checkpoint.chk``    OpenMM checkpoint every ``checkpoint_interval`` steps (default with
+                      ``resume=True``: every 10 report intervals) and at the end; ``resume=True``
+                      continues from it: log rows and DCD frames written after the checkpoint
+                      are dropped, then both are appended to; a finished run is not rerun
+``fingerprint.json``  the run's settings (:func:`run_settings`), written when it starts
+``run.json``          what ran: steps, timestep, platform, wall time, ns/day, final energies
+====================  ==========================================================================
 
 Resuming is keyed on the fingerprint: a run is continued (or, when finished, reported again)
 only if its integrator, temperature (K), friction (1/ps), time step, random seed, report

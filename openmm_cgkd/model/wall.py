@@ -6,7 +6,7 @@ For a pair of beads of types (i, j) at distance r (nm) below ``cutoff_nm``::
 
 The constant shift makes the energy continuous at the cutoff and leaves forces unchanged.
 The fitting rule (docs/METHOD.md section 3) takes, per pair, the taper point t (nm; the smallest r
-where the reference RDF exceeds 0.01), the mean |mapped force| s (kJ/mol/nm), a width dr (nm)
+where the reference RDF exceeds 0.01), the mean ``|mapped force|`` s (kJ/mol/nm), a width dr (nm)
 and a fraction p, and gives a = ln(1/p)/dr and A = s p exp(a t) / a, so that the pair force is
 p*s at r = t and s at r = t - dr.
 

@@ -1,4 +1,4 @@
-"""``CGKDForceField``: serve a model bundle in OpenMM (the shape of openmm-ml's ``MLPotential``).
+"""``CGKDForceField``: serve a model bundle in OpenMM (the shape of openmm-ml's ``MLPotential``)::
 
     from openmm_cgkd import CGKDForceField
     ff = CGKDForceField("models/untrained")                # a bundle path or a shipped name

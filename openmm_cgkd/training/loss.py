@@ -1,6 +1,6 @@
 """The distillation loss (docs/METHOD.md sections 2.3 and 2.5).
 
-Err(a, b) = RMSE(a, b) + MAE(a, b) over all elements, and
+Err(a, b) = RMSE(a, b) + MAE(a, b) over all elements, and::
 
     L = w_aa Err(F, F_AA) + w_ft Err(F, F_T) + w_e Err(e, e_T) + w_E Err(E/N, E_T/N)
 

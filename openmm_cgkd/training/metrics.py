@@ -4,7 +4,7 @@ For every comparison (prediction vs reference) :func:`regression_metrics` gives
 
 * ``mae``, ``rmse`` (units of the quantity),
 * ``r2`` = 1 - SS_res / SS_tot (SS_tot about the reference mean),
-* ``cv`` = RMSE / mean |reference|: the coefficient of variation of the error, a unitless
+* ``cv`` = RMSE / ``mean |reference|``: the coefficient of variation of the error, a unitless
   relative error (for forces, relative to the mean force component magnitude).
 
 :func:`evaluate_frames` compares forces with the mapped AA forces (``forces_vs_aa``) and, where

@@ -7,7 +7,7 @@ AA forces alone (loss Err(F, F_AA); docs/METHOD.md section 2.3).
 2. fit the repulsive wall on the training block (:mod:`.wall_fit`), shared by every member;
 3. train the members (one after another, or in parallel processes: one per GPU when several
    are present, or ``parallel: N`` CPU processes), each resumable in its own directory; a
-   stacked architecture (``hipnn-ts``) trains all members in one run instead (:mod:`.stacked`);
+   stacked architecture (``hipnn-ts``) trains all members in one run instead (:mod:`openmm_cgkd.training.stacked`);
 4. write one teacher bundle per member and the ensemble bundle (member means and force std);
 5. evaluate members and ensemble on the test block (``metrics.json``, parity and training-curve PNGs).
 

@@ -4,18 +4,18 @@ Every stage of :func:`openmm_cgkd.workflow.run.run_pipeline` returns one of thes
 ``<out>/stages/<stage>.json`` stores its :meth:`~StageResult.to_marker` form under ``outputs``,
 and :func:`openmm_cgkd.workflow.cache.stage_outputs` reads it back with :meth:`~StageResult.from_marker`.
 
-=============  =====================  ========================================================
-stage          result                 holds
-=============  =====================  ========================================================
-``aa``         :class:`AAResult`      the mapped dataset, its frame and bead counts
-``teachers``   :class:`TeachersResult` ensemble and member bundles, test metrics, per-member
-                                       training runs, validation-block force errors, config
-``labels``     :class:`LabelsResult`  labelled dataset per label source, content digests
-``students``   :class:`StudentsResult` per student: variant, label source, bundle, metrics, run
-``md``         :class:`MDResult`      per model its :class:`ReplicaRecord` s; time step checks
-``analysis``   :class:`AnalysisResult` per model its :class:`ModelAnalysis`; overlay figures
-``report``     :class:`ReportResult`  ``report.md``, ``report.json`` and the two figures
-=============  =====================  ========================================================
+=============  =======================  ========================================================
+stage          result                   holds
+=============  =======================  ========================================================
+``aa``         :class:`AAResult`        the mapped dataset, its frame and bead counts
+``teachers``   :class:`TeachersResult`  ensemble and member bundles, test metrics, per-member
+                                        training runs, validation-block force errors, config
+``labels``     :class:`LabelsResult`    labelled dataset per label source, content digests
+``students``   :class:`StudentsResult`  per student: variant, label source, bundle, metrics, run
+``md``         :class:`MDResult`        per model its :class:`ReplicaRecord` s; time step checks
+``analysis``   :class:`AnalysisResult`  per model its :class:`ModelAnalysis`; overlay figures
+``report``     :class:`ReportResult`    ``report.md``, ``report.json`` and the two figures
+=============  =======================  ========================================================
 
 Paths are absolute :class:`~pathlib.Path` s in memory. In a marker every absolute path is
 written relative to the output directory as ``$OUT/<relative path>`` (so a moved or cloned

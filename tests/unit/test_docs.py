@@ -1,7 +1,10 @@
 """The documentation is self-contained and names only things that exist.
 
 * every citation of the method file is of ``docs/METHOD.md`` and names a section it has;
-* every repository path that a ``--help`` text, the README or the architecture doc names exists;
+* every repository path that a ``--help`` text, the README or a page of the documentation site
+  (``docs/**/*.md``) names exists, and so does every relative link and image of those pages;
+* every ``openmm_cgkd`` module and name those pages cite (``openmm_cgkd.x.y`` in the text,
+  ``from openmm_cgkd.x import y`` in their Python examples) imports;
 * every third-party module the package imports unconditionally is a declared dependency;
 * the training code uses Lightning's public interface only (no private hooks or attributes).
 """
@@ -38,7 +41,7 @@ def test_method_citations_point_to_docs_and_to_existing_sections():
     cited = 0
     for p in _repo_text_files():
         text = p.read_text(errors="replace")
-        bare = re.findall(r"(?<![\w/`])METHOD\.md", text)
+        bare = re.findall(r"(?<![\w/`(])METHOD\.md", text)  # a Markdown link `(METHOD.md)` is relative
         if p != METHOD:
             assert not bare, f"{p.relative_to(ROOT)} cites METHOD.md without its folder (docs/METHOD.md)"
         for m in re.finditer(r"docs/METHOD\.md`?,? sections? ([\d.]+(?:(?:,| and) [\d.]+)*)", text):
@@ -82,6 +85,126 @@ def test_help_texts_name_existing_files(capsys):
             checked += 1
             assert (ROOT / path).exists(), f"`cgkd {command} --help` names {path}, which does not exist"
     assert checked >= 5
+
+
+def _doc_pages() -> list[Path]:
+    """The README and every Markdown page of the documentation site (not its build output)."""
+    pages = [ROOT / "README.md"]
+    for p in sorted((ROOT / "docs").rglob("*.md")):
+        if not {"_build", "generated"} & set(p.relative_to(ROOT / "docs").parts):
+            pages.append(p)
+    return pages
+
+
+DOC_PATH_RE = re.compile(
+    r"(?<![\w/.$<-])((?:configs|models|systems|docs|examples|benchmarks|openmm_cgkd|tests|\.ci)/[\w./*-]*[\w*])")
+# paths the docs name that are made on first use or stand for the user's own files
+MADE_ON_USE = ("models/untrained-demo", "models/my", "models/untrained", "docs/_build")
+
+
+def test_doc_pages_are_the_site():
+    names = {p.relative_to(ROOT).as_posix() for p in _doc_pages()}
+    assert {"README.md", "docs/index.md", "docs/METHOD.md", "docs/ARCHITECTURE.md", "docs/cli.md",
+            "docs/api.md", "docs/des_study.md", "docs/getting_started.md", "docs/changelog.md"} <= names
+    assert len([n for n in names if n.startswith("docs/guide/")]) >= 10
+
+
+def test_doc_pages_name_existing_files():
+    checked = 0
+    for page in _doc_pages():
+        text = page.read_text()
+        for m in DOC_PATH_RE.finditer(text):
+            path = m.group(1).rstrip(".")
+            if path.startswith(MADE_ON_USE):
+                continue
+            checked += 1
+            found = list(ROOT.glob(path)) if "*" in path else [ROOT / path] if (ROOT / path).exists() else []
+            assert found, f"{page.relative_to(ROOT)} names {path}, which does not exist"
+    assert checked >= 200
+
+
+LINK_RE = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)\)")
+
+
+def test_doc_pages_link_to_existing_files():
+    """Relative links and images resolve from the page that holds them (anchors are Sphinx's job)."""
+    checked = 0
+    for page in _doc_pages():
+        for target in LINK_RE.findall(page.read_text()):
+            if re.match(r"[a-z]+:", target) or target.startswith("#"):
+                continue
+            checked += 1
+            path = (page.parent / target.split("#", 1)[0]).resolve()
+            assert path.exists(), f"{page.relative_to(ROOT)} links to {target}, which does not exist"
+    assert checked >= 30
+
+
+def _cited_names() -> dict[str, str]:
+    """``openmm_cgkd`` names cited by the pages: dotted names in the text, imports in code blocks."""
+    cited: dict[str, str] = {}
+    for page in _doc_pages():
+        text = page.read_text()
+        where = str(page.relative_to(ROOT))
+        for name in re.findall(r"(?<![\w/.])(openmm_cgkd(?:\.\w+)+)", text):
+            cited.setdefault(name, where)
+        for block in re.findall(r"```python\n(.*?)```", text, flags=re.S):
+            for node in ast.walk(ast.parse(block)):
+                if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("openmm_cgkd"):
+                    for alias in node.names:
+                        cited.setdefault(f"{node.module}.{alias.name}", where)
+                elif isinstance(node, ast.Import):
+                    for alias in node.names:
+                        if alias.name.startswith("openmm_cgkd"):
+                            cited.setdefault(alias.name, where)
+    return cited
+
+
+def _resolves(dotted: str) -> bool:
+    import importlib
+
+    parts = dotted.split(".")
+    for i in range(len(parts), 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:i]))
+        except ModuleNotFoundError:
+            continue
+        for attr in parts[i:]:
+            if not hasattr(obj, attr):
+                return False
+            obj = getattr(obj, attr)
+        return True
+    return False
+
+
+def test_doc_pages_cite_existing_names():
+    cited = _cited_names()
+    assert len(cited) >= 40
+    missing = [f"{name} ({where})" for name, where in sorted(cited.items()) if not _resolves(name)]
+    assert not missing, f"the docs cite names that do not exist: {missing}"
+
+
+def test_doc_pages_cite_existing_commands_and_options():
+    """Every ``cgkd COMMAND`` the pages cite is a command, and every ``--option`` right after it is
+    one of its options."""
+    import argparse
+
+    from openmm_cgkd.cli.main import build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    options = {name: {s for a in p._actions for s in a.option_strings} for name, p in sub.choices.items()}
+    checked, problems = 0, []
+    for page in _doc_pages():
+        for m in re.finditer(r"(?<![\w/.-])cgkd ([a-z][\w-]*)((?: --?[\w-]+)*)", page.read_text()):
+            command = m.group(1)
+            checked += 1
+            if command not in options:
+                problems.append(f"{page.relative_to(ROOT)}: cgkd {command}")
+                continue
+            for opt in m.group(2).split():
+                if opt not in options[command] | {"--debug", "--help", "-h"}:
+                    problems.append(f"{page.relative_to(ROOT)}: cgkd {command} {opt}")
+    assert checked >= 50
+    assert not problems, f"the docs cite commands or options that do not exist: {problems}"
 
 
 def test_readme_and_architecture_name_existing_files():

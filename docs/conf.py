@@ -7,6 +7,7 @@ autosummary, generated into ``docs/api/generated/`` on every build).
 """
 from __future__ import annotations
 
+import shutil
 import sys
 from pathlib import Path
 
@@ -38,11 +39,13 @@ exclude_patterns = ["_build", "Thumbs.db", ".DS_Store"]
 highlight_language = "text"   # literal blocks without a language (CLI examples, diagrams) stay plain
 smartquotes = False           # `--resume` in help texts stays two hyphens, quotes stay straight
 
-# MyST: headings get anchors (links like [the study](des_study.md#the-studys-results)); `$...$` maths
-myst_enable_extensions = ["colon_fence", "deflist", "dollarmath"]
+# MyST: headings get anchors (links like [the study](des_study.md#the-studys-results))
+myst_enable_extensions = ["colon_fence", "deflist"]
 myst_heading_anchors = 3
 
 # API reference: every module of the package, found by recursion (no hand-kept module list)
+# Generated afresh on every build: a module moved or removed leaves no stale page behind
+shutil.rmtree(Path(__file__).resolve().parent / "api" / "generated", ignore_errors=True)
 autosummary_generate = True
 autosummary_imported_members = False
 autodoc_default_options = {

@@ -36,7 +36,11 @@ def _module_outputs(bundle, types, pos, box) -> dict:
 
 
 def _fmt(stat: dict | None) -> str:
-    return "-" if not stat else f"{stat['mean']:.3f} +- {stat['std']:.3f}"
+    """"mean +- std" of a summary entry; "-" when there is none (no scored replica: its mean is
+    NaN in memory, null in the JSON markers it is read back from)."""
+    if not stat or stat.get("mean") is None or stat.get("std") is None:
+        return "-"
+    return f"{stat['mean']:.3f} +- {stat['std']:.3f}"
 
 
 def _rebase_provenance(dst: Path, src: Path, shipped: dict[Path, Path]) -> None:

@@ -51,6 +51,12 @@ def plus_minus(s: dict | None) -> str:
     return f"{v[0]:.3f} +- {v[1]:.3f}" if v[2] > 1 else f"{v[0]:.3f}"
 
 
+def _num(value, spec: str) -> str:
+    """``value`` formatted by ``spec``; "n/a" when it is missing or not finite (a check that blew up:
+    NaN in memory, ``null`` in the JSON files it is read back from)."""
+    return "n/a" if value is None or not math.isfinite(value) else format(value, spec)
+
+
 def _speed(reps: tuple[ReplicaRecord, ...]) -> str:
     v = [r.ns_per_day for r in reps if r.ns_per_day is not None and math.isfinite(r.ns_per_day)]
     return f"{np.mean(v):.3g}" if v else "n/a"
@@ -469,9 +475,10 @@ def write_pipeline_report(out: Path, cfg, teachers: TeachersResult, students: St
                   "NVT temperature (K) | target (K) | verdict |", "|---|---|---|---|---|---|---|---|"]
         for name, c in checks.items():
             verdict = "safe" if c["safe"] else ("blew up: " + c["blew_up"] if c.get("blew_up") else "NOT safe")
-            lines.append(f"| {name} | {c['timestep_fs']:g} | {c['nve_drift_kj_mol_per_ns_per_bead']:+.3g} | "
-                         f"{c['nve_drift_kT_per_ns_per_bead']:+.3g} | {c['nve_rms_kj_mol_per_bead']:.3g} | "
-                         f"{c['nvt_mean_temperature_K']:.1f} +- {c['nvt_temperature_sem_K']:.1f} | "
+            lines.append(f"| {name} | {c['timestep_fs']:g} | {_num(c['nve_drift_kj_mol_per_ns_per_bead'], '+.3g')} | "
+                         f"{_num(c['nve_drift_kT_per_ns_per_bead'], '+.3g')} | "
+                         f"{_num(c['nve_rms_kj_mol_per_bead'], '.3g')} | "
+                         f"{_num(c['nvt_mean_temperature_K'], '.1f')} +- {_num(c['nvt_temperature_sem_K'], '.1f')} | "
                          f"{c['target_temperature_K']:g} | {verdict} |")
         lines += ["", f"Limits: |drift| <= {next(iter(checks.values()))['max_drift_kT_per_ns']:g} kT/ns per bead, "
                   f"NVT temperature within {100 * next(iter(checks.values()))['max_temperature_error']:g} % of the "

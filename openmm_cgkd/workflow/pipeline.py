@@ -76,6 +76,7 @@ from pathlib import Path
 import numpy as np
 
 from openmm_cgkd.config import Config, ConfigError, config_from_dict
+from openmm_cgkd.analysis.statistics import StatisticsConfig
 from openmm_cgkd.workflow.results import (RESULT_TYPES, AAResult, AnalysisResult, LabelsResult, MDResult,
                                           ModelAnalysis, ReplicaRecord, ReportResult, StageResult, StudentResult,
                                           StudentsResult, TeachersResult, TrainingRun, ensemble_model, model_kind,
@@ -230,6 +231,7 @@ class PipelineConfig(Config):
     students: StudentsConfig = field(default_factory=StudentsConfig)
     md: MDConfig = field(default_factory=MDConfig)
     analysis: dict = field(default_factory=dict)
+    statistics: StatisticsConfig = field(default_factory=StatisticsConfig)  # the report's decision rules
 
     def __post_init__(self) -> None:
         if not self.dataset:
@@ -1334,6 +1336,7 @@ def _run_stages(cfg: PipelineConfig, out: Path, stage, stages: _Stages, log, int
         return write_pipeline_report(out, cfg, teachers, students, runs, analysis, times, log)
 
     stage("report", {"analysis": digest(analysis.to_marker(out)), "md": digest(runs.to_marker(out)),
+                     "statistics": cfg.statistics.to_dict(),
                      "training": digest({"teachers": teachers.to_marker(out), "students": students.to_marker(out)}),
                      "seconds": times}, report)
 

@@ -24,11 +24,12 @@ from pathlib import Path
 import numpy as np
 
 from openmm_cgkd.analysis.plots import _save
+from openmm_cgkd.analysis.statistics import Decision, StatisticsConfig, decide
 from openmm_cgkd.workflow.results import AnalysisResult, MDResult, ReplicaRecord, ReportResult, StudentsResult, \
     TeachersResult, model_kind, student_model, teacher_model
 
 __all__ = ["write_pipeline_report", "summary_stat", "plus_minus", "comparison_markdown", "findings_markdown",
-           "lower", "below_teachers", "best_student", "comparison_plot", "model_overlays", "energy_panels",
+           "finding_decisions", "rules_markdown", "paired", "lower", "below_teachers", "best_student", "comparison_plot", "model_overlays", "energy_panels",
            "learning_curves_plot"]
 
 
@@ -86,7 +87,6 @@ def comparison_markdown(analysis: AnalysisResult, runs: MDResult) -> str:
 
 # ------------------------------------------------------------------------------ findings
 KINDS = ("rdf", "adf", "cdf")
-STUDENT_WITHIN = 0.15  # a student "matches" the ensemble when its mean TAE is at most 15 % above it
 
 
 def _stat(a, kind: str):
@@ -94,59 +94,63 @@ def _stat(a, kind: str):
     return summary_stat(a.summary.get(kind) if a is not None else None)
 
 
-def _resolved(mean_a: float, se_a: float, mean_b: float, se_b: float) -> str:
-    """"yes" (a below b) / "no" when the means differ by more than 2 combined standard errors."""
-    if abs(mean_a - mean_b) <= 2.0 * math.hypot(se_a, se_b):
-        return "not resolved"
-    return "yes" if mean_a < mean_b else "no"
+def _values(a, kind: str) -> list[float] | None:
+    """The per-replica TAEs of ``kind`` of model ``a`` (its scored replicas, in replica order)."""
+    if a is None or not a.summary.get(kind) or not a.summary[kind].get("values"):
+        return None
+    v = [float(x) for x in a.summary[kind]["values"]]
+    return v if all(math.isfinite(x) for x in v) else None
 
 
-def lower(a, b, kind: str) -> str:
-    """Is model ``a``'s mean TAE of ``kind`` below model ``b``'s? "yes" / "no" when the difference
-    is more than 2 combined standard errors of the two means (std over replicas), else "not
-    resolved"; "not resolved (one replica)" when either has a single scored replica (no spread)."""
-    sa, sb = _stat(a, kind), _stat(b, kind)
-    if sa is None or sb is None:
-        return "n/a"
-    if min(sa[2], sb[2]) < 2:
-        return "not resolved (one replica)"
-    return _resolved(sa[0], sa[1] / math.sqrt(sa[2]), sb[0], sb[1] / math.sqrt(sb[2]))
+def _starts(runs: MDResult | None, name: str) -> list[tuple[int, int]] | None:
+    """(start frame, seed) of the scored (not failed) replicas of ``name``, in replica order."""
+    if runs is None or name not in runs.models:
+        return None
+    return [(r.start_frame, r.seed) for r in runs.models[name] if not r.failed]
 
 
-def _means(models, kind: str) -> list[float]:
-    """The mean TAEs of ``kind`` of those ``models`` that have scored replicas."""
-    return [v[0] for v in (_stat(m, kind) for m in models) if v is not None]
+def paired(runs: MDResult | None, name_a: str, name_b: str) -> bool:
+    """Do the scored replicas of models ``name_a`` and ``name_b`` share their starts and seeds,
+    one for one (replica k of both from the same frame with the same seed)? Then they are
+    compared by the paired t-test."""
+    sa, sb = _starts(runs, name_a), _starts(runs, name_b)
+    return sa is not None and sa == sb and len(sa) >= 2
 
 
-def below_teachers(a, teachers: list, kind: str) -> str:
-    """Is model ``a``'s mean TAE of ``kind`` below the median of the single teachers' means? As
-    :func:`lower`, the teachers' side uncertain by the spread of their means (std over teachers /
-    sqrt(number of teachers): the paper's error bars for single teachers); "not resolved (one
-    replica)" / "(one teacher)" when there is no spread to judge by."""
-    sa = _stat(a, kind)
-    means = _means(teachers, kind)
-    if sa is None or not means:
-        return "n/a"
-    if sa[2] < 2:
-        return "not resolved (one replica)"
-    if len(means) < 2:
-        return "not resolved (one teacher)"
-    se_t = float(np.std(means, ddof=1)) / math.sqrt(len(means))
-    return _resolved(sa[0], sa[1] / math.sqrt(sa[2]), float(np.median(means)), se_t)
+def _teacher_means(teachers: list, kind: str) -> list[float] | None:
+    """The single teachers' mean TAEs of ``kind``: the sample "a single teacher" is judged by."""
+    v = [m[0] for m in (_stat(t, kind) for t in teachers) if m is not None]
+    return v or None
+
+
+def lower(a, b, kind: str, is_paired: bool = False, rules: StatisticsConfig | None = None) -> Decision:
+    """Model ``a``'s TAEs of ``kind`` against model ``b``'s as one decision
+    (:func:`~openmm_cgkd.analysis.statistics.decide`: Welch, or paired when ``is_paired``): its
+    ``verdict`` "lower (Holm-adjusted p = ...)" / "higher (...)" / "not resolved (detectable
+    difference >= X)" / "n/a (fewer than 2 replicas)"."""
+    return decide([(kind, _values(a, kind), _values(b, kind), is_paired, False)], rules)[0]
+
+
+def below_teachers(a, teachers: list, kind: str, rules: StatisticsConfig | None = None) -> Decision:
+    """Model ``a``'s TAEs of ``kind`` against the single teachers' mean TAEs (one value per
+    teacher: Welch), as :func:`lower`."""
+    return decide([(kind, _values(a, kind), _teacher_means(teachers, kind), False, False)], rules)[0]
 
 
 PAPER_RECIPE = "ensemble-e-ft-faa"  # the paper's best student: ensemble labels, {e_T, F_T, F_AA}
-BEST_STUDENT_RULE = ("fewest failed replicas, then stable; then the one resolved lower than every other "
-                     "ensemble-distilled student in at least one TAE and higher in none; else the paper's recipe "
-                     "{e_T, F_T, F_AA}")  # what best_student does, as the report states it
+BEST_STUDENT_RULE = ("fewest failed replicas, then stable; then the one significantly lower (t-tests, Holm over "
+                     "all the candidates' comparisons) than every other ensemble-distilled student in at least one "
+                     "TAE and higher in none; else the paper's recipe {e_T, F_T, F_AA}")  # as the report states it
 
 
-def best_student(analysis: AnalysisResult, students: StudentsResult) -> tuple[str, str]:
+def best_student(analysis: AnalysisResult, students: StudentsResult, runs: MDResult | None = None,
+                 rules: StatisticsConfig | None = None) -> tuple[str, str]:
     """The ensemble-distilled student to ship, by a rule fixed before the results: (variant, why).
 
     1. the fewest failed replicas (as a fraction), then stable before not stable;
-    2. of those, the one resolved lower (:func:`lower`) than every other in at least one TAE and
-       resolved higher in none;
+    2. of those, the one significantly lower than every other in at least one TAE and
+       significantly higher in none (t-tests, paired where the replicas share starts and seeds,
+       Holm's correction over every comparison of every pair of candidates in every TAE);
     3. when no single one is (the replicas cannot choose), the paper's recipe ``ensemble-e-ft-faa``
        if it is left, else the lowest sum of mean TAEs.
 
@@ -165,15 +169,22 @@ def best_student(analysis: AnalysisResult, students: StudentsResult) -> tuple[st
         (v,) = left
         return v, (pre + "the only candidate left") if pre else "the only ensemble-distilled student"
     kinds = [k for k in KINDS if all(_stat(a, k) is not None for a in left.values())]
+    pairs = [(v, w) for v in left for w in left if v < w]
+    questions = [(f"{v}|{w}|{k}", _values(left[v], k), _values(left[w], k),
+                  paired(runs, student_model(v), student_model(w)), False) for v, w in pairs for k in kinds]
+    outcome = {d.label: d.outcome for d in decide(questions, rules)}
 
-    def beats(a, b) -> bool:
-        verdicts = [lower(a, b, k) for k in kinds]
-        return "yes" in verdicts and "no" not in verdicts
+    def beats(v, w) -> bool:
+        flip = {"lower": "higher", "higher": "lower"}
+        got = [outcome[f"{v}|{w}|{k}"] if v < w else flip.get(outcome[f"{w}|{v}|{k}"], "not resolved")
+               for k in kinds]
+        return "lower" in got and "higher" not in got
 
-    winners = [v for v, a in left.items() if all(beats(a, b) for w, b in left.items() if w != v)]
+    winners = [v for v in left if all(beats(v, w) for w in left if w != v)]
     if len(winners) == 1:
         v = winners[0]
-        return v, pre + f"resolved lower than {', '.join(w for w in left if w != v)} in at least one TAE, higher in none"
+        return v, pre + (f"significantly lower than {', '.join(w for w in left if w != v)} in at least one TAE, "
+                         "higher in none")
     if PAPER_RECIPE in left:
         return PAPER_RECIPE, pre + "the replicas do not resolve a better one: the paper's recipe {e_T, F_T, F_AA}"
     v = min(left, key=lambda w: sum(_stat(left[w], k)[0] for k in kinds))
@@ -189,21 +200,96 @@ def _cells(models: list, kinds) -> str:
     return " | ".join(cells)
 
 
-def findings_markdown(analysis: AnalysisResult, students: StudentsResult) -> str:
-    """The method's findings (ensemble better than its teachers; ensemble-distilled students stable
-    and as good as the ensemble, better than a single teacher; per-bead energies matter; students
-    of one teacher inherit its errors) checked against this run's TAEs, with the reference's noise
-    floor. Every row says what was compared; "not resolved" when the replicas cannot tell."""
+def rules_markdown(rules: StatisticsConfig) -> str:
+    """The decision rules in one paragraph (docs/evidence.md states them in full)."""
+    return (f"Each verdict is a test on the per-replica TAEs: Welch's t-test, or the paired t-test where the two "
+            f"models' replicas share their starts and seeds; two-sided p-values, Holm's correction over all the "
+            f"decisions of this table (family-wise alpha {rules.alpha:g}). \"lower\" / \"higher\": significant "
+            f"after Holm. \"Equivalent within {100 * rules.equivalence_margin:g} %\" (asked where a finding says "
+            f"\"matches\" or \"inherits\" or \"no difference\"): two one-sided tests that the ratio of mean "
+            f"TAEs lies in {1 - rules.equivalence_margin:g}-{1 + rules.equivalence_margin:g} (Fieller-type, the "
+            f"margin declared in the config before the runs), Holm over those tests. Otherwise \"not resolved\", "
+            f"with the smallest difference of means these replicas could have detected (two-sided alpha "
+            f"{rules.alpha:g}, power {rules.power:g}, from the observed spreads; a lower bound). A single teacher "
+            f"is judged by the teachers' mean TAEs, one value per teacher.")
+
+
+def finding_decisions(analysis: AnalysisResult, students: StudentsResult, runs: MDResult | None = None,
+                      rules: StatisticsConfig | None = None) -> list[tuple[str, str, list[str], list[Decision]]]:
+    """The method's findings as one family of decisions: per row (finding, compared, table
+    cells per kind, decisions per kind), in report order. Holm runs over all of them."""
     models = analysis.models
     kinds = [k for k in KINDS if any(k in a.summary for a in models.values())]
     teachers = {n: a for n, a in models.items() if model_kind(n) == "teacher"}
     ens_name = next((n for n in models if model_kind(n) == "ensemble"), "ensemble")
     ensemble = models.get(ens_name)
+    rows: list[tuple[str, str, list[str], list[tuple]]] = []
+
+    def mean_teacher_cells(a) -> list[str]:
+        out = []
+        for k in kinds:
+            m, t = _stat(a, k), _teacher_means(list(teachers.values()), k)
+            out.append(f"{'n/a' if m is None else format(m[0], '.3f')} vs "
+                       f"{'n/a' if t is None else format(float(np.mean(t)), '.3f')}")
+        return out
+
+    def vs_teachers(a) -> list[tuple]:
+        return [(k, _values(a, k), _teacher_means(list(teachers.values()), k), False, False) for k in kinds]
+
+    def vs(a_name, b_name, equivalence) -> list[tuple]:
+        a, b = models[a_name], models[b_name]
+        return [(k, _values(a, k), _values(b, k), paired(runs, a_name, b_name), equivalence) for k in kinds]
+
+    if ensemble is not None and teachers:
+        rows.append(("the ensemble beats a single teacher", f"{ens_name} vs the teachers' mean",
+                     mean_teacher_cells(ensemble), vs_teachers(ensemble)))
+    ens_students = {student_model(n): s for n, s in students.students.items() if s.labels == "ensemble"}
+    for name in ens_students:
+        if name not in models:
+            continue
+        if ensemble is not None:
+            rows.append(("the student matches the ensemble", f"{name} vs {ens_name}",
+                         _cells([models[name], ensemble], kinds).split(" | "), vs(name, ens_name, True)))
+        if teachers:
+            rows.append(("the student beats a single teacher", f"{name} vs the teachers' mean",
+                         mean_teacher_cells(models[name]), vs_teachers(models[name])))
+    with_e = [n for n, s in ens_students.items() if s.variant == "ensemble-e-ft-faa" and n in models]
+    without_e = [n for n, s in ens_students.items() if s.variant == "ensemble-ft-faa" and n in models]
+    if with_e and without_e:
+        rows.append(("per-bead energies help", f"{with_e[0]} vs {without_e[0]}",
+                     _cells([models[with_e[0]], models[without_e[0]]], kinds).split(" | "),
+                     vs(with_e[0], without_e[0], True)))
+    singles = {n: s for n, s in students.students.items() if s.labels != "ensemble" and s.member is not None}
+    for n, s in singles.items():
+        a_name, t_name = student_model(n), teacher_model(s.member)
+        if a_name in models and t_name in models:
+            rows.append(("a single-teacher student inherits its teacher", f"{a_name} vs {t_name}",
+                         _cells([models[a_name], models[t_name]], kinds).split(" | "), vs(a_name, t_name, True)))
+    if with_e:
+        for n, s in singles.items():
+            a_name = student_model(n)
+            if a_name in models and s.variant == "single-e-ft-faa":
+                rows.append(("ensemble labels beat one teacher's", f"{with_e[0]} vs {a_name}",
+                             _cells([models[with_e[0]], models[a_name]], kinds).split(" | "),
+                             vs(with_e[0], a_name, False)))
+    questions = [q for row in rows for q in row[3]]
+    decisions = iter(decide(questions, rules))
+    return [(f, c, cells, [next(decisions) for _ in qs]) for f, c, cells, qs in rows]
+
+
+def findings_markdown(analysis: AnalysisResult, students: StudentsResult, runs: MDResult | None = None,
+                      rules: StatisticsConfig | None = None) -> str:
+    """The method's findings (ensemble better than its teachers; ensemble-distilled students stable
+    and as good as the ensemble, better than a single teacher; per-bead energies matter; students
+    of one teacher inherit its errors) checked against this run's TAEs by the decision rules of
+    :mod:`openmm_cgkd.analysis.statistics` (``rules``; pairing from ``runs``), with the
+    reference's noise floor."""
+    rules = rules or StatisticsConfig()
+    models = analysis.models
+    kinds = [k for k in KINDS if any(k in a.summary for a in models.values())]
+    teachers = {n: a for n, a in models.items() if model_kind(n) == "teacher"}
     head = ["## The method's findings, checked (TAE means over the scored replicas; lower is better)", "",
-            "A difference counts (yes / no) when it exceeds 2 combined standard errors of the two means "
-            "(std over replicas; for the median teacher, the std of the teachers' means over the number of "
-            "teachers); otherwise it is \"not resolved\" with these replicas, as it is with one replica. "
-            f"\"Matches the ensemble\": mean TAE at most {100 * STUDENT_WITHIN:g} % above the ensemble's.", ""]
+            rules_markdown(rules), ""]
     floor = analysis.noise_floor
     if floor is not None:
         head += [f"Noise floor (blocks of {floor.block_frames} reference frames, as many as a replica is scored "
@@ -211,78 +297,29 @@ def findings_markdown(analysis: AnalysisResult, students: StudentsResult) -> str
                  + ", ".join(f"{k.upper()} {floor.summary[k].mean:.3f} +- {floor.summary[k].std:.3f}"
                              for k in kinds if k in floor.summary)
                  + ". A model TAE near it cannot be told from the AA reference.", ""]
-    rows = ["| finding | compared | " + " | ".join(f"{k.upper()} TAE" for k in kinds) + " | holds? |",
-            "|---|---|" + "---|" * len(kinds) + "---|"]
-
-    def median_teacher(kind):
-        vals = _means(teachers.values(), kind)
-        return float(np.median(vals)) if vals else None
-
-    def below_median(a, kind):
-        return below_teachers(a, list(teachers.values()), kind)
-
-    def verdicts(fn) -> str:
-        return ", ".join(f"{k.upper()} {fn(k)}" for k in kinds)
-
-    def median_cells(a) -> str:
-        out = []
-        for k in kinds:
-            m, med = _stat(a, k), median_teacher(k)
-            out.append(f"{'n/a' if m is None else format(m[0], '.3f')} vs "
-                       f"{'n/a' if med is None else format(med, '.3f')}")
-        return " | ".join(out)
-
-    def stability(a) -> str:
-        return "n/a" if a is None else (f"{a.n_failed} of {a.n_replicas} failed, "
-                                        + ("stable" if a.stable else "NOT stable (drift or clustering)"))
-
+    table = ["| finding | compared | " + " | ".join(f"{k.upper()} TAE" for k in kinds) + " | verdicts |",
+             "|---|---|" + "---|" * len(kinds) + "---|"]
     if teachers:
         unstable = sum(1 for a in teachers.values() if not a.stable)
         late = sum(len(a.not_equilibrated_within_discard) for a in teachers.values())
         n_rep = sum(a.n_replicas for a in teachers.values())
-        rows.append(f"| single teachers drift or cluster | {len(teachers)} teachers, {n_rep} replicas | "
-                    + " | ".join("-" for _ in kinds)
-                    + f" | {unstable} of {len(teachers)} teachers not stable; {late} replica(s) not equilibrated "
-                      "within the discard |")
-    if ensemble is not None and teachers:
-        rows.append(f"| the ensemble beats a single teacher | {ens_name} vs median teacher | {median_cells(ensemble)} "
-                    f"| {verdicts(lambda k: below_median(ensemble, k))}; {stability(ensemble)} |")
-    ens_students = {student_model(n): s for n, s in students.students.items() if s.labels == "ensemble"}
-    for name, s in ens_students.items():
-        a = models.get(name)
-        if a is None:
-            continue
-        within = lambda k, a=a: ("n/a" if _stat(a, k) is None or _stat(ensemble, k) is None else  # noqa: E731
-                                 "yes" if _stat(a, k)[0] <= (1 + STUDENT_WITHIN) * _stat(ensemble, k)[0] else "no")
-        if ensemble is not None:
-            rows.append(f"| the student matches the ensemble | {name} vs {ens_name} | {_cells([a, ensemble], kinds)} "
-                        f"| {verdicts(within)}; {stability(a)} |")
-        if teachers:
-            rows.append(f"| the student beats a single teacher | {name} vs median teacher | {median_cells(a)} | "
-                        f"{verdicts(lambda k, a=a: below_median(a, k))} |")
-    with_e = [n for n, s in ens_students.items() if s.variant == "ensemble-e-ft-faa"]
-    without_e = [n for n, s in ens_students.items() if s.variant == "ensemble-ft-faa"]
-    if with_e and without_e and with_e[0] in models and without_e[0] in models:
-        a, b = models[with_e[0]], models[without_e[0]]
-        rows.append(f"| per-bead energies help | {with_e[0]} vs {without_e[0]} | {_cells([a, b], kinds)} | "
-                    f"{verdicts(lambda k: lower(a, b, k))} |")
-    singles = {n: s for n, s in students.students.items() if s.labels != "ensemble" and s.member is not None}
-    for n, s in singles.items():
-        a, t = models.get(student_model(n)), models.get(teacher_model(s.member))
-        if a is None or t is None:
-            continue
-        rows.append(f"| a single-teacher student inherits its teacher | {student_model(n)} vs {teacher_model(s.member)} | "
-                    f"{_cells([a, t], kinds)} | better than its teacher: {verdicts(lambda k: lower(a, t, k))} |")
-    if with_e and with_e[0] in models:
-        best = models[with_e[0]]
-        for n, s in singles.items():
-            a = models.get(student_model(n))
-            if a is not None and s.variant == "single-e-ft-faa":
-                rows.append(f"| ensemble labels beat one teacher's | {with_e[0]} vs {student_model(n)} | "
-                            f"{_cells([best, a], kinds)} | {verdicts(lambda k, a=a: lower(best, a, k))} |")
-    if len(rows) == 2:
+        table.append(f"| single teachers drift or cluster | {len(teachers)} teachers, {n_rep} replicas | "
+                     + " | ".join("-" for _ in kinds)
+                     + f" | {unstable} of {len(teachers)} teachers not stable; {late} replica(s) not equilibrated "
+                       "within the discard |")
+    rows = finding_decisions(analysis, students, runs, rules)
+    for finding, compared, cells, decisions in rows:
+        verdicts = "; ".join(f"{k.upper()} {d.verdict}" for k, d in zip(kinds, decisions))
+        table.append(f"| {finding} | {compared} | {' | '.join(cells)} | {verdicts} |")
+    if len(table) == 2:
         return ""
-    return "\n".join(head + rows) + "\n"
+    counts = {}
+    for *_, decisions in rows:
+        for d in decisions:
+            counts[d.outcome] = counts.get(d.outcome, 0) + 1
+    tally = (f"Of {sum(counts.values())} decisions: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
+             + ".") if counts else ""
+    return "\n".join(head + table + ["", tally]) + "\n"
 
 
 def comparison_plot(analysis: AnalysisResult, path: Path) -> Path:
@@ -447,9 +484,9 @@ def write_pipeline_report(out: Path, cfg, teachers: TeachersResult, students: St
              f"with its own seed. The first {analysis_settings(cfg).discard_frames} frame(s) of every replica of "
              "every model are discarded (pymbar's equilibration time is a check).", "",
              comparison_markdown(analysis, runs), "![TAE comparison](tae_comparison.png)", "",
-             findings_markdown(analysis, students)]
+             findings_markdown(analysis, students, runs, cfg.statistics)]
     try:
-        best = best_student(analysis, students)
+        best = best_student(analysis, students, runs, cfg.statistics)
     except LookupError:
         best = None
     if best is not None:

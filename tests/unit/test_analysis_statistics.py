@@ -145,3 +145,11 @@ def test_statistics_config():
         StatisticsConfig.from_dict({"equivalence_margin": 1.5})
     with pytest.raises(ConfigError):
         StatisticsConfig.from_dict({"alpha_": 0.05})
+
+
+def test_power_integral_matches_scipy_nct():
+    from openmm_cgkd.analysis.statistics import _power
+    for df, nc in ((3.0, 2.0), (6.0, 3.1), (20.0, 1.0)):
+        crit = stats.t.ppf(0.975, df)
+        ref = stats.nct.sf(crit, df, nc) + stats.nct.cdf(-crit, df, nc)
+        assert _power(nc, df, crit) == pytest.approx(ref, abs=2e-4)

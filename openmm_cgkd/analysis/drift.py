@@ -180,10 +180,16 @@ class DriftSeries:
 def replica_drift_series(traj, reference_rdfs: Mapping[str, Distribution], energy: Sequence[float] | None = None,
                          times: Sequence[float] | None = None) -> DriftSeries:
     """The :class:`DriftSeries` of a replica trajectory ``traj`` from its first frame:
-    coordination cut at the first minimum of each pair's AA g(r) (``reference_rdfs``), the
+    coordination cut at the first minimum of each pair's AA g(r) (``reference_rdfs``; pairs whose
+    g(r) has none on its grid are left out), the
     potential ``energy`` (F,) kJ/mol when it has a value per frame. ``times`` (F,) ps default to
     ``traj.time``."""
-    cutoffs = {k: first_minimum(g) for k, g in reference_rdfs.items()}
+    cutoffs = {}
+    for k, g in reference_rdfs.items():
+        try:
+            cutoffs[k] = first_minimum(g)
+        except AnalysisError:  # no first minimum on the grid (a small box): no coordination series for it
+            continue
     t = np.asarray(traj.time if times is None else times, dtype=np.float64)
     e = None if energy is None else np.asarray(energy, dtype=np.float64)
     if e is not None and e.shape != (traj.n_frames,):

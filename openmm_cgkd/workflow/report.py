@@ -2,7 +2,11 @@
 
 * TAE table: RDF, ADF, CDF per model, mean +- std over the scored replicas, "k of n replicas
   failed", stability, replicas not equilibrated within the fixed discard (pymbar), ns/day;
-* the method's findings checked, and the ensemble-distilled student to ship (:func:`best_student`);
+* the reference check (has the AA reference rearranged?) and, per model and pair, the
+  coordination below the AA's closest contact with the contact gate;
+* the method's findings checked by the decision rules of :mod:`openmm_cgkd.analysis.statistics`
+  (t-tests, Holm, TOST, detectable differences), and the ensemble-distilled student to ship
+  (:func:`best_student`);
 * the failed replicas (model, replica, step, reason) and the time-step check;
 * training: epochs, early stop, best validation loss, validation force RMSE of the teachers, and
   the learning curves (train and validation loss per epoch) of every model;
@@ -23,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from openmm_cgkd.analysis.contacts import GATE_FACTOR, GATE_FLOOR, contact_gate
 from openmm_cgkd.analysis.plots import _save
 from openmm_cgkd.analysis.statistics import Decision, StatisticsConfig, decide
 from openmm_cgkd.workflow.config import analysis_settings
@@ -30,7 +35,7 @@ from openmm_cgkd.workflow.results import AnalysisResult, MDResult, ReplicaRecord
     TeachersResult, model_kind, student_model, teacher_model
 
 __all__ = ["write_pipeline_report", "summary_stat", "plus_minus", "comparison_markdown", "findings_markdown",
-           "finding_decisions", "rules_markdown", "paired", "lower", "below_teachers", "best_student", "comparison_plot", "model_overlays", "energy_panels",
+           "finding_decisions", "rules_markdown", "paired", "contacts_markdown", "reference_markdown", "contacts_plot", "lower", "below_teachers", "best_student", "comparison_plot", "model_overlays", "energy_panels",
            "learning_curves_plot"]
 
 
@@ -66,24 +71,72 @@ def _contact(a) -> str:
     return f"{c['pair']} g {c['peak_g']:.2g} at {c['peak_r_nm']:.3f} nm (AA from {c['reference_contact_nm']:.3f})"
 
 
+def _below_contact(a) -> str:
+    """The pair with the most neighbours below the AA's closest contact, against the AA, and the
+    contact gate: "CHO-CL 0.110 vs AA 0.002 per CHO (FAIL)"."""
+    if not a.coordination:
+        return "n/a"
+    c = max(a.coordination.values(), key=lambda c: c["model_per_a"] - c["reference_per_a"])
+    head = c["pair"].split("-")[0]
+    gate = contact_gate(a.coordination)
+    return (f"{c['pair']} {c['model_per_a']:.3f} vs AA {c['reference_per_a']:.3f} per {head} "
+            f"({'pass' if gate.passed else 'FAIL'})")
+
+
 def comparison_markdown(analysis: AnalysisResult, runs: MDResult) -> str:
     """The TAE table (mean +- std over scored replicas, failed replicas counted) with ns/day."""
     models = analysis.models
     lines = ["## Structural error (TAE vs AA; mean +- std over the scored replicas; lower is better)", "",
              "Closest contact: the pair whose g(r) (mean over replicas) is highest below the distance where the "
-             "AA g(r) begins (a pairing the AA liquid does not have; 0: none).", "",
+             "AA g(r) begins (a pairing the AA liquid does not have; 0: none). Below the AA contact: the pair with "
+             f"the most neighbours closer than the AA's closest contact, per bead, against the AA, and the contact "
+             f"gate (every pair at most {GATE_FACTOR:g} x the AA's + {GATE_FLOOR:g}).", "",
              "| model | replicas | RDF | ADF | CDF | stable | not equilibrated within the discard | closest contact "
-             "| ns/day | platform |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "| below the AA contact | ns/day | platform |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, a in models.items():
         reps = runs.models.get(name, ())
         failed = f"{a.n_failed} of {a.n_replicas} replicas failed"
         plat = next((r.platform for r in reps if r.platform), "n/a")
         lines.append(f"| {name} | {failed} | {plus_minus(a.summary.get('rdf'))} | {plus_minus(a.summary.get('adf'))} | "
                      f"{plus_minus(a.summary.get('cdf'))} | {'yes' if a.stable else 'NO'} | "
-                     f"{', '.join(a.not_equilibrated_within_discard) or 'none'} | {_contact(a)} | {_speed(reps)} | "
-                     f"{plat} |")
+                     f"{', '.join(a.not_equilibrated_within_discard) or 'none'} | {_contact(a)} | {_below_contact(a)} | "
+                     f"{_speed(reps)} | {plat} |")
     return "\n".join(lines) + "\n"
+
+
+def contacts_markdown(analysis: AnalysisResult) -> str:
+    """Per model and pair A-B, the B beads per A bead closer than the AA's closest contact (the AA's
+    own in the first row), and the contact gate (:func:`~openmm_cgkd.analysis.contacts.contact_gate`)."""
+    models = {n: a for n, a in analysis.models.items() if a.coordination}
+    if not models:
+        return ""
+    pairs = list(next(iter(models.values())).coordination)
+    first = next(iter(models.values())).coordination
+    lines = ["## Contacts below the AA's closest contact", "",
+             "Per pair A-B: B beads per A bead closer than the AA's closest contact (the first r at which the AA "
+             f"g(r) reaches 0.1; mean g(r) over the scored replicas). Gate: every pair at most {GATE_FACTOR:g} x the "
+             f"AA's + {GATE_FLOOR:g} (docs/evidence.md).", "",
+             "| model | " + " | ".join(pairs) + " | gate |", "|---|" + "---|" * (len(pairs) + 1),
+             "| AA (contact nm) | " + " | ".join(f"{first[p]['reference_per_a']:.4f} ({first[p]['contact_nm']:.3f})"
+                                                 for p in pairs) + " | - |"]
+    for name, a in models.items():
+        gate = contact_gate(a.coordination)
+        lines.append(f"| {name} | " + " | ".join(f"{a.coordination[p]['model_per_a']:.4f}" if p in a.coordination
+                                                 else "n/a" for p in pairs)
+                     + f" | {'pass' if gate.passed else 'FAIL: ' + '; '.join(gate.failed)} |")
+    return "\n".join(lines) + "\n"
+
+
+def reference_markdown(analysis: AnalysisResult) -> str:
+    """The reference check of the AA reference (:mod:`openmm_cgkd.analysis.reference_check`)."""
+    c = analysis.reference_check
+    if c is None:
+        return ""
+    return ("## Reference check (has the AA reference rearranged?)\n\n" + c["verdict"] + ".\n\n"
+            f"Frozen when at least {100 * c['thresholds']['still']:g} % of the first-shell pairs are still "
+            f"neighbours at the end, or the RMS displacement is below {c['thresholds']['displacement_ratio']:g} of "
+            "the neighbour distance (docs/evidence.md). A frozen reference's noise floor is that of one packing.\n")
 
 
 # ------------------------------------------------------------------------------ findings
@@ -323,6 +376,28 @@ def findings_markdown(analysis: AnalysisResult, students: StudentsResult, runs: 
     return "\n".join(head + table + ["", tally]) + "\n"
 
 
+def contacts_plot(coordination: dict[str, dict], path: Path, title: str = "") -> Path:
+    """Per pair A-B (``coordination``: :attr:`ModelAnalysis.coordination`), the B beads per A bead
+    closer than the AA's closest contact: model and AA bars, and the gate's limit (dashed)."""
+    from openmm_cgkd.figures import new_figure
+
+    pairs = list(coordination)
+    fig = new_figure(figsize=(1.1 * max(3, len(pairs)) + 1.5, 3.4))
+    ax = fig.add_subplot(1, 1, 1)
+    x = np.arange(len(pairs))
+    model = [coordination[p]["model_per_a"] for p in pairs]
+    aa = [coordination[p]["reference_per_a"] for p in pairs]
+    ax.bar(x - 0.2, model, 0.4, color="C3", label="model")
+    ax.bar(x + 0.2, aa, 0.4, color="0.4", label="AA")
+    limit = [GATE_FACTOR * v + GATE_FLOOR for v in aa]
+    ax.hlines(limit, x - 0.4, x + 0.4, colors="k", linestyles="--", lw=1, label="gate")
+    ax.set_xticks(x, [f"{p}\n< {coordination[p]['contact_nm']:.3f} nm" for p in pairs], fontsize=7)
+    ax.set_ylabel("neighbours per bead (B per A)")
+    ax.set_title(title or "Coordination below the AA's closest contact", fontsize=9)
+    ax.legend(fontsize=7)
+    return _save(fig, path, tight=True)
+
+
 def comparison_plot(analysis: AnalysisResult, path: Path) -> Path:
     """Grouped bar chart of summary TAEs with error bars, one group per kind (rdf, adf, cdf)."""
     from openmm_cgkd.figures import colormap, new_figure
@@ -483,7 +558,8 @@ def write_pipeline_report(out: Path, cfg, teachers: TeachersResult, students: St
              f"{md.interval_steps * md.timestep_fs / 1000:g} ps; every replica starts from its own training frame "
              f"with its own seed. The first {analysis_settings(cfg).discard_frames} frame(s) of every replica of "
              "every model are discarded (pymbar's equilibration time is a check).", "",
-             comparison_markdown(analysis, runs), "![TAE comparison](tae_comparison.png)", "",
+             reference_markdown(analysis), comparison_markdown(analysis, runs),
+             "![TAE comparison](tae_comparison.png)", "", contacts_markdown(analysis),
              findings_markdown(analysis, students, runs, cfg.statistics)]
     try:
         best = best_student(analysis, students, runs, cfg.statistics)

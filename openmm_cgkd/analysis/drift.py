@@ -32,7 +32,7 @@ import numpy as np
 from openmm_cgkd.analysis.distributions import AnalysisError, Distribution, bead_type_indices, require_periodic
 
 __all__ = ["linear_trend", "relative_change", "over_replicas", "first_minimum", "merge_distance_series",
-           "coordination_series", "DriftSeries", "replica_drift_series", "ReplicaMean", "common_discard",
+           "coordination_series", "DriftSeries", "replica_drift_series", "ReplicaMean", "common_discard", "model_drift",
            "DRIFT_SERIES_VERSION"]
 
 DRIFT_SERIES_VERSION = 1
@@ -205,3 +205,28 @@ def common_discard(t0_frames: Sequence[int | None]) -> int:
     if not v:
         raise AnalysisError("no equilibration time of a reference replica to choose the discard from")
     return max(v)
+
+
+def model_drift(series: Sequence[DriftSeries], start: int) -> dict[str, dict]:
+    """One model's drift over its replicas' ``series``: per quantity (``merge:<species>``,
+    ``coordination:<pair>``, ``energy``) the :class:`ReplicaMean` (as a dict) of the per-replica
+    change from frame 0 to the window from frame ``start`` on (:meth:`DriftSeries.drifts`), and of
+    the per-replica slope over that window (``slope``, per ps; merge and coordination as fractions
+    of their frame-0 value per ps, energy in kJ/mol/ps). Empty without series."""
+    if not series:
+        return {}
+    window = slice(int(start), None)
+    changes = [s.drifts(window) for s in series]
+    keys = [k for k in changes[0] if all(k in c for c in changes)]
+    out = {}
+    for k in keys:
+        slopes = []
+        for s in series:
+            kind, _, name = k.partition(":")
+            v = {"merge": s.merge_nm, "coordination": s.coordination}.get(kind, {}).get(name)
+            v = s.energy_kj_mol if kind == "energy" else v / v[0]
+            t = s.times_ps[window]
+            slopes.append(linear_trend(t, v[window])[0] if t.size >= 3 else math.nan)
+        out[k] = {"change": over_replicas([c[k] for c in changes]).to_dict(),
+                  "slope": over_replicas(slopes).to_dict()}
+    return out

@@ -35,7 +35,7 @@ from openmm_cgkd.workflow.results import AnalysisResult, MDResult, ReplicaRecord
     TeachersResult, model_kind, student_model, teacher_model
 
 __all__ = ["write_pipeline_report", "summary_stat", "plus_minus", "comparison_markdown", "findings_markdown",
-           "finding_decisions", "rules_markdown", "paired", "contacts_markdown", "reference_markdown", "contacts_plot", "lower", "below_teachers", "best_student", "comparison_plot", "model_overlays", "energy_panels",
+           "finding_decisions", "rules_markdown", "paired", "contacts_markdown", "reference_markdown", "contacts_plot", "drift_markdown", "lower", "below_teachers", "best_student", "comparison_plot", "model_overlays", "energy_panels",
            "learning_curves_plot"]
 
 
@@ -125,6 +125,41 @@ def contacts_markdown(analysis: AnalysisResult) -> str:
         lines.append(f"| {name} | " + " | ".join(f"{a.coordination[p]['model_per_a']:.4f}" if p in a.coordination
                                                  else "n/a" for p in pairs)
                      + f" | {'pass' if gate.passed else 'FAIL: ' + '; '.join(gate.failed)} |")
+    return "\n".join(lines) + "\n"
+
+
+def drift_markdown(analysis: AnalysisResult, frame_ps: float) -> str:
+    """Per model the drift from t = 0 (:func:`~openmm_cgkd.analysis.drift.model_drift`): mean merge
+    distance per species and potential energy, change from frame 0 to the scored window, mean +-
+    standard error over replicas; and the discard chosen from the ensemble's replicas
+    (:func:`~openmm_cgkd.analysis.drift.common_discard`)."""
+    from openmm_cgkd.analysis.drift import common_discard
+
+    models = {n: a for n, a in analysis.models.items() if a.drift}
+    if not models:
+        return ""
+    merge = sorted({k for a in models.values() for k in a.drift if k.startswith("merge:")})
+
+    def cell(d, scale=100.0, unit=" %"):
+        c = d["change"]
+        se = "" if c["se"] is None or not math.isfinite(c["se"]) else f" +- {scale * c['se']:.1f}"
+        return f"{scale * c['mean']:+.1f}{se}{unit}"
+
+    lines = ["## Drift from t = 0 (from each replica's first frame to its scored window; mean +- s.e. over replicas)",
+             "", "| model | " + " | ".join(f"{k.split(':')[1]} merge distance" for k in merge)
+             + " | potential energy (kJ/mol) | energy slope in the window (kJ/mol/ps) |",
+             "|---|" + "---|" * (len(merge) + 2)]
+    for name, a in models.items():
+        e = a.drift.get("energy")
+        lines.append(f"| {name} | " + " | ".join(cell(a.drift[k]) if k in a.drift else "n/a" for k in merge)
+                     + f" | {cell(e, 1.0, '') if e else 'n/a'} | "
+                     + (f"{e['slope']['mean']:+.3g}" if e else "n/a") + " |")
+    ens = [a for n, a in analysis.models.items() if model_kind(n) == "ensemble"]
+    if ens and any(t is not None for t in ens[0].pymbar_t0_frames):
+        d = common_discard(ens[0].pymbar_t0_frames)
+        lines += ["", f"Equilibration discard chosen from the reference model (the ensemble; the largest pymbar t0 "
+                  f"of its replicas): {d} frames ({d * frame_ps:g} ps), the same for every model; this run "
+                  f"discarded {ens[0].discard_frames}."]
     return "\n".join(lines) + "\n"
 
 
@@ -560,6 +595,7 @@ def write_pipeline_report(out: Path, cfg, teachers: TeachersResult, students: St
              "every model are discarded (pymbar's equilibration time is a check).", "",
              reference_markdown(analysis), comparison_markdown(analysis, runs),
              "![TAE comparison](tae_comparison.png)", "", contacts_markdown(analysis),
+             drift_markdown(analysis, md.interval_steps * md.timestep_fs / 1000.0 * analysis_settings(cfg).stride),
              findings_markdown(analysis, students, runs, cfg.statistics)]
     try:
         best = best_student(analysis, students, runs, cfg.statistics)

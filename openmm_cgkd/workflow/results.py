@@ -305,6 +305,7 @@ class ModelAnalysis:
     pymbar_t0_frames: tuple[int | None, ...]
     contacts: dict[str, dict] = field(default_factory=dict)  # pair -> CloseContact.to_dict()
     coordination: dict[str, dict] = field(default_factory=dict)  # pair -> ContactCoordination.to_dict()
+    drift: dict[str, dict] = field(default_factory=dict)  # quantity -> analysis.drift.model_drift() entry
 
     def to_dict(self) -> dict:
         data = {"summary": self.summary, "stable": self.stable, "dir": str(self.dir), "n_replicas": self.n_replicas,
@@ -315,6 +316,8 @@ class ModelAnalysis:
             data["contacts"] = self.contacts
         if self.coordination:  # the same for the coordination below the AA contact
             data["coordination"] = self.coordination
+        if self.drift:  # and for the drift from t = 0 (records of version 2)
+            data["drift"] = self.drift
         return data
 
     @classmethod
@@ -322,7 +325,7 @@ class ModelAnalysis:
         return cls(data["summary"], data["stable"], Path(data["dir"]), data["n_replicas"], data["n_failed"],
                    tuple(data.get("failures", [])), tuple(data.get("not_equilibrated_within_discard", [])),
                    data["discard_frames"], tuple(data.get("pymbar_t0_frames", [])), dict(data.get("contacts", {})),
-                   dict(data.get("coordination", {})))
+                   dict(data.get("coordination", {})), dict(data.get("drift", {})))
 
 
 @dataclass(frozen=True)

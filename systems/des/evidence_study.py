@@ -119,7 +119,8 @@ def contact_section(study: Path, records: dict) -> tuple[dict, list[str]]:
         lines.append(f"| {name} | " + " | ".join(f"{cc[p].model_per_a:.4f}" for p in pairs)
                      + f" | {'pass' if gate.passed else 'FAIL: ' + '; '.join(gate.failed)} |")
     lines += ["", f"Per pair A-B: B beads per A bead closer than the AA's closest contact (the first r where the AA "
-              f"g(r) reaches 0.1), from the mean g(r) over the replicas (box {volume:.3f} nm^3, {counts})."]
+              f"g(r) reaches 0.1), from the mean g(r) over the replicas (box {volume:.3f} nm^3; beads: "
+              + ", ".join(f"{n} {t}" for t, n in counts.items()) + ")."]
     return {"volume_nm3": volume, "counts": counts, "models": out,
             "aa": {k: c.to_dict() for k, c in aa.items()}}, lines
 

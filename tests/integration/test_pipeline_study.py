@@ -138,6 +138,10 @@ def test_report_has_every_part_and_stage_times(study):
         assert set(a.contacts) == {"A-A", "A-B", "B-B"} and all(c["reference_contact_nm"] > 0 for c in a.contacts.values())
         assert set(a.coordination) == set(a.contacts) and all(c["model_per_a"] >= 0 for c in a.coordination.values())
     assert results["analysis"].reference_check["n_pairs"] > 0 and "verdict" in results["analysis"].reference_check
+    for name, a in results["analysis"].models.items():  # drift from t = 0, from the version-2 records
+        assert {"merge:A", "merge:B", "energy"} <= set(a.drift), name
+        assert a.drift["energy"]["change"]["n"] == results["analysis"].models[name].n_replicas
+    assert "## Drift from t = 0" in text and "Equilibration discard chosen from the reference model" in text
     # 17 reference frames, replicas scored on 4: two blocks of 4 in each half
     floor = results["analysis"].noise_floor
     assert floor.block_frames == 4 and floor.n_blocks == 4 and floor.summary["rdf"].mean > 0

@@ -6,7 +6,7 @@ from scipy import stats
 
 from openmm_cgkd.analysis.cdf import mst_merge_distances
 from openmm_cgkd.analysis.distributions import AnalysisError, Distribution, make_trajectory, pairwise_distances
-from openmm_cgkd.analysis.drift import (DriftSeries, common_discard, coordination_series, first_minimum,
+from openmm_cgkd.analysis.drift import (DriftSeries, common_discard, coordination_series, first_minimum, model_drift,
                                         linear_trend, merge_distance_series, over_replicas, relative_change,
                                         replica_drift_series)
 
@@ -76,3 +76,15 @@ def test_common_discard():
     assert common_discard([136, None, 238, 90]) == 238
     with pytest.raises(AnalysisError):
         common_discard([None])
+
+
+def test_model_drift_over_replicas():
+    t = np.arange(10.0)
+    series = [DriftSeries(t, {"CL": 1.0 + 0.01 * k * t}, {}, {}, -100.0 - 2.0 * t) for k in (1, 2, 3)]
+    out = model_drift(series, start=5)
+    # change of CL from frame 0 to the mean over frames 5-9 (t = 7 on average): 0.07 k
+    assert out["merge:CL"]["change"]["mean"] == pytest.approx(0.14)
+    assert out["merge:CL"]["change"]["se"] == pytest.approx(0.07 / np.sqrt(3))
+    assert out["merge:CL"]["slope"]["mean"] == pytest.approx(0.02)  # fraction of frame 0 per ps
+    assert out["energy"]["change"]["mean"] == pytest.approx(-14.0) and out["energy"]["slope"]["mean"] == pytest.approx(-2.0)
+    assert model_drift([], 5) == {}

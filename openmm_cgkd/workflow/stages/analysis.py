@@ -11,7 +11,9 @@ from openmm_cgkd.analysis import plots as P
 from openmm_cgkd.analysis.contacts import contact_coordination
 from openmm_cgkd.analysis.distributions import AnalysisError, bead_type_indices
 from openmm_cgkd.analysis.noise import NoiseFloor, noise_floor
-from openmm_cgkd.analysis.records import curves_from_record, read_record, replica_from_record, report_from_replicas
+from openmm_cgkd.analysis.drift import model_drift
+from openmm_cgkd.analysis.records import (curves_from_record, drift_from_record, read_record, replica_from_record,
+                                          report_from_replicas)
 from openmm_cgkd.analysis.replicas import replica_mean
 from openmm_cgkd.analysis.reference_check import check_reference
 from openmm_cgkd.analysis.report import load_reference, summary_markdown, write_report
@@ -39,12 +41,14 @@ def analysis_stage(cfg: PipelineConfig, out: Path, runs: MDResult, data_digest: 
     check, volume, counts = _reference_geometry(cfg, settings, log)
     results, reports = {}, {}
     for name, reps in runs.models.items():
-        replicas = []
+        replicas, series = [], []
         for rep in reps:
             rec = read_record(rep.record)
             if rec is None:
                 raise CGKDError(f"replica record {rep.record} is missing or unreadable: rerun the md stage")
             replicas.append(replica_from_record(rec["analysis"]))
+            if not rep.failed and drift_from_record(rec) is not None:
+                series.append(drift_from_record(rec))
         report = report_from_replicas(name, settings, Path(cfg.dataset).name, reference, replicas)
         reports[name] = report
         adir = dest / name
@@ -61,7 +65,8 @@ def analysis_stage(cfg: PipelineConfig, out: Path, runs: MDResult, data_digest: 
             contacts={k: c.to_dict() for k, c in report.contacts.items()},
             coordination={} if not report.good_replicas or not reference else
             {k: c.to_dict() for k, c in contact_coordination(report.mean["rdf"], reference["rdf"], volume,
-                                                              counts).items()})
+                                                              counts).items()},
+            drift=model_drift(series, settings.discard_frames))
         log(f"[analysis] {name}: {report.n_failed} of {len(report.replicas)} replicas failed; " + ", ".join(
             f"{k} TAE {v.mean:.3f}" for k, v in report.summary.items() if k in ("rdf", "adf", "cdf")))
     floor = _noise_floor(cfg, dest / "noise_floor.json", settings, data_digest, reports, log)

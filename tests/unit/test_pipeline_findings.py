@@ -149,3 +149,28 @@ def test_the_student_to_ship_never_has_more_failed_replicas_or_drifts():
     assert best_student(AnalysisResult(models, {}), students)[0] == "ensemble-ft-faa"
     with pytest.raises(LookupError, match="no ensemble-distilled student"):
         best_student(AnalysisResult({}, {}), students)
+
+
+def test_contacts_drift_and_reference_sections():
+    from openmm_cgkd.workflow.report import comparison_markdown, contacts_markdown, drift_markdown, \
+        reference_markdown
+    from openmm_cgkd.workflow.results import MDResult
+
+    coord = {"A-B": {"pair": "A-B", "contact_nm": 0.35, "model_per_a": 0.11, "model_per_b": 0.11,
+                     "reference_per_a": 0.002, "reference_per_b": 0.002, "ratio": 55.0}}
+    change = {"mean": 0.035, "se": 0.003, "n": 4, "values": [0.03, 0.035, 0.04, 0.035]}
+    drift = {"merge:A": {"change": change, "slope": change},
+             "energy": {"change": {"mean": -60.0, "se": 9.0, "n": 4, "values": []},
+                        "slope": {"mean": -0.3, "se": 0.1, "n": 4, "values": []}}}
+    ens = ModelAnalysis({"rdf": replica_stat([0.1, 0.1]).to_dict()}, True, Path("/x"), 4, 0, (), (), 100,
+                        (136, 56, 21, 23), {}, coord, drift)
+    check = {"verdict": "WARNING: the reference is one frozen packing (...)",
+             "thresholds": {"still": 0.5, "displacement_ratio": 0.5}}
+    analysis = AnalysisResult({"ensemble-8": ens}, {}, None, check)
+    text = contacts_markdown(analysis)
+    assert "| AA (contact nm) | 0.0020 (0.350) | - |" in text and "| ensemble-8 | 0.1100 | FAIL: A-B: 0.1100 B per A" in text
+    assert "A-B 0.110 vs AA 0.002 per A (FAIL)" in comparison_markdown(analysis, MDResult({}, {}))
+    d = drift_markdown(analysis, 1.0)
+    assert "| ensemble-8 | +3.5 +- 0.3 % | -60.0 +- 9.0 | -0.3 |" in d and "136 frames (136 ps)" in d
+    assert "one frozen packing" in reference_markdown(analysis)
+    assert drift_markdown(AnalysisResult({}, {}), 1.0) == "" and reference_markdown(AnalysisResult({}, {})) == ""

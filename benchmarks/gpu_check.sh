@@ -51,7 +51,7 @@ if [ "$LOCAL" = 1 ]; then
     TRAIN_BATCH=${GPU_CHECK_TRAINING_BATCH:-2}
     TRAIN_STEPS=${GPU_CHECK_TRAINING_STEPS:-1}
     BENCH_ARGS=${GPU_CHECK_BENCH_ARGS:---cutoff 0.6 --embedding-dim 8 --layers 1 --num-rbf 6 --threads 1}
-    SERVING_TESTS=${GPU_CHECK_SERVING_TESTS:-tests/unit/test_wall_force.py}
+    SERVING_TESTS=${GPU_CHECK_SERVING_TESTS:-tests/unit/serving/test_wall_force.py}
 else
     PYCMD="python3"
     PLATFORM=CUDA
@@ -64,7 +64,7 @@ else
     TRAIN_BATCH=${GPU_CHECK_TRAINING_BATCH:-8}
     TRAIN_STEPS=${GPU_CHECK_TRAINING_STEPS:-3}
     BENCH_ARGS=${GPU_CHECK_BENCH_ARGS:-}
-    SERVING_TESTS=${GPU_CHECK_SERVING_TESTS:-tests/unit/test_wall_force.py tests/unit/test_serving_platforms.py \
+    SERVING_TESTS=${GPU_CHECK_SERVING_TESTS:-tests/unit/serving/test_wall_force.py tests/unit/test_platforms.py \
 tests/integration/test_openmm_serving.py tests/integration/test_stacked_serving.py \
 tests/integration/test_serving_backends.py}
 fi
@@ -245,7 +245,7 @@ for mod in ("openmmtorch", "torchmdnet", "warp", "mdtraj", "pymbar", "freud", "p
     except Exception as exc:  # report, do not stop: the later steps say what it breaks
         info[mod] = f"NOT IMPORTABLE: {type(exc).__name__}: {exc}"
 import openmm_cgkd
-from openmm_cgkd.serving.platforms import default_platform_name
+from openmm_cgkd.platforms import default_platform_name
 info["openmm_cgkd"] = os.path.relpath(os.path.dirname(openmm_cgkd.__file__))
 info["default_platform"] = default_platform_name()
 print(json.dumps(info, indent=1))

@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from openmm_cgkd.bundle import build_untrained_bundle, shipped_bundles
     from openmm_cgkd.serving.forcefield import CGKDForceField
-    from openmm_cgkd.serving.platforms import select_platform
+    from openmm_cgkd.platforms import select_platform
     from openmm_cgkd.systems import get_system
     from openmm_cgkd.topology import bead_topology, read_bead_pdb, write_bead_pdb
 

@@ -46,7 +46,7 @@ def _rebase_provenance(dst: Path, src: Path, shipped: dict[Path, Path]) -> None:
     import yaml
 
     from openmm_cgkd.bundle import MANIFEST_NAME, BundleManifest
-    from openmm_cgkd.provenance import relative_path
+    from openmm_cgkd.fileio import relative_path
 
     def fix(path: str) -> str:
         target = (src / path).resolve()
@@ -93,7 +93,7 @@ def ship(run: Path, student_variant: str, name_prefix: str = "des") -> list[Path
     from openmm_cgkd.analysis.statistics import StatisticsConfig
     from openmm_cgkd.workflow.report import best_student, comparison_markdown, contacts_plot
     from openmm_cgkd.workflow.results import AnalysisResult, ensemble_model, model_kind, student_model
-    from openmm_cgkd.provenance import make_portable, relative_path
+    from openmm_cgkd.fileio import make_portable, relative_path
 
     stages = {name: stage_outputs(run, name) for name in ("teachers", "students", "md", "analysis")}
     missing = {name for name, outputs in stages.items() if outputs is None}

@@ -177,13 +177,13 @@ def merge(base: Mapping, over: Mapping) -> dict:
     return out
 
 
-def load_config(cls, path: str | os.PathLike, overrides: Mapping | None = None, path_keys: tuple[str, ...] = (),
-                what: str = "config"):
-    """Read YAML ``path`` into dataclass ``cls``. Relative paths under the top-level keys
-    ``path_keys`` are taken relative to the file's directory; ``overrides`` (nested) win."""
+def load_config(cls, path: str | os.PathLike, overrides: Mapping | None = None, what: str = "config"):
+    """Read YAML ``path`` into dataclass ``cls``. Relative paths under the top-level keys named
+    by ``cls.PATH_KEYS`` (a class variable; none when absent) are taken relative to the file's
+    directory; ``overrides`` (nested) win over the file."""
     path = Path(path)
     data = read_yaml_mapping(path, what)
-    for key in path_keys:
+    for key in getattr(cls, "PATH_KEYS", ()):
         if isinstance(data.get(key), str) and data[key] and not Path(data[key]).is_absolute():
             data[key] = str((path.parent / data[key]).resolve())
     return config_from_dict(cls, merge(data, overrides or {}))

@@ -11,7 +11,7 @@ This module imports nothing heavy (no numpy, torch or OpenMM).
 """
 from __future__ import annotations
 
-__all__ = ["CGKDError", "UsageError", "MissingFileError", "PlatformError"]
+__all__ = ["CGKDError", "UsageError", "MissingFileError", "PlatformError", "BundleError", "BundleNotFoundError"]
 
 
 class CGKDError(Exception):
@@ -37,3 +37,15 @@ class PlatformError(CGKDError, ValueError):
     """The OpenMM platform or torch device asked for is not available here (e.g. CUDA without a GPU)."""
 
     exit_code = 2
+
+
+class BundleError(CGKDError, ValueError):
+    """A model bundle is missing, corrupt or incompatible; the message says which and why."""
+
+    exit_code = 2  # bad input: usage error
+
+
+class BundleNotFoundError(BundleError, FileNotFoundError):
+    """No bundle at the given path / name."""
+
+    exit_code = 2  # a path or name the user gave: bad usage

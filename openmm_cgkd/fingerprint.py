@@ -20,9 +20,10 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from openmm_cgkd.provenance import sha256_file as file_sha256  # sha256 (hex) of a file's bytes
+from openmm_cgkd.errors import MissingFileError
+from openmm_cgkd.fileio import file_sha256, read_json, write_json
 
-__all__ = ["digest", "file_sha256", "bundle_checksum", "array_digest", "cg_dataset_digest", "describe_changes",
+__all__ = ["digest", "bundle_checksum", "array_digest", "cg_dataset_digest", "describe_changes",
            "read_fingerprint", "write_fingerprint", "FINGERPRINT_FILE"]
 
 FINGERPRINT_FILE = "fingerprint.json"
@@ -41,8 +42,6 @@ def bundle_checksum(path: str | os.PathLike) -> str:
     """sha256 over every file of a bundle directory (names and contents, hidden files excluded):
     the manifest (wall, bead types, masses, architecture) and the weights. A re-saved bundle has
     a new checksum (its manifest records when it was made)."""
-    from openmm_cgkd.errors import MissingFileError
-
     root = Path(path)
     if not root.is_dir():
         raise MissingFileError(f"model bundle not found: {root} is not a directory")
@@ -112,22 +111,15 @@ def describe_changes(old: Mapping | None, new: Mapping) -> list[str]:
 
 def read_fingerprint(directory: str | os.PathLike) -> dict | None:
     """``{"digest", "settings"}`` stored in ``<directory>/fingerprint.json``, or None."""
-    p = Path(directory) / FINGERPRINT_FILE
-    if not p.is_file():
-        return None
     try:
-        data = json.loads(p.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError):
+        data = read_json(Path(directory) / FINGERPRINT_FILE)
+    except (ValueError, UnicodeDecodeError):
         return None
     return data if isinstance(data, dict) and "digest" in data and "settings" in data else None
 
 
 def write_fingerprint(directory: str | os.PathLike, settings: Mapping) -> str:
     """Write ``settings`` and their digest to ``<directory>/fingerprint.json`` (atomically); the digest."""
-    p = Path(directory) / FINGERPRINT_FILE
-    p.parent.mkdir(parents=True, exist_ok=True)
     d = digest(settings)
-    from openmm_cgkd.md.restart import atomic_write
-
-    atomic_write(p, json.dumps({"digest": d, "settings": settings}, indent=1, sort_keys=True, default=str) + "\n")
+    write_json(Path(directory) / FINGERPRINT_FILE, {"digest": d, "settings": settings}, sort_keys=True)
     return d

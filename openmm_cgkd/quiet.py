@@ -23,7 +23,7 @@ import sys
 import tempfile
 from collections.abc import Iterator, Sequence
 
-__all__ = ["NATIVE_NOISE", "filtered_native_output", "init_warp", "import_torchforce"]
+__all__ = ["NATIVE_NOISE", "filtered_native_output", "init_warp", "import_torchforce", "import_torchmdnet"]
 
 # Exact text of the lines dropped (substring match on one line).
 NATIVE_NOISE: tuple[str, ...] = (
@@ -113,3 +113,16 @@ def import_torchforce():
     finally:
         root.removeFilter(drop)
     return TorchForce
+
+
+def import_torchmdnet():
+    """Import torchmd-net (registers its custom ops, needed before loading a TorchScript model).
+
+    Also initialises NVIDIA Warp (which torchmd-net's kernels use) without its start-up banner
+    and its CUDA-driver warning on GPU-less machines (:func:`init_warp`).
+    """
+    init_warp()
+    import torchmdnet  # noqa: F401
+    import torchmdnet.extensions.ops  # noqa: F401  (registers torch.ops.torchmdnet.*)
+
+    return torchmdnet

@@ -29,6 +29,9 @@ from pathlib import Path
 
 from openmm_cgkd.config import Config, ConfigError
 from openmm_cgkd.errors import MissingFileError, UsageError
+from openmm_cgkd.fileio import file_sha256
+from openmm_cgkd.resources import systems_dir
+from openmm_cgkd.topology import BeadType, composition_counts, cube_edge_nm, lattice_configuration
 
 __all__ = ["CGSystem", "SystemSpec", "get_system", "system_names", "find_system_file", "DEFAULT_SYSTEM", "SPEC_FILE"]
 
@@ -81,30 +84,22 @@ class CGSystem:
 
     def counts(self, n_beads: int) -> dict[str, int]:
         """``n_beads`` split by the system's ``composition`` (:func:`~openmm_cgkd.topology.composition_counts`)."""
-        from openmm_cgkd.topology import composition_counts
-
         if not self.spec.composition:
             raise UsageError(f"system {self.name} gives no composition (cg_system.yaml): give a structure file")
         return composition_counts(self.spec.composition, n_beads)
 
     def box_edge_nm(self, n_beads: int) -> float:
         """Edge (nm) of the cube holding ``n_beads`` at the reference box's bead density."""
-        from openmm_cgkd.topology import cube_edge_nm
-
         return cube_edge_nm(n_beads, self.bead_density_per_nm3)
 
     def lattice(self, n_beads: int, seed: int = 0):
         """``(type names [N], positions [N,3] nm, box [3,3] nm)``: ``n_beads`` of the system's
         composition on a jittered cubic lattice at its reference density
         (:func:`~openmm_cgkd.topology.lattice_configuration`)."""
-        from openmm_cgkd.topology import lattice_configuration
-
         return lattice_configuration(self.counts(n_beads), self.box_edge_nm(n_beads), seed=seed)
 
     def bead_types(self) -> list:
-        """The bead types as :class:`~openmm_cgkd.bundle.BeadType` s (residue name = atom name)."""
-        from openmm_cgkd.bundle.manifest import BeadType
-
+        """The bead types as :class:`~openmm_cgkd.topology.BeadType` s (residue name = atom name)."""
         return [BeadType(b["name"], b["residue_name"], [b["residue_name"]], b["mass_dalton"])
                 for b in self.spec.bead_types]
 
@@ -122,8 +117,6 @@ class CGSystem:
 def system_names() -> list[str]:
     """Names of the registered systems (folders of :func:`~openmm_cgkd.resources.systems_dir`
     holding a ``cg_system.yaml``)."""
-    from openmm_cgkd.resources import systems_dir
-
     root = systems_dir()
     return sorted(p.name for p in root.iterdir() if (p / SPEC_FILE).is_file()) if root.is_dir() else []
 
@@ -131,8 +124,6 @@ def system_names() -> list[str]:
 def get_system(name: str = DEFAULT_SYSTEM) -> CGSystem:
     """The registered system ``name``; :class:`~openmm_cgkd.errors.UsageError` listing the
     registered ones when there is none of that name."""
-    from openmm_cgkd.resources import systems_dir
-
     folder = systems_dir() / name
     if not (folder / SPEC_FILE).is_file():
         raise UsageError(f"no system {name!r} in {systems_dir()} (registered: {system_names() or 'none'})")
@@ -146,12 +137,9 @@ def find_system_file(name: str, sha256: str | None = None) -> Path:
     """The file called ``name`` in the folder of a registered system (e.g. a force field that a
     moved run directory no longer finds beside it), with content ``sha256`` when given;
     :class:`MissingFileError` when no registered system holds it."""
-    from openmm_cgkd.provenance import sha256_file
-    from openmm_cgkd.resources import systems_dir
-
     for system in system_names():
         path = systems_dir() / system / name
-        if path.is_file() and (sha256 is None or sha256_file(path) == sha256):
+        if path.is_file() and (sha256 is None or file_sha256(path) == sha256):
             return path
     raise MissingFileError(f"{name}{' (sha256 ' + sha256[:12] + '...)' if sha256 else ''} is in no registered "
                            f"system ({system_names() or 'none'} in {systems_dir()})")

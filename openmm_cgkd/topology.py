@@ -5,6 +5,9 @@ its bead type (by default both are the type's residue code: its first three lett
 e.g. ``Urea`` -> ``URE``; a bundle's or system's bead types name theirs). Masses are never taken
 from elements; they come from a model bundle or a CG dataset.
 
+A :class:`BeadType` is one bead type: name, residue and atom names, mass (dalton); model
+bundles, CG datasets and registered systems list theirs.
+
 Start configurations without a structure file: :func:`composition_counts` splits N beads by a
 composition ratio, :func:`cube_edge_nm` sizes a cube for a number density and
 :func:`lattice_configuration` puts the beads on a jittered cubic lattice in it (a system of the
@@ -12,22 +15,75 @@ registry gives its composition and density: :meth:`openmm_cgkd.systems.CGSystem.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from pathlib import Path
-
 import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from fractions import Fraction
+from pathlib import Path
 
 import numpy as np
 
-__all__ = ["default_residue_name", "bead_topology", "bead_topology_from_counts", "topology_bead_names",
-           "dataset_trajectory", "write_bead_pdb", "read_bead_pdb", "composition_counts", "cube_edge_nm",
+from openmm_cgkd.errors import BundleError
+
+__all__ = ["BeadType", "bead_types_from_masses", "default_residue_name", "bead_topology", "bead_topology_from_counts",
+           "topology_bead_names", "dataset_trajectory", "write_bead_pdb", "read_bead_pdb", "composition_counts", "cube_edge_nm",
            "lattice_configuration"]
 
 
 def default_residue_name(type_name: str) -> str:
     """The residue (and atom) name of a bead type that names none: its first 3 letters, upper-cased."""
     return type_name[:3].upper()
+
+
+@dataclass
+class BeadType:
+    """One bead type: its name, how beads of it appear in topologies, and its mass."""
+
+    name: str
+    residue_name: str
+    atom_names: list[str]
+    mass_dalton: float
+
+    def __post_init__(self) -> None:
+        self.name = str(self.name)
+        self.residue_name = str(self.residue_name)
+        if isinstance(self.atom_names, str):
+            self.atom_names = [self.atom_names]
+        self.atom_names = [str(a) for a in self.atom_names]
+        self.mass_dalton = float(self.mass_dalton)
+        if not self.name or not self.residue_name or not self.atom_names:
+            raise BundleError(f"bead type needs a name, residue name and atom name(s), got {self}")
+        if not math.isfinite(self.mass_dalton) or self.mass_dalton <= 0:
+            raise BundleError(f"bead type {self.name!r} has mass {self.mass_dalton} Da; masses must be positive")
+
+    @property
+    def atom_name(self) -> str:
+        return self.atom_names[0]
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "residue_name": self.residue_name, "atom_names": list(self.atom_names),
+                "mass_dalton": self.mass_dalton}
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> "BeadType":
+        if not isinstance(d, Mapping):
+            raise BundleError(f"bead type entry must be a mapping, got {d!r}")
+        keys = {"name", "residue_name", "atom_names", "mass_dalton"}
+        missing, unknown = keys - set(d), set(d) - keys
+        if missing or unknown:
+            raise BundleError(f"bead type entry {dict(d)!r}: missing keys {sorted(missing)}, unknown keys {sorted(unknown)}")
+        return cls(d["name"], d["residue_name"], d["atom_names"], d["mass_dalton"])
+
+
+def bead_types_from_masses(masses: Mapping[str, float], residue_names: Mapping[str, str] | None = None) -> list[BeadType]:
+    """Bead types in the mapping's order; residue and atom names default to the topology
+    convention (:func:`default_residue_name`)."""
+    residue_names = dict(residue_names or {})
+    out = []
+    for name, mass in masses.items():
+        code = residue_names.get(name, default_residue_name(name))
+        out.append(BeadType(name, code, [code], float(mass)))
+    return out
 
 
 def bead_topology(bead_type_names: Sequence[str], box_nm: np.ndarray | None = None,

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from openmm_cgkd.analysis.distributions import (AnalysisError, Distribution, _is_orthorhombic,
-                                                bead_type_indices, box_half_width, minimum_image,
+from openmm_cgkd.analysis.distributions import (AnalysisError, Distribution, bead_type_indices, box_half_width,
                                                 require_periodic, uniform_edges)
+from openmm_cgkd.geometry import is_orthorhombic, minimum_image
 
 __all__ = ["compute_adfs", "adf_key", "DEFAULT_ADF_CUTOFFS", "DEFAULT_ADF_BIN_WIDTH"]
 
@@ -30,7 +30,7 @@ def _neighbours(pos: np.ndarray, box: np.ndarray, centres: np.ndarray, rc: float
     """Neighbours within ``rc`` (minimum image, self excluded) of beads ``centres``, padded to the
     largest count K: indices (C, K), vectors centre->neighbour (C, K, 3), distances (C, K) with
     inf in padding slots. A periodic k-d tree serves orthorhombic boxes; others go brute force."""
-    if _is_orthorhombic(box):
+    if is_orthorhombic(box):
         from scipy.spatial import cKDTree
 
         lengths = np.diag(box)

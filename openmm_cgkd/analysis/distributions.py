@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from openmm_cgkd.errors import CGKDError
+from openmm_cgkd.geometry import minimum_image
 
 __all__ = ["Distribution", "AnalysisError", "bead_type_indices", "pair_keys", "uniform_edges",
            "box_half_width", "minimum_image", "pairwise_distances", "require_periodic", "make_trajectory"]
@@ -129,31 +130,6 @@ def box_half_width(boxes: np.ndarray) -> float:
         j, k = (i + 1) % 3, (i + 2) % 3
         widths.append(vol / np.linalg.norm(np.cross(boxes[:, j], boxes[:, k]), axis=1))
     return float(0.5 * np.min(widths))
-
-
-def _is_orthorhombic(box: np.ndarray) -> bool:
-    return bool(np.all(np.abs(box - np.diag(np.diag(box))) < 1e-9 * np.max(np.abs(box))))
-
-
-_IMAGES = np.array(list(itertools.product((-1, 0, 1), repeat=3)), dtype=np.float64)
-
-
-def minimum_image(d: np.ndarray, box: np.ndarray) -> np.ndarray:
-    """Minimum-image version of displacement vectors ``d`` (..., 3) in a box (3, 3; rows are box
-    vectors, nm). Exact for orthorhombic boxes; for triclinic ones the 27 neighbouring images of
-    the fractionally wrapped vector are searched."""
-    d = np.asarray(d, dtype=np.float64)
-    box = np.asarray(box, dtype=np.float64)
-    if _is_orthorhombic(box):
-        lengths = np.diag(box)
-        return d - lengths * np.round(d / lengths)
-    frac = d @ np.linalg.inv(box)
-    frac -= np.round(frac)
-    d0 = frac @ box
-    shifts = _IMAGES @ box  # (27, 3)
-    cand = d0[..., None, :] + shifts  # (..., 27, 3)
-    best = np.argmin(np.einsum("...ij,...ij->...i", cand, cand), axis=-1)
-    return np.take_along_axis(cand, best[..., None, None], axis=-2)[..., 0, :]
 
 
 def pairwise_distances(a: np.ndarray, b: np.ndarray, box: np.ndarray, block: int = 512) -> np.ndarray:

@@ -12,7 +12,7 @@ potential-energy series, or why it failed. The analysis stage rebuilds every mod
 The result equals :func:`~openmm_cgkd.analysis.report.analyze_model` run on all the replicas at
 once: every replica is histogrammed on the grids of the reference box (NVT replicas share it),
 so per-replica curves, TAEs and their mean and standard deviation over replicas are the same
-up to the 6 significant digits every number is stored with (``tests/unit/test_analysis_records.py``;
+up to the 6 significant digits every number is stored with (``tests/unit/analysis/test_analysis_records.py``;
 TAEs are computed before that rounding). Units: nm, degree, ps, kJ/mol.
 """
 from __future__ import annotations

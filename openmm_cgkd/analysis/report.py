@@ -29,6 +29,7 @@ from openmm_cgkd.analysis.stability import (DEFAULT_DRIFT_THRESHOLD, DEFAULT_N_B
                                             assess_stability, check_coordinates)
 from openmm_cgkd.analysis.tae import tae_table
 from openmm_cgkd.config import Config
+from openmm_cgkd.fileio import plain_values
 
 __all__ = ["AnalysisSettings", "ReplicaAnalysis", "ModelReport", "analyze_model", "write_report",
            "load_trajectory", "load_reference", "summarize_taes", "KINDS"]
@@ -370,23 +371,6 @@ def analyze_model(trajectories, reference, *, topology=None, reference_topology=
 
 
 # ------------------------------------------------------------------------------------ output
-def _clean(obj):
-    """JSON-safe copy: NaN/inf -> None, numpy scalars -> Python numbers."""
-    if isinstance(obj, dict):
-        return {str(k): _clean(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_clean(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return _clean(obj.tolist())
-    if isinstance(obj, (np.floating, float)):
-        return float(obj) if math.isfinite(obj) else None
-    if isinstance(obj, np.integer):
-        return int(obj)
-    if isinstance(obj, np.bool_):
-        return bool(obj)
-    return obj
-
-
 def _pm(stat: ReplicaStat, digits: int = 3) -> str:
     if stat.n == 0 or not math.isfinite(stat.mean):
         return "n/a"
@@ -487,7 +471,7 @@ def write_report(report: ModelReport, out_dir: str | Path, plots: bool = True,
         if series:
             written["energy_png"] = P.plot_energies(series, out / "energy.png", "Potential energy (dotted: equilibrated from)")
     json_path = out / "report.json"
-    json_path.write_text(json.dumps(_clean(report.to_dict(curves=True, replica_curves=replica_curves)), indent=1))
+    json_path.write_text(json.dumps(plain_values(report.to_dict(curves=True, replica_curves=replica_curves)), indent=1))
     written["json"] = json_path
     md_path = out / "summary.md"
     md_path.write_text(summary_markdown(report, [str(p) for k, p in written.items() if k.endswith("_png")]))

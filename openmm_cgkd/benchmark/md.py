@@ -548,7 +548,7 @@ def run_benchmark(settings: BenchmarkSettings, progress: bool = True,
     from tqdm.auto import tqdm
 
     from openmm_cgkd.serving.network_force import TorchForceModule, served_model
-    from openmm_cgkd.serving.platforms import select_platform
+    from openmm_cgkd.platforms import select_platform
     from openmm_cgkd.systems import get_system
 
     say = log or (lambda s: None)

@@ -146,7 +146,7 @@ def run_training_benchmark(settings: TrainingBenchmarkSettings, log: Callable[[s
                            ) -> TrainingBenchmarkResult:
     """Time the training steps listed in the module docstring."""
     from openmm_cgkd.benchmark.md import BenchmarkError, check_box
-    from openmm_cgkd.bundle import _placeholder_wall
+    from openmm_cgkd.bundle import placeholder_wall
     from openmm_cgkd.model.potential import STACKED_ARCHITECTURES
     from openmm_cgkd.training.config import LossWeights
     from openmm_cgkd.training.loss import distillation_loss
@@ -162,7 +162,7 @@ def run_training_benchmark(settings: TrainingBenchmarkSettings, log: Callable[[s
         torch.set_num_threads(int(settings.threads))
     device = torch.device(settings.device)
     system = get_system(settings.system)
-    wall = _placeholder_wall(system.type_names)
+    wall = placeholder_wall(system.type_names)
     box_edge = system.box_edge_nm(settings.n_beads)
     density = settings.n_beads / box_edge ** 3
     weights = LossWeights(w_aa=1.0)

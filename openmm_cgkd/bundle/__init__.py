@@ -52,32 +52,22 @@ The package holds one job per module: :mod:`~openmm_cgkd.bundle.manifest` (the m
 :mod:`~openmm_cgkd.bundle.io` (reading and writing bundle directories),
 :mod:`~openmm_cgkd.bundle.versions` (which formats and package versions are read),
 :mod:`~openmm_cgkd.bundle.demo` (untrained demo bundles), :mod:`~openmm_cgkd.bundle.registry`
-(the shipped bundles) and :mod:`~openmm_cgkd.bundle.errors`. Every name is importable from
-``openmm_cgkd.bundle``.
+(the shipped bundles); the bead types are :class:`openmm_cgkd.topology.BeadType`, the errors
+:class:`openmm_cgkd.errors.BundleError`. Every public name is importable from ``openmm_cgkd.bundle``.
 """
 from __future__ import annotations
 
-from openmm_cgkd.bundle.errors import BundleError, BundleNotFoundError
-from openmm_cgkd.bundle.versions import (FORMAT_VERSION, SUPPORTED_FORMAT_VERSIONS, _check_package_version,  # noqa: F401
-                                         _version_tuple)
-from openmm_cgkd.bundle.manifest import (EAGER_FILE, ENSEMBLE_OUTPUTS, MANIFEST_NAME, MODEL_KINDS,  # noqa: F401
-                                         MODULE_FILE, OUTPUTS, UNITS, BeadType, BundleManifest, _plain, _utc_now,
-                                         bead_types_from_masses)
+from openmm_cgkd.bundle.demo import build_untrained_bundle, placeholder_wall, untrained_config
+from openmm_cgkd.bundle.io import Bundle, build_eager_model, load_bundle, read_manifest, save_bundle
+from openmm_cgkd.bundle.manifest import (EAGER_FILE, ENSEMBLE_OUTPUTS, MANIFEST_NAME, MODEL_KINDS, MODULE_FILE, OUTPUTS,
+                                         UNITS, BundleManifest)
 from openmm_cgkd.bundle.registry import models_dir, resolve_bundle_path, shipped_bundles
-from openmm_cgkd.bundle.io import (Bundle, _bundle_dir, _check_module, build_eager_model, load_bundle,  # noqa: F401
-                                   read_manifest, save_bundle, sha256_file)
-from openmm_cgkd.bundle.demo import _placeholder_wall, build_untrained_bundle, untrained_config  # noqa: F401
+from openmm_cgkd.bundle.versions import FORMAT_VERSION, SUPPORTED_FORMAT_VERSIONS
+from openmm_cgkd.errors import BundleError, BundleNotFoundError
+from openmm_cgkd.topology import BeadType, bead_types_from_masses
 
 __all__ = ["FORMAT_VERSION", "SUPPORTED_FORMAT_VERSIONS", "MANIFEST_NAME", "MODULE_FILE", "EAGER_FILE", "UNITS",
-           "MODEL_KINDS", "build_eager_model",
-           "BundleError", "BundleNotFoundError", "BeadType", "BundleManifest", "Bundle", "save_bundle",
-           "load_bundle", "read_manifest", "build_untrained_bundle", "untrained_config", "DES_BEAD_TYPES",
-           "bead_types_from_masses", "models_dir", "shipped_bundles", "resolve_bundle_path", "sha256_file"]
-
-
-def __getattr__(name: str):
-    if name == "DES_BEAD_TYPES":  # read from the system registry when first used (openmm_cgkd.systems)
-        from openmm_cgkd.bundle import demo
-
-        return demo.DES_BEAD_TYPES
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+           "MODEL_KINDS", "OUTPUTS", "ENSEMBLE_OUTPUTS", "BundleError", "BundleNotFoundError", "BeadType",
+           "bead_types_from_masses", "BundleManifest", "Bundle", "build_eager_model", "save_bundle", "load_bundle",
+           "read_manifest", "build_untrained_bundle", "untrained_config", "placeholder_wall", "models_dir",
+           "shipped_bundles", "resolve_bundle_path"]

@@ -2,7 +2,7 @@
 
 Their bead types and the density that sizes the neighbour budget come from a registered system
 (:mod:`openmm_cgkd.systems`; default ``des``), never from numbers written here.
-``DES_BEAD_TYPES`` (the ``des`` system's bead types) is read from the registry when first used."""
+"""
 from __future__ import annotations
 
 import os
@@ -12,17 +12,11 @@ from typing import Sequence
 import numpy as np
 
 from openmm_cgkd.bundle.io import save_bundle
-from openmm_cgkd.bundle.manifest import BeadType
 from openmm_cgkd.model.wall import WallParameters
 from openmm_cgkd.systems import DEFAULT_SYSTEM, get_system
+from openmm_cgkd.topology import BeadType
 
-__all__ = ["untrained_config", "build_untrained_bundle", "DES_BEAD_TYPES"]
-
-
-def __getattr__(name: str):
-    if name == "DES_BEAD_TYPES":  # the des system's bead types, from systems/des/cg_system.yaml
-        return get_system("des").bead_types()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__all__ = ["untrained_config", "build_untrained_bundle", "placeholder_wall"]
 
 
 # --------------------------------------------------------------------------- untrained bundles
@@ -42,7 +36,7 @@ def untrained_config(architecture: str = "graph-network", *, system: str = DEFAU
     return PotentialConfig(**base)
 
 
-def _placeholder_wall(type_names: Sequence[str]) -> WallParameters:
+def placeholder_wall(type_names: Sequence[str]) -> WallParameters:
     """A plausible repulsive wall for untrained demo models (taper 0.30 nm, 300 kJ/mol/nm for
     every pair): keeps beads apart in MD. Trained bundles fit theirs from the AA RDFs."""
     t = len(type_names)
@@ -72,7 +66,7 @@ def build_untrained_bundle(path: str | os.PathLike, config=None, *, bead_types: 
     cfg = config or untrained_config(system=system, num_types=len(bts))
     if cfg.num_types != len(bts):
         raise ValueError(f"config.num_types {cfg.num_types} != number of bead types {len(bts)}")
-    wall = wall or _placeholder_wall([b.name for b in bts])
+    wall = wall or placeholder_wall([b.name for b in bts])
     if model_kind == "ensemble" and num_members == 1:
         num_members = 2
     if num_members > 1 and cfg.architecture in STACKED_ARCHITECTURES:

@@ -11,14 +11,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from openmm_cgkd.bundle.errors import BundleError, BundleNotFoundError
-from openmm_cgkd.bundle.manifest import (EAGER_FILE, ENSEMBLE_OUTPUTS, MANIFEST_NAME, MODULE_FILE, OUTPUTS, BeadType,
-                                         BundleManifest, _plain)
+from openmm_cgkd.errors import BundleError, BundleNotFoundError
+from openmm_cgkd.bundle.manifest import (EAGER_FILE, ENSEMBLE_OUTPUTS, MANIFEST_NAME, MODULE_FILE, OUTPUTS,
+                                         BundleManifest)
 from openmm_cgkd.bundle.registry import resolve_bundle_path
+from openmm_cgkd.fileio import file_sha256, plain_values
 from openmm_cgkd.model.wall import WallParameters
-from openmm_cgkd.provenance import sha256_file
+from openmm_cgkd.topology import BeadType
 
-__all__ = ["Bundle", "build_eager_model", "read_manifest", "load_bundle", "save_bundle", "sha256_file"]
+__all__ = ["Bundle", "build_eager_model", "read_manifest", "load_bundle", "save_bundle"]
 
 # --------------------------------------------------------------------------- bundle
 
@@ -135,7 +136,7 @@ def load_bundle(path: str | os.PathLike, map_location: str | None = "cpu", verif
     """
     import torch
 
-    from openmm_cgkd.model.potential import import_torchmdnet
+    from openmm_cgkd.quiet import import_torchmdnet
 
     import_torchmdnet()
     bundle_dir = _bundle_dir(resolve_bundle_path(path))
@@ -146,7 +147,7 @@ def load_bundle(path: str | os.PathLike, map_location: str | None = "cpu", verif
         if not fpath.is_file():
             raise BundleError(f"{src}: missing file {fname!r} listed in the manifest's checksums")
         if verify_checksums:
-            actual = sha256_file(fpath)
+            actual = file_sha256(fpath)
             if actual != digest:
                 raise BundleError(f"{src}: corrupt file {fname!r}: sha256 {actual} does not match the "
                                   f"manifest's {digest}; the weights were modified or damaged")
@@ -201,14 +202,14 @@ def save_bundle(path: str | os.PathLike, model, *, bead_types: Sequence[BeadType
     ensemble module must be saved as ``ensemble``). The directory is written atomically;
     an existing one is replaced only with ``overwrite=True``. Absolute paths in ``training`` and
     ``description`` are written relative to the bundle directory
-    (:func:`openmm_cgkd.provenance.make_portable`). Returns the bundle directory.
+    (:func:`openmm_cgkd.fileio.make_portable`). Returns the bundle directory.
     """
     import torch
 
     from openmm_cgkd.model.ensemble import EnsemblePotential
     from openmm_cgkd.model.potential import CGPotential
     from openmm_cgkd.model.stacked import StackedEnsemblePotential
-    from openmm_cgkd.provenance import make_portable
+    from openmm_cgkd.fileio import make_portable
 
     out = Path(path).expanduser()
     if out.exists() and not overwrite:
@@ -240,7 +241,7 @@ def save_bundle(path: str | os.PathLike, model, *, bead_types: Sequence[BeadType
                               architecture=architecture, variant=variant, num_members=num_members,
                               periodic=bool(periodic),
                               # provenance names its inputs relative to the bundle, never by absolute paths
-                              training=make_portable(_plain(dict(training or {})), out),
+                              training=make_portable(plain_values(dict(training or {}), finite=False), out),
                               description=make_portable(description, out),
                               outputs=list(ENSEMBLE_OUTPUTS if is_ensemble else OUTPUTS))
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -248,7 +249,7 @@ def save_bundle(path: str | os.PathLike, model, *, bead_types: Sequence[BeadType
     try:
         torch.jit.save(scripted, str(tmp / MODULE_FILE))
         torch.save({k: v.detach().cpu().clone() for k, v in scripted.state_dict().items()}, str(tmp / EAGER_FILE))
-        manifest.checksums = {MODULE_FILE: sha256_file(tmp / MODULE_FILE), EAGER_FILE: sha256_file(tmp / EAGER_FILE)}
+        manifest.checksums = {MODULE_FILE: file_sha256(tmp / MODULE_FILE), EAGER_FILE: file_sha256(tmp / EAGER_FILE)}
         manifest.validate(source=f"bundle {out}")
         _check_module(scripted, manifest, f"bundle {out}")
         (tmp / MANIFEST_NAME).write_text(manifest.to_yaml())

@@ -1,23 +1,23 @@
 """The manifest of a bundle (``manifest.yaml``; its fields are listed in :mod:`openmm_cgkd.bundle`):
-:class:`BeadType`, :class:`BundleManifest` (parse, validate, serialise) and the constants of the layout."""
+:class:`BundleManifest` (parse, validate, serialise) and the constants of the layout."""
 from __future__ import annotations
 
 import copy
 import datetime as _dt
-import math
 from dataclasses import dataclass, field, fields
-from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
 
-from openmm_cgkd import __version__
-from openmm_cgkd.bundle.errors import BundleError
+from openmm_cgkd.version import __version__
+from openmm_cgkd.errors import BundleError
+from openmm_cgkd.fileio import plain_values
 from openmm_cgkd.bundle.versions import FORMAT_VERSION, check_format_version, check_package_version
 from openmm_cgkd.model.wall import WallParameters
+from openmm_cgkd.topology import BeadType
 
 __all__ = ["MANIFEST_NAME", "MODULE_FILE", "EAGER_FILE", "UNITS", "MODEL_KINDS", "OUTPUTS", "ENSEMBLE_OUTPUTS",
-           "BeadType", "bead_types_from_masses", "BundleManifest"]
+           "BundleManifest"]
 
 MANIFEST_NAME = "manifest.yaml"
 MODULE_FILE = "model.pt"
@@ -26,62 +26,6 @@ UNITS = {"length": "nm", "energy": "kJ/mol", "force": "kJ/mol/nm", "mass": "dalt
 MODEL_KINDS = ("teacher", "ensemble", "student")
 OUTPUTS = ["energy", "bead_energies", "forces"]
 ENSEMBLE_OUTPUTS = OUTPUTS + ["force_std"]
-
-
-# --------------------------------------------------------------------------- bead types
-
-@dataclass
-class BeadType:
-    """One bead type: its name, how beads of it appear in topologies, and its mass."""
-
-    name: str
-    residue_name: str
-    atom_names: list[str]
-    mass_dalton: float
-
-    def __post_init__(self) -> None:
-        self.name = str(self.name)
-        self.residue_name = str(self.residue_name)
-        if isinstance(self.atom_names, str):
-            self.atom_names = [self.atom_names]
-        self.atom_names = [str(a) for a in self.atom_names]
-        self.mass_dalton = float(self.mass_dalton)
-        if not self.name or not self.residue_name or not self.atom_names:
-            raise BundleError(f"bead type needs a name, residue name and atom name(s), got {self}")
-        if not math.isfinite(self.mass_dalton) or self.mass_dalton <= 0:
-            raise BundleError(f"bead type {self.name!r} has mass {self.mass_dalton} Da; masses must be positive")
-
-    @property
-    def atom_name(self) -> str:
-        return self.atom_names[0]
-
-    def to_dict(self) -> dict:
-        return {"name": self.name, "residue_name": self.residue_name, "atom_names": list(self.atom_names),
-                "mass_dalton": self.mass_dalton}
-
-    @classmethod
-    def from_dict(cls, d: Mapping) -> "BeadType":
-        if not isinstance(d, Mapping):
-            raise BundleError(f"bead type entry must be a mapping, got {d!r}")
-        keys = {"name", "residue_name", "atom_names", "mass_dalton"}
-        missing, unknown = keys - set(d), set(d) - keys
-        if missing or unknown:
-            raise BundleError(f"bead type entry {dict(d)!r}: missing keys {sorted(missing)}, unknown keys {sorted(unknown)}")
-        return cls(d["name"], d["residue_name"], d["atom_names"], d["mass_dalton"])
-
-
-def bead_types_from_masses(masses: Mapping[str, float], residue_names: Mapping[str, str] | None = None) -> list[BeadType]:
-    """Bead types in the mapping's order; residue and atom names default to the topology
-    convention (:func:`openmm_cgkd.topology.default_residue_name`)."""
-    from openmm_cgkd.topology import default_residue_name
-
-    residue_names = dict(residue_names or {})
-    out = []
-    for name, mass in masses.items():
-        code = residue_names.get(name, default_residue_name(name))
-        out.append(BeadType(name, code, [code], float(mass)))
-    return out
-
 
 
 # --------------------------------------------------------------------------- manifest
@@ -143,7 +87,7 @@ class BundleManifest:
             elif isinstance(v, (dict, list)):
                 v = copy.deepcopy(v)
             d[f.name] = v
-        return _plain(d)
+        return plain_values(d, finite=False)
 
     def to_yaml(self) -> str:
         import yaml
@@ -243,18 +187,3 @@ class BundleManifest:
         for fname, digest in self.checksums.items():
             if not (isinstance(digest, str) and len(digest) == 64 and all(c in "0123456789abcdef" for c in digest)):
                 fail(f"checksum of {fname!r} is not a sha256 hex digest: {digest!r}")
-
-
-def _plain(x):
-    """YAML-safe plain python values (numpy scalars/arrays -> python)."""
-    if isinstance(x, Mapping):
-        return {str(k): _plain(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_plain(v) for v in x]
-    if isinstance(x, np.ndarray):
-        return _plain(x.tolist())
-    if isinstance(x, np.generic):
-        return x.item()
-    if isinstance(x, Path):
-        return str(x)
-    return x

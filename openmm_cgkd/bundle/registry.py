@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from openmm_cgkd.bundle.errors import BundleNotFoundError
+from openmm_cgkd.errors import BundleNotFoundError
 from openmm_cgkd.resources import ResourceNotFoundError, models_dir
 
 __all__ = ["models_dir", "shipped_bundles", "resolve_bundle_path"]

@@ -2,8 +2,8 @@
 package versions' bundles it accepts (a bundle from a newer incompatible release is refused)."""
 from __future__ import annotations
 
-from openmm_cgkd import __version__
-from openmm_cgkd.bundle.errors import BundleError
+from openmm_cgkd.version import __version__
+from openmm_cgkd.errors import BundleError
 
 __all__ = ["FORMAT_VERSION", "SUPPORTED_FORMAT_VERSIONS", "check_format_version", "check_package_version"]
 

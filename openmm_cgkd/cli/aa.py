@@ -68,7 +68,7 @@ def _load_system(args):
 
 def _cmd_build(args) -> int:
     from openmm_cgkd.data.build import build_box
-    from openmm_cgkd.md.platforms import select_platform
+    from openmm_cgkd.platforms import select_platform
 
     out = check_output_file(args.out, "--out", (".pdb",))
     sysdef = _load_system(args)
@@ -96,7 +96,7 @@ def _cmd_run(args) -> int:
     from openmm_cgkd.data.aamd import run_aa
     from openmm_cgkd.data.build import build_box
     from openmm_cgkd.data.mapping import MappingSpec
-    from openmm_cgkd.md.platforms import select_platform
+    from openmm_cgkd.platforms import select_platform
 
     run_dir = check_output_dir(args.run_dir, "--run-dir")
     structure = None if args.structure is None else check_input_file(args.structure, "starting structure (--structure)")

@@ -18,7 +18,7 @@ import os
 import sys
 import traceback
 
-from openmm_cgkd import __version__
+from openmm_cgkd.version import __version__
 from openmm_cgkd.errors import CGKDError
 
 DEBUG_HELP = "on an error, print the full traceback too (also: CGKD_DEBUG=1)"

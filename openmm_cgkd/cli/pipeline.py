@@ -34,7 +34,7 @@ def register(subparsers) -> None:
 def _run(args: argparse.Namespace) -> int:
     from openmm_cgkd.workflow.config import load_pipeline_config
     from openmm_cgkd.workflow.run import interim_report, run_pipeline
-    from openmm_cgkd.training.config import ConfigError
+    from openmm_cgkd.config import ConfigError
 
     if sum(map(bool, (args.status, args.interim, args.sweep, args.only))) > 1:
         raise ConfigError("give at most one of --status, --interim, --sweep and --only")

@@ -72,7 +72,7 @@ def cpu_threads(requested: int | None, platform: str | None) -> int | None:
 
     import torch
 
-    from openmm_cgkd.serving.platforms import select_platform
+    from openmm_cgkd.platforms import select_platform
 
     if requested is None:
         if select_platform(platform).name != "CPU":
@@ -92,7 +92,8 @@ def run_md(ff, structure: Path, args: argparse.Namespace, description: str = "MD
     """Build the simulation of ``structure`` with force field ``ff`` and run it as ``args`` say.
     ``--resume`` continues a run only if the bundle's and the structure's contents and the MD
     settings are those it was started with (else a clear error; nothing is appended)."""
-    from openmm_cgkd.fingerprint import bundle_checksum, digest, file_sha256
+    from openmm_cgkd.fileio import file_sha256
+    from openmm_cgkd.fingerprint import bundle_checksum, digest
     from openmm_cgkd.md.simulation import run_simulation
     from openmm_cgkd.topology import read_bead_pdb
 

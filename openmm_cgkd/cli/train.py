@@ -104,9 +104,9 @@ def _overrides(args, *keys: str) -> dict:
 def _run_stage(args, config_cls, keys: tuple[str, ...], train, report) -> int:
     """Load the YAML config with the flags' overrides, check the hardware it asks for, run
     ``train`` on it and print ``report(result)``."""
-    from openmm_cgkd.training.config import load_config
+    from openmm_cgkd.config import load_config
     from openmm_cgkd.training.devices import check_accelerator
-    from openmm_cgkd.training.trainer import is_global_zero
+    from openmm_cgkd.training.rundir import is_global_zero
 
     cfg = load_config(config_cls, args.config, _overrides(args, *keys))
     check_accelerator(cfg.trainer.accelerator, cfg.trainer.devices)
@@ -131,7 +131,8 @@ def _run_teachers(args) -> int:
 
 
 def _run_label(args) -> int:
-    from openmm_cgkd.training.config import LabelsConfig, config_from_dict, load_config
+    from openmm_cgkd.config import config_from_dict, load_config
+    from openmm_cgkd.training.config import LabelsConfig
     from openmm_cgkd.training.labels import make_labels
 
     from openmm_cgkd.training.devices import torch_device

@@ -19,7 +19,8 @@ and progress.json after that, so a kill at any moment loses at most the frames a
 progress.json; rerunning the same command deletes any part file past it and continues from
 the matching checkpoint: no frame is lost or duplicated. A checkpoint that does not load back
 exactly (another platform, truncated, damaged) is replaced by ``state.xml``. The restart set,
-atomic writes, the lock and the resume checks are :mod:`openmm_cgkd.md.restart`'s, shared with CG runs.
+the lock and the resume checks are :mod:`openmm_cgkd.md.restart`'s, shared with CG runs; atomic writes
+:mod:`openmm_cgkd.fileio`'s.
 """
 from __future__ import annotations
 
@@ -33,10 +34,11 @@ from pathlib import Path
 import numpy as np
 
 from openmm_cgkd.errors import CGKDError
+from openmm_cgkd.fileio import read_json, write_json
 from openmm_cgkd.md.restart import (CHECKPOINT_FILE, PROGRESS_FILE, STATE_FILE, CheckpointError, load_checkpoint,
-                                   ns_per_day, read_json, refuse_if_changed, save_restart, write_json)
-from openmm_cgkd.md.platforms import GPU_PLATFORMS, select_platform
-from openmm_cgkd.provenance import anchor_paths
+                                   ns_per_day, refuse_if_changed, save_restart)
+from openmm_cgkd.platforms import GPU_PLATFORMS, select_platform
+from openmm_cgkd.fileio import anchor_paths
 
 __all__ = ["Protocol", "run_aa", "check_resume", "read_frames", "read_mapped", "consolidate", "RunError",
            "ProtocolError", "repartition_hydrogen_masses"]

@@ -21,7 +21,7 @@ kJ/mol/nm, with a ``provenance`` attribute naming the teachers.
 
 Root attributes: ``format_version``, ``type_names`` (JSON list) and ``provenance`` (JSON
 object: how the data was made). Provenance is portable: absolute paths in it are written relative
-to the file's directory (:mod:`openmm_cgkd.provenance`); a nested record copied from another
+to the file's directory (:mod:`openmm_cgkd.fileio`); a nested record copied from another
 file (e.g. the ``system`` of an AA run) keeps that file's anchor.
 """
 from __future__ import annotations
@@ -34,7 +34,7 @@ import numpy as np
 
 from openmm_cgkd.errors import CGKDError
 from openmm_cgkd.plausibility import bead_spacing_problem
-from openmm_cgkd.provenance import make_portable
+from openmm_cgkd.fileio import make_portable
 
 FORMAT_VERSION = 1
 

@@ -297,7 +297,7 @@ def load_run(run_dir: str | Path, max_frames: int | None = None, check_units: bo
     top = md.Topology.from_openmm(build_topology(sysdef.forcefield, sysdef.composition))
     progress = json.loads((run_dir / "progress.json").read_text()) if (run_dir / "progress.json").is_file() else {}
     from openmm_cgkd.data.aamd import SYSTEM_FILE_KEYS
-    from openmm_cgkd.provenance import anchor_paths
+    from openmm_cgkd.fileio import anchor_paths
 
     prov = {"source": "cgkd aa-run", "run_dir": str(run_dir.resolve()),
             "system": anchor_paths(sysd, SYSTEM_FILE_KEYS, run_dir), "protocol": meta["protocol"],

@@ -36,7 +36,7 @@ import numpy as np
 
 from openmm_cgkd.data.dataset import CGDataset
 from openmm_cgkd.errors import CGKDError
-from openmm_cgkd.provenance import sha256_file
+from openmm_cgkd.fileio import file_sha256
 
 __all__ = ["MappingSpec", "MappingError", "CGMap", "map_trajectory", "make_whole", "wrap_positions"]
 
@@ -228,7 +228,7 @@ def map_trajectory(aa, spec: MappingSpec, *, stride: int = 1, max_frames: int | 
         # the mapping file by absolute path here: CGDataset.save writes it relative to the dataset
         "mapping": str(Path(spec.source).resolve()) if spec.source and Path(spec.source).is_file()
         else (spec.source or "in-memory spec"),
-        "mapping_sha256": sha256_file(spec.source) if spec.source and Path(spec.source).is_file() else None,
+        "mapping_sha256": file_sha256(spec.source) if spec.source and Path(spec.source).is_file() else None,
         "mapping_rule": "bead position = COM of its atoms (molecule made whole, wrapped into the box); "
                         "bead force = sum of atomic forces; bead mass = sum of atomic masses",
         "n_atoms": int(cgmap.n_atoms), "n_beads": int(cgmap.n_beads), "stride": int(stride),

@@ -5,7 +5,6 @@ composition is scaled keeping its ratios and the cubic box edge by (mass ratio)^
 """
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -14,14 +13,11 @@ import numpy as np
 
 from openmm_cgkd.data.opls import ForceField, load_forcefield
 from openmm_cgkd.errors import MissingFileError, UsageError
+from openmm_cgkd.fileio import file_sha256
 
-__all__ = ["SystemDefinition", "AVOGADRO_G_PER_DALTON", "file_sha256"]
+__all__ = ["SystemDefinition", "AVOGADRO_G_PER_DALTON"]
 
 AVOGADRO_G_PER_DALTON = 1.66053906660e-24  # g per dalton
-
-
-def file_sha256(path: str | Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 @dataclass

@@ -36,7 +36,10 @@ import math
 
 import numpy as np
 
-from openmm_cgkd.md.restart import SimulationError, atomic_write
+from openmm_cgkd.fileio import write_json
+from openmm_cgkd.geometry import minimum_image
+from openmm_cgkd.md.restart import SimulationError
+from openmm_cgkd.md.thermo import MOLAR_GAS_CONSTANT_KJ, degrees_of_freedom, temperature_from_kinetic
 
 __all__ = ["BlowUpError", "HUGE_ENERGY_PER_BEAD_KJ_MOL", "MAX_FORCE_STEP_NM", "MAX_OMEGA_DT", "OVERLAP_FRACTION", "closest_pair",
            "start_warning", "diagnose_blowup", "blowup_message", "stop_with_diagnosis"]
@@ -129,8 +132,6 @@ def _pair_distance(pos: np.ndarray, box, i: int, j: int) -> float:
     """Minimum-image distance (nm) of beads i and j (triclinic box rows, or None)."""
     v = np.asarray(pos[j], dtype=np.float64) - np.asarray(pos[i], dtype=np.float64)
     if box is not None:
-        from openmm_cgkd.analysis.distributions import minimum_image
-
         v = minimum_image(v, box)
     return float(np.linalg.norm(v))
 
@@ -198,8 +199,6 @@ def diagnose_blowup(simulation, good_state, good_step: int, max_steps: int) -> d
     omega_dt, kb = _stiffness(simulation, prev, last, dt)
     temp, target = _temperatures(simulation, last)
     heated = target is not None and temp > HEATING_FACTOR * target
-    from openmm_cgkd.md.simulation import MOLAR_GAS_CONSTANT_KJ
-
     kt = MOLAR_GAS_CONSTANT_KJ * (target if target is not None else 300.0)  # kJ/mol
     # the closest pair deep inside its wall now but not when the replay started: pulled in (or overshot)
     wall_e = pair_wall_energy(simulation.system, i, j, d) if np.isfinite(d) else None
@@ -302,11 +301,8 @@ def _temperatures(simulation, state) -> tuple[float, float | None]:
     """(kinetic temperature of ``state``, the integrator's thermostat temperature or None), K."""
     from openmm import unit
 
-    from openmm_cgkd.md.simulation import MOLAR_GAS_CONSTANT_KJ, degrees_of_freedom
-
-    dof = degrees_of_freedom(simulation.system)
     kin = state.getKineticEnergy().value_in_unit(unit.kilojoule_per_mole)
-    temp = 2.0 * kin / (dof * MOLAR_GAS_CONSTANT_KJ) if dof > 0 else float("nan")
+    temp = temperature_from_kinetic(kin, degrees_of_freedom(simulation.system))
     integ = simulation.integrator
     target = integ.getTemperature().value_in_unit(unit.kelvin) if hasattr(integ, "getTemperature") else None
     return float(temp), target
@@ -353,7 +349,6 @@ def stop_with_diagnosis(simulation, good_state, good_step: int, max_steps: int, 
     """Diagnose a failed chunk, write ``out_dir/last_sane.pdb`` (the last sane configuration)
     and ``out_dir/run.json`` (``run_info`` plus ``failed: true`` and the diagnosis); return the
     :class:`BlowUpError` to raise. Call it after the reporters are closed."""
-    import json
     from pathlib import Path
 
     from openmm_cgkd.topology import write_bead_pdb
@@ -368,5 +363,5 @@ def stop_with_diagnosis(simulation, good_state, good_step: int, max_steps: int, 
         diag["last_sane_structure"] = None
     message = blowup_message(diag, original)
     record = {**run_info, "failed": True, "error": message, "diagnosis": diag}
-    atomic_write(out / "run.json", json.dumps(record, indent=2, default=float) + "\n")
+    write_json(out / "run.json", record, indent=2)
     return BlowUpError(message, diag)

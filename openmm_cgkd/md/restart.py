@@ -1,9 +1,6 @@
 """The machinery every resumable MD run of the package shares: all-atom runs
 (:mod:`openmm_cgkd.data.aamd`) and CG runs (:mod:`openmm_cgkd.md.simulation`).
 
-* :func:`atomic_write` / :func:`write_json`: a file is replaced by a complete new version or
-  not at all (written to ``<name>.part``, flushed to disk, renamed over the old one);
-  :func:`read_json` reads one back (None when absent).
 * :func:`load_checkpoint`: an OpenMM checkpoint loads back EXACTLY or not at all: a truncated
   or damaged file (or one of another system) is a :class:`CheckpointError`, never a partial state.
 * :func:`save_restart`: the restart set of a run directory, in this order, under the run's
@@ -16,18 +13,20 @@
   otherwise an error lists what changed (:func:`openmm_cgkd.fingerprint.describe_changes`).
 * :func:`ns_per_day`: the speed figure of every run.
 
-The files each kind of run writes are documented in its module; this one adds none.
+The files each kind of run writes are documented in its module; this one adds none. Every file
+is written atomically (:mod:`openmm_cgkd.fileio`).
 """
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Mapping
 
 from openmm_cgkd.errors import CGKDError
+from openmm_cgkd.fileio import atomic_write, write_json
+from openmm_cgkd.fingerprint import describe_changes, digest
 
-__all__ = ["SimulationError", "StaleRunError", "CheckpointError", "atomic_write", "read_json", "write_json",
+__all__ = ["SimulationError", "StaleRunError", "CheckpointError",
            "RunLock", "load_checkpoint", "save_restart", "refuse_if_changed", "ns_per_day",
            "STATE_FILE", "CHECKPOINT_FILE", "PROGRESS_FILE", "LOCK_FILE"]
 
@@ -53,30 +52,6 @@ class StaleRunError(SimulationError):
 
 class CheckpointError(SimulationError):
     """A checkpoint file does not load back exactly (truncated, damaged, another system)."""
-
-
-def atomic_write(path: str | os.PathLike, data: bytes | str) -> None:
-    """Replace ``path`` by ``data`` atomically (``<name>.part``, fsync, rename)."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".part")
-    with open(tmp, "wb" if isinstance(data, bytes) else "w") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    tmp.replace(path)
-
-
-def write_json(path: str | os.PathLike, obj, indent: int = 1, newline: bool = False) -> None:
-    """``json.dumps(obj, indent=indent)`` (plus a final newline if asked), written atomically."""
-    atomic_write(path, json.dumps(obj, indent=indent) + ("\n" if newline else ""))
-
-
-def read_json(path: str | os.PathLike):
-    """The JSON content of ``path``, or None when there is no such file."""
-    path = Path(path)
-    if path.is_file():
-        return json.loads(path.read_text())
-    return None
 
 
 class RunLock:
@@ -145,8 +120,6 @@ def refuse_if_changed(old: Mapping | None, new: Mapping, what: str, advice: str,
     """Raise ``error("<what> (<changes>); <advice>")`` when the settings ``old`` (as recorded by
     the run; None when nothing was recorded) differ from ``new``; the exception's ``changes``
     lists them as ``"key: old -> new"``. Numbers compare by value (1500 equals 1500.0)."""
-    from openmm_cgkd.fingerprint import describe_changes, digest
-
     old = None if old is None else _numbers_as_float(old)
     new = _numbers_as_float(new)
     if old is not None and digest(old) == digest(new):

@@ -46,14 +46,18 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from openmm_cgkd.md.restart import SimulationError, StaleRunError
+from openmm_cgkd.fileio import write_json
+from openmm_cgkd.fingerprint import array_digest, digest, read_fingerprint, write_fingerprint
+from openmm_cgkd.md.blowup import start_warning, stop_with_diagnosis
+from openmm_cgkd.md.restart import SimulationError, StaleRunError, load_checkpoint, ns_per_day, refuse_if_changed
+from openmm_cgkd.md.thermo import degrees_of_freedom, temperature_from_kinetic
+from openmm_cgkd.topology import write_bead_pdb
 
 __all__ = ["run_simulation", "run_settings", "RunResult", "SimulationError", "StaleRunError", "CSVLogReporter",
-           "LOG_COLUMNS", "degrees_of_freedom", "read_log"]
+           "LOG_COLUMNS", "read_log"]
 
 LOG_COLUMNS = ["step", "time_ps", "potential_kj_mol", "kinetic_kj_mol", "total_kj_mol", "temperature_k",
                "speed_ns_day"]
-MOLAR_GAS_CONSTANT_KJ = 0.00831446261815324  # kJ/mol/K
 
 
 # RunResult fields naming files of the run: run.json stores them relative to the run directory
@@ -76,20 +80,6 @@ class RunResult:
     platform: str
     final_potential_kj_mol: float
     final_temperature_k: float
-
-
-def degrees_of_freedom(system) -> int:
-    """3N minus constraints minus 3 when a CMMotionRemover is present (as OpenMM's reporters)."""
-    import openmm
-
-    from openmm import unit
-
-    dof = sum(3 for i in range(system.getNumParticles())
-              if system.getParticleMass(i).value_in_unit(unit.dalton) > 0)
-    dof -= system.getNumConstraints()
-    if any(isinstance(system.getForce(i), openmm.CMMotionRemover) for i in range(system.getNumForces())):
-        dof -= 3
-    return dof
 
 
 class CSVLogReporter:
@@ -119,7 +109,7 @@ class CSVLogReporter:
         t_ps = state.getTime().value_in_unit(unit.picosecond)
         pot = state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
         kin = state.getKineticEnergy().value_in_unit(unit.kilojoule_per_mole)
-        temp = 2.0 * kin / (self._dof * MOLAR_GAS_CONSTANT_KJ) if self._dof > 0 else float("nan")
+        temp = temperature_from_kinetic(kin, self._dof)
         speed = float("nan")
         if self._last is not None and now > self._last[0] and t_ps > self._last[1]:
             speed = (t_ps - self._last[1]) / 1000.0 / ((now - self._last[0]) / 86400.0)
@@ -187,8 +177,6 @@ def run_settings(simulation, report_interval: int, inputs: dict | None = None) -
     masses (dalton) and ``inputs`` (content checksums of what built the system)."""
     from openmm import unit
 
-    from openmm_cgkd.fingerprint import array_digest
-
     integ = simulation.integrator
     system = simulation.system
     settings = {"integrator": type(integ).__name__,
@@ -212,8 +200,6 @@ def _warn_about_start(simulation, state) -> None:
     """Print a warning (stderr) when the start's potential energy is absurd (overlapping beads)."""
     import sys
 
-    from openmm_cgkd.md.blowup import start_warning
-
     text = start_warning(simulation, state)
     if text:
         print(text, file=sys.stderr, flush=True)
@@ -222,8 +208,6 @@ def _warn_about_start(simulation, state) -> None:
 def _blowup(simulation, failure, paths: dict, timestep_ps: float, platform: str, fingerprint: str):
     """The :class:`~openmm_cgkd.md.blowup.BlowUpError` of a failed chunk ``failure`` = (exception,
     step and state at the chunk's start, chunk length, steps done); writes run.json with it."""
-    from openmm_cgkd.md.blowup import stop_with_diagnosis
-
     exc, good_step, good_state, k, done = failure
     info = {"out_dir": ".", "trajectory": paths["trajectory"].name, "log": paths["log"].name,
             "final_structure": None, "checkpoint": str(paths["checkpoint"]) if paths["checkpoint"].exists() else None,
@@ -245,14 +229,9 @@ def run_simulation(simulation, steps: int, out_dir: str | Path, *, report_interv
     is the one it was started with; else :class:`StaleRunError`. ns/day is measured after three
     warm-up force evaluations.
     """
-    from openmm_cgkd.fingerprint import digest, read_fingerprint, write_fingerprint
-    from openmm_cgkd.md.restart import load_checkpoint, ns_per_day, refuse_if_changed, write_json
-
     import openmm
     from openmm import app, unit
     from tqdm.auto import tqdm
-
-    from openmm_cgkd.topology import write_bead_pdb
 
     steps = int(steps)
     report_interval = int(report_interval)
@@ -374,8 +353,8 @@ def run_simulation(simulation, steps: int, out_dir: str | Path, *, report_interv
         final_structure=str(paths["final"]), checkpoint=str(paths["checkpoint"]) if checkpoint_interval else None,
         steps_run=remaining, final_step=simulation.currentStep, timestep_ps=timestep_ps,
         simulated_ps=simulated_ps, wall_seconds=wall, ns_per_day=ns_day, platform=platform,
-        final_potential_kj_mol=pot, final_temperature_k=2 * kin / (dof * MOLAR_GAS_CONSTANT_KJ) if dof else float("nan"))
+        final_potential_kj_mol=pot, final_temperature_k=temperature_from_kinetic(kin, dof))
     record = {k: (os.path.relpath(v, out) if k in _RUN_FILES and v is not None else v) for k, v in asdict(result).items()}
     write_json(paths["meta"], {**record, "openmm_version": openmm.__version__, "fingerprint": fingerprint},
-               indent=2, newline=True)
+               indent=2)
     return result

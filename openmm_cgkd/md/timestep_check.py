@@ -119,7 +119,7 @@ def check_timestep(bundle, topology, positions, box, *, timestep_fs: float, temp
 
     from openmm_cgkd.errors import CGKDError
     from openmm_cgkd.serving import CGKDForceField
-    from openmm_cgkd.md.simulation import degrees_of_freedom
+    from openmm_cgkd.md.thermo import degrees_of_freedom
 
     if not timestep_fs > 0 or nvt_ps < 0 or nve_ps <= 0 or sample_every_steps < 1:
         raise CGKDError(f"check_timestep needs timestep_fs > 0, nvt_ps >= 0, nve_ps > 0 and sample_every_steps >= 1 "

@@ -38,9 +38,11 @@ from torch import Tensor, nn
 
 from openmm_cgkd.config import Config, ConfigError, config_from_dict, read_yaml_mapping
 from openmm_cgkd.errors import CGKDError
+from openmm_cgkd.model.hipnn import HipnnRepresentation, PassThroughHead
+from openmm_cgkd.quiet import import_torchmdnet
 
 __all__ = ["ARCHITECTURES", "STACKED_ARCHITECTURES", "PotentialConfig", "load_model_config", "model_config_names", "NeighborList", "CGPotential", "edge_geometry",
-           "suggest_max_num_neighbors", "check_box", "import_torchmdnet", "NeighborOverflowError"]
+           "suggest_max_num_neighbors", "check_box", "NeighborOverflowError"]
 
 ARCHITECTURES = ("tensornet", "graph-network", "equivariant-transformer", "hipnn-ts")
 # architectures whose K members can be stacked into one network (openmm_cgkd.model.stacked)
@@ -52,21 +54,6 @@ _HIPNN_ONLY = ("sensitivity_min_nm", "sensitivity_max_nm")  # PotentialConfig fi
 class NeighborOverflowError(CGKDError, RuntimeError):
     """More neighbour pairs than ``max_num_neighbors * N`` (python-side check; the scripted
     module raises a ``RuntimeError`` / ``torch.jit.Error`` whose message starts the same)."""
-
-
-def import_torchmdnet():
-    """Import torchmd-net (registers its custom ops, needed before loading a TorchScript model).
-
-    Also initialises NVIDIA Warp (which torchmd-net's kernels use) without its start-up banner
-    and its CUDA-driver warning on GPU-less machines (:func:`openmm_cgkd.quiet.init_warp`).
-    """
-    from openmm_cgkd.quiet import init_warp
-
-    init_warp()
-    import torchmdnet  # noqa: F401
-    import torchmdnet.extensions.ops  # noqa: F401  (registers torch.ops.torchmdnet.*)
-
-    return torchmdnet
 
 
 import_torchmdnet()
@@ -399,7 +386,7 @@ class _EdgePassThrough(nn.Module):
     representation with the precomputed graph in those slots: ``pos := edge_vec [E,3]``,
     ``batch := edge_index [2,E]``, ``box := edge_weight [E]``, and this module returns them in
     ``OptimizedDistance``'s order. ``edge_vec`` is cloned because the equivariant transformer
-    normalises it in place. ``tests/unit/test_potential.py`` checks the result against the
+    normalises it in place. ``tests/unit/model/test_potential.py`` checks the result against the
     unmodified torchmd-net module, so an upstream change in this contract is caught.
     """
 
@@ -420,11 +407,9 @@ class _EdgePassThrough(nn.Module):
 
 def _build_representation(cfg: PotentialConfig) -> tuple[nn.Module, nn.Module]:
     """torchmd-net representation and matching output (head) module for ``cfg`` (for ``hipnn-ts``:
-    a one-member :class:`~openmm_cgkd.model.stacked.HipnnTS` behind the same interface)."""
+    a one-member :class:`~openmm_cgkd.model.hipnn.HipnnTS` behind the same interface)."""
     import_torchmdnet()
     if cfg.architecture == "hipnn-ts":
-        from openmm_cgkd.model.stacked import HipnnRepresentation, PassThroughHead
-
         return HipnnRepresentation(cfg).to(cfg.torch_dtype), PassThroughHead()
     from torchmdnet.models import output_modules
 

@@ -4,16 +4,13 @@ Importing this package does not import torch or OpenMM; the submodules do when u
 """
 from __future__ import annotations
 
-__all__ = ["CGKDForceField", "ServingError", "select_platform", "make_network_force", "make_wall_force"]
+__all__ = ["CGKDForceField", "ServingError", "make_network_force", "make_wall_force"]
 
 
 def __getattr__(name: str):
     if name in ("CGKDForceField", "ServingError"):
         from . import forcefield
         return getattr(forcefield, name)
-    if name == "select_platform":
-        from .platforms import select_platform
-        return select_platform
     if name == "make_network_force":
         from .network_force import make_network_force
         return make_network_force

@@ -294,7 +294,7 @@ class CGKDForceField:
         import openmm
         from openmm import app, unit
 
-        from .platforms import select_platform
+        from openmm_cgkd.platforms import select_platform
 
         n = topology.getNumAtoms() if hasattr(topology, "getNumAtoms") else topology.n_atoms
         pos = self.check_positions(positions, n)

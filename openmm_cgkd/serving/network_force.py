@@ -161,7 +161,7 @@ def make_network_force(model: torch.nn.Module, bead_types: Sequence[int], *, per
     runs, default CUDA when torch sees a GPU, else CPU. ``compile`` (python only):
     ``torch.compile`` the module. The force is named ``cgkd_network``, in group ``force_group``.
     """
-    from openmm_cgkd.model.potential import import_torchmdnet
+    from openmm_cgkd.quiet import import_torchmdnet
 
     import_torchmdnet()  # registers the custom operators the network calls
     check_backend(backend)

@@ -8,7 +8,7 @@ openmm-ml (package ``openmmml``, not a dependency of openmm_cgkd) finds the fact
     potential = MLPotential("cgkd", bundle="des-student")        # a path or a shipped name
     system = potential.createSystem(topology)                      # a bead topology with a box
 
-``MLPotential(...)`` options (passed to :class:`CGKDPotentialImplFactory`): ``bundle``
+``MLPotential(...)`` options (passed to :class:`~openmm_cgkd.serving.openmmml_plugin.CGKDPotentialImplFactory`): ``bundle``
 (required), ``backend`` (``"torchforce"``, the default, or ``"python"``), ``device`` and
 ``compile`` (python backend; see :mod:`.network_force`). ``createSystem`` / ``addForces``
 options: ``cudaGraphs`` (openmm-torch ``useCUDAGraphs``; models with static shapes only).
@@ -29,9 +29,8 @@ try:  # openmm-ml present: an implementation of its interface
 except ImportError:  # pragma: no cover - openmm-ml absent: the class still works on its own
     MLPotentialImpl = object
 
-from .openmmml_plugin import POTENTIAL_NAME, CGKDPotentialImplFactory
 
-__all__ = ["CGKDPotentialImplFactory", "CGKDPotentialImpl", "POTENTIAL_NAME"]
+__all__ = ["CGKDPotentialImpl"]
 
 
 class CGKDPotentialImpl(MLPotentialImpl):

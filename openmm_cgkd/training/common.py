@@ -1,14 +1,14 @@
 """Pieces shared by the teacher and student stages: bead types of a dataset, provenance, reports."""
 from __future__ import annotations
 
-import hashlib
 import subprocess
 from pathlib import Path
 
 import numpy as np
 
-from openmm_cgkd import __version__
+from openmm_cgkd.version import __version__
 from openmm_cgkd.data.dataset import CGDataset, DatasetError
+from openmm_cgkd.fileio import file_sha256, write_json
 
 __all__ = ["dataset_bead_types", "dataset_provenance", "code_provenance", "write_test_report"]
 
@@ -30,21 +30,16 @@ def dataset_bead_types(dataset: CGDataset):
 
 def _file_digest(path: Path, limit: int = 1 << 26) -> str:
     """sha256 of the first ``limit`` bytes and the size: identifies a dataset file cheaply."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        h.update(fh.read(limit))
-    h.update(str(path.stat().st_size).encode())
-    return h.hexdigest()[:16]
+    return file_sha256(path, max_bytes=limit, with_size=True)[:16]
 
 
 def dataset_provenance(path: str | Path, dataset: CGDataset, blocks: dict[str, np.ndarray]) -> dict:
     """The training data of a bundle: its file (an absolute path here, written relative to the
     bundle by :func:`~openmm_cgkd.bundle.save_bundle`) and sha256, sizes, blocks and own provenance."""
-    from openmm_cgkd.provenance import sha256_file
 
     path = Path(path).resolve()
     return {
-        "path": str(path), "sha256": sha256_file(path) if path.is_file() else None,
+        "path": str(path), "sha256": file_sha256(path) if path.is_file() else None,
         "digest": _file_digest(path) if path.is_file() else None,
         "n_frames": dataset.n_frames, "n_beads": dataset.n_beads, "type_names": list(dataset.type_names),
         "blocks": {k: ([int(v[0]), int(v[-1]) + 1] if len(v) else []) for k, v in blocks.items()},
@@ -72,9 +67,9 @@ def code_provenance() -> dict:
 
 def write_test_report(out: Path, name: str, metrics: dict, pred: dict, dataset: CGDataset, indices) -> None:
     """``<out>/metrics.json`` plus parity plots of forces (vs AA, and vs teacher labels if any)."""
-    from openmm_cgkd.training.metrics import parity_plot, write_json
+    from openmm_cgkd.training.metrics import parity_plot
 
-    write_json(metrics, out / "metrics.json")
+    write_json(out / "metrics.json", metrics, indent=2, portable=True)
     parity_plot(pred["forces"], dataset.forces[indices], out / "parity_forces_vs_aa.png",
                 f"{name}: forces vs mapped AA (test block)", "kJ/mol/nm")
     if dataset.labels is not None:

@@ -1,7 +1,8 @@
 """YAML-driven configuration of the training stages (teachers, labels, students).
 
 Every config is a dataclass read by the package's one config mechanism
-(:mod:`openmm_cgkd.config`): :func:`load_config` reads a YAML file into one and rejects unknown
+(:mod:`openmm_cgkd.config`): :func:`~openmm_cgkd.config.load_config` (or ``Cls.from_yaml``) reads a
+YAML file into one and rejects unknown
 keys by their dotted path and values of the wrong type, so a typo never silently falls back to a
 default. Relative ``dataset``/``out``/``teachers`` paths in a YAML file are resolved against the
 file's directory. Example files live in ``configs/training/``.
@@ -11,13 +12,12 @@ Units: nm, kJ/mol, kJ/mol/nm. Learning rates are per Adam step.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
+from typing import ClassVar
 
 from openmm_cgkd.config import Config, ConfigError, config_from_dict, config_to_dict
-from openmm_cgkd.config import load_config as _load
 
 __all__ = ["ConfigError", "SplitConfig", "TrainerConfig", "LossWeights", "WallFitConfig", "TeachersConfig",
-           "LabelsConfig", "StudentConfig", "load_config", "config_from_dict", "config_to_dict"]
+           "LabelsConfig", "StudentConfig", "config_from_dict", "config_to_dict"]
 
 
 @dataclass
@@ -121,6 +121,8 @@ class WallFitConfig(Config):
 class TeachersConfig(Config):
     """`cgkd train-teachers`: K members differing only in their seed, trained on F_AA."""
 
+    PATH_KEYS: ClassVar[tuple[str, ...]] = ("dataset", "out", "teachers")  # relative to the YAML file
+
     dataset: str = ""
     out: str = "runs/teachers"
     model: dict = field(default_factory=dict)  # CGPotential architecture (see openmm_cgkd.model.potential)
@@ -145,6 +147,8 @@ class TeachersConfig(Config):
 class LabelsConfig(Config):
     """`cgkd label`: teacher predictions on every frame of a dataset."""
 
+    PATH_KEYS: ClassVar[tuple[str, ...]] = ("dataset", "out", "teachers")  # relative to the YAML file
+
     dataset: str = ""
     teachers: str = ""  # a teacher or ensemble bundle
     member: int | None = None  # one member of an ensemble bundle ("single teacher" labels)
@@ -156,6 +160,8 @@ class LabelsConfig(Config):
 class StudentConfig(Config):
     """`cgkd train-student`: one network learning teacher labels (and/or F_AA)."""
 
+    PATH_KEYS: ClassVar[tuple[str, ...]] = ("dataset", "out", "teachers")  # relative to the YAML file
+
     dataset: str = ""  # a labelled dataset (see `cgkd label`)
     out: str = "runs/student"
     variant: str | None = "ensemble-e-ft-faa"  # a preset of openmm_cgkd.training.students, or None
@@ -163,13 +169,3 @@ class StudentConfig(Config):
     model: dict | None = None  # default: the teachers' architecture
     split: SplitConfig = field(default_factory=SplitConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
-
-
-# ------------------------------------------------------------------------------ YAML
-_PATH_KEYS = ("dataset", "out", "teachers")
-
-
-def load_config(cls, path: str | Path, overrides: dict | None = None):
-    """Read YAML ``path`` into dataclass ``cls``; relative ``dataset``/``out``/``teachers`` paths
-    are taken relative to the YAML file. ``overrides`` (a flat or nested mapping) wins over the file."""
-    return _load(cls, path, overrides, path_keys=_PATH_KEYS)

@@ -16,7 +16,6 @@ noisy AA labels are poor judges of a CG model; the structural analysis is the re
 from __future__ import annotations
 
 import csv
-import json
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +23,7 @@ import torch
 
 from openmm_cgkd.data.dataset import CGDataset
 
-__all__ = ["regression_metrics", "predict_frames", "evaluate_frames", "compare_predictions", "write_json",
+__all__ = ["regression_metrics", "predict_frames", "evaluate_frames", "compare_predictions",
            "parity_plot", "training_curve_plot", "read_metrics_csv"]
 
 
@@ -80,30 +79,6 @@ def evaluate_frames(model, dataset: CGDataset, indices: np.ndarray, batch_size: 
     """(metrics, predictions) of ``model`` on frames ``indices`` of ``dataset``."""
     pred = predict_frames(model, dataset, indices, batch_size)
     return compare_predictions(pred, dataset, indices, extra_force_refs), pred
-
-
-def write_json(data: dict, path: str | Path) -> Path:
-    """Write ``data`` as JSON, atomically; absolute paths in it are written relative to the file's folder."""
-    from openmm_cgkd.provenance import make_portable
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".part")
-    tmp.write_text(json.dumps(make_portable(data, path.parent), indent=2, default=_json_default))
-    tmp.replace(path)
-    return path
-
-
-def _json_default(o):
-    if isinstance(o, (np.integer,)):
-        return int(o)
-    if isinstance(o, (np.floating,)):
-        return float(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(f"not JSON-serialisable: {type(o).__name__}")
 
 
 def parity_plot(pred: np.ndarray, ref: np.ndarray, path: str | Path, title: str, unit: str,

@@ -5,7 +5,7 @@ its own pair list (the potential's :class:`NeighborList`, so the same cutoff, bu
 overflow error), the pair lists are joined into one graph of B*N beads, and the network's
 ``bead_energies_from_edges`` runs once on it. Periodic images are passed as explicit shift
 vectors (``cell_shifts @ box`` of each frame, with an identity "box"), so frames may have
-different boxes. The result equals B separate ``forward`` calls (``tests/unit/test_training_model.py``).
+different boxes. The result equals B separate ``forward`` calls (``tests/unit/training/test_training_model.py``).
 """
 from __future__ import annotations
 

@@ -51,15 +51,17 @@ import torch
 from torch import Tensor, nn
 
 from openmm_cgkd.data.dataset import CGDataset
+from openmm_cgkd.fileio import atomic_path
 from openmm_cgkd.model.potential import STACKED_ARCHITECTURES, PotentialConfig
 from openmm_cgkd.model.stacked import StackedEnsemblePotential, training_forward
 from openmm_cgkd.model.wall import WallParameters
 from openmm_cgkd.training.config import ConfigError, LossWeights, TrainerConfig
 from openmm_cgkd.training.loss import loss_terms
 from openmm_cgkd.training.model import training_wall
+from openmm_cgkd.training.rundir import RunDir, block_ranges
 
 __all__ = ["StackedTrainable", "StackedTrainResult", "StackedAdam", "member_losses", "train_stacked", "train_single",
-           "is_stacked_architecture", "predict_members", "train_teachers_stacked"]
+           "is_stacked_architecture", "predict_members"]
 
 CHECKPOINT = "last.ckpt"
 
@@ -416,16 +418,8 @@ def _truncate_logs(out: Path, last_epoch: int) -> None:
             continue
         keep = [rows[0]] + [r for r in rows[1:] if r and int(float(r[0])) <= last_epoch]
         if len(keep) != len(rows):
-            tmp = path.with_suffix(".part")
-            with open(tmp, "w", newline="") as fh:
+            with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
                 csv.writer(fh).writerows(keep)
-            os.replace(tmp, path)
-
-
-def _save_atomic(obj, path: Path) -> None:
-    tmp = path.with_name(path.name + ".part")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
 
 
 def train_stacked(dataset: CGDataset, blocks: dict[str, np.ndarray], potential_config: PotentialConfig,
@@ -447,10 +441,10 @@ def train_stacked(dataset: CGDataset, blocks: dict[str, np.ndarray], potential_c
     resumed or reloaded."""
     from openmm_cgkd.training.data import FrameDataset, make_loader
     from openmm_cgkd.training.model import number_density
-    from openmm_cgkd.training.trainer import BEST_WEIGHTS, _claim_run_dir, run_fingerprint
+    from openmm_cgkd.training.trainer import run_fingerprint
 
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    run = RunDir(out)
+    out = run.out
     if not is_stacked_architecture(potential_config):
         raise ConfigError(f"architecture {potential_config.architecture!r} cannot be stacked; stacked training "
                           f"needs one of {list(STACKED_ARCHITECTURES)}")
@@ -484,7 +478,7 @@ def train_stacked(dataset: CGDataset, blocks: dict[str, np.ndarray], potential_c
         settings["stacked_members"]["loss_weights"] = [w.as_dict() for w in member_weights]
     if label_digests is not None:
         settings["stacked_members"]["labels"] = label_digests
-    fingerprint, finished = _claim_run_dir(out, settings, log)
+    fingerprint, finished = run.claim(settings, log)
     if cfg.num_threads is not None:
         torch.set_num_threads(int(cfg.num_threads))
     device = _device(cfg)
@@ -496,19 +490,10 @@ def train_stacked(dataset: CGDataset, blocks: dict[str, np.ndarray], potential_c
     bead_types = torch.from_numpy(dataset.bead_types.astype(np.int64)).to(device)
     ckpt_dir = out / "checkpoints"
     ckpt_path = ckpt_dir / CHECKPOINT
-    result_file = out / "result.json"
-
-    if finished is not None:  # the same run finished earlier: reload its best weights
-        if ckpt_path.is_file():
-            state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-            model.load_state_dict(state["best_state"])
-            return StackedTrainResult(model.cpu().eval(), out, finished)
-        if (out / BEST_WEIGHTS).is_file():
-            model.load_state_dict(torch.load(out / BEST_WEIGHTS, map_location="cpu", weights_only=True))
-            return StackedTrainResult(model.cpu().eval(), out, finished)
-        log(f"training run {out}: finished earlier but neither checkpoints/{CHECKPOINT} nor {BEST_WEIGHTS} is "
-            "there: training again")
-        result_file.unlink()
+    if finished is not None and run.reload_finished(  # the same run finished earlier: its best weights
+            ckpt_path, lambda path: model.load_state_dict(
+                torch.load(path, map_location="cpu", weights_only=False)["best_state"]), model.load_state_dict, log):
+        return StackedTrainResult(model.cpu().eval(), out, finished)
 
     if member_labels is not None:
         train = MemberLabelFrames(dataset, blocks["train"], member_labels)
@@ -524,7 +509,7 @@ def train_stacked(dataset: CGDataset, blocks: dict[str, np.ndarray], potential_c
     schedule = _MemberSchedule(k, cfg)
     best_state = {name: t.detach().clone() for name, t in model.state_dict().items()}
     start_epoch, seconds = 0, 0.0
-    if ckpt_path.is_file():  # same fingerprint (else _claim_run_dir removed it): resume
+    if ckpt_path.is_file():  # same fingerprint (else run.claim removed it): resume
         state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -574,8 +559,7 @@ def train_stacked(dataset: CGDataset, blocks: dict[str, np.ndarray], potential_c
             if bar is not None:
                 bar.set_postfix_str("val " + " ".join(f"{v:.3g}" for v in val_loss))
             _write_logs(out, k, epoch, train_loss, val_loss, lrs_used, stopped_before, train_terms, val_terms)
-            ckpt_dir.mkdir(parents=True, exist_ok=True)
-            _save_atomic({"epoch": epoch, "num_members": k, "seeds": seeds, "model": model.state_dict(),
+            run.save_checkpoint({"epoch": epoch, "num_members": k, "seeds": seeds, "model": model.state_dict(),
                           "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
                           "best_state": best_state, "seconds": seconds + time.time() - session_start},
                          ckpt_path)
@@ -583,7 +567,6 @@ def train_stacked(dataset: CGDataset, blocks: dict[str, np.ndarray], potential_c
         if bar is not None:
             bar.close()
     model.load_state_dict(best_state)
-    _save_atomic({name: t.detach().cpu() for name, t in model.state_dict().items()}, out / BEST_WEIGHTS)
     info = {
         "num_members": k, "seeds": seeds, "epochs": int(epoch + 1),
         "members": [{"member": m, "seed": seeds[m], "best_val_loss": schedule.best_val[m],
@@ -593,13 +576,9 @@ def train_stacked(dataset: CGDataset, blocks: dict[str, np.ndarray], potential_c
         "seconds_total": round(seconds + time.time() - session_start, 2), "trainer_seed": cfg.seed,
         "checkpoint": os.path.join("checkpoints", CHECKPOINT),
         "metrics_csv": [os.path.join("logs", f"member_{m:02d}.csv") for m in range(k)],
-        "train_frames": [int(blocks["train"][0]), int(blocks["train"][-1]) + 1],
-        "val_frames": [int(blocks["val"][0]), int(blocks["val"][-1]) + 1], "fingerprint": fingerprint,
+        **block_ranges(blocks), "fingerprint": fingerprint,
     }
-    tmp = result_file.with_suffix(".part")
-    tmp.write_text(json.dumps(info, indent=2))
-    tmp.replace(result_file)
-    return StackedTrainResult(model.cpu().eval(), out, info)
+    return StackedTrainResult(model.cpu().eval(), out, run.finish(model.state_dict(), info))
 
 
 def train_single(dataset: CGDataset, blocks: dict[str, np.ndarray], potential_config: PotentialConfig,
@@ -641,88 +620,3 @@ def predict_members(model: StackedTrainable, dataset: CGDataset, indices, batch_
             chunks[key].append(out[key].detach().cpu().double().numpy())
     joined = {key: np.concatenate(v, axis=1) for key, v in chunks.items()}
     return [{key: joined[key][m] for key in joined} for m in range(model.num_members)]
-
-
-# --------------------------------------------------------------------------- the teacher stage
-
-def train_teachers_stacked(cfg, dataset: CGDataset, setup: dict, extra_force_refs=None):
-    """The teacher stage (:func:`openmm_cgkd.training.teachers.train_teachers`) for a stacked
-    architecture: all members in ONE run (``<out>/stacked/``), then the same outputs as the
-    member-by-member stage (member bundles, the ensemble bundle, test metrics, plots) plus the
-    uncertainty-watch threshold in the ensemble manifest (``training.uncertainty``)."""
-    from openmm_cgkd.bundle import save_bundle
-    from openmm_cgkd.model.potential import CGPotential
-    from openmm_cgkd.model.uncertainty import force_std_threshold
-    from openmm_cgkd.training.common import code_provenance, dataset_bead_types, dataset_provenance, write_test_report
-    from openmm_cgkd.training.config import config_to_dict
-    from openmm_cgkd.training.metrics import compare_predictions, training_curve_plot, write_json
-    from openmm_cgkd.training.model import number_density
-    from openmm_cgkd.training.teachers import TEACHER_WEIGHTS, TeachersResult, member_dir
-
-    out = Path(cfg.out)
-    start = time.time()
-    blocks = {key: np.asarray(v, dtype=np.int64) for key, v in setup["blocks"].items()}
-    wall = WallParameters.from_dict(setup["wall"])
-    pcfg = PotentialConfig.from_dict(setup["architecture"])
-    seeds = list(setup["seeds"])
-    if str(cfg.parallel) not in ("auto", "none", "off", "1"):
-        warnings.warn(f"parallel = {cfg.parallel!r} is ignored: stacked members train together in one process",
-                      stacklevel=2)
-    res = train_stacked(dataset, blocks, pcfg, wall, TEACHER_WEIGHTS, cfg.trainer, out / "stacked", seeds)
-    stacked = res.model
-    k = stacked.num_members
-    bead_types = dataset_bead_types(dataset)
-    density = number_density(dataset.positions[blocks["train"]], dataset.boxes[blocks["train"]])
-    provenance = dataset_provenance(cfg.dataset, dataset, blocks)
-
-    members, member_bundles = [], []
-    for m in range(k):
-        single: CGPotential = stacked.network.member(m)
-        members.append(res.member_potential(m, wall, density))
-        bundle = member_dir(out, m) / "bundle"
-        member_bundles.append(bundle)
-        if not (bundle / "manifest.yaml").is_file():
-            training = {"stage": "teacher", "member": m, "seed": seeds[m], "stacked_run": "stacked",
-                        "loss_weights": TEACHER_WEIGHTS.as_dict(), "dataset": provenance,
-                        "trainer": config_to_dict(cfg.trainer), "result": res.info["members"][m],
-                        "wall_fit": setup["wall_fit"], **code_provenance()}
-            save_bundle(bundle, single, bead_types=bead_types, wall=wall, model_kind="teacher",
-                        variant=f"teacher member {m} (seed {seeds[m]}, stacked)", training=training,
-                        description=f"CG teacher {m} of {k}: trained on mapped AA forces only (stacked run)",
-                        overwrite=True)
-
-    test = blocks["test"] if len(blocks["test"]) else blocks["val"]
-    preds = predict_members(stacked, dataset, test, cfg.trainer.batch_size)
-    ens = {key: np.mean([p[key] for p in preds], axis=0) for key in preds[0]}
-    metrics = {"test_frames": [int(test[0]), int(test[-1]) + 1],
-               "members": [compare_predictions(p, dataset, test, extra_force_refs) for p in preds],
-               "ensemble": compare_predictions(ens, dataset, test, extra_force_refs)}
-    metrics["ensemble"]["force_std_mean"] = float(np.mean(np.std([p["forces"] for p in preds], axis=0)))
-    uncertainty = None
-    if k > 1:
-        train_idx = blocks["train"]
-        pick = train_idx[np.unique(np.linspace(0, len(train_idx) - 1, min(len(train_idx), 200)).astype(int))]
-        fk = np.stack([p["forces"] for p in predict_members(stacked, dataset, pick, cfg.trainer.batch_size)])
-        uncertainty = {**force_std_threshold(fk), "source": "training block (up to 200 evenly spaced frames)"}
-        metrics["ensemble"]["uncertainty"] = uncertainty
-    write_test_report(out, f"ensemble of {k}", metrics, ens, dataset, test)
-    training_curve_plot({f"member {m}": out / "stacked" / path for m, path in enumerate(res.info["metrics_csv"])},
-                        out / "training_curves.png", "teachers (stacked)")
-
-    training = {"stage": "teachers", "stacked": True, "seeds": seeds, "loss_weights": TEACHER_WEIGHTS.as_dict(),
-                "dataset": provenance, "trainer": config_to_dict(cfg.trainer), "wall_fit": setup["wall_fit"],
-                "members": res.info["members"], "stacked_run": res.info,
-                "member_bundles": [os.path.relpath(p, out) for p in member_bundles],
-                "test_metrics": {"ensemble_forces_vs_aa": metrics["ensemble"]["forces_vs_aa"]},
-                "seconds": round(time.time() - start, 1), **code_provenance()}
-    if uncertainty is not None:
-        training["uncertainty"] = uncertainty
-    ensemble_bundle = out / "ensemble"
-    network = stacked.network if k > 1 else stacked.network.member(0)
-    save_bundle(ensemble_bundle, network, bead_types=bead_types, wall=wall,
-                model_kind="ensemble" if k > 1 else "teacher",
-                variant=f"ensemble of {k} teachers (stacked)" if k > 1 else "single teacher",
-                training=training, description=f"CG teacher ensemble ({k} stacked hipnn-ts members, seeds {seeds}): "
-                                               "member means of energies and forces", overwrite=True)
-    write_json({"ensemble_bundle": os.path.relpath(ensemble_bundle, out), **training}, out / "teachers.json")
-    return TeachersResult(out, ensemble_bundle, member_bundles, members, blocks, metrics)

@@ -143,7 +143,8 @@ def train_student(cfg: StudentConfig, dataset: CGDataset | None = None,
                   extra_force_refs: dict[str, np.ndarray] | None = None) -> StudentResult:
     """Train, evaluate and bundle a student (see the module docstring). Resumable in ``cfg.out``."""
     from openmm_cgkd.training.stacked import is_stacked_architecture, train_single
-    from openmm_cgkd.training.trainer import is_global_zero, train_potential
+    from openmm_cgkd.training.rundir import is_global_zero
+    from openmm_cgkd.training.trainer import train_potential
 
     p = _prepare(cfg, dataset)
     out = Path(cfg.out)

@@ -12,7 +12,6 @@ AA forces alone (loss Err(F, F_AA); docs/METHOD.md section 2.3).
 5. evaluate members and ensemble on the test block (``metrics.json``, parity and training-curve PNGs).
 
 Output directory::
-
     setup.json                  split, wall (+ fit report), architecture: shared by all members
     members/member_KK/          the member's run (checkpoints/, logs/, result.json) and bundle/
     ensemble/                   the ensemble bundle (what `cgkd label` and CGKDForceField load)
@@ -27,16 +26,31 @@ does not hold that run's weights. Adding members keeps the trained ones.
 from __future__ import annotations
 
 import json
+import os
 import time
+import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
+from openmm_cgkd.bundle import BundleError, read_manifest, save_bundle
 from openmm_cgkd.data.dataset import CGDataset
+from openmm_cgkd.fileio import write_json
+from openmm_cgkd.fingerprint import cg_dataset_digest, describe_changes, digest
+from openmm_cgkd.model.ensemble import EnsemblePotential
+from openmm_cgkd.model.potential import CGPotential, PotentialConfig
+from openmm_cgkd.model.uncertainty import force_std_threshold
 from openmm_cgkd.model.wall import WallParameters
+from openmm_cgkd.training.common import code_provenance, dataset_bead_types, dataset_provenance, write_test_report
 from openmm_cgkd.training.config import ConfigError, LossWeights, TeachersConfig, config_from_dict, config_to_dict
 from openmm_cgkd.training.data import split_blocks
+from openmm_cgkd.training.metrics import compare_predictions, predict_frames, training_curve_plot
+from openmm_cgkd.training.model import number_density, potential_config_for
+from openmm_cgkd.training.stacked import is_stacked_architecture, predict_members, train_stacked
+from openmm_cgkd.training.rundir import is_global_zero
+from openmm_cgkd.training.trainer import train_potential
+from openmm_cgkd.training.wall_fit import fit_wall
 
 __all__ = ["TeachersResult", "train_teachers", "prepare_teachers", "setup_fingerprint", "train_member", "member_dir"]
 
@@ -59,7 +73,6 @@ def member_dir(out: str | Path, k: int) -> Path:
 
 def setup_fingerprint(cfg: TeachersConfig, dataset: CGDataset) -> dict:
     """What the shared set-up depends on: dataset content, split, wall fit, architecture, seeds."""
-    from openmm_cgkd.fingerprint import cg_dataset_digest
 
     return {"dataset": cg_dataset_digest(dataset), "split": config_to_dict(cfg.split),
             "wall": config_to_dict(cfg.wall), "model": dict(cfg.model), "seeds": cfg.member_seeds()}
@@ -69,9 +82,6 @@ def prepare_teachers(cfg: TeachersConfig, dataset: CGDataset, log=print) -> dict
     """The set-up every member shares (split, wall, architecture), computed once and stored in
     ``<out>/setup.json`` with its fingerprint (:func:`setup_fingerprint`); read back from there
     on later calls with the same fingerprint, computed again when it differs."""
-    from openmm_cgkd.fingerprint import describe_changes, digest
-    from openmm_cgkd.training.model import number_density, potential_config_for
-    from openmm_cgkd.training.wall_fit import fit_wall
 
     out = Path(cfg.out)
     path = out / "setup.json"
@@ -106,10 +116,6 @@ def _blocks(setup: dict) -> dict[str, np.ndarray]:
 
 def train_member(cfg: TeachersConfig, dataset: CGDataset, setup: dict, k: int, trainer_overrides: dict | None = None):
     """Train (or resume, or reload) member ``k``; writes its teacher bundle. Returns a TrainResult."""
-    from openmm_cgkd.bundle import save_bundle
-    from openmm_cgkd.model.potential import PotentialConfig
-    from openmm_cgkd.training.common import code_provenance, dataset_bead_types, dataset_provenance
-    from openmm_cgkd.training.trainer import train_potential
 
     seed = setup["seeds"][k]
     tcfg = replace(cfg.trainer, seed=seed, **(trainer_overrides or {}))
@@ -132,7 +138,6 @@ def train_member(cfg: TeachersConfig, dataset: CGDataset, setup: dict, k: int, t
 
 def _member_bundle_stale(bundle: Path, fingerprint: str | None) -> bool:
     """True unless ``bundle`` holds the weights of the training run with ``fingerprint``."""
-    from openmm_cgkd.bundle import BundleError, read_manifest
 
     if not (bundle / "manifest.yaml").is_file():
         return True
@@ -200,12 +205,6 @@ def train_teachers(cfg: TeachersConfig, dataset: CGDataset | None = None,
     """Run the teacher stage (see the module docstring). ``dataset`` defaults to ``cfg.dataset``
     loaded from disk; ``extra_force_refs`` adds force references to the test metrics (e.g. the
     true forces of a synthetic system)."""
-    from openmm_cgkd.bundle import save_bundle
-    from openmm_cgkd.model.ensemble import EnsemblePotential
-    from openmm_cgkd.training.common import (code_provenance, dataset_bead_types, dataset_provenance,
-                                             write_test_report)
-    from openmm_cgkd.training.metrics import compare_predictions, predict_frames, training_curve_plot, write_json
-    from openmm_cgkd.training.trainer import is_global_zero
 
     if not cfg.dataset:
         raise ConfigError("teachers need a dataset (the `dataset:` key)")
@@ -213,10 +212,8 @@ def train_teachers(cfg: TeachersConfig, dataset: CGDataset | None = None,
     out = Path(cfg.out)
     start = time.time()
     setup = prepare_teachers(cfg, dataset)
-    from openmm_cgkd.training.stacked import is_stacked_architecture, train_teachers_stacked
-
     if is_stacked_architecture(setup["architecture"]):  # hipnn-ts: all K members in one stacked run
-        return train_teachers_stacked(cfg, dataset, setup, extra_force_refs)
+        return _train_teachers_stacked(cfg, dataset, setup, extra_force_refs)
     blocks = _blocks(setup)
     plan = _plan_processes(cfg)
     if len(plan) > 1:
@@ -256,5 +253,81 @@ def train_teachers(cfg: TeachersConfig, dataset: CGDataset | None = None,
                 training=training, description=f"CG teacher ensemble ({len(networks)} members, seeds "
                                                f"{setup['seeds']}): member means of energies and forces",
                 overwrite=True)
-    write_json({"ensemble_bundle": str(ensemble_bundle.resolve()), **training}, out / "teachers.json")
+    write_json(out / "teachers.json", {"ensemble_bundle": str(ensemble_bundle.resolve()), **training}, indent=2,
+               portable=True)
+    return TeachersResult(out, ensemble_bundle, member_bundles, members, blocks, metrics)
+
+
+def _train_teachers_stacked(cfg: TeachersConfig, dataset: CGDataset, setup: dict, extra_force_refs=None):
+    """The teacher stage (:func:`train_teachers`) for a stacked
+    architecture: all members in ONE run (``<out>/stacked/``), then the same outputs as the
+    member-by-member stage (member bundles, the ensemble bundle, test metrics, plots) plus the
+    uncertainty-watch threshold in the ensemble manifest (``training.uncertainty``)."""
+    out = Path(cfg.out)
+    start = time.time()
+    blocks = {key: np.asarray(v, dtype=np.int64) for key, v in setup["blocks"].items()}
+    wall = WallParameters.from_dict(setup["wall"])
+    pcfg = PotentialConfig.from_dict(setup["architecture"])
+    seeds = list(setup["seeds"])
+    if str(cfg.parallel) not in ("auto", "none", "off", "1"):
+        warnings.warn(f"parallel = {cfg.parallel!r} is ignored: stacked members train together in one process",
+                      stacklevel=2)
+    res = train_stacked(dataset, blocks, pcfg, wall, TEACHER_WEIGHTS, cfg.trainer, out / "stacked", seeds)
+    stacked = res.model
+    k = stacked.num_members
+    bead_types = dataset_bead_types(dataset)
+    density = number_density(dataset.positions[blocks["train"]], dataset.boxes[blocks["train"]])
+    provenance = dataset_provenance(cfg.dataset, dataset, blocks)
+
+    members, member_bundles = [], []
+    for m in range(k):
+        single: CGPotential = stacked.network.member(m)
+        members.append(res.member_potential(m, wall, density))
+        bundle = member_dir(out, m) / "bundle"
+        member_bundles.append(bundle)
+        if not (bundle / "manifest.yaml").is_file():
+            training = {"stage": "teacher", "member": m, "seed": seeds[m], "stacked_run": "stacked",
+                        "loss_weights": TEACHER_WEIGHTS.as_dict(), "dataset": provenance,
+                        "trainer": config_to_dict(cfg.trainer), "result": res.info["members"][m],
+                        "wall_fit": setup["wall_fit"], **code_provenance()}
+            save_bundle(bundle, single, bead_types=bead_types, wall=wall, model_kind="teacher",
+                        variant=f"teacher member {m} (seed {seeds[m]}, stacked)", training=training,
+                        description=f"CG teacher {m} of {k}: trained on mapped AA forces only (stacked run)",
+                        overwrite=True)
+
+    test = blocks["test"] if len(blocks["test"]) else blocks["val"]
+    preds = predict_members(stacked, dataset, test, cfg.trainer.batch_size)
+    ens = {key: np.mean([p[key] for p in preds], axis=0) for key in preds[0]}
+    metrics = {"test_frames": [int(test[0]), int(test[-1]) + 1],
+               "members": [compare_predictions(p, dataset, test, extra_force_refs) for p in preds],
+               "ensemble": compare_predictions(ens, dataset, test, extra_force_refs)}
+    metrics["ensemble"]["force_std_mean"] = float(np.mean(np.std([p["forces"] for p in preds], axis=0)))
+    uncertainty = None
+    if k > 1:
+        train_idx = blocks["train"]
+        pick = train_idx[np.unique(np.linspace(0, len(train_idx) - 1, min(len(train_idx), 200)).astype(int))]
+        fk = np.stack([p["forces"] for p in predict_members(stacked, dataset, pick, cfg.trainer.batch_size)])
+        uncertainty = {**force_std_threshold(fk), "source": "training block (up to 200 evenly spaced frames)"}
+        metrics["ensemble"]["uncertainty"] = uncertainty
+    write_test_report(out, f"ensemble of {k}", metrics, ens, dataset, test)
+    training_curve_plot({f"member {m}": out / "stacked" / path for m, path in enumerate(res.info["metrics_csv"])},
+                        out / "training_curves.png", "teachers (stacked)")
+
+    training = {"stage": "teachers", "stacked": True, "seeds": seeds, "loss_weights": TEACHER_WEIGHTS.as_dict(),
+                "dataset": provenance, "trainer": config_to_dict(cfg.trainer), "wall_fit": setup["wall_fit"],
+                "members": res.info["members"], "stacked_run": res.info,
+                "member_bundles": [os.path.relpath(p, out) for p in member_bundles],
+                "test_metrics": {"ensemble_forces_vs_aa": metrics["ensemble"]["forces_vs_aa"]},
+                "seconds": round(time.time() - start, 1), **code_provenance()}
+    if uncertainty is not None:
+        training["uncertainty"] = uncertainty
+    ensemble_bundle = out / "ensemble"
+    network = stacked.network if k > 1 else stacked.network.member(0)
+    save_bundle(ensemble_bundle, network, bead_types=bead_types, wall=wall,
+                model_kind="ensemble" if k > 1 else "teacher",
+                variant=f"ensemble of {k} teachers (stacked)" if k > 1 else "single teacher",
+                training=training, description=f"CG teacher ensemble ({k} stacked hipnn-ts members, seeds {seeds}): "
+                                               "member means of energies and forces", overwrite=True)
+    write_json(out / "teachers.json", {"ensemble_bundle": os.path.relpath(ensemble_bundle, out), **training},
+               indent=2, portable=True)
     return TeachersResult(out, ensemble_bundle, member_bundles, members, blocks, metrics)

@@ -19,12 +19,13 @@ repository that keeps only the small files of finished runs). With another
 fingerprint (a changed setting, dataset content, architecture, wall or loss weights) the old
 checkpoints, logs and result are deleted and the run starts again from scratch. The batches of
 an epoch depend only on (seed, epoch) and the schedule state travels in the checkpoint, so a
-resumed run ends with the same weights as one never interrupted (``tests/unit/test_training_resume.py``).
+resumed run ends with the same weights as one never interrupted (``tests/unit/training/test_training_resume.py``).
+Claiming the directory, reloading a finished run and writing its result are
+:class:`~openmm_cgkd.training.rundir.RunDir`'s, shared with the stacked engine (:mod:`.stacked`).
 """
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import time
 from dataclasses import dataclass, field
@@ -34,14 +35,15 @@ import numpy as np
 import torch
 
 from openmm_cgkd.data.dataset import CGDataset
+from openmm_cgkd.fileio import atomic_path, map_strings
 from openmm_cgkd.model.potential import PotentialConfig
 from openmm_cgkd.model.wall import WallParameters
 from openmm_cgkd.training.config import ConfigError, LossWeights, TrainerConfig
 from openmm_cgkd.training.data import FrameDataset, make_loader
 from openmm_cgkd.training.model import TrainablePotential, number_density
+from openmm_cgkd.training.rundir import RunDir, block_ranges
 
-__all__ = ["TrainResult", "train_potential", "run_fingerprint", "seed_everything", "is_global_zero",
-           "HARDWARE_KEYS"]
+__all__ = ["TrainResult", "train_potential", "run_fingerprint", "seed_everything", "HARDWARE_KEYS"]
 
 # TrainerConfig fields that do not change what is learned (hardware, logging): a run may resume
 # with other values, and they are not part of its fingerprint.
@@ -57,11 +59,6 @@ class TrainResult:
     model: TrainablePotential  # best-validation weights, in eval mode, on the CPU
     out: Path
     info: dict = field(default_factory=dict)  # best_val_loss, epochs, stopped_early, seconds, paths
-
-
-def is_global_zero() -> bool:
-    """False in the extra processes of a multi-process (DDP) run: they train, but write nothing."""
-    return os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0"
 
 
 def seed_everything(seed: int) -> None:
@@ -89,17 +86,6 @@ def _absolute_path(s: str, root: str) -> str:
     return s
 
 
-def _map_paths(obj, fn):
-    """``obj`` (dicts, lists, tuples, strings) with ``fn`` applied to every string, dict keys included."""
-    if isinstance(obj, str):
-        return fn(obj)
-    if isinstance(obj, dict):
-        return {_map_paths(k, fn): _map_paths(v, fn) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_map_paths(v, fn) for v in obj)
-    return obj
-
-
 def _atomic_checkpoint_io():
     from lightning.pytorch.plugins.io import TorchCheckpointIO
 
@@ -111,20 +97,18 @@ def _atomic_checkpoint_io():
         (a fresh clone elsewhere)."""
 
         def save_checkpoint(self, checkpoint, path, storage_options=None):
-            path = str(path)
-            tmp = path + ".part"
             if "callbacks" in checkpoint:
-                root = os.path.realpath(os.path.dirname(path))
-                checkpoint = {**checkpoint, "callbacks": _map_paths(checkpoint["callbacks"],
-                                                                    lambda s: _relative_path(s, root))}
-            super().save_checkpoint(checkpoint, tmp, storage_options)
-            os.replace(tmp, path)
+                root = os.path.realpath(os.path.dirname(str(path)))
+                checkpoint = {**checkpoint, "callbacks": map_strings(checkpoint["callbacks"],
+                                                                     lambda s: _relative_path(s, root))}
+            with atomic_path(path) as tmp:
+                super().save_checkpoint(checkpoint, str(tmp), storage_options)
 
         def load_checkpoint(self, path, map_location=lambda storage, loc: storage, weights_only=None):
             checkpoint = super().load_checkpoint(path, map_location=map_location, weights_only=weights_only)
             if "callbacks" in checkpoint:
                 root = os.path.realpath(os.path.dirname(str(path)))
-                checkpoint["callbacks"] = _map_paths(checkpoint["callbacks"], lambda s: _absolute_path(s, root))
+                checkpoint["callbacks"] = map_strings(checkpoint["callbacks"], lambda s: _absolute_path(s, root))
             return checkpoint
 
     return AtomicCheckpointIO()
@@ -179,12 +163,10 @@ def _resumable_csv_logger(out: Path):
                     csv.DictWriter(fh, fieldnames=header).writerow(row)
                 return
             header = sorted(set(header) | set(row))
-            tmp = self.path.with_suffix(".part")
-            with open(tmp, "w", newline="") as fh:
+            with atomic_path(self.path) as tmp, open(tmp, "w", newline="") as fh:
                 writer = csv.DictWriter(fh, fieldnames=header)
                 writer.writeheader()
                 writer.writerows(rows + [row])
-            os.replace(tmp, self.path)
 
     return AppendingCSVLogger(out)
 
@@ -214,46 +196,6 @@ def run_fingerprint(dataset: CGDataset, blocks: dict[str, np.ndarray], potential
             "loss_weights": weights.as_dict(), "trainer": trainer}
 
 
-BEST_WEIGHTS = "best_weights.pt"
-_RUN_FILES = ("checkpoints", "logs", "tensorboard", "result.json", "result.part", BEST_WEIGHTS)
-
-
-def _read_result(out: Path) -> dict | None:
-    try:
-        return json.loads((out / "result.json").read_text())
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
-        return None
-
-
-def _claim_run_dir(out: Path, settings: dict, log) -> tuple[str, dict | None]:
-    """Make ``out`` hold a run with fingerprint ``settings``: (digest, finished result or None).
-    A run made with other settings (or of unknown settings) is deleted first."""
-    import shutil
-
-    from openmm_cgkd.fingerprint import describe_changes, digest, read_fingerprint, write_fingerprint
-
-    fp = digest(settings)
-    old = read_fingerprint(out)
-    info = _read_result(out)
-    current = old is not None and old["digest"] == fp and (info is None or info.get("fingerprint") == fp)
-    if current:
-        return fp, info
-    if not is_global_zero():  # rank 0 has cleared the directory and written the fingerprint
-        return fp, None
-    stale = [out / name for name in _RUN_FILES if (out / name).exists()]
-    if stale:
-        changes = describe_changes(old["settings"] if old else None, settings)
-        log(f"training run {out}: made with other settings ({'; '.join(changes[:6])}"
-            f"{'; ...' if len(changes) > 6 else ''}): training again from scratch")
-        for p in stale:
-            if p.is_dir():
-                shutil.rmtree(p)
-            else:
-                p.unlink()
-    write_fingerprint(out, settings)
-    return fp, None
-
-
 def train_potential(dataset: CGDataset, blocks: dict[str, np.ndarray], potential_config: PotentialConfig,
                     wall: WallParameters | None, weights: LossWeights, cfg: TrainerConfig, out: str | Path,
                     callbacks: list | None = None, log=print) -> TrainResult:
@@ -269,13 +211,12 @@ def train_potential(dataset: CGDataset, blocks: dict[str, np.ndarray], potential
     from openmm_cgkd.training.lightning_module import CGKDModule
 
     check_accelerator(cfg.accelerator, cfg.devices)  # a GPU asked for where there is none: a clear error
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    run = RunDir(out)
+    out = run.out
     if len(blocks.get("val", [])) == 0:
         raise ConfigError("training needs a validation block (split.val > 0): it drives the learning-rate "
                           "schedule, early stopping and the choice of the best epoch")
-    fingerprint, finished = _claim_run_dir(out, run_fingerprint(dataset, blocks, potential_config, wall, weights, cfg),
-                                           log)
+    fingerprint, finished = run.claim(run_fingerprint(dataset, blocks, potential_config, wall, weights, cfg), log)
     if cfg.num_threads is not None:
         torch.set_num_threads(int(cfg.num_threads))
     seed_everything(cfg.seed)
@@ -283,21 +224,9 @@ def train_potential(dataset: CGDataset, blocks: dict[str, np.ndarray], potential
     model = TrainablePotential(potential_config, wall, density)
     module = CGKDModule(model, torch.from_numpy(dataset.bead_types.astype(np.int64)), weights, cfg)
 
-    result_file = out / "result.json"
-    if finished is not None:  # the same run finished earlier: reload its best weights
-        best_ckpt = out / finished["best_checkpoint"]
-        if best_ckpt.is_file():
-            _load_best(module, best_ckpt)
-            return TrainResult(_finish(model), out, finished)
-        if (out / BEST_WEIGHTS).is_file():
-            model.load_state_dict(torch.load(out / BEST_WEIGHTS, map_location="cpu", weights_only=True))
-            return TrainResult(_finish(model), out, finished)
-        log(f"training run {out}: finished earlier but neither {best_ckpt.name} nor {BEST_WEIGHTS} is there: "
-            "training again")
-        import shutil
-
-        (out / "result.json").unlink()
-        shutil.rmtree(out / "logs", ignore_errors=True)  # its epochs would be logged twice
+    if finished is not None and run.reload_finished(  # the same run finished earlier: its best weights
+            out / finished["best_checkpoint"], lambda path: _load_best(module, path), model.load_state_dict, log):
+        return TrainResult(_finish(model), out, finished)
 
     train = FrameDataset(dataset, blocks["train"], require_labels=weights.needs_labels)
     val = FrameDataset(dataset, blocks["val"], require_labels=weights.needs_labels)
@@ -338,17 +267,10 @@ def train_potential(dataset: CGDataset, blocks: dict[str, np.ndarray], potential
         "epochs": int(trainer.current_epoch), "stopped_early": bool(stopper.stopped_epoch > 0),
         "seconds_last_session": round(time.time() - start, 2), "seed": cfg.seed,
         "best_checkpoint": os.path.relpath(best, out), "metrics_csv": os.path.join("logs", "metrics.csv"),
-        "train_frames": [int(blocks["train"][0]), int(blocks["train"][-1]) + 1],
-        "val_frames": [int(blocks["val"][0]), int(blocks["val"][-1]) + 1], "fingerprint": fingerprint,
+        **block_ranges(blocks), "fingerprint": fingerprint,
     }
     _load_best(module, best)
-    weights_tmp = out / (BEST_WEIGHTS + ".part")
-    torch.save(model.state_dict(), weights_tmp)
-    os.replace(weights_tmp, out / BEST_WEIGHTS)
-    tmp = result_file.with_suffix(".part")
-    tmp.write_text(json.dumps(info, indent=2))
-    tmp.replace(result_file)
-    return TrainResult(_finish(model), out, info)
+    return TrainResult(_finish(model), out, run.finish(model.state_dict(), info))
 
 
 def _load_best(module, path: str) -> None:

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from openmm_cgkd.config import ConfigError
-from openmm_cgkd.fileio import read_json
+from openmm_cgkd.fileio import read_json, write_json
 from openmm_cgkd.fingerprint import describe_changes, digest
 from openmm_cgkd.workflow.results import RESULT_TYPES, StageResult
 from openmm_cgkd.workflow.results import from_portable as _local
@@ -90,9 +90,7 @@ class StageCache:
         def save() -> None:
             rec = {"seconds": round(before["seconds"] + time.time() - t0, 2), "attempts": before["attempts"] + 1,
                    "fingerprint": fp}
-            tmp = self._clock_file(name).with_suffix(".part")
-            tmp.write_text(json.dumps(rec))
-            tmp.replace(self._clock_file(name))
+            write_json(self._clock_file(name), rec, indent=None, newline=False)
 
         try:
             yield save
@@ -112,8 +110,6 @@ class StageCache:
                   "files": [str(f) for f in result.files()], "seconds": clock["seconds"],
                   "attempts": clock["attempts"],
                   "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-        tmp = self.dir / f"{name}.json.part"
-        tmp.write_text(json.dumps(_portable(marker, self.out), indent=1, default=str))
-        tmp.replace(self.dir / f"{name}.json")
+        write_json(self.dir / f"{name}.json", _portable(marker, self.out), newline=False)
         self._clock_file(name).unlink(missing_ok=True)
         return marker

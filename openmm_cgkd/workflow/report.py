@@ -30,6 +30,7 @@ import numpy as np
 from openmm_cgkd.analysis.contacts import GATE_FACTOR, GATE_FLOOR, contact_gate
 from openmm_cgkd.analysis.plots import _save
 from openmm_cgkd.analysis.statistics import Decision, StatisticsConfig, decide
+from openmm_cgkd.fileio import relative_path, write_json
 from openmm_cgkd.workflow.config import analysis_settings
 from openmm_cgkd.workflow.results import AnalysisResult, MDResult, ReplicaRecord, ReportResult, StudentsResult, \
     TeachersResult, model_kind, student_model, teacher_model
@@ -573,8 +574,6 @@ def write_pipeline_report(out: Path, cfg, teachers: TeachersResult, students: St
     """Write ``report.md``, ``report.json``, ``tae_comparison.png`` and ``learning_curves.png`` of
     the run in ``out`` into ``dest`` (default ``out``); returns their paths. ``note``: a paragraph
     under the title (the interim report says what it is)."""
-    from openmm_cgkd.provenance import make_portable, relative_path
-
     out = Path(out)
     dest = out if dest is None else Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
@@ -660,7 +659,7 @@ def write_pipeline_report(out: Path, cfg, teachers: TeachersResult, students: St
             "teachers": {k: trained[k] for k in ("runs", "validation_forces", "metrics")},
             "students": students.to_dict(), "seconds": times,
             "best_student": None if best is None else {"variant": best[0], "why": best[1]}}
-    (dest / "report.json").write_text(json.dumps(make_portable(data, dest), indent=1, default=str))
+    write_json(dest / "report.json", data, portable=True, newline=False)
     log(text)
     return ReportResult(report=dest / "report.md", plot=dest / "tae_comparison.png", report_json=dest / "report.json",
                         learning_curves=lc)

@@ -44,8 +44,9 @@ from pathlib import Path
 import yaml
 
 from openmm_cgkd.config import ConfigError
-from openmm_cgkd.fingerprint import bundle_checksum, digest, file_sha256
-from openmm_cgkd.provenance import make_portable
+from openmm_cgkd.fileio import file_sha256
+from openmm_cgkd.fingerprint import bundle_checksum, digest
+from openmm_cgkd.fileio import make_portable
 from openmm_cgkd.training.config import config_to_dict
 from openmm_cgkd.workflow.cache import STAGES, StageCache
 from openmm_cgkd.workflow.config import PipelineConfig, analysis_settings, student_plan

@@ -10,7 +10,6 @@ TAEs of the MD against the AA reference (mean +- std over replicas; failed repli
 ns/day and the wall time of training and MD.
 
 Configuration (YAML; paths relative to the file)::
-
     base: study.yaml            # pipeline config: dataset + frame selection, split, trainer, model defaults, md, analysis
     out: study/sweep            # default: <base out>/sweep
     grid:                       # model settings to vary, any PotentialConfig field
@@ -36,7 +35,14 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from openmm_cgkd.config import Config, ConfigError, config_from_dict
+from openmm_cgkd.config import Config, ConfigError, config_from_dict, read_yaml_mapping
+from openmm_cgkd.data.dataset import CGDataset
+from openmm_cgkd.fileio import write_json
+from openmm_cgkd.training.config import config_to_dict
+from openmm_cgkd.workflow.cache import stage_outputs
+from openmm_cgkd.workflow.config import MDConfig, PipelineConfig, StudentsConfig, load_pipeline_config
+from openmm_cgkd.workflow.run import run_pipeline
+from openmm_cgkd.workflow.stages.data import frames_subset
 
 DESIGNS = ("factorial", "one-at-a-time")
 
@@ -66,8 +72,6 @@ class SweepConfig(Config):
 
 
 def load_sweep_config(path: str | Path) -> SweepConfig:
-    from openmm_cgkd.config import read_yaml_mapping
-
     path = Path(path)
     data = read_yaml_mapping(path, "sweep config")
     base = path.resolve().parent
@@ -108,8 +112,6 @@ def sweep_points(grid: dict, design: str = "factorial", center: dict | None = No
 def point_config(base, out: Path, dataset: str, point: dict, cfg: SweepConfig):
     """The pipeline config of one grid point: the base's data (already selected), split and
     trainer; its model with ``point`` applied; one teacher, no students; MD of that teacher."""
-    from openmm_cgkd.workflow.config import MDConfig, PipelineConfig, StudentsConfig
-    from openmm_cgkd.training.config import config_to_dict
 
     pc = copy.deepcopy(base)
     md = {k: v for k, v in config_to_dict(base.md).items()}
@@ -132,7 +134,6 @@ def point_config(base, out: Path, dataset: str, point: dict, cfg: SweepConfig):
 
 def _check_models(base, dataset: str, points: list, cfg: SweepConfig) -> None:
     """Every point's pipeline config and architecture are valid before anything runs."""
-    from openmm_cgkd.data.dataset import CGDataset
     from openmm_cgkd.training.model import number_density, potential_config_for
 
     ds = CGDataset.load(dataset)
@@ -153,10 +154,6 @@ def _fmt(s: dict | None) -> str:
 
 def run_sweep(cfg: SweepConfig, log=print) -> list[dict]:
     """Run (or resume) every grid point and write ``sweep.md`` / ``sweep.json``; the table rows."""
-    from openmm_cgkd.workflow.cache import stage_outputs
-    from openmm_cgkd.workflow.config import load_pipeline_config
-    from openmm_cgkd.workflow.run import run_pipeline
-    from openmm_cgkd.workflow.stages.data import frames_subset
 
     base = load_pipeline_config(cfg.base)
     out = Path(cfg.out or Path(base.out) / "sweep").resolve()
@@ -212,7 +209,6 @@ def _write_table(out: Path, cfg: SweepConfig, dataset: str, rows: list[dict], n_
                      + f" | {r['train_seconds']:.0f} | {r['md_seconds']:.0f} |")
     text = "\n".join(lines) + "\n"
     (out / "sweep.md").write_text(text)
-    (out / "sweep.json").write_text(json.dumps({"grid": cfg.grid, "design": cfg.design, "md": cfg.md,
-                                                "trainer": cfg.trainer, "points_total": n_points, "rows": rows},
-                                               indent=1, default=str))
+    write_json(out / "sweep.json", {"grid": cfg.grid, "design": cfg.design, "md": cfg.md, "trainer": cfg.trainer,
+                                    "points_total": n_points, "rows": rows}, newline=False)
     return text

@@ -144,7 +144,7 @@ def main(argv=None) -> int:
     import torch
 
     from openmm_cgkd.data.dataset import CGDataset
-    from openmm_cgkd.provenance import relative_path
+    from openmm_cgkd.fileio import relative_path
 
     torch.set_num_threads(args.threads)
     ds = CGDataset.load(args.dataset)

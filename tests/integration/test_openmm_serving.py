@@ -8,13 +8,16 @@ import numpy as np
 import pytest
 import torch
 
-from openmm_cgkd.bundle import DES_BEAD_TYPES, build_untrained_bundle, load_bundle, untrained_config
+from openmm_cgkd.bundle import build_untrained_bundle, load_bundle, untrained_config
+from openmm_cgkd.systems import get_system
 from openmm_cgkd.model.wall import WallParameters
 from openmm_cgkd.serving.forcefield import CGKDForceField
 from openmm_cgkd.serving.network_force import NETWORK_FORCE_NAME
-from openmm_cgkd.serving.platforms import default_platform_name
+from openmm_cgkd.platforms import default_platform_name
 from openmm_cgkd.serving.wall_force import WALL_FORCE_NAME
 from openmm_cgkd.topology import bead_topology
+
+DES_BEAD_TYPES = get_system("des").bead_types()
 
 PLATFORMS = ["CPU", "Reference",
              pytest.param("CUDA", marks=[pytest.mark.gpu, pytest.mark.skipif(

@@ -4,11 +4,14 @@ forceGroup and the atoms subset, and refuses bad arguments clearly."""
 import numpy as np
 import pytest
 
-from openmm_cgkd.bundle import DES_BEAD_TYPES, build_untrained_bundle, untrained_config
+from openmm_cgkd.bundle import build_untrained_bundle, untrained_config
+from openmm_cgkd.systems import get_system
 from openmm_cgkd.model.wall import WallParameters
 from openmm_cgkd.serving.forcefield import CGKDForceField, ServingError
 from openmm_cgkd.serving.openmmml import CGKDPotentialImpl
 from openmm_cgkd.topology import bead_topology
+
+DES_BEAD_TYPES = get_system("des").bead_types()
 
 openmmml = pytest.importorskip("openmmml", reason="openmm-ml (dev dependency group) is not installed")
 

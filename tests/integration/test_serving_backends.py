@@ -6,12 +6,15 @@ import numpy as np
 import pytest
 import torch
 
-from openmm_cgkd.bundle import DES_BEAD_TYPES, build_untrained_bundle, load_bundle, untrained_config
+from openmm_cgkd.bundle import build_untrained_bundle, load_bundle, untrained_config
+from openmm_cgkd.systems import get_system
 from openmm_cgkd.model.wall import WallParameters
 from openmm_cgkd.serving.forcefield import CGKDForceField, ServingError
 from openmm_cgkd.serving.network_force import NETWORK_FORCE_NAME
 from openmm_cgkd.serving.wall_force import WALL_FORCE_NAME
 from openmm_cgkd.topology import bead_topology
+
+DES_BEAD_TYPES = get_system("des").bead_types()
 
 NAMES = [b.name for b in DES_BEAD_TYPES]
 BOX_NM = 1.12

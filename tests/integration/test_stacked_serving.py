@@ -12,7 +12,7 @@ from openmm_cgkd.data.dataset import CGDataset
 from openmm_cgkd.model.uncertainty import bead_force_spread, force_std_threshold
 from openmm_cgkd.serving.forcefield import CGKDForceField
 from openmm_cgkd.serving.network_force import NETWORK_FORCE_NAME, make_network_force
-from openmm_cgkd.serving.platforms import default_platform_name
+from openmm_cgkd.platforms import default_platform_name
 from openmm_cgkd.serving.uncertainty import UncertaintyError, UncertaintyReporter, UncertaintyWarning, fit_threshold
 from openmm_cgkd.topology import bead_topology
 

@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from openmm_cgkd.provenance import absolute_paths, file_reference, make_portable, rebase, relative_path, sha256_file
+from openmm_cgkd.fileio import absolute_paths, file_reference, make_portable, rebase, relative_path
+from openmm_cgkd.fileio import file_sha256 as sha256_file
 
 ROOT = Path(__file__).resolve().parents[2]
 TEXT_SUFFIXES = {".yaml", ".yml", ".json", ".md", ".csv", ".txt"}

@@ -42,7 +42,7 @@ def test_demo_imports_and_dcd_reads_are_quiet(tmp_path):
     read (dcdplugin) print nothing."""
     code = f"""
 import numpy as np
-from openmm_cgkd.model.potential import import_torchmdnet
+from openmm_cgkd.quiet import import_torchmdnet
 from openmm_cgkd.quiet import import_torchforce
 import_torchmdnet(); import_torchforce()
 from openmm_cgkd.topology import bead_topology_from_counts, write_bead_pdb

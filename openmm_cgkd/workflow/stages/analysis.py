@@ -18,6 +18,7 @@ from openmm_cgkd.analysis.replicas import replica_mean
 from openmm_cgkd.analysis.reference_check import check_reference
 from openmm_cgkd.analysis.report import load_reference, summary_markdown, write_report
 from openmm_cgkd.errors import CGKDError
+from openmm_cgkd.fileio import write_json
 from openmm_cgkd.fingerprint import digest
 from openmm_cgkd.workflow.config import PipelineConfig, analysis_settings
 from openmm_cgkd.workflow.report import energy_panels, model_overlays
@@ -142,8 +143,7 @@ def _noise_floor(cfg: PipelineConfig, path: Path, settings, data_digest: str, re
     except AnalysisError as exc:
         log(f"[analysis] no noise floor: {exc}")
         return None
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"digest": key, "floor": floor.to_dict()}, indent=1) + "\n")
+    write_json(path, {"digest": key, "floor": floor.to_dict()})
     log("[analysis] noise floor: " + ", ".join(f"{k} TAE {floor.summary[k].mean:.3f} +- {floor.summary[k].std:.3f}"
                                               for k in ("rdf", "adf", "cdf") if k in floor.summary))
     return floor

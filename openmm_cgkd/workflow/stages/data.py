@@ -12,8 +12,8 @@ from openmm_cgkd.data.external import load_run
 from openmm_cgkd.data.frames import select_frames
 from openmm_cgkd.data.mapping import MappingSpec, map_trajectory
 from openmm_cgkd.data.systemdef import SystemDefinition
-from openmm_cgkd.fileio import read_json, write_json
-from openmm_cgkd.fingerprint import cg_dataset_digest, file_sha256
+from openmm_cgkd.fileio import file_sha256, read_json, write_json
+from openmm_cgkd.fingerprint import cg_dataset_digest
 from openmm_cgkd.workflow.config import PipelineConfig
 from openmm_cgkd.workflow.results import AAResult
 

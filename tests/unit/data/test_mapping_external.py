@@ -9,7 +9,7 @@ from openmm_cgkd.data.mapping import MappingSpec, map_trajectory
 from openmm_cgkd.data.opls import build_topology, load_forcefield
 from openmm_cgkd.data.build import write_pdb
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 COMP = {"choline": 2, "cl": 2, "urea": 4}
 L = 2.0
 

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from openmm_cgkd.model.wall import WallParameters
-from openmm_cgkd.serving.platforms import default_platform_name
+from openmm_cgkd.platforms import default_platform_name
 from openmm_cgkd.serving.wall_force import make_wall_force
 
 PLATFORMS = ["CPU", "Reference",

@@ -11,7 +11,7 @@ import pytest
 from openmm_cgkd.data.gromacs import write_gro, write_mdp, write_top
 from openmm_cgkd.data.opls import build_topology, create_system, load_forcefield
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 COMPOSITION = {"choline": 2, "cl": 2, "urea": 3}
 BOX_NM = 2.4
 

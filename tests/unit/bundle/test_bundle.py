@@ -6,12 +6,15 @@ import pytest
 import torch
 import yaml
 
-from openmm_cgkd.bundle import (DES_BEAD_TYPES, MANIFEST_NAME, MODULE_FILE, BundleError, BundleNotFoundError,
+from openmm_cgkd.bundle import (MANIFEST_NAME, MODULE_FILE, BundleError, BundleNotFoundError,
                                 build_untrained_bundle, load_bundle, resolve_bundle_path, save_bundle,
                                 shipped_bundles, untrained_config)
+from openmm_cgkd.systems import get_system
 from openmm_cgkd.model.ensemble import EnsemblePotential
 from openmm_cgkd.model.potential import CGPotential
 from openmm_cgkd.model.wall import WallParameters
+
+DES_BEAD_TYPES = get_system("des").bead_types()
 
 NAMES = ["Cho", "Cl", "Urea"]
 

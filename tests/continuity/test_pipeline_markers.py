@@ -1,5 +1,5 @@
 """Typed stage results (openmm_cgkd.workflow.results) read the stage markers that the pipeline wrote
-before it had them (tests/data/pipeline_markers_v1, see its README) and write them back byte for
+before it had them (tests/continuity/data/pipeline_markers_v1, see its README) and write them back byte for
 byte, so existing study directories and committed results keep resuming."""
 import dataclasses
 import json
@@ -13,7 +13,7 @@ from openmm_cgkd.workflow.results import (RESULT_TYPES, AAResult, AnalysisResult
                                           ModelAnalysis, ReplicaRecord, ReportResult, StudentResult, StudentsResult,
                                           TeachersResult, TrainingRun)
 
-DATA = Path(__file__).resolve().parents[1] / "data" / "pipeline_markers_v1"
+DATA = Path(__file__).resolve().parent / "data" / "pipeline_markers_v1"
 MARKERS = sorted(DATA.glob("*/*.json"))
 
 

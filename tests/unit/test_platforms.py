@@ -1,7 +1,7 @@
 """Platform choice: CUDA when present, else CPU; overridable; options checked against the platform."""
 import pytest
 
-from openmm_cgkd.serving.platforms import available_platforms, default_platform_name, select_platform
+from openmm_cgkd.platforms import available_platforms, default_platform_name, select_platform
 
 
 def test_default_and_override():

@@ -12,7 +12,8 @@ from openmm_cgkd.training.data import split_blocks
 from openmm_cgkd.training.metrics import read_metrics_csv
 from openmm_cgkd.training.model import number_density, potential_config_for
 from openmm_cgkd.training.synthetic import make_synthetic_system
-from openmm_cgkd.training.trainer import BEST_WEIGHTS, train_potential
+from openmm_cgkd.training.rundir import BEST_WEIGHTS
+from openmm_cgkd.training.trainer import train_potential
 
 MODEL = {"architecture": "graph-network", "cutoff_nm": 0.8, "embedding_dim": 8, "num_layers": 1, "num_rbf": 8,
          "rbf_type": "gauss"}

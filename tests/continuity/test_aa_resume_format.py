@@ -1,5 +1,5 @@
 """AA run directories written before the MD engine was shared (openmm_cgkd/md/restart.py) resume
-with today's code: the frozen run in tests/data/aa_run_v1, and the reference run in
+with today's code: the frozen run in tests/continuity/data/aa_run_v1, and the reference run in
 systems/des/aa_reline_252 (read only: its restart set is copied under its lock, nothing is run there)."""
 import fcntl
 import json
@@ -17,13 +17,13 @@ from openmm_cgkd.data.mapping import MappingSpec
 from openmm_cgkd.data.systemdef import SystemDefinition
 
 ROOT = Path(__file__).resolve().parents[2]
-FIXTURE = ROOT / "tests" / "data" / "aa_run_v1"
+FIXTURE = ROOT / "tests" / "continuity" / "data" / "aa_run_v1"
 REAL = ROOT / "systems" / "des" / "aa_reline_252"
 RESTART_SET = ("run.json", "progress.json", "state.xml", "checkpoint.chk")
 
 
 def _fixture_inputs():
-    """The system, protocol and mapping tests/data/aa_run_v1/README.md names."""
+    """The system, protocol and mapping tests/continuity/data/aa_run_v1/README.md names."""
     sysdef = SystemDefinition.from_yaml(ROOT / "systems" / "des" / "system.yaml").resized(40)
     sysdef.cutoff_nm = 0.7
     proto = Protocol(timestep_fs=4.0, hydrogen_mass_da=3.0, anneal_ps=0.2, anneal_temperature_K=400.0,
@@ -116,7 +116,7 @@ def test_reference_run_resumes_with_this_code(tmp_path, monkeypatch):
     from openmm_cgkd.cli.main import build_parser
     from openmm_cgkd.data import aamd
     from openmm_cgkd.data.opls import build_topology, create_system
-    from openmm_cgkd.md.restart import read_json
+    from openmm_cgkd.fileio import read_json
 
     snap = tmp_path / "snap"
     _copy_restart_set(snap)

@@ -8,7 +8,7 @@ from openmm_cgkd.data.external import AATrajectory
 from openmm_cgkd.data.mapping import CGMap, MappingError, MappingSpec, make_whole, map_trajectory
 from openmm_cgkd.data.opls import build_topology, create_system, load_forcefield
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 SPEC = ROOT / "systems" / "des" / "mapping.yaml"
 
 

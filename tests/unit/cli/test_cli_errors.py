@@ -11,7 +11,7 @@ import pytest
 
 from openmm_cgkd.cli.main import build_parser, main
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 SYSTEM = str(ROOT / "systems" / "des" / "system.yaml")
 MAPPING = str(ROOT / "systems" / "des" / "mapping.yaml")
 
@@ -75,13 +75,12 @@ def test_platform_option_accepts_auto_everywhere():
 
 
 def test_one_platform_chooser_for_aa_cg_benchmark_and_cli():
-    """AA runs (data.aamd), CG serving and the CLI share one chooser; auto = CUDA when usable, else CPU."""
+    """AA runs (data.aamd), CG runs and the CLI share one chooser (openmm_cgkd/platforms.py); auto = CUDA when usable, else CPU."""
     import openmm_cgkd.data.aamd as aamd
-    import openmm_cgkd.serving.platforms as serving_platforms
     from openmm_cgkd.errors import PlatformError
-    from openmm_cgkd.md.platforms import available_platforms, cuda_usable, default_platform_name, select_platform
+    from openmm_cgkd.platforms import available_platforms, cuda_usable, default_platform_name, select_platform
 
-    assert aamd.select_platform is select_platform and serving_platforms.select_platform is select_platform
+    assert aamd.select_platform is select_platform
     assert default_platform_name() == ("CUDA" if cuda_usable() else "CPU")
     plat, props = select_platform("auto", 2)  # unpacks as (platform, context properties)
     assert plat.getName() == default_platform_name()
@@ -179,7 +178,7 @@ def test_positions_in_angstrom_are_refused(bundle, structures, tmp_path, capsys)
     assert ff.create_simulation(top, pos, box_vectors=box, platform="Reference").context is not None
 
 
-@pytest.mark.skipif(__import__("openmm_cgkd.serving.platforms", fromlist=["x"]).available_platforms().count("CUDA"),
+@pytest.mark.skipif(__import__("openmm_cgkd.platforms", fromlist=["x"]).available_platforms().count("CUDA"),
                     reason="this machine has the CUDA platform")
 def test_cuda_without_a_gpu(bundle, structures, tmp_path, capsys):
     _fails(capsys, _sim(bundle, structures["good"], tmp_path / "o", "--platform", "cuda"), 2,

@@ -5,9 +5,9 @@ import json
 import numpy as np
 import pytest
 
-from openmm_cgkd.md.restart import (CheckpointError, RunLock, SimulationError, StaleRunError, atomic_write,
-                                   load_checkpoint, ns_per_day, read_json, refuse_if_changed, save_restart,
-                                   write_json)
+from openmm_cgkd.fileio import atomic_write, read_json, write_json
+from openmm_cgkd.md.restart import (CheckpointError, RunLock, SimulationError, StaleRunError, load_checkpoint, ns_per_day,
+                                   refuse_if_changed, save_restart)
 
 
 def _context(seed=3):
@@ -30,7 +30,7 @@ def _context(seed=3):
 
 def test_atomic_json_round_trip_leaves_no_temporary(tmp_path):
     write_json(tmp_path / "a.json", {"step": 3, "x": [1.5]})
-    assert (tmp_path / "a.json").read_text() == json.dumps({"step": 3, "x": [1.5]}, indent=1)
+    assert (tmp_path / "a.json").read_text() == json.dumps({"step": 3, "x": [1.5]}, indent=1) + "\n"
     assert read_json(tmp_path / "a.json") == {"step": 3, "x": [1.5]}
     atomic_write(tmp_path / "b.bin", b"\x00\x01")
     assert (tmp_path / "b.bin").read_bytes() == b"\x00\x01"

@@ -8,7 +8,7 @@ import pytest
 
 from openmm_cgkd.data.opls import build_topology, create_system, load_forcefield, nonbonded_pairs
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 FF_PATH = ROOT / "systems" / "des" / "opls-des.yaml"
 COULOMB = 138.935458  # kJ/mol nm e^-2 (OpenMM's ONE_4PI_EPS0)
 

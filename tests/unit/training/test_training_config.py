@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 import torch
 
-from openmm_cgkd.training.config import (ConfigError, LossWeights, SplitConfig, StudentConfig, TeachersConfig,
-                                         load_config)
+from openmm_cgkd.config import load_config
+from openmm_cgkd.training.config import ConfigError, LossWeights, SplitConfig, StudentConfig, TeachersConfig
 from openmm_cgkd.training.data import EpochSampler, split_blocks
 from openmm_cgkd.training.loss import distillation_loss, err
 from openmm_cgkd.training.students import VARIANTS, resolve_variant

@@ -6,11 +6,14 @@ import pytest
 import torch
 import yaml
 
-from openmm_cgkd.bundle import (DES_BEAD_TYPES, EAGER_FILE, MANIFEST_NAME, BundleError, load_bundle, save_bundle,
+from openmm_cgkd.bundle import (EAGER_FILE, MANIFEST_NAME, BundleError, load_bundle, save_bundle,
                                 untrained_config)
+from openmm_cgkd.systems import get_system
 from openmm_cgkd.model.ensemble import EnsemblePotential
 from openmm_cgkd.model.potential import CGPotential
 from openmm_cgkd.model.wall import WallParameters
+
+DES_BEAD_TYPES = get_system("des").bead_types()
 
 NAMES = ["Cho", "Cl", "Urea"]
 
@@ -115,7 +118,7 @@ def test_tampered_or_mismatched_eager_weights_are_refused(student, tmp_path):
     other = CGPotential(untrained_config(cutoff_nm=0.7, embedding_dim=16, num_layers=1, num_rbf=4,
                                          max_num_neighbors=48))
     torch.save(other.state_dict(), path2 / EAGER_FILE)
-    from openmm_cgkd.bundle import sha256_file
+    from openmm_cgkd.fileio import file_sha256 as sha256_file
 
     data = yaml.safe_load((path2 / MANIFEST_NAME).read_text())
     data["checksums"][EAGER_FILE] = sha256_file(path2 / EAGER_FILE)

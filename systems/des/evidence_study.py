@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
-import math
 import re
 from pathlib import Path
 
@@ -131,7 +130,7 @@ def drift_section(study: Path, records: dict) -> tuple[dict, list[str]]:
     from openmm_cgkd.analysis.drift import common_discard, coordination_series, first_minimum, \
         linear_trend, merge_distance_series, over_replicas
     from openmm_cgkd.analysis.records import curves_from_record
-    from openmm_cgkd.analysis.statistics import welch_test
+    from openmm_cgkd.analysis.statistics import paired_test, welch_test
 
     ref = curves_from_record(json.loads(gzip.open(study / "md" / "reference.json.gz").read())["curves"])["rdf"]
     cutoffs = {k: first_minimum(g) for k, g in ref.items()}
@@ -195,12 +194,14 @@ def drift_section(study: Path, records: dict) -> tuple[dict, list[str]]:
               f"{np.median([t for t in singles if t is not None]):.0f}).",
               f"Per-bead energies and drift: CHO merge drift {100 * np.mean(with_e):+.1f} % ({{e_T, F_T, F_AA}}) vs "
               f"{100 * np.mean(without_e):+.1f} % ({{F_T, F_AA}}), Welch p = {w.p_value:.3g} (one comparison; "
-              f"paired p = {__import__('openmm_cgkd.analysis.statistics', fromlist=['x']).paired_test(with_e, without_e).p_value:.3g})."]
+              f"paired p = {paired_test(with_e, without_e).p_value:.3g})."]
     return {"replicas": per_model, "summary": summary, "discard_from_ensemble_frames": discard,
             "per_bead_energy_cho_drift": {"welch": w.to_dict()}, "cutoffs_nm": cutoffs}, lines
 
 
 def main(argv=None) -> int:
+    from openmm_cgkd.fileio import write_json
+
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--study", type=Path, default=HERE / "study")
     p.add_argument("--dataset", type=Path, default=HERE / "reline_252_cg.h5")
@@ -215,8 +216,7 @@ def main(argv=None) -> int:
         data, lines = fn()
         out[key] = data
         text += [f"### {title}", ""] + lines + [""]
-    args.out_json.write_text(json.dumps(out, indent=1, default=lambda o: None if isinstance(o, float) and
-                                        not math.isfinite(o) else str(o)) + "\n")
+    write_json(args.out_json, out)  # strict JSON: NaN written as null
     print("\n".join(text))
     return 0
 

@@ -547,6 +547,11 @@ def learning_curves_plot(curves: dict[str, dict[str, str | Path]], path: Path) -
     return _save(fig, path, tight=True)
 
 
+def _num(v, fmt: str) -> str:
+    """``v`` formatted by ``fmt``; "n/a" for a number that is missing (None: strict JSON's NaN)."""
+    return "n/a" if v is None else format(v, fmt)
+
+
 def _hms(seconds) -> str:
     if seconds is None:
         return "n/a"
@@ -618,9 +623,9 @@ def write_pipeline_report(out: Path, cfg, teachers: TeachersResult, students: St
                   "NVT temperature (K) | target (K) | verdict |", "|---|---|---|---|---|---|---|---|"]
         for name, c in checks.items():
             verdict = "safe" if c["safe"] else ("blew up: " + c["blew_up"] if c.get("blew_up") else "NOT safe")
-            lines.append(f"| {name} | {c['timestep_fs']:g} | {c['nve_drift_kj_mol_per_ns_per_bead']:+.3g} | "
-                         f"{c['nve_drift_kT_per_ns_per_bead']:+.3g} | {c['nve_rms_kj_mol_per_bead']:.3g} | "
-                         f"{c['nvt_mean_temperature_K']:.1f} +- {c['nvt_temperature_sem_K']:.1f} | "
+            lines.append(f"| {name} | {c['timestep_fs']:g} | {_num(c['nve_drift_kj_mol_per_ns_per_bead'], '+.3g')} | "
+                         f"{_num(c['nve_drift_kT_per_ns_per_bead'], '+.3g')} | {_num(c['nve_rms_kj_mol_per_bead'], '.3g')} | "
+                         f"{_num(c['nvt_mean_temperature_K'], '.1f')} +- {_num(c['nvt_temperature_sem_K'], '.1f')} | "
                          f"{c['target_temperature_K']:g} | {verdict} |")
         lines += ["", f"Limits: |drift| <= {next(iter(checks.values()))['max_drift_kT_per_ns']:g} kT/ns per bead, "
                   f"NVT temperature within {100 * next(iter(checks.values()))['max_temperature_error']:g} % of the "

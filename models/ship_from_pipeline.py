@@ -5,7 +5,8 @@
 writes ``models/des-teachers`` (the ensemble bundle) and ``models/des-student`` (the student
 bundle: by default the ensemble-distilled student the run's report chose by its fixed rule,
 ``openmm_cgkd.workflow.report.best_student``; ``--student VARIANT`` ships another), each with
-``MODEL_CARD.md`` (data, variant, why this student, training metrics, structural TAEs and MD
+``MODEL_CARD.md`` (data, variant, why this student, training metrics, structural TAEs, contacts below the
+AA's closest contact with their gate and figure ``contacts.png``, and MD
 speed measured by the pipeline) and ``continuity.npz``: a fixed input (bead types, positions nm,
 box nm; frame 0 of the pipeline's dataset) with the module's outputs on it when shipped.
 ``tests/continuity`` checks every shipped bundle still loads and reproduces them.
@@ -92,7 +93,9 @@ def ship(run: Path, student_variant: str, name_prefix: str = "des") -> list[Path
     from openmm_cgkd.bundle import load_bundle
     from openmm_cgkd.data.dataset import CGDataset
     from openmm_cgkd.workflow.cache import stage_outputs
-    from openmm_cgkd.workflow.report import best_student, comparison_markdown
+    from openmm_cgkd.analysis.contacts import contact_gate
+    from openmm_cgkd.analysis.statistics import StatisticsConfig
+    from openmm_cgkd.workflow.report import best_student, comparison_markdown, contacts_plot
     from openmm_cgkd.workflow.results import AnalysisResult, ensemble_model, model_kind, student_model
     from openmm_cgkd.fileio import make_portable, relative_path
 
@@ -103,9 +106,11 @@ def ship(run: Path, student_variant: str, name_prefix: str = "des") -> list[Path
     teachers, students = stages["teachers"], stages["students"].students  # TeachersResult, {name: StudentResult}
     md, analysis = stages["md"].models, stages["analysis"].models  # {model: ReplicaRecords}, {model: ModelAnalysis}
     why = "named by --student"
+    run_cfg = yaml.safe_load((run / "pipeline.yaml").read_text()) if (run / "pipeline.yaml").is_file() else {}
+    rules = StatisticsConfig.from_dict(run_cfg.get("statistics") or {})  # the run's declared decision rules
     if student_variant == "best":
         try:
-            student_variant, why = best_student(stages["analysis"], stages["students"])
+            student_variant, why = best_student(stages["analysis"], stages["students"], stages["md"], rules)
         except LookupError as e:
             raise SystemExit(f"{run}: {e}; name one with --student") from None
         print(f"student: {student_variant} ({why})")
@@ -124,7 +129,6 @@ def ship(run: Path, student_variant: str, name_prefix: str = "des") -> list[Path
     # the selection names its source relative to the selected file: name it relative to the repository
     source = (f"{relative_path(dataset_path.parent / source, HERE.parent)} (relative to the repository)"
               if source and not Path(source).is_absolute() else make_portable(str(source or "?"), HERE.parent))
-    run_cfg = yaml.safe_load((run / "pipeline.yaml").read_text()) if (run / "pipeline.yaml").is_file() else {}
     md_cfg = run_cfg.get("md") or {}  # the MD settings the speeds were measured with
     written = []
     shipped = {src.resolve(): HERE / name for name, src, _, _ in entries}
@@ -146,6 +150,21 @@ def ship(run: Path, student_variant: str, name_prefix: str = "des") -> list[Path
         table = comparison_markdown(AnalysisResult(compared, {}), stages["md"])
         table = table.split("\n", 2)[2]  # the card has its own heading
         floor = stages["analysis"].noise_floor
+        coordination = analysis[model_key].coordination if model_key in analysis else {}
+        if coordination:
+            gate = contact_gate(coordination)
+            contacts_plot(coordination, dst / "contacts.png", f"{name}: coordination below the AA's closest contact")
+            contact_lines = [
+                "## Contacts closer than the AA's closest contact", "",
+                "Neighbours per bead closer than the AA's closest contact of each pair (model vs AA; "
+                "docs/evidence.md): " + ", ".join(f"{k} {c['model_per_a']:.4f} vs {c['reference_per_a']:.4f}"
+                                                  for k, c in coordination.items()) + ".",
+                f"Contact gate (every pair at most {gate.factor:g} x the AA's + {gate.floor:g}): "
+                + ("pass." if gate.passed else "**FAIL**: " + "; ".join(gate.failed) + "."), "",
+                "![contacts](contacts.png)", ""]
+        else:
+            contact_lines = ["## Contacts closer than the AA's closest contact", "",
+                             "Not measured (the run's analysis predates the contact measure).", ""]
         runs_ = teachers.runs if model_key == entries[0][2] else (students[student_variant].run,)
         epochs = [r.epochs for r in runs_ if r.epochs is not None]
         converged = bool(runs_) and all(r.stopped_early for r in runs_)
@@ -182,6 +201,7 @@ def ship(run: Path, student_variant: str, name_prefix: str = "des") -> list[Path
              + ", ".join(f"{k.upper()} {floor.summary[k].mean:.3f}" for k in ("rdf", "adf", "cdf") if k in floor.summary)
              + "." if floor is not None else "AA noise floor: not measured."),
             "",
+        ] + contact_lines + [
             "## Speed",
             f"- {np.mean(speeds):.3g} ns/day in OpenMM MD ({md[model_key][0].platform} platform, {ds.n_beads} beads, "
             f"{md_cfg.get('timestep_fs', 2.0):g} fs step, {md_cfg.get('threads') or 'all'} thread(s) per replica, "

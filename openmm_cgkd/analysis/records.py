@@ -32,9 +32,14 @@ from openmm_cgkd.analysis.report import KINDS, AnalysisSettings, ModelReport, Re
 from openmm_cgkd.analysis.stability import CoordinateCheck, DriftResult, StabilityReport
 
 __all__ = ["replica_to_record", "replica_from_record", "failed_replica", "curves_to_record", "curves_from_record",
-           "report_from_replicas", "write_record", "read_record", "RECORD_DIGITS"]
+           "report_from_replicas", "write_record", "read_record", "drift_from_record", "RECORD_DIGITS",
+           "RECORD_VERSION"]
 
 RECORD_DIGITS = 6  # significant digits of the stored curves
+# Version of a replica record: 1 (no "version" key) curves, TAEs, stability, equilibration, energy;
+# 2 adds "drift_from_start" (:class:`~openmm_cgkd.analysis.drift.DriftSeries` from frame 0). Every
+# version loads; what a record lacks is None.
+RECORD_VERSION = 2
 
 
 def _round(obj, digits: int = RECORD_DIGITS):
@@ -102,6 +107,16 @@ def replica_from_record(d: Mapping) -> ReplicaAnalysis:
     return ReplicaAnalysis(d["name"], int(d["n_frames_loaded"]), int(d["start_frame"]), int(d["stop_frame"]),
                            equilibration, _stability_from(d.get("stability", {}), coords), curves,
                            {k: dict(v) for k, v in d.get("tae", {}).items()}, energy, d.get("failure"))
+
+
+def drift_from_record(record: Mapping):
+    """The :class:`~openmm_cgkd.analysis.drift.DriftSeries` of a replica record (the whole record
+    as :func:`read_record` returns it), or None for a record written before version 2 or a failed
+    replica."""
+    from openmm_cgkd.analysis.drift import DriftSeries
+
+    d = record.get("drift_from_start")
+    return None if d is None else DriftSeries.from_dict(d)
 
 
 def failed_replica(name: str, failure: str, n_frames: int = 0, start_frame: int = 0,

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 from openmm_cgkd.cli.common import check_output_dir, nonnegative_int, positive_float, positive_int
@@ -61,9 +62,35 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
+def _reference_and_contacts(args: argparse.Namespace, settings, report):
+    """The reference check of the AA reference (None with a warning when it has too few frames)
+    and the model's coordination below the AA's closest contact per pair."""
+    import numpy as np
+
+    from openmm_cgkd.analysis.contacts import contact_coordination
+    from openmm_cgkd.analysis.distributions import AnalysisError, bead_type_indices
+    from openmm_cgkd.analysis.reference_check import check_reference
+    from openmm_cgkd.analysis.report import load_reference
+
+    ref = load_reference(args.reference, args.reference_topology or args.topology, settings.reference_stride,
+                         settings.reference_max_frames)
+    try:
+        check = check_reference(ref)
+    except AnalysisError as exc:
+        print(f"reference check: not made ({exc})")
+        check = None
+    coordination = {}
+    if report.good_replicas:
+        volume = float(np.mean(np.abs(np.linalg.det(np.asarray(ref.unitcell_vectors, dtype=np.float64)))))
+        counts = {k: len(v) for k, v in bead_type_indices(ref.topology).items()}
+        coordination = contact_coordination(report.mean["rdf"], report.reference["rdf"], volume, counts)
+    return check, coordination
+
+
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from openmm_cgkd.analysis.contacts import contact_gate
     from openmm_cgkd.analysis.report import AnalysisSettings, analyze_model, write_report
 
     out = check_output_dir(args.out)
@@ -77,6 +104,9 @@ def run(args: argparse.Namespace) -> int:
                            reference_topology=args.reference_topology, energies=args.energies,
                            settings=settings, name=args.name, progress=not args.no_progress and sys.stderr.isatty())
     written = write_report(report, out, plots=not args.no_plots)
+    check, coordination = _reference_and_contacts(args, settings, report)
+    written["reference_check"] = out / "reference_check.json"
+    written["reference_check"].write_text(json.dumps(None if check is None else check.to_dict(), indent=1) + "\n")
     print(f"{report.name}: {len(report.good_replicas)}/{len(report.replicas)} replica(s) analysed, "
           f"{report.n_failed} of {len(report.replicas)} failed")
     for key, stat in report.summary.items():
@@ -91,7 +121,14 @@ def run(args: argparse.Namespace) -> int:
         state = f"FAILED ({r.failure})" if r.failed else ("stable" if r.stability.stable else
                                                           "clustering: " + ", ".join(flags) if flags else "broken frames")
         print(f"  {r.name}: frames {r.start_frame}-{r.stop_frame - 1} used{eq}; {state}")
-    print(f"wrote {written['json']}, {written['markdown']}"
+    if check is not None:
+        print(f"reference check: {check.verdict}")
+    if coordination:
+        gate = contact_gate(coordination)
+        print("below the AA's closest contact (neighbours per bead, model vs AA): " + ", ".join(
+            f"{k} {c.model_per_a:.4f} vs {c.reference_per_a:.4f}" for k, c in coordination.items())
+              + f"; contact gate: {'pass' if gate.passed else 'FAIL (' + '; '.join(gate.failed) + ')'}")
+    print(f"wrote {written['json']}, {written['markdown']}, {written['reference_check'].name}"
           + (f" and {sum(k.endswith('_png') for k in written)} PNG plots" if not args.no_plots else "")
           + f" in {Path(args.out)}")
     return 3 if args.strict and not report.stable else 0

@@ -32,6 +32,7 @@ Configuration (YAML; relative paths are resolved against the file's directory)::
       discard_ps: 100                # the same equilibration discard for every replica
       timestep_check: {nvt_ps: 20, nve_ps: 20}   # check_timestep on the first student
     analysis: {reference_stride: 1}  # AnalysisSettings fields
+    statistics: {alpha: 0.05, equivalence_margin: 0.15, power: 0.8}  # decision rules, declared before the runs
 
 Units: nm, ps, fs (time step), K, kJ/mol.
 """
@@ -42,6 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from openmm_cgkd.analysis.report import AnalysisSettings
+from openmm_cgkd.analysis.statistics import StatisticsConfig
 from openmm_cgkd.config import Config, ConfigError, config_from_dict, read_yaml_mapping
 from openmm_cgkd.training.config import SplitConfig
 from openmm_cgkd.training.variants import VARIANTS
@@ -188,6 +190,7 @@ class PipelineConfig(Config):
     students: StudentsConfig = field(default_factory=StudentsConfig)
     md: MDConfig = field(default_factory=MDConfig)
     analysis: dict = field(default_factory=dict)
+    statistics: StatisticsConfig = field(default_factory=StatisticsConfig)  # the report's decision rules
 
     def __post_init__(self) -> None:
         if not self.dataset:

@@ -2,7 +2,11 @@
 
 * TAE table: RDF, ADF, CDF per model, mean +- std over the scored replicas, "k of n replicas
   failed", stability, replicas not equilibrated within the fixed discard (pymbar), ns/day;
-* the method's findings checked, and the ensemble-distilled student to ship (:func:`best_student`);
+* the reference check (has the AA reference rearranged?) and, per model and pair, the
+  coordination below the AA's closest contact with the contact gate;
+* the method's findings checked by the decision rules of :mod:`openmm_cgkd.analysis.statistics`
+  (t-tests, Holm, TOST, detectable differences), and the ensemble-distilled student to ship
+  (:func:`best_student`);
 * the failed replicas (model, replica, step, reason) and the time-step check;
 * training: epochs, early stop, best validation loss, validation force RMSE of the teachers, and
   the learning curves (train and validation loss per epoch) of every model;
@@ -23,14 +27,16 @@ from pathlib import Path
 
 import numpy as np
 
+from openmm_cgkd.analysis.contacts import GATE_FACTOR, GATE_FLOOR, contact_gate
 from openmm_cgkd.analysis.plots import _save
+from openmm_cgkd.analysis.statistics import Decision, StatisticsConfig, decide
 from openmm_cgkd.fileio import relative_path, write_json
 from openmm_cgkd.workflow.config import analysis_settings
 from openmm_cgkd.workflow.results import AnalysisResult, MDResult, ReplicaRecord, ReportResult, StudentsResult, \
     TeachersResult, model_kind, student_model, teacher_model
 
 __all__ = ["write_pipeline_report", "summary_stat", "plus_minus", "comparison_markdown", "findings_markdown",
-           "lower", "below_teachers", "best_student", "comparison_plot", "model_overlays", "energy_panels",
+           "finding_decisions", "rules_markdown", "paired", "contacts_markdown", "reference_markdown", "contacts_plot", "drift_markdown", "lower", "below_teachers", "best_student", "comparison_plot", "model_overlays", "energy_panels",
            "learning_curves_plot"]
 
 
@@ -72,29 +78,111 @@ def _contact(a) -> str:
     return f"{c['pair']} g {c['peak_g']:.2g} at {c['peak_r_nm']:.3f} nm (AA from {c['reference_contact_nm']:.3f})"
 
 
+def _below_contact(a) -> str:
+    """The pair with the most neighbours below the AA's closest contact, against the AA, and the
+    contact gate: "CHO-CL 0.110 vs AA 0.002 per CHO (FAIL)"."""
+    if not a.coordination:
+        return "n/a"
+    c = max(a.coordination.values(), key=lambda c: c["model_per_a"] - c["reference_per_a"])
+    head = c["pair"].split("-")[0]
+    gate = contact_gate(a.coordination)
+    return (f"{c['pair']} {c['model_per_a']:.3f} vs AA {c['reference_per_a']:.3f} per {head} "
+            f"({'pass' if gate.passed else 'FAIL'})")
+
+
 def comparison_markdown(analysis: AnalysisResult, runs: MDResult) -> str:
     """The TAE table (mean +- std over scored replicas, failed replicas counted) with ns/day."""
     models = analysis.models
     lines = ["## Structural error (TAE vs AA; mean +- std over the scored replicas; lower is better)", "",
              "Closest contact: the pair whose g(r) (mean over replicas) is highest below the distance where the "
-             "AA g(r) begins (a pairing the AA liquid does not have; 0: none).", "",
+             "AA g(r) begins (a pairing the AA liquid does not have; 0: none). Below the AA contact: the pair with "
+             f"the most neighbours closer than the AA's closest contact, per bead, against the AA, and the contact "
+             f"gate (every pair at most {GATE_FACTOR:g} x the AA's + {GATE_FLOOR:g}).", "",
              "| model | replicas | RDF | ADF | CDF | stable | not equilibrated within the discard | closest contact "
-             "| ns/day | platform |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "| below the AA contact | ns/day | platform |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, a in models.items():
         reps = runs.models.get(name, ())
         failed = f"{a.n_failed} of {a.n_replicas} replicas failed"
         plat = next((r.platform for r in reps if r.platform), "n/a")
         lines.append(f"| {name} | {failed} | {plus_minus(a.summary.get('rdf'))} | {plus_minus(a.summary.get('adf'))} | "
                      f"{plus_minus(a.summary.get('cdf'))} | {'yes' if a.stable else 'NO'} | "
-                     f"{', '.join(a.not_equilibrated_within_discard) or 'none'} | {_contact(a)} | {_speed(reps)} | "
-                     f"{plat} |")
+                     f"{', '.join(a.not_equilibrated_within_discard) or 'none'} | {_contact(a)} | {_below_contact(a)} | "
+                     f"{_speed(reps)} | {plat} |")
     return "\n".join(lines) + "\n"
+
+
+def contacts_markdown(analysis: AnalysisResult) -> str:
+    """Per model and pair A-B, the B beads per A bead closer than the AA's closest contact (the AA's
+    own in the first row), and the contact gate (:func:`~openmm_cgkd.analysis.contacts.contact_gate`)."""
+    models = {n: a for n, a in analysis.models.items() if a.coordination}
+    if not models:
+        return ""
+    pairs = list(next(iter(models.values())).coordination)
+    first = next(iter(models.values())).coordination
+    lines = ["## Contacts below the AA's closest contact", "",
+             "Per pair A-B: B beads per A bead closer than the AA's closest contact (the first r at which the AA "
+             f"g(r) reaches 0.1; mean g(r) over the scored replicas). Gate: every pair at most {GATE_FACTOR:g} x the "
+             f"AA's + {GATE_FLOOR:g} (docs/evidence.md).", "",
+             "| model | " + " | ".join(pairs) + " | gate |", "|---|" + "---|" * (len(pairs) + 1),
+             "| AA (contact nm) | " + " | ".join(f"{first[p]['reference_per_a']:.4f} ({first[p]['contact_nm']:.3f})"
+                                                 for p in pairs) + " | - |"]
+    for name, a in models.items():
+        gate = contact_gate(a.coordination)
+        lines.append(f"| {name} | " + " | ".join(f"{a.coordination[p]['model_per_a']:.4f}" if p in a.coordination
+                                                 else "n/a" for p in pairs)
+                     + f" | {'pass' if gate.passed else 'FAIL: ' + '; '.join(gate.failed)} |")
+    return "\n".join(lines) + "\n"
+
+
+def drift_markdown(analysis: AnalysisResult, frame_ps: float) -> str:
+    """Per model the drift from t = 0 (:func:`~openmm_cgkd.analysis.drift.model_drift`): mean merge
+    distance per species and potential energy, change from frame 0 to the scored window, mean +-
+    standard error over replicas; and the discard chosen from the ensemble's replicas
+    (:func:`~openmm_cgkd.analysis.drift.common_discard`)."""
+    from openmm_cgkd.analysis.drift import common_discard
+
+    models = {n: a for n, a in analysis.models.items() if a.drift}
+    if not models:
+        return ""
+    merge = sorted({k for a in models.values() for k in a.drift if k.startswith("merge:")})
+
+    def cell(d, scale=100.0, unit=" %"):
+        c = d["change"]
+        se = "" if c["se"] is None or not math.isfinite(c["se"]) else f" +- {scale * c['se']:.1f}"
+        return f"{scale * c['mean']:+.1f}{se}{unit}"
+
+    lines = ["## Drift from t = 0 (from each replica's first frame to its scored window; mean +- s.e. over replicas)",
+             "", "| model | " + " | ".join(f"{k.split(':')[1]} merge distance" for k in merge)
+             + " | potential energy (kJ/mol) | energy slope in the window (kJ/mol/ps) |",
+             "|---|" + "---|" * (len(merge) + 2)]
+    for name, a in models.items():
+        e = a.drift.get("energy")
+        lines.append(f"| {name} | " + " | ".join(cell(a.drift[k]) if k in a.drift else "n/a" for k in merge)
+                     + f" | {cell(e, 1.0, '') if e else 'n/a'} | "
+                     + (f"{e['slope']['mean']:+.3g}" if e else "n/a") + " |")
+    ens = [a for n, a in analysis.models.items() if model_kind(n) == "ensemble"]
+    if ens and any(t is not None for t in ens[0].pymbar_t0_frames):
+        d = common_discard(ens[0].pymbar_t0_frames)
+        lines += ["", f"Equilibration discard chosen from the reference model (the ensemble; the largest pymbar t0 "
+                  f"of its replicas): {d} frames ({d * frame_ps:g} ps), the same for every model; this run "
+                  f"discarded {ens[0].discard_frames}."]
+    return "\n".join(lines) + "\n"
+
+
+def reference_markdown(analysis: AnalysisResult) -> str:
+    """The reference check of the AA reference (:mod:`openmm_cgkd.analysis.reference_check`)."""
+    c = analysis.reference_check
+    if c is None:
+        return ""
+    return ("## Reference check (has the AA reference rearranged?)\n\n" + c["verdict"] + ".\n\n"
+            f"Frozen when at least {100 * c['thresholds']['still']:g} % of the first-shell pairs are still "
+            f"neighbours at the end, or the RMS displacement is below {c['thresholds']['displacement_ratio']:g} of "
+            "the neighbour distance (docs/evidence.md). A frozen reference's noise floor is that of one packing.\n")
 
 
 # ------------------------------------------------------------------------------ findings
 KINDS = ("rdf", "adf", "cdf")
-STUDENT_WITHIN = 0.15  # a student "matches" the ensemble when its mean TAE is at most 15 % above it
 
 
 def _stat(a, kind: str):
@@ -102,59 +190,63 @@ def _stat(a, kind: str):
     return summary_stat(a.summary.get(kind) if a is not None else None)
 
 
-def _resolved(mean_a: float, se_a: float, mean_b: float, se_b: float) -> str:
-    """"yes" (a below b) / "no" when the means differ by more than 2 combined standard errors."""
-    if abs(mean_a - mean_b) <= 2.0 * math.hypot(se_a, se_b):
-        return "not resolved"
-    return "yes" if mean_a < mean_b else "no"
+def _values(a, kind: str) -> list[float] | None:
+    """The per-replica TAEs of ``kind`` of model ``a`` (its scored replicas, in replica order)."""
+    if a is None or not a.summary.get(kind) or not a.summary[kind].get("values"):
+        return None
+    v = [float(x) for x in a.summary[kind]["values"]]
+    return v if all(math.isfinite(x) for x in v) else None
 
 
-def lower(a, b, kind: str) -> str:
-    """Is model ``a``'s mean TAE of ``kind`` below model ``b``'s? "yes" / "no" when the difference
-    is more than 2 combined standard errors of the two means (std over replicas), else "not
-    resolved"; "not resolved (one replica)" when either has a single scored replica (no spread)."""
-    sa, sb = _stat(a, kind), _stat(b, kind)
-    if sa is None or sb is None:
-        return "n/a"
-    if min(sa[2], sb[2]) < 2:
-        return "not resolved (one replica)"
-    return _resolved(sa[0], sa[1] / math.sqrt(sa[2]), sb[0], sb[1] / math.sqrt(sb[2]))
+def _starts(runs: MDResult | None, name: str) -> list[tuple[int, int]] | None:
+    """(start frame, seed) of the scored (not failed) replicas of ``name``, in replica order."""
+    if runs is None or name not in runs.models:
+        return None
+    return [(r.start_frame, r.seed) for r in runs.models[name] if not r.failed]
 
 
-def _means(models, kind: str) -> list[float]:
-    """The mean TAEs of ``kind`` of those ``models`` that have scored replicas."""
-    return [v[0] for v in (_stat(m, kind) for m in models) if v is not None]
+def paired(runs: MDResult | None, name_a: str, name_b: str) -> bool:
+    """Do the scored replicas of models ``name_a`` and ``name_b`` share their starts and seeds,
+    one for one (replica k of both from the same frame with the same seed)? Then they are
+    compared by the paired t-test."""
+    sa, sb = _starts(runs, name_a), _starts(runs, name_b)
+    return sa is not None and sa == sb and len(sa) >= 2
 
 
-def below_teachers(a, teachers: list, kind: str) -> str:
-    """Is model ``a``'s mean TAE of ``kind`` below the median of the single teachers' means? As
-    :func:`lower`, the teachers' side uncertain by the spread of their means (std over teachers /
-    sqrt(number of teachers): the paper's error bars for single teachers); "not resolved (one
-    replica)" / "(one teacher)" when there is no spread to judge by."""
-    sa = _stat(a, kind)
-    means = _means(teachers, kind)
-    if sa is None or not means:
-        return "n/a"
-    if sa[2] < 2:
-        return "not resolved (one replica)"
-    if len(means) < 2:
-        return "not resolved (one teacher)"
-    se_t = float(np.std(means, ddof=1)) / math.sqrt(len(means))
-    return _resolved(sa[0], sa[1] / math.sqrt(sa[2]), float(np.median(means)), se_t)
+def _teacher_means(teachers: list, kind: str) -> list[float] | None:
+    """The single teachers' mean TAEs of ``kind``: the sample "a single teacher" is judged by."""
+    v = [m[0] for m in (_stat(t, kind) for t in teachers) if m is not None]
+    return v or None
+
+
+def lower(a, b, kind: str, is_paired: bool = False, rules: StatisticsConfig | None = None) -> Decision:
+    """Model ``a``'s TAEs of ``kind`` against model ``b``'s as one decision
+    (:func:`~openmm_cgkd.analysis.statistics.decide`: Welch, or paired when ``is_paired``): its
+    ``verdict`` "lower (Holm-adjusted p = ...)" / "higher (...)" / "not resolved (detectable
+    difference >= X)" / "n/a (fewer than 2 replicas)"."""
+    return decide([(kind, _values(a, kind), _values(b, kind), is_paired, False)], rules)[0]
+
+
+def below_teachers(a, teachers: list, kind: str, rules: StatisticsConfig | None = None) -> Decision:
+    """Model ``a``'s TAEs of ``kind`` against the single teachers' mean TAEs (one value per
+    teacher: Welch), as :func:`lower`."""
+    return decide([(kind, _values(a, kind), _teacher_means(teachers, kind), False, False)], rules)[0]
 
 
 PAPER_RECIPE = "ensemble-e-ft-faa"  # the paper's best student: ensemble labels, {e_T, F_T, F_AA}
-BEST_STUDENT_RULE = ("fewest failed replicas, then stable; then the one resolved lower than every other "
-                     "ensemble-distilled student in at least one TAE and higher in none; else the paper's recipe "
-                     "{e_T, F_T, F_AA}")  # what best_student does, as the report states it
+BEST_STUDENT_RULE = ("fewest failed replicas, then stable; then the one significantly lower (t-tests, Holm over "
+                     "all the candidates' comparisons) than every other ensemble-distilled student in at least one "
+                     "TAE and higher in none; else the paper's recipe {e_T, F_T, F_AA}")  # as the report states it
 
 
-def best_student(analysis: AnalysisResult, students: StudentsResult) -> tuple[str, str]:
+def best_student(analysis: AnalysisResult, students: StudentsResult, runs: MDResult | None = None,
+                 rules: StatisticsConfig | None = None) -> tuple[str, str]:
     """The ensemble-distilled student to ship, by a rule fixed before the results: (variant, why).
 
     1. the fewest failed replicas (as a fraction), then stable before not stable;
-    2. of those, the one resolved lower (:func:`lower`) than every other in at least one TAE and
-       resolved higher in none;
+    2. of those, the one significantly lower than every other in at least one TAE and
+       significantly higher in none (t-tests, paired where the replicas share starts and seeds,
+       Holm's correction over every comparison of every pair of candidates in every TAE);
     3. when no single one is (the replicas cannot choose), the paper's recipe ``ensemble-e-ft-faa``
        if it is left, else the lowest sum of mean TAEs.
 
@@ -173,15 +265,22 @@ def best_student(analysis: AnalysisResult, students: StudentsResult) -> tuple[st
         (v,) = left
         return v, (pre + "the only candidate left") if pre else "the only ensemble-distilled student"
     kinds = [k for k in KINDS if all(_stat(a, k) is not None for a in left.values())]
+    pairs = [(v, w) for v in left for w in left if v < w]
+    questions = [(f"{v}|{w}|{k}", _values(left[v], k), _values(left[w], k),
+                  paired(runs, student_model(v), student_model(w)), False) for v, w in pairs for k in kinds]
+    outcome = {d.label: d.outcome for d in decide(questions, rules)}
 
-    def beats(a, b) -> bool:
-        verdicts = [lower(a, b, k) for k in kinds]
-        return "yes" in verdicts and "no" not in verdicts
+    def beats(v, w) -> bool:
+        flip = {"lower": "higher", "higher": "lower"}
+        got = [outcome[f"{v}|{w}|{k}"] if v < w else flip.get(outcome[f"{w}|{v}|{k}"], "not resolved")
+               for k in kinds]
+        return "lower" in got and "higher" not in got
 
-    winners = [v for v, a in left.items() if all(beats(a, b) for w, b in left.items() if w != v)]
+    winners = [v for v in left if all(beats(v, w) for w in left if w != v)]
     if len(winners) == 1:
         v = winners[0]
-        return v, pre + f"resolved lower than {', '.join(w for w in left if w != v)} in at least one TAE, higher in none"
+        return v, pre + (f"significantly lower than {', '.join(w for w in left if w != v)} in at least one TAE, "
+                         "higher in none")
     if PAPER_RECIPE in left:
         return PAPER_RECIPE, pre + "the replicas do not resolve a better one: the paper's recipe {e_T, F_T, F_AA}"
     v = min(left, key=lambda w: sum(_stat(left[w], k)[0] for k in kinds))
@@ -197,21 +296,96 @@ def _cells(models: list, kinds) -> str:
     return " | ".join(cells)
 
 
-def findings_markdown(analysis: AnalysisResult, students: StudentsResult) -> str:
-    """The method's findings (ensemble better than its teachers; ensemble-distilled students stable
-    and as good as the ensemble, better than a single teacher; per-bead energies matter; students
-    of one teacher inherit its errors) checked against this run's TAEs, with the reference's noise
-    floor. Every row says what was compared; "not resolved" when the replicas cannot tell."""
+def rules_markdown(rules: StatisticsConfig) -> str:
+    """The decision rules in one paragraph (docs/evidence.md states them in full)."""
+    return (f"Each verdict is a test on the per-replica TAEs: Welch's t-test, or the paired t-test where the two "
+            f"models' replicas share their starts and seeds; two-sided p-values, Holm's correction over all the "
+            f"decisions of this table (family-wise alpha {rules.alpha:g}). \"lower\" / \"higher\": significant "
+            f"after Holm. \"Equivalent within {100 * rules.equivalence_margin:g} %\" (asked where a finding says "
+            f"\"matches\" or \"inherits\" or \"no difference\"): two one-sided tests that the ratio of mean "
+            f"TAEs lies in {1 - rules.equivalence_margin:g}-{1 + rules.equivalence_margin:g} (Fieller-type, the "
+            f"margin declared in the config before the runs), Holm over those tests. Otherwise \"not resolved\", "
+            f"with the smallest difference of means these replicas could have detected (two-sided alpha "
+            f"{rules.alpha:g}, power {rules.power:g}, from the observed spreads; a lower bound). A single teacher "
+            f"is judged by the teachers' mean TAEs, one value per teacher.")
+
+
+def finding_decisions(analysis: AnalysisResult, students: StudentsResult, runs: MDResult | None = None,
+                      rules: StatisticsConfig | None = None) -> list[tuple[str, str, list[str], list[Decision]]]:
+    """The method's findings as one family of decisions: per row (finding, compared, table
+    cells per kind, decisions per kind), in report order. Holm runs over all of them."""
     models = analysis.models
     kinds = [k for k in KINDS if any(k in a.summary for a in models.values())]
     teachers = {n: a for n, a in models.items() if model_kind(n) == "teacher"}
     ens_name = next((n for n in models if model_kind(n) == "ensemble"), "ensemble")
     ensemble = models.get(ens_name)
+    rows: list[tuple[str, str, list[str], list[tuple]]] = []
+
+    def mean_teacher_cells(a) -> list[str]:
+        out = []
+        for k in kinds:
+            m, t = _stat(a, k), _teacher_means(list(teachers.values()), k)
+            out.append(f"{'n/a' if m is None else format(m[0], '.3f')} vs "
+                       f"{'n/a' if t is None else format(float(np.mean(t)), '.3f')}")
+        return out
+
+    def vs_teachers(a) -> list[tuple]:
+        return [(k, _values(a, k), _teacher_means(list(teachers.values()), k), False, False) for k in kinds]
+
+    def vs(a_name, b_name, equivalence) -> list[tuple]:
+        a, b = models[a_name], models[b_name]
+        return [(k, _values(a, k), _values(b, k), paired(runs, a_name, b_name), equivalence) for k in kinds]
+
+    if ensemble is not None and teachers:
+        rows.append(("the ensemble beats a single teacher", f"{ens_name} vs the teachers' mean",
+                     mean_teacher_cells(ensemble), vs_teachers(ensemble)))
+    ens_students = {student_model(n): s for n, s in students.students.items() if s.labels == "ensemble"}
+    for name in ens_students:
+        if name not in models:
+            continue
+        if ensemble is not None:
+            rows.append(("the student matches the ensemble", f"{name} vs {ens_name}",
+                         _cells([models[name], ensemble], kinds).split(" | "), vs(name, ens_name, True)))
+        if teachers:
+            rows.append(("the student beats a single teacher", f"{name} vs the teachers' mean",
+                         mean_teacher_cells(models[name]), vs_teachers(models[name])))
+    with_e = [n for n, s in ens_students.items() if s.variant == "ensemble-e-ft-faa" and n in models]
+    without_e = [n for n, s in ens_students.items() if s.variant == "ensemble-ft-faa" and n in models]
+    if with_e and without_e:
+        rows.append(("per-bead energies help", f"{with_e[0]} vs {without_e[0]}",
+                     _cells([models[with_e[0]], models[without_e[0]]], kinds).split(" | "),
+                     vs(with_e[0], without_e[0], True)))
+    singles = {n: s for n, s in students.students.items() if s.labels != "ensemble" and s.member is not None}
+    for n, s in singles.items():
+        a_name, t_name = student_model(n), teacher_model(s.member)
+        if a_name in models and t_name in models:
+            rows.append(("a single-teacher student inherits its teacher", f"{a_name} vs {t_name}",
+                         _cells([models[a_name], models[t_name]], kinds).split(" | "), vs(a_name, t_name, True)))
+    if with_e:
+        for n, s in singles.items():
+            a_name = student_model(n)
+            if a_name in models and s.variant == "single-e-ft-faa":
+                rows.append(("ensemble labels beat one teacher's", f"{with_e[0]} vs {a_name}",
+                             _cells([models[with_e[0]], models[a_name]], kinds).split(" | "),
+                             vs(with_e[0], a_name, False)))
+    questions = [q for row in rows for q in row[3]]
+    decisions = iter(decide(questions, rules))
+    return [(f, c, cells, [next(decisions) for _ in qs]) for f, c, cells, qs in rows]
+
+
+def findings_markdown(analysis: AnalysisResult, students: StudentsResult, runs: MDResult | None = None,
+                      rules: StatisticsConfig | None = None) -> str:
+    """The method's findings (ensemble better than its teachers; ensemble-distilled students stable
+    and as good as the ensemble, better than a single teacher; per-bead energies matter; students
+    of one teacher inherit its errors) checked against this run's TAEs by the decision rules of
+    :mod:`openmm_cgkd.analysis.statistics` (``rules``; pairing from ``runs``), with the
+    reference's noise floor."""
+    rules = rules or StatisticsConfig()
+    models = analysis.models
+    kinds = [k for k in KINDS if any(k in a.summary for a in models.values())]
+    teachers = {n: a for n, a in models.items() if model_kind(n) == "teacher"}
     head = ["## The method's findings, checked (TAE means over the scored replicas; lower is better)", "",
-            "A difference counts (yes / no) when it exceeds 2 combined standard errors of the two means "
-            "(std over replicas; for the median teacher, the std of the teachers' means over the number of "
-            "teachers); otherwise it is \"not resolved\" with these replicas, as it is with one replica. "
-            f"\"Matches the ensemble\": mean TAE at most {100 * STUDENT_WITHIN:g} % above the ensemble's.", ""]
+            rules_markdown(rules), ""]
     floor = analysis.noise_floor
     if floor is not None:
         head += [f"Noise floor (blocks of {floor.block_frames} reference frames, as many as a replica is scored "
@@ -219,78 +393,51 @@ def findings_markdown(analysis: AnalysisResult, students: StudentsResult) -> str
                  + ", ".join(f"{k.upper()} {floor.summary[k].mean:.3f} +- {floor.summary[k].std:.3f}"
                              for k in kinds if k in floor.summary)
                  + ". A model TAE near it cannot be told from the AA reference.", ""]
-    rows = ["| finding | compared | " + " | ".join(f"{k.upper()} TAE" for k in kinds) + " | holds? |",
-            "|---|---|" + "---|" * len(kinds) + "---|"]
-
-    def median_teacher(kind):
-        vals = _means(teachers.values(), kind)
-        return float(np.median(vals)) if vals else None
-
-    def below_median(a, kind):
-        return below_teachers(a, list(teachers.values()), kind)
-
-    def verdicts(fn) -> str:
-        return ", ".join(f"{k.upper()} {fn(k)}" for k in kinds)
-
-    def median_cells(a) -> str:
-        out = []
-        for k in kinds:
-            m, med = _stat(a, k), median_teacher(k)
-            out.append(f"{'n/a' if m is None else format(m[0], '.3f')} vs "
-                       f"{'n/a' if med is None else format(med, '.3f')}")
-        return " | ".join(out)
-
-    def stability(a) -> str:
-        return "n/a" if a is None else (f"{a.n_failed} of {a.n_replicas} failed, "
-                                        + ("stable" if a.stable else "NOT stable (drift or clustering)"))
-
+    table = ["| finding | compared | " + " | ".join(f"{k.upper()} TAE" for k in kinds) + " | verdicts |",
+             "|---|---|" + "---|" * len(kinds) + "---|"]
     if teachers:
         unstable = sum(1 for a in teachers.values() if not a.stable)
         late = sum(len(a.not_equilibrated_within_discard) for a in teachers.values())
         n_rep = sum(a.n_replicas for a in teachers.values())
-        rows.append(f"| single teachers drift or cluster | {len(teachers)} teachers, {n_rep} replicas | "
-                    + " | ".join("-" for _ in kinds)
-                    + f" | {unstable} of {len(teachers)} teachers not stable; {late} replica(s) not equilibrated "
-                      "within the discard |")
-    if ensemble is not None and teachers:
-        rows.append(f"| the ensemble beats a single teacher | {ens_name} vs median teacher | {median_cells(ensemble)} "
-                    f"| {verdicts(lambda k: below_median(ensemble, k))}; {stability(ensemble)} |")
-    ens_students = {student_model(n): s for n, s in students.students.items() if s.labels == "ensemble"}
-    for name, s in ens_students.items():
-        a = models.get(name)
-        if a is None:
-            continue
-        within = lambda k, a=a: ("n/a" if _stat(a, k) is None or _stat(ensemble, k) is None else  # noqa: E731
-                                 "yes" if _stat(a, k)[0] <= (1 + STUDENT_WITHIN) * _stat(ensemble, k)[0] else "no")
-        if ensemble is not None:
-            rows.append(f"| the student matches the ensemble | {name} vs {ens_name} | {_cells([a, ensemble], kinds)} "
-                        f"| {verdicts(within)}; {stability(a)} |")
-        if teachers:
-            rows.append(f"| the student beats a single teacher | {name} vs median teacher | {median_cells(a)} | "
-                        f"{verdicts(lambda k, a=a: below_median(a, k))} |")
-    with_e = [n for n, s in ens_students.items() if s.variant == "ensemble-e-ft-faa"]
-    without_e = [n for n, s in ens_students.items() if s.variant == "ensemble-ft-faa"]
-    if with_e and without_e and with_e[0] in models and without_e[0] in models:
-        a, b = models[with_e[0]], models[without_e[0]]
-        rows.append(f"| per-bead energies help | {with_e[0]} vs {without_e[0]} | {_cells([a, b], kinds)} | "
-                    f"{verdicts(lambda k: lower(a, b, k))} |")
-    singles = {n: s for n, s in students.students.items() if s.labels != "ensemble" and s.member is not None}
-    for n, s in singles.items():
-        a, t = models.get(student_model(n)), models.get(teacher_model(s.member))
-        if a is None or t is None:
-            continue
-        rows.append(f"| a single-teacher student inherits its teacher | {student_model(n)} vs {teacher_model(s.member)} | "
-                    f"{_cells([a, t], kinds)} | better than its teacher: {verdicts(lambda k: lower(a, t, k))} |")
-    if with_e and with_e[0] in models:
-        best = models[with_e[0]]
-        for n, s in singles.items():
-            a = models.get(student_model(n))
-            if a is not None and s.variant == "single-e-ft-faa":
-                rows.append(f"| ensemble labels beat one teacher's | {with_e[0]} vs {student_model(n)} | "
-                            f"{_cells([best, a], kinds)} | {verdicts(lambda k, a=a: lower(best, a, k))} |")
-    if len(rows) == 2:
+        table.append(f"| single teachers drift or cluster | {len(teachers)} teachers, {n_rep} replicas | "
+                     + " | ".join("-" for _ in kinds)
+                     + f" | {unstable} of {len(teachers)} teachers not stable; {late} replica(s) not equilibrated "
+                       "within the discard |")
+    rows = finding_decisions(analysis, students, runs, rules)
+    for finding, compared, cells, decisions in rows:
+        verdicts = "; ".join(f"{k.upper()} {d.verdict}" for k, d in zip(kinds, decisions))
+        table.append(f"| {finding} | {compared} | {' | '.join(cells)} | {verdicts} |")
+    if len(table) == 2:
         return ""
-    return "\n".join(head + rows) + "\n"
+    counts = {}
+    for *_, decisions in rows:
+        for d in decisions:
+            counts[d.outcome] = counts.get(d.outcome, 0) + 1
+    tally = (f"Of {sum(counts.values())} decisions: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
+             + ".") if counts else ""
+    return "\n".join(head + table + ["", tally]) + "\n"
+
+
+def contacts_plot(coordination: dict[str, dict], path: Path, title: str = "") -> Path:
+    """Per pair A-B (``coordination``: :attr:`ModelAnalysis.coordination`), the B beads per A bead
+    closer than the AA's closest contact: model and AA bars, and the gate's limit (dashed)."""
+    from openmm_cgkd.figures import new_figure
+
+    pairs = list(coordination)
+    fig = new_figure(figsize=(1.1 * max(3, len(pairs)) + 1.5, 3.4))
+    ax = fig.add_subplot(1, 1, 1)
+    x = np.arange(len(pairs))
+    model = [coordination[p]["model_per_a"] for p in pairs]
+    aa = [coordination[p]["reference_per_a"] for p in pairs]
+    ax.bar(x - 0.2, model, 0.4, color="C3", label="model")
+    ax.bar(x + 0.2, aa, 0.4, color="0.4", label="AA")
+    limit = [GATE_FACTOR * v + GATE_FLOOR for v in aa]
+    ax.hlines(limit, x - 0.4, x + 0.4, colors="k", linestyles="--", lw=1, label="gate")
+    ax.set_xticks(x, [f"{p}\n< {coordination[p]['contact_nm']:.3f} nm" for p in pairs], fontsize=7)
+    ax.set_ylabel("neighbours per bead (B per A)")
+    ax.set_title(title or "Coordination below the AA's closest contact", fontsize=9)
+    ax.legend(fontsize=7)
+    return _save(fig, path, tight=True)
 
 
 def comparison_plot(analysis: AnalysisResult, path: Path) -> Path:
@@ -406,6 +553,11 @@ def learning_curves_plot(curves: dict[str, dict[str, str | Path]], path: Path) -
     return _save(fig, path, tight=True)
 
 
+def _num(v, fmt: str) -> str:
+    """``v`` formatted by ``fmt``; "n/a" for a number that is missing (None: strict JSON's NaN)."""
+    return "n/a" if v is None else format(v, fmt)
+
+
 def _hms(seconds) -> str:
     if seconds is None:
         return "n/a"
@@ -451,10 +603,12 @@ def write_pipeline_report(out: Path, cfg, teachers: TeachersResult, students: St
              f"{md.interval_steps * md.timestep_fs / 1000:g} ps; every replica starts from its own training frame "
              f"with its own seed. The first {analysis_settings(cfg).discard_frames} frame(s) of every replica of "
              "every model are discarded (pymbar's equilibration time is a check).", "",
-             comparison_markdown(analysis, runs), "![TAE comparison](tae_comparison.png)", "",
-             findings_markdown(analysis, students)]
+             reference_markdown(analysis), comparison_markdown(analysis, runs),
+             "![TAE comparison](tae_comparison.png)", "", contacts_markdown(analysis),
+             drift_markdown(analysis, md.interval_steps * md.timestep_fs / 1000.0 * analysis_settings(cfg).stride),
+             findings_markdown(analysis, students, runs, cfg.statistics)]
     try:
-        best = best_student(analysis, students)
+        best = best_student(analysis, students, runs, cfg.statistics)
     except LookupError:
         best = None
     if best is not None:

@@ -304,6 +304,8 @@ class ModelAnalysis:
     discard_frames: int
     pymbar_t0_frames: tuple[int | None, ...]
     contacts: dict[str, dict] = field(default_factory=dict)  # pair -> CloseContact.to_dict()
+    coordination: dict[str, dict] = field(default_factory=dict)  # pair -> ContactCoordination.to_dict()
+    drift: dict[str, dict] = field(default_factory=dict)  # quantity -> analysis.drift.model_drift() entry
 
     def to_dict(self) -> dict:
         data = {"summary": self.summary, "stable": self.stable, "dir": str(self.dir), "n_replicas": self.n_replicas,
@@ -312,13 +314,18 @@ class ModelAnalysis:
                 "discard_frames": self.discard_frames, "pymbar_t0_frames": list(self.pymbar_t0_frames)}
         if self.contacts:  # markers written before contacts were measured keep their bytes
             data["contacts"] = self.contacts
+        if self.coordination:  # the same for the coordination below the AA contact
+            data["coordination"] = self.coordination
+        if self.drift:  # and for the drift from t = 0 (records of version 2)
+            data["drift"] = self.drift
         return data
 
     @classmethod
     def from_dict(cls, data: Mapping) -> "ModelAnalysis":
         return cls(data["summary"], data["stable"], Path(data["dir"]), data["n_replicas"], data["n_failed"],
                    tuple(data.get("failures", [])), tuple(data.get("not_equilibrated_within_discard", [])),
-                   data["discard_frames"], tuple(data.get("pymbar_t0_frames", [])), dict(data.get("contacts", {})))
+                   data["discard_frames"], tuple(data.get("pymbar_t0_frames", [])), dict(data.get("contacts", {})),
+                   dict(data.get("coordination", {})), dict(data.get("drift", {})))
 
 
 @dataclass(frozen=True)
@@ -329,12 +336,15 @@ class AnalysisResult(StageResult):
     models: dict[str, ModelAnalysis]
     figures: dict[str, Path]
     noise_floor: NoiseFloor | None = None
+    reference_check: dict | None = None  # ReferenceCheck.to_dict() of the AA reference
 
     def to_dict(self) -> dict:
         data = {"models": {name: a.to_dict() for name, a in self.models.items()},
                 "figures": {k: str(v) for k, v in self.figures.items()}}
         if self.noise_floor is not None:  # markers written before the noise floor keep their bytes
             data["noise_floor"] = self.noise_floor.to_dict()
+        if self.reference_check is not None:  # and those written before the reference check
+            data["reference_check"] = self.reference_check
         return data
 
     @classmethod
@@ -342,7 +352,7 @@ class AnalysisResult(StageResult):
         floor = data.get("noise_floor")  # absent from markers written before it existed
         return cls({name: ModelAnalysis.from_dict(a) for name, a in data["models"].items()},
                    {k: Path(v) for k, v in data.get("figures", {}).items()},
-                   None if floor is None else NoiseFloor.from_dict(floor))
+                   None if floor is None else NoiseFloor.from_dict(floor), data.get("reference_check"))
 
     def files(self) -> list[Path]:
         return [a.dir for a in self.models.values()]

@@ -190,6 +190,7 @@ def _run_stages(cfg: PipelineConfig, out: Path, stage, stages: StageCache, log, 
         return write_pipeline_report(out, cfg, teachers, students, runs, analysis, times, log)
 
     stage("report", {"analysis": digest(analysis.to_marker(out)), "md": digest(runs.to_marker(out)),
+                     "statistics": cfg.statistics.to_dict(),
                      "training": digest({"teachers": teachers.to_marker(out), "students": students.to_marker(out)}),
                      "seconds": times}, report)
 

@@ -58,6 +58,9 @@ def test_cli_writes_json_png_and_markdown(case, capsys):
     assert rc == 0
     printed = capsys.readouterr().out
     assert "TAE rdf" in printed and "equilibrated from sample" in printed
+    assert "reference check: " in printed and "contact gate: " in printed
+    check = json.loads((out / "reference_check.json").read_text())
+    assert check["n_pairs"] > 0 and 0 <= check["still"] <= 1 and check["verdict"] in printed
 
     for name in ("rdf.png", "adf_0.60.png", "cdf.png", "cdf_time.png", "tae.png", "energy.png"):
         data = (out / name).read_bytes()

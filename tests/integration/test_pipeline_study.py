@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import yaml
 
+from openmm_cgkd.analysis.records import drift_from_record
 from openmm_cgkd.workflow.cache import stage_outputs
 from openmm_cgkd.workflow.config import load_pipeline_config
 from openmm_cgkd.workflow.run import run_pipeline
@@ -100,6 +101,9 @@ def test_md_protocol_replicas_start_frames_seeds_and_discard(study):
         rec = json.loads(gzip.open(root / "study" / "md" / name / "replica_00" / "replica.json.gz").read())
         assert rec["analysis"]["start_frame"] == 1 and rec["analysis"]["n_frames_loaded"] == 5
         assert rec["model"] == name and rec["failure"] is None
+        drift = drift_from_record(rec)  # version 2: the series from frame 0, discard included
+        assert rec["version"] == 2 and len(drift.times_ps) == 5 and all(len(v) == 5 for v in drift.merge_nm.values())
+        assert drift.energy_kj_mol is not None and drift.energy_kj_mol.shape == (5,)
 
 
 def test_timestep_check_runs_on_the_first_student(study):
@@ -124,12 +128,20 @@ def test_report_has_every_part_and_stage_times(study):
                  "| teachers |", "| md |", "ns/day", "cdf_time",
                  "## The method's findings, checked", "Noise floor (blocks of 4 reference frames",
                  "| the student matches the ensemble | student-ensemble-e-ft-faa vs ensemble-2 |",
-                 "| the ensemble beats a single teacher | ensemble-2 vs median teacher |",
+                 "| the ensemble beats a single teacher | ensemble-2 vs the teachers' mean |",
+                 "## Reference check (has the AA reference rearranged?)", "## Contacts below the AA's closest contact",
+                 "Holm's correction",
                  "| a single-teacher student inherits its teacher | student-single-e-ft-faa-teacher00 vs teacher-00 |"):
         assert part in text, part
     assert "closest contact" in text
     for a in results["analysis"].models.values():  # every pair of the 2 bead types: 3 pairs
         assert set(a.contacts) == {"A-A", "A-B", "B-B"} and all(c["reference_contact_nm"] > 0 for c in a.contacts.values())
+        assert set(a.coordination) == set(a.contacts) and all(c["model_per_a"] >= 0 for c in a.coordination.values())
+    assert results["analysis"].reference_check["n_pairs"] > 0 and "verdict" in results["analysis"].reference_check
+    for name, a in results["analysis"].models.items():  # drift from t = 0, from the version-2 records
+        assert {"merge:A", "merge:B", "energy"} <= set(a.drift), name
+        assert a.drift["energy"]["change"]["n"] == results["analysis"].models[name].n_replicas
+    assert "## Drift from t = 0" in text and "Equilibration discard chosen from the reference model" in text
     # 17 reference frames, replicas scored on 4: two blocks of 4 in each half
     floor = results["analysis"].noise_floor
     assert floor.block_frames == 4 and floor.n_blocks == 4 and floor.summary["rdf"].mean > 0
@@ -157,7 +169,7 @@ def test_ship_from_pipeline_reads_the_typed_stage_results(study, tmp_path, monke
     monkeypatch.setattr(ship, "HERE", tmp_path)
     written = ship.ship(root / "study", "best", "tiny")  # the report's choice, by its fixed rule
     assert written == [tmp_path / "tiny-teachers", tmp_path / "tiny-student"]
-    variant, why = best_student(results["analysis"], results["students"])
+    variant, why = best_student(results["analysis"], results["students"], results["md"])
     assert variant in ("ensemble-e-ft-faa", "ensemble-ft-faa")
     report = json.loads((root / "study" / "report.json").read_text())
     assert report["best_student"] == {"variant": variant, "why": why}
@@ -169,6 +181,8 @@ def test_ship_from_pipeline_reads_the_typed_stage_results(study, tmp_path, monke
     assert "| ensemble-2 |" in card and "| teacher-00 |" in card and "AA noise floor (blocks of 4" in card
     assert "ns/day in OpenMM MD (CPU platform, 24 beads, 4 fs step, 1 thread(s) per replica" in card
     assert "WITHOUT reaching early stopping" in card  # 1 epoch: the card says the model is not converged
+    assert "## Contacts closer than the AA's closest contact" in card and "Contact gate (every pair at most 2 x" in card
+    assert (tmp_path / "tiny-student" / "contacts.png").stat().st_size > 5000
     manifest = yaml.safe_load((tmp_path / "tiny-student" / "manifest.yaml").read_text())
     assert manifest["training"]["teachers"]["teacher_bundle"] == "../tiny-teachers"
     assert (tmp_path / "tiny-teachers" / "continuity.npz").is_file()

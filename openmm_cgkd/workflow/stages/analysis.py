@@ -8,11 +8,15 @@ import math
 from pathlib import Path
 
 from openmm_cgkd.analysis import plots as P
-from openmm_cgkd.analysis.distributions import AnalysisError
+from openmm_cgkd.analysis.contacts import contact_coordination
+from openmm_cgkd.analysis.distributions import AnalysisError, bead_type_indices
 from openmm_cgkd.analysis.noise import NoiseFloor, noise_floor
-from openmm_cgkd.analysis.records import curves_from_record, read_record, replica_from_record, report_from_replicas
+from openmm_cgkd.analysis.drift import model_drift
+from openmm_cgkd.analysis.records import (curves_from_record, drift_from_record, read_record, replica_from_record,
+                                          report_from_replicas)
 from openmm_cgkd.analysis.replicas import replica_mean
-from openmm_cgkd.analysis.report import summary_markdown, write_report
+from openmm_cgkd.analysis.reference_check import check_reference
+from openmm_cgkd.analysis.report import load_reference, summary_markdown, write_report
 from openmm_cgkd.errors import CGKDError
 from openmm_cgkd.fileio import write_json
 from openmm_cgkd.fingerprint import digest
@@ -35,14 +39,17 @@ def analysis_stage(cfg: PipelineConfig, out: Path, runs: MDResult, data_digest: 
     if ref_rec and not reference:
         log("[analysis] md/reference.json.gz was made with other settings: the reference curves are left out")
     dest = out / "analysis" if dest is None else dest
+    check, volume, counts = _reference_geometry(cfg, settings, log)
     results, reports = {}, {}
     for name, reps in runs.models.items():
-        replicas = []
+        replicas, series = [], []
         for rep in reps:
             rec = read_record(rep.record)
             if rec is None:
                 raise CGKDError(f"replica record {rep.record} is missing or unreadable: rerun the md stage")
             replicas.append(replica_from_record(rec["analysis"]))
+            if not rep.failed and drift_from_record(rec) is not None:
+                series.append(drift_from_record(rec))
         report = report_from_replicas(name, settings, Path(cfg.dataset).name, reference, replicas)
         reports[name] = report
         adir = dest / name
@@ -56,7 +63,11 @@ def analysis_stage(cfg: PipelineConfig, out: Path, runs: MDResult, data_digest: 
             pymbar_t0_frames=tuple(None if r.equilibration is None else
                                    int(math.ceil(r.equilibration.fraction * r.n_frames_loaded - 1e-9))
                                    for r in report.replicas),
-            contacts={k: c.to_dict() for k, c in report.contacts.items()})
+            contacts={k: c.to_dict() for k, c in report.contacts.items()},
+            coordination={} if not report.good_replicas or not reference else
+            {k: c.to_dict() for k, c in contact_coordination(report.mean["rdf"], reference["rdf"], volume,
+                                                              counts).items()},
+            drift=model_drift(series, settings.discard_frames))
         log(f"[analysis] {name}: {report.n_failed} of {len(report.replicas)} replicas failed; " + ", ".join(
             f"{k} TAE {v.mean:.3f}" for k, v in report.summary.items() if k in ("rdf", "adf", "cdf")))
     floor = _noise_floor(cfg, dest / "noise_floor.json", settings, data_digest, reports, log)
@@ -66,7 +77,24 @@ def analysis_stage(cfg: PipelineConfig, out: Path, runs: MDResult, data_digest: 
         figures["cdf_overlay"] = model_overlays(reports, "cdf", dest / "cdf_overlay.png")
     frame_ps = cfg.md.interval_steps * cfg.md.timestep_fs / 1000.0 * settings.stride
     figures["energy"] = energy_panels(reports, settings.discard_frames * frame_ps, dest / "energy_equilibration.png")
-    return AnalysisResult(results, figures, floor)
+    return AnalysisResult(results, figures, floor, None if check is None else check.to_dict())
+
+
+def _reference_geometry(cfg: PipelineConfig, settings, log):
+    """The reference check of the AA reference (:func:`~openmm_cgkd.analysis.reference_check.check_reference`,
+    None when it cannot be made), its mean box volume (nm^3) and beads per type."""
+    import numpy as np
+
+    ref = load_reference(cfg.dataset, stride=settings.reference_stride, max_frames=settings.reference_max_frames)
+    volume = float(np.mean(np.abs(np.linalg.det(np.asarray(ref.unitcell_vectors, dtype=np.float64)))))
+    counts = {k: len(v) for k, v in bead_type_indices(ref.topology).items()}
+    try:
+        check = check_reference(ref)
+    except AnalysisError as exc:
+        log(f"[analysis] no reference check: {exc}")
+        return None, volume, counts
+    log(f"[analysis] reference check: {check.verdict}")
+    return check, volume, counts
 
 
 def _model_plots(report, adir: Path) -> list[Path]:

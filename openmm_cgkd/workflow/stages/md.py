@@ -14,7 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from openmm_cgkd.analysis.records import curves_to_record, failed_replica, read_record, replica_to_record, write_record
+from openmm_cgkd.analysis.drift import replica_drift_series
+from openmm_cgkd.analysis.records import (RECORD_VERSION, curves_to_record, failed_replica, read_record,
+                                          replica_to_record, write_record)
 from openmm_cgkd.analysis.report import analyze_model, load_reference, load_trajectory
 from openmm_cgkd.analysis.stability import check_coordinates
 from openmm_cgkd.config import ConfigError
@@ -299,7 +301,7 @@ class _ReplicaRunner:
         rep = failed_replica(rep_dir.name, f"MD stopped at step {failure['step']}: {failure['reason']}", n,
                              min(self.settings.discard_frames, n), series)
         return {"analysis_key": {"digest": self.analysis_digest, "key": self.analysis_key},
-                "analysis": replica_to_record(rep)}
+                "analysis": replica_to_record(rep), "version": RECORD_VERSION}
 
     def _analyse(self, rep_dir: Path, r: int) -> dict:
         """Analyse one finished replica against the reference; its record fields."""
@@ -319,12 +321,26 @@ class _ReplicaRunner:
                                    name=rep_dir.parent.name)
             rep = report.replicas[0]
             rep.name = rep_dir.name
+            drift = self._drift(traj[::s.stride], report.reference["rdf"], rep.energy_series)
             old = read_record(self.reference_file)
             if old is None or old.get("digest") != self.analysis_digest:
                 write_record(self.reference_file, {"digest": self.analysis_digest, "key": self.analysis_key,
                                                    "curves": curves_to_record(report.reference)})
-        return {"analysis_key": {"digest": self.analysis_digest, "key": self.analysis_key},
-                "analysis": replica_to_record(rep)}
+        fields = {"analysis_key": {"digest": self.analysis_digest, "key": self.analysis_key},
+                  "analysis": replica_to_record(rep), "version": RECORD_VERSION}
+        if not rep.failed:
+            fields["drift_from_start"] = drift.to_dict()
+        return fields
+
+    @staticmethod
+    def _drift(traj, reference_rdfs, energy_series):
+        """The replica's series from frame 0 (:func:`~openmm_cgkd.analysis.drift.replica_drift_series`),
+        the potential energy where the log has one value per frame."""
+        times = np.asarray(traj.time, dtype=np.float64)
+        energy = None
+        if energy_series is not None and len(energy_series[1]) == traj.n_frames:
+            times, energy = energy_series
+        return replica_drift_series(traj, reference_rdfs, energy, times)
 
 
 def _timestep_checks(cfg: PipelineConfig, out: Path, models: dict, runner: _ReplicaRunner, train_block, log,

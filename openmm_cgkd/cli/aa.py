@@ -92,7 +92,7 @@ def _protocol(args, sysdef):
                     seed=args.seed).validate()
 
 
-def _cmd_run(args) -> int:
+def _run_locked(args) -> int:
     from openmm_cgkd.data.aamd import run_aa
     from openmm_cgkd.data.build import build_box
     from openmm_cgkd.data.mapping import MappingSpec
@@ -121,6 +121,13 @@ def _cmd_run(args) -> int:
     summary = run_aa(run_dir, sysdef, protocol, structure, platform=args.platform,
                      threads=args.threads, progress=not args.no_progress, mapping=mapping)
     return 0 if summary["finished"] else 3
+
+
+def _cmd_run(args) -> int:
+    from openmm_cgkd.runlock import hold_run_dir
+
+    with hold_run_dir(check_output_dir(args.run_dir, "--run-dir"), "cgkd aa-run"):  # one run per --run-dir
+        return _run_locked(args)
 
 
 def _pdb_atom_count(path: Path) -> int:

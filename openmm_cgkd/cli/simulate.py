@@ -29,6 +29,8 @@ def add_md_arguments(p: argparse.ArgumentParser, *, steps: int, out: str, report
                    help="continue from out/checkpoint.chk up to --steps in total, appending to DCD and log; "
                         "refused when the bundle, structure, temperature, time step, friction, seed, report "
                         "interval or platform differ from the run's")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an earlier run in --out (refused without it; --resume continues one)")
     add_platform_argument(p)
     p.add_argument("--precision", choices=["single", "mixed", "double"], default=None,
                    help="CUDA precision (default: the platform's, 'single')")
@@ -107,6 +109,8 @@ def run_md(ff, structure: Path, args: argparse.Namespace, description: str = "MD
     print(f"system: {n} beads from {structure}; platform {simulation.context.getPlatform().getName()}, "
           f"network via {args.backend}{' (torch.compile)' if args.compile else ''}; "
           f"{args.timestep} fs step, {args.temperature} K, friction {args.friction}/ps")
+    if args.resume and args.overwrite:
+        raise UsageError("give --resume (continue the run in --out) or --overwrite (replace it), not both")
     if args.minimize and not (args.resume and (args.out / "checkpoint.chk").exists()):
         simulation.minimizeEnergy()
     watch = None
@@ -120,7 +124,7 @@ def run_md(ff, structure: Path, args: argparse.Namespace, description: str = "MD
               f"{watch.threshold:.4g} kJ/mol/nm -> {args.out / 'uncertainty.csv'}")
     result = run_simulation(simulation, args.steps, args.out, report_interval=args.report_interval,
                             checkpoint_interval=args.checkpoint_interval, progress=not args.no_progress,
-                            resume=args.resume, description=description,
+                            resume=args.resume, description=description, overwrite=args.overwrite,
                             inputs={"bundle": bundle_checksum(ff.path) if ff.path else digest(ff.manifest.checksums),
                                     "structure": file_sha256(structure)})
     print(f"ran {result.steps_run} steps ({result.simulated_ps:.3f} ps) in {result.wall_seconds:.1f} s "
@@ -141,10 +145,13 @@ def run_md(ff, structure: Path, args: argparse.Namespace, description: str = "MD
 def _simulate(args: argparse.Namespace) -> int:
     from openmm_cgkd.serving.forcefield import CGKDForceField
 
+    from openmm_cgkd.runlock import hold_run_dir
+
     check_md_arguments(args)
-    ff = CGKDForceField(args.bundle)
-    print(f"model: {ff.describe()}")
-    run_md(ff, args.structure, args)
+    with hold_run_dir(args.out, "cgkd simulate"):  # a second run on --out: refused before the model loads
+        ff = CGKDForceField(args.bundle)
+        print(f"model: {ff.describe()}")
+        run_md(ff, args.structure, args)
     return 0
 
 

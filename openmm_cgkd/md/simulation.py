@@ -58,6 +58,8 @@ MOLAR_GAS_CONSTANT_KJ = 0.00831446261815324  # kJ/mol/K
 
 # RunResult fields naming files of the run: run.json stores them relative to the run directory
 _RUN_FILES = ("out_dir", "trajectory", "log", "final_structure", "checkpoint")
+# RunResult figures that can be nan (no step run, no degrees of freedom): null in run.json (strict JSON)
+_NAN_AS_NULL = ("ns_per_day", "final_temperature_k", "final_potential_kj_mol", "wall_seconds")
 
 
 @dataclass
@@ -234,8 +236,60 @@ def _blowup(simulation, failure, paths: dict, timestep_ps: float, platform: str,
 
 def run_simulation(simulation, steps: int, out_dir: str | Path, *, report_interval: int = 100,
                    checkpoint_interval: int | None = None, progress: bool = True, resume: bool = False,
-                   description: str = "MD", inputs: dict | None = None) -> RunResult:
+                   description: str = "MD", inputs: dict | None = None, overwrite: bool = False) -> RunResult:
     """Run ``steps`` MD steps of ``simulation`` and write the outputs listed in the module doc.
+
+    The run holds the lock of ``out_dir`` (:func:`openmm_cgkd.runlock.hold_run_dir`): a second run
+    there meanwhile is refused. A fresh run (no ``resume``, or nothing to resume) in a directory
+    holding an earlier run's outputs is refused (:class:`StaleRunError`) unless ``overwrite``.
+    """
+    from openmm_cgkd.runlock import hold_run_dir
+
+    with hold_run_dir(out_dir, "MD run"):
+        return _run_simulation(simulation, steps, out_dir, report_interval=report_interval,
+                               checkpoint_interval=checkpoint_interval, progress=progress, resume=resume,
+                               description=description, inputs=inputs, overwrite=overwrite)
+
+
+def _finished_result(out: Path, paths: dict, fingerprint: str, steps: int) -> RunResult | None:
+    """The :class:`RunResult` of the run finished in ``out`` with this fingerprint and ``steps``
+    steps (None when there is none)."""
+    try:
+        meta = json.loads(paths["meta"].read_text()) if paths["meta"].exists() else None
+    except (OSError, ValueError):
+        return None
+    if not meta or meta.get("fingerprint") != fingerprint or meta.get("final_step") != steps:
+        return None
+    return RunResult(**{k: str(out / meta[k]) if k in _RUN_FILES and meta[k] is not None
+                        else (float("nan") if meta[k] is None and k in _NAN_AS_NULL else meta[k])
+                        for k in RunResult.__dataclass_fields__})
+
+
+def _earlier_run(out: Path, paths: dict) -> str | None:
+    """A description of the earlier run whose outputs lie in ``out`` (None when there are none)."""
+    if not any(paths[k].exists() for k in ("trajectory", "checkpoint", "meta")):
+        return None
+    meta = None
+    try:
+        meta = json.loads(paths["meta"].read_text()) if paths["meta"].exists() else None
+    except (OSError, ValueError):
+        meta = None
+    if meta and meta.get("final_step") is not None:
+        return f"a finished run of {meta['final_step']} steps"
+    if paths["log"].exists():
+        try:
+            last = read_log(paths["log"])["step"]
+            if last:
+                return f"an unfinished run up to step {last[-1]}"
+        except (OSError, ValueError, KeyError):
+            pass
+    return "an earlier run's trajectory"
+
+
+def _run_simulation(simulation, steps: int, out_dir: str | Path, *, report_interval: int,
+                    checkpoint_interval: int | None, progress: bool, resume: bool,
+                    description: str, inputs: dict | None, overwrite: bool) -> RunResult:
+    """:func:`run_simulation` under the directory's lock.
 
     A fresh run starts the clock at step 0, time 0 (whatever the simulation did before, e.g.
     minimisation or equilibration). With ``resume=True`` and a checkpoint in ``out_dir``, the
@@ -289,14 +343,21 @@ def run_simulation(simulation, steps: int, out_dir: str | Path, *, report_interv
                                 f"the {steps} asked for; ask for at least {simulation.currentStep} steps, or start "
                                 "afresh in a new output directory", [f"steps: {simulation.currentStep} -> {steps}"])
         remaining = steps - simulation.currentStep
-        if remaining == 0 and paths["meta"].exists():  # finished earlier: report that run
-            meta = json.loads(paths["meta"].read_text())
-            if meta.get("fingerprint") == fingerprint and meta.get("final_step") == steps:
-                return RunResult(**{k: str(out / meta[k]) if k in _RUN_FILES and meta[k] is not None else meta[k]
-                                    for k in RunResult.__dataclass_fields__})
+        done_before = _finished_result(out, paths, fingerprint, steps) if remaining == 0 else None
+        if done_before is not None:  # finished earlier: report that run
+            return done_before
         _truncate_outputs(paths["log"], paths["trajectory"], simulation.currentStep)
     else:
+        done_before = _finished_result(out, paths, fingerprint, steps) if resume else None
+        if done_before is not None:  # a run without checkpoints, finished as asked: report it
+            return done_before
         # a fresh run: nothing of an earlier run in out_dir may be taken for this one
+        earlier = _earlier_run(out, paths)
+        if earlier and not overwrite:
+            how = ("it has no checkpoint to resume from" if resume else
+                   "resume it (--resume, with at least as many steps; runs with checkpoints only)")
+            raise StaleRunError(f"{out} holds {earlier}: {how}; replace it (--overwrite) or choose another "
+                                "output directory")
         for key in ("checkpoint", "meta"):
             paths[key].unlink(missing_ok=True)
         write_fingerprint(out, settings)
@@ -375,7 +436,8 @@ def run_simulation(simulation, steps: int, out_dir: str | Path, *, report_interv
         steps_run=remaining, final_step=simulation.currentStep, timestep_ps=timestep_ps,
         simulated_ps=simulated_ps, wall_seconds=wall, ns_per_day=ns_day, platform=platform,
         final_potential_kj_mol=pot, final_temperature_k=2 * kin / (dof * MOLAR_GAS_CONSTANT_KJ) if dof else float("nan"))
-    record = {k: (os.path.relpath(v, out) if k in _RUN_FILES and v is not None else v) for k, v in asdict(result).items()}
+    record = {k: (os.path.relpath(v, out) if k in _RUN_FILES and v is not None else
+                  None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in asdict(result).items()}
     write_json(paths["meta"], {**record, "openmm_version": openmm.__version__, "fingerprint": fingerprint},
                indent=2, newline=True)
     return result

@@ -107,3 +107,47 @@ def test_simulate_bad_input_is_one_clear_line(bundle, structure, tmp_path, capsy
                            np.array([[0.1, 0.1, 0.1], [0.6, 0.6, 0.6]]))
     assert _simulate(bundle, small, tmp_path / "o", "--steps", "1") == 2
     assert "at least twice the cutoff" in capsys.readouterr().err
+
+
+def test_two_concurrent_resumes_on_one_out_one_refused_no_frame_duplicated(bundle, structure, tmp_path):
+    """Two `cgkd simulate --resume` started together on one --out: one runs, the other is refused
+    with one line naming the holder; the DCD and the log hold each frame exactly once."""
+    import os
+    import subprocess
+    import sys
+
+    import mdtraj as md
+
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "openmm_cgkd.cli.main", "simulate", "--bundle", str(bundle), "--structure",
+           str(structure), "--out", str(out), "--platform", "CPU", "--threads", "1", "--seed", "11",
+           "--report-interval", "5", "--no-progress", "--steps", "200", "--resume"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+             for _ in range(2)]
+    results = [(p.wait(timeout=600), p.stderr.read()) for p in procs]
+    codes = sorted(rc for rc, _ in results)
+    assert codes == [0, 1], results
+    refused = next(err for rc, err in results if rc == 1)
+    lines = [line for line in refused.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("cgkd simulate: error: ") and "in use by another" in lines[0]
+    winner = next(p.pid for p, (rc, _) in zip(procs, results) if rc == 0)
+    assert f"pid {winner} " in lines[0] and "simulate" in lines[0]
+    assert read_log(out / "log.csv")["step"] == list(range(0, 201, 5))
+    traj = md.load(str(out / "trajectory.dcd"), top=str(structure))
+    assert traj.n_frames == 41
+
+
+def test_a_fresh_run_does_not_overwrite_an_earlier_one_without_overwrite(bundle, structure, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert _simulate(bundle, structure, out, "--steps", "20") == 0
+    before = (out / "trajectory.dcd").read_bytes()
+    capsys.readouterr()
+    assert _simulate(bundle, structure, out, "--steps", "10") == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "holds a finished run of 20 steps" in err and "--overwrite" in err
+    assert (out / "trajectory.dcd").read_bytes() == before
+    assert _simulate(bundle, structure, out, "--steps", "10", "--overwrite") == 0
+    assert read_log(out / "log.csv")["step"] == [0, 5, 10]
+    # run.json is strict JSON (no bare NaN) even where a figure is undefined
+    json.loads((out / "run.json").read_text(), parse_constant=lambda c: pytest.fail(f"bare {c} in run.json"))

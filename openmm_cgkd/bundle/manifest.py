@@ -22,6 +22,7 @@ __all__ = ["MANIFEST_NAME", "MODULE_FILE", "EAGER_FILE", "UNITS", "MODEL_KINDS",
 MANIFEST_NAME = "manifest.yaml"
 MODULE_FILE = "model.pt"
 EAGER_FILE = "state_dict.pt"  # weights of the eager module (torch.save of its state_dict)
+MIN_BEAD_MASS_DALTON = 1.0  # lighter than a hydrogen atom: no bead; OpenMM crashes on near-zero masses
 UNITS = {"length": "nm", "energy": "kJ/mol", "force": "kJ/mol/nm", "mass": "dalton"}
 MODEL_KINDS = ("teacher", "ensemble", "student")
 OUTPUTS = ["energy", "bead_energies", "forces"]
@@ -48,8 +49,9 @@ class BeadType:
         self.mass_dalton = float(self.mass_dalton)
         if not self.name or not self.residue_name or not self.atom_names:
             raise BundleError(f"bead type needs a name, residue name and atom name(s), got {self}")
-        if not math.isfinite(self.mass_dalton) or self.mass_dalton <= 0:
-            raise BundleError(f"bead type {self.name!r} has mass {self.mass_dalton} Da; masses must be positive")
+        if not math.isfinite(self.mass_dalton) or self.mass_dalton < MIN_BEAD_MASS_DALTON:
+            raise BundleError(f"bead type {self.name!r} has mass {self.mass_dalton} Da; a bead must weigh at least "
+                              f"{MIN_BEAD_MASS_DALTON:g} Da (a hydrogen atom): lighter ones make MD fail")
 
     @property
     def atom_name(self) -> str:

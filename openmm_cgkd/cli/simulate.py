@@ -53,6 +53,11 @@ def check_md_arguments(args: argparse.Namespace) -> None:
     """What can be checked of the MD options before any model is loaded: the output directory,
     the structure file (when given) and option combinations (:class:`UsageError`)."""
     check_output_dir(args.out)
+    if args.steps > 0 and args.report_interval > args.steps:
+        raise UsageError(f"--report-interval {args.report_interval} is longer than the run (--steps {args.steps}): "
+                         "only the start frame would be written; give a shorter --report-interval or more --steps")
+    if args.resume and args.overwrite:
+        raise UsageError("give --resume (continue the run in --out) or --overwrite (replace it), not both")
     if getattr(args, "structure", None) is not None:
         check_input_file(args.structure, "structure file")
     if getattr(args, "compile", False) and getattr(args, "backend", "torchforce") != "python":
@@ -109,10 +114,9 @@ def run_md(ff, structure: Path, args: argparse.Namespace, description: str = "MD
     print(f"system: {n} beads from {structure}; platform {simulation.context.getPlatform().getName()}, "
           f"network via {args.backend}{' (torch.compile)' if args.compile else ''}; "
           f"{args.timestep} fs step, {args.temperature} K, friction {args.friction}/ps")
-    if args.resume and args.overwrite:
-        raise UsageError("give --resume (continue the run in --out) or --overwrite (replace it), not both")
-    if args.minimize and not (args.resume and (args.out / "checkpoint.chk").exists()):
-        simulation.minimizeEnergy()
+    minimized = args.minimize and not (args.resume and (args.out / "checkpoint.chk").exists())
+    if minimized:
+        _minimize(simulation)
     watch = None
     if getattr(args, "watch", None):  # the uncertainty watch: the teachers judge the student's frames
         from openmm_cgkd.serving.uncertainty import UncertaintyReporter
@@ -125,6 +129,7 @@ def run_md(ff, structure: Path, args: argparse.Namespace, description: str = "MD
     result = run_simulation(simulation, args.steps, args.out, report_interval=args.report_interval,
                             checkpoint_interval=args.checkpoint_interval, progress=not args.no_progress,
                             resume=args.resume, description=description, overwrite=args.overwrite,
+                            minimized=minimized,
                             inputs={"bundle": bundle_checksum(ff.path) if ff.path else digest(ff.manifest.checksums),
                                     "structure": file_sha256(structure)})
     print(f"ran {result.steps_run} steps ({result.simulated_ps:.3f} ps) in {result.wall_seconds:.1f} s "
@@ -140,6 +145,37 @@ def run_md(ff, structure: Path, args: argparse.Namespace, description: str = "MD
               f"{w['threshold_kj_mol_nm']:.4g}" + (f" (first at step {w['first_step_over']})" if w["over_threshold"]
                                                  else ""))
     return result
+
+
+def _minimize(simulation) -> None:
+    """``simulation.minimizeEnergy()``; a minimisation that ends in NaN is a one-line
+    :class:`~openmm_cgkd.md.restart.SimulationError` naming the closest pair."""
+    import openmm
+    from openmm import unit
+
+    from openmm_cgkd.md.blowup import closest_pair
+    from openmm_cgkd.md.restart import SimulationError
+
+    try:
+        simulation.minimizeEnergy()
+        state = simulation.context.getState(getEnergy=True, getPositions=True)
+        energy = state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
+        failed = None if energy == energy and abs(energy) != float("inf") else f"the energy is {energy}"
+    except openmm.OpenMMException as exc:
+        failed, state = str(exc).strip().splitlines()[0] if str(exc).strip() else "OpenMM error", None
+    if failed:
+        where = ""
+        if state is not None:
+            import numpy as np
+
+            pos = np.asarray(state.getPositions(asNumpy=True).value_in_unit(unit.nanometer))
+            if np.all(np.isfinite(pos)):
+                box = state.getPeriodicBoxVectors(asNumpy=True).value_in_unit(unit.nanometer) \
+                    if simulation.system.usesPeriodicBoundaryConditions() else None
+                i, j, d = closest_pair(pos, box)
+                where = f"; closest pair: beads {i} and {j}, {d:.3f} nm apart"
+        raise SimulationError(f"energy minimisation failed ({failed}){where}: fix the structure (overlapping "
+                              "beads) or the model")
 
 
 def _simulate(args: argparse.Namespace) -> int:

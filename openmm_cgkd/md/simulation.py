@@ -133,7 +133,7 @@ class CSVLogReporter:
         self.last_row = dict(zip(LOG_COLUMNS, row))
         if not (math.isfinite(pot) and math.isfinite(kin)):
             raise SimulationError(f"the simulation blew up: energy is not finite at step {simulation.currentStep} "
-                                  f"(potential {pot}, kinetic {kin} kJ/mol); try a smaller timestep")
+                                  f"(potential {pot}, kinetic {kin} kJ/mol)")
 
     def close(self) -> None:
         self._fh.close()
@@ -221,7 +221,8 @@ def _warn_about_start(simulation, state) -> None:
         print(text, file=sys.stderr, flush=True)
 
 
-def _blowup(simulation, failure, paths: dict, timestep_ps: float, platform: str, fingerprint: str):
+def _blowup(simulation, failure, paths: dict, timestep_ps: float, platform: str, fingerprint: str,
+            minimized: bool = False):
     """The :class:`~openmm_cgkd.md.blowup.BlowUpError` of a failed chunk ``failure`` = (exception,
     step and state at the chunk's start, chunk length, steps done); writes run.json with it."""
     from openmm_cgkd.md.blowup import stop_with_diagnosis
@@ -231,24 +232,27 @@ def _blowup(simulation, failure, paths: dict, timestep_ps: float, platform: str,
             "final_structure": None, "checkpoint": str(paths["checkpoint"]) if paths["checkpoint"].exists() else None,
             "steps_run": int(done), "final_step": int(good_step), "timestep_ps": timestep_ps,
             "simulated_ps": done * timestep_ps, "platform": platform, "fingerprint": fingerprint}
-    return stop_with_diagnosis(simulation, good_state, good_step, k, exc, paths["meta"].parent, info)
+    return stop_with_diagnosis(simulation, good_state, good_step, k, exc, paths["meta"].parent, info,
+                               minimized=minimized)
 
 
 def run_simulation(simulation, steps: int, out_dir: str | Path, *, report_interval: int = 100,
                    checkpoint_interval: int | None = None, progress: bool = True, resume: bool = False,
-                   description: str = "MD", inputs: dict | None = None, overwrite: bool = False) -> RunResult:
+                   description: str = "MD", inputs: dict | None = None, overwrite: bool = False,
+                   minimized: bool = False) -> RunResult:
     """Run ``steps`` MD steps of ``simulation`` and write the outputs listed in the module doc.
 
     The run holds the lock of ``out_dir`` (:func:`openmm_cgkd.runlock.hold_run_dir`): a second run
     there meanwhile is refused. A fresh run (no ``resume``, or nothing to resume) in a directory
     holding an earlier run's outputs is refused (:class:`StaleRunError`) unless ``overwrite``.
+    ``minimized``: the caller minimised the start (a blow-up diagnosis then does not advise it).
     """
     from openmm_cgkd.runlock import hold_run_dir
 
     with hold_run_dir(out_dir, "MD run"):
         return _run_simulation(simulation, steps, out_dir, report_interval=report_interval,
                                checkpoint_interval=checkpoint_interval, progress=progress, resume=resume,
-                               description=description, inputs=inputs, overwrite=overwrite)
+                               description=description, inputs=inputs, overwrite=overwrite, minimized=minimized)
 
 
 def _finished_result(out: Path, paths: dict, fingerprint: str, steps: int) -> RunResult | None:
@@ -288,7 +292,7 @@ def _earlier_run(out: Path, paths: dict) -> str | None:
 
 def _run_simulation(simulation, steps: int, out_dir: str | Path, *, report_interval: int,
                     checkpoint_interval: int | None, progress: bool, resume: bool,
-                    description: str, inputs: dict | None, overwrite: bool) -> RunResult:
+                    description: str, inputs: dict | None, overwrite: bool, minimized: bool) -> RunResult:
     """:func:`run_simulation` under the directory's lock.
 
     A fresh run starts the clock at step 0, time 0 (whatever the simulation did before, e.g.
@@ -317,6 +321,11 @@ def _run_simulation(simulation, steps: int, out_dir: str | Path, *, report_inter
     if checkpoint_interval is not None and int(checkpoint_interval) < 1:
         raise SimulationError(f"checkpoint interval must be >= 1 step (or None: no checkpoints), got "
                               f"{checkpoint_interval}")
+    if steps > 0 and report_interval > steps:
+        from openmm_cgkd.errors import UsageError
+
+        raise UsageError(f"report interval {report_interval} is longer than the run ({steps} steps): only the start "
+                         "frame would be written; report more often or run longer")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {k: out / v for k, v in {"trajectory": "trajectory.dcd", "log": "log.csv", "final": "final.pdb",
@@ -413,7 +422,7 @@ def _run_simulation(simulation, steps: int, out_dir: str | Path, *, report_inter
         log.close()
         dcd._out.close()  # DCDReporter closes its file only when garbage-collected
     if failure is not None:
-        raise _blowup(simulation, failure, paths, timestep_ps, platform, fingerprint)
+        raise _blowup(simulation, failure, paths, timestep_ps, platform, fingerprint, minimized)
 
     simulated_ps = remaining * timestep_ps
     ns_day = ns_per_day(simulated_ps, wall) if remaining else float("nan")

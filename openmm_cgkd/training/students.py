@@ -91,6 +91,7 @@ def _prepare(cfg: StudentConfig, dataset: CGDataset | None) -> _Prepared:
     if not cfg.dataset:
         raise ConfigError("a student needs a labelled dataset (the `dataset:` key)")
     dataset = dataset if dataset is not None else CGDataset.load(cfg.dataset)
+    dataset.check_forces(f"the forces (F_AA) of {cfg.dataset}")
     if dataset.labels is None:
         raise ConfigError(f"{cfg.dataset} has no distillation labels; run `cgkd label` with the teachers first")
     prov = dataset.labels.provenance

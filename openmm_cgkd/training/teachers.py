@@ -210,6 +210,7 @@ def train_teachers(cfg: TeachersConfig, dataset: CGDataset | None = None,
     if not cfg.dataset:
         raise ConfigError("teachers need a dataset (the `dataset:` key)")
     dataset = dataset if dataset is not None else CGDataset.load(cfg.dataset)
+    dataset.check_forces(f"the forces (F_AA) of {cfg.dataset}")
     out = Path(cfg.out)
     start = time.time()
     setup = prepare_teachers(cfg, dataset)

@@ -86,7 +86,7 @@ class _Prepared(NamedTuple):
 def _prepare(cfg: StudentConfig, dataset: CGDataset | None) -> _Prepared:
     """The student's :class:`_Prepared` inputs (checked)."""
     from openmm_cgkd.model.potential import PotentialConfig
-    from openmm_cgkd.training.model import number_density, potential_config_for
+    from openmm_cgkd.training.model import check_boxes_for_cutoff, number_density, potential_config_for
 
     if not cfg.dataset:
         raise ConfigError("a student needs a labelled dataset (the `dataset:` key)")
@@ -109,6 +109,7 @@ def _prepare(cfg: StudentConfig, dataset: CGDataset | None) -> _Prepared:
         pcfg = potential_config_for(cfg.model, list(dataset.type_names), density)
     else:
         pcfg = PotentialConfig.from_dict(prov["architecture"])
+    check_boxes_for_cutoff(dataset.boxes, pcfg.cutoff_nm, f"the student on {cfg.dataset}")
     return _Prepared(dataset, variant, weights, prov, wall, blocks, pcfg)
 
 

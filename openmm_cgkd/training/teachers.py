@@ -70,7 +70,7 @@ def prepare_teachers(cfg: TeachersConfig, dataset: CGDataset, log=print) -> dict
     ``<out>/setup.json`` with its fingerprint (:func:`setup_fingerprint`); read back from there
     on later calls with the same fingerprint, computed again when it differs."""
     from openmm_cgkd.fingerprint import describe_changes, digest
-    from openmm_cgkd.training.model import number_density, potential_config_for
+    from openmm_cgkd.training.model import check_boxes_for_cutoff, number_density, potential_config_for
     from openmm_cgkd.training.wall_fit import fit_wall
 
     out = Path(cfg.out)
@@ -90,6 +90,7 @@ def prepare_teachers(cfg: TeachersConfig, dataset: CGDataset, log=print) -> dict
         wall, report = WallParameters.zero(list(dataset.type_names)), {"method": "disabled"}
     density = number_density(dataset.positions[train], dataset.boxes[train])
     pcfg = potential_config_for(cfg.model, list(dataset.type_names), density)
+    check_boxes_for_cutoff(dataset.boxes, pcfg.cutoff_nm, f"teachers on {cfg.dataset}")
     setup = {"blocks": {k: v.tolist() for k, v in blocks.items()}, "wall": wall.to_dict(), "wall_fit": report,
              "architecture": pcfg.to_dict(), "seeds": cfg.member_seeds(),
              "fingerprint": {"digest": digest(key), "settings": key}}

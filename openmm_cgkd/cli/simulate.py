@@ -66,6 +66,10 @@ def check_md_arguments(args: argparse.Namespace) -> None:
         raise UsageError(f"--cuda-graphs needs the CUDA platform, not {args.platform}")
     if args.precision is not None and args.platform in ("CPU", "Reference"):
         raise UsageError(f"--precision is a GPU-platform option; platform {args.platform} has none")
+    if args.platform in ("CUDA", "OpenCL", "HIP"):  # not here: that is the error, whatever else was asked
+        from openmm_cgkd.md.platforms import select_platform
+
+        select_platform(args.platform)
     if args.threads is not None and args.platform in ("CUDA", "OpenCL", "HIP", "Reference"):
         raise UsageError(f"--threads sets CPU threads; platform {args.platform} does not use them")
 

@@ -122,12 +122,15 @@ def read_fingerprint(directory: str | os.PathLike) -> dict | None:
     return data if isinstance(data, dict) and "digest" in data and "settings" in data else None
 
 
-def write_fingerprint(directory: str | os.PathLike, settings: Mapping) -> str:
-    """Write ``settings`` and their digest to ``<directory>/fingerprint.json`` (atomically); the digest."""
+def write_fingerprint(directory: str | os.PathLike, settings: Mapping, extra: Mapping | None = None) -> str:
+    """Write ``settings`` and their digest to ``<directory>/fingerprint.json`` (atomically); the
+    digest. ``extra``: more keys stored beside them, outside the digest (e.g. the thread counts a
+    resume should reuse to continue bit-identically)."""
     p = Path(directory) / FINGERPRINT_FILE
     p.parent.mkdir(parents=True, exist_ok=True)
     d = digest(settings)
     from openmm_cgkd.md.restart import atomic_write
 
-    atomic_write(p, json.dumps({"digest": d, "settings": settings}, indent=1, sort_keys=True, default=str) + "\n")
+    atomic_write(p, json.dumps({**dict(extra or {}), "digest": d, "settings": settings}, indent=1, sort_keys=True,
+                               default=str) + "\n")
     return d

@@ -99,6 +99,19 @@ def cpu_threads(requested: int | None, platform: str | None) -> int | None:
     return int(requested)
 
 
+def _threads_of_run(args: argparse.Namespace) -> int | None:
+    """With ``--resume`` (and a checkpoint to resume from): the CPU threads the run in ``--out`` was
+    started with, so that it continues bit-identically (the order of floating-point sums depends
+    on the thread count); None otherwise."""
+    from openmm_cgkd.fingerprint import read_fingerprint
+
+    if not (args.resume and (args.out / "checkpoint.chk").is_file()):
+        return None
+    used = (read_fingerprint(args.out) or {}).get("threads") or {}
+    n = used.get("openmm")  # set only on the CPU platform
+    return int(n) if isinstance(n, int) and n >= 1 else None
+
+
 def run_md(ff, structure: Path, args: argparse.Namespace, description: str = "MD"):
     """Build the simulation of ``structure`` with force field ``ff`` and run it as ``args`` say.
     ``--resume`` continues a run only if the bundle's and the structure's contents and the MD
@@ -107,7 +120,7 @@ def run_md(ff, structure: Path, args: argparse.Namespace, description: str = "MD
     from openmm_cgkd.md.simulation import run_simulation
     from openmm_cgkd.topology import read_bead_pdb
 
-    threads = cpu_threads(args.threads, args.platform)
+    threads = cpu_threads(args.threads if args.threads is not None else _threads_of_run(args), args.platform)
     topology, positions, box = read_bead_pdb(structure)
     simulation = ff.create_simulation(
         topology, positions, box_vectors=box, temperature=args.temperature, friction_per_ps=args.friction,

@@ -48,7 +48,7 @@ from pathlib import Path
 
 from openmm_cgkd.md.restart import SimulationError, StaleRunError
 
-__all__ = ["run_simulation", "run_settings", "RunResult", "SimulationError", "StaleRunError", "CSVLogReporter",
+__all__ = ["run_simulation", "run_settings", "run_threads", "RunResult", "SimulationError", "StaleRunError", "CSVLogReporter",
            "LOG_COLUMNS", "degrees_of_freedom", "read_log"]
 
 LOG_COLUMNS = ["step", "time_ps", "potential_kj_mol", "kinetic_kj_mol", "total_kj_mol", "temperature_k",
@@ -210,6 +210,24 @@ def run_settings(simulation, report_interval: int, inputs: dict | None = None) -
     return settings
 
 
+def run_threads(simulation) -> dict:
+    """The thread counts the run's forces are summed with: OpenMM's CPU platform's ``Threads``
+    (None on other platforms) and torch's intra-op threads. A resume continues bit-identically
+    only with the same counts (the order of floating-point sums depends on them); they are stored
+    beside the fingerprint, not in it (a resume with other counts is allowed, and says so)."""
+    import torch
+
+    ctx = simulation.context
+    platform = ctx.getPlatform()
+    omm = None
+    if platform.getName() == "CPU":
+        try:
+            omm = int(platform.getPropertyValue(ctx, "Threads"))
+        except Exception:  # noqa: BLE001 - a platform without the property
+            omm = None
+    return {"openmm": omm, "torch": int(torch.get_num_threads())}
+
+
 def _warn_about_start(simulation, state) -> None:
     """Print a warning (stderr) when the start's potential energy is absurd (overlapping beads)."""
     import sys
@@ -343,6 +361,12 @@ def _run_simulation(simulation, steps: int, out_dir: str | Path, *, report_inter
                           f"cannot resume {out}: it was run with other settings",
                           f"resume with the original settings, or start afresh in a new output directory "
                           f"(or after deleting {out})")
+        used = (old or {}).get("threads")
+        if isinstance(used, dict) and used != run_threads(simulation):
+            import sys
+
+            print(f"note: resuming {out} with threads {run_threads(simulation)} where it ran with {used}: the "
+                  "continuation is valid but not bit-identical to an uninterrupted run", file=sys.stderr)
         load_checkpoint(simulation.context, paths["checkpoint"],
                         f"delete {out} (or use another output directory) to start afresh, or restore the "
                         "checkpoint from a copy")
@@ -369,7 +393,7 @@ def _run_simulation(simulation, steps: int, out_dir: str | Path, *, report_inter
                                 "output directory")
         for key in ("checkpoint", "meta"):
             paths[key].unlink(missing_ok=True)
-        write_fingerprint(out, settings)
+        write_fingerprint(out, settings, {"threads": run_threads(simulation)})
         simulation.currentStep = 0
         simulation.context.setTime(0.0)
         remaining = steps

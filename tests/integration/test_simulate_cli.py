@@ -99,13 +99,13 @@ def test_resume_appends_and_drops_rows_after_the_checkpoint(bundle, structure, t
 
 
 def test_simulate_bad_input_is_one_clear_line(bundle, structure, tmp_path, capsys):
-    assert _simulate(tmp_path / "missing", structure, tmp_path / "o", "--steps", "1") == 2  # bad usage
+    assert _simulate(tmp_path / "missing", structure, tmp_path / "o", "--steps", "5") == 2  # bad usage
     assert "cgkd simulate: error: model bundle not found" in capsys.readouterr().err
-    assert _simulate(bundle, tmp_path / "nope.pdb", tmp_path / "o", "--steps", "1") == 2
+    assert _simulate(bundle, tmp_path / "nope.pdb", tmp_path / "o", "--steps", "5") == 2
     assert "cgkd simulate: error: structure file not found" in capsys.readouterr().err
     small = write_bead_pdb(tmp_path / "small.pdb", bead_topology_from_counts({"Cl": 2}, np.eye(3) * 1.0),
                            np.array([[0.1, 0.1, 0.1], [0.6, 0.6, 0.6]]))
-    assert _simulate(bundle, small, tmp_path / "o", "--steps", "1") == 2
+    assert _simulate(bundle, small, tmp_path / "o", "--steps", "5") == 2
     assert "at least twice the cutoff" in capsys.readouterr().err
 
 

@@ -67,7 +67,7 @@ def _rebase_provenance(dst: Path, src: Path, shipped: dict[Path, Path]) -> None:
         old = teachers["teacher_bundle"]
         teachers["teacher_bundle"] = fix(old)
         manifest["description"] = manifest["description"].replace(old, teachers["teacher_bundle"])
-    text = BundleManifest.from_dict(manifest, source=str(dst)).to_yaml()
+    text = BundleManifest.from_dict(manifest, source=str(dst)).to_sealed_yaml()  # re-checksummed: it changed
     (dst / MANIFEST_NAME).write_text(text)
 
 

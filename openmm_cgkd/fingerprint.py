@@ -118,8 +118,11 @@ def read_fingerprint(directory: str | os.PathLike) -> dict | None:
     return data if isinstance(data, dict) and "digest" in data and "settings" in data else None
 
 
-def write_fingerprint(directory: str | os.PathLike, settings: Mapping) -> str:
-    """Write ``settings`` and their digest to ``<directory>/fingerprint.json`` (atomically); the digest."""
+def write_fingerprint(directory: str | os.PathLike, settings: Mapping, extra: Mapping | None = None) -> str:
+    """Write ``settings`` and their digest to ``<directory>/fingerprint.json`` (atomically); the
+    digest. ``extra``: more keys stored beside them, outside the digest (e.g. the thread counts a
+    resume should reuse to continue bit-identically)."""
     d = digest(settings)
-    write_json(Path(directory) / FINGERPRINT_FILE, {"digest": d, "settings": settings}, sort_keys=True)
+    write_json(Path(directory) / FINGERPRINT_FILE, {**dict(extra or {}), "digest": d, "settings": settings},
+               sort_keys=True)
     return d

@@ -113,6 +113,9 @@ def select_platform(name: str | None = None, threads: int | None = None, *, prec
         raise PlatformError(f"OpenMM platform {name!r} is not available here; available: {names}{hint}; "
                             "use --platform auto")
     name = matches[0]
+    if name == "CUDA" and not auto and not cuda_usable():
+        raise PlatformError("the CUDA platform is loaded but no GPU is usable here (no device, or torch sees none); "
+                            "use --platform auto or CPU")
     gpu = name in GPU_PLATFORMS
     if precision is not None and precision not in PRECISIONS:
         raise PlatformError(f"precision must be 'single', 'mixed' or 'double', got {precision!r}")

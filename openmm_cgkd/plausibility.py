@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["NEAREST_NEIGHBOR_RANGE_NM", "median_nearest_neighbor_nm", "bead_spacing_problem"]
+__all__ = ["NEAREST_NEIGHBOR_RANGE_NM", "median_nearest_neighbor_nm", "bead_spacing_problem", "PLAUSIBLE_CG_RMS_FORCE",
+           "force_scale_problem"]
 
 NEAREST_NEIGHBOR_RANGE_NM = (0.05, 2.0)
 
@@ -62,3 +63,33 @@ def bead_spacing_problem(positions, box=None, what: str = "positions") -> str | 
     return (f"{what}: the median distance between a bead and its nearest neighbour is {nn:.3g} nm{edge}, "
             f"implausibly small (expected {lo:g}-{hi:g} nm): the beads overlap; check that positions and box "
             "are in nm")
+
+
+# RMS per-component force (kJ/mol/nm) of a mapped CG dataset: reline (one bead per molecule) 279,
+# the synthetic test liquid 69. kcal/mol/A read as kJ/mol/nm is 41.84x too small; a conversion
+# applied twice 41.84x too large: both leave this range for any condensed system.
+PLAUSIBLE_CG_RMS_FORCE = (10.0, 5000.0)
+KCAL_PER_A_IN_KJ_PER_NM = 41.84
+
+
+def force_scale_problem(forces, what: str = "forces") -> str | None:
+    """None when the RMS force component of ``forces`` (kJ/mol/nm) is plausible for a CG
+    condensed system (:data:`PLAUSIBLE_CG_RMS_FORCE`), else a message naming the direction of
+    the likely unit error (or that all forces are zero)."""
+    f = np.asarray(forces, dtype=np.float64)
+    if f.size == 0:
+        return None
+    if not np.any(f):
+        return f"{what} are all zero: nothing to learn from; were the forces written?"
+    rms = float(np.sqrt(np.mean(f ** 2)))
+    lo, hi = PLAUSIBLE_CG_RMS_FORCE
+    k = KCAL_PER_A_IN_KJ_PER_NM
+    if rms < lo:
+        return (f"{what}: RMS force component {rms:.3g} kJ/mol/nm is implausibly SMALL for a condensed CG system "
+                f"(expected {lo:g}-{hi:g}; reline: 279): forces in kcal/mol/A stored as kJ/mol/nm are {k}x too "
+                f"small; multiply them by {k}")
+    if rms > hi:
+        return (f"{what}: RMS force component {rms:.3g} kJ/mol/nm is implausibly LARGE for a condensed CG system "
+                f"(expected {lo:g}-{hi:g}; reline: 279): forces converted from kcal/mol/A twice are {k}x too "
+                f"large; divide them by {k}")
+    return None

@@ -23,13 +23,20 @@ import sys
 import tempfile
 from collections.abc import Iterator, Sequence
 
-__all__ = ["NATIVE_NOISE", "filtered_native_output", "init_warp", "import_torchforce", "import_torchmdnet"]
+__all__ = ["NATIVE_NOISE", "filtered_native_output", "init_warp", "import_torchforce", "import_torchmdnet",
+           "quiet_lightning", "LIGHTNING_NOISE"]
 
 # Exact text of the lines dropped (substring match on one line).
 NATIVE_NOISE: tuple[str, ...] = (
     "Warp CUDA warning: Could not find or load the NVIDIA CUDA driver",
-    "dcdplugin) detected standard 32-bit DCD file",
-    "dcdplugin) CHARMM format DCD file",
+    "dcdplugin) ",  # VMD's DCD reader (inside mdtraj) narrates every file it opens; its errors raise in Python
+)
+# Lightning's start-up lines, tips and deprecation notes: nothing about the user's run. Its errors
+# and the run's own messages pass. Substrings of the log record / warning text.
+LIGHTNING_NOISE: tuple[str, ...] = (
+    "GPU available:", "TPU available:", "HPU available:", "IPU available:", "LOCAL_RANK:", "💡 Tip:", "Tip: For seamless",
+    "`Trainer.fit` stopped:", "is deprecated, use `isinstance(treespec",
+    "is smaller than the logging interval Trainer(log_every_n_steps",
 )
 SIMTK_WARNING = "importing 'simtk.openmm' is deprecated"
 
@@ -95,6 +102,34 @@ def init_warp() -> None:
         warp.config.log_level = warp.LOG_WARNING
     with filtered_native_output():
         warp.init()
+
+
+class _DropLightningNoise(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not any(noise in message for noise in LIGHTNING_NOISE)
+
+
+_LIGHTNING_QUIET = False
+
+
+def quiet_lightning() -> None:
+    """Drop Lightning's start-up chatter (:data:`LIGHTNING_NOISE`) at its source: a filter on the
+    loggers that emit it and warning filters for its deprecation and logging-interval notes. Call
+    before a ``Trainer`` is built; idempotent."""
+    global _LIGHTNING_QUIET
+    if _LIGHTNING_QUIET:
+        return
+    import re
+    import warnings
+
+    drop = _DropLightningNoise()
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero",
+                 "lightning.pytorch.accelerators.cuda", "lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).addFilter(drop)
+    for noise in LIGHTNING_NOISE:
+        warnings.filterwarnings("ignore", message=".*" + re.escape(noise) + ".*")
+    _LIGHTNING_QUIET = True
 
 
 class _DropSimtkWarning(logging.Filter):

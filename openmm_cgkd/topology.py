@@ -30,6 +30,9 @@ __all__ = ["BeadType", "bead_types_from_masses", "default_residue_name", "bead_t
            "lattice_configuration"]
 
 
+MIN_BEAD_MASS_DALTON = 1.0  # lighter than a hydrogen atom: no bead; OpenMM crashes on near-zero masses
+
+
 def default_residue_name(type_name: str) -> str:
     """The residue (and atom) name of a bead type that names none: its first 3 letters, upper-cased."""
     return type_name[:3].upper()
@@ -53,8 +56,9 @@ class BeadType:
         self.mass_dalton = float(self.mass_dalton)
         if not self.name or not self.residue_name or not self.atom_names:
             raise BundleError(f"bead type needs a name, residue name and atom name(s), got {self}")
-        if not math.isfinite(self.mass_dalton) or self.mass_dalton <= 0:
-            raise BundleError(f"bead type {self.name!r} has mass {self.mass_dalton} Da; masses must be positive")
+        if not math.isfinite(self.mass_dalton) or self.mass_dalton < MIN_BEAD_MASS_DALTON:
+            raise BundleError(f"bead type {self.name!r} has mass {self.mass_dalton} Da; a bead must weigh at least "
+                              f"{MIN_BEAD_MASS_DALTON:g} Da (a hydrogen atom): lighter ones make MD fail")
 
     @property
     def atom_name(self) -> str:

@@ -86,7 +86,7 @@ from openmm_cgkd.errors import CGKDError
 from openmm_cgkd.systems import DEFAULT_SYSTEM
 
 __all__ = ["MODEL_NAMES", "GOAL_ENSEMBLE_OVER_STUDENT", "GOAL_OPENMM_OVERHEAD",
-           "BenchmarkError", "BenchmarkSettings", "Timing", "BenchmarkRow", "BenchmarkResult",
+           "BenchmarkError", "BenchmarkFailed", "BenchmarkSettings", "Timing", "BenchmarkRow", "BenchmarkResult",
            "check_box", "ScaledPotential", "ensemble_member_modules",
            "build_variant_system", "untrained_model_config", "time_openmm", "time_torch", "run_benchmark", "format_table",
            "format_goals", "default_architecture"]
@@ -100,7 +100,16 @@ STATIC_SHAPE_ARCHITECTURES = ("tensornet", "hipnn-ts")  # those with PotentialCo
 
 
 class BenchmarkError(CGKDError, RuntimeError):
-    """A benchmark that cannot run as asked (box too small, platform missing, blow-up, ...)."""
+    """A benchmark that cannot run as asked (box too small, platform missing, bad settings or
+    bundles): bad input, exit code 2 as for every command."""
+
+    exit_code = 2
+
+
+class BenchmarkFailed(BenchmarkError):
+    """A benchmark run that started and failed (the MD blew up): exit code 1."""
+
+    exit_code = 1
 
 
 # --------------------------------------------------------------------------- settings / results
@@ -425,7 +434,7 @@ def time_openmm(system, positions_nm: np.ndarray, platform_choice, *, steps: int
     finally:
         del context, integrator
     if not math.isfinite(energy):
-        raise BenchmarkError(f"the benchmark MD blew up (potential energy {energy} kJ/mol); use a smaller time step")
+        raise BenchmarkFailed(f"the benchmark MD blew up (potential energy {energy} kJ/mol); use a smaller time step")
     return Timing.from_samples(samples)
 
 

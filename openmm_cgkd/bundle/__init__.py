@@ -40,7 +40,10 @@ architecture        :class:`~openmm_cgkd.model.potential.PotentialConfig` as a m
 wall                :meth:`WallParameters.to_dict` (types = bead type names, same order)
 training            free mapping: provenance (data, seeds, losses, commit, ...); file paths in it
                     are relative to the bundle directory where it was written, with checksums
-checksums           {file name: sha256 hex} of every weights file
+checksums           {file name: sha256 hex} of every weights file; from format 2 also ``manifest``:
+                    the sha256 of the manifest's own content without that entry (canonical JSON of
+                    the parsed YAML), so a hand-edited manifest fails to load; format-1 bundles
+                    (written before) load without it
 ==================  ==============================================================================
 
 :func:`load_bundle` imports torchmd-net first (its custom ops must be registered before a

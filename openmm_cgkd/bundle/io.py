@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from openmm_cgkd.errors import BundleError, BundleNotFoundError
-from openmm_cgkd.bundle.manifest import (EAGER_FILE, ENSEMBLE_OUTPUTS, MANIFEST_NAME, MODULE_FILE, OUTPUTS,
-                                         BundleManifest)
+from openmm_cgkd.bundle.manifest import (EAGER_FILE, ENSEMBLE_OUTPUTS, MANIFEST_CHECKSUM, MANIFEST_NAME, MODULE_FILE,
+                                         OUTPUTS, BundleManifest, verify_manifest_checksum)
 from openmm_cgkd.bundle.registry import resolve_bundle_path
 from openmm_cgkd.fileio import file_sha256, plain_values
 from openmm_cgkd.model.wall import WallParameters
@@ -142,7 +142,13 @@ def load_bundle(path: str | os.PathLike, map_location: str | None = "cpu", verif
     bundle_dir = _bundle_dir(resolve_bundle_path(path))
     manifest = read_manifest(bundle_dir)
     src = f"bundle {bundle_dir}"
+    if verify_checksums:
+        import yaml
+
+        verify_manifest_checksum(yaml.safe_load((bundle_dir / MANIFEST_NAME).read_text()), src)
     for fname, digest in manifest.checksums.items():
+        if fname == MANIFEST_CHECKSUM:
+            continue
         fpath = bundle_dir / fname
         if not fpath.is_file():
             raise BundleError(f"{src}: missing file {fname!r} listed in the manifest's checksums")
@@ -252,7 +258,7 @@ def save_bundle(path: str | os.PathLike, model, *, bead_types: Sequence[BeadType
         manifest.checksums = {MODULE_FILE: file_sha256(tmp / MODULE_FILE), EAGER_FILE: file_sha256(tmp / EAGER_FILE)}
         manifest.validate(source=f"bundle {out}")
         _check_module(scripted, manifest, f"bundle {out}")
-        (tmp / MANIFEST_NAME).write_text(manifest.to_yaml())
+        (tmp / MANIFEST_NAME).write_text(manifest.to_sealed_yaml())
         if out.exists():
             shutil.rmtree(out)
         tmp.rename(out)

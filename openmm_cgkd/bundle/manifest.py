@@ -12,7 +12,8 @@ import numpy as np
 from openmm_cgkd.version import __version__
 from openmm_cgkd.errors import BundleError
 from openmm_cgkd.fileio import plain_values
-from openmm_cgkd.bundle.versions import FORMAT_VERSION, check_format_version, check_package_version
+from openmm_cgkd.bundle.versions import (FORMAT_VERSION, MANIFEST_CHECKSUM_SINCE, check_format_version,
+                                         check_package_version)
 from openmm_cgkd.model.wall import WallParameters
 from openmm_cgkd.topology import BeadType
 
@@ -93,6 +94,17 @@ class BundleManifest:
         import yaml
 
         return yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=None, width=100)
+
+    def to_sealed_yaml(self) -> str:
+        """:meth:`to_yaml` with ``checksums["manifest"]`` set to the checksum of the content
+        (format 2 and later; see :func:`verify_manifest_checksum`): what a bundle's manifest.yaml
+        holds. Every writer of a manifest (a new bundle, a re-based copy) writes this."""
+        import yaml
+
+        if self.format_version >= MANIFEST_CHECKSUM_SINCE:
+            self.checksums = {k: v for k, v in self.checksums.items() if k != MANIFEST_CHECKSUM}
+            self.checksums[MANIFEST_CHECKSUM] = manifest_content_sha256(yaml.safe_load(self.to_yaml()))
+        return self.to_yaml()
 
     @classmethod
     def from_dict(cls, d: Any, source: str = "manifest") -> "BundleManifest":
@@ -187,3 +199,34 @@ class BundleManifest:
         for fname, digest in self.checksums.items():
             if not (isinstance(digest, str) and len(digest) == 64 and all(c in "0123456789abcdef" for c in digest)):
                 fail(f"checksum of {fname!r} is not a sha256 hex digest: {digest!r}")
+
+
+MANIFEST_CHECKSUM = "manifest"  # the checksums key of the manifest's own content (format 2 and later)
+
+
+def manifest_content_sha256(data: Mapping) -> str:
+    """sha256 (hex) of a manifest's content as read from YAML (``data``), without its own entry
+    ``checksums["manifest"]``: canonical JSON (sorted keys), so the layout of the file (key order,
+    quoting, comments) does not count, every value does."""
+    import hashlib
+    import json
+
+    d = dict(data)
+    d["checksums"] = {k: v for k, v in dict(d.get("checksums") or {}).items() if k != MANIFEST_CHECKSUM}
+    return hashlib.sha256(json.dumps(d, sort_keys=True, separators=(",", ":"), default=str).encode()).hexdigest()
+
+
+def verify_manifest_checksum(data: Mapping, source: str) -> None:
+    """:class:`BundleError` when a manifest of format 2 or later (``data``: as read from YAML) has
+    no checksum of its content, or one that no longer matches: the manifest was edited after the
+    bundle was written. Format-1 manifests (written before the manifest was covered) pass."""
+    fv = data.get("format_version")
+    if not isinstance(fv, int) or fv < MANIFEST_CHECKSUM_SINCE:
+        return
+    stored = dict(data.get("checksums") or {}).get(MANIFEST_CHECKSUM)
+    if stored is None:
+        raise BundleError(f"{source}: manifest.yaml has no checksum of its own (checksums.manifest), required by "
+                          f"format_version {fv}: it was edited or damaged; restore it or save the bundle again")
+    if manifest_content_sha256(data) != stored:
+        raise BundleError(f"{source}: manifest.yaml was edited after the bundle was written (its content no longer "
+                          "matches checksums.manifest); restore it, or save the bundle again")

@@ -5,10 +5,12 @@ from __future__ import annotations
 from openmm_cgkd.version import __version__
 from openmm_cgkd.errors import BundleError
 
-__all__ = ["FORMAT_VERSION", "SUPPORTED_FORMAT_VERSIONS", "check_format_version", "check_package_version"]
+__all__ = ["FORMAT_VERSION", "SUPPORTED_FORMAT_VERSIONS", "MANIFEST_CHECKSUM_SINCE", "check_format_version", "check_package_version"]
 
-FORMAT_VERSION = 1
-SUPPORTED_FORMAT_VERSIONS = (1,)
+# 1: checksums of the weight files; 2: also of the manifest's own content (checksums["manifest"])
+FORMAT_VERSION = 2
+SUPPORTED_FORMAT_VERSIONS = (1, 2)
+MANIFEST_CHECKSUM_SINCE = 2
 
 
 def check_format_version(fv, source: str) -> None:

@@ -93,10 +93,12 @@ def _protocol(args, sysdef):
 
 
 def _cmd_run(args) -> int:
+    """Check everything (nothing is created on bad input), then run under the lock of --run-dir."""
     from openmm_cgkd.data.aamd import run_aa
     from openmm_cgkd.data.build import build_box
     from openmm_cgkd.data.mapping import MappingSpec
     from openmm_cgkd.platforms import select_platform
+    from openmm_cgkd.runlock import hold_run_dir
 
     run_dir = check_output_dir(args.run_dir, "--run-dir")
     structure = None if args.structure is None else check_input_file(args.structure, "starting structure (--structure)")
@@ -114,12 +116,14 @@ def _cmd_run(args) -> int:
             raise UsageError(f"--structure {structure} has {n} atoms; the system ({sysdef.n_molecules} molecules: "
                              f"{sysdef.composition}) has {sysdef.n_atoms}: pack a box with `cgkd aa-build` and the "
                              "same --system / --molecules / --scale")
-    if structure is None and not (run_dir / "run.json").is_file():
-        structure = run_dir / "built.pdb"
-        if not structure.is_file():
-            build_box(sysdef, structure, seed=args.seed, platform=select_platform(args.platform, args.threads).platform)
-    summary = run_aa(run_dir, sysdef, protocol, structure, platform=args.platform,
-                     threads=args.threads, progress=not args.no_progress, mapping=mapping)
+    with hold_run_dir(run_dir, "cgkd aa-run"):  # one run per --run-dir
+        if structure is None and not (run_dir / "run.json").is_file():
+            structure = run_dir / "built.pdb"
+            if not structure.is_file():
+                build_box(sysdef, structure, seed=args.seed,
+                          platform=select_platform(args.platform, args.threads).platform)
+        summary = run_aa(run_dir, sysdef, protocol, structure, platform=args.platform,
+                         threads=args.threads, progress=not args.no_progress, mapping=mapping)
     return 0 if summary["finished"] else 3
 
 

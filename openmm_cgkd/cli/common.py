@@ -82,12 +82,18 @@ def check_input_file(path, what: str, hint: str = "") -> Path:
 
 
 def check_output_dir(path, option: str = "--out") -> Path:
-    """``path`` as a Path; :class:`UsageError` when it names an existing file (not a directory)
-    or lies under one."""
+    """``path`` as a Path; :class:`UsageError` when it names an existing file (not a directory),
+    lies under one, or cannot be written (it, or the nearest existing directory above it, is not
+    writable): checked before anything is loaded."""
+    import os
+
     path = Path(path)
     for p in (path, *path.parents):
         if p.exists() and not p.is_dir():
             raise UsageError(f"{option} {path}: {p} is a file, not a directory; give a directory for the outputs")
+    existing = next((p for p in (path, *path.absolute().parents) if p.exists()), None)
+    if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
+        raise UsageError(f"{option} {path}: {existing} is not writable; give an output location you can write to")
     return path
 
 

@@ -91,6 +91,8 @@ def _start_from_reference(reference: Path, out: Path) -> tuple[Path, tuple[int, 
 
 
 REFERENCE_STRIDE = 4  # every 4th AA frame is enough for a one-replica demo
+MIN_TAE_FRAMES = 20  # fewer CG frames than this: no structural TAEs or stability verdict (noise)
+DEFAULT_OUT = Path("runs/demo")
 
 
 def _print_taes(trajectory: str, topology: Path, reference: Path, window: tuple[int, int], out: Path) -> None:
@@ -112,9 +114,18 @@ def _print_taes(trajectory: str, topology: Path, reference: Path, window: tuple[
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from openmm_cgkd.serving.forcefield import CGKDForceField
+    from openmm_cgkd.runlock import hold_run_dir
 
     check_md_arguments(args)
+    if args.out == DEFAULT_OUT and not args.resume:
+        args.overwrite = True  # the default demo directory is scratch: each demo replaces the last
+    with hold_run_dir(args.out, "cgkd demo"):
+        return _run_demo(args)
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    from openmm_cgkd.serving.forcefield import CGKDForceField
+
     ff = CGKDForceField(_choose_bundle(args.bundle))
     reference = window = None
     if args.structure is None:
@@ -137,7 +148,11 @@ def _demo(args: argparse.Namespace) -> int:
               "machinery (bundle -> OpenMM System -> MD -> DCD/CSV) and its speed; its trajectory is not "
               "physical. Trained bundles come from the training pipeline (`cgkd pipeline`).")
     result = run_md(ff, args.structure, args, description="demo")
-    if reference is not None and not args.no_analysis:
+    frames = result.final_step // args.report_interval + 1
+    if reference is not None and not args.no_analysis and frames < MIN_TAE_FRAMES:
+        print(f"structure vs the AA reference: not scored ({frames} frames; the TAEs and the stability verdict "
+              f"need at least {MIN_TAE_FRAMES}: more --steps or a shorter --report-interval)")
+    elif reference is not None and not args.no_analysis:
         _print_taes(result.trajectory, args.structure, reference, window, args.out)
     print(f"speed: {result.ns_per_day:.3f} ns/day ({result.platform}, {result.steps_run} steps of "
           f"{args.timestep} fs)")
@@ -157,7 +172,7 @@ def register(subparsers) -> None:
                         "systems/des/reline_252_cg.h5 with the "
                         "trained model, else systems/des/cg_start.pdb)")
     p.add_argument("--no-analysis", action="store_true", help="skip the structural TAEs against the AA reference")
-    add_md_arguments(p, steps=2500, out="runs/demo", report_interval=25)
+    add_md_arguments(p, steps=2500, out=str(DEFAULT_OUT), report_interval=25)
     p.set_defaults(func=_demo)
 
 

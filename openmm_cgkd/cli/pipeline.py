@@ -32,6 +32,8 @@ def register(subparsers) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from openmm_cgkd.cli.common import check_output_dir
+    from openmm_cgkd.runlock import hold_run_dir
     from openmm_cgkd.workflow.config import load_pipeline_config
     from openmm_cgkd.workflow.run import interim_report, run_pipeline
     from openmm_cgkd.config import ConfigError
@@ -46,7 +48,11 @@ def _run(args: argparse.Namespace) -> int:
         sweep = load_sweep_config(args.config)
         if args.out:
             sweep.out = args.out
-        run_sweep(sweep)
+        if sweep.out:
+            with hold_run_dir(check_output_dir(sweep.out), "cgkd pipeline --sweep"):
+                run_sweep(sweep)
+        else:
+            run_sweep(sweep)
         return 0
     cfg = load_pipeline_config(args.config)  # a bad config: ConfigError, reported by `cgkd` (exit 2)
     if args.out:
@@ -63,5 +69,6 @@ def _run(args: argparse.Namespace) -> int:
         if result is not None:
             print(f"interim report: {result.report}")
         return 0
-    run_pipeline(cfg, only=args.only)
+    with hold_run_dir(check_output_dir(cfg.out), "cgkd pipeline"):  # one pipeline per directory
+        run_pipeline(cfg, only=args.only)
     return 0

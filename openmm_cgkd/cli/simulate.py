@@ -29,6 +29,8 @@ def add_md_arguments(p: argparse.ArgumentParser, *, steps: int, out: str, report
                    help="continue from out/checkpoint.chk up to --steps in total, appending to DCD and log; "
                         "refused when the bundle, structure, temperature, time step, friction, seed, report "
                         "interval or platform differ from the run's")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an earlier run in --out (refused without it; --resume continues one)")
     add_platform_argument(p)
     p.add_argument("--precision", choices=["single", "mixed", "double"], default=None,
                    help="CUDA precision (default: the platform's, 'single')")
@@ -51,6 +53,11 @@ def check_md_arguments(args: argparse.Namespace) -> None:
     """What can be checked of the MD options before any model is loaded: the output directory,
     the structure file (when given) and option combinations (:class:`UsageError`)."""
     check_output_dir(args.out)
+    if args.steps > 0 and args.report_interval > args.steps:
+        raise UsageError(f"--report-interval {args.report_interval} is longer than the run (--steps {args.steps}): "
+                         "only the start frame would be written; give a shorter --report-interval or more --steps")
+    if args.resume and args.overwrite:
+        raise UsageError("give --resume (continue the run in --out) or --overwrite (replace it), not both")
     if getattr(args, "structure", None) is not None:
         check_input_file(args.structure, "structure file")
     if getattr(args, "compile", False) and getattr(args, "backend", "torchforce") != "python":
@@ -59,6 +66,10 @@ def check_md_arguments(args: argparse.Namespace) -> None:
         raise UsageError(f"--cuda-graphs needs the CUDA platform, not {args.platform}")
     if args.precision is not None and args.platform in ("CPU", "Reference"):
         raise UsageError(f"--precision is a GPU-platform option; platform {args.platform} has none")
+    if args.platform in ("CUDA", "OpenCL", "HIP"):  # not here: that is the error, whatever else was asked
+        from openmm_cgkd.md.platforms import select_platform
+
+        select_platform(args.platform)
     if args.threads is not None and args.platform in ("CUDA", "OpenCL", "HIP", "Reference"):
         raise UsageError(f"--threads sets CPU threads; platform {args.platform} does not use them")
 
@@ -88,6 +99,19 @@ def cpu_threads(requested: int | None, platform: str | None) -> int | None:
     return int(requested)
 
 
+def _threads_of_run(args: argparse.Namespace) -> int | None:
+    """With ``--resume`` (and a checkpoint to resume from): the CPU threads the run in ``--out`` was
+    started with, so that it continues bit-identically (the order of floating-point sums depends
+    on the thread count); None otherwise."""
+    from openmm_cgkd.fingerprint import read_fingerprint
+
+    if not (args.resume and (args.out / "checkpoint.chk").is_file()):
+        return None
+    used = (read_fingerprint(args.out) or {}).get("threads") or {}
+    n = used.get("openmm")  # set only on the CPU platform
+    return int(n) if isinstance(n, int) and n >= 1 else None
+
+
 def run_md(ff, structure: Path, args: argparse.Namespace, description: str = "MD"):
     """Build the simulation of ``structure`` with force field ``ff`` and run it as ``args`` say.
     ``--resume`` continues a run only if the bundle's and the structure's contents and the MD
@@ -97,7 +121,7 @@ def run_md(ff, structure: Path, args: argparse.Namespace, description: str = "MD
     from openmm_cgkd.md.simulation import run_simulation
     from openmm_cgkd.topology import read_bead_pdb
 
-    threads = cpu_threads(args.threads, args.platform)
+    threads = cpu_threads(args.threads if args.threads is not None else _threads_of_run(args), args.platform)
     topology, positions, box = read_bead_pdb(structure)
     simulation = ff.create_simulation(
         topology, positions, box_vectors=box, temperature=args.temperature, friction_per_ps=args.friction,
@@ -108,8 +132,9 @@ def run_md(ff, structure: Path, args: argparse.Namespace, description: str = "MD
     print(f"system: {n} beads from {structure}; platform {simulation.context.getPlatform().getName()}, "
           f"network via {args.backend}{' (torch.compile)' if args.compile else ''}; "
           f"{args.timestep} fs step, {args.temperature} K, friction {args.friction}/ps")
-    if args.minimize and not (args.resume and (args.out / "checkpoint.chk").exists()):
-        simulation.minimizeEnergy()
+    minimized = args.minimize and not (args.resume and (args.out / "checkpoint.chk").exists())
+    if minimized:
+        _minimize(simulation)
     watch = None
     if getattr(args, "watch", None):  # the uncertainty watch: the teachers judge the student's frames
         from openmm_cgkd.serving.uncertainty import UncertaintyReporter
@@ -121,7 +146,8 @@ def run_md(ff, structure: Path, args: argparse.Namespace, description: str = "MD
               f"{watch.threshold:.4g} kJ/mol/nm -> {args.out / 'uncertainty.csv'}")
     result = run_simulation(simulation, args.steps, args.out, report_interval=args.report_interval,
                             checkpoint_interval=args.checkpoint_interval, progress=not args.no_progress,
-                            resume=args.resume, description=description,
+                            resume=args.resume, description=description, overwrite=args.overwrite,
+                            minimized=minimized,
                             inputs={"bundle": bundle_checksum(ff.path) if ff.path else digest(ff.manifest.checksums),
                                     "structure": file_sha256(structure)})
     print(f"ran {result.steps_run} steps ({result.simulated_ps:.3f} ps) in {result.wall_seconds:.1f} s "
@@ -139,13 +165,47 @@ def run_md(ff, structure: Path, args: argparse.Namespace, description: str = "MD
     return result
 
 
+def _minimize(simulation) -> None:
+    """``simulation.minimizeEnergy()``; a minimisation that ends in NaN is a one-line
+    :class:`~openmm_cgkd.md.restart.SimulationError` naming the closest pair."""
+    import openmm
+    from openmm import unit
+
+    from openmm_cgkd.md.blowup import closest_pair
+    from openmm_cgkd.md.restart import SimulationError
+
+    try:
+        simulation.minimizeEnergy()
+        state = simulation.context.getState(getEnergy=True, getPositions=True)
+        energy = state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
+        failed = None if energy == energy and abs(energy) != float("inf") else f"the energy is {energy}"
+    except openmm.OpenMMException as exc:
+        failed, state = str(exc).strip().splitlines()[0] if str(exc).strip() else "OpenMM error", None
+    if failed:
+        where = ""
+        if state is not None:
+            import numpy as np
+
+            pos = np.asarray(state.getPositions(asNumpy=True).value_in_unit(unit.nanometer))
+            if np.all(np.isfinite(pos)):
+                box = state.getPeriodicBoxVectors(asNumpy=True).value_in_unit(unit.nanometer) \
+                    if simulation.system.usesPeriodicBoundaryConditions() else None
+                i, j, d = closest_pair(pos, box)
+                where = f"; closest pair: beads {i} and {j}, {d:.3f} nm apart"
+        raise SimulationError(f"energy minimisation failed ({failed}){where}: fix the structure (overlapping "
+                              "beads) or the model")
+
+
 def _simulate(args: argparse.Namespace) -> int:
     from openmm_cgkd.serving.forcefield import CGKDForceField
 
+    from openmm_cgkd.runlock import hold_run_dir
+
     check_md_arguments(args)
-    ff = CGKDForceField(args.bundle)
-    print(f"model: {ff.describe()}")
-    run_md(ff, args.structure, args)
+    with hold_run_dir(args.out, "cgkd simulate"):  # a second run on --out: refused before the model loads
+        ff = CGKDForceField(args.bundle)
+        print(f"model: {ff.describe()}")
+        run_md(ff, args.structure, args)
     return 0
 
 

@@ -8,7 +8,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from openmm_cgkd.cli.common import nonnegative_int, positive_int
+import contextlib
+
+from openmm_cgkd.cli.common import check_output_dir, nonnegative_int, positive_int
 
 __all__ = ["register"]
 
@@ -109,11 +111,22 @@ def _run_stage(args, config_cls, keys: tuple[str, ...], train, report) -> int:
     from openmm_cgkd.training.rundir import is_global_zero
 
     cfg = load_config(config_cls, args.config, _overrides(args, *keys))
+    check_output_dir(cfg.out)
     check_accelerator(cfg.trainer.accelerator, cfg.trainer.devices)
-    res = train(cfg)
+    with _run_lock(cfg.out, f"cgkd {args.command}"):
+        res = train(cfg)
     if is_global_zero():  # DDP helper processes stay quiet: rank 0 reports
         print(report(res))
     return 0
+
+
+def _run_lock(target, what: str, is_file: bool = False):
+    """The run lock of ``target`` (:func:`openmm_cgkd.runlock.hold_run_dir`); none in the helper
+    processes of a multi-process (DDP) run, which rerun this command while rank 0 holds it."""
+    from openmm_cgkd.runlock import hold_run_dir
+    from openmm_cgkd.training.trainer import is_global_zero
+
+    return hold_run_dir(target, what, is_file=is_file) if is_global_zero() else contextlib.nullcontext()
 
 
 def _forces_line(m: dict, what: str, out) -> str:
@@ -140,7 +153,13 @@ def _run_label(args) -> int:
     over = _overrides(args, "dataset", "teachers", "member", "out", "device")
     cfg = load_config(LabelsConfig, args.config, over) if args.config else config_from_dict(LabelsConfig, over)
     torch_device(cfg.device)  # a GPU asked for where there is none: refused before any work
-    path = make_labels(cfg, progress=sys.stderr.isatty())
+    target = cfg.out or cfg.dataset
+    if target:
+        from openmm_cgkd.cli.common import check_output_file
+
+        check_output_file(target, "--out" if cfg.out else "--dataset")
+    with _run_lock(target, "cgkd label", is_file=True) if target else contextlib.nullcontext():
+        path = make_labels(cfg, progress=sys.stderr.isatty())
     print(f"labels written to {path}")
     return 0
 

@@ -24,6 +24,8 @@ the lock and the resume checks are :mod:`openmm_cgkd.md.restart`'s, shared with 
 """
 from __future__ import annotations
 
+import math
+
 import json
 import os
 import shutil
@@ -74,7 +76,19 @@ class Protocol:
     hydrogen_mass_da: float | None = None  # hydrogen-mass repartitioning for the integrator only
 
     def validate(self) -> "Protocol":
-        """Raise :class:`ProtocolError` on settings no run can use (checked before any work)."""
+        """Raise :class:`ProtocolError` on settings no run can use (checked before any work); a
+        length that is not a whole number of time steps (or a production not a whole number of
+        frame intervals) is refused, not rounded: the run would record what it did not do."""
+        numbers = {k: getattr(self, k) for k in ("temperature_K", "timestep_fs", "friction_per_ps", "anneal_ps",
+                                                  "anneal_temperature_K", "hot_ps", "equilibration_ps",
+                                                  "production_ps", "frame_interval_ps", "equilibration_chunk_ps")}
+        for key, value in numbers.items():
+            if not math.isfinite(value):
+                raise ProtocolError(f"{key} must be finite, got {value}")
+
+        def whole(ps: float, per: float) -> bool:
+            return per > 0 and abs(ps / per - round(ps / per)) <= 1e-6 * max(1.0, abs(ps / per))
+
         checks = [
             (self.temperature_K > 0, f"temperature must be positive (K), got {self.temperature_K}"),
             (self.timestep_fs > 0, f"time step must be positive (fs), got {self.timestep_fs}"),
@@ -84,6 +98,15 @@ class Protocol:
             (self.anneal_temperature_K > 0, f"anneal temperature must be positive (K), got {self.anneal_temperature_K}"),
             (self.frame_interval_ps > 0 and self.steps(self.frame_interval_ps) >= 1,
              f"frame interval must be at least one time step, got {self.frame_interval_ps} ps"),
+            (not self.timestep_fs > 0 or not self.frame_interval_ps > 0 or whole(self.frame_interval_ps, self.dt_ps),
+             f"frame interval {self.frame_interval_ps} ps is not a whole number of {self.timestep_fs} fs steps; "
+             f"give a multiple of {self.dt_ps:g} ps"),
+            (not self.frame_interval_ps > 0 or whole(self.production_ps, self.frame_interval_ps),
+             f"production length {self.production_ps} ps is not a whole number of {self.frame_interval_ps} ps "
+             "frame intervals"),
+            (not self.timestep_fs > 0 or all(whole(getattr(self, k), self.dt_ps) for k in
+                                             ("anneal_ps", "hot_ps", "equilibration_ps")),
+             f"hot, anneal and equilibration lengths must be whole numbers of {self.timestep_fs} fs steps"),
             (self.checkpoint_every_frames >= 1, f"checkpoint interval must be >= 1 frame, got {self.checkpoint_every_frames}"),
             (self.thermostat in ("langevin", "nose-hoover"), f"thermostat must be 'langevin' or 'nose-hoover', "
                                                              f"got {self.thermostat!r}"),

@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from openmm_cgkd.errors import CGKDError
-from openmm_cgkd.plausibility import bead_spacing_problem
+from openmm_cgkd.plausibility import bead_spacing_problem, force_scale_problem
 from openmm_cgkd.fileio import make_portable
 
 FORMAT_VERSION = 1
@@ -153,6 +153,15 @@ class CGDataset:
         median_box = float(np.median(lengths))
         if not 0.5 <= median_box <= 1000.0:
             raise DatasetError(f"median box length {median_box:g} nm is implausible: are the units nm?")
+
+    def check_forces(self, what: str = "the dataset's forces (F_AA)") -> "CGDataset":
+        """Raise :class:`DatasetError` when the mapped forces cannot be trained on: all zero, or
+        41.84x off (kcal/mol/A stored as kJ/mol/nm, or converted twice); see
+        :func:`openmm_cgkd.plausibility.force_scale_problem`. Returns the dataset."""
+        problem = force_scale_problem(self.forces, what)
+        if problem:
+            raise DatasetError(problem)
+        return self
 
     def type_counts(self) -> dict[str, int]:
         counts = np.bincount(self.bead_types, minlength=len(self.type_names))

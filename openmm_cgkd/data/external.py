@@ -77,6 +77,15 @@ class AATrajectory:
         for name in ("positions", "forces", "boxes"):
             if not np.all(np.isfinite(getattr(self, name))):
                 raise InputError(f"{name} contain NaN/inf")
+        if self.forces.shape != self.positions.shape:
+            raise InputError(f"forces have shape {self.forces.shape}; the positions {self.positions.shape}")
+        if self.potential_energy is not None:
+            energy = np.asarray(self.potential_energy)
+            if energy.shape != (f,):
+                raise InputError(f"the potential energies have shape {energy.shape}; the trajectory has {f} frames: "
+                                 "one energy per frame is needed (or none)")
+            if not np.all(np.isfinite(energy)):
+                raise InputError("the potential energies contain NaN/inf")
         lengths = np.linalg.norm(self.boxes, axis=2)
         if np.any(lengths <= 0):
             raise InputError("box vectors must be non-zero: a periodic box is required")
@@ -90,14 +99,28 @@ class AATrajectory:
                 raise InputError(f"{dens:.3g} atoms/nm^3 is implausible for a liquid: are positions/box in nm "
                                  "(Angstrom input?)? Pass --no-unit-check for dilute systems")
             rms = float(np.sqrt(np.mean(np.asarray(self.forces, dtype=np.float64) ** 2)))
+            if rms == 0:
+                raise InputError("the forces are all zero: nothing to map or train on; were they written?")
             lo, hi = PLAUSIBLE_RMS_FORCE
             if not lo <= rms <= hi:
+                why = ("too SMALL: forces in kcal/mol/A read as kJ/mol/nm are 41.84x too small" if rms < lo else
+                       "too LARGE: forces in kJ/mol/nm declared as kcal/mol/A (or converted twice) are 41.84x too "
+                       "large")
                 raise InputError(f"RMS atomic force {rms:.3g} kJ/mol/nm (per component) is implausible for a "
-                                 f"molecular liquid (expected {lo:g}-{hi:g}; reline at 298 K: 590): forces in "
-                                 "kcal/mol/A read as kJ/mol/nm are 41.84x too small. Declare the unit of the force "
-                                 "array (--force-unit), or pass --no-unit-check for weakly bound systems "
-                                 "(e.g. noble-gas liquids)")
+                                 f"molecular liquid (expected {lo:g}-{hi:g}; reline at 298 K: 590), {why}. Declare "
+                                 "the unit of the force array (--force-unit), or pass --no-unit-check for weakly "
+                                 "bound systems (e.g. noble-gas liquids)")
         return self
+
+
+def _first_line(exc: BaseException) -> str:
+    """The first non-empty line of an exception's message (third-party readers write pages)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    if not lines:
+        return type(exc).__name__
+    if "pytables" in str(exc).lower() or "tables" == (getattr(exc, "name", None) or "") or "No module named 'tables'" in str(exc):
+        return "mdtraj reads .h5 trajectories with PyTables, which is not installed; give a DCD/XTC/TRR trajectory"
+    return lines[0][:300]
 
 
 def read_masses(path: str | Path) -> np.ndarray:
@@ -166,7 +189,7 @@ def read_trr(path: str | Path):
     try:
         fh = TRRTrajectoryFile(str(path))
     except Exception as exc:  # noqa: BLE001 - mdtraj raises many types for unreadable files
-        raise InputError(f"could not read {path} as a GROMACS TRR file: {exc}") from exc
+        raise InputError(f"could not read {path} as a GROMACS TRR file: {_first_line(exc)}") from None
     with fh:
         _, has_forces = fh._check_has_velocities_forces()
         if not has_forces:
@@ -174,7 +197,13 @@ def read_trr(path: str | Path):
                              "(and the same frequency as nstxout), or rerun with `gmx mdrun -rerun`")
         parts = []
         while True:
-            chunk = fh._read(1000, None, get_velocities=False, get_forces=True)
+            try:
+                chunk = fh._read(1000, None, get_velocities=False, get_forces=True)
+            except (RuntimeError, OSError, ValueError) as exc:  # mdtraj's xdrfile: "TRR read error" and kin
+                read = sum(len(p[0]) for p in parts)
+                raise InputError(f"{path} is truncated or damaged: reading failed after {read} complete frame "
+                                 f"chunk(s) ({_first_line(exc)}); copy it again or cut it to its whole frames "
+                                 "(gmx trjconv)") from None
             if len(chunk[0]) == 0:
                 break
             parts.append(chunk)
@@ -216,7 +245,7 @@ def load_trajectory(trajectory: str | Path, topology: str | Path, *, forces=None
             with filtered_native_output():  # mdtraj's DCD reader prints "dcdplugin) ..." lines from C
                 traj = md.load(str(trajectory), top=top)
         except Exception as exc:  # noqa: BLE001 - mdtraj raises many types for unreadable or mismatched files
-            raise InputError(f"could not read {trajectory} with topology {topology}: {exc}") from exc
+            raise InputError(f"could not read {trajectory} with topology {topology}: {_first_line(exc)}") from None
         xyz = traj.xyz
         if traj.unitcell_vectors is None:
             raise InputError(f"{trajectory} has no periodic box")
@@ -250,7 +279,7 @@ def _read_force_array(forces):
     except (InputError, MissingFileError):
         raise
     except Exception as exc:  # noqa: BLE001 - numpy / h5py raise many types for unreadable files
-        raise InputError(f"could not read forces from {path}: {exc} (.npy, or .npz/.h5 with a 'forces' "
+        raise InputError(f"could not read forces from {path}: {_first_line(exc)} (.npy, or .npz/.h5 with a 'forces' "
                          "array of shape (frames, atoms, 3))") from exc
 
 

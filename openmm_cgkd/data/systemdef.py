@@ -5,6 +5,7 @@ composition is scaled keeping its ratios and the cubic box edge by (mass ratio)^
 """
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -18,6 +19,12 @@ from openmm_cgkd.fileio import file_sha256
 __all__ = ["SystemDefinition", "AVOGADRO_G_PER_DALTON"]
 
 AVOGADRO_G_PER_DALTON = 1.66053906660e-24  # g per dalton
+
+
+# the keys of a system definition file (anything else is a typo, refused)
+_KEYS = ("name", "forcefield", "mapping", "composition", "box_nm", "temperature_K", "timestep_fs",
+         "friction_per_ps", "cutoff_nm", "constraints", "scale_14")
+_CONSTRAINTS = (None, "HBonds")  # what openmm_cgkd.data.opls.create_system supports
 
 
 @dataclass
@@ -53,14 +60,45 @@ class SystemDefinition:
         missing = [k for k in ("forcefield", "composition", "box_nm") if k not in d]
         if missing:
             raise UsageError(f"{path}: missing key(s) {missing}")
+        extra = sorted(str(k) for k in d if k not in _KEYS)
+        if extra:  # a misspelt setting must not run at its default
+            raise UsageError(f"{path}: unknown key(s) {extra}; known keys: {', '.join(_KEYS)}")
+        if not isinstance(d["composition"], dict):
+            raise UsageError(f"{path}: composition must be a mapping of molecule -> count, got {d['composition']!r}")
+
+        def number(key, default, kind=float):
+            value = d.get(key, default)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and value != int(value)):
+                raise UsageError(f"{path}: {key} must be {'an integer' if kind is int else 'a number'}, got {value!r}")
+            if not math.isfinite(value):
+                raise UsageError(f"{path}: {key} must be finite, got {value!r}")
+            return kind(value)
+
+        composition = {}
+        for k, v in d["composition"].items():
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise UsageError(f"{path}: composition.{k} must be an integer count, got {v!r}")
+            composition[str(k)] = int(v)
+        constraints = d.get("constraints", "HBonds")
+        if constraints not in _CONSTRAINTS:
+            raise UsageError(f"{path}: constraints must be one of {list(_CONSTRAINTS)}, got {constraints!r}")
         new = cls(
-            name=str(d.get("name", path.stem)), forcefield_path=(base / d["forcefield"]).resolve(),
-            composition={str(k): int(v) for k, v in d["composition"].items()}, box_nm=float(d["box_nm"]),
-            temperature_K=float(d.get("temperature_K", 298.1)), timestep_fs=float(d.get("timestep_fs", 2.0)),
-            friction_per_ps=float(d.get("friction_per_ps", 1.0)), cutoff_nm=float(d.get("cutoff_nm", 1.2)),
-            constraints=d.get("constraints", "HBonds"),
-            scale_14=None if d.get("scale_14") is None else float(d["scale_14"]),
-            mapping_path=(base / d["mapping"]).resolve() if d.get("mapping") else None, source=str(path.resolve()))
+            name=str(d.get("name", path.stem)), forcefield_path=(base / str(d["forcefield"])).resolve(),
+            composition=composition, box_nm=number("box_nm", None),
+            temperature_K=number("temperature_K", 298.1), timestep_fs=number("timestep_fs", 2.0),
+            friction_per_ps=number("friction_per_ps", 1.0), cutoff_nm=number("cutoff_nm", 1.2),
+            constraints=constraints,
+            scale_14=None if d.get("scale_14") is None else number("scale_14", None),
+            mapping_path=(base / str(d["mapping"])).resolve() if d.get("mapping") else None,
+            source=str(path.resolve()))
+        if not (new.temperature_K > 0 and new.timestep_fs > 0 and new.friction_per_ps >= 0 and new.cutoff_nm > 0):
+            raise UsageError(f"{path}: need temperature_K > 0, timestep_fs > 0, friction_per_ps >= 0 and "
+                             f"cutoff_nm > 0, got {new.temperature_K}, {new.timestep_fs}, {new.friction_per_ps}, "
+                             f"{new.cutoff_nm}")
+        if new.scale_14 is not None and not 0.0 <= new.scale_14 <= 1.0:
+            raise UsageError(f"{path}: scale_14 must lie in [0, 1], got {new.scale_14}")
+        if not new.forcefield_path.is_file():
+            raise MissingFileError(f"{path}: force field {new.forcefield_path.name} not found next to it")
         unknown = [k for k in new.composition if k not in new.forcefield.molecules]
         if unknown:
             raise UsageError(f"{path}: composition names molecule(s) {unknown} that the force field "

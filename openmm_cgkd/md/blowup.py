@@ -50,6 +50,8 @@ MAX_OMEGA_DT = 1.0  # omega * dt of the stiffest bead motion; velocity Verlet is
 HEATING_FACTOR = 1.5  # kinetic temperature above this times the thermostat's before a blow-up: the step heats
 SMALLER_STEP_FACTOR = 4  # a replay with this many times smaller a step tells a too-large step from the rest
 OVERLAP_FRACTION = 0.5  # closest pair below this fraction of the median nearest-neighbour distance: overlap
+THERMAL_STEP_FRACTION = 0.05  # thermal motion of the lightest bead per step above this fraction of the
+# neighbour spacing: the step is too large whatever the forces (a 150 fs step with 35 Da beads: 0.1)
 DEEP_WALL_KT = 20.0  # the closest pair's wall energy above this many kT: it is deep inside the wall
 
 
@@ -157,10 +159,11 @@ def pair_wall_energy(system, i: int, j: int, r_nm: float) -> float | None:
     return float(c * math.exp(min(-a * (r_nm - r0), 700.0)) - shift)
 
 
-def diagnose_blowup(simulation, good_state, good_step: int, max_steps: int) -> dict:
+def diagnose_blowup(simulation, good_state, good_step: int, max_steps: int, minimized: bool = False) -> dict:
     """Replay up to ``max_steps`` steps from ``good_state`` (taken at step ``good_step``) one at a
     time; return the diagnosis of the last sane configuration (finite, no bead moved more than
-    half the box since ``good_state``; see the module doc)."""
+    half the box since ``good_state``; see the module doc). ``minimized``: the start was energy
+    minimised (no advice to minimise it again)."""
     import openmm
     from openmm import unit
 
@@ -200,6 +203,11 @@ def diagnose_blowup(simulation, good_state, good_step: int, max_steps: int) -> d
     temp, target = _temperatures(simulation, last)
     heated = target is not None and temp > HEATING_FACTOR * target
     kt = MOLAR_GAS_CONSTANT_KJ * (target if target is not None else 300.0)  # kJ/mol
+    masses = [simulation.system.getParticleMass(b).value_in_unit(unit.dalton)
+              for b in range(simulation.system.getNumParticles())]
+    lightest = min((m for m in masses if m > 0), default=float("inf"))
+    thermal_step_nm = math.sqrt(kt / lightest) * dt  # thermal speed (nm/ps) x step (ps)
+    step_too_long = np.isfinite(nn) and thermal_step_nm > THERMAL_STEP_FRACTION * nn
     # the closest pair deep inside its wall now but not when the replay started: pulled in (or overshot)
     wall_e = pair_wall_energy(simulation.system, i, j, d) if np.isfinite(d) else None
     d_start = _pair_distance(start_pos, start_box, i, j)
@@ -214,7 +222,12 @@ def diagnose_blowup(simulation, good_state, good_step: int, max_steps: int) -> d
                                                       DEEP_WALL_KT * kt)
     pot = last.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
     top = simulation.topology
-    if pulled and smaller_dt_passes is False:
+    if step_too_long:
+        cause = (f"the time step ({dt * 1000:g} fs) is far too large: in one step the lightest bead ({lightest:g} Da) "
+                 f"moves {thermal_step_nm:.3g} nm by thermal motion alone, {thermal_step_nm / nn:.0%} of the typical "
+                 f"neighbour distance {nn:.3f} nm (keep it under {THERMAL_STEP_FRACTION:.0%}); try a smaller "
+                 "--timestep (and check it with the time-step check)")
+    elif pulled and smaller_dt_passes is False:
         cause = (f"a pair pulled into its repulsive wall: {_bead_name(top, i)} and {_bead_name(top, j)} are {d:.3f} nm "
                  f"apart, deep inside the wall (its energy {wall_e:.3g} kJ/mol = {wall_e / kt:.3g} kT; {d_start:.3f} nm "
                  f"at step {int(good_step)}), and a replay with a {SMALLER_STEP_FACTOR}x smaller step failed too: the "
@@ -222,9 +235,12 @@ def diagnose_blowup(simulation, good_state, good_step: int, max_steps: int) -> d
                  "the training data has no pairs); a smaller time step will not help")
     elif d < OVERLAP_FRACTION * nn:
         cause = (f"overlapping beads: {_bead_name(top, i)} and {_bead_name(top, j)} are {d:.3f} nm apart while "
-                 f"neighbours are typically {nn:.3f} nm apart; the start structure has overlapping beads or the "
-                 "model's repulsive wall does not keep them apart (minimise the start with --minimize, or fix "
-                 "the structure); a smaller time step will not help")
+                 f"neighbours are typically {nn:.3f} nm apart; " + (
+                     "the start was minimised, so the model's repulsive wall does not keep them apart: fix the "
+                     "structure or the model's wall" if minimized else
+                     "the start structure has overlapping beads or the model's repulsive wall does not keep them "
+                     "apart (minimise the start with --minimize, or fix the structure)")
+                 + "; a smaller time step will not help")
     elif pulled and smaller_dt_passes:
         cause = (f"the time step ({dt * 1000:g} fs) is too large: {_bead_name(top, i)} and {_bead_name(top, j)} "
                  f"overshot deep into their repulsive wall ({d:.3f} nm apart, wall energy {wall_e:.3g} kJ/mol), "
@@ -258,7 +274,8 @@ def diagnose_blowup(simulation, good_state, good_step: int, max_steps: int) -> d
             "largest_force": {"bead": k, "name": _bead_name(top, k), "kj_mol_nm": float(fmag[k]),
                               "mass_dalton": mass, "displacement_per_step_nm": step_nm},
             "closest_pair_wall_energy_kj_mol": wall_e,
-            "temperature_k": temp, "thermostat_k": target, "max_omega_dt": omega_dt, "smaller_step_replay_passes": smaller_dt_passes, "potential_kj_mol": float(pot), "likely_cause": cause, "last_sane_positions_nm": pos, "box_nm": box}
+            "temperature_k": temp, "thermostat_k": target, "max_omega_dt": omega_dt, "thermal_step_nm": thermal_step_nm,
+            "smaller_step_replay_passes": smaller_dt_passes, "potential_kj_mol": float(pot), "likely_cause": cause, "last_sane_positions_nm": pos, "box_nm": box}
 
 
 def _replay_with_smaller_step(simulation, good_state, good_step: int, n_steps: int, start_pos, limit: float,
@@ -345,7 +362,7 @@ def blowup_message(diag: dict, original: Exception) -> str:
 
 
 def stop_with_diagnosis(simulation, good_state, good_step: int, max_steps: int, original: Exception,
-                        out_dir, run_info: dict) -> BlowUpError:
+                        out_dir, run_info: dict, minimized: bool = False) -> BlowUpError:
     """Diagnose a failed chunk, write ``out_dir/last_sane.pdb`` (the last sane configuration)
     and ``out_dir/run.json`` (``run_info`` plus ``failed: true`` and the diagnosis); return the
     :class:`BlowUpError` to raise. Call it after the reporters are closed."""
@@ -354,7 +371,7 @@ def stop_with_diagnosis(simulation, good_state, good_step: int, max_steps: int, 
     from openmm_cgkd.topology import write_bead_pdb
 
     out = Path(out_dir)
-    diag = diagnose_blowup(simulation, good_state, good_step, max_steps)
+    diag = diagnose_blowup(simulation, good_state, good_step, max_steps, minimized=minimized)
     pos, box = diag.pop("last_sane_positions_nm"), diag.pop("box_nm")
     try:
         write_bead_pdb(out / "last_sane.pdb", simulation.topology, pos, box)

@@ -53,8 +53,8 @@ from openmm_cgkd.md.restart import SimulationError, StaleRunError, load_checkpoi
 from openmm_cgkd.md.thermo import degrees_of_freedom, temperature_from_kinetic
 from openmm_cgkd.topology import write_bead_pdb
 
-__all__ = ["run_simulation", "run_settings", "RunResult", "SimulationError", "StaleRunError", "CSVLogReporter",
-           "LOG_COLUMNS", "read_log"]
+__all__ = ["run_simulation", "run_settings", "run_threads", "RunResult", "SimulationError", "StaleRunError",
+           "CSVLogReporter", "LOG_COLUMNS", "read_log"]
 
 LOG_COLUMNS = ["step", "time_ps", "potential_kj_mol", "kinetic_kj_mol", "total_kj_mol", "temperature_k",
                "speed_ns_day"]
@@ -62,6 +62,8 @@ LOG_COLUMNS = ["step", "time_ps", "potential_kj_mol", "kinetic_kj_mol", "total_k
 
 # RunResult fields naming files of the run: run.json stores them relative to the run directory
 _RUN_FILES = ("out_dir", "trajectory", "log", "final_structure", "checkpoint")
+# RunResult figures that can be nan (no step run, no degrees of freedom): null in run.json (strict JSON)
+_NAN_AS_NULL = ("ns_per_day", "final_temperature_k", "final_potential_kj_mol", "wall_seconds")
 
 
 @dataclass
@@ -121,7 +123,7 @@ class CSVLogReporter:
         self.last_row = dict(zip(LOG_COLUMNS, row))
         if not (math.isfinite(pot) and math.isfinite(kin)):
             raise SimulationError(f"the simulation blew up: energy is not finite at step {simulation.currentStep} "
-                                  f"(potential {pot}, kinetic {kin} kJ/mol); try a smaller timestep")
+                                  f"(potential {pot}, kinetic {kin} kJ/mol)")
 
     def close(self) -> None:
         self._fh.close()
@@ -196,6 +198,24 @@ def run_settings(simulation, report_interval: int, inputs: dict | None = None) -
     return settings
 
 
+def run_threads(simulation) -> dict:
+    """The thread counts the run's forces are summed with: OpenMM's CPU platform's ``Threads``
+    (None on other platforms) and torch's intra-op threads. A resume continues bit-identically
+    only with the same counts (the order of floating-point sums depends on them); they are stored
+    beside the fingerprint, not in it (a resume with other counts is allowed, and says so)."""
+    import torch
+
+    ctx = simulation.context
+    platform = ctx.getPlatform()
+    omm = None
+    if platform.getName() == "CPU":
+        try:
+            omm = int(platform.getPropertyValue(ctx, "Threads"))
+        except Exception:  # noqa: BLE001 - a platform without the property
+            omm = None
+    return {"openmm": omm, "torch": int(torch.get_num_threads())}
+
+
 def _warn_about_start(simulation, state) -> None:
     """Print a warning (stderr) when the start's potential energy is absurd (overlapping beads)."""
     import sys
@@ -205,7 +225,8 @@ def _warn_about_start(simulation, state) -> None:
         print(text, file=sys.stderr, flush=True)
 
 
-def _blowup(simulation, failure, paths: dict, timestep_ps: float, platform: str, fingerprint: str):
+def _blowup(simulation, failure, paths: dict, timestep_ps: float, platform: str, fingerprint: str,
+            minimized: bool = False):
     """The :class:`~openmm_cgkd.md.blowup.BlowUpError` of a failed chunk ``failure`` = (exception,
     step and state at the chunk's start, chunk length, steps done); writes run.json with it."""
     exc, good_step, good_state, k, done = failure
@@ -213,13 +234,68 @@ def _blowup(simulation, failure, paths: dict, timestep_ps: float, platform: str,
             "final_structure": None, "checkpoint": str(paths["checkpoint"]) if paths["checkpoint"].exists() else None,
             "steps_run": int(done), "final_step": int(good_step), "timestep_ps": timestep_ps,
             "simulated_ps": done * timestep_ps, "platform": platform, "fingerprint": fingerprint}
-    return stop_with_diagnosis(simulation, good_state, good_step, k, exc, paths["meta"].parent, info)
+    return stop_with_diagnosis(simulation, good_state, good_step, k, exc, paths["meta"].parent, info,
+                               minimized=minimized)
 
 
 def run_simulation(simulation, steps: int, out_dir: str | Path, *, report_interval: int = 100,
                    checkpoint_interval: int | None = None, progress: bool = True, resume: bool = False,
-                   description: str = "MD", inputs: dict | None = None) -> RunResult:
+                   description: str = "MD", inputs: dict | None = None, overwrite: bool = False,
+                   minimized: bool = False) -> RunResult:
     """Run ``steps`` MD steps of ``simulation`` and write the outputs listed in the module doc.
+
+    The run holds the lock of ``out_dir`` (:func:`openmm_cgkd.runlock.hold_run_dir`): a second run
+    there meanwhile is refused. A fresh run (no ``resume``, or nothing to resume) in a directory
+    holding an earlier run's outputs is refused (:class:`StaleRunError`) unless ``overwrite``.
+    ``minimized``: the caller minimised the start (a blow-up diagnosis then does not advise it).
+    """
+    from openmm_cgkd.runlock import hold_run_dir
+
+    with hold_run_dir(out_dir, "MD run"):
+        return _run_simulation(simulation, steps, out_dir, report_interval=report_interval,
+                               checkpoint_interval=checkpoint_interval, progress=progress, resume=resume,
+                               description=description, inputs=inputs, overwrite=overwrite, minimized=minimized)
+
+
+def _finished_result(out: Path, paths: dict, fingerprint: str, steps: int) -> RunResult | None:
+    """The :class:`RunResult` of the run finished in ``out`` with this fingerprint and ``steps``
+    steps (None when there is none)."""
+    try:
+        meta = json.loads(paths["meta"].read_text()) if paths["meta"].exists() else None
+    except (OSError, ValueError):
+        return None
+    if not meta or meta.get("fingerprint") != fingerprint or meta.get("final_step") != steps:
+        return None
+    return RunResult(**{k: str(out / meta[k]) if k in _RUN_FILES and meta[k] is not None
+                        else (float("nan") if meta[k] is None and k in _NAN_AS_NULL else meta[k])
+                        for k in RunResult.__dataclass_fields__})
+
+
+def _earlier_run(out: Path, paths: dict) -> str | None:
+    """A description of the earlier run whose outputs lie in ``out`` (None when there are none)."""
+    if not any(paths[k].exists() for k in ("trajectory", "checkpoint", "meta")):
+        return None
+    meta = None
+    try:
+        meta = json.loads(paths["meta"].read_text()) if paths["meta"].exists() else None
+    except (OSError, ValueError):
+        meta = None
+    if meta and meta.get("final_step") is not None:
+        return f"a finished run of {meta['final_step']} steps"
+    if paths["log"].exists():
+        try:
+            last = read_log(paths["log"])["step"]
+            if last:
+                return f"an unfinished run up to step {last[-1]}"
+        except (OSError, ValueError, KeyError):
+            pass
+    return "an earlier run's trajectory"
+
+
+def _run_simulation(simulation, steps: int, out_dir: str | Path, *, report_interval: int,
+                    checkpoint_interval: int | None, progress: bool, resume: bool,
+                    description: str, inputs: dict | None, overwrite: bool, minimized: bool) -> RunResult:
+    """:func:`run_simulation` under the directory's lock.
 
     A fresh run starts the clock at step 0, time 0 (whatever the simulation did before, e.g.
     minimisation or equilibration). With ``resume=True`` and a checkpoint in ``out_dir``, the
@@ -242,6 +318,11 @@ def run_simulation(simulation, steps: int, out_dir: str | Path, *, report_interv
     if checkpoint_interval is not None and int(checkpoint_interval) < 1:
         raise SimulationError(f"checkpoint interval must be >= 1 step (or None: no checkpoints), got "
                               f"{checkpoint_interval}")
+    if steps > 0 and report_interval > steps:
+        from openmm_cgkd.errors import UsageError
+
+        raise UsageError(f"report interval {report_interval} is longer than the run ({steps} steps): only the start "
+                         "frame would be written; report more often or run longer")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {k: out / v for k, v in {"trajectory": "trajectory.dcd", "log": "log.csv", "final": "final.pdb",
@@ -259,6 +340,12 @@ def run_simulation(simulation, steps: int, out_dir: str | Path, *, report_interv
                           f"cannot resume {out}: it was run with other settings",
                           f"resume with the original settings, or start afresh in a new output directory "
                           f"(or after deleting {out})")
+        used = (old or {}).get("threads")
+        if isinstance(used, dict) and used != run_threads(simulation):
+            import sys
+
+            print(f"note: resuming {out} with threads {run_threads(simulation)} where it ran with {used}: the "
+                  "continuation is valid but not bit-identical to an uninterrupted run", file=sys.stderr)
         load_checkpoint(simulation.context, paths["checkpoint"],
                         f"delete {out} (or use another output directory) to start afresh, or restore the "
                         "checkpoint from a copy")
@@ -268,17 +355,24 @@ def run_simulation(simulation, steps: int, out_dir: str | Path, *, report_interv
                                 f"the {steps} asked for; ask for at least {simulation.currentStep} steps, or start "
                                 "afresh in a new output directory", [f"steps: {simulation.currentStep} -> {steps}"])
         remaining = steps - simulation.currentStep
-        if remaining == 0 and paths["meta"].exists():  # finished earlier: report that run
-            meta = json.loads(paths["meta"].read_text())
-            if meta.get("fingerprint") == fingerprint and meta.get("final_step") == steps:
-                return RunResult(**{k: str(out / meta[k]) if k in _RUN_FILES and meta[k] is not None else meta[k]
-                                    for k in RunResult.__dataclass_fields__})
+        done_before = _finished_result(out, paths, fingerprint, steps) if remaining == 0 else None
+        if done_before is not None:  # finished earlier: report that run
+            return done_before
         _truncate_outputs(paths["log"], paths["trajectory"], simulation.currentStep)
     else:
+        done_before = _finished_result(out, paths, fingerprint, steps) if resume else None
+        if done_before is not None:  # a run without checkpoints, finished as asked: report it
+            return done_before
         # a fresh run: nothing of an earlier run in out_dir may be taken for this one
+        earlier = _earlier_run(out, paths)
+        if earlier and not overwrite:
+            how = ("it has no checkpoint to resume from" if resume else
+                   "resume it (--resume, with at least as many steps; runs with checkpoints only)")
+            raise StaleRunError(f"{out} holds {earlier}: {how}; replace it (--overwrite) or choose another "
+                                "output directory")
         for key in ("checkpoint", "meta"):
             paths[key].unlink(missing_ok=True)
-        write_fingerprint(out, settings)
+        write_fingerprint(out, settings, {"threads": run_threads(simulation)})
         simulation.currentStep = 0
         simulation.context.setTime(0.0)
         remaining = steps
@@ -331,7 +425,7 @@ def run_simulation(simulation, steps: int, out_dir: str | Path, *, report_interv
         log.close()
         dcd._out.close()  # DCDReporter closes its file only when garbage-collected
     if failure is not None:
-        raise _blowup(simulation, failure, paths, timestep_ps, platform, fingerprint)
+        raise _blowup(simulation, failure, paths, timestep_ps, platform, fingerprint, minimized)
 
     simulated_ps = remaining * timestep_ps
     ns_day = ns_per_day(simulated_ps, wall) if remaining else float("nan")
@@ -354,7 +448,8 @@ def run_simulation(simulation, steps: int, out_dir: str | Path, *, report_interv
         steps_run=remaining, final_step=simulation.currentStep, timestep_ps=timestep_ps,
         simulated_ps=simulated_ps, wall_seconds=wall, ns_per_day=ns_day, platform=platform,
         final_potential_kj_mol=pot, final_temperature_k=temperature_from_kinetic(kin, dof))
-    record = {k: (os.path.relpath(v, out) if k in _RUN_FILES and v is not None else v) for k, v in asdict(result).items()}
+    record = {k: (os.path.relpath(v, out) if k in _RUN_FILES and v is not None else
+                  None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in asdict(result).items()}
     write_json(paths["meta"], {**record, "openmm_version": openmm.__version__, "fingerprint": fingerprint},
                indent=2)
     return result

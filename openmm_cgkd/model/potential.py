@@ -237,8 +237,10 @@ def load_model_config(name_or_path, **overrides) -> PotentialConfig:
     if not p.is_file():
         p = CONFIG_DIR / f"{name_or_path}.yaml"
         if not p.is_file():
-            raise FileNotFoundError(f"no model config {str(name_or_path)!r}: not a file, and not one of the "
-                                    f"shipped configs {model_config_names()}")
+            from openmm_cgkd.config import ConfigFileNotFoundError
+
+            raise ConfigFileNotFoundError(f"no model config {str(name_or_path)!r}: not a file, and not one of the "
+                                          f"shipped configs {model_config_names()}")
     cfg = PotentialConfig.from_yaml(p)
     if overrides:
         base = cfg.to_dict()

@@ -17,6 +17,7 @@ Positions and boxes: ``openmm.unit`` quantities, or plain numbers in nm.
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -63,15 +64,70 @@ def _box_matrix(box, what: str = "box_vectors") -> np.ndarray:
     return arr
 
 
+def _number(x, unit_, what: str, name: str) -> float:
+    """``x`` (a number in ``name`` units, or an openmm.unit Quantity compatible with ``unit_``) as
+    a float; :class:`ServingError` when it is neither."""
+    from openmm import unit
+
+    if unit.is_quantity(x):
+        if not x.unit.is_compatible(unit_):
+            raise ServingError(f"{what} must be in {name} (or a compatible openmm.unit quantity), got {x}")
+        x = x.value_in_unit(unit_)
+    try:
+        return float(x)
+    except (TypeError, ValueError):
+        raise ServingError(f"{what} must be a number in {name} or an openmm.unit quantity, got {x!r}") from None
+
+
 def _kelvin(t) -> float:
     from openmm import unit
 
-    if unit.is_quantity(t):
-        t = t.value_in_unit(unit.kelvin)
-    t = float(t)
-    if not t > 0:
-        raise ServingError(f"temperature must be positive (K), got {t}")
+    t = _number(t, unit.kelvin, "temperature", "K")
+    if not 0 < t < math.inf:
+        raise ServingError(f"temperature must be positive and finite (K), got {t}")
     return t
+
+
+def _femtoseconds(dt) -> float:
+    from openmm import unit
+
+    dt = _number(dt, unit.femtosecond, "timestep", "fs")
+    if not 0 < dt < math.inf:
+        raise ServingError(f"timestep must be positive and finite (fs), got {dt}")
+    return dt
+
+
+def _per_picosecond(gamma) -> float:
+    from openmm import unit
+
+    gamma = _number(gamma, unit.picosecond ** -1, "friction", "1/ps")
+    if not 0 <= gamma < math.inf:
+        raise ServingError(f"friction must be >= 0 and finite (1/ps), got {gamma}")
+    return gamma
+
+
+COINCIDENT_NM = 0.005  # beads closer than this: one position given twice (no force field separates them)
+MAX_EXTENT_IN_BOXES = 5.0  # positions spread over more box lengths than this: a unit error, not diffusion
+
+
+def _start_problem(pos: np.ndarray, box: np.ndarray | None, topology) -> str | None:
+    """A message when the start cannot be simulated: two beads at one position, or positions
+    spread over many box lengths (Angstrom given for nm with a box in nm); else None."""
+    from openmm_cgkd.md.blowup import closest_pair
+
+    if box is not None:
+        edges = np.linalg.norm(box, axis=1)
+        extent = pos.max(axis=0) - pos.min(axis=0)
+        if np.any(extent > MAX_EXTENT_IN_BOXES * edges):
+            return (f"positions span {', '.join(f'{v:.4g}' for v in extent)} nm but the box edges are "
+                    f"{', '.join(f'{v:.4g}' for v in edges)} nm: are the positions in Angstrom? Convert them to "
+                    "nm (divide by 10)")
+    if len(pos) > 1:
+        i, j, d = closest_pair(pos, box)
+        if d < COINCIDENT_NM:
+            return (f"beads {i} and {j} are {d:.2g} nm apart (one position given twice?): no force field or "
+                    "minimiser can separate coincident beads; fix the structure")
+    return None
 
 
 # --------------------------------------------------------------------------- the force field
@@ -288,6 +344,11 @@ class CGKDForceField:
         Default integrator: ``LangevinMiddleIntegrator(temperature, friction, timestep)``.
         ``platform``: 'CUDA', 'CPU', 'Reference' or None/'auto' (CUDA when present, else CPU).
         ``seed`` makes the thermostat noise and the initial velocities reproducible.
+        ``temperature`` (K), ``timestep_fs`` (fs) and ``friction_per_ps`` (1/ps) are numbers in
+        those units or openmm.unit Quantities (``300*unit.kelvin``, ``4*unit.femtoseconds``,
+        ``1/unit.picosecond``). Refused before anything is built (:class:`ServingError`): a
+        non-finite or non-positive setting, two beads at one position, positions spread over many
+        box lengths or spaced implausibly (Angstrom given as nm).
         ``backend`` / ``compile``: as :meth:`create_system` (the python backend runs torch on
         CUDA when the platform is CUDA, else on CPU).
         """
@@ -298,22 +359,21 @@ class CGKDForceField:
 
         n = topology.getNumAtoms() if hasattr(topology, "getNumAtoms") else topology.n_atoms
         pos = self.check_positions(positions, n)
-        problem = bead_spacing_problem(pos, self._box(topology, box_vectors))  # Angstrom read as nm?
+        box_nm = self._box(topology, box_vectors)
+        problem = bead_spacing_problem(pos, box_nm) or _start_problem(pos, box_nm, topology)  # Angstrom as nm?
         if problem:
             raise ServingError(problem)
+        if integrator is None:
+            dt_fs, gamma = _femtoseconds(timestep_fs), _per_picosecond(friction_per_ps)
+        kelvin = _kelvin(temperature)
         choice = select_platform(platform, precision=precision, use_cuda_graphs=use_cuda_graphs, threads=threads)
         device = None if backend == "torchforce" else ("cuda" if choice.name == "CUDA" else "cpu")
         system = self.create_system(topology, box_vectors, remove_cm_motion=remove_cm_motion,
                                     network_properties=choice.network_properties, backend=backend, device=device,
                                     compile=compile)
-        kelvin = _kelvin(temperature)
         if integrator is None:
-            if not timestep_fs > 0:
-                raise ServingError(f"timestep must be positive (fs), got {timestep_fs}")
-            if not friction_per_ps >= 0:
-                raise ServingError(f"friction must be >= 0 (1/ps), got {friction_per_ps}")
-            integrator = openmm.LangevinMiddleIntegrator(kelvin * unit.kelvin, friction_per_ps / unit.picosecond,
-                                                         timestep_fs * unit.femtosecond)
+            integrator = openmm.LangevinMiddleIntegrator(kelvin * unit.kelvin, gamma / unit.picosecond,
+                                                         dt_fs * unit.femtosecond)
             if seed is not None:
                 integrator.setRandomNumberSeed(int(seed))
         omm_top = topology if isinstance(topology, app.Topology) else topology.to_openmm()

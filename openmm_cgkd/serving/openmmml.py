@@ -19,6 +19,14 @@ The ``atoms`` subset is supported (the network sees only those beads; the wall a
 them) and so is ``forceGroup`` (network and wall both go there). Everything else is
 :meth:`CGKDForceField.add_forces`. The energies and forces are those of
 ``CGKDForceField(bundle).create_system(topology)``.
+
+Limit: ``MLPotential("cgkd").createMixedSystem`` (an ML region inside an MM System) is not
+supported. openmm-ml's embeddings read every atom's element (link atoms), which beads do not
+have, and a CG model has no MM counterpart to hand its region over from. It is refused with
+one :class:`~openmm_cgkd.serving.forcefield.ServingError` line whatever the embedding.
+``potential.createSystem(topology)`` serves a bead system, and
+``CGKDForceField(bundle).add_forces(system, topology, atoms=[...])`` adds the model to a subset
+of the particles of an existing System.
 """
 from __future__ import annotations
 
@@ -62,6 +70,27 @@ class CGKDPotentialImpl(MLPotentialImpl):
         self.forcefield.add_forces(system, topology, None if atoms is None else list(atoms),
                                    force_group=forceGroup, backend=self.backend, device=self.device,
                                    compile=self.compile, network_properties=props)
+
+    def getSupportedEmbeddings(self) -> list[str]:
+        """Every embedding name: :meth:`createMixedSystem` (ours) refuses them all in one line,
+        instead of openmm-ml's embeddings failing on element-less beads."""
+        try:
+            from openmmml import MLPotential
+
+            names = list(getattr(MLPotential, "_embeddingFactories", {}))
+        except ImportError:  # pragma: no cover - only openmm-ml calls this
+            names = []
+        return sorted({"mechanical", *names})
+
+    def createMixedSystem(self, topology, system, atoms, forceGroup, interpolate, embedding, returnInfo=False,
+                          **args):
+        """Refused (see the module doc): mixed ML/MM systems of bead models are not supported."""
+        from .forcefield import ServingError
+
+        raise ServingError(f"MLPotential({self.name!r}).createMixedSystem is not supported for CG bead models "
+                           f"(embedding {embedding!r}: openmm-ml's embeddings need atoms with elements); use "
+                           "createSystem(topology) for a bead system, or CGKDForceField(bundle).add_forces(system, "
+                           "topology, atoms=[...]) to add the model to part of an existing System")
 
     def getMLLongRange(self) -> bool:
         """The model is short-ranged (network and wall cutoffs), also with periodic boundaries."""

@@ -41,6 +41,13 @@ class SplitConfig(Config):
             raise ConfigError("split.gap_frames must be >= 0")
 
 
+# values Lightning 2 accepts (checked here, before Lightning is imported)
+ACCELERATORS = ("auto", "cpu", "gpu", "cuda")
+PRECISIONS = ("64-true", "64", "32-true", "32", "16-mixed", "16", "bf16-mixed", "bf16", "16-true", "bf16-true")
+STRATEGIES = ("auto", "ddp", "ddp_spawn", "ddp_fork", "ddp_notebook", "ddp_find_unused_parameters_true",
+              "single_device", "fsdp", "deepspeed")
+
+
 @dataclass
 class TrainerConfig(Config):
     """Optimiser, schedule, stopping, hardware and logging of one Lightning training run."""
@@ -80,6 +87,25 @@ class TrainerConfig(Config):
             raise ConfigError("trainer.early_stopping_patience must be >= 1 and lr_patience >= 0")
         if not self.early_stopping_min_delta >= 0:
             raise ConfigError(f"trainer.early_stopping_min_delta must be >= 0, got {self.early_stopping_min_delta}")
+        if self.num_threads is not None and self.num_threads < 1:
+            raise ConfigError(f"trainer.num_threads must be >= 1 (or absent: torch's default), got {self.num_threads}")
+        if self.num_workers < 0:
+            raise ConfigError(f"trainer.num_workers must be >= 0, got {self.num_workers}")
+        if self.gradient_clip_val is not None and not self.gradient_clip_val > 0:
+            raise ConfigError(f"trainer.gradient_clip_val must be > 0 (or absent), got {self.gradient_clip_val}")
+        if self.accelerator not in ACCELERATORS:
+            raise ConfigError(f"trainer.accelerator must be one of {list(ACCELERATORS)}, got {self.accelerator!r}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"trainer.precision must be one of {list(PRECISIONS)}, got {self.precision!r}")
+        if self.strategy not in STRATEGIES:
+            raise ConfigError(f"trainer.strategy must be one of {list(STRATEGIES)}, got {self.strategy!r}")
+        devices = self.devices
+        ok = (devices == "auto" or (isinstance(devices, int) and not isinstance(devices, bool) and
+                                    (devices >= 1 or devices == -1)))
+        if isinstance(devices, str) and devices != "auto":
+            ok = devices.strip().lstrip("-").isdigit() and int(devices) >= -1 and int(devices) != 0
+        if not ok:
+            raise ConfigError(f"trainer.devices must be a count >= 1, -1 (all) or 'auto', got {devices!r}")
 
 
 @dataclass

@@ -105,6 +105,11 @@ def make_labels(cfg: LabelsConfig, progress: bool = True) -> Path:
     src = Path(cfg.dataset)
     dataset = CGDataset.load(src)
     bundle = load_bundle(cfg.teachers)
+    from openmm_cgkd.training.model import check_boxes_for_cutoff
+
+    m = bundle.manifest
+    check_boxes_for_cutoff(dataset.boxes, max(float(m.cutoff_nm), float(m.wall.cutoff_nm)),
+                           f"labelling {src} with {cfg.teachers}")
     labels = predict_labels(bundle, dataset, cfg.member, cfg.device, progress=progress)
     target = src
     if cfg.out:

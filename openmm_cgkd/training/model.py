@@ -28,6 +28,23 @@ def number_density(positions: np.ndarray, boxes: np.ndarray) -> float:
     return float(positions.shape[1] / volumes.mean())
 
 
+def check_boxes_for_cutoff(boxes_nm, cutoff_nm: float, what: str = "the dataset") -> None:
+    """:class:`ConfigError` when a box of ``boxes_nm`` ((F, 3, 3) nm, rows = vectors, reduced
+    form) is narrower than twice ``cutoff_nm`` in some direction: the minimum-image pair search
+    of the network would miss pairs (checked before training or labelling starts)."""
+    import numpy as np
+
+    from openmm_cgkd.training.config import ConfigError
+
+    b = np.asarray(boxes_nm, dtype=np.float64).reshape(-1, 3, 3)
+    widths = np.stack([b[:, 0, 0], b[:, 1, 1], b[:, 2, 2]], axis=1)
+    narrowest = float(np.min(np.abs(widths))) if widths.size else float("inf")
+    if narrowest < 2.0 * cutoff_nm:
+        raise ConfigError(f"{what}: the box is {narrowest:.4g} nm wide somewhere, narrower than twice the model's "
+                          f"cutoff {cutoff_nm:.4g} nm; use a smaller model.cutoff_nm (< {narrowest / 2:.4g}) or a "
+                          "larger box")
+
+
 def potential_config_for(model: dict, type_names: list[str], density_per_nm3: float) -> PotentialConfig:
     """A :class:`PotentialConfig` from a config mapping: ``num_types`` comes from the dataset and,
     unless given, ``max_num_neighbors`` is sized from the dataset's density and the cutoff.
@@ -51,7 +68,12 @@ def potential_config_for(model: dict, type_names: list[str], density_per_nm3: fl
                           f"{type_names}")
     d["num_types"] = len(type_names)
     if "max_num_neighbors" not in d:
-        cutoff = float(d.get("cutoff_nm", PotentialConfig.cutoff_nm))
+        from openmm_cgkd.training.config import ConfigError
+
+        cutoff = d.get("cutoff_nm", PotentialConfig.cutoff_nm)
+        if isinstance(cutoff, bool) or not isinstance(cutoff, (int, float)) or not 0 < cutoff < float("inf"):
+            raise ConfigError(f"model.cutoff_nm must be a positive number (nm), got {cutoff!r}")
+        cutoff = float(cutoff)
         d["max_num_neighbors"] = suggest_max_num_neighbors(density_per_nm3, cutoff, safety=2.0)
     cfg = PotentialConfig.from_dict(d)
     if cfg.rbf_type == "expnorm" and not cfg.trainable_rbf:

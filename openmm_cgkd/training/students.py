@@ -86,11 +86,12 @@ class _Prepared(NamedTuple):
 def _prepare(cfg: StudentConfig, dataset: CGDataset | None) -> _Prepared:
     """The student's :class:`_Prepared` inputs (checked)."""
     from openmm_cgkd.model.potential import PotentialConfig
-    from openmm_cgkd.training.model import number_density, potential_config_for
+    from openmm_cgkd.training.model import check_boxes_for_cutoff, number_density, potential_config_for
 
     if not cfg.dataset:
         raise ConfigError("a student needs a labelled dataset (the `dataset:` key)")
     dataset = dataset if dataset is not None else CGDataset.load(cfg.dataset)
+    dataset.check_forces(f"the forces (F_AA) of {cfg.dataset}")
     if dataset.labels is None:
         raise ConfigError(f"{cfg.dataset} has no distillation labels; run `cgkd label` with the teachers first")
     prov = dataset.labels.provenance
@@ -108,6 +109,7 @@ def _prepare(cfg: StudentConfig, dataset: CGDataset | None) -> _Prepared:
         pcfg = potential_config_for(cfg.model, list(dataset.type_names), density)
     else:
         pcfg = PotentialConfig.from_dict(prov["architecture"])
+    check_boxes_for_cutoff(dataset.boxes, pcfg.cutoff_nm, f"the student on {cfg.dataset}")
     return _Prepared(dataset, variant, weights, prov, wall, blocks, pcfg)
 
 

@@ -46,7 +46,7 @@ from openmm_cgkd.training.common import code_provenance, dataset_bead_types, dat
 from openmm_cgkd.training.config import ConfigError, LossWeights, TeachersConfig, config_from_dict, config_to_dict
 from openmm_cgkd.training.data import split_blocks
 from openmm_cgkd.training.metrics import compare_predictions, predict_frames, training_curve_plot
-from openmm_cgkd.training.model import number_density, potential_config_for
+from openmm_cgkd.training.model import check_boxes_for_cutoff, number_density, potential_config_for
 from openmm_cgkd.training.stacked import is_stacked_architecture, predict_members, train_stacked
 from openmm_cgkd.training.rundir import is_global_zero
 from openmm_cgkd.training.trainer import train_potential
@@ -100,6 +100,7 @@ def prepare_teachers(cfg: TeachersConfig, dataset: CGDataset, log=print) -> dict
         wall, report = WallParameters.zero(list(dataset.type_names)), {"method": "disabled"}
     density = number_density(dataset.positions[train], dataset.boxes[train])
     pcfg = potential_config_for(cfg.model, list(dataset.type_names), density)
+    check_boxes_for_cutoff(dataset.boxes, pcfg.cutoff_nm, f"teachers on {cfg.dataset}")
     setup = {"blocks": {k: v.tolist() for k, v in blocks.items()}, "wall": wall.to_dict(), "wall_fit": report,
              "architecture": pcfg.to_dict(), "seeds": cfg.member_seeds(),
              "fingerprint": {"digest": digest(key), "settings": key}}
@@ -209,6 +210,7 @@ def train_teachers(cfg: TeachersConfig, dataset: CGDataset | None = None,
     if not cfg.dataset:
         raise ConfigError("teachers need a dataset (the `dataset:` key)")
     dataset = dataset if dataset is not None else CGDataset.load(cfg.dataset)
+    dataset.check_forces(f"the forces (F_AA) of {cfg.dataset}")
     out = Path(cfg.out)
     start = time.time()
     setup = prepare_teachers(cfg, dataset)

@@ -250,6 +250,9 @@ def train_potential(dataset: CGDataset, blocks: dict[str, np.ndarray], potential
         # losses leave it without a gradient, which plain DDP treats as an error
         strategy = f"{strategy}_find_unused_parameters_true"
     on_gpu = cfg.accelerator in ("gpu", "cuda") or (cfg.accelerator == "auto" and torch.cuda.is_available())
+    from openmm_cgkd.quiet import quiet_lightning
+
+    quiet_lightning()
     trainer = pl.Trainer(
         max_epochs=cfg.max_epochs, accelerator=cfg.accelerator, devices=cfg.devices, strategy=strategy,
         precision=cfg.precision, deterministic=(True if not on_gpu else "warn") if cfg.deterministic else False,

@@ -107,6 +107,10 @@ class TimestepCheckConfig(Config):
         return self.nve_ps > 0
 
 
+MAX_UNCHECKED_TIMESTEP_FS = 4.0  # larger CG steps only with md.timestep_check (the DES student: safe at 4 fs)
+MD_PLATFORMS = ("auto", "CUDA", "CPU", "Reference", "OpenCL", "HIP")
+
+
 @dataclass
 class MDConfig(Config):
     """MD replicas of every model (docs/METHOD.md section 4: replicas from training frames).
@@ -147,8 +151,30 @@ class MDConfig(Config):
             raise ConfigError(f"md.workers must be >= 1, got {self.workers}")
         if self.replicas < 1 or (self.teacher_replicas is not None and self.teacher_replicas < 1):
             raise ConfigError("md.replicas and md.teacher_replicas must be >= 1")
+        if not math.isfinite(self.timestep_fs) or not math.isfinite(self.temperature_K):
+            raise ConfigError("md.timestep_fs and md.temperature_K must be finite")
+        if not 0 <= self.friction_per_ps < math.inf:
+            raise ConfigError(f"md.friction_per_ps must be >= 0 and finite, got {self.friction_per_ps}")
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError(f"md.threads must be >= 1 (or absent), got {self.threads}")
+        if self.platform is not None and self.platform not in MD_PLATFORMS:
+            raise ConfigError(f"md.platform must be one of {list(MD_PLATFORMS)} (or absent: auto), got {self.platform!r}")
+        for key in ("length_ps", "report_interval_ps"):  # a length that is not whole steps would be rounded
+            value = getattr(self, key)
+            if value is not None:
+                steps = value * 1000.0 / self.timestep_fs
+                if not (math.isfinite(steps) and abs(steps - round(steps)) <= 1e-6 * max(1.0, steps)):
+                    raise ConfigError(f"md.{key} = {value} ps is not a whole number of {self.timestep_fs:g} fs steps")
         if self.n_steps < 1 or self.interval_steps < 1:
             raise ConfigError("md.steps (length_ps) and md.report_interval (report_interval_ps) must give >= 1 step")
+        if self.interval_steps > self.n_steps:
+            raise ConfigError(f"md: the report interval ({self.interval_steps} steps) is longer than the run "
+                              f"({self.n_steps} steps): every replica would hold only its start frame and every "
+                              "model would score alike")
+        if self.timestep_fs > MAX_UNCHECKED_TIMESTEP_FS and not self.timestep_check.enabled:
+            raise ConfigError(f"md.timestep_fs = {self.timestep_fs:g} fs is beyond the {MAX_UNCHECKED_TIMESTEP_FS:g} fs "
+                              "run without a check: enable md.timestep_check (nvt_ps, nve_ps > 0), which stops the md "
+                              "stage when the step is not safe, or use a smaller step")
         tc = self.timestep_check
         if tc.enabled and round(tc.nve_ps * 1000.0 / self.timestep_fs) < 3 * tc.sample_every_steps:
             raise ConfigError(f"md.timestep_check: nve_ps = {tc.nve_ps} gives fewer than 3 samples every "
@@ -208,7 +234,9 @@ class PipelineConfig(Config):
         unknown = set(self.teachers) - {"members", "seeds", "parallel", "wall"}
         if unknown:
             raise ConfigError(f"teachers: unknown keys {sorted(unknown)} (members, seeds, parallel, wall)")
-        members = int(self.teachers.get("members", 8))
+        members = self.teachers.get("members", 8)
+        if isinstance(members, bool) or not isinstance(members, int) or members < 1:
+            raise ConfigError(f"teachers.members must be an integer >= 1, got {members!r}")
         if any(v.startswith("single-") for v in self.students.variants):
             too_big = [k for k in self.students.single_teacher_members if k >= members]
             if too_big or not self.students.single_teacher_members:

@@ -58,6 +58,7 @@ from openmm_cgkd.workflow.stages.labels import label_sources, labels_stage
 from openmm_cgkd.workflow.stages.md import finished_md, md_stage, models_for_md
 from openmm_cgkd.workflow.stages.students import students_stage
 from openmm_cgkd.workflow.stages.teachers import teachers_stage
+from openmm_cgkd.workflow.validate import check_pipeline
 
 __all__ = ["run_pipeline", "interim_report"]
 
@@ -87,6 +88,7 @@ class _Done(Exception):
 def _pipeline(cfg: PipelineConfig, only: list[str] | None, log, interim: dict | None) -> dict[str, StageResult]:
     out = Path(cfg.out).resolve()
     if interim is None:
+        check_pipeline(cfg, only)  # the whole config and what the inputs allow, before any stage runs
         out.mkdir(parents=True, exist_ok=True)
         (out / "pipeline.yaml").write_text(yaml.safe_dump(make_portable(config_to_dict(cfg), out), sort_keys=False))
     elif not (out / "stages").is_dir():
@@ -111,7 +113,8 @@ def _pipeline(cfg: PipelineConfig, only: list[str] | None, log, interim: dict | 
             raise ConfigError(f"an interim report needs the teachers, labels and students stages done; {name!r} has "
                               "not finished: run the pipeline first")
         if name not in wanted:
-            raise RuntimeError(f"stage {name!r} has not run yet but was not asked for (only={sorted(wanted)})")
+            raise ConfigError(f"stage {name!r} must run again (its inputs or settings changed) but --only names "
+                              f"{sorted(wanted)}: run the pipeline without --only, or with --only {name} too")
         with stages.timed(name, key) as tick:
             result = fn(tick)
         stages.mark(name, key, result)

@@ -24,8 +24,10 @@ def test_demo_builds_untrained_default_and_reports_speed(tmp_path, monkeypatch, 
     assert meta["steps_run"] == 4 and meta["ns_per_day"] > 0
     traj = md.load(str(out / "trajectory.dcd"), top=str(default_structure()))
     assert traj.n_atoms == 1000 and traj.n_frames == 3
-    # second run: the bundle exists and is reused
-    assert main(args) == 0
+    # second run: the bundle exists and is reused (an earlier run outside runs/demo is replaced only on request)
+    assert main(args) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert main(args + ["--overwrite"]) == 0
     assert "building" not in capsys.readouterr().out
 
 
@@ -46,7 +48,7 @@ def test_demo_with_the_shipped_student_reports_taes_against_the_aa_reference(tmp
     from openmm_cgkd.cli.demo import default_reference
 
     out = tmp_path / "demo"
-    args = ["demo", "--steps", "40", "--report-interval", "4", "--platform", "CPU", "--threads", "1",
+    args = ["demo", "--steps", "40", "--report-interval", "2", "--platform", "CPU", "--threads", "1",
             "--no-progress", "--seed", "1", "--out", str(out)]
     assert main(args) == 0
     printed = capsys.readouterr().out

@@ -151,3 +151,22 @@ def test_bad_arguments_are_refused(bundle_path):
     no_box = bead_topology([NAMES[t] for t in types])
     with pytest.raises(ServingError, match="no periodic box"):
         MLPotential("cgkd", bundle=str(bundle_path)).createSystem(no_box)
+
+
+def test_create_mixed_system_is_refused_in_one_line(bundle_path):
+    """openmm-ml's embeddings read elements (beads have none): createMixedSystem fails with one
+    ServingError line, not an AttributeError inside openmm-ml, for every embedding."""
+    import openmm
+    from openmmml import MLPotential
+
+    pos, types = _configuration()
+    top = bead_topology([NAMES[t] for t in types], np.eye(3) * BOX_NM)
+    system = openmm.System()
+    for _ in types:
+        system.addParticle(40.0)
+    potential = MLPotential("cgkd", bundle=str(bundle_path))
+    for embedding in ("mechanical",):
+        with pytest.raises(ServingError) as err:
+            potential.createMixedSystem(top, system, range(5), embedding=embedding)
+        assert "createMixedSystem is not supported for CG bead models" in str(err.value)
+        assert "\n" not in str(err.value)

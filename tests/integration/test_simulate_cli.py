@@ -99,11 +99,79 @@ def test_resume_appends_and_drops_rows_after_the_checkpoint(bundle, structure, t
 
 
 def test_simulate_bad_input_is_one_clear_line(bundle, structure, tmp_path, capsys):
-    assert _simulate(tmp_path / "missing", structure, tmp_path / "o", "--steps", "1") == 2  # bad usage
+    assert _simulate(tmp_path / "missing", structure, tmp_path / "o", "--steps", "5") == 2  # bad usage
     assert "cgkd simulate: error: model bundle not found" in capsys.readouterr().err
-    assert _simulate(bundle, tmp_path / "nope.pdb", tmp_path / "o", "--steps", "1") == 2
+    assert _simulate(bundle, tmp_path / "nope.pdb", tmp_path / "o", "--steps", "5") == 2
     assert "cgkd simulate: error: structure file not found" in capsys.readouterr().err
     small = write_bead_pdb(tmp_path / "small.pdb", bead_topology_from_counts({"Cl": 2}, np.eye(3) * 1.0),
                            np.array([[0.1, 0.1, 0.1], [0.6, 0.6, 0.6]]))
-    assert _simulate(bundle, small, tmp_path / "o", "--steps", "1") == 2
+    assert _simulate(bundle, small, tmp_path / "o", "--steps", "5") == 2
     assert "at least twice the cutoff" in capsys.readouterr().err
+
+
+def test_two_concurrent_resumes_on_one_out_one_refused_no_frame_duplicated(bundle, structure, tmp_path):
+    """Two `cgkd simulate --resume` started together on one --out: one runs, the other is refused
+    with one line naming the holder; the DCD and the log hold each frame exactly once."""
+    import os
+    import subprocess
+    import sys
+
+    import mdtraj as md
+
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "openmm_cgkd.cli.main", "simulate", "--bundle", str(bundle), "--structure",
+           str(structure), "--out", str(out), "--platform", "CPU", "--threads", "1", "--seed", "11",
+           "--report-interval", "5", "--no-progress", "--steps", "200", "--resume"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+             for _ in range(2)]
+    results = [(p.wait(timeout=600), p.stderr.read()) for p in procs]
+    codes = sorted(rc for rc, _ in results)
+    assert codes == [0, 1], results
+    refused = next(err for rc, err in results if rc == 1)
+    lines = [line for line in refused.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("cgkd simulate: error: ") and "in use by another" in lines[0]
+    winner = next(p.pid for p, (rc, _) in zip(procs, results) if rc == 0)
+    assert f"pid {winner} " in lines[0] and "simulate" in lines[0]
+    assert read_log(out / "log.csv")["step"] == list(range(0, 201, 5))
+    traj = md.load(str(out / "trajectory.dcd"), top=str(structure))
+    assert traj.n_frames == 41
+
+
+def test_a_fresh_run_does_not_overwrite_an_earlier_one_without_overwrite(bundle, structure, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert _simulate(bundle, structure, out, "--steps", "20") == 0
+    before = (out / "trajectory.dcd").read_bytes()
+    capsys.readouterr()
+    assert _simulate(bundle, structure, out, "--steps", "10") == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "holds a finished run of 20 steps" in err and "--overwrite" in err
+    assert (out / "trajectory.dcd").read_bytes() == before
+    assert _simulate(bundle, structure, out, "--steps", "10", "--overwrite") == 0
+    assert read_log(out / "log.csv")["step"] == [0, 5, 10]
+    # run.json is strict JSON (no bare NaN) even where a figure is undefined
+    json.loads((out / "run.json").read_text(), parse_constant=lambda c: pytest.fail(f"bare {c} in run.json"))
+
+
+def test_a_resumed_run_is_bit_identical_to_an_uninterrupted_one(bundle, structure, tmp_path, capsys):
+    """Resumed without --threads, a run continues with the thread counts it started with (the
+    order of floating-point sums depends on them), so the trajectory after the resume point is
+    bit-identical to an uninterrupted run's."""
+    import mdtraj as md
+
+    def run(out, steps, *threads):
+        return main(["simulate", "--bundle", str(bundle), "--structure", str(structure), "--out", str(out),
+                     "--platform", "CPU", "--seed", "11", "--report-interval", "10", "--checkpoint-interval", "10",
+                     "--no-progress", "--steps", str(steps), "--resume", *threads])
+
+    assert run(tmp_path / "whole", 60, "--threads", "2") == 0
+    assert run(tmp_path / "parts", 30, "--threads", "2") == 0
+    assert run(tmp_path / "parts", 60) == 0  # no --threads: those of the run
+    assert "not bit-identical" not in capsys.readouterr().err
+    whole = md.load(str(tmp_path / "whole" / "trajectory.dcd"), top=str(structure)).xyz
+    parts = md.load(str(tmp_path / "parts" / "trajectory.dcd"), top=str(structure)).xyz
+    assert whole.shape == parts.shape == (7, 27, 3)
+    assert np.array_equal(whole, parts)
+    # other threads asked for explicitly: allowed, and said
+    assert run(tmp_path / "parts", 80, "--threads", "1") == 0
+    assert "not bit-identical" in capsys.readouterr().err

@@ -6,7 +6,7 @@ from openmm_cgkd.errors import CGKDError, MissingFileError, PlatformError, Usage
 
 def _error_types():
     from openmm_cgkd.analysis.distributions import AnalysisError
-    from openmm_cgkd.benchmark.md import BenchmarkError
+    from openmm_cgkd.benchmark.md import BenchmarkError, BenchmarkFailed
     from openmm_cgkd.bundle import BundleError, BundleNotFoundError
     from openmm_cgkd.data.aamd import ProtocolError, RunError
     from openmm_cgkd.data.dataset import DatasetError
@@ -16,7 +16,7 @@ def _error_types():
     from openmm_cgkd.md.simulation import SimulationError
     from openmm_cgkd.training.config import ConfigError
 
-    return {AnalysisError: ValueError, BenchmarkError: RuntimeError, BundleError: ValueError,
+    return {AnalysisError: ValueError, BenchmarkError: RuntimeError, BenchmarkFailed: RuntimeError, BundleError: ValueError,
             BundleNotFoundError: FileNotFoundError, ProtocolError: ValueError, RunError: RuntimeError,
             DatasetError: ValueError, InputError: ValueError, MappingError: ValueError, ServingError: ValueError,
             SimulationError: RuntimeError, ConfigError: ValueError, UsageError: ValueError,
@@ -33,7 +33,8 @@ def test_every_error_type_derives_from_the_base_and_keeps_its_old_base():
 @pytest.mark.parametrize("name,code", [("ConfigError", 2), ("ProtocolError", 2), ("UsageError", 2),
                                        ("DatasetError", 2), ("ServingError", 2), ("BundleNotFoundError", 2),
                                        ("MissingFileError", 2), ("PlatformError", 2), ("InputError", 2), ("AnalysisError", 2),
-                                       ("SimulationError", 1), ("RunError", 1), ("BenchmarkError", 1)])
+                                       ("SimulationError", 1), ("RunError", 1), ("BenchmarkError", 2),
+                                       ("BenchmarkFailed", 1)])
 def test_exit_codes(name, code):
     cls = {c.__name__: c for c in _error_types()}[name]
     assert cls("x").exit_code == code

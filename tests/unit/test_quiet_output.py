@@ -85,3 +85,27 @@ def test_no_matplotlib_use_in_the_package():
     for path in (ROOT / "openmm_cgkd").rglob("*.py"):
         text = path.read_text()
         assert "matplotlib.use(" not in text and "import matplotlib.pyplot" not in text, path
+
+
+def test_lightning_startup_chatter_is_dropped_and_its_errors_pass(caplog):
+    """'GPU available', tips and deprecation notes are dropped at their loggers; other records pass."""
+    import logging
+    import warnings
+
+    from openmm_cgkd.quiet import quiet_lightning
+
+    quiet_lightning()
+    log = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    with caplog.at_level(logging.INFO, logger="lightning.pytorch.utilities.rank_zero"):
+        log.info("GPU available: False, used: False")
+        log.info("💡 Tip: For seamless cloud logging and experiment tracking, try installing [litlogger]")
+        log.info("a real message about the run")
+    assert [r.getMessage() for r in caplog.records] == ["a real message about the run"]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")
+        quiet_lightning.__globals__["_LIGHTNING_QUIET"] = False  # re-install the filters under catch_warnings
+        quiet_lightning()
+        warnings.warn("`isinstance(treespec, LeafSpec)` is deprecated, use `isinstance(treespec, TreeSpec) and "
+                      "treespec.is_leaf()` instead.", DeprecationWarning)
+        warnings.warn("something the user must see", UserWarning)
+    assert [str(w.message) for w in caught] == ["something the user must see"]

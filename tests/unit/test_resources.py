@@ -87,7 +87,7 @@ try:
 except ResourceNotFoundError as exc:
     print("MODELS:", exc)
 from openmm_cgkd.cli.main import main
-sys.exit(main(["demo", "--steps", "10"]))
+sys.exit(main(["demo", "--steps", "10", "--report-interval", "5"]))
 """ % site
     done = _run(site, code, {})
     assert "MODELS: the shipped models are not installed with the package" in done.stdout, done.stderr[-2000:]

@@ -110,11 +110,36 @@ def copy_bundle(src, tmp_path, name="copy"):
     return dst
 
 
-def edit_manifest(path, fn):
+def edit_manifest(path, fn, reseal=False):
+    """Edit ``path``'s manifest with ``fn``; ``reseal``: checksum the edited content as a writer
+    of bundles would (a self-consistent manifest that says something else)."""
+    from openmm_cgkd.bundle.manifest import MANIFEST_CHECKSUM, manifest_content_sha256
+
     mpath = path / MANIFEST_NAME
     data = yaml.safe_load(mpath.read_text())
     fn(data)
+    if reseal:
+        data["checksums"][MANIFEST_CHECKSUM] = manifest_content_sha256(data)
     mpath.write_text(yaml.safe_dump(data, sort_keys=False))
+
+
+def test_an_edited_manifest_fails_to_load_in_one_line(student, tmp_path):
+    """The manifest's content is covered by its own checksum (format 2): a hand edit that keeps it
+    valid (a higher temperature in the description, a changed wall) is refused; a format-1 bundle
+    (written before) still loads."""
+    from openmm_cgkd.bundle.manifest import MANIFEST_CHECKSUM
+
+    path = copy_bundle(student[1], tmp_path)
+    assert load_bundle(path).manifest.format_version == 2
+    edit_manifest(path, lambda d: d["wall"].update(prefactor_kj_mol=[[p * 2 for p in row] for row in d["wall"]["prefactor_kj_mol"]]))
+    with pytest.raises(BundleError) as err:
+        load_bundle(path)
+    assert "manifest.yaml was edited after the bundle was written" in str(err.value) and "\n" not in str(err.value)
+    edit_manifest(path, lambda d: d["checksums"].pop(MANIFEST_CHECKSUM))
+    with pytest.raises(BundleError, match="has no checksum of its own"):
+        load_bundle(path)
+    edit_manifest(path, lambda d: d.update(format_version=1))  # the layout before: no manifest checksum
+    assert load_bundle(path).manifest.format_version == 1
 
 
 def test_tampered_weights_are_refused(student, tmp_path):
@@ -152,7 +177,7 @@ def test_missing_bundle_and_files(student, tmp_path):
     (lambda d: d["units"].update(length="angstrom"), "incompatible units"),
     (lambda d: d.update(cutoff_nm=0.9), "disagrees with architecture.cutoff_nm"),
     (lambda d: d["wall"].update(type_names=["Cl", "Cho", "Urea"]), "wall types"),
-    (lambda d: d["bead_types"][0].update(mass_dalton=0.0), "masses must be positive"),
+    (lambda d: d["bead_types"][0].update(mass_dalton=0.0), "must weigh at least 1 Da"),
     (lambda d: d["bead_types"].pop(), "num_types 3 != number of bead types 2"),
     (lambda d: d.update(model_kind="professor"), "model_kind 'professor'"),
     (lambda d: d["architecture"].update(architecture="schnet"), "unknown architecture"),
@@ -179,7 +204,7 @@ def test_module_manifest_mismatch(student, tmp_path):
     def edit(d):
         d["cutoff_nm"] = 0.8
         d["architecture"]["cutoff_nm"] = 0.8
-    edit_manifest(path, edit)
+    edit_manifest(path, edit, reseal=True)
     with pytest.raises(BundleError, match="module cutoff_nm = 0.7 disagrees with the manifest"):
         load_bundle(path)
 

@@ -45,6 +45,8 @@ def _drop_eager_file(path):
     (path / EAGER_FILE).unlink()
     data = yaml.safe_load((path / MANIFEST_NAME).read_text())
     del data["checksums"][EAGER_FILE]
+    data["checksums"].pop("manifest", None)  # format 1: the manifest not covered either
+    data["format_version"] = 1
     (path / MANIFEST_NAME).write_text(yaml.safe_dump(data, sort_keys=False))
 
 
@@ -122,6 +124,9 @@ def test_tampered_or_mismatched_eager_weights_are_refused(student, tmp_path):
 
     data = yaml.safe_load((path2 / MANIFEST_NAME).read_text())
     data["checksums"][EAGER_FILE] = sha256_file(path2 / EAGER_FILE)
+    from openmm_cgkd.bundle.manifest import manifest_content_sha256
+
+    data["checksums"]["manifest"] = manifest_content_sha256(data)
     (path2 / MANIFEST_NAME).write_text(yaml.safe_dump(data, sort_keys=False))
     with pytest.raises(BundleError, match="do not fit the manifest's architecture"):
         load_bundle(path2).eager_model()

@@ -1,0 +1,125 @@
+"""One check of the WHOLE pipeline configuration before any stage runs.
+
+A mistake in the last section of a config (``analysis:``, ``md:``) must not surface after hours
+of training: :func:`check_pipeline` builds every stage's settings from the config exactly as the
+stage will (the teachers' and students' training configs, the network architecture, the analysis
+settings, the AA system and protocol) and checks what the inputs allow before anything runs:
+
+* ``out`` is a directory that can be written (not a file, not under one, not read-only);
+* ``--only`` names stages whose predecessors are done (a marker in ``<out>/stages/``);
+* the trainer, teachers, students, model (``base``, keys, ranges) and analysis settings;
+* the AA stage's system definition, mapping and protocol when the dataset does not exist yet;
+* with the dataset at hand: its forces (41.84x off, all zero), and boxes at least twice the
+  model's cutoff wide.
+
+Every problem is a :class:`~openmm_cgkd.config.ConfigError` (or the package error of its domain),
+reported by ``cgkd`` as one line with exit code 2.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import asdict
+from pathlib import Path
+
+from openmm_cgkd.config import ConfigError, config_from_dict
+from openmm_cgkd.workflow.cache import STAGES
+from openmm_cgkd.workflow.config import PipelineConfig, analysis_settings, trainer_settings
+
+__all__ = ["check_pipeline"]
+
+
+def _check_out(out: Path) -> None:
+    for p in (out, *out.parents):
+        if p.exists() and not p.is_dir():
+            raise ConfigError(f"out: {out}: {p} is a file, not a directory; give a directory for the pipeline's outputs")
+    existing = next((p for p in (out, *out.parents) if p.exists()), None)
+    if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"out: {out}: {existing} is not writable; give an output directory you can write to")
+
+
+def _check_only(cfg: PipelineConfig, out: Path, only: list[str] | None) -> None:
+    if not only:
+        return
+    unknown = sorted(set(only) - set(STAGES))
+    if unknown:
+        raise ConfigError(f"--only: unknown stage(s) {unknown}; stages: {list(STAGES)}")
+    first = min(STAGES.index(s) for s in only)
+    missing = [s for s in STAGES[:first]
+               if not (s == "aa" and Path(cfg.dataset).is_file()) and not (out / "stages" / f"{s}.json").is_file()]
+    if missing:
+        raise ConfigError(f"--only {' '.join(only)}: the earlier stage(s) {missing} have not run in {out}; run the "
+                          "pipeline without --only first (or with --only naming them too)")
+
+
+def _check_training(cfg: PipelineConfig, out: Path) -> None:
+    from openmm_cgkd.training.config import StudentConfig, TeachersConfig, TrainerConfig
+
+    config_from_dict(TrainerConfig, trainer_settings(cfg), "trainer")
+    config_from_dict(TrainerConfig, trainer_settings(cfg, cfg.students.trainer), "students.trainer")
+    config_from_dict(TeachersConfig, {
+        "dataset": cfg.dataset, "out": str(out / "teachers"), "model": cfg.model,
+        "split": asdict(cfg.split), "trainer": trainer_settings(cfg), **cfg.teachers}, "teachers")
+    config_from_dict(StudentConfig, {"dataset": cfg.dataset, "out": str(out / "students"),
+                                     "trainer": trainer_settings(cfg, cfg.students.trainer)}, "students")
+
+
+def _check_aa(cfg: PipelineConfig) -> None:
+    if Path(cfg.dataset).is_file():
+        return
+    if cfg.aa is None or not cfg.aa.system:
+        raise ConfigError(f"dataset {cfg.dataset} does not exist and there is no `aa:` section (with `system:`) "
+                          "to make it")
+    from dataclasses import fields
+
+    from openmm_cgkd.data.aamd import Protocol
+    from openmm_cgkd.data.systemdef import SystemDefinition
+    from openmm_cgkd.errors import MissingFileError
+
+    sysdef = SystemDefinition.from_yaml(cfg.aa.system)
+    if cfg.aa.molecules is not None:
+        sysdef.resized(n_molecules=cfg.aa.molecules)
+    known = {f.name for f in fields(Protocol)}
+    unknown = sorted(set(cfg.aa.protocol) - known)
+    if unknown:
+        raise ConfigError(f"aa.protocol: unknown key(s) {unknown}; known: {sorted(known)}")
+    config = {"temperature_K": sysdef.temperature_K, "timestep_fs": sysdef.timestep_fs,
+              "friction_per_ps": sysdef.friction_per_ps, "seed": cfg.aa.seed, **cfg.aa.protocol}
+    try:
+        Protocol(**config).validate()
+    except TypeError as exc:
+        raise ConfigError(f"aa.protocol: {exc}") from None
+    mapping = cfg.aa.mapping or sysdef.mapping_path
+    if not mapping or not Path(mapping).is_file():
+        raise MissingFileError(f"aa.mapping: mapping spec not found: {mapping or '(none given)'}")
+
+
+def _check_model_and_data(cfg: PipelineConfig) -> None:
+    from openmm_cgkd.training.model import check_boxes_for_cutoff, potential_config_for
+
+    if not Path(cfg.dataset).is_file():  # made by the aa stage: the architecture alone
+        model = {k: v for k, v in cfg.model.items() if k != "num_types"}
+        potential_config_for(model, ["A"], 30.0)
+        return
+    import numpy as np
+
+    from openmm_cgkd.data.dataset import CGDataset
+    from openmm_cgkd.training.model import number_density
+
+    ds = CGDataset.load(cfg.dataset)
+    ds.check_forces(f"the forces (F_AA) of {cfg.dataset}")
+    sample = np.unique(np.linspace(0, ds.n_frames - 1, min(ds.n_frames, 50)).astype(int))
+    pcfg = potential_config_for(cfg.model, list(ds.type_names),
+                                number_density(ds.positions[sample], ds.boxes[sample]))
+    check_boxes_for_cutoff(ds.boxes, pcfg.cutoff_nm, f"model on {cfg.dataset}")
+
+
+def check_pipeline(cfg: PipelineConfig, only: list[str] | None = None) -> None:
+    """Check everything of ``cfg`` that can be checked before a stage runs (see the module doc);
+    raises the first problem found."""
+    out = Path(cfg.out).absolute()
+    _check_out(out)
+    _check_only(cfg, out, only)
+    _check_training(cfg, out)
+    analysis_settings(cfg)
+    _check_aa(cfg)
+    _check_model_and_data(cfg)

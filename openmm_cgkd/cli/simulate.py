@@ -67,7 +67,7 @@ def check_md_arguments(args: argparse.Namespace) -> None:
     if args.precision is not None and args.platform in ("CPU", "Reference"):
         raise UsageError(f"--precision is a GPU-platform option; platform {args.platform} has none")
     if args.platform in ("CUDA", "OpenCL", "HIP"):  # not here: that is the error, whatever else was asked
-        from openmm_cgkd.md.platforms import select_platform
+        from openmm_cgkd.platforms import select_platform
 
         select_platform(args.platform)
     if args.threads is not None and args.platform in ("CUDA", "OpenCL", "HIP", "Reference"):
@@ -171,7 +171,7 @@ def _minimize(simulation) -> None:
     import openmm
     from openmm import unit
 
-    from openmm_cgkd.md.blowup import closest_pair
+    from openmm_cgkd.geometry import closest_pair
     from openmm_cgkd.md.restart import SimulationError
 
     try:

@@ -37,7 +37,7 @@ import math
 import numpy as np
 
 from openmm_cgkd.fileio import write_json
-from openmm_cgkd.geometry import minimum_image
+from openmm_cgkd.geometry import closest_pair, minimum_image
 from openmm_cgkd.md.restart import SimulationError
 from openmm_cgkd.md.thermo import MOLAR_GAS_CONSTANT_KJ, degrees_of_freedom, temperature_from_kinetic
 
@@ -62,28 +62,6 @@ class BlowUpError(SimulationError):
     def __init__(self, message: str, diagnosis: dict):
         super().__init__(message)
         self.diagnosis = diagnosis
-
-
-def closest_pair(positions, box=None, chunk: int = 256) -> tuple[int, int, float]:
-    """(i, j, distance nm) of the closest pair of particles, minimum image in ``box`` (3x3 rows)."""
-    x = np.asarray(positions, dtype=np.float64).reshape(-1, 3)
-    n = len(x)
-    if n < 2:
-        return -1, -1, float("inf")
-    inv = None if box is None else np.linalg.inv(np.asarray(box, dtype=np.float64))
-    best = (-1, -1, float("inf"))
-    for start in range(0, n, chunk):
-        d = x[None, :, :] - x[start:start + chunk, None, :]
-        if inv is not None:
-            s = d @ inv
-            d = (s - np.round(s)) @ box
-        r = np.sqrt(np.einsum("qnk,qnk->qn", d, d))
-        rows = np.arange(r.shape[0])
-        r[rows, start + rows] = np.inf
-        q, j = np.unravel_index(np.argmin(r), r.shape)
-        if r[q, j] < best[2]:
-            best = (int(start + q), int(j), float(r[q, j]))
-    return best
 
 
 def _bead_name(topology, i: int) -> str:

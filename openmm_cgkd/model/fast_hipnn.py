@@ -25,7 +25,7 @@ Built from any hipnn-ts network, eager or TorchScript (:meth:`FastHipnn.from_mod
 ``CGPotential`` (weights under ``representation.net.``, ``energy_scale [T]``) or a
 ``StackedEnsemblePotential`` (``net.``, ``[K, T]``); nothing of the bundle format changes.
 ``check_errors`` (copied from the source model): input, box and neighbour-overflow checks with
-clear errors (host syncs); without: asynchronous device asserts only. ``tests/unit/test_fast_hipnn.py``
+clear errors (host syncs); without: asynchronous device asserts only. ``tests/unit/model/test_fast_hipnn.py``
 checks energies and forces against autograd on the shipped bundles.
 """
 from typing import Dict, Optional, Tuple

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from openmm_cgkd.geometry import closest_pair
+
 from openmm_cgkd.errors import CGKDError
 from openmm_cgkd.plausibility import bead_spacing_problem
 from openmm_cgkd.model.wall import WallParameters
@@ -113,8 +115,6 @@ MAX_EXTENT_IN_BOXES = 5.0  # positions spread over more box lengths than this: a
 def _start_problem(pos: np.ndarray, box: np.ndarray | None, topology) -> str | None:
     """A message when the start cannot be simulated: two beads at one position, or positions
     spread over many box lengths (Angstrom given for nm with a box in nm); else None."""
-    from openmm_cgkd.md.blowup import closest_pair
-
     if box is not None:
         edges = np.linalg.norm(box, axis=1)
         extent = pos.max(axis=0) - pos.min(axis=0)

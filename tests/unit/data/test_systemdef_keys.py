@@ -6,7 +6,7 @@ import pytest
 from openmm_cgkd.data.systemdef import SystemDefinition
 from openmm_cgkd.errors import UsageError
 
-DES = Path(__file__).resolve().parents[2] / "systems" / "des" / "system.yaml"
+DES = Path(__file__).resolve().parents[3] / "systems" / "des" / "system.yaml"
 
 
 def _variant(tmp_path, old, new):

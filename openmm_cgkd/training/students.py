@@ -81,6 +81,7 @@ class _Prepared(NamedTuple):
     wall: WallParameters
     blocks: dict
     pcfg: object  # PotentialConfig
+    priors: object = None  # the teachers' BondedPriors (None: no bonded terms)
 
 
 def _prepare(cfg: StudentConfig, dataset: CGDataset | None) -> _Prepared:
@@ -108,7 +109,10 @@ def _prepare(cfg: StudentConfig, dataset: CGDataset | None) -> _Prepared:
         pcfg = potential_config_for(cfg.model, list(dataset.type_names), density)
     else:
         pcfg = PotentialConfig.from_dict(prov["architecture"])
-    return _Prepared(dataset, variant, weights, prov, wall, blocks, pcfg)
+    from openmm_cgkd.model.priors import BondedPriors
+
+    priors = BondedPriors.from_dict(prov["priors"]) if prov.get("priors") else None
+    return _Prepared(dataset, variant, weights, prov, wall, blocks, pcfg, priors)
 
 
 def _finish(cfg: StudentConfig, prep: _Prepared, result, seconds: float, run_dir: Path,
@@ -135,7 +139,8 @@ def _finish(cfg: StudentConfig, prep: _Prepared, result, seconds: float, run_dir
     bundle = save_bundle(out / "bundle", result.model.network, bead_types=dataset_bead_types(dataset), wall=wall,
                          model_kind="student", variant=variant, training=training,
                          description=f"CG student '{variant}' distilled from {prov.get('source')} labels of "
-                                     f"{prov.get('teacher_bundle')}", overwrite=True)
+                                     f"{prov.get('teacher_bundle')}", overwrite=True,
+                         periodic=dataset.periodic, priors=prep.priors)
     return StudentResult(out, bundle, result.model, variant, weights, blocks, metrics)
 
 
@@ -148,8 +153,14 @@ def train_student(cfg: StudentConfig, dataset: CGDataset | None = None,
     p = _prepare(cfg, dataset)
     out = Path(cfg.out)
     start = time.time()
-    train = train_single if is_stacked_architecture(p.pcfg) else train_potential  # hipnn-ts: the stacked fast path
-    result = train(p.dataset, p.blocks, p.pcfg, p.wall, p.weights, cfg.trainer, out / "run")
+    if is_stacked_architecture(p.pcfg):  # hipnn-ts: the stacked fast path
+        if p.priors is not None:
+            raise ConfigError("bonded beads (priors and wall exclusions) are not supported by the stacked "
+                              "architecture hipnn-ts yet: give the student another architecture (model:)")
+        result = train_single(p.dataset, p.blocks, p.pcfg, p.wall, p.weights, cfg.trainer, out / "run")
+    else:
+        result = train_potential(p.dataset, p.blocks, p.pcfg, p.wall, p.weights, cfg.trainer, out / "run",
+                                 priors=p.priors)
     if not is_global_zero():  # a DDP helper process: rank 0 writes the results
         return StudentResult(out, out / "bundle", result.model, p.variant, p.weights, p.blocks, {})
     return _finish(cfg, p, result, time.time() - start, out / "run", extra_force_refs)
@@ -174,6 +185,8 @@ def train_students_stacked(cfgs: Sequence[StudentConfig], run_dir: str | Path, l
     for c, p in zip(cfgs, prepared):
         if not is_stacked_architecture(p.pcfg):
             raise ConfigError(f"students trained together need a stacked architecture, got {p.pcfg.architecture!r}")
+        if p.priors is not None:
+            raise ConfigError("bonded beads (priors and wall exclusions) are not supported by stacked students yet")
         if (p.pcfg.to_dict() != first.pcfg.to_dict() or p.wall.to_dict() != first.wall.to_dict()
                 or c.split != cfgs[0].split or c.trainer != cfgs[0].trainer
                 or any(not np.array_equal(p.blocks[b], first.blocks[b]) for b in ("train", "val", "test"))):

@@ -13,7 +13,8 @@ type with a single bead has no same-type pairs) gets the smallest taper of the p
 the fit report says which pairs fell back.
 
 Only intermolecular pairs enter the RDFs: the wall acts on non-bonded pairs, and bonded pairs
-(peaks at the bond length) would set the taper inside the molecule.
+(peaks at the bond length) would set the taper inside the molecule. A system of one molecule (a
+solute in vacuum) uses its pairs more than 3 bonds apart instead; with none, it gets no wall.
 """
 from __future__ import annotations
 
@@ -47,14 +48,20 @@ def pair_rdfs(dataset: CGDataset, frames: np.ndarray | None = None, bin_nm: floa
     elif r_max_nm is None:
         r_max_nm = 2.0
     types = dataset.bead_types
-    mol = dataset.topology.molecule
+    topo = dataset.topology
+    mol = topo.molecule
+    single = intermolecular and topo.n_molecules == 1
+    if single:  # one molecule: its pairs more than 3 bonds apart stand in for intermolecular ones
+        near = {tuple(p) for p in topo.excluded_pairs(3).tolist()}
     centres, rdfs = None, {}
     for i in range(len(dataset.type_names)):
         for j in range(i, len(dataset.type_names)):
             a, b = np.flatnonzero(types == i), np.flatnonzero(types == j)
             pairs = (np.array([(x, y) for k, x in enumerate(a) for y in a[k + 1:]]) if i == j
                      else np.array(np.meshgrid(a, b, indexing="ij")).reshape(2, -1).T)
-            if intermolecular and len(pairs):
+            if single and len(pairs):
+                pairs = np.array([p for p in pairs.tolist() if (min(p), max(p)) not in near], np.int64).reshape(-1, 2)
+            elif intermolecular and len(pairs):
                 pairs = pairs[mol[pairs[:, 0]] != mol[pairs[:, 1]]]
             if len(pairs) == 0:
                 continue
@@ -89,7 +96,13 @@ def fit_wall(dataset: CGDataset, frames: np.ndarray | None = None,
     if len(frames) > cfg.max_frames:
         frames = frames[np.linspace(0, len(frames) - 1, cfg.max_frames).round().astype(int)]
     n_types = len(dataset.type_names)
-    r, rdfs = pair_rdfs(dataset, frames, cfg.bin_nm)
+    try:
+        r, rdfs = pair_rdfs(dataset, frames, cfg.bin_nm)
+    except DatasetError:
+        if dataset.topology.n_molecules != 1:
+            raise
+        return WallParameters.zero(list(dataset.type_names)), {
+            "method": "none: a single molecule without pairs more than 3 bonds apart (nothing for a wall to act on)"}
 
     force_mag = np.linalg.norm(dataset.forces[frames], axis=-1)  # (F, N)
     s_type = np.array([force_mag[:, dataset.bead_types == t].mean() if np.any(dataset.bead_types == t) else np.nan

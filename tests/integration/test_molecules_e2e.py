@@ -27,6 +27,7 @@ def _map(inp, out, capsys):
     return CGDataset.load(out)
 
 
+@pytest.mark.slow  # about 3 minutes on a busy 2-core CPU
 def test_liquid_of_three_bead_molecules_through_the_cli(tmp_path, capsys):
     inp = write_inputs(tmp_path / "aa", n_molecules=27, box_nm=3.0, frames=40, stride=25)
     ds = _map(inp, tmp_path / "cg.h5", capsys)

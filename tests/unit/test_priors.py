@@ -174,3 +174,33 @@ def test_served_model_of_molecules_matches_torch(tmp_path):
     plain = save_bundle(tmp_path / "plain", model, bead_types=bts, wall=wall, model_kind="student", periodic=False)
     with pytest.raises(ServingError, match="one-bead molecules"):
         CGKDForceField(plain).create_system(top)
+
+
+@pytest.mark.parametrize("periodic", [False, True])
+def test_training_model_batches_equal_the_single_frame_terms(periodic):
+    """TrainablePotential on a batch of frames (joined pair lists, exclusions by index modulo N) equals
+    network + wall with exclusions + priors evaluated frame by frame."""
+    from openmm_cgkd.training.model import TrainablePotential
+
+    cfg = untrained_config(cutoff_nm=0.6, embedding_dim=8, num_layers=1, num_rbf=4, max_num_neighbors=32)
+    cfg = type(cfg).from_dict({**cfg.to_dict(), "num_types": 2, "dtype": "float64"})
+    wall = WallParameters.from_taper(NAMES, np.full((2, 2), 0.33), np.full((2, 2), 300.0), cutoff_nm=0.45)
+    frames = [chains(4, seed=s, box=1.6) for s in (1, 2, 3)]
+    types, topo = frames[0][0], frames[0][1]
+    pos = np.stack([f[2] % 1.6 if periodic else f[2] for f in frames])
+    boxes = np.tile(np.eye(3) * 1.6, (3, 1, 1)) if periodic else np.zeros((3, 3, 3))
+    torch.manual_seed(0)
+    tp = TrainablePotential(cfg, wall, 1.0, priors(), topo, types).double()
+    out = tp(torch.as_tensor(types), torch.as_tensor(pos), torch.as_tensor(boxes))
+    tw = WallPotential(wall, dtype=torch.float64)
+    tw.set_exclusions(topo.excluded_pairs(2), len(types))
+    pp = PriorPotential(priors(), topo, types, dtype=torch.float64)
+    net = tp.network.eval()
+    for k in range(3):
+        box = torch.as_tensor(boxes[k]) if periodic else None
+        tt, x = torch.as_tensor(types), torch.as_tensor(pos[k])
+        e = sum(float(m(tt, x, box)[0]) for m in (net, tw, pp))
+        f = sum(m(tt, x, box)[2].detach().numpy() for m in (net, tw, pp))
+        assert float(out["energy"][k]) == pytest.approx(e, rel=1e-9, abs=1e-9)
+        np.testing.assert_allclose(out["forces"][k].detach().numpy(), f, rtol=1e-8, atol=1e-8)
+    assert tp.wall.exclusion_n == len(types) and tp.prior is not None

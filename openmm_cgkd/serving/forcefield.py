@@ -118,6 +118,13 @@ class CGKDForceField:
         where = f" from {self.path}" if self.path else ""
         text = f"{kind}{variant} {arch}, cutoff {self.cutoff_nm:g} nm, wall cutoff {self.wall.cutoff_nm:g} nm; " \
                f"bead types {types}{where}"
+        pr = self.bundle.priors
+        if pr is not None:
+            excl = {0: "none", 1: "1-2", 2: "1-2, 1-3", 3: "1-2, 1-3, 1-4"}[pr.exclusions]
+            text += (f"; molecules: bonded priors for {len(pr.bonds)} bond, {len(pr.angles)} angle, "
+                     f"{len(pr.dihedrals)} dihedral type(s), wall exclusions {excl}")
+        if not self.periodic:
+            text += "; no periodic box"
         if self.is_untrained:
             text += " -- UNTRAINED (random weights): a stand-in to show the machinery, not a physical model"
         return text

@@ -13,7 +13,8 @@ Per bead-type tuple, over every bond / angle / dihedral of those types in the fr
   k_n (1 + cos(n phi - delta_n)) with k_n = sqrt(a_n^2 + b_n^2), delta_n = atan2(b_n, a_n).
 
 A parabola that opens downwards (a flat or multi-modal distribution) falls back to the moments
-of a Gaussian: centre = mean, k = kT / variance (the report says so). These are priors, not the
+of the Jacobian-corrected density q(x) = p(x) / J(x): centre = its mean, k = kT / its variance
+(the report says so); a harmonic prior sampled with that Jacobian has about those moments. These are priors, not the
 final force field: the network learns what they leave.
 """
 from __future__ import annotations
@@ -73,7 +74,15 @@ def boltzmann_harmonic(values: np.ndarray, kt: float, jacobian: str, bins: int =
         a2, a1, _ = np.polyfit(c[ok], u, 2, w=np.sqrt(counts[ok]))
         if a2 > 0:
             return float(-a1 / (2 * a2)), float(2 * a2), "boltzmann-inversion"
-    return mean, kt / var, "moments"
+    # fallback: the moments of the Jacobian-corrected density q(x) = p(x) / J(x) over the whole range,
+    # which a harmonic prior sampled with that Jacobian reproduces (J floored to keep 180 deg finite)
+    counts, edges = np.histogram(x, bins=bins)
+    c = 0.5 * (edges[1:] + edges[:-1])
+    jac = c ** 2 if jacobian == "r2" else np.sin(c)
+    q = counts / np.maximum(jac, 0.05 * jac.max())
+    centre = float(np.sum(q * c) / np.sum(q))
+    var_q = float(np.sum(q * (c - centre) ** 2) / np.sum(q))
+    return centre, kt / max(var_q, 1e-12), "moments"
 
 
 def boltzmann_fourier(values: np.ndarray, kt: float, n_terms: int, bins: int = 36) -> list[tuple[int, float, float]]:

@@ -177,3 +177,25 @@ def test_boltzmann_inversion_recovers_known_parameters():
     assert terms[2][1] == pytest.approx(1.0, rel=0.05) and abs(np.cos(terms[2][2]) - 1) < 0.01
     with pytest.raises(ConfigError, match="does not fluctuate"):
         boltzmann_harmonic(np.full(10, 0.2), kt, "r2")
+
+
+def test_fallback_for_a_bimodal_angle_keeps_the_mean_angle():
+    """Gauche/trans-like angles (two peaks): the parabola opens downwards and the fit falls back to the
+    moments of p/sin; a harmonic prior sampled with the sin Jacobian then keeps the data's mean angle,
+    where the plain moments of p would lower it."""
+    rng = np.random.default_rng(7)
+    kt = R_KJ_MOL_K * 300.0
+    th = np.concatenate([rng.normal(np.radians(118), np.radians(9), 40_000),
+                         rng.normal(np.radians(160), np.radians(10), 60_000)])
+    th = th[(th > 0) & (th < np.pi)]
+    c, k, how = boltzmann_harmonic(th, kt, "sin")
+    assert how == "moments"
+    grid = np.linspace(1e-4, np.pi - 1e-4, 20_000)
+
+    def sampled_mean(centre, kk):
+        p = np.sin(grid) * np.exp(-0.5 * kk * (grid - centre) ** 2 / kt)
+        return np.degrees(np.sum(p * grid) / np.sum(p))
+
+    data = np.degrees(th.mean())
+    naive = sampled_mean(th.mean(), kt / th.var())
+    assert abs(sampled_mean(c, k) - data) < 3.0 < abs(naive - data)

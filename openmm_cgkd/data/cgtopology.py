@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["CGTopology", "TopologyError"]
-
 from openmm_cgkd.errors import CGKDError
+
+__all__ = ["CGTopology", "TopologyError"]
 
 
 class TopologyError(CGKDError, ValueError):

@@ -117,5 +117,12 @@ def test_molecule_in_vacuum_maps_trains_serves_and_runs(tmp_path, capsys):
     ff = CGKDForceField(bundle)
     with pytest.raises(ServingError, match="non-periodic"):
         ff.create_system(dataset_topology(ds), box_vectors=np.eye(3) * 3.0 * unit.nanometer)
+    # the same map of an AA run with every bond constrained loses constraint forces: one clear line
     spec = yaml.safe_load(inp["mapping"].read_text())
-    assert spec["type_names"] == ["E", "M"]
+    (tmp_path / "rigid.yaml").write_text(yaml.safe_dump({**spec, "constraints": "all-bonds"}))
+    capsys.readouterr()
+    assert main(["map", "--trajectory", str(inp["dcd"]), "--topology", str(inp["pdb"]), "--forces",
+                 str(inp["forces"]), "--masses", str(inp["masses"]), "--mapping", str(tmp_path / "rigid.yaml"),
+                 "--out", str(tmp_path / "rigid.h5"), "--no-unit-check"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("cgkd map: error:") and "C2" in err and "two beads" in err and len(err.splitlines()) == 1

@@ -74,6 +74,9 @@ def cg_dataset_digest(dataset) -> str:
                           dataset.forces).encode())
     if labels is not None:
         h.update(array_digest(labels.forces, labels.bead_energies, labels.energy, labels.force_std).encode())
+    topology = getattr(dataset, "topology", None)
+    if topology is not None and topology.has_bonds:  # unbonded datasets keep the digest they always had
+        h.update(array_digest(topology.bonds).encode())
     return h.hexdigest()
 
 

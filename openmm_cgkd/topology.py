@@ -26,7 +26,8 @@ import numpy as np
 from openmm_cgkd.errors import BundleError
 
 __all__ = ["BeadType", "bead_types_from_masses", "default_residue_name", "bead_topology", "bead_topology_from_counts",
-           "topology_bead_names", "dataset_trajectory", "write_bead_pdb", "read_bead_pdb", "composition_counts", "cube_edge_nm",
+           "topology_bead_names", "dataset_trajectory", "dataset_topology", "topology_bonds", "write_bead_pdb",
+           "read_bead_pdb", "composition_counts", "cube_edge_nm",
            "lattice_configuration"]
 
 
@@ -91,10 +92,12 @@ def bead_types_from_masses(masses: Mapping[str, float], residue_names: Mapping[s
 
 
 def bead_topology(bead_type_names: Sequence[str], box_nm: np.ndarray | None = None,
-                  residue_names: Mapping[str, str] | None = None):
+                  residue_names: Mapping[str, str] | None = None, bonds=None):
     """An ``openmm.app.Topology`` with one single-bead residue per entry of ``bead_type_names``.
 
-    ``box_nm`` (3x3, rows are box vectors, nm) makes the topology periodic.
+    ``box_nm`` (3x3, rows are box vectors, nm) makes the topology periodic. ``bonds`` [B, 2]
+    (bead indices; e.g. ``CGTopology.bonds``) become the topology's bonds (CONECT records in a
+    PDB), which is how a served model knows the molecules (bonded priors, exclusions).
     """
     from openmm import Vec3, unit
     from openmm.app import Topology
@@ -106,6 +109,10 @@ def bead_topology(bead_type_names: Sequence[str], box_nm: np.ndarray | None = No
         code = residue_names.get(type_name, default_residue_name(type_name))
         res = top.addResidue(code, chain)
         top.addAtom(code, None, res)
+    if bonds is not None and len(bonds):
+        atoms = list(top.atoms())
+        for i, j in np.asarray(bonds, dtype=np.int64).reshape(-1, 2).tolist():
+            top.addBond(atoms[i], atoms[j])
     if box_nm is not None:
         box = np.asarray(box_nm, dtype=float)
         if box.shape != (3, 3):
@@ -136,11 +143,26 @@ def dataset_trajectory(dataset, frames=slice(None)):
     import mdtraj as md
 
     names = [dataset.type_names[t] for t in dataset.bead_types]
-    top = md.Topology.from_openmm(bead_topology(names))
+    top = md.Topology.from_openmm(bead_topology(names, bonds=dataset.topology.bonds))
     boxes = dataset.boxes[frames]
     traj = md.Trajectory(dataset.positions[frames], top, time=dataset.times[frames])
-    traj.unitcell_vectors = boxes  # mdtraj's constructor takes lengths/angles, not vectors
+    if dataset.periodic:
+        traj.unitcell_vectors = boxes  # mdtraj's constructor takes lengths/angles, not vectors
     return traj
+
+
+def dataset_topology(dataset, frame: int = 0, residue_names: Mapping[str, str] | None = None):
+    """The OpenMM bead topology of a :class:`~openmm_cgkd.data.dataset.CGDataset` (its bonds and, when
+    periodic, the box of ``frame``), ready for :func:`write_bead_pdb` and ``CGKDForceField``."""
+    names = [dataset.type_names[t] for t in dataset.bead_types]
+    box = dataset.boxes[frame] if dataset.periodic else None
+    return bead_topology(names, box, residue_names, bonds=dataset.topology.bonds)
+
+
+def topology_bonds(topology) -> np.ndarray:
+    """[B, 2] bead index pairs of the bonds of an OpenMM or mdtraj topology."""
+    bonds = topology.bonds() if callable(topology.bonds) else topology.bonds
+    return np.asarray([(b[0].index, b[1].index) for b in bonds], dtype=np.int64).reshape(-1, 2)
 
 
 def write_bead_pdb(path: str | Path, topology, positions_nm: np.ndarray, box_nm: np.ndarray | None = None) -> Path:

@@ -116,7 +116,9 @@ def uniform_edges(start: float, stop: float, width: float) -> np.ndarray:
 def require_periodic(traj) -> np.ndarray:
     """The box vectors (F, 3, 3) nm of ``traj``; raise if it has none."""
     if traj.unitcell_vectors is None:
-        raise AnalysisError("trajectory has no periodic box (unit cell); the analysis needs one")
+        raise AnalysisError("trajectory has no periodic box (unit cell); the RDF/ADF/CDF analysis needs one (for a "
+                            "system without a box, compare the bond, angle and dihedral distributions: "
+                            "openmm_cgkd.analysis.molecules.bonded_distributions, docs/molecules.md)")
     return np.asarray(traj.unitcell_vectors, dtype=np.float64)
 
 

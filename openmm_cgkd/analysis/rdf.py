@@ -32,14 +32,19 @@ def rdf_edges(*trajectories, r_max: float = DEFAULT_RDF_R_MAX,
 
 def compute_rdfs(traj, edges: np.ndarray | None = None, *, r_max: float = DEFAULT_RDF_R_MAX,
                  bin_width: float = DEFAULT_RDF_BIN_WIDTH, pairs=None, max_distances: int = 4_000_000,
-                 progress: bool = False) -> dict[str, Distribution]:
+                 progress: bool = False, molecules: np.ndarray | None = None,
+                 which: str = "all") -> dict[str, Distribution]:
     """g(r) of every bead-type pair of ``traj``, keyed ``"A-B"`` (type names sorted).
 
     ``edges`` (uniform, nm) default to :func:`rdf_edges` of ``traj``; ``pairs`` restricts the type
     pairs (iterable of (A, B)). Frames are processed in chunks of at most ``max_distances``
     distances and combined with mdtraj's normalisation (number of pairs times the sum over frames
     of 1/volume), so the result equals one ``mdtraj.compute_rdf`` call over all frames.
+    ``molecules`` (molecule index per bead) with ``which`` = ``"inter"`` or ``"intra"`` keeps only
+    the pairs of beads in different molecules or in the same one (normalised by their own count).
     """
+    if which not in ("all", "inter", "intra") or (which != "all" and molecules is None):
+        raise AnalysisError(f"which must be all, inter or intra (inter/intra need molecules), got {which!r}")
     import mdtraj as md
     from tqdm.auto import tqdm
 
@@ -59,7 +64,10 @@ def compute_rdfs(traj, edges: np.ndarray | None = None, *, r_max: float = DEFAUL
         if a not in types or b not in types:
             raise AnalysisError(f"bead type pair {a}-{b}: topology has types {sorted(types)}")
         atom_pairs = traj.topology.select_pairs(types[a], types[b])
-        if len(atom_pairs) == 0:  # a single bead of a like pair
+        if which != "all" and len(atom_pairs):
+            same = molecules[atom_pairs[:, 0]] == molecules[atom_pairs[:, 1]]
+            atom_pairs = atom_pairs[same if which == "intra" else ~same]
+        if len(atom_pairs) == 0:  # a single bead of a like pair (or no pair of that kind)
             continue
         chunk = max(1, int(max_distances // len(atom_pairs)))
         g_sum = np.zeros(n_bins)

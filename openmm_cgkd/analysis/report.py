@@ -127,6 +127,9 @@ class ModelReport:
     mean: dict[str, dict[str, Distribution]]  # kind -> key -> mean curve (std over replicas)
     tae: dict[str, dict[str, ReplicaStat]]  # kind -> key -> TAE over replicas
     summary: dict[str, ReplicaStat]  # "rdf", "adf", "adf@0.60", ..., "cdf" -> mean TAE over curves
+    # molecules (the reference's beads are bonded): kind ("rdf_intra", "bond", "angle", "dihedral") ->
+    # {"reference": curves, "mean": curves, "tae": {key: ReplicaStat}}; the "rdf" kind is then intermolecular
+    molecular: dict | None = None
 
     @property
     def stable(self) -> bool:
@@ -165,6 +168,17 @@ class ModelReport:
             "tae": {kind: {key: s.to_dict() for key, s in v.items()} for kind, v in self.tae.items()},
             "replicas": [r.to_dict(curves=replica_curves, blocks=curves) for r in self.replicas],
         }
+        if self.molecular is not None:
+            from openmm_cgkd.analysis.molecules import mean_value
+
+            d["molecular"] = {
+                "rdf": "intermolecular pairs only (non-bonded; the contacts too)",
+                **{kind: {"tae": {k: s.to_dict() for k, s in m["tae"].items()},
+                          "mean_value": {k: {"model": mean_value(m["mean"][k]), "reference": mean_value(ref)}
+                                         for k, ref in m["reference"].items()} if kind != "rdf_intra" else {},
+                          **({"curves": {k: {"model": m["mean"][k].to_dict(), "reference": ref.to_dict()}
+                                         for k, ref in m["reference"].items()}} if curves else {})}
+                   for kind, m in self.molecular.items()}}
         if curves:
             d["curves"] = {kind: {key: {"model": self.mean[kind][key].to_dict(), "reference": ref.to_dict()}
                                   for key, ref in self.reference[kind].items() if key in self.mean.get(kind, {})}
@@ -339,9 +353,19 @@ def analyze_model(trajectories, reference, *, topology=None, reference_topology=
     r_edges = rdf_edges(ref, *good, r_max=s.rdf_r_max, bin_width=s.rdf_bin_width)
     c_edges = cdf_edges(ref, *good, r_max=s.cdf_r_max, bin_width=s.cdf_bin_width)
 
+    from openmm_cgkd.analysis.molecules import bonded_distributions, trajectory_cg_topology
+
+    ref_topo = trajectory_cg_topology(ref.topology)
+    molecules = ref_topo.molecule if ref_topo.has_bonds else None
+    for name_i, traj, *_ in loaded:
+        if molecules is not None and trajectory_cg_topology(traj.topology) != ref_topo:
+            raise AnalysisError(f"{name_i}: its topology's bonds differ from the reference's ({ref_topo.n_bonds} bonds): "
+                                "give the bead PDB with the molecules' CONECT records (e.g. the run's final.pdb)")
+
     def curves_of(traj):
         merges = frame_merge_distances(traj, progress=progress)
-        return {"rdf": compute_rdfs(traj, r_edges, progress=progress),
+        return {"rdf": compute_rdfs(traj, r_edges, progress=progress, molecules=molecules,
+                                    which="all" if molecules is None else "inter"),
                 "adf": compute_adfs(traj, s.adf_cutoffs, bin_width=s.adf_bin_width, progress=progress),
                 "cdf": cdf_from_merge_distances(merges, c_edges)}, merges
 
@@ -367,7 +391,22 @@ def analyze_model(trajectories, reference, *, topology=None, reference_topology=
     tae = {kind: replica_tae_stats([r.tae[kind] for r in ok]) for kind in KINDS}
     summary = summarize_taes([r.tae for r in ok], s.adf_cutoffs)
     ref_name = reference if isinstance(reference, (str, Path)) else type(reference).__name__
-    return ModelReport(name, s, str(ref_name), ref_curves, replicas, mean, tae, summary)
+    molecular = None
+    if molecules is not None:
+        def molecular_curves(traj):
+            out = bonded_distributions(traj, ref_topo)
+            out["rdf_intra"] = compute_rdfs(traj, r_edges, molecules=molecules, which="intra")
+            return out
+
+        ref_mol = molecular_curves(ref)
+        reps = [molecular_curves(t[start:stop]) for _, t, _, start, stop, *_, failure in loaded if failure is None]
+        molecular = {}
+        for kind, ref_c in ref_mol.items():
+            if not ref_c:
+                continue
+            molecular[kind] = {"reference": ref_c, "mean": replica_mean([r[kind] for r in reps]),
+                               "tae": replica_tae_stats([tae_table(r[kind], ref_c, s.rdf_mode) for r in reps])}
+    return ModelReport(name, s, str(ref_name), ref_curves, replicas, mean, tae, summary, molecular)
 
 
 # ------------------------------------------------------------------------------------ output
@@ -401,6 +440,21 @@ def summary_markdown(report: ModelReport, plots: Sequence[str] = ()) -> str:
     for kind, title in (("rdf", "RDF per pair"), ("cdf", "CDF per species")):
         lines += ["", f"## {title}", "", "| curve | TAE |", "|---|---|"]
         lines += [f"| {key} | {_pm(stat)} |" for key, stat in report.tae.get(kind, {}).items()]
+    if report.molecular:
+        from openmm_cgkd.analysis.molecules import mean_value
+
+        lines += ["", "## Molecules", "",
+                  "The beads are bonded: the RDFs above and the contact check are intermolecular (non-bonded) pairs. "
+                  "Bond (nm), angle and dihedral (degree) distributions are normalised densities (TAE in [0, 2]); "
+                  "the intramolecular RDFs are g(r) of bead pairs within one molecule.", "",
+                  "| kind | curve | model mean | AA mean | TAE |", "|---|---|---|---|---|"]
+        for kind, m in report.molecular.items():
+            for key, stat in m["tae"].items():
+                if kind == "rdf_intra":
+                    lines.append(f"| intramolecular RDF | {key} | - | - | {_pm(stat)} |")
+                else:
+                    lines.append(f"| {kind} | {key} | {mean_value(m['mean'][key]):.4g} | "
+                                 f"{mean_value(m['reference'][key]):.4g} | {_pm(stat)} |")
     contacts = report.contacts
     if contacts:
         lines += ["", "## Contacts closer than any in the AA reference", "",

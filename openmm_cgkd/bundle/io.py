@@ -19,7 +19,9 @@ from openmm_cgkd.fileio import file_sha256, plain_values
 from openmm_cgkd.model.wall import WallParameters
 from openmm_cgkd.topology import BeadType
 
-__all__ = ["Bundle", "build_eager_model", "read_manifest", "load_bundle", "save_bundle"]
+__all__ = ["Bundle", "build_eager_model", "read_manifest", "load_bundle", "save_bundle", "PRIORS_FILE"]
+
+PRIORS_FILE = "priors.yaml"  # bonded priors (BondedPriors.to_dict()), covered by the manifest's checksums
 
 # --------------------------------------------------------------------------- bundle
 
@@ -33,6 +35,7 @@ class Bundle:
     module: Any  # torch.jit.ScriptModule or None
     path: Path | None = None
     state_dict: dict | None = None  # from state_dict.pt, when the bundle has one
+    priors: Any = None  # BondedPriors from priors.yaml; None: no bonded terms (bundles of one-bead molecules)
 
     def eager_model(self, device: str | None = None):
         """A fresh eager (non-scripted) copy of the network, in eval mode, with the bundle's
@@ -167,6 +170,7 @@ def load_bundle(path: str | os.PathLike, map_location: str | None = "cpu", verif
     elif not torchscript:
         raise BundleError(f"{src}: has no {EAGER_FILE} (written before eager weights were bundled); "
                           "load it with torchscript=True")
+    priors = _read_priors(bundle_dir, manifest, src)
     module = None
     if torchscript:
         try:
@@ -175,7 +179,25 @@ def load_bundle(path: str | os.PathLike, map_location: str | None = "cpu", verif
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise BundleError(f"{src}: cannot load TorchScript module {manifest.module_file!r}: {first}") from exc
         _check_module(module, manifest, src)
-    return Bundle(manifest=manifest, module=module, path=bundle_dir, state_dict=state_dict)
+    return Bundle(manifest=manifest, module=module, path=bundle_dir, state_dict=state_dict, priors=priors)
+
+
+def _read_priors(bundle_dir: Path, manifest: BundleManifest, src: str):
+    """The bundle's bonded priors (None when it has no ``priors.yaml``: bundles before molecules)."""
+    if PRIORS_FILE not in manifest.checksums:
+        return None
+    import yaml
+
+    from openmm_cgkd.model.priors import BondedPriors, PriorError
+
+    try:
+        priors = BondedPriors.from_dict(yaml.safe_load((bundle_dir / PRIORS_FILE).read_text()))
+    except (yaml.YAMLError, PriorError, UnicodeDecodeError) as exc:
+        raise BundleError(f"{src}: corrupt {PRIORS_FILE}: {exc}") from None
+    if priors.type_names != manifest.type_names:
+        raise BundleError(f"{src}: {PRIORS_FILE} names bead types {priors.type_names}, the manifest "
+                          f"{manifest.type_names}")
+    return priors
 
 
 def _check_module(module, manifest: BundleManifest, src: str) -> None:
@@ -196,7 +218,8 @@ def _check_module(module, manifest: BundleManifest, src: str) -> None:
 
 def save_bundle(path: str | os.PathLike, model, *, bead_types: Sequence[BeadType | Mapping], wall: WallParameters,
                 model_kind: str, variant: str | None = None, training: Mapping | None = None,
-                description: str = "", periodic: bool = True, config=None, overwrite: bool = False) -> Path:
+                description: str = "", periodic: bool = True, config=None, overwrite: bool = False,
+                priors=None) -> Path:
     """Write ``model`` (a :class:`CGPotential`, :class:`EnsemblePotential`,
     :class:`~openmm_cgkd.model.stacked.StackedEnsemblePotential` or their TorchScript module; the
     network only, no wall) and its manifest to the directory ``path``: the
@@ -206,7 +229,9 @@ def save_bundle(path: str | os.PathLike, model, *, bead_types: Sequence[BeadType
     caller's module is not modified. ``config`` (a ``PotentialConfig``) is only needed for an
     already-scripted module. ``model_kind`` is ``teacher``, ``student`` or ``ensemble`` (an
     ensemble module must be saved as ``ensemble``). The directory is written atomically;
-    an existing one is replaced only with ``overwrite=True``. Absolute paths in ``training`` and
+    an existing one is replaced only with ``overwrite=True``. ``priors``
+    (:class:`~openmm_cgkd.model.priors.BondedPriors`) are written to ``priors.yaml``, under the
+    manifest's checksums. Absolute paths in ``training`` and
     ``description`` are written relative to the bundle directory
     (:func:`openmm_cgkd.fileio.make_portable`). Returns the bundle directory.
     """
@@ -256,6 +281,13 @@ def save_bundle(path: str | os.PathLike, model, *, bead_types: Sequence[BeadType
         torch.jit.save(scripted, str(tmp / MODULE_FILE))
         torch.save({k: v.detach().cpu().clone() for k, v in scripted.state_dict().items()}, str(tmp / EAGER_FILE))
         manifest.checksums = {MODULE_FILE: file_sha256(tmp / MODULE_FILE), EAGER_FILE: file_sha256(tmp / EAGER_FILE)}
+        if priors is not None:
+            import yaml
+
+            if list(priors.type_names) != [b.name for b in bts]:
+                raise BundleError(f"priors name bead types {priors.type_names}, the bundle {[b.name for b in bts]}")
+            (tmp / PRIORS_FILE).write_text(yaml.safe_dump(priors.to_dict(), sort_keys=False))
+            manifest.checksums[PRIORS_FILE] = file_sha256(tmp / PRIORS_FILE)
         manifest.validate(source=f"bundle {out}")
         _check_module(scripted, manifest, f"bundle {out}")
         (tmp / MANIFEST_NAME).write_text(manifest.to_sealed_yaml())

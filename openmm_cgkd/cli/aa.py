@@ -194,6 +194,7 @@ def _cmd_map(args) -> int:
     ds = map_trajectory(aa, spec, stride=args.stride, max_frames=args.max_frames, provenance=extra)
     ds.save(out)
     print(json.dumps({"out": str(out), "frames": ds.n_frames, "beads": ds.n_beads, "types": ds.type_counts(),
+                      "bonds": ds.topology.n_bonds, "molecules": ds.topology.n_molecules, "periodic": ds.periodic,
                       "time_ps": [float(ds.times[0]), float(ds.times[-1])]}))
     return 0
 

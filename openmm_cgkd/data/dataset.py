@@ -7,13 +7,18 @@ dataset            shape         dtype       unit / meaning
 =================  ============  ==========  =========================================
 positions          (F, N, 3)     float32     nm, bead centres of mass
 forces             (F, N, 3)     float32     kJ/mol/nm, summed atomic forces per bead
-boxes              (F, 3, 3)     float32     nm, box vectors as rows
+boxes              (F, 3, 3)     float32     nm, box vectors as rows; all zeros: not periodic
 times              (F,)          float64     ps
 bead_types         (N,)          int32       index into the ``type_names`` attribute
 masses             (N,)          float64     dalton, summed atomic masses per bead
 potential_energy   (F,)          float64     kJ/mol, AA potential energy (optional)
 labels/...         see below                 distillation labels (optional, issue #4)
+topology/bonds     (B, 2)        int64       bonded bead pairs (format 2; optional)
 =================  ============  ==========  =========================================
+
+``topology`` (format 2) holds the bonds between beads
+(:class:`~openmm_cgkd.data.cgtopology.CGTopology`; angles, dihedrals and molecules follow from
+them). A format-1 file, or one without the group, loads as one-bead molecules without bonds.
 
 ``labels`` (written by the training module) holds ``forces`` (F, N, 3) kJ/mol/nm,
 ``bead_energies`` (F, N) kJ/mol, ``energy`` (F,) kJ/mol and ``force_std`` (F, N, 3)
@@ -32,11 +37,13 @@ from pathlib import Path
 
 import numpy as np
 
+from openmm_cgkd.data.cgtopology import CGTopology
 from openmm_cgkd.errors import CGKDError
 from openmm_cgkd.plausibility import bead_spacing_problem, force_scale_problem
 from openmm_cgkd.fileio import make_portable
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)  # 1: before bead bonds (loads as unbonded beads)
 
 __all__ = ["CGDataset", "DistillationLabels", "DatasetError", "FORMAT_VERSION"]
 
@@ -84,6 +91,7 @@ class CGDataset:
     potential_energy: np.ndarray | None = None
     labels: DistillationLabels | None = None
     provenance: dict = field(default_factory=dict)
+    topology: CGTopology | None = None  # bonds between beads; None: one-bead molecules
 
     def __post_init__(self) -> None:
         self.positions = np.asarray(self.positions, dtype=np.float32)
@@ -95,7 +103,14 @@ class CGDataset:
         self.type_names = [str(t) for t in self.type_names]
         if self.potential_energy is not None:
             self.potential_energy = np.asarray(self.potential_energy, dtype=np.float64)
+        if self.topology is None:
+            self.topology = CGTopology.unbonded(self.positions.shape[1] if self.positions.ndim == 3 else 0)
         self.validate()
+
+    @property
+    def periodic(self) -> bool:
+        """False when every box is all zeros (a system without a periodic box)."""
+        return bool(np.any(self.boxes != 0))
 
     @property
     def n_frames(self) -> int:
@@ -144,9 +159,15 @@ class CGDataset:
                 f"got range {self.bead_types.min()}..{self.bead_types.max()}")
         if np.any(self.masses <= 0):
             raise DatasetError("every bead mass must be positive (dalton)")
+        if self.topology.n_beads != n:
+            raise DatasetError(f"the CG topology has {self.topology.n_beads} beads; the dataset has {n}")
         lengths = np.linalg.norm(self.boxes, axis=2)
+        if not self.periodic:
+            if f > 1 and np.any(np.diff(self.times) <= 0):
+                raise DatasetError("times must be strictly increasing (ps)")
+            return
         if np.any(lengths <= 0):
-            raise DatasetError("box vectors must be non-zero (nm)")
+            raise DatasetError("box vectors must be non-zero (nm), or zero in every frame (no periodic box)")
         if f > 1 and np.any(np.diff(self.times) <= 0):
             raise DatasetError("times must be strictly increasing (ps)")
         # Guard against Angstrom or metre input: bead spacing is 0.1-5 nm in any sane system.
@@ -176,7 +197,8 @@ class CGDataset:
                                         lab.force_std[index], dict(lab.provenance))
         pe = None if self.potential_energy is None else self.potential_energy[index]
         return CGDataset(self.positions[index], self.forces[index], self.boxes[index], self.times[index],
-                         self.bead_types, list(self.type_names), self.masses, pe, labels, dict(self.provenance))
+                         self.bead_types, list(self.type_names), self.masses, pe, labels, dict(self.provenance),
+                         self.topology)
 
     # ----------------------------------------------------------------- HDF5 I/O
     def save(self, path: str | Path) -> Path:
@@ -201,6 +223,8 @@ class CGDataset:
                 h5.create_dataset("potential_energy", data=self.potential_energy)
             if self.labels is not None:
                 self._write_labels(h5, self.labels)
+            g = h5.create_group("topology")
+            g.create_dataset("bonds", data=np.asarray(self.topology.bonds, np.int64).reshape(-1, 2))
         tmp.replace(path)
         return path
 
@@ -229,8 +253,8 @@ class CGDataset:
             raise DatasetError(f"{path} is not a readable HDF5 file: {exc}") from exc
         with h5:
             version = int(h5.attrs.get("format_version", -1))
-            if version != FORMAT_VERSION:
-                raise DatasetError(f"{path}: format_version {version}, this package reads {FORMAT_VERSION}")
+            if version not in READABLE_VERSIONS:
+                raise DatasetError(f"{path}: format_version {version}, this package reads {list(READABLE_VERSIONS)}")
             missing = [k for k in ("positions", "forces", "boxes", "times", "bead_types", "masses") if k not in h5]
             if missing:
                 raise DatasetError(f"{path} lacks dataset(s) {missing}")
@@ -253,8 +277,10 @@ class CGDataset:
                 type_names=type_names, masses=h5["masses"][()],
                 potential_energy=h5["potential_energy"][()] if "potential_energy" in h5 else None,
                 labels=labels, provenance=_json_attr(h5.attrs, "provenance", path, {}),
+                topology=_read_topology(h5, path),
             )
-        problem = bead_spacing_problem(ds.positions[0], ds.boxes[0], what=f"{path} (frame 0)")
+        problem = bead_spacing_problem(ds.positions[0], ds.boxes[0] if ds.periodic else None,
+                                       what=f"{path} (frame 0)")
         if problem:  # positions/boxes in Angstrom stored as nm would otherwise train on isolated beads
             raise DatasetError(problem)
         return ds
@@ -267,3 +293,18 @@ class CGDataset:
         self.validate()
         with h5py.File(path, "a") as h5:
             self._write_labels(h5, labels)
+
+
+def _read_topology(h5, path) -> CGTopology | None:
+    """The bead bonds of a file (None for a file without them: one-bead molecules)."""
+    if "topology" not in h5:
+        return None
+    g = h5["topology"]
+    if "bonds" not in g:
+        raise DatasetError(f"{path}: the topology group lacks 'bonds'")
+    from openmm_cgkd.data.cgtopology import TopologyError
+
+    try:
+        return CGTopology(int(h5["bead_types"].shape[0]), g["bonds"][()])
+    except TopologyError as exc:
+        raise DatasetError(f"{path}: {exc}") from None

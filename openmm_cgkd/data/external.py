@@ -40,7 +40,7 @@ class AATrajectory:
     masses: np.ndarray  # (n_atoms,) dalton
     positions: np.ndarray  # (F, n_atoms, 3) nm
     forces: np.ndarray  # (F, n_atoms, 3) kJ/mol/nm
-    boxes: np.ndarray  # (F, 3, 3) nm, rows are box vectors
+    boxes: np.ndarray  # (F, 3, 3) nm, rows are box vectors; all zeros: no periodic box
     times: np.ndarray  # (F,) ps
     potential_energy: np.ndarray | None = None  # (F,) kJ/mol
     provenance: dict = field(default_factory=dict)
@@ -70,8 +70,8 @@ class AATrajectory:
         if self.masses.shape != (n,):
             raise InputError(f"{self.masses.shape[0]} masses for {n} atoms")
         if self.boxes.shape != (f, 3, 3):
-            raise InputError(f"boxes must be (frames, 3, 3) nm, got {self.boxes.shape}: the trajectory needs a "
-                             "periodic box")
+            raise InputError(f"boxes must be (frames, 3, 3) nm (all zeros for a system without a periodic box), "
+                             f"got {self.boxes.shape}")
         if self.times.shape != (f,):
             raise InputError(f"times must be (frames,), got {self.times.shape}")
         for name in ("positions", "forces", "boxes"):
@@ -87,9 +87,10 @@ class AATrajectory:
             if not np.all(np.isfinite(energy)):
                 raise InputError("the potential energies contain NaN/inf")
         lengths = np.linalg.norm(self.boxes, axis=2)
-        if np.any(lengths <= 0):
-            raise InputError("box vectors must be non-zero: a periodic box is required")
-        if check_units:
+        periodic = bool(np.any(lengths > 0))
+        if periodic and np.any(lengths <= 0):
+            raise InputError("box vectors must be non-zero in every frame (or zero in all: no periodic box)")
+        if check_units and periodic:
             med = float(np.median(lengths))
             if not 0.5 <= med <= 1000.0:
                 raise InputError(f"median box length {med:g} is implausible in nm (Angstrom input?)")
@@ -247,9 +248,8 @@ def load_trajectory(trajectory: str | Path, topology: str | Path, *, forces=None
         except Exception as exc:  # noqa: BLE001 - mdtraj raises many types for unreadable or mismatched files
             raise InputError(f"could not read {trajectory} with topology {topology}: {_first_line(exc)}") from None
         xyz = traj.xyz
-        if traj.unitcell_vectors is None:
-            raise InputError(f"{trajectory} has no periodic box")
-        box = traj.unitcell_vectors
+        # no box: a solute in vacuum or implicit solvent (a non-periodic dataset)
+        box = np.zeros((traj.n_frames, 3, 3)) if traj.unitcell_vectors is None else traj.unitcell_vectors
         times = np.asarray(traj.time, dtype=np.float64)
         frc, energy = _read_force_array(forces)
         frc = frc * FORCE_UNITS[force_unit]

@@ -11,20 +11,32 @@ Mapping spec (YAML)::
       UREA:
         - {type: Urea, atoms: all}
     aliases: {CHO: CHOL, URE: UREA, CL: Cl}   # optional: other residue names (e.g. from PDB)
+    allow_unmapped: false                # optional: true lets atoms belong to no bead (a partial map)
+    constraints: h-bonds                 # optional: the AA run's constraints: h-bonds | all-bonds | none
 
-Beads are made residue by residue in topology order. Every atom must belong to exactly one bead
-(else its force would be lost). Per frame:
+Beads are made residue by residue in topology order. A bead entry ``{type: T, atoms: [...],
+join: previous}`` adds its atoms to the last bead made before it (a bead spanning two residues,
+e.g. a cap with its neighbour); a residue mapped to ``[]`` has no bead (with ``allow_unmapped``).
 
-* the molecule (residue) is made whole across the periodic boundaries: each atom is taken at
-  the minimum image of its offset from the residue's first atom (valid for molecules shorter
-  than half the box), then
-* bead position = centre of mass of its atoms, wrapped into the primary box,
+Every atom must belong to exactly one bead unless ``allow_unmapped`` is true. Leaving atoms out
+is valid (the mapped force is still the mean force of the CG coordinates) unless a constraint
+joins an unmapped atom to a mapped one, or atoms of two different beads: the constraint force,
+which OpenMM's and GROMACS' force outputs omit, would then not cancel inside one bead. Which
+atom pairs are constrained is declared by ``constraints`` (default ``h-bonds``: every bond to a
+hydrogen, plus rigid waters); a map that violates it is a :class:`MappingError` naming the pair.
+
+Bonds between beads (:class:`~openmm_cgkd.data.cgtopology.CGTopology`) come from the AA bonds:
+two beads are bonded when an AA bond joins their atoms, directly or through unmapped atoms.
+Per frame:
+
+* with a periodic box, each molecule is made whole: every atom is taken at the minimum image of
+  its offset from its parent along the AA bonds (a breadth-first tree of the molecule; atoms
+  without bonds use their residue's first atom), then
+* bead position = centre of mass of its atoms (wrapped into the primary box when periodic),
 * bead force = sum of its atoms' forces, bead mass = sum of its atoms' masses.
 
-Forces must be the total force on each atom. With constrained bonds, the constraint forces
-(which OpenMM's and GROMACS' force outputs omit) cancel inside a bead only when the whole
-constrained group lies in that bead; with one bead per molecule and H-bond constraints this
-holds exactly.
+A trajectory without a box (a solute in vacuum or implicit solvent) maps to a non-periodic
+dataset (all-zero boxes).
 """
 from __future__ import annotations
 
@@ -34,6 +46,7 @@ from pathlib import Path
 
 import numpy as np
 
+from openmm_cgkd.data.cgtopology import CGTopology
 from openmm_cgkd.data.dataset import CGDataset
 from openmm_cgkd.errors import CGKDError
 from openmm_cgkd.fileio import file_sha256
@@ -47,10 +60,15 @@ class MappingError(CGKDError, ValueError):
     exit_code = 2  # bad input: usage error
 
 
+CONSTRAINT_MODES = ("h-bonds", "all-bonds", "none")
+WATER_RESIDUES = ("HOH", "SOL", "WAT", "TIP3", "TIP4", "SPC")
+
+
 @dataclass
 class BeadDef:
     type: str
     atoms: str | list  # "all" or names / 1-based indices
+    join: str | None = None  # "previous": the atoms join the bead made before this one
 
 
 @dataclass
@@ -59,6 +77,8 @@ class MappingSpec:
     residues: dict[str, list[BeadDef]]
     aliases: dict[str, str] = field(default_factory=dict)
     source: str = ""
+    allow_unmapped: bool = False
+    constraints: str = "h-bonds"
 
     @classmethod
     def from_dict(cls, d: dict, source: str = "") -> "MappingSpec":
@@ -79,9 +99,20 @@ class MappingSpec:
                                        "{type: NAME, atoms: all | [names or 1-based indices]}, got " + repr(b))
                 if b.get("type") not in types:
                     raise MappingError(f"bead type {b.get('type')!r} of residue {rname} is not in type_names {types}")
-                lst.append(BeadDef(str(b["type"]), b.get("atoms", "all")))
+                if b.get("join") not in (None, "previous"):
+                    raise MappingError(f"mapping spec {source}: residue {rname}: join must be 'previous', "
+                                       f"got {b.get('join')!r}")
+                lst.append(BeadDef(str(b["type"]), b.get("atoms", "all"), b.get("join")))
             res[str(rname)] = lst
-        return cls(types, res, {str(k): str(v) for k, v in (d.get("aliases") or {}).items()}, source)
+        allow = d.get("allow_unmapped", False)
+        if not isinstance(allow, bool):
+            raise MappingError(f"mapping spec {source}: allow_unmapped must be true or false, got {allow!r}")
+        constraints = d.get("constraints", "h-bonds")
+        if constraints not in CONSTRAINT_MODES:
+            raise MappingError(f"mapping spec {source}: constraints must be one of {list(CONSTRAINT_MODES)} "
+                               f"(the AA run's constraints), got {constraints!r}")
+        return cls(types, res, {str(k): str(v) for k, v in (d.get("aliases") or {}).items()}, source,
+                   allow, constraints)
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> "MappingSpec":
@@ -100,14 +131,28 @@ class MappingSpec:
 
 @dataclass
 class CGMap:
-    """The mapping compiled for one topology: bead membership, masses and types."""
+    """The mapping compiled for one topology: bead membership, masses, types and bonds."""
 
-    atom_bead: np.ndarray  # (n_atoms,) bead index of each atom
-    atom_ref: np.ndarray  # (n_atoms,) reference atom (first atom of its residue) for making whole
+    atom_bead: np.ndarray  # (n_atoms,) bead index of each atom, -1 for an unmapped atom
+    atom_ref: np.ndarray  # (n_atoms,) parent atom for making molecules whole (itself for a root)
     atom_masses: np.ndarray  # (n_atoms,)
     bead_types: np.ndarray  # (n_beads,)
     bead_masses: np.ndarray  # (n_beads,)
     type_names: list[str]
+    topology: CGTopology | None = None  # bonds between beads (None: built without AA bonds)
+
+    def __post_init__(self) -> None:
+        if self.topology is None:
+            self.topology = CGTopology.unbonded(len(self.bead_types))
+        # breadth-first levels of the making-whole tree: level k atoms hang from level k-1 atoms
+        level = np.zeros(len(self.atom_ref), np.int64)
+        ref = np.asarray(self.atom_ref)
+        for _ in range(len(ref)):
+            new = np.where(ref == np.arange(len(ref)), 0, level[ref] + 1)
+            if np.array_equal(new, level):
+                break
+            level = new
+        self._levels = [np.flatnonzero(level == k) for k in range(1, int(level.max()) + 1)] if len(level) else []
 
     @property
     def n_beads(self) -> int:
@@ -118,18 +163,30 @@ class CGMap:
         return len(self.atom_bead)
 
     @classmethod
-    def build(cls, spec: MappingSpec, residues, masses: np.ndarray) -> "CGMap":
-        """``residues``: sequence of (residue name, [(atom index, atom name), ...]) in topology order."""
+    def build(cls, spec: MappingSpec, residues, masses: np.ndarray, bonds=None,
+              hydrogens: np.ndarray | None = None) -> "CGMap":
+        """``residues``: sequence of (residue name, [(atom index, atom name), ...]) in topology order;
+        ``bonds``: AA bonds as atom index pairs (None: unknown, no bead bonds are made);
+        ``hydrogens``: which atoms are hydrogens (for the ``h-bonds`` constraint check; default:
+        atom names starting with H)."""
         masses = np.asarray(masses, dtype=float)
         n_atoms = len(masses)
         atom_bead = np.full(n_atoms, -1, dtype=np.int64)
-        atom_ref = np.zeros(n_atoms, dtype=np.int64)
-        types = []
-        for rname, atoms in residues:
+        atom_ref = np.arange(n_atoms, dtype=np.int64)
+        atom_res = np.zeros(n_atoms, dtype=np.int64)
+        atom_names = [""] * n_atoms
+        res_names = []
+        multi_bead = []
+        types: list[int] = []
+        for r, (rname, atoms) in enumerate(residues):
             idx = [a for a, _ in atoms]
             names = [n for _, n in atoms]
-            for a in idx:
+            res_names.append(rname)
+            for a, n in zip(idx, names):
                 atom_ref[a] = idx[0]
+                atom_res[a] = r
+                atom_names[a] = str(n)
+            first_bead = len(types)
             for bead in spec.beads_for(rname):
                 if bead.atoms == "all":
                     members = idx
@@ -145,55 +202,208 @@ class CGMap:
                             if not hits:
                                 raise MappingError(f"atom name {sel!r} not found in residue {rname} (atoms: {names})")
                             members.extend(hits)
-                b = len(types)
+                if bead.join == "previous":
+                    if not types:
+                        raise MappingError(f"residue {rname}: join: previous needs a bead before it")
+                    b = len(types) - 1
+                    if spec.type_names[types[b]] != bead.type:
+                        raise MappingError(f"residue {rname}: a bead joined to the previous one must have its type "
+                                           f"{spec.type_names[types[b]]!r}, got {bead.type!r}")
+                else:
+                    b = len(types)
+                    types.append(spec.type_names.index(bead.type))
                 for a in members:
                     if atom_bead[a] != -1:
-                        raise MappingError(f"atom {a} of residue {rname} is in two beads")
+                        raise MappingError(f"atom {a} ({atom_names[a]}) of residue {rname} is in two beads")
                     atom_bead[a] = b
-                types.append(spec.type_names.index(bead.type))
-        if np.any(atom_bead < 0):
-            lost = np.flatnonzero(atom_bead < 0)
-            raise MappingError(f"{len(lost)} atoms (first: {lost[:5].tolist()}) belong to no bead; every atom "
-                               "must be mapped so that no force is lost")
+            if len(types) - first_bead > 1:
+                multi_bead.append(rname)
+        if not types:
+            raise MappingError("the mapping makes no bead")
+        lost = np.flatnonzero(atom_bead < 0)
+        if len(lost) and not spec.allow_unmapped:
+            raise MappingError(f"{len(lost)} atoms (first: {lost[:5].tolist()}, "
+                               f"{[atom_names[a] for a in lost[:5]]}) belong to no bead; every atom must be mapped "
+                               "so that no force is lost, or set `allow_unmapped: true` in the mapping spec to leave "
+                               "them out on purpose (valid when no constraint joins them to a mapped atom)")
         if np.any(masses <= 0):
             raise MappingError("atom masses must be positive (dalton)")
-        bead_masses = np.bincount(atom_bead, weights=masses, minlength=len(types))
-        return cls(atom_bead, atom_ref, masses, np.asarray(types, np.int32), bead_masses, list(spec.type_names))
+        bead_masses = np.bincount(atom_bead[atom_bead >= 0], weights=masses[atom_bead >= 0], minlength=len(types))
+        bond_arr = None if bonds is None else np.asarray(list(bonds), np.int64).reshape(-1, 2)
+        if bond_arr is not None and len(bond_arr) == 0 and multi_bead:
+            raise MappingError(f"residue(s) {sorted(set(multi_bead))[:5]} map to several beads but the topology has "
+                               "no bonds, so the beads cannot be bonded: give a topology with bonds (a PDB with "
+                               "CONECT records, a GROMACS .top, an OpenMM topology)")
+        topology = None
+        if bond_arr is not None:
+            _check_constraints(spec, atom_bead, bond_arr, atom_res, res_names, atom_names, hydrogens)
+            topology = _bead_bonds(atom_bead, bond_arr, len(types))
+            atom_ref = _whole_tree(atom_ref, bond_arr)
+        return cls(atom_bead, atom_ref, masses, np.asarray(types, np.int32), bead_masses, list(spec.type_names),
+                   topology)
 
     @classmethod
     def from_topology(cls, spec: MappingSpec, topology, masses: np.ndarray) -> "CGMap":
-        """From an OpenMM or mdtraj topology."""
+        """From an OpenMM or mdtraj topology (its bonds make the bead bonds)."""
         residues = []
         res_iter = topology.residues() if callable(topology.residues) else topology.residues
+        hydrogens = []
         for res in res_iter:
-            atoms = res.atoms() if callable(res.atoms) else res.atoms
+            atoms = list(res.atoms() if callable(res.atoms) else res.atoms)
             residues.append((res.name, [(a.index, a.name) for a in atoms]))
+        atoms_iter = topology.atoms() if callable(topology.atoms) else topology.atoms
+        for a in atoms_iter:
+            el = getattr(a, "element", None)
+            sym = getattr(el, "symbol", None) if el is not None else None
+            hydrogens.append(sym == "H" if sym else str(a.name).upper().startswith("H"))
         n = sum(len(a) for _, a in residues)
         if n != len(masses):
             raise MappingError(f"topology has {n} atoms but {len(masses)} masses were given")
-        return cls.build(spec, residues, masses)
+        bonds_iter = topology.bonds() if callable(topology.bonds) else topology.bonds
+        bonds = [(b[0].index, b[1].index) for b in bonds_iter]
+        return cls.build(spec, residues, masses, bonds, np.asarray(hydrogens, bool))
 
     # ------------------------------------------------------------------ per-frame maps
-    def map_frames(self, positions: np.ndarray, forces: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(F, n_atoms, 3) nm / kJ/mol/nm + (F, 3, 3) nm -> bead positions and forces (F, n_beads, 3)."""
+    def map_frames(self, positions: np.ndarray, forces: np.ndarray,
+                   boxes: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """(F, n_atoms, 3) nm / kJ/mol/nm + (F, 3, 3) nm (None or all zeros: no box) -> bead
+        positions and forces (F, n_beads, 3)."""
         positions = np.asarray(positions, dtype=np.float64)
         forces = np.asarray(forces, dtype=np.float64)
-        boxes = np.asarray(boxes, dtype=np.float64)
         if positions.shape[1:] != (self.n_atoms, 3) or forces.shape != positions.shape:
             raise MappingError(f"positions {positions.shape} / forces {forces.shape} do not match the "
                                f"mapping's {self.n_atoms} atoms")
+        periodic = boxes is not None and bool(np.any(np.asarray(boxes) != 0))
+        if periodic:
+            boxes = np.asarray(boxes, dtype=np.float64)
         nb = self.n_beads
-        w = self.atom_masses / self.bead_masses[self.atom_bead]
+        on = self.atom_bead >= 0
+        bead_of = self.atom_bead[on]
+        w = self.atom_masses[on] / self.bead_masses[bead_of]
         cg_pos = np.empty((positions.shape[0], nb, 3))
         cg_f = np.empty((positions.shape[0], nb, 3))
         for f in range(positions.shape[0]):
-            x = make_whole(positions[f], self.atom_ref, boxes[f])
+            x = self.make_whole(positions[f], boxes[f]) if periodic else positions[f]
             com = np.zeros((nb, 3))
             for d in range(3):
-                com[:, d] = np.bincount(self.atom_bead, weights=w * x[:, d], minlength=nb)
-                cg_f[f, :, d] = np.bincount(self.atom_bead, weights=forces[f, :, d], minlength=nb)
-            cg_pos[f] = wrap_positions(com, boxes[f])
+                com[:, d] = np.bincount(bead_of, weights=w * x[on, d], minlength=nb)
+                cg_f[f, :, d] = np.bincount(bead_of, weights=forces[f, on, d], minlength=nb)
+            cg_pos[f] = wrap_positions(com, boxes[f]) if periodic else com
         return cg_pos, cg_f
+
+    def make_whole(self, x: np.ndarray, box: np.ndarray) -> np.ndarray:
+        """Every atom moved to the minimum image of its offset from its parent (level by level)."""
+        x = np.array(x, dtype=np.float64)
+        inv = np.linalg.inv(box)
+        for idx in self._levels:
+            d = x[idx] - x[self.atom_ref[idx]]
+            s = d @ inv
+            s -= np.round(s)
+            x[idx] = x[self.atom_ref[idx]] + s @ box
+        return x
+
+
+def _whole_tree(atom_ref: np.ndarray, bonds: np.ndarray) -> np.ndarray:
+    """Parents for making molecules whole: a breadth-first tree along the bonds from each
+    molecule's first atom; atoms without bonds keep their residue's first atom."""
+    n = len(atom_ref)
+    if len(bonds) == 0:
+        return atom_ref
+    nb: list[list[int]] = [[] for _ in range(n)]
+    for i, j in bonds.tolist():
+        nb[i].append(j)
+        nb[j].append(i)
+    parent = atom_ref.copy()
+    seen = np.zeros(n, bool)
+    for start in range(n):
+        if seen[start] or not nb[start]:
+            continue
+        seen[start] = True
+        parent[start] = start
+        queue = [start]
+        while queue:
+            nxt = []
+            for a in queue:
+                for c in nb[a]:
+                    if not seen[c]:
+                        seen[c] = True
+                        parent[c] = a
+                        nxt.append(c)
+            queue = nxt
+    # an atom without bonds whose residue's first atom is bonded hangs from it (level 1)
+    return parent
+
+
+def _bead_bonds(atom_bead: np.ndarray, bonds: np.ndarray, n_beads: int) -> CGTopology:
+    """Beads bonded when an AA bond joins their atoms, directly or through unmapped atoms."""
+    n = len(atom_bead)
+    # contract the unmapped atoms: each connected group of unmapped atoms acts as one node
+    parent = np.arange(n)
+
+    def find(x: int) -> int:
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for i, j in bonds.tolist():
+        if atom_bead[i] < 0 and atom_bead[j] < 0:
+            ri, rj = find(i), find(j)
+            if ri != rj:
+                parent[ri] = rj
+    touching: dict[int, set[int]] = {}
+    pairs = set()
+    for i, j in bonds.tolist():
+        bi, bj = atom_bead[i], atom_bead[j]
+        if bi >= 0 and bj >= 0:
+            if bi != bj:
+                pairs.add((min(bi, bj), max(bi, bj)))
+        elif bi >= 0:
+            touching.setdefault(find(j), set()).add(int(bi))
+        elif bj >= 0:
+            touching.setdefault(find(i), set()).add(int(bj))
+    for beads in touching.values():
+        b = sorted(beads)
+        pairs.update((x, y) for k, x in enumerate(b) for y in b[k + 1:])
+    return CGTopology(n_beads, np.asarray(sorted(pairs), np.int64).reshape(-1, 2))
+
+
+def _check_constraints(spec: MappingSpec, atom_bead: np.ndarray, bonds: np.ndarray, atom_res: np.ndarray,
+                       res_names: list[str], atom_names: list[str], hydrogens: np.ndarray | None) -> None:
+    """:class:`MappingError` when a constrained atom pair is split between beads or between a bead
+    and no bead: its constraint force (absent from the AA forces) would be lost."""
+    if spec.constraints == "none" or len(bonds) == 0:
+        return
+    if spec.constraints == "all-bonds":
+        pairs = bonds
+    else:
+        h = (np.array([n.upper().startswith("H") for n in atom_names]) if hydrogens is None
+             else np.asarray(hydrogens, bool))
+        pairs = bonds[h[bonds[:, 0]] | h[bonds[:, 1]]]
+        # rigid water: every atom pair of a water residue is constrained
+        water = [r for r, name in enumerate(res_names) if name.upper() in WATER_RESIDUES]
+        if water:
+            extra = []
+            for r in water:
+                idx = np.flatnonzero(atom_res == r)
+                extra += [(a, b) for k, a in enumerate(idx) for b in idx[k + 1:]]
+            pairs = np.concatenate([pairs, np.asarray(extra, np.int64).reshape(-1, 2)])
+    for i, j in pairs.tolist():
+        bi, bj = atom_bead[i], atom_bead[j]
+        if bi == bj:
+            continue
+        where = f"atoms {i} ({atom_names[i]}) and {j} ({atom_names[j]}) of residue {res_names[atom_res[i]]}"
+        if bi < 0 or bj < 0:
+            raise MappingError(
+                f"{where} are joined by a constraint ({spec.constraints}) but only one of them is in a bead: the "
+                "constraint force, which the AA force output omits, would be lost. Put both in the same bead "
+                "(e.g. a heavy atom with its hydrogens), leave both out, or declare `constraints:` of the AA run "
+                "in the mapping spec if it had none")
+        raise MappingError(
+            f"{where} are joined by a constraint ({spec.constraints}) but lie in two beads ({bi} and {bj}): the "
+            "constraint force, which the AA force output omits, would not cancel inside one bead. Map every "
+            "constrained group (e.g. a heavy atom with its hydrogens) into one bead, or declare `constraints:` "
+            "of the AA run in the mapping spec if it had none")
 
 
 def make_whole(x: np.ndarray, ref: np.ndarray, box: np.ndarray) -> np.ndarray:
@@ -231,9 +441,13 @@ def map_trajectory(aa, spec: MappingSpec, *, stride: int = 1, max_frames: int | 
         "mapping_sha256": file_sha256(spec.source) if spec.source and Path(spec.source).is_file() else None,
         "mapping_rule": "bead position = COM of its atoms (molecule made whole, wrapped into the box); "
                         "bead force = sum of atomic forces; bead mass = sum of atomic masses",
+        "unmapped_atoms": int(np.count_nonzero(cgmap.atom_bead < 0)), "constraints_declared": spec.constraints,
         "n_atoms": int(cgmap.n_atoms), "n_beads": int(cgmap.n_beads), "stride": int(stride),
         "mapped": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     })
     prov.update(provenance or {})
+    if not np.any(np.asarray(box) != 0):
+        box = np.zeros((len(times), 3, 3))
     return CGDataset(positions=cg_pos, forces=cg_f, boxes=box, times=times, bead_types=cgmap.bead_types,
-                     type_names=cgmap.type_names, masses=cgmap.bead_masses, potential_energy=pe, provenance=prov)
+                     type_names=cgmap.type_names, masses=cgmap.bead_masses, potential_energy=pe, provenance=prov,
+                     topology=cgmap.topology)

@@ -27,7 +27,7 @@ from typing import List, Optional, Tuple
 import torch
 from torch import Tensor, nn
 
-from openmm_cgkd.model.potential import import_torchmdnet
+from openmm_cgkd.quiet import import_torchmdnet
 
 import_torchmdnet()
 from torchmdnet.extensions.ops import get_neighbor_pairs_kernel  # noqa: E402

@@ -4,7 +4,9 @@
 forces)`` like :class:`~openmm_cgkd.model.potential.CGPotential` (kJ/mol, kJ/mol/nm; positions
 and box in nm; ``box=None`` for no periodic boundaries). Each pair closer than the wall cutoff
 (minimum image) contributes ``A_ij (exp(-a_ij r) - exp(-a_ij rc))``, exactly
-``WallParameters.pair_energy``; half of it goes to each bead's energy.
+``WallParameters.pair_energy``; half of it goes to each bead's energy. Bonded pairs
+(:meth:`WallPotential.set_exclusions`: the 1-2 and 1-3 pairs of molecules, left to the bonded
+priors) contribute nothing.
 
 :class:`PotentialWithWall` sums a network and the wall: the total that training fits.
 """
@@ -37,6 +39,7 @@ class WallPotential(nn.Module):
     create_graph: bool
     cutoff_nm: float
     num_types: int
+    exclusion_n: int
 
     def __init__(self, params: WallParameters, max_num_neighbors: int = 32, dtype: torch.dtype = torch.float32):
         super().__init__()
@@ -50,6 +53,18 @@ class WallPotential(nn.Module):
         self.register_buffer("decay", torch.as_tensor(params.decay_per_nm, dtype=dtype).clone())
         # directed pairs, so the budget counts both i->j and j->i
         self.neighbors = NeighborList(self.cutoff_nm, max_num_neighbors, loop=False)
+        self.exclusion_n = 0
+        self.register_buffer("excluded_keys", torch.zeros(0, dtype=torch.long), persistent=False)
+
+    def set_exclusions(self, pairs, n_beads: int) -> None:
+        """Leave out the bead pairs ``pairs`` [P, 2] of a system of ``n_beads`` beads (bead indices
+        within one frame; batched frames of that system are handled by index modulo ``n_beads``)."""
+        import numpy as np
+
+        p = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
+        keys = np.unique(np.minimum(p[:, 0], p[:, 1]) * int(n_beads) + np.maximum(p[:, 0], p[:, 1]))
+        self.exclusion_n = int(n_beads) if len(keys) else 0
+        self.excluded_keys = torch.as_tensor(keys, dtype=torch.long, device=self.decay.device)
 
     @torch.jit.export
     def set_check_errors(self, value: bool) -> None:
@@ -63,6 +78,11 @@ class WallPotential(nn.Module):
         z = bead_types.to(torch.long)
         valid = (edge_index[0] >= 0) & (edge_index[0] != edge_index[1]) & (dist < self.cutoff_nm)
         safe = edge_index.clamp(min=0)
+        if self.exclusion_n > 0:
+            a = safe[0] % self.exclusion_n
+            b = safe[1] % self.exclusion_n
+            keys = torch.minimum(a, b) * self.exclusion_n + torch.maximum(a, b)
+            valid = valid & ~torch.isin(keys, self.excluded_keys)
         ti = z.index_select(0, safe[0])
         tj = z.index_select(0, safe[1])
         a = self.decay[ti, tj]

@@ -8,7 +8,10 @@
 The System holds one particle per bead, with the bead type's mass (dalton) from the bundle
 manifest, the network as a ``TorchForce`` (or, with ``backend="python"``, an ``openmm.PythonForce``
 running the eager model; :mod:`.network_force`), the repulsive wall as a
-``CustomNonbondedForce`` (:mod:`.wall_force`) and, by default, a ``CMMotionRemover``.
+``CustomNonbondedForce`` (:mod:`.wall_force`), the bonded priors of a model of molecules as
+OpenMM's standard bonded forces (:mod:`.prior_forces`; the bonds are the topology's, e.g. a bead
+PDB's CONECT records, and the wall leaves the bonded pairs out) and, by default, a
+``CMMotionRemover``.
 :meth:`CGKDForceField.add_forces` adds the model to a System built elsewhere (openmm-ml's
 ``MLPotential('cgkd', ...)`` uses it, :mod:`.openmmml`).
 
@@ -171,6 +174,13 @@ class CGKDForceField:
         where = f" from {self.path}" if self.path else ""
         text = f"{kind}{variant} {arch}, cutoff {self.cutoff_nm:g} nm, wall cutoff {self.wall.cutoff_nm:g} nm; " \
                f"bead types {types}{where}"
+        pr = self.bundle.priors
+        if pr is not None:
+            excl = {0: "none", 1: "1-2", 2: "1-2, 1-3", 3: "1-2, 1-3, 1-4"}[pr.exclusions]
+            text += (f"; molecules: bonded priors for {len(pr.bonds)} bond, {len(pr.angles)} angle, "
+                     f"{len(pr.dihedrals)} dihedral type(s), wall exclusions {excl}")
+        if not self.periodic:
+            text += "; no periodic box"
         if self.is_untrained:
             text += " -- UNTRAINED (random weights): a stand-in to show the machinery, not a physical model"
         return text
@@ -249,7 +259,7 @@ class CGKDForceField:
         props = dict(network_properties or {})
         if use_cuda_graphs:
             props["useCUDAGraphs"] = "true"
-        self._add_model_forces(system, types, None, 0, props, backend, device, compile)
+        self._add_model_forces(system, types, None, 0, props, backend, device, compile, self._bonds(topology))
         if remove_cm_motion:
             system.addForce(openmm.CMMotionRemover())
         return system
@@ -282,13 +292,41 @@ class CGKDForceField:
             system.setParticleMass(i, float(m))
         if particles == list(range(n)):
             particles = None
+        bonds = self._bonds(topology)
+        if particles is not None and len(bonds):
+            inside = np.zeros(n, bool)
+            inside[particles] = True
+            bonds = bonds[inside[bonds[:, 0]] & inside[bonds[:, 1]]]
         self._add_model_forces(system, types, particles, int(force_group), dict(network_properties or {}),
-                               backend, device, compile)
+                               backend, device, compile, bonds)
+
+    def _bonds(self, topology) -> np.ndarray:
+        """[B, 2] bonded bead pairs of ``topology``, checked against the model: a model of molecules
+        needs them, a model of one-bead molecules refuses them."""
+        from openmm_cgkd.topology import topology_bonds
+
+        bonds = topology_bonds(topology)
+        priors = self.bundle.priors
+        if priors is None and len(bonds):
+            raise ServingError(f"the topology has {len(bonds)} bonds between beads but this model was trained on "
+                               "one-bead molecules (its bundle has no bonded priors): give a topology without bonds, "
+                               "or a model trained on these molecules")
+        if priors is not None and not len(bonds):
+            raise ServingError("this model is of bonded beads (molecules) but the topology has no bonds: give the "
+                               "beads' bonds (CONECT records in the bead PDB, e.g. one written by "
+                               "openmm_cgkd.topology.write_bead_pdb from a dataset topology)")
+        return bonds
 
     def _add_model_forces(self, system, types: np.ndarray, particles: list[int] | None, force_group: int,
-                          props: dict, backend: str, device: str | None, compile: bool) -> None:
-        """The network and wall forces of beads ``types`` (system particles ``particles``, None = all)."""
+                          props: dict, backend: str, device: str | None, compile: bool,
+                          bonds: np.ndarray | None = None) -> None:
+        """The network, wall and prior forces of beads ``types`` (system particles ``particles``,
+        None = all); ``bonds`` [B, 2] in system particle indices."""
+        from openmm_cgkd.data.cgtopology import CGTopology
+        from openmm_cgkd.model.priors import PriorError
+
         from .network_force import check_backend, make_network_force
+        from .prior_forces import make_prior_forces
         from .wall_force import make_wall_force
 
         try:
@@ -322,16 +360,26 @@ class CGKDForceField:
         except ValueError as exc:
             raise ServingError(str(exc)) from None
         system.addForce(network)
-        if particles is None:
-            wall = make_wall_force(self.wall, types.tolist(), periodic=self.periodic)
-        else:
-            # every particle needs a wall type; the interaction group keeps the wall inside the subset
-            all_types = np.zeros(system.getNumParticles(), dtype=np.int64)
-            all_types[particles] = types
-            wall = make_wall_force(self.wall, all_types.tolist(), periodic=self.periodic)
+        all_types = np.zeros(system.getNumParticles(), dtype=np.int64)
+        all_types[slice(None) if particles is None else particles] = types
+        priors = self.bundle.priors
+        exclusions, prior_forces = None, []
+        if priors is not None:
+            cgtop = CGTopology(system.getNumParticles(), np.zeros((0, 2)) if bonds is None else bonds)
+            exclusions = cgtop.excluded_pairs(priors.exclusions)
+            try:
+                prior_forces = make_prior_forces(priors, cgtop, all_types, self.periodic)
+            except PriorError as exc:
+                raise ServingError(str(exc)) from None
+        # every particle needs a wall type; with a subset an interaction group keeps the wall inside it
+        wall = make_wall_force(self.wall, all_types.tolist(), periodic=self.periodic, exclusions=exclusions)
+        if particles is not None:
             wall.addInteractionGroup(particles, particles)
         wall.setForceGroup(force_group)
         system.addForce(wall)
+        for f in prior_forces:
+            f.setForceGroup(force_group)
+            system.addForce(f)
 
     # -- Simulation -----------------------------------------------------------------------
     def create_simulation(self, topology, positions, *, box_vectors=None, temperature=298.1,

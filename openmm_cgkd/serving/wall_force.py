@@ -47,10 +47,11 @@ def _stable_tables(wall: WallParameters) -> dict[str, np.ndarray]:
     return {"wall_C": C, "wall_r0": r0, "wall_a": np.where(on, a, 0.0), "wall_S": S}
 
 
-def make_wall_force(wall: WallParameters, bead_types: Sequence[int], periodic: bool = True):
+def make_wall_force(wall: WallParameters, bead_types: Sequence[int], periodic: bool = True, exclusions=None):
     """A ``CustomNonbondedForce`` of the wall for beads whose type indices are ``bead_types``.
 
-    ``bead_types[k]`` indexes ``wall.type_names``. The force is named ``cgkd_wall``.
+    ``bead_types[k]`` indexes ``wall.type_names``. ``exclusions`` [P, 2]: bead pairs the wall
+    leaves out (bonded pairs, left to the bonded priors). The force is named ``cgkd_wall``.
     """
     import openmm
 
@@ -69,6 +70,8 @@ def make_wall_force(wall: WallParameters, bead_types: Sequence[int], periodic: b
     force.addPerParticleParameter("wall_type")
     for k in types:
         force.addParticle([float(k)])
+    for i, j in (np.zeros((0, 2), np.int64) if exclusions is None else np.asarray(exclusions, np.int64)).tolist():
+        force.addExclusion(int(i), int(j))
     force.setNonbondedMethod(openmm.CustomNonbondedForce.CutoffPeriodic if periodic
                              else openmm.CustomNonbondedForce.CutoffNonPeriodic)
     force.setCutoffDistance(wall.cutoff_nm)

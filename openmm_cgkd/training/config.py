@@ -16,8 +16,8 @@ from typing import ClassVar
 
 from openmm_cgkd.config import Config, ConfigError, config_from_dict, config_to_dict
 
-__all__ = ["ConfigError", "SplitConfig", "TrainerConfig", "LossWeights", "WallFitConfig", "TeachersConfig",
-           "LabelsConfig", "StudentConfig", "config_from_dict", "config_to_dict"]
+__all__ = ["ConfigError", "SplitConfig", "TrainerConfig", "LossWeights", "WallFitConfig", "PriorFitConfig",
+           "TeachersConfig", "LabelsConfig", "StudentConfig", "config_from_dict", "config_to_dict"]
 
 
 @dataclass
@@ -144,6 +144,30 @@ class WallFitConfig(Config):
 
 
 @dataclass
+class PriorFitConfig(Config):
+    """Bonded priors (harmonic bonds and angles, Fourier dihedrals) fitted by Boltzmann inversion of
+    the training block (docs/molecules.md). ``enabled: auto`` fits them when beads are bonded."""
+
+    enabled: bool | str = "auto"  # "auto", true or false
+    temperature_k: float | None = None  # default: the temperature the dataset records
+    angles: bool = True
+    dihedral_terms: int = 3  # Fourier terms n = 1..M of each dihedral; 0: no dihedral prior
+    exclusions: int = 2  # the wall leaves out pairs up to this many bonds apart (2: 1-2, 1-3; 3: also 1-4)
+    bins: int = 60
+    max_frames: int = 2000
+
+    def __post_init__(self) -> None:
+        if self.enabled not in (True, False, "auto"):
+            raise ConfigError(f"priors.enabled must be auto, true or false, got {self.enabled!r}")
+        if self.exclusions not in (0, 1, 2, 3):
+            raise ConfigError(f"priors.exclusions must be 0..3 bonds, got {self.exclusions}")
+        if not 0 <= self.dihedral_terms <= 6:
+            raise ConfigError(f"priors.dihedral_terms must be 0..6, got {self.dihedral_terms}")
+        if self.temperature_k is not None and not self.temperature_k > 0:
+            raise ConfigError(f"priors.temperature_k must be positive (K), got {self.temperature_k}")
+
+
+@dataclass
 class TeachersConfig(Config):
     """`cgkd train-teachers`: K members differing only in their seed, trained on F_AA."""
 
@@ -158,6 +182,7 @@ class TeachersConfig(Config):
     split: SplitConfig = field(default_factory=SplitConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     wall: WallFitConfig = field(default_factory=WallFitConfig)
+    priors: PriorFitConfig = field(default_factory=PriorFitConfig)
 
     def __post_init__(self) -> None:
         if self.members < 1:

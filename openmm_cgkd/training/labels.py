@@ -57,6 +57,17 @@ def predict_labels(bundle, dataset: CGDataset, member: int | None = None, device
     dev = _device(device)
     module = bundle.module.to(dev)
     wall = bundle.wall_module().to(dev)
+    prior = None
+    if bundle.priors is not None:
+        from openmm_cgkd.model.priors_torch import PriorPotential
+
+        if bundle.priors.exclusions > 0:
+            wall.set_exclusions(dataset.topology.excluded_pairs(bundle.priors.exclusions), dataset.n_beads)
+        prior = PriorPotential(bundle.priors, dataset.topology, dataset.bead_types, dtype=torch.float64).to(dev)
+        prior = None if prior.is_empty else prior
+    elif dataset.topology.has_bonds:
+        raise ConfigError("the dataset's beads are bonded but the teacher bundle has no bonded priors (it was "
+                          "trained on one-bead molecules): label with teachers trained on this dataset")
     types = torch.from_numpy(dataset.bead_types.astype(np.int64)).to(dev)
     f, n = dataset.n_frames, dataset.n_beads
     forces = np.empty((f, n, 3), np.float32)
@@ -70,7 +81,7 @@ def predict_labels(bundle, dataset: CGDataset, member: int | None = None, device
         frames = tqdm(frames, desc="labels", unit="frame")
     for i in frames:
         pos = torch.from_numpy(dataset.positions[i]).to(dev)
-        box = torch.from_numpy(dataset.boxes[i]).to(dev)
+        box = torch.from_numpy(dataset.boxes[i]).to(dev) if dataset.periodic else None
         if is_ensemble and member is not None:
             e_k, b_k, f_k = module.forward_members(types, pos, box)
             e, b, frc = e_k[member], b_k[member], f_k[member]
@@ -80,6 +91,9 @@ def predict_labels(bundle, dataset: CGDataset, member: int | None = None, device
         else:
             e, b, frc = module(types, pos, box)[:3]
         we, wb, wf = wall(types, pos, box)
+        if prior is not None:
+            pe, pb, pf = prior(types, pos.double(), None if box is None else box.double())
+            we, wb, wf = we.double() + pe, wb.double() + pb, wf.double() + pf
         forces[i] = (frc.double() + wf.double()).cpu().numpy()
         bead_e[i] = (b.double() + wb.double()).cpu().numpy()
         energy[i] = float(e.double() + we.double())
@@ -91,6 +105,7 @@ def predict_labels(bundle, dataset: CGDataset, member: int | None = None, device
         "source": label_source(man.model_kind, man.num_members, member), "teacher_variant": man.variant,
         "architecture": dict(man.architecture), "wall": man.wall.to_dict(),
         "includes_wall": True, "teacher_training_seeds": man.training.get("seeds"),
+        "priors": None if bundle.priors is None else bundle.priors.to_dict(),
     }
     return DistillationLabels(forces, bead_e, energy, std, prov)
 

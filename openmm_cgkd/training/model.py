@@ -23,8 +23,14 @@ __all__ = ["TrainablePotential", "potential_config_for", "number_density"]
 
 
 def number_density(positions: np.ndarray, boxes: np.ndarray) -> float:
-    """Beads per nm^3 (mean over frames)."""
-    volumes = np.abs(np.linalg.det(np.asarray(boxes, dtype=np.float64)))
+    """Beads per nm^3 (mean over frames). Without a box (all-zero boxes): the beads over the
+    volume of their bounding box grown by 0.5 nm on each side (a generous neighbour budget)."""
+    boxes = np.asarray(boxes, dtype=np.float64)
+    if not np.any(boxes != 0):
+        x = np.asarray(positions, dtype=np.float64)
+        extent = x.max(axis=1) - x.min(axis=1) + 1.0  # (F, 3)
+        return float(positions.shape[1] / np.prod(extent, axis=1).mean())
+    volumes = np.abs(np.linalg.det(boxes))
     return float(positions.shape[1] / volumes.mean())
 
 
@@ -92,20 +98,37 @@ def training_wall(wall: WallParameters | None, density_per_nm3: float, config: P
     return WallPotential(wall, max_num_neighbors=budget, dtype=config.torch_dtype)
 
 
+def training_prior(priors, topology, bead_types, config: PotentialConfig, wall: WallPotential | None):
+    """The torch bonded priors of one system (None without bonded terms); sets the wall's
+    exclusions (the bonded pairs the priors own) on ``wall``."""
+    if priors is None or topology is None:
+        return None
+    from openmm_cgkd.model.priors_torch import PriorPotential
+
+    if wall is not None and priors.exclusions > 0:
+        wall.set_exclusions(topology.excluded_pairs(priors.exclusions), topology.n_beads)
+    prior = PriorPotential(priors, topology, bead_types, dtype=config.torch_dtype)
+    return None if prior.is_empty else prior
+
+
 class TrainablePotential(nn.Module):
-    """``network`` (:class:`CGPotential`) + optional ``wall`` (:class:`WallPotential`), batched.
+    """``network`` (:class:`CGPotential`) + optional ``wall`` (:class:`WallPotential`) + optional
+    bonded ``prior`` (:class:`~openmm_cgkd.model.priors_torch.PriorPotential`), batched.
 
     ``forward(bead_types [N], positions [B,N,3], boxes [B,3,3], create_graph)`` returns a dict
     with ``energy`` [B], ``bead_energies`` [B,N] and ``forces`` [B,N,3] (kJ/mol, kJ/mol/nm),
-    the sums of network and wall. ``create_graph=True`` keeps the force graph for training on
-    forces. The wall's parameters are buffers: training never changes them.
+    the sums of network, wall and priors: the network learns what the fixed terms leave.
+    ``create_graph=True`` keeps the force graph for training on forces. The wall's and the
+    priors' parameters are buffers: training never changes them. All-zero boxes: no periodic box.
     """
 
-    def __init__(self, config: PotentialConfig, wall: WallParameters | None = None, density_per_nm3: float = 0.0):
+    def __init__(self, config: PotentialConfig, wall: WallParameters | None = None, density_per_nm3: float = 0.0,
+                 priors=None, topology=None, bead_types=None):
         super().__init__()
         self.network = CGPotential(config)
         self.wall_parameters = wall
         self.wall = training_wall(wall, density_per_nm3, config)
+        self.prior = training_prior(priors, topology, bead_types, config, self.wall)
 
     @property
     def config(self) -> PotentialConfig:
@@ -115,8 +138,9 @@ class TrainablePotential(nn.Module):
     def _joined_edges(neighbors: nn.Module, pos: Tensor, boxes: Tensor) -> tuple[Tensor, Tensor]:
         b, n, _ = pos.shape
         edges, shifts = [], []
+        periodic = bool(torch.any(boxes != 0))
         for k in range(b):
-            ei, cs = neighbors(pos[k], boxes[k])
+            ei, cs = neighbors(pos[k], boxes[k] if periodic else None)
             edges.append(torch.where(ei >= 0, ei + k * n, ei))
             shifts.append(cs.to(pos.dtype) @ boxes[k])
         return torch.cat(edges, 1), torch.cat(shifts, 0)
@@ -137,6 +161,8 @@ class TrainablePotential(nn.Module):
                 wi, ws = self._joined_edges(self.wall.neighbors, pos, box)
                 bead = bead + self.wall.bead_energies_from_edges(types, flat, wi, ws, eye)
             bead = bead.reshape(b, n)
+            if self.prior is not None:
+                bead = bead + self.prior.bead_energies(flat.reshape(b, n, 3), box)
             energy = bead.sum(1)
             (grad,) = torch.autograd.grad(energy.sum(), flat, create_graph=create_graph)
         return {"energy": energy, "bead_energies": bead, "forces": -grad.reshape(b, n, 3)}

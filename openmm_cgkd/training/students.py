@@ -25,6 +25,7 @@ from typing import NamedTuple
 import numpy as np
 
 from openmm_cgkd.data.dataset import CGDataset
+from openmm_cgkd.model.priors import BondedPriors
 from openmm_cgkd.model.wall import WallParameters
 from openmm_cgkd.training.config import ConfigError, LossWeights, StudentConfig, config_to_dict
 from openmm_cgkd.training.data import split_blocks
@@ -81,6 +82,7 @@ class _Prepared(NamedTuple):
     wall: WallParameters
     blocks: dict
     pcfg: object  # PotentialConfig
+    priors: object = None  # the teachers' BondedPriors (None: no bonded terms)
 
 
 def _prepare(cfg: StudentConfig, dataset: CGDataset | None) -> _Prepared:
@@ -110,7 +112,8 @@ def _prepare(cfg: StudentConfig, dataset: CGDataset | None) -> _Prepared:
     else:
         pcfg = PotentialConfig.from_dict(prov["architecture"])
     check_boxes_for_cutoff(dataset.boxes, pcfg.cutoff_nm, f"the student on {cfg.dataset}")
-    return _Prepared(dataset, variant, weights, prov, wall, blocks, pcfg)
+    priors = BondedPriors.from_dict(prov["priors"]) if prov.get("priors") else None
+    return _Prepared(dataset, variant, weights, prov, wall, blocks, pcfg, priors)
 
 
 def _finish(cfg: StudentConfig, prep: _Prepared, result, seconds: float, run_dir: Path,
@@ -137,7 +140,8 @@ def _finish(cfg: StudentConfig, prep: _Prepared, result, seconds: float, run_dir
     bundle = save_bundle(out / "bundle", result.model.network, bead_types=dataset_bead_types(dataset), wall=wall,
                          model_kind="student", variant=variant, training=training,
                          description=f"CG student '{variant}' distilled from {prov.get('source')} labels of "
-                                     f"{prov.get('teacher_bundle')}", overwrite=True)
+                                     f"{prov.get('teacher_bundle')}", overwrite=True,
+                         periodic=dataset.periodic, priors=prep.priors)
     return StudentResult(out, bundle, result.model, variant, weights, blocks, metrics)
 
 
@@ -151,8 +155,14 @@ def train_student(cfg: StudentConfig, dataset: CGDataset | None = None,
     p = _prepare(cfg, dataset)
     out = Path(cfg.out)
     start = time.time()
-    train = train_single if is_stacked_architecture(p.pcfg) else train_potential  # hipnn-ts: the stacked fast path
-    result = train(p.dataset, p.blocks, p.pcfg, p.wall, p.weights, cfg.trainer, out / "run")
+    if is_stacked_architecture(p.pcfg):  # hipnn-ts: the stacked fast path
+        if p.priors is not None:
+            raise ConfigError("bonded beads (priors and wall exclusions) are not supported by the stacked "
+                              "architecture hipnn-ts yet: give the student another architecture (model:)")
+        result = train_single(p.dataset, p.blocks, p.pcfg, p.wall, p.weights, cfg.trainer, out / "run")
+    else:
+        result = train_potential(p.dataset, p.blocks, p.pcfg, p.wall, p.weights, cfg.trainer, out / "run",
+                                 priors=p.priors)
     if not is_global_zero():  # a DDP helper process: rank 0 writes the results
         return StudentResult(out, out / "bundle", result.model, p.variant, p.weights, p.blocks, {})
     return _finish(cfg, p, result, time.time() - start, out / "run", extra_force_refs)
@@ -177,6 +187,8 @@ def train_students_stacked(cfgs: Sequence[StudentConfig], run_dir: str | Path, l
     for c, p in zip(cfgs, prepared):
         if not is_stacked_architecture(p.pcfg):
             raise ConfigError(f"students trained together need a stacked architecture, got {p.pcfg.architecture!r}")
+        if p.priors is not None:
+            raise ConfigError("bonded beads (priors and wall exclusions) are not supported by stacked students yet")
         if (p.pcfg.to_dict() != first.pcfg.to_dict() or p.wall.to_dict() != first.wall.to_dict()
                 or c.split != cfgs[0].split or c.trainer != cfgs[0].trainer
                 or any(not np.array_equal(p.blocks[b], first.blocks[b]) for b in ("train", "val", "test"))):

@@ -4,7 +4,8 @@ AA forces alone (loss Err(F, F_AA); docs/METHOD.md section 2.3).
 :func:`train_teachers` runs the whole stage for a :class:`TeachersConfig`:
 
 1. split the dataset into contiguous train / val / test blocks;
-2. fit the repulsive wall on the training block (:mod:`.wall_fit`), shared by every member;
+2. fit the repulsive wall on the training block (:mod:`.wall_fit`) and, where beads are bonded,
+   the bonded priors (:mod:`.prior_fit`), shared by every member;
 3. train the members (one after another, or in parallel processes: one per GPU when several
    are present, or ``parallel: N`` CPU processes), each resumable in its own directory; a
    stacked architecture (``hipnn-ts``) trains all members in one run instead (:mod:`openmm_cgkd.training.stacked`);
@@ -50,6 +51,7 @@ from openmm_cgkd.training.model import check_boxes_for_cutoff, number_density, p
 from openmm_cgkd.training.stacked import is_stacked_architecture, predict_members, train_stacked
 from openmm_cgkd.training.rundir import is_global_zero
 from openmm_cgkd.training.trainer import train_potential
+from openmm_cgkd.training.prior_fit import fit_priors
 from openmm_cgkd.training.wall_fit import fit_wall
 
 __all__ = ["TeachersResult", "train_teachers", "prepare_teachers", "setup_fingerprint", "train_member", "member_dir"]
@@ -74,8 +76,11 @@ def member_dir(out: str | Path, k: int) -> Path:
 def setup_fingerprint(cfg: TeachersConfig, dataset: CGDataset) -> dict:
     """What the shared set-up depends on: dataset content, split, wall fit, architecture, seeds."""
 
-    return {"dataset": cg_dataset_digest(dataset), "split": config_to_dict(cfg.split),
-            "wall": config_to_dict(cfg.wall), "model": dict(cfg.model), "seeds": cfg.member_seeds()}
+    key = {"dataset": cg_dataset_digest(dataset), "split": config_to_dict(cfg.split),
+           "wall": config_to_dict(cfg.wall), "model": dict(cfg.model), "seeds": cfg.member_seeds()}
+    if dataset.topology.has_bonds:  # unbonded datasets keep the fingerprint they always had
+        key["priors"] = config_to_dict(cfg.priors)
+    return key
 
 
 def prepare_teachers(cfg: TeachersConfig, dataset: CGDataset, log=print) -> dict:
@@ -98,10 +103,12 @@ def prepare_teachers(cfg: TeachersConfig, dataset: CGDataset, log=print) -> dict
         wall, report = fit_wall(dataset, train, cfg.wall)
     else:
         wall, report = WallParameters.zero(list(dataset.type_names)), {"method": "disabled"}
+    priors, prior_report = fit_priors(dataset, train, cfg.priors)
     density = number_density(dataset.positions[train], dataset.boxes[train])
     pcfg = potential_config_for(cfg.model, list(dataset.type_names), density)
     check_boxes_for_cutoff(dataset.boxes, pcfg.cutoff_nm, f"teachers on {cfg.dataset}")
     setup = {"blocks": {k: v.tolist() for k, v in blocks.items()}, "wall": wall.to_dict(), "wall_fit": report,
+             "priors": None if priors is None else priors.to_dict(), "prior_fit": prior_report,
              "architecture": pcfg.to_dict(), "seeds": cfg.member_seeds(),
              "fingerprint": {"digest": digest(key), "settings": key}}
     out.mkdir(parents=True, exist_ok=True)
@@ -123,8 +130,9 @@ def train_member(cfg: TeachersConfig, dataset: CGDataset, setup: dict, k: int, t
     run = member_dir(cfg.out, k)
     wall = WallParameters.from_dict(setup["wall"])
     blocks = _blocks(setup)
+    priors = setup_priors(setup)
     result = train_potential(dataset, blocks, PotentialConfig.from_dict(setup["architecture"]), wall,
-                             TEACHER_WEIGHTS, tcfg, run)
+                             TEACHER_WEIGHTS, tcfg, run, priors=priors)
     bundle = run / "bundle"
     if result.info and _member_bundle_stale(bundle, result.info.get("fingerprint")):
         training = {"stage": "teacher", "member": k, "seed": seed, "loss_weights": TEACHER_WEIGHTS.as_dict(),
@@ -133,8 +141,15 @@ def train_member(cfg: TeachersConfig, dataset: CGDataset, setup: dict, k: int, t
         save_bundle(bundle, result.model.network, bead_types=dataset_bead_types(dataset), wall=wall,
                     model_kind="teacher", variant=f"teacher member {k} (seed {seed})", training=training,
                     description=f"CG teacher {k} of {cfg.members}: trained on mapped AA forces only",
-                    overwrite=True)
+                    overwrite=True, periodic=dataset.periodic, priors=priors)
     return result
+
+
+def setup_priors(setup: dict):
+    """The bonded priors of a teachers' set-up (None: none; set-ups before priors existed)."""
+    from openmm_cgkd.model.priors import BondedPriors
+
+    return BondedPriors.from_dict(setup["priors"]) if setup.get("priors") else None
 
 
 def _member_bundle_stale(bundle: Path, fingerprint: str | None) -> bool:
@@ -215,6 +230,10 @@ def train_teachers(cfg: TeachersConfig, dataset: CGDataset | None = None,
     start = time.time()
     setup = prepare_teachers(cfg, dataset)
     if is_stacked_architecture(setup["architecture"]):  # hipnn-ts: all K members in one stacked run
+        if setup.get("priors"):
+            raise ConfigError("bonded beads (priors and wall exclusions) are not supported by the stacked "
+                              f"architecture {setup['architecture']['architecture']!r} yet: use graph-network, "
+                              "equivariant-transformer or tensornet")
         return _train_teachers_stacked(cfg, dataset, setup, extra_force_refs)
     blocks = _blocks(setup)
     plan = _plan_processes(cfg)
@@ -243,7 +262,8 @@ def train_teachers(cfg: TeachersConfig, dataset: CGDataset | None = None,
 
     training = {"stage": "teachers", "seeds": setup["seeds"], "loss_weights": TEACHER_WEIGHTS.as_dict(),
                 "dataset": dataset_provenance(cfg.dataset, dataset, blocks), "trainer": config_to_dict(cfg.trainer),
-                "wall_fit": setup["wall_fit"], "members": [r.info for r in results],
+                "wall_fit": setup["wall_fit"], "prior_fit": setup.get("prior_fit"),
+                "members": [r.info for r in results],
                 "member_bundles": [str(p.resolve()) for p in member_bundles],
                 "test_metrics": {"ensemble_forces_vs_aa": metrics["ensemble"]["forces_vs_aa"]},
                 "seconds": round(time.time() - start, 1), **code_provenance()}
@@ -252,7 +272,7 @@ def train_teachers(cfg: TeachersConfig, dataset: CGDataset | None = None,
     save_bundle(ensemble_bundle, model, bead_types=dataset_bead_types(dataset), wall=wall,
                 model_kind="ensemble" if len(networks) > 1 else "teacher",
                 variant=f"ensemble of {len(networks)} teachers" if len(networks) > 1 else "single teacher",
-                training=training, description=f"CG teacher ensemble ({len(networks)} members, seeds "
+                periodic=dataset.periodic, priors=setup_priors(setup), training=training, description=f"CG teacher ensemble ({len(networks)} members, seeds "
                                                f"{setup['seeds']}): member means of energies and forces",
                 overwrite=True)
     write_json(out / "teachers.json", {"ensemble_bundle": str(ensemble_bundle.resolve()), **training}, indent=2,

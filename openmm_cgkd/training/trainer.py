@@ -181,7 +181,7 @@ def _block_key(idx) -> str:
 
 
 def run_fingerprint(dataset: CGDataset, blocks: dict[str, np.ndarray], potential_config: PotentialConfig,
-                    wall: WallParameters | None, weights: LossWeights, cfg: TrainerConfig) -> dict:
+                    wall: WallParameters | None, weights: LossWeights, cfg: TrainerConfig, priors=None) -> dict:
     """What a training run is keyed on: the dataset's content digest, the train/val frames, the
     architecture, the wall, the loss weights and every trainer setting except :data:`HARDWARE_KEYS`."""
     from openmm_cgkd.fingerprint import cg_dataset_digest
@@ -193,14 +193,17 @@ def run_fingerprint(dataset: CGDataset, blocks: dict[str, np.ndarray], potential
     return {"dataset": cg_dataset_digest(dataset),
             "blocks": {k: _block_key(blocks.get(k, [])) for k in ("train", "val")},
             "architecture": potential_config.to_dict(), "wall": wall.to_dict() if wall is not None else None,
-            "loss_weights": weights.as_dict(), "trainer": trainer}
+            "loss_weights": weights.as_dict(), "trainer": trainer,
+            **({"priors": priors.to_dict()} if priors is not None else {})}
 
 
 def train_potential(dataset: CGDataset, blocks: dict[str, np.ndarray], potential_config: PotentialConfig,
                     wall: WallParameters | None, weights: LossWeights, cfg: TrainerConfig, out: str | Path,
-                    callbacks: list | None = None, log=print) -> TrainResult:
+                    callbacks: list | None = None, log=print, priors=None) -> TrainResult:
     """Train a fresh :class:`TrainablePotential` (seeded by ``cfg.seed``) on ``blocks['train']``,
-    validating on ``blocks['val']``; resumable in ``out`` (see the module docstring for when an
+    validating on ``blocks['val']``; with the bonded ``priors``
+    (:class:`~openmm_cgkd.model.priors.BondedPriors`, on the dataset's topology) added to the
+    network's output; resumable in ``out`` (see the module docstring for when an
     existing run is resumed, reloaded or redone). ``log`` receives the one-line note of a redo.
     Returns the best-validation weights."""
     import lightning.pytorch as pl
@@ -216,12 +219,12 @@ def train_potential(dataset: CGDataset, blocks: dict[str, np.ndarray], potential
     if len(blocks.get("val", [])) == 0:
         raise ConfigError("training needs a validation block (split.val > 0): it drives the learning-rate "
                           "schedule, early stopping and the choice of the best epoch")
-    fingerprint, finished = run.claim(run_fingerprint(dataset, blocks, potential_config, wall, weights, cfg), log)
+    fingerprint, finished = run.claim(run_fingerprint(dataset, blocks, potential_config, wall, weights, cfg, priors), log)
     if cfg.num_threads is not None:
         torch.set_num_threads(int(cfg.num_threads))
     seed_everything(cfg.seed)
     density = number_density(dataset.positions[blocks["train"]], dataset.boxes[blocks["train"]])
-    model = TrainablePotential(potential_config, wall, density)
+    model = TrainablePotential(potential_config, wall, density, priors, dataset.topology, dataset.bead_types)
     module = CGKDModule(model, torch.from_numpy(dataset.bead_types.astype(np.int64)), weights, cfg)
 
     if finished is not None and run.reload_finished(  # the same run finished earlier: its best weights

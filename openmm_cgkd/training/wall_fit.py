@@ -11,6 +11,10 @@ then :meth:`WallParameters.from_taper` turns (t, s) into the wall, so that its p
 p*s at r = t and s at r = t - dr. A pair that never comes within the RDF range (for instance a
 type with a single bead has no same-type pairs) gets the smallest taper of the pairs that do;
 the fit report says which pairs fell back.
+
+Only intermolecular pairs enter the RDFs: the wall acts on non-bonded pairs, and bonded pairs
+(peaks at the bond length) would set the taper inside the molecule. A system of one molecule (a
+solute in vacuum) uses its pairs more than 3 bonds apart instead; with none, it gets no wall.
 """
 from __future__ import annotations
 
@@ -24,11 +28,13 @@ __all__ = ["pair_rdfs", "contact_distance_nm", "fit_wall"]
 
 
 def pair_rdfs(dataset: CGDataset, frames: np.ndarray | None = None, bin_nm: float = 0.002,
-              r_max_nm: float | None = None) -> tuple[np.ndarray, dict[tuple[int, int], np.ndarray]]:
-    """RDFs g_ij(r) of every bead-type pair present, over ``frames`` (minimum image).
+              r_max_nm: float | None = None,
+              intermolecular: bool = True) -> tuple[np.ndarray, dict[tuple[int, int], np.ndarray]]:
+    """RDFs g_ij(r) of every bead-type pair present, over ``frames`` (minimum image); with
+    ``intermolecular`` only pairs of beads in different molecules.
 
     Returns (bin centres (nm), {(i, j): g(r)} for i <= j). ``r_max_nm`` defaults to half the
-    smallest box width of the frames.
+    smallest box width of the frames (2 nm without a box).
     """
     import mdtraj as md
 
@@ -36,19 +42,38 @@ def pair_rdfs(dataset: CGDataset, frames: np.ndarray | None = None, bin_nm: floa
 
     frames = np.arange(dataset.n_frames) if frames is None else np.asarray(frames)
     traj = dataset_trajectory(dataset, frames)
-    if r_max_nm is None:
+    if r_max_nm is None and dataset.periodic:
         widths = np.abs(np.stack([dataset.boxes[frames, k, k] for k in range(3)], 1))
         r_max_nm = 0.5 * float(widths.min())
+    elif r_max_nm is None:
+        r_max_nm = 2.0
     types = dataset.bead_types
+    topo = dataset.topology
+    mol = topo.molecule
+    single = intermolecular and topo.n_molecules == 1
+    if single:  # one molecule: its pairs more than 3 bonds apart stand in for intermolecular ones
+        near = {tuple(p) for p in topo.excluded_pairs(3).tolist()}
     centres, rdfs = None, {}
     for i in range(len(dataset.type_names)):
         for j in range(i, len(dataset.type_names)):
             a, b = np.flatnonzero(types == i), np.flatnonzero(types == j)
             pairs = (np.array([(x, y) for k, x in enumerate(a) for y in a[k + 1:]]) if i == j
                      else np.array(np.meshgrid(a, b, indexing="ij")).reshape(2, -1).T)
+            if single and len(pairs):
+                pairs = np.array([p for p in pairs.tolist() if (min(p), max(p)) not in near], np.int64).reshape(-1, 2)
+            elif intermolecular and len(pairs):
+                pairs = pairs[mol[pairs[:, 0]] != mol[pairs[:, 1]]]
             if len(pairs) == 0:
                 continue
-            r, g = md.compute_rdf(traj, pairs, r_range=(0.0, r_max_nm), bin_width=bin_nm)
+            if dataset.periodic:
+                r, g = md.compute_rdf(traj, pairs, r_range=(0.0, r_max_nm), bin_width=bin_nm)
+            else:  # no box: normalised to the sphere of radius r_max (only the contact distance matters)
+                d = md.compute_distances(traj, pairs, periodic=False).ravel()
+                edges = np.arange(0.0, r_max_nm + 0.5 * bin_nm, bin_nm)
+                counts, _ = np.histogram(d, edges)
+                r = 0.5 * (edges[1:] + edges[:-1])
+                shell = 4.0 / 3.0 * np.pi * (edges[1:] ** 3 - edges[:-1] ** 3)
+                g = counts / (len(d) * shell / (4.0 / 3.0 * np.pi * r_max_nm ** 3))
             centres = r
             rdfs[(i, j)] = g
     if centres is None:
@@ -71,7 +96,13 @@ def fit_wall(dataset: CGDataset, frames: np.ndarray | None = None,
     if len(frames) > cfg.max_frames:
         frames = frames[np.linspace(0, len(frames) - 1, cfg.max_frames).round().astype(int)]
     n_types = len(dataset.type_names)
-    r, rdfs = pair_rdfs(dataset, frames, cfg.bin_nm)
+    try:
+        r, rdfs = pair_rdfs(dataset, frames, cfg.bin_nm)
+    except DatasetError:
+        if dataset.topology.n_molecules != 1:
+            raise
+        return WallParameters.zero(list(dataset.type_names)), {
+            "method": "none: a single molecule without pairs more than 3 bonds apart (nothing for a wall to act on)"}
 
     force_mag = np.linalg.norm(dataset.forces[frames], axis=-1)  # (F, N)
     s_type = np.array([force_mag[:, dataset.bead_types == t].mean() if np.any(dataset.bead_types == t) else np.nan
@@ -94,7 +125,8 @@ def fit_wall(dataset: CGDataset, frames: np.ndarray | None = None,
     wall = WallParameters.from_taper(list(dataset.type_names), taper, scale, width_nm=cfg.width_nm,
                                      fraction=cfg.fraction, cutoff_nm=cfg.cutoff_nm)
     report = {
-        "method": "docs/METHOD.md section 3: taper = first r with g(r) > threshold; s_ij = (s_i + s_j) / 2",
+        "method": "docs/METHOD.md section 3: taper = first r with g(r) > threshold (intermolecular pairs); "
+                  "s_ij = (s_i + s_j) / 2",
         "frames_used": int(len(frames)), "rdf_threshold": cfg.rdf_threshold, "bin_nm": cfg.bin_nm,
         "width_nm": cfg.width_nm, "fraction": cfg.fraction,
         "taper_nm": taper.tolist(), "mean_force_per_type_kj_mol_nm": dict(zip(dataset.type_names, s_type.tolist())),

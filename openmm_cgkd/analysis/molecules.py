@@ -1,7 +1,7 @@
 """Analysis of molecules: bond, angle and dihedral distributions, intra- and intermolecular pairs.
 
 The molecules of a bead trajectory come from its topology's bonds (a bead PDB's CONECT records,
-or a dataset's :class:`~openmm_cgkd.data.cgtopology.CGTopology`). Per bead-type tuple (type =
+or a dataset's :class:`~openmm_cgkd.cgtopology.CGTopology`). Per bead-type tuple (type =
 residue name, tuples in the direction whose names sort first):
 
 * ``bond``: the distance distribution of bonded beads (nm; density per nm),
@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from openmm_cgkd.analysis.distributions import AnalysisError, Distribution, uniform_edges
-from openmm_cgkd.data.cgtopology import CGTopology
+from openmm_cgkd.cgtopology import CGTopology
 
 __all__ = ["trajectory_cg_topology", "bonded_distributions", "BONDED_KINDS", "BOND_EDGES", "ANGLE_EDGES",
            "DIHEDRAL_EDGES"]

@@ -17,7 +17,7 @@ topology/bonds     (B, 2)        int64       bonded bead pairs (format 2; option
 =================  ============  ==========  =========================================
 
 ``topology`` (format 2) holds the bonds between beads
-(:class:`~openmm_cgkd.data.cgtopology.CGTopology`; angles, dihedrals and molecules follow from
+(:class:`~openmm_cgkd.cgtopology.CGTopology`; angles, dihedrals and molecules follow from
 them). A format-1 file, or one without the group, loads as one-bead molecules without bonds.
 
 ``labels`` (written by the training module) holds ``forces`` (F, N, 3) kJ/mol/nm,
@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from openmm_cgkd.data.cgtopology import CGTopology
+from openmm_cgkd.cgtopology import CGTopology
 from openmm_cgkd.errors import CGKDError
 from openmm_cgkd.plausibility import bead_spacing_problem, force_scale_problem
 from openmm_cgkd.fileio import make_portable
@@ -302,7 +302,7 @@ def _read_topology(h5, path) -> CGTopology | None:
     g = h5["topology"]
     if "bonds" not in g:
         raise DatasetError(f"{path}: the topology group lacks 'bonds'")
-    from openmm_cgkd.data.cgtopology import TopologyError
+    from openmm_cgkd.cgtopology import TopologyError
 
     try:
         return CGTopology(int(h5["bead_types"].shape[0]), g["bonds"][()])

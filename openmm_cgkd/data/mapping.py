@@ -25,7 +25,7 @@ which OpenMM's and GROMACS' force outputs omit, would then not cancel inside one
 atom pairs are constrained is declared by ``constraints`` (default ``h-bonds``: every bond to a
 hydrogen, plus rigid waters); a map that violates it is a :class:`MappingError` naming the pair.
 
-Bonds between beads (:class:`~openmm_cgkd.data.cgtopology.CGTopology`) come from the AA bonds:
+Bonds between beads (:class:`~openmm_cgkd.cgtopology.CGTopology`) come from the AA bonds:
 two beads are bonded when an AA bond joins their atoms, directly or through unmapped atoms.
 Per frame:
 
@@ -46,7 +46,7 @@ from pathlib import Path
 
 import numpy as np
 
-from openmm_cgkd.data.cgtopology import CGTopology
+from openmm_cgkd.cgtopology import CGTopology
 from openmm_cgkd.data.dataset import CGDataset
 from openmm_cgkd.errors import CGKDError
 from openmm_cgkd.fileio import file_sha256

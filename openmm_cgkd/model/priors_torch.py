@@ -1,5 +1,5 @@
 """Torch evaluation of the bonded priors (:class:`~openmm_cgkd.model.priors.BondedPriors`) of one
-system: its bonds, angles and dihedrals (:class:`~openmm_cgkd.data.cgtopology.CGTopology`) with
+system: its bonds, angles and dihedrals (:class:`~openmm_cgkd.cgtopology.CGTopology`) with
 their parameters looked up by bead types, as index and parameter buffers.
 
 ``PriorPotential.bead_energies(positions [B,N,3], boxes [B,3,3] or None) -> [B,N]`` (kJ/mol; each

@@ -322,7 +322,7 @@ class CGKDForceField:
                           bonds: np.ndarray | None = None) -> None:
         """The network, wall and prior forces of beads ``types`` (system particles ``particles``,
         None = all); ``bonds`` [B, 2] in system particle indices."""
-        from openmm_cgkd.data.cgtopology import CGTopology
+        from openmm_cgkd.cgtopology import CGTopology
         from openmm_cgkd.model.priors import PriorError
 
         from .network_force import check_backend, make_network_force

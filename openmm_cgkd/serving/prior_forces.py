@@ -17,7 +17,7 @@ __all__ = ["make_prior_forces"]
 
 def make_prior_forces(priors: BondedPriors, topology, bead_types, periodic: bool) -> list:
     """The OpenMM forces of ``priors`` on the bonds, angles and dihedrals of ``topology`` (a
-    :class:`~openmm_cgkd.data.cgtopology.CGTopology` whose bead indices are the System's particle
+    :class:`~openmm_cgkd.cgtopology.CGTopology` whose bead indices are the System's particle
     indices; ``bead_types[k]`` the type of particle k). Raises
     :class:`~openmm_cgkd.model.priors.PriorError` for a bonded tuple of types the priors lack."""
     import openmm

@@ -6,7 +6,7 @@ import torch
 import yaml
 
 from openmm_cgkd.bundle import BundleError, BeadType, load_bundle, save_bundle, untrained_config
-from openmm_cgkd.data.cgtopology import CGTopology
+from openmm_cgkd.cgtopology import CGTopology
 from openmm_cgkd.model.potential import CGPotential
 from openmm_cgkd.model.priors import BondedPriors, PriorError
 from openmm_cgkd.model.priors_torch import PriorPotential

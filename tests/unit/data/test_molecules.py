@@ -4,7 +4,7 @@ import h5py
 import numpy as np
 import pytest
 
-from openmm_cgkd.data.cgtopology import CGTopology, TopologyError
+from openmm_cgkd.cgtopology import CGTopology, TopologyError
 from openmm_cgkd.data.dataset import CGDataset
 from openmm_cgkd.data.mapping import CGMap, MappingError, MappingSpec
 from openmm_cgkd.training.config import ConfigError

@@ -137,10 +137,18 @@ def _add_map_arguments(p) -> None:
     g.add_argument("--force-unit", default="kJ/mol/nm", choices=FORCE_UNIT_NAMES,
                    help="unit of the --forces array (TRR files are always kJ/mol/nm)")
     g.add_argument("--masses", help="per-atom masses (dalton), .npy or text, overriding the topology's")
-    g.add_argument("--timestep-ps", type=positive_float, help="time between frames when the input carries no times")
+    g.add_argument("--timestep-ps", type=positive_float,
+                   help="time between saved frames (ps) for formats that store no times (DCD, PDB, XYZ: required "
+                        "there), or whose times are all equal")
+    g.add_argument("--temperature", type=positive_float, metavar="K",
+                   help="the AA data's temperature, recorded in the dataset as the default of CG MD (an aa-run "
+                        "directory, a ForceReporter file or --mdp bring their own)")
+    g.add_argument("--mdp", help="the GROMACS .mdp of the run: its ref_t is the data's temperature")
     o = p.add_argument_group("mapping and output")
     o.add_argument("--mapping", default=None,
-                   help="mapping spec YAML (default: DES, one bead per molecule, types Cho/Cl/Urea)")
+                   help="mapping spec YAML (required unless --system names a registered system)")
+    o.add_argument("--system", default=None, metavar="NAME",
+                   help="a registered system (e.g. des) whose mapping to use when --mapping is not given")
     o.add_argument("--out", required=True, help="output CG dataset (.h5)")
     o.add_argument("--stride", type=positive_int, default=1, help="keep every STRIDE-th frame")
     o.add_argument("--max-frames", type=positive_int, help="keep at most this many frames (after stride)")
@@ -154,11 +162,21 @@ def _cmd_map(args) -> int:
     if bool(args.run_dir) == bool(args.trajectory):
         raise UsageError("give exactly one of --run-dir or --trajectory (with --topology)")
     out = check_output_file(args.out, "--out", (".h5", ".hdf5"))
-    mapping = check_input_file(args.mapping, "mapping spec (--mapping)") if args.mapping else _system_file("mapping")
+    if args.mapping and args.system:
+        raise UsageError("give --mapping or --system, not both")
+    if args.mapping:
+        mapping = check_input_file(args.mapping, "mapping spec (--mapping)")
+    elif args.system:
+        from openmm_cgkd.systems import get_system
+
+        mapping = get_system(args.system).file("mapping")
+    else:
+        raise UsageError("give the mapping spec (--mapping FILE.yaml; docs/own_system.md shows how to write one), "
+                         "or --system NAME for a registered system's")
     if args.run_dir:
         if not Path(args.run_dir).is_dir():
             raise MissingFileError(f"--run-dir {args.run_dir}: no such directory")
-        for opt in ("topology", "forces", "masses", "timestep_ps"):
+        for opt in ("topology", "forces", "masses", "timestep_ps", "mdp"):
             if getattr(args, opt) is not None:
                 raise UsageError(f"--{opt.replace('_', '-')} goes with --trajectory; an aa-run directory brings "
                                  "its own topology, forces, masses and times")
@@ -175,6 +193,8 @@ def _cmd_map(args) -> int:
             raise UsageError("--force-unit is the unit of a --forces array; TRR files are always kJ/mol/nm")
         if args.masses:
             check_input_file(args.masses, "masses (--masses)")
+        if args.mdp:
+            check_input_file(args.mdp, "GROMACS run parameters (--mdp)")
 
     from openmm_cgkd.data import external
     from openmm_cgkd.data.mapping import MappingSpec, map_trajectory
@@ -185,12 +205,17 @@ def _cmd_map(args) -> int:
     else:
         masses = external.read_masses(args.masses) if args.masses else None
         aa = external.load_trajectory(args.trajectory, args.topology, forces=args.forces, force_unit=args.force_unit,
-                                      masses=masses, timestep_ps=args.timestep_ps, check_units=not args.no_unit_check)
+                                      masses=masses, timestep_ps=args.timestep_ps, check_units=not args.no_unit_check,
+                                      mdp=args.mdp)
     extra = {"note": args.note} if args.note else {}
-    ds = map_trajectory(aa, spec, stride=args.stride, max_frames=args.max_frames, provenance=extra)
+    ds = map_trajectory(aa, spec, stride=args.stride, max_frames=args.max_frames, provenance=extra,
+                        temperature_K=args.temperature)
     ds.save(out)
+    if ds.temperature_K is None:
+        print("warning: the data's temperature is unknown (not recorded in the input): pass --temperature K (or "
+              "--mdp), else every MD command will ask for it", file=sys.stderr)
     print(json.dumps({"out": str(out), "frames": ds.n_frames, "beads": ds.n_beads, "types": ds.type_counts(),
-                      "time_ps": [float(ds.times[0]), float(ds.times[-1])]}))
+                      "time_ps": [float(ds.times[0]), float(ds.times[-1])], "temperature_K": ds.temperature_K}))
     return 0
 
 
@@ -272,6 +297,10 @@ def register(sub) -> None:
                     "  --trajectory X --topology T --forces F.npy\n"
                     "                                     any mdtraj-readable trajectory (dcd, xtc, h5, nc, pdb)\n"
                     "                                     plus a (frames, atoms, 3) force array\n\n"
+                    "  --trajectory F.h5 --topology T     a file of openmm_cgkd.data.reporter.ForceReporter\n"
+                    "                                     (your own OpenMM script) with the system's PDB\n\n"
+                    "temperature: an aa-run's protocol, a ForceReporter file's thermostat, --mdp (ref_t) or\n"
+                    "--temperature; it is the default temperature of CG MD with models trained on the data.\n\n"
                     "example:  cgkd map --run-dir runs/des252 --mapping systems/des/mapping.yaml --out des_cg.h5")
     _add_map_arguments(p)
     p.set_defaults(func=_cmd_map)

@@ -20,7 +20,10 @@ labels/...         see below                 distillation labels (optional, issu
 kJ/mol/nm, with a ``provenance`` attribute naming the teachers.
 
 Root attributes: ``format_version``, ``type_names`` (JSON list) and ``provenance`` (JSON
-object: how the data was made). Provenance is portable: absolute paths in it are written relative
+object: how the data was made); optional: ``temperature_K`` (the AA data's temperature, K; absent
+in datasets made before it was recorded: unknown) and ``bead_names`` (JSON object, bead type ->
+``[residue name, atom name]`` of its beads in topologies, set by the mapping; absent: the default
+codes of :func:`openmm_cgkd.topology.default_residue_name`). Provenance is portable: absolute paths in it are written relative
 to the file's directory (:mod:`openmm_cgkd.provenance`); a nested record copied from another
 file (e.g. the ``system`` of an AA run) keeps that file's anchor.
 """
@@ -84,8 +87,16 @@ class CGDataset:
     potential_energy: np.ndarray | None = None
     labels: DistillationLabels | None = None
     provenance: dict = field(default_factory=dict)
+    temperature_K: float | None = None  # the AA data's temperature (K); None: unknown
+    bead_names: dict[str, tuple[str, str]] | None = None  # type -> (residue name, atom name)
 
     def __post_init__(self) -> None:
+        if self.temperature_K is not None:
+            self.temperature_K = float(self.temperature_K)
+            if not 0.0 < self.temperature_K < 1.0e4:
+                raise DatasetError(f"temperature_K must be a positive temperature in K, got {self.temperature_K}")
+        if self.bead_names is not None:
+            self.bead_names = {str(k): (str(v[0]), str(v[1])) for k, v in self.bead_names.items()}
         self.positions = np.asarray(self.positions, dtype=np.float32)
         self.forces = np.asarray(self.forces, dtype=np.float32)
         self.boxes = np.asarray(self.boxes, dtype=np.float32)
@@ -167,7 +178,8 @@ class CGDataset:
                                         lab.force_std[index], dict(lab.provenance))
         pe = None if self.potential_energy is None else self.potential_energy[index]
         return CGDataset(self.positions[index], self.forces[index], self.boxes[index], self.times[index],
-                         self.bead_types, list(self.type_names), self.masses, pe, labels, dict(self.provenance))
+                         self.bead_types, list(self.type_names), self.masses, pe, labels, dict(self.provenance),
+                         self.temperature_K, self.bead_names)
 
     # ----------------------------------------------------------------- HDF5 I/O
     def save(self, path: str | Path) -> Path:
@@ -181,6 +193,10 @@ class CGDataset:
             h5.attrs["format_version"] = FORMAT_VERSION
             h5.attrs["type_names"] = json.dumps(self.type_names)
             h5.attrs["provenance"] = json.dumps(make_portable(self.provenance, path.parent), default=str)
+            if self.temperature_K is not None:
+                h5.attrs["temperature_K"] = float(self.temperature_K)
+            if self.bead_names is not None:
+                h5.attrs["bead_names"] = json.dumps({k: list(v) for k, v in self.bead_names.items()})
             kw = dict(compression="gzip", compression_opts=4)
             h5.create_dataset("positions", data=self.positions, **kw)
             h5.create_dataset("forces", data=self.forces, **kw)
@@ -244,6 +260,8 @@ class CGDataset:
                 type_names=type_names, masses=h5["masses"][()],
                 potential_energy=h5["potential_energy"][()] if "potential_energy" in h5 else None,
                 labels=labels, provenance=_json_attr(h5.attrs, "provenance", path, {}),
+                temperature_K=float(h5.attrs["temperature_K"]) if "temperature_K" in h5.attrs else None,
+                bead_names=_json_attr(h5.attrs, "bead_names", path, None),
             )
         problem = bead_spacing_problem(ds.positions[0], ds.boxes[0], what=f"{path} (frame 0)")
         if problem:  # positions/boxes in Angstrom stored as nm would otherwise train on isolated beads

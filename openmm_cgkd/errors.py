@@ -11,7 +11,7 @@ This module imports nothing heavy (no numpy, torch or OpenMM).
 """
 from __future__ import annotations
 
-__all__ = ["CGKDError", "UsageError", "MissingFileError", "PlatformError"]
+__all__ = ["CGKDError", "CGKDWarning", "UsageError", "MissingFileError", "PlatformError"]
 
 
 class CGKDError(Exception):
@@ -37,3 +37,8 @@ class PlatformError(CGKDError, ValueError):
     """The OpenMM platform or torch device asked for is not available here (e.g. CUDA without a GPU)."""
 
     exit_code = 2
+
+
+class CGKDWarning(UserWarning):
+    """A setting the package allows but questions (e.g. MD at another temperature than the
+    training data's); ``cgkd`` prints it as one line ``cgkd COMMAND: warning: ...``."""

@@ -21,7 +21,7 @@ from fractions import Fraction
 import numpy as np
 
 __all__ = ["default_residue_name", "bead_topology", "bead_topology_from_counts", "topology_bead_names",
-           "dataset_trajectory", "write_bead_pdb", "read_bead_pdb", "composition_counts", "cube_edge_nm",
+           "dataset_topology", "dataset_trajectory", "write_bead_pdb", "read_bead_pdb", "composition_counts", "cube_edge_nm",
            "lattice_configuration"]
 
 
@@ -31,21 +31,23 @@ def default_residue_name(type_name: str) -> str:
 
 
 def bead_topology(bead_type_names: Sequence[str], box_nm: np.ndarray | None = None,
-                  residue_names: Mapping[str, str] | None = None):
+                  residue_names: Mapping[str, str] | None = None, atom_names: Mapping[str, str] | None = None):
     """An ``openmm.app.Topology`` with one single-bead residue per entry of ``bead_type_names``.
 
-    ``box_nm`` (3x3, rows are box vectors, nm) makes the topology periodic.
+    ``box_nm`` (3x3, rows are box vectors, nm) makes the topology periodic. Atom names default
+    to the residue names.
     """
     from openmm import Vec3, unit
     from openmm.app import Topology
 
     residue_names = dict(residue_names or {})
+    atom_names = dict(atom_names or {})
     top = Topology()
     chain = top.addChain()
     for type_name in bead_type_names:
         code = residue_names.get(type_name, default_residue_name(type_name))
         res = top.addResidue(code, chain)
-        top.addAtom(code, None, res)
+        top.addAtom(atom_names.get(type_name, code), None, res)
     if box_nm is not None:
         box = np.asarray(box_nm, dtype=float)
         if box.shape != (3, 3):
@@ -71,12 +73,19 @@ def topology_bead_names(topology) -> list[tuple[str, str]]:
     return [(atom.residue.name, atom.name) for atom in atoms]
 
 
+def dataset_topology(dataset, box_nm: np.ndarray | None = None):
+    """The bead topology of a :class:`~openmm_cgkd.data.dataset.CGDataset`: its beads in order,
+    named as its mapping set (``dataset.bead_names``; default codes otherwise)."""
+    names = [dataset.type_names[t] for t in dataset.bead_types]
+    given = dataset.bead_names or {}
+    return bead_topology(names, box_nm, {t: n[0] for t, n in given.items()}, {t: n[1] for t, n in given.items()})
+
+
 def dataset_trajectory(dataset, frames=slice(None)):
     """An ``mdtraj.Trajectory`` of a :class:`~openmm_cgkd.data.dataset.CGDataset` (nm, ps)."""
     import mdtraj as md
 
-    names = [dataset.type_names[t] for t in dataset.bead_types]
-    top = md.Topology.from_openmm(bead_topology(names))
+    top = md.Topology.from_openmm(dataset_topology(dataset))
     boxes = dataset.boxes[frames]
     traj = md.Trajectory(dataset.positions[frames], top, time=dataset.times[frames])
     traj.unitcell_vectors = boxes  # mdtraj's constructor takes lengths/angles, not vectors

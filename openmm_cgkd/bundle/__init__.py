@@ -41,6 +41,9 @@ wall                :meth:`WallParameters.to_dict` (types = bead type names, sam
 training            free mapping: provenance (data, seeds, losses, commit, ...); file paths in it
                     are relative to the bundle directory where it was written, with checksums
 checksums           {file name: sha256 hex} of every weights file
+temperature_K       the training data's temperature (K): the default of MD with the model; optional
+                    (absent in bundles written before it was recorded, or null: unknown, and MD
+                    then needs an explicit temperature)
 ==================  ==============================================================================
 
 :func:`load_bundle` imports torchmd-net first (its custom ops must be registered before a

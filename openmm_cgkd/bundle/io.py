@@ -189,7 +189,8 @@ def _check_module(module, manifest: BundleManifest, src: str) -> None:
 
 def save_bundle(path: str | os.PathLike, model, *, bead_types: Sequence[BeadType | Mapping], wall: WallParameters,
                 model_kind: str, variant: str | None = None, training: Mapping | None = None,
-                description: str = "", periodic: bool = True, config=None, overwrite: bool = False) -> Path:
+                description: str = "", periodic: bool = True, config=None, overwrite: bool = False,
+                temperature_K: float | None = None) -> Path:
     """Write ``model`` (a :class:`CGPotential`, :class:`EnsemblePotential`,
     :class:`~openmm_cgkd.model.stacked.StackedEnsemblePotential` or their TorchScript module; the
     network only, no wall) and its manifest to the directory ``path``: the
@@ -199,7 +200,8 @@ def save_bundle(path: str | os.PathLike, model, *, bead_types: Sequence[BeadType
     caller's module is not modified. ``config`` (a ``PotentialConfig``) is only needed for an
     already-scripted module. ``model_kind`` is ``teacher``, ``student`` or ``ensemble`` (an
     ensemble module must be saved as ``ensemble``). The directory is written atomically;
-    an existing one is replaced only with ``overwrite=True``. Absolute paths in ``training`` and
+    an existing one is replaced only with ``overwrite=True``. ``temperature_K``: the training
+    data's temperature (K; None: unknown), the default of MD with the model. Absolute paths in ``training`` and
     ``description`` are written relative to the bundle directory
     (:func:`openmm_cgkd.provenance.make_portable`). Returns the bundle directory.
     """
@@ -242,7 +244,8 @@ def save_bundle(path: str | os.PathLike, model, *, bead_types: Sequence[BeadType
                               # provenance names its inputs relative to the bundle, never by absolute paths
                               training=make_portable(_plain(dict(training or {})), out),
                               description=make_portable(description, out),
-                              outputs=list(ENSEMBLE_OUTPUTS if is_ensemble else OUTPUTS))
+                              outputs=list(ENSEMBLE_OUTPUTS if is_ensemble else OUTPUTS),
+                              temperature_K=temperature_K)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:

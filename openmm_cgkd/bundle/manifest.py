@@ -70,16 +70,18 @@ class BeadType:
         return cls(d["name"], d["residue_name"], d["atom_names"], d["mass_dalton"])
 
 
-def bead_types_from_masses(masses: Mapping[str, float], residue_names: Mapping[str, str] | None = None) -> list[BeadType]:
-    """Bead types in the mapping's order; residue and atom names default to the topology
-    convention (:func:`openmm_cgkd.topology.default_residue_name`)."""
+def bead_types_from_masses(masses: Mapping[str, float], residue_names: Mapping[str, str] | None = None,
+                           atom_names: Mapping[str, str] | None = None) -> list[BeadType]:
+    """Bead types in the mapping's order; residue names default to the topology convention
+    (:func:`openmm_cgkd.topology.default_residue_name`), atom names to the residue name."""
     from openmm_cgkd.topology import default_residue_name
 
     residue_names = dict(residue_names or {})
+    atom_names = dict(atom_names or {})
     out = []
     for name, mass in masses.items():
         code = residue_names.get(name, default_residue_name(name))
-        out.append(BeadType(name, code, [code], float(mass)))
+        out.append(BeadType(name, code, [atom_names.get(name, code)], float(mass)))
     return out
 
 
@@ -111,6 +113,7 @@ class BundleManifest:
     package_version: str = __version__
     format_version: int = FORMAT_VERSION
     created: str = field(default_factory=_utc_now)
+    temperature_K: float | None = None  # the training data's temperature (K); None: unknown
 
     # -- convenience -----------------------------------------------------------------------
     @property
@@ -130,7 +133,8 @@ class BundleManifest:
     # -- (de)serialisation -----------------------------------------------------------------
     _KEY_ORDER = ("format_version", "package_version", "created", "description", "model_kind", "variant",
                   "num_members", "module_file", "outputs", "units", "periodic", "cutoff_nm", "bead_types",
-                  "architecture", "wall", "training", "checksums")
+                  "architecture", "wall", "training", "checksums", "temperature_K")
+    _OPTIONAL = ("temperature_K",)  # keys older bundles lack
 
     def to_dict(self) -> dict:
         d = {k: None for k in self._KEY_ORDER}
@@ -161,7 +165,7 @@ class BundleManifest:
         fv = d["format_version"]
         check_format_version(fv, source)
         names = [f.name for f in fields(cls)]
-        missing = [n for n in names if n not in d]
+        missing = [n for n in names if n not in d and n not in cls._OPTIONAL]
         unknown = sorted(set(d) - set(names))
         if missing:
             raise BundleError(f"{source}: missing keys {missing}")
@@ -181,7 +185,8 @@ class BundleManifest:
                 architecture=d["architecture"], variant=d["variant"], num_members=d["num_members"],
                 periodic=d["periodic"], training=d["training"], description=d["description"],
                 module_file=d["module_file"], outputs=d["outputs"], units=d["units"], checksums=d["checksums"],
-                package_version=str(d["package_version"]), format_version=fv, created=str(d["created"]))
+                package_version=str(d["package_version"]), format_version=fv, created=str(d["created"]),
+                temperature_K=d.get("temperature_K"))
         m.validate(source)
         return m
 
@@ -235,6 +240,13 @@ class BundleManifest:
             fail(f"wall types {self.wall.type_names} differ from the bead types {names} (same names, same order)")
         if not isinstance(self.training, Mapping):
             fail("training (provenance) must be a mapping")
+        if self.temperature_K is not None:
+            try:
+                self.temperature_K = float(self.temperature_K)
+            except (TypeError, ValueError):
+                fail(f"temperature_K must be a number (K) or null, got {self.temperature_K!r}")
+            if not 0.0 < self.temperature_K < 1.0e4:
+                fail(f"temperature_K {self.temperature_K} is not a temperature in K")
         if not isinstance(self.module_file, str) or not self.module_file or "/" in self.module_file \
                 or "\\" in self.module_file or self.module_file.startswith("."):
             fail(f"module_file must be a plain file name, got {self.module_file!r}")

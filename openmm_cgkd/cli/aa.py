@@ -219,6 +219,24 @@ def _cmd_map(args) -> int:
     return 0
 
 
+def _cmd_start_structure(args) -> int:
+    """`cgkd start-structure`: one frame of a CG dataset as a bead PDB (CRYST1 = its box)."""
+    from openmm_cgkd.data.dataset import CGDataset
+    from openmm_cgkd.topology import dataset_topology, write_bead_pdb
+
+    out = check_output_file(args.out, "--out", (".pdb",))
+    ds = CGDataset.load(check_input_file(args.dataset, "CG dataset (--dataset)"))
+    frame = args.frame if args.frame >= 0 else ds.n_frames + args.frame
+    if not 0 <= frame < ds.n_frames:
+        raise UsageError(f"--frame {args.frame}: the dataset has frames 0..{ds.n_frames - 1}")
+    box = ds.boxes[frame]
+    write_bead_pdb(out, dataset_topology(ds, box), ds.positions[frame], box)
+    t = "unknown (give --temperature to cgkd simulate)" if ds.temperature_K is None else f"{ds.temperature_K:g} K"
+    print(f"wrote {out}: frame {frame} (t = {ds.times[frame]:g} ps) of {args.dataset}, {ds.n_beads} beads; "
+          f"data temperature {t}")
+    return 0
+
+
 def register(sub) -> None:
     fmt = argparse.RawDescriptionHelpFormatter
     # ------------------------------------------------------------------ aa-build
@@ -304,3 +322,15 @@ def register(sub) -> None:
                     "example:  cgkd map --run-dir runs/des252 --mapping systems/des/mapping.yaml --out des_cg.h5")
     _add_map_arguments(p)
     p.set_defaults(func=_cmd_map)
+
+    # ------------------------------------------------------------------ start-structure
+    p = sub.add_parser(
+        "start-structure", formatter_class=fmt, help="write a frame of a CG dataset as a bead PDB (a start for MD)",
+        description="Write frame K of a CG dataset as a bead PDB: one residue per bead, named as the mapping's\n"
+                    "bead_names (the names the model bundle expects), CRYST1 = the frame's box. The start\n"
+                    "structure of `cgkd simulate`.\n\n"
+                    "example:  cgkd start-structure --dataset cg.h5 --frame -1 --out start.pdb")
+    p.add_argument("--dataset", required=True, help="CG dataset (HDF5) from `cgkd map`")
+    p.add_argument("--frame", type=int, default=0, help="frame index (negative: from the end; default 0)")
+    p.add_argument("--out", required=True, help="output bead PDB")
+    p.set_defaults(func=_cmd_start_structure)

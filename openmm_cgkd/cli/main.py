@@ -42,6 +42,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line_warnings(command: str) -> None:
+    """Print the package's warnings (:class:`~openmm_cgkd.errors.CGKDWarning`) as one line each."""
+    import warnings
+
+    from openmm_cgkd.errors import CGKDWarning
+
+    default = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, CGKDWarning):
+            print(f"cgkd {command}: warning: {message}", file=file or sys.stderr)
+        else:
+            default(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -49,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     debug = bool(getattr(args, "debug", False)) or os.environ.get("CGKD_DEBUG", "") not in ("", "0")
+    _one_line_warnings(args.command)
     try:
         return int(args.func(args) or 0)
     except CGKDError as exc:

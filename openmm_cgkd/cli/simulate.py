@@ -11,12 +11,16 @@ from openmm_cgkd.errors import UsageError
 __all__ = ["register", "add_md_arguments", "check_md_arguments", "run_md", "cpu_threads"]
 
 
-def add_md_arguments(p: argparse.ArgumentParser, *, steps: int, out: str, report_interval: int) -> None:
-    """The MD options shared by ``cgkd simulate`` and ``cgkd demo``."""
+def add_md_arguments(p: argparse.ArgumentParser, *, steps: int, out: str, report_interval: int,
+                     temperature: float | None = None) -> None:
+    """The MD options shared by ``cgkd simulate`` and ``cgkd demo`` (``temperature``: the default
+    in K; None: the bundle's training data's)."""
     p.add_argument("--steps", type=nonnegative_int, default=steps, help=f"MD steps to run (default {steps})")
     p.add_argument("--out", type=Path, default=Path(out), help=f"output directory (default {out})")
-    p.add_argument("--temperature", type=positive_float, default=298.1, metavar="K",
-                   help="temperature in K (Langevin thermostat and initial velocities; default 298.1)")
+    p.add_argument("--temperature", type=positive_float, default=temperature, metavar="K",
+                   help="temperature in K (Langevin thermostat and initial velocities; default "
+                        + ("the model's training data's, from its bundle; another is allowed with a warning)"
+                           if temperature is None else f"{temperature:g})"))
     p.add_argument("--timestep", type=positive_float, default=2.0, metavar="FS", help="time step in fs (default 2)")
     p.add_argument("--friction", type=nonnegative_float, default=1.0, metavar="PER_PS",
                    help="Langevin friction coefficient in 1/ps (default 1)")
@@ -94,6 +98,8 @@ def run_md(ff, structure: Path, args: argparse.Namespace, description: str = "MD
     settings are those it was started with (else a clear error; nothing is appended)."""
     from openmm_cgkd.fingerprint import bundle_checksum, digest, file_sha256
     from openmm_cgkd.md.simulation import run_simulation
+    from openmm import unit
+
     from openmm_cgkd.topology import read_bead_pdb
 
     threads = cpu_threads(args.threads, args.platform)
@@ -104,6 +110,7 @@ def run_md(ff, structure: Path, args: argparse.Namespace, description: str = "MD
         use_cuda_graphs=args.cuda_graphs, seed=args.seed, threads=threads, backend=args.backend,
         compile=args.compile)
     n = topology.getNumAtoms()
+    args.temperature = simulation.integrator.getTemperature().value_in_unit(unit.kelvin)
     print(f"system: {n} beads from {structure}; platform {simulation.context.getPlatform().getName()}, "
           f"network via {args.backend}{' (torch.compile)' if args.compile else ''}; "
           f"{args.timestep} fs step, {args.temperature} K, friction {args.friction}/ps")

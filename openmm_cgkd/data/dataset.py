@@ -181,6 +181,29 @@ class CGDataset:
                          self.bead_types, list(self.type_names), self.masses, pe, labels, dict(self.provenance),
                          self.temperature_K, self.bead_names)
 
+    def window(self, frames: tuple[int | None, int | None] | None = None,
+               time_ps: tuple[float | None, float | None] | None = None) -> "CGDataset":
+        """The frames ``frames = (start, stop)`` (indices, Python slice rules) or those with
+        ``time_ps[0] <= time < time_ps[1]`` (ps; None: open end); the window is recorded in the
+        provenance (``frame_window``: [first, stop) frame indices of this dataset) and, for this
+        session only, as ``source_window``."""
+        if (frames is None) == (time_ps is None):
+            raise DatasetError("give a frame window (start:stop) or a time window in ps, not both or neither")
+        if frames is not None:
+            idx = np.arange(self.n_frames)[slice(*frames)]
+        else:
+            lo = -np.inf if time_ps[0] is None else time_ps[0]
+            hi = np.inf if time_ps[1] is None else time_ps[1]
+            idx = np.flatnonzero((self.times >= lo) & (self.times < hi))
+        if len(idx) == 0:
+            span = f"frames {frames}" if frames is not None else f"times {time_ps} ps"
+            raise DatasetError(f"the window {span} holds no frame of the dataset ({self.n_frames} frames, "
+                               f"{self.times[0]:g}-{self.times[-1]:g} ps)")
+        out = self.select_frames(slice(int(idx[0]), int(idx[-1]) + 1))
+        out.provenance["frame_window"] = [int(idx[0]), int(idx[-1]) + 1]
+        out.source_window = (int(idx[0]), int(idx[-1]) + 1)  # of the dataset it was cut from; not saved
+        return out
+
     # ----------------------------------------------------------------- HDF5 I/O
     def save(self, path: str | Path) -> Path:
         """Write the dataset to ``path`` (HDF5), atomically (a temporary file is renamed)."""

@@ -689,7 +689,7 @@ def train_teachers_stacked(cfg, dataset: CGDataset, setup: dict, extra_force_ref
             save_bundle(bundle, single, bead_types=bead_types, wall=wall, model_kind="teacher",
                         variant=f"teacher member {m} (seed {seeds[m]}, stacked)", training=training,
                         description=f"CG teacher {m} of {k}: trained on mapped AA forces only (stacked run)",
-                        overwrite=True)
+                        overwrite=True, temperature_K=dataset.temperature_K)
 
     test = blocks["test"] if len(blocks["test"]) else blocks["val"]
     preds = predict_members(stacked, dataset, test, cfg.trainer.batch_size)
@@ -723,6 +723,7 @@ def train_teachers_stacked(cfg, dataset: CGDataset, setup: dict, extra_force_ref
                 model_kind="ensemble" if k > 1 else "teacher",
                 variant=f"ensemble of {k} teachers (stacked)" if k > 1 else "single teacher",
                 training=training, description=f"CG teacher ensemble ({k} stacked hipnn-ts members, seeds {seeds}): "
-                                               "member means of energies and forces", overwrite=True)
+                                               "member means of energies and forces", overwrite=True,
+                temperature_K=dataset.temperature_K)
     write_json({"ensemble_bundle": os.path.relpath(ensemble_bundle, out), **training}, out / "teachers.json")
     return TeachersResult(out, ensemble_bundle, member_bundles, members, blocks, metrics)

@@ -135,7 +135,8 @@ def _finish(cfg: StudentConfig, prep: _Prepared, result, seconds: float, run_dir
     bundle = save_bundle(out / "bundle", result.model.network, bead_types=dataset_bead_types(dataset), wall=wall,
                          model_kind="student", variant=variant, training=training,
                          description=f"CG student '{variant}' distilled from {prov.get('source')} labels of "
-                                     f"{prov.get('teacher_bundle')}", overwrite=True)
+                                     f"{prov.get('teacher_bundle')}", overwrite=True,
+                         temperature_K=dataset.temperature_K)
     return StudentResult(out, bundle, result.model, variant, weights, blocks, metrics)
 
 

@@ -92,6 +92,7 @@ def prepare_teachers(cfg: TeachersConfig, dataset: CGDataset, log=print) -> dict
     pcfg = potential_config_for(cfg.model, list(dataset.type_names), density)
     setup = {"blocks": {k: v.tolist() for k, v in blocks.items()}, "wall": wall.to_dict(), "wall_fit": report,
              "architecture": pcfg.to_dict(), "seeds": cfg.member_seeds(),
+             "frame_window": getattr(dataset, "source_window", None),  # frames of cfg.dataset used (None: all)
              "fingerprint": {"digest": digest(key), "settings": key}}
     out.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".part")
@@ -126,7 +127,7 @@ def train_member(cfg: TeachersConfig, dataset: CGDataset, setup: dict, k: int, t
         save_bundle(bundle, result.model.network, bead_types=dataset_bead_types(dataset), wall=wall,
                     model_kind="teacher", variant=f"teacher member {k} (seed {seed})", training=training,
                     description=f"CG teacher {k} of {cfg.members}: trained on mapped AA forces only",
-                    overwrite=True)
+                    overwrite=True, temperature_K=dataset.temperature_K)
     return result
 
 
@@ -146,8 +147,10 @@ def _member_bundle_stale(bundle: Path, fingerprint: str | None) -> bool:
 def _member_worker(cfg_dict: dict, members: list[int], trainer_overrides: dict) -> None:
     """Process entry point: train ``members`` one after another (spawned; re-reads everything)."""
     cfg = config_from_dict(TeachersConfig, cfg_dict)
-    dataset = CGDataset.load(cfg.dataset)
     setup = json.loads((Path(cfg.out) / "setup.json").read_text())
+    dataset = CGDataset.load(cfg.dataset)
+    if setup.get("frame_window"):  # the frames the set-up was made on (cgkd train-teachers --frames)
+        dataset = dataset.window(frames=tuple(setup["frame_window"]))
     for k in members:
         train_member(cfg, dataset, setup, k, trainer_overrides)
 
@@ -255,6 +258,6 @@ def train_teachers(cfg: TeachersConfig, dataset: CGDataset | None = None,
                 variant=f"ensemble of {len(networks)} teachers" if len(networks) > 1 else "single teacher",
                 training=training, description=f"CG teacher ensemble ({len(networks)} members, seeds "
                                                f"{setup['seeds']}): member means of energies and forces",
-                overwrite=True)
+                overwrite=True, temperature_K=dataset.temperature_K)
     write_json({"ensemble_bundle": str(ensemble_bundle.resolve()), **training}, out / "teachers.json")
     return TeachersResult(out, ensemble_bundle, member_bundles, members, blocks, metrics)

@@ -161,7 +161,7 @@ class MDConfig(Config):
     steps: int | None = None  # default 2000 when length_ps is not given either
     length_ps: float | None = None
     timestep_fs: float = 2.0
-    temperature_K: float = 298.1
+    temperature_K: float | None = None  # None: the training data's (recorded in the dataset and bundles)
     friction_per_ps: float = 1.0
     report_interval: int | None = None  # default 50 steps when report_interval_ps is not given either
     report_interval_ps: float | None = None
@@ -181,7 +181,7 @@ class MDConfig(Config):
             raise ConfigError("md: give steps or length_ps, not both")
         if self.report_interval is not None and self.report_interval_ps is not None:
             raise ConfigError("md: give report_interval or report_interval_ps, not both")
-        if not self.timestep_fs > 0 or not self.temperature_K > 0:
+        if not self.timestep_fs > 0 or (self.temperature_K is not None and not self.temperature_K > 0):
             raise ConfigError("md.timestep_fs and md.temperature_K must be positive")
         if self.workers < 1:
             raise ConfigError(f"md.workers must be >= 1, got {self.workers}")
@@ -802,11 +802,11 @@ class _ReplicaRunner:
 
         from openmm_cgkd.fingerprint import digest
         from openmm_cgkd.md.simulation import SimulationError, StaleRunError, run_simulation
-        from openmm_cgkd.topology import bead_topology, write_bead_pdb
+        from openmm_cgkd.topology import dataset_topology, write_bead_pdb
 
         md = self.cfg.md
         ds = self.ds
-        topology = bead_topology(self.names, ds.boxes[frame])
+        topology = dataset_topology(ds, ds.boxes[frame])
 
         def replica():
             write_bead_pdb(rep_dir / "start.pdb", topology, ds.positions[frame], ds.boxes[frame])
@@ -905,7 +905,7 @@ def _timestep_checks(cfg: PipelineConfig, out: Path, models: dict, runner: _Repl
     ``md/timestep_check/<model>.json`` under its fingerprint (``run_missing=False``: the kept ones only)."""
     from openmm_cgkd.fingerprint import bundle_checksum, digest
     from openmm_cgkd.md.timestep_check import check_timestep
-    from openmm_cgkd.topology import bead_topology
+    from openmm_cgkd.topology import dataset_topology
 
     tc, md = cfg.md.timestep_check, cfg.md
     if not tc.enabled:
@@ -932,7 +932,7 @@ def _timestep_checks(cfg: PipelineConfig, out: Path, models: dict, runner: _Repl
         if not run_missing:
             continue
         ds = runner.ds
-        res = check_timestep(models[name][0], bead_topology(runner.names, ds.boxes[frame]), ds.positions[frame],
+        res = check_timestep(models[name][0], dataset_topology(ds, ds.boxes[frame]), ds.positions[frame],
                              ds.boxes[frame], timestep_fs=md.timestep_fs, temperature_K=md.temperature_K,
                              friction_per_ps=md.friction_per_ps, nvt_ps=tc.nvt_ps, nve_ps=tc.nve_ps,
                              sample_every_steps=tc.sample_every_steps, platform=md.platform, threads=md.threads,

@@ -135,7 +135,8 @@ def structures(tmp_path_factory):
 
 def _sim(bundle, structure, out, *extra):
     return ["simulate", "--bundle", str(bundle), "--structure", str(structure), "--out", str(out),
-            "--platform", "CPU", "--steps", "2", "--report-interval", "1", "--no-progress", *extra]
+            "--platform", "CPU", "--steps", "2", "--report-interval", "1", "--temperature", "298.1", "--no-progress",
+            *extra]
 
 
 @pytest.mark.parametrize("extra,words", [
@@ -174,9 +175,9 @@ def test_positions_in_angstrom_are_refused(bundle, structures, tmp_path, capsys)
     ff = CGKDForceField(bundle)
     top, pos, box = read_bead_pdb(structures["angstrom"])
     with pytest.raises(ServingError, match="Angstrom"):
-        ff.create_simulation(top, pos, box_vectors=box, platform="Reference")
+        ff.create_simulation(top, pos, box_vectors=box, temperature=298.1, platform="Reference")
     top, pos, box = read_bead_pdb(structures["good"])  # the same beads in nm run
-    assert ff.create_simulation(top, pos, box_vectors=box, platform="Reference").context is not None
+    assert ff.create_simulation(top, pos, box_vectors=box, temperature=298.1, platform="Reference").context is not None
 
 
 @pytest.mark.skipif(__import__("openmm_cgkd.serving.platforms", fromlist=["x"]).available_platforms().count("CUDA"),

@@ -98,11 +98,13 @@ REFERENCE_STRIDE = 4  # every 4th AA frame is enough for a one-replica demo
 def _print_taes(trajectory: str, topology: Path, reference: Path, window: tuple[int, int], out: Path) -> None:
     """Structural TAEs of the demo trajectory against the AA reference frames ``window`` = (first,
     number of frames) (report in out/analysis)."""
+    from openmm_cgkd.analysis.adf import DES_ADF_CUTOFFS
     from openmm_cgkd.analysis.report import AnalysisSettings, analyze_model, write_report
 
     first, n_frames = window
     kept = len(range(0, n_frames, REFERENCE_STRIDE)) - len(range(0, first, REFERENCE_STRIDE))
-    settings = AnalysisSettings(reference_stride=REFERENCE_STRIDE, reference_max_frames=kept, n_blocks=2)
+    settings = AnalysisSettings(reference_stride=REFERENCE_STRIDE, reference_max_frames=kept, n_blocks=2,
+                                adf_cutoffs=DES_ADF_CUTOFFS)
     report = analyze_model([trajectory], reference, topology=str(topology), settings=settings, name="demo")
     write_report(report, out / "analysis")
     print("structure vs the AA reference (total absolute error, lower is better; one short replica):")

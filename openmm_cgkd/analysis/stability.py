@@ -28,8 +28,8 @@ kinetic temperature runs away from the thermostat's is not stable: the network's
 not conservative at the time step, or push beads into regions it never saw. Over the analysed
 part of the run:
 
-* the mean kinetic temperature must lie within ``max_temperature_error`` (default 5 %) of the
-  thermostat's, up to 2 standard errors of the mean (4 blocks);
+* the mean kinetic temperature over its second half must lie within ``max_temperature_error``
+  (default 5 %) of the thermostat's, up to 2 standard errors of that mean (4 blocks);
 * the total energy's fitted change over the run, per bead in kT, must stay within
   ``max_energy_drift_kT`` (default 0.5 kT per bead; a heating from 300 to 365 K changes the kinetic
   energy alone by 0.33 kT per bead) unless its t statistic is within ``t_min``.
@@ -114,7 +114,7 @@ class ThermalCheck:
     """Mean kinetic temperature against the thermostat's and the total-energy drift of one run."""
 
     n_samples: int
-    mean_temperature_K: float
+    mean_temperature_K: float  # over the second half of the samples
     temperature_sem_K: float
     target_temperature_K: float | None  # the thermostat's; None: unknown (then not judged)
     energy_drift_kT_per_bead: float  # fitted change of the total energy over the samples / (N kT)
@@ -209,8 +209,8 @@ def thermal_check(log, n_beads: int, *, target_K: float | None = None, start_fra
     temp = temp[keep]
     if len(temp) < 3:
         return None
-    blocks = np.array_split(temp, 4)
-    sem = float(np.std([b.mean() for b in blocks], ddof=1) / 2.0) if len(temp) >= 8 else float("nan")
+    late = temp[len(temp) // 2:]  # the temperature the run ends up at: its second half
+    sem = float(np.std([b.mean() for b in np.array_split(late, 4)], ddof=1) / 2.0) if len(late) >= 8 else float("nan")
     drift, t_stat = 0.0, 0.0
     if "total_kj_mol" in cols:
         t = cols.get("time_ps", np.arange(len(keep), dtype=float))[keep]
@@ -218,7 +218,7 @@ def thermal_check(log, n_beads: int, *, target_K: float | None = None, start_fra
         kT = _KB_KJ_MOL_K * (target_K or float(temp.mean()))
         _, change, t_stat = _fit_slope(t, e)
         drift = change / (n_beads * kT)
-    return ThermalCheck(len(temp), float(temp.mean()), sem, target_K, float(drift), float(t_stat),
+    return ThermalCheck(len(temp), float(late.mean()), sem, target_K, float(drift), float(t_stat),
                         float(max_temperature_error), float(max_energy_drift_kT), float(t_min))
 
 

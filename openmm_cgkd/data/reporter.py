@@ -146,6 +146,7 @@ class ForceReporter:
         h5.attrs["units"] = "positions nm, forces kJ/mol/nm, boxes nm, potential_energy kJ/mol, times ps"
         h5.attrs["writer"] = "openmm_cgkd.data.reporter.ForceReporter"
         self._h5 = h5
+        self._append = True  # reports after a close() continue this file, never overwrite it
 
     def close(self) -> None:
         """Close the file (frames already written are on disk)."""

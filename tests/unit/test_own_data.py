@@ -300,3 +300,24 @@ def test_simulate_warns_in_one_line_at_another_temperature(bundles, tmp_path, ca
     argv[2] = str(bundles["unknown"])
     assert main(argv + ["--out", str(tmp_path / "b")]) == 2
     assert "give the temperature (--temperature K" in capsys.readouterr().err
+
+
+def test_check_timestep_command(bundles, tmp_path, capsys):
+    """`cgkd check-timestep`: one verdict line per step, at the data's temperature by default; its
+    JSON agrees with the exit status."""
+    from openmm_cgkd.topology import write_bead_pdb
+
+    top, pos = _beads(n=27, box=1.5)
+    pos = (np.stack(np.meshgrid(*[np.arange(3)] * 3, indexing="ij"), -1).reshape(-1, 3) + 0.5) * 0.5
+    write_bead_pdb(tmp_path / "s.pdb", top, pos, np.eye(3) * 1.5)
+    argv = ["check-timestep", "--bundle", str(bundles["warm"]), "--structure", str(tmp_path / "s.pdb"), "--timestep",
+            "2", "4", "--nvt-ps", "0.02", "--nve-ps", "0.12", "--platform", "CPU", "--threads", "1", "--json",
+            str(tmp_path / "t.json")]
+    rc = main(argv)
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if " fs: " in ln]
+    results = json.loads((tmp_path / "t.json").read_text())
+    assert [ln.split(":")[0] for ln in lines] == ["2 fs", "4 fs"]
+    assert all(r["target_temperature_K"] == 310.0 for r in results)
+    assert rc == (0 if all(r["safe"] for r in results) else 3)
+    argv[2] = str(bundles["unknown"])
+    assert main(argv) == 2

@@ -54,13 +54,13 @@ class SystemDefinition:
         if not isinstance(d, dict):
             raise UsageError(f"{path} is not a system definition (a YAML mapping with forcefield, composition, box_nm)")
         base = path.parent
-        missing = [k for k in ("forcefield", "composition", "box_nm") if k not in d]
-        if missing:
+        missing = [k for k in ("forcefield", "composition", "box_nm", "temperature_K") if k not in d]
+        if missing:  # temperature_K too: the data's temperature is never assumed (it is every model's default)
             raise UsageError(f"{path}: missing key(s) {missing}")
         new = cls(
             name=str(d.get("name", path.stem)), forcefield_path=(base / d["forcefield"]).resolve(),
             composition={str(k): int(v) for k, v in d["composition"].items()}, box_nm=float(d["box_nm"]),
-            temperature_K=float(d.get("temperature_K", 298.1)), timestep_fs=float(d.get("timestep_fs", 2.0)),
+            temperature_K=float(d["temperature_K"]), timestep_fs=float(d.get("timestep_fs", 2.0)),
             friction_per_ps=float(d.get("friction_per_ps", 1.0)), cutoff_nm=float(d.get("cutoff_nm", 1.2)),
             constraints=d.get("constraints", "HBonds"),
             scale_14=None if d.get("scale_14") is None else float(d["scale_14"]),

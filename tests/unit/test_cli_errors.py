@@ -218,6 +218,9 @@ def test_aa_build_bad_files(tmp_path, capsys):
     _fails(capsys, ["aa-build", "--molecules", "40", "--out", str(tmp_path / "b.txt")], 2, "expected a .pdb")
     bad = tmp_path / "bad.yaml"
     bad.write_text("forcefield: opls-des.yaml\ncomposition: {water: 10}\nbox_nm: 2\n")
+    _fails(capsys, ["aa-build", "--system", str(bad), "--out", str(tmp_path / "b.pdb")], 2,
+           "missing key(s) ['temperature_K']")
+    bad.write_text("forcefield: opls-des.yaml\ncomposition: {water: 10}\nbox_nm: 2\ntemperature_K: 300\n")
     (tmp_path / "opls-des.yaml").write_text((ROOT / "systems" / "des" / "opls-des.yaml").read_text())
     _fails(capsys, ["aa-build", "--system", str(bad), "--out", str(tmp_path / "b.pdb")], 2,
            "molecule(s) ['water']")

@@ -321,3 +321,26 @@ def test_check_timestep_command(bundles, tmp_path, capsys):
     assert rc == (0 if all(r["safe"] for r in results) else 3)
     argv[2] = str(bundles["unknown"])
     assert main(argv) == 2
+
+
+def test_labels_warn_when_teachers_and_data_temperatures_differ(bundles, tmp_path):
+    from openmm_cgkd.errors import CGKDWarning
+    from openmm_cgkd.training.config import LabelsConfig, config_from_dict
+    from openmm_cgkd.training.labels import make_labels
+
+    grid = (np.stack(np.meshgrid(*[np.arange(4)] * 3, indexing="ij"), -1).reshape(-1, 3) + 0.5) * 0.4
+    pos = grid[None] + np.random.default_rng(0).normal(0, 0.02, (3, 64, 3))
+    ds = CGDataset(pos, np.zeros_like(pos), np.tile(np.eye(3) * 1.6, (3, 1, 1)), [0.0, 1.0, 2.0], [0] * 64, ["W"],
+                   [18.0] * 64, temperature_K=310.0)
+    ds.save(tmp_path / "same.h5")
+    ds.temperature_K = 280.0
+    ds.save(tmp_path / "cold.h5")
+    cfg = config_from_dict(LabelsConfig, {"dataset": str(tmp_path / "same.h5"), "teachers": str(bundles["warm"]),
+                                          "device": "cpu"})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CGKDWarning)
+        make_labels(cfg, progress=False)
+    cfg.dataset = str(tmp_path / "cold.h5")
+    with pytest.warns(CGKDWarning, match="trained on data at 310 K; this dataset is at 280 K"):
+        make_labels(cfg, progress=False)
+    assert CGDataset.load(tmp_path / "cold.h5").labels is not None

@@ -161,6 +161,10 @@ def test_mdp_ref_t(tmp_path):
     mdp.write_text("ref_t = 300 310\n")
     with pytest.raises(InputError, match="differs between coupling groups"):
         read_mdp_temperature(mdp)
+    from openmm_cgkd.data.gromacs import write_mdp
+
+    write_mdp(tmp_path / "ours.mdp", steps=10, output_interval=5, timestep_fs=1.0, temperature_k=305.0)
+    assert read_mdp_temperature(tmp_path / "ours.mdp") == 305.0  # what GROMACS gets from our writer
     mdp.write_text("integrator = md\n")
     with pytest.raises(InputError, match="sets no ref_t"):
         read_mdp_temperature(mdp)

@@ -60,6 +60,7 @@ __all__ = ["MappingSpec", "MappingError", "CGMap", "map_trajectory", "make_whole
 WATER_RESIDUE_NAMES = ("HOH", "H2O", "WAT", "SOL", "TIP3", "TP3", "TIP", "T4P", "SPC")
 _WATER_ATOM_ALIASES = ({"O", "OW", "OH2"}, {"H1", "HW1"}, {"H2", "HW2"})
 _PDB_RESIDUE_CHARS, _PDB_ATOM_CHARS = 3, 4
+SPEC_KEYS = ("type_names", "residues", "aliases", "bead_names")  # the keys a mapping spec may have
 
 
 class MappingError(CGKDError, ValueError):
@@ -106,10 +107,9 @@ class MappingSpec:
                     raise MappingError(f"bead type {b.get('type')!r} of residue {rname} is not in type_names {types}")
                 lst.append(BeadDef(str(b["type"]), b.get("atoms", "all")))
             res[str(rname)] = lst
-        unknown = sorted(set(d) - {"type_names", "residues", "aliases", "bead_names"})
+        unknown = sorted(set(d) - set(SPEC_KEYS))
         if unknown:
-            raise MappingError(f"mapping spec {source}: unknown keys {unknown} (type_names, residues, aliases, "
-                               "bead_names)")
+            raise MappingError(f"mapping spec {source}: unknown keys {unknown} (known: {', '.join(SPEC_KEYS)})")
         names = d.get("bead_names") or {}
         if not isinstance(names, dict):
             raise MappingError(f"mapping spec {source}: 'bead_names' must map bead types to a name or "

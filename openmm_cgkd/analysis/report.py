@@ -264,6 +264,8 @@ def summarize_taes(tables: Sequence[dict[str, dict[str, float]]], cutoffs) -> di
     {kind: {curve: TAE}} per replica; per kind (``rdf``, ``adf``, ``cdf``, and ``adf@<rc>`` per ADF
     cutoff in ``cutoffs``, nm) the :class:`ReplicaStat` of the curve-mean TAE."""
     out = {}
+    if cutoffs is None:  # the cutoffs the tables hold (keys "J-I-K@rc")
+        cutoffs = sorted({float(k.rsplit("@", 1)[1]) for t in tables for k in t.get("adf", {}) if "@" in k})
     for kind in KINDS:
         out[kind] = replica_stat([float(np.mean(list(t[kind].values()))) for t in tables if t.get(kind)])
         if kind == "adf":

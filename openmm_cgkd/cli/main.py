@@ -13,6 +13,7 @@ Any other exception is a bug and propagates with its traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
 import sys
@@ -42,21 +43,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _one_line_warnings(command: str) -> None:
-    """Print the package's warnings (:class:`~openmm_cgkd.errors.CGKDWarning`) as one line each."""
+@contextlib.contextmanager
+def _one_line_warnings(command: str):
+    """While the command runs, the package's warnings (:class:`~openmm_cgkd.errors.CGKDWarning`)
+    print as one line each, ``cgkd COMMAND: warning: ...`` (others as Python prints them)."""
     import warnings
 
     from openmm_cgkd.errors import CGKDWarning
 
-    default = warnings.showwarning
+    default = warnings.formatwarning
 
-    def show(message, category, filename, lineno, file=None, line=None):
+    def one_line(message, category, filename, lineno, line=None):
         if issubclass(category, CGKDWarning):
-            print(f"cgkd {command}: warning: {message}", file=file or sys.stderr)
-        else:
-            default(message, category, filename, lineno, file, line)
+            return f"cgkd {command}: warning: {message}\n"
+        return default(message, category, filename, lineno, line)
 
-    warnings.showwarning = show
+    warnings.formatwarning = one_line
+    try:
+        yield
+    finally:
+        warnings.formatwarning = default
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -66,9 +72,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     debug = bool(getattr(args, "debug", False)) or os.environ.get("CGKD_DEBUG", "") not in ("", "0")
-    _one_line_warnings(args.command)
     try:
-        return int(args.func(args) or 0)
+        with _one_line_warnings(args.command):
+            return int(args.func(args) or 0)
     except CGKDError as exc:
         if debug:
             traceback.print_exc()

@@ -695,14 +695,19 @@ def start_frames(train_frames, replicas: int) -> list[int]:
 def analysis_settings(cfg: PipelineConfig):
     """The :class:`~openmm_cgkd.analysis.report.AnalysisSettings` of the analysis: ``analysis:``
     plus ``discard_frames`` from ``md.discard_ps`` (frames of the analysed trajectory, after
-    ``analysis.stride``: the frames whose time is below discard_ps)."""
-    from openmm_cgkd.analysis.report import AnalysisSettings
+    ``analysis.stride``: the frames whose time is below discard_ps); ADF cutoffs, when
+    ``analysis.adf_cutoffs`` is not set, the first shells of the dataset's g(r) (never the DES's)."""
+    from openmm_cgkd.analysis.report import AnalysisSettings, load_reference
 
     data = dict(cfg.analysis)
     if cfg.md.discard_ps is not None:
         frame_ps = cfg.md.interval_steps * cfg.md.timestep_fs / 1000.0 * int(data.get("stride", 1))
         data["discard_frames"] = int(math.ceil(cfg.md.discard_ps / frame_ps - 1e-9))
-    return config_from_dict(AnalysisSettings, data, "analysis")
+    settings = config_from_dict(AnalysisSettings, data, "analysis")
+    if settings.adf_cutoffs is None:
+        settings = settings.with_adf_cutoffs(load_reference(cfg.dataset, stride=settings.reference_stride,
+                                                            max_frames=settings.reference_max_frames))
+    return settings
 
 
 def _short_reason(exc: Exception) -> tuple[int | None, str]:
@@ -739,8 +744,6 @@ class _ReplicaRunner:
         self._reference = None
         self._load_reference = lambda: load_reference(cfg.dataset)
         self.settings = analysis_settings(cfg)
-        if self.settings.adf_cutoffs is None:  # the system's first shells (reference g(r)), never the DES's
-            self.settings = self.settings.with_adf_cutoffs(self.reference)
         self.analysis_key = {"settings": self.settings.to_dict(), "reference": data_digest}
         self.analysis_digest = digest(self.analysis_key)
         self.reference_file = out / "md" / "reference.json.gz"

@@ -290,17 +290,22 @@ def test_old_manifests_without_a_temperature_still_load(bundles):
 
 
 def test_simulate_warns_in_one_line_at_another_temperature(bundles, tmp_path, capsys):
+    from openmm_cgkd.cli.main import _one_line_warnings
+    from openmm_cgkd.errors import CGKDWarning
     from openmm_cgkd.topology import write_bead_pdb
 
     top, pos = _beads()
     write_bead_pdb(tmp_path / "s.pdb", top, pos, np.eye(3) * 1.5)
     argv = ["simulate", "--bundle", str(bundles["warm"]), "--structure", str(tmp_path / "s.pdb"), "--steps", "2",
             "--report-interval", "1", "--platform", "Reference", "--no-progress"]
-    assert main(argv + ["--out", str(tmp_path / "a"), "--temperature", "330"]) == 0
-    err = capsys.readouterr().err
-    assert [ln for ln in err.splitlines() if "warning" in ln] == [
-        "cgkd simulate: warning: MD at 330 K, but the model was trained on data at 310 K: a CG potential is a free "
-        "energy, valid at its data's temperature"]
+    with pytest.warns(CGKDWarning, match="MD at 330 K, but the model was trained on data at 310 K"):
+        assert main(argv + ["--out", str(tmp_path / "a"), "--temperature", "330"]) == 0
+    # how cgkd prints it (pytest records warnings instead of printing them): one line, then restored
+    default = warnings.formatwarning
+    with _one_line_warnings("simulate"):
+        assert warnings.formatwarning("MD at 330 K", CGKDWarning, "x.py", 1) == "cgkd simulate: warning: MD at 330 K\n"
+        assert warnings.formatwarning("other", UserWarning, "x.py", 1) == default("other", UserWarning, "x.py", 1)
+    assert warnings.formatwarning is default
     argv[2] = str(bundles["unknown"])
     assert main(argv + ["--out", str(tmp_path / "b")]) == 2
     assert "give the temperature (--temperature K" in capsys.readouterr().err

@@ -1177,27 +1177,16 @@ def _noise_floor(cfg: PipelineConfig, path: Path, settings, data_digest: str, re
     from openmm_cgkd.analysis.noise import NoiseFloor, noise_floor
     from openmm_cgkd.fingerprint import digest
 
-    from openmm_cgkd.analysis.noise import reference_blocks
-    from openmm_cgkd.analysis.report import load_reference
-
     scored = [r.stop_frame - r.start_frame for rep in reports.values() for r in rep.good_replicas]
     if not scored:
         return None
-    # blocks as long in time as a replica's scored part (CG frames every report interval)
-    block_ps = max(scored) * cfg.md.interval_steps * cfg.md.timestep_fs / 1000.0
-    try:
-        block = reference_blocks(load_reference(cfg.dataset, stride=settings.reference_stride,
-                                                max_frames=settings.reference_max_frames), block_ps)
-    except AnalysisError as exc:
-        log(f"[analysis] no noise floor: {exc}")
-        return None
+    block = max(scored)
     key = digest({"settings": settings.to_dict(), "reference": data_digest, "block_frames": block})
     if path.is_file():
         cached = json.loads(path.read_text())
         if cached.get("digest") == key:
             return NoiseFloor.from_dict(cached["floor"])
-    log(f"[analysis] noise floor: blocks of {block} reference frames ({block_ps:g} ps, as long as a replica's "
-        "scored part) against the other half of the reference")
+    log(f"[analysis] noise floor: blocks of {block} reference frames against the other half of the reference")
     try:
         floor = noise_floor(cfg.dataset, block, settings)
     except AnalysisError as exc:

@@ -206,8 +206,8 @@ def findings_markdown(analysis: AnalysisResult, students: StudentsResult) -> str
             f"\"Matches the ensemble\": mean TAE at most {100 * STUDENT_WITHIN:g} % above the ensemble's.", ""]
     floor = analysis.noise_floor
     if floor is not None:
-        head += [f"Noise floor (blocks of {floor.block_frames} reference frames, as long in time as the scored "
-                 f"part of a replica, against the other half of the reference; {floor.n_blocks} blocks): "
+        head += [f"Noise floor (blocks of {floor.block_frames} reference frames, as many as a replica is scored "
+                 f"on, against the other half of the reference; {floor.n_blocks} blocks): "
                  + ", ".join(f"{k.upper()} {floor.summary[k].mean:.3f} +- {floor.summary[k].std:.3f}"
                              for k in kinds if k in floor.summary)
                  + ". A model TAE near it cannot be told from the AA reference.", ""]

@@ -120,7 +120,7 @@ def test_report_has_every_part_and_stage_times(study):
                  "## Time step check", "| student-ensemble-e-ft-faa | 4 |", "## Training", "learning_curves.png",
                  "rdf_overlay.png", "cdf_overlay.png", "energy_equilibration.png", "## Wall time per stage",
                  "| teachers |", "| md |", "ns/day", "cdf_time",
-                 "## The method's findings, checked", "Noise floor (blocks of 2 reference frames",
+                 "## The method's findings, checked", "Noise floor (blocks of 4 reference frames",
                  "| the student matches the ensemble | student-ensemble-e-ft-faa vs ensemble-2 |",
                  "| the ensemble beats a single teacher | ensemble-2 vs median teacher |",
                  "| a single-teacher student inherits its teacher | student-single-e-ft-faa-teacher00 vs teacher-00 |"):
@@ -128,11 +128,10 @@ def test_report_has_every_part_and_stage_times(study):
     assert "closest contact" in text
     for a in results["analysis"].models.values():  # every pair of the 2 bead types: 3 pairs
         assert set(a.contacts) == {"A-A", "A-B", "B-B"} and all(c["reference_contact_nm"] > 0 for c in a.contacts.values())
-    # 17 reference frames 0.08 ps apart; replicas scored on 4 frames 0.04 ps apart = 0.16 ps: blocks as long
-    # in time, 2 reference frames, four in each half
+    # 17 reference frames, replicas scored on 4: two blocks of 4 in each half
     floor = results["analysis"].noise_floor
-    assert floor.block_frames == 2 and floor.n_blocks == 8 and floor.summary["rdf"].mean > 0
-    assert json.loads((out / "analysis" / "noise_floor.json").read_text())["floor"]["n_blocks"] == 8
+    assert floor.block_frames == 4 and floor.n_blocks == 4 and floor.summary["rdf"].mean > 0
+    assert json.loads((out / "analysis" / "noise_floor.json").read_text())["floor"]["n_blocks"] == 4
     for png in ("learning_curves.png", "tae_comparison.png", "analysis/rdf_overlay.png", "analysis/cdf_overlay.png",
                 "analysis/energy_equilibration.png", "analysis/student-ensemble-e-ft-faa/cdf_time.png"):
         assert (out / png).stat().st_size > 5000, png
@@ -165,7 +164,7 @@ def test_ship_from_pipeline_reads_the_typed_stage_results(study, tmp_path, monke
     assert f"variant `{variant}`; shipped as the study's student: {why}" in card
     rdf = results["analysis"].models[f"student-{variant}"].summary["rdf"]
     assert f"| student-{variant} | 0 of 2 replicas failed | {rdf['mean']:.3f} +- {rdf['std']:.3f} |" in card
-    assert "| ensemble-2 |" in card and "| teacher-00 |" in card and "AA noise floor (blocks of 2" in card
+    assert "| ensemble-2 |" in card and "| teacher-00 |" in card and "AA noise floor (blocks of 4" in card
     assert "ns/day in OpenMM MD (CPU platform, 24 beads, 4 fs step, 1 thread(s) per replica" in card
     assert "WITHOUT reaching early stopping" in card  # 1 epoch: the card says the model is not converged
     manifest = yaml.safe_load((tmp_path / "tiny-student" / "manifest.yaml").read_text())

@@ -48,8 +48,9 @@ def make_dataset(args: argparse.Namespace, out: Path) -> Path:
 
         if not (args.topology and args.mapping):
             raise SystemExit("--trajectory needs --topology and --mapping")
-        aa = load_trajectory(args.trajectory, args.topology, forces=args.forces, force_unit=args.force_unit)
-        dataset = map_trajectory(aa, MappingSpec.from_yaml(args.mapping))
+        aa = load_trajectory(args.trajectory, args.topology, forces=args.forces, force_unit=args.force_unit,
+                             timestep_ps=args.timestep_ps)
+        dataset = map_trajectory(aa, MappingSpec.from_yaml(args.mapping), temperature_K=args.temperature)
         print(f"mapped {args.trajectory}: {dataset.n_frames} frames of {dataset.n_beads} beads")
     else:
         from openmm_cgkd.training.synthetic import make_synthetic_system
@@ -70,6 +71,10 @@ def main(argv: list[str] | None = None) -> int:
     src.add_argument("--forces", default=None, help="force array (.npy/.npz/.h5) when the trajectory has none")
     src.add_argument("--force-unit", default="kJ/mol/nm", help="unit of --forces (default kJ/mol/nm)")
     src.add_argument("--mapping", default=None, help="mapping YAML (see systems/des/mapping.yaml)")
+    src.add_argument("--timestep-ps", type=float, default=None,
+                     help="ps between saved frames, for formats that store no times (DCD, PDB)")
+    src.add_argument("--temperature", type=float, default=None,
+                     help="K, the AA run's temperature (recorded in the dataset and the bundles)")
     src.add_argument("--synthetic-frames", type=int, default=60, help="frames of the synthetic stand-in (default 60)")
     p.add_argument("--members", type=int, default=2, help="teachers K (default 2; the paper uses 8)")
     p.add_argument("--epochs", type=int, default=2, help="epochs per network (default 2: a smoke test)")

@@ -11,7 +11,8 @@ This module imports nothing heavy (no numpy, torch or OpenMM).
 """
 from __future__ import annotations
 
-__all__ = ["CGKDError", "UsageError", "MissingFileError", "PlatformError", "BundleError", "BundleNotFoundError"]
+__all__ = ["CGKDError", "CGKDWarning", "UsageError", "MissingFileError", "PlatformError", "BundleError",
+           "BundleNotFoundError"]
 
 
 class CGKDError(Exception):
@@ -49,3 +50,8 @@ class BundleNotFoundError(BundleError, FileNotFoundError):
     """No bundle at the given path / name."""
 
     exit_code = 2  # a path or name the user gave: bad usage
+
+
+class CGKDWarning(UserWarning):
+    """A setting the package allows but questions (e.g. MD at another temperature than the
+    training data's); ``cgkd`` prints it as one line ``cgkd COMMAND: warning: ...``."""

@@ -67,9 +67,12 @@ def array_digest(*arrays) -> str:
 
 def cg_dataset_digest(dataset) -> str:
     """Content digest of a :class:`~openmm_cgkd.data.dataset.CGDataset` in memory: bead types,
-    masses, positions, boxes, forces and distillation labels (not its provenance or times)."""
+    masses, positions, boxes, forces, distillation labels and bead names when the mapping set
+    them (not its provenance, times or temperature)."""
     labels = dataset.labels
     h = hashlib.sha256(_canonical(list(dataset.type_names)).encode())
+    if getattr(dataset, "bead_names", None):  # absent: digests of datasets from before bead names stay
+        h.update(_canonical({k: list(v) for k, v in dataset.bead_names.items()}).encode())
     h.update(array_digest(dataset.bead_types, dataset.masses, dataset.positions, dataset.boxes,
                           dataset.forces).encode())
     if labels is not None:

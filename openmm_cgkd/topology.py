@@ -80,35 +80,40 @@ class BeadType:
         return cls(d["name"], d["residue_name"], d["atom_names"], d["mass_dalton"])
 
 
-def bead_types_from_masses(masses: Mapping[str, float], residue_names: Mapping[str, str] | None = None) -> list[BeadType]:
-    """Bead types in the mapping's order; residue and atom names default to the topology
-    convention (:func:`default_residue_name`)."""
+def bead_types_from_masses(masses: Mapping[str, float], residue_names: Mapping[str, str] | None = None,
+                           atom_names: Mapping[str, str] | None = None) -> list[BeadType]:
+    """Bead types in the mapping's order; residue names default to the topology convention
+    (:func:`default_residue_name`), atom names to the residue name."""
     residue_names = dict(residue_names or {})
+    atom_names = dict(atom_names or {})
     out = []
     for name, mass in masses.items():
         code = residue_names.get(name, default_residue_name(name))
-        out.append(BeadType(name, code, [code], float(mass)))
+        out.append(BeadType(name, code, [atom_names.get(name, code)], float(mass)))
     return out
 
 
 def bead_topology(bead_type_names: Sequence[str], box_nm: np.ndarray | None = None,
-                  residue_names: Mapping[str, str] | None = None, bonds=None):
+                  residue_names: Mapping[str, str] | None = None, atom_names: Mapping[str, str] | None = None,
+                  bonds=None):
     """An ``openmm.app.Topology`` with one single-bead residue per entry of ``bead_type_names``.
 
-    ``box_nm`` (3x3, rows are box vectors, nm) makes the topology periodic. ``bonds`` [B, 2]
-    (bead indices; e.g. ``CGTopology.bonds``) become the topology's bonds (CONECT records in a
-    PDB), which is how a served model knows the molecules (bonded priors, exclusions).
+    ``box_nm`` (3x3, rows are box vectors, nm) makes the topology periodic. Atom names default
+    to the residue names. ``bonds`` [B, 2] (bead indices; e.g. ``CGTopology.bonds``) become the
+    topology's bonds (CONECT records in a PDB), which is how a served model knows the molecules
+    (bonded priors, exclusions).
     """
     from openmm import Vec3, unit
     from openmm.app import Topology
 
     residue_names = dict(residue_names or {})
+    atom_names = dict(atom_names or {})
     top = Topology()
     chain = top.addChain()
     for type_name in bead_type_names:
         code = residue_names.get(type_name, default_residue_name(type_name))
         res = top.addResidue(code, chain)
-        top.addAtom(code, None, res)
+        top.addAtom(atom_names.get(type_name, code), None, res)
     if bonds is not None and len(bonds):
         atoms = list(top.atoms())
         for i, j in np.asarray(bonds, dtype=np.int64).reshape(-1, 2).tolist():
@@ -142,8 +147,7 @@ def dataset_trajectory(dataset, frames=slice(None)):
     """An ``mdtraj.Trajectory`` of a :class:`~openmm_cgkd.data.dataset.CGDataset` (nm, ps)."""
     import mdtraj as md
 
-    names = [dataset.type_names[t] for t in dataset.bead_types]
-    top = md.Topology.from_openmm(bead_topology(names, bonds=dataset.topology.bonds))
+    top = md.Topology.from_openmm(dataset_topology(dataset))
     boxes = dataset.boxes[frames]
     traj = md.Trajectory(dataset.positions[frames], top, time=dataset.times[frames])
     if dataset.periodic:
@@ -151,12 +155,16 @@ def dataset_trajectory(dataset, frames=slice(None)):
     return traj
 
 
-def dataset_topology(dataset, frame: int = 0, residue_names: Mapping[str, str] | None = None):
-    """The OpenMM bead topology of a :class:`~openmm_cgkd.data.dataset.CGDataset` (its bonds and, when
-    periodic, the box of ``frame``), ready for :func:`write_bead_pdb` and ``CGKDForceField``."""
+def dataset_topology(dataset, frame: int | None = 0):
+    """The OpenMM bead topology of a :class:`~openmm_cgkd.data.dataset.CGDataset`: its beads in
+    order, named as its mapping set them (``dataset.bead_names``; default codes otherwise), its
+    bonds and, when periodic and ``frame`` is not None, the box of ``frame`` (ready for
+    :func:`write_bead_pdb` and ``CGKDForceField``)."""
     names = [dataset.type_names[t] for t in dataset.bead_types]
-    box = dataset.boxes[frame] if dataset.periodic else None
-    return bead_topology(names, box, residue_names, bonds=dataset.topology.bonds)
+    given = dataset.bead_names or {}
+    box = dataset.boxes[frame] if dataset.periodic and frame is not None else None
+    return bead_topology(names, box, {t: n[0] for t, n in given.items()}, {t: n[1] for t, n in given.items()},
+                         bonds=dataset.topology.bonds)
 
 
 def topology_bonds(topology) -> np.ndarray:

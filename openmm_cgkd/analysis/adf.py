@@ -4,8 +4,14 @@ For every frame and every bead i, the neighbours are the beads within ``cutoff``
 image); every unordered pair {j, k} of distinct neighbours contributes the angle between the
 minimum-image vectors i->j and i->k. Triplets are sorted by type into keys ``"J-I-K@rc"`` with the
 central type I in the middle, J <= K, and rc the cutoff in nm (two decimals). Each curve is a
-normalised density over 0-180 degrees (per degree, integral 1); no sin(theta) weighting. The
-paper's cutoffs are 0.60, 0.65 and 0.75 nm (they bracket the first-shell peak).
+normalised density over 0-180 degrees (per degree, integral 1); no sin(theta) weighting.
+
+The cutoffs are the system's: by default the end of the first coordination shell of every
+bead-type pair, the first minimum after the first peak of its reference g(r)
+(:func:`adf_cutoffs_from_rdfs`), or those given. The DES paper's (0.60, 0.65 and 0.75 nm, which
+bracket reline's first-shell peak: :data:`DES_ADF_CUTOFFS`) are those of the DES configurations
+and ``cgkd demo`` only: on water they give an ADF TAE of 0.037 where the first-shell cutoff gives
+0.353, hiding the loss of tetrahedral order.
 """
 from __future__ import annotations
 
@@ -15,9 +21,9 @@ from openmm_cgkd.analysis.distributions import (AnalysisError, Distribution, bea
                                                 require_periodic, uniform_edges)
 from openmm_cgkd.geometry import is_orthorhombic, minimum_image
 
-__all__ = ["compute_adfs", "adf_key", "DEFAULT_ADF_CUTOFFS", "DEFAULT_ADF_BIN_WIDTH"]
+__all__ = ["compute_adfs", "adf_key", "adf_cutoffs_from_rdfs", "DES_ADF_CUTOFFS", "DEFAULT_ADF_BIN_WIDTH"]
 
-DEFAULT_ADF_CUTOFFS = (0.60, 0.65, 0.75)  # nm
+DES_ADF_CUTOFFS = (0.60, 0.65, 0.75)  # nm, the DES paper's (reline); not a default for other systems
 DEFAULT_ADF_BIN_WIDTH = 2.0  # degree
 
 
@@ -61,7 +67,21 @@ def _neighbours(pos: np.ndarray, box: np.ndarray, centres: np.ndarray, rc: float
     return nb, d[rows, nb], rn
 
 
-def compute_adfs(traj, cutoffs=DEFAULT_ADF_CUTOFFS, *, bin_width: float = DEFAULT_ADF_BIN_WIDTH,
+def adf_cutoffs_from_rdfs(rdfs: dict[str, Distribution], max_nm: float | None = None) -> tuple[float, ...]:
+    """The ADF cutoffs of a system (nm): the first-shell cutoff of every pair's g(r)
+    (:func:`~openmm_cgkd.analysis.rdf.first_shell_cutoff`), rounded to 0.01 nm, distinct, sorted,
+    below ``max_nm``. :class:`AnalysisError` when no pair has a first shell on the grid."""
+    from openmm_cgkd.analysis.rdf import first_shell_cutoff
+
+    found = {key: first_shell_cutoff(c) for key, c in rdfs.items()}
+    cuts = sorted({round(v, 2) for v in found.values() if v is not None and (max_nm is None or v < max_nm)})
+    if not cuts:
+        raise AnalysisError(f"no bead-type pair's g(r) shows a first coordination shell (a peak above 1 and a "
+                            f"minimum after it) on the RDF grid: give the ADF cutoffs (--adf-cutoffs NM ...)")
+    return tuple(cuts)
+
+
+def compute_adfs(traj, cutoffs, *, bin_width: float = DEFAULT_ADF_BIN_WIDTH,
                  max_block: int = 2_000_000, progress: bool = False) -> dict[str, Distribution]:
     """P(theta) of every type triplet and every cutoff (nm). ``cutoffs`` may be one float.
 

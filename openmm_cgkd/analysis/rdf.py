@@ -15,11 +15,33 @@ from openmm_cgkd.analysis.distributions import (AnalysisError, Distribution, bea
                                                 box_half_width, pair_keys, require_periodic,
                                                 uniform_edges)
 
-__all__ = ["rdf_edges", "compute_rdfs", "close_contacts", "CloseContact", "DEFAULT_RDF_R_MAX",
+__all__ = ["rdf_edges", "compute_rdfs", "close_contacts", "CloseContact", "first_shell_cutoff", "DEFAULT_RDF_R_MAX",
            "DEFAULT_RDF_BIN_WIDTH", "AA_CONTACT_G"]
 
 DEFAULT_RDF_R_MAX = 1.5  # nm
 DEFAULT_RDF_BIN_WIDTH = 0.005  # nm
+
+
+def first_shell_cutoff(rdf: Distribution, smooth_nm: float = 0.02) -> float | None:
+    """The first minimum after the first peak of g(r) (nm): the end of the first coordination
+    shell. g is smoothed by a running mean over ``smooth_nm``; the first peak is the first local
+    maximum above 1; the minimum the first local minimum after it. None when there is none
+    (no peak above 1, or g still falls at the grid's end)."""
+    g = np.asarray(rdf.values, dtype=np.float64)
+    r = 0.5 * (rdf.edges[:-1] + rdf.edges[1:])
+    width = max(1, int(round(smooth_nm / float(rdf.edges[1] - rdf.edges[0]))))
+    gs = np.convolve(g, np.ones(width) / width, mode="same")
+    above = np.flatnonzero(gs > 1.0)
+    if len(above) == 0:
+        return None
+    i = int(above[0])
+    while i + 1 < len(gs) and gs[i + 1] >= gs[i]:  # climb to the first peak
+        i += 1
+    while i + 1 < len(gs) and gs[i + 1] <= gs[i]:  # descend to the first minimum after it
+        i += 1
+    if i + 1 >= len(gs):
+        return None
+    return float(r[i])
 
 
 def rdf_edges(*trajectories, r_max: float = DEFAULT_RDF_R_MAX,

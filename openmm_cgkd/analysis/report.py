@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from openmm_cgkd.analysis.adf import DEFAULT_ADF_BIN_WIDTH, DEFAULT_ADF_CUTOFFS, compute_adfs
+from openmm_cgkd.analysis.adf import DEFAULT_ADF_BIN_WIDTH, adf_cutoffs_from_rdfs, compute_adfs
 from openmm_cgkd.analysis.cdf import (DEFAULT_CDF_BIN_WIDTH, cdf_edges, cdf_from_merge_distances,
                                       frame_merge_distances)
 from openmm_cgkd.analysis.distributions import AnalysisError, Distribution, bead_type_indices
@@ -26,7 +26,7 @@ from openmm_cgkd.analysis.rdf import (AA_CONTACT_G, DEFAULT_RDF_BIN_WIDTH, DEFAU
                                       close_contacts, compute_rdfs, rdf_edges)
 from openmm_cgkd.analysis.replicas import ReplicaStat, replica_mean, replica_stat, replica_tae_stats
 from openmm_cgkd.analysis.stability import (DEFAULT_DRIFT_THRESHOLD, DEFAULT_N_BLOCKS, StabilityReport,
-                                            assess_stability, check_coordinates)
+                                            assess_stability, check_coordinates, thermal_check)
 from openmm_cgkd.analysis.tae import tae_table
 from openmm_cgkd.config import Config
 from openmm_cgkd.fileio import plain_values
@@ -46,7 +46,7 @@ class AnalysisSettings(Config):
     rdf_r_max: float = DEFAULT_RDF_R_MAX
     rdf_bin_width: float = DEFAULT_RDF_BIN_WIDTH
     rdf_mode: str = "g"  # TAE of g(r) itself, or "density" (unit-area curves); see tae.py
-    adf_cutoffs: tuple[float, ...] = DEFAULT_ADF_CUTOFFS
+    adf_cutoffs: tuple[float, ...] | None = None  # nm; None: each pair's first shell in the reference g(r)
     adf_bin_width: float = DEFAULT_ADF_BIN_WIDTH
     cdf_bin_width: float = DEFAULT_CDF_BIN_WIDTH
     cdf_r_max: float | None = None  # default: half the smallest box width
@@ -66,9 +66,23 @@ class AnalysisSettings(Config):
         for name in ("stride", "reference_stride", "n_blocks"):
             if int(getattr(self, name)) < 1:
                 raise AnalysisError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if not self.adf_cutoffs or min(self.adf_cutoffs) <= 0:
-            raise AnalysisError(f"adf_cutoffs must be positive distances (nm), got {self.adf_cutoffs}")
-        self.adf_cutoffs = tuple(float(c) for c in self.adf_cutoffs)
+        if self.adf_cutoffs is not None:
+            if not self.adf_cutoffs or min(self.adf_cutoffs) <= 0:
+                raise AnalysisError(f"adf_cutoffs must be positive distances (nm), got {self.adf_cutoffs}")
+            self.adf_cutoffs = tuple(float(c) for c in self.adf_cutoffs)
+
+    def with_adf_cutoffs(self, reference) -> "AnalysisSettings":
+        """These settings with the ADF cutoffs resolved: the given ones, else the first-shell
+        cutoffs of the reference trajectory's g(r) (:func:`~openmm_cgkd.analysis.adf.adf_cutoffs_from_rdfs`)."""
+        import dataclasses
+
+        if self.adf_cutoffs is not None:
+            return self
+        from openmm_cgkd.analysis.distributions import box_half_width, require_periodic
+
+        half = box_half_width(require_periodic(reference))
+        rdfs = compute_rdfs(reference, rdf_edges(reference, r_max=self.rdf_r_max, bin_width=self.rdf_bin_width))
+        return dataclasses.replace(self, adf_cutoffs=adf_cutoffs_from_rdfs(rdfs, max_nm=half))
 
 
 @dataclass
@@ -265,6 +279,8 @@ def summarize_taes(tables: Sequence[dict[str, dict[str, float]]], cutoffs) -> di
     {kind: {curve: TAE}} per replica; per kind (``rdf``, ``adf``, ``cdf``, and ``adf@<rc>`` per ADF
     cutoff in ``cutoffs``, nm) the :class:`ReplicaStat` of the curve-mean TAE."""
     out = {}
+    if cutoffs is None:  # the cutoffs the tables hold (keys "J-I-K@rc")
+        cutoffs = sorted({float(k.rsplit("@", 1)[1]) for t in tables for k in t.get("adf", {}) if "@" in k})
     for kind in KINDS:
         out[kind] = replica_stat([float(np.mean(list(t[kind].values()))) for t in tables if t.get(kind)])
         if kind == "adf":
@@ -278,7 +294,7 @@ def summarize_taes(tables: Sequence[dict[str, dict[str, float]]], cutoffs) -> di
 # ------------------------------------------------------------------------------------ analysis
 def analyze_model(trajectories, reference, *, topology=None, reference_topology=None, energies=None,
                   failures=None, settings: AnalysisSettings | None = None, name: str = "model",
-                  progress: bool = False) -> ModelReport:
+                  progress: bool = False, thermostat_K: float | None = None) -> ModelReport:
     """Analyse replicas of one CG model against an AA reference.
 
     ``trajectories``: mdtraj trajectories and/or files (with ``topology`` for DCD); bead types are
@@ -288,7 +304,11 @@ def analyze_model(trajectories, reference, *, topology=None, reference_topology=
     beside the fixed ``settings.discard_frames`` (the same for every replica and model) and a
     replica not equilibrated within it is flagged. ``failures``: per replica, why its MD stopped
     (None when it ran to the end). A failed or broken replica is counted, not scored: the TAEs
-    are those of the others. Returns a :class:`ModelReport`.
+    are those of the others. An energy series given as an MD log with a temperature column
+    (``cgkd simulate``'s ``log.csv``) also judges the replica's temperature against the thermostat
+    (``thermostat_K``, default the run's ``fingerprint.json``) and its energy drift
+    (:func:`~openmm_cgkd.analysis.stability.thermal_check`): a replica that heats is not stable.
+    Returns a :class:`ModelReport`.
     """
     from tqdm.auto import tqdm
 
@@ -310,6 +330,7 @@ def analyze_model(trajectories, reference, *, topology=None, reference_topology=
     if not ref_check.ok:
         raise AnalysisError(f"reference has broken frames (first: {ref_check.first_bad_frame})")
     ref_types = set(bead_type_indices(ref.topology))
+    s = s.with_adf_cutoffs(ref)
 
     names = [_replica_name(item, i) for i, item in enumerate(trajectories)]
     if len(set(names)) < len(names):  # e.g. rep1/traj.dcd, rep2/traj.dcd
@@ -371,8 +392,8 @@ def analyze_model(trajectories, reference, *, topology=None, reference_topology=
 
     ref_curves, _ = curves_of(ref)
     replicas = []
-    for name_i, traj, eq, start, stop, coords, plot_series, failure in tqdm(loaded, desc="replicas",
-                                                                             disable=not progress):
+    for i, (name_i, traj, eq, start, stop, coords, plot_series, failure) in enumerate(
+            tqdm(loaded, desc="replicas", disable=not progress)):
         used = traj[start:stop]
         if failure is not None:
             stab = StabilityReport(coords, [], [], [], {})
@@ -383,6 +404,9 @@ def analyze_model(trajectories, reference, *, topology=None, reference_topology=
         stab = assess_stability(used, edges=c_edges, n_blocks=s.n_blocks, threshold=s.drift_threshold,
                                 max_extent_boxes=s.max_extent_boxes, merges=merges)
         stab.coordinates = coords  # report broken frames of the whole replica, not of the used part
+        if isinstance(energies[i], (str, Path)):
+            stab.thermal = thermal_check(energies[i], traj.n_atoms, target_K=thermostat_K,
+                                         start_fraction=start / max(traj.n_frames, 1))
         taes = {kind: tae_table(curves[kind], ref_curves[kind], s.rdf_mode) for kind in KINDS}
         replicas.append(ReplicaAnalysis(name_i, traj.n_frames, start, stop, eq, stab, curves, taes, plot_series))
 
@@ -475,8 +499,13 @@ def summary_markdown(report: ModelReport, plots: Sequence[str] = ()) -> str:
         broken = "none" if c.ok else f"from frame {c.first_bad_frame}"
         drifts = [f"{r.stability.drift[sp].relative_change:+.3f}" + (" ⚠" if r.stability.drift[sp].flagged else "")
                   if sp in r.stability.drift else "n/a" for sp in species]
+        th = r.stability.thermal
         verdict = f"failed: {r.failure}" if r.failed else ("stable" if r.stability.stable else
-                                                           ("clustering" if r.stability.clustering else "broken"))
+                                                           ("clustering" if r.stability.clustering else
+                                                            "broken" if not r.stability.coordinates.ok else
+                                                            "heating or drifting"))
+        if th is not None and not r.failed:
+            verdict += f" ({th.describe()})"
         if r.equilibration is None:
             t0 = "n/a"
         else:

@@ -22,6 +22,20 @@ few hundred beads. Analyse the trajectory after equilibration (see :mod:`.equili
 
 The time-resolved CDFs are the CDFs of ``n_blocks`` contiguous, equal blocks of frames.
 
+**Temperature and energy** (:func:`thermal_check`, from the MD log of ``cgkd simulate``: columns
+``time_ps``, ``total_kj_mol``, ``temperature_k``). A liquid that keeps its structure while its
+kinetic temperature runs away from the thermostat's is not stable: the network's forces are then
+not conservative at the time step, or push beads into regions it never saw. Over the analysed
+part of the run:
+
+* the mean kinetic temperature over its second half must lie within ``max_temperature_error``
+  (default 5 %) of the thermostat's, up to 2 standard errors of that mean (4 blocks);
+* the total energy's fitted change over the run, per bead in kT, must stay within
+  ``max_energy_drift_kT`` (default 0.5 kT per bead; a heating from 300 to 365 K changes the kinetic
+  energy alone by 0.33 kT per bead) unless its t statistic is within ``t_min``.
+
+The thermostat's temperature is the run's (``fingerprint.json`` beside ``log.csv``) or given.
+
 **Broken coordinates.** A frame is *non-finite* when a coordinate or box value is NaN/inf, and
 *exploded* when a coordinate lies further than ``max_extent_boxes`` (default 10) box lengths from
 the origin; either makes the trajectory unstable.
@@ -35,12 +49,16 @@ import numpy as np
 from openmm_cgkd.analysis.cdf import cdf_edges, cdf_from_merge_distances, frame_merge_distances
 from openmm_cgkd.analysis.distributions import AnalysisError, Distribution
 
-__all__ = ["CoordinateCheck", "DriftResult", "StabilityReport", "check_coordinates", "cdf_drift",
-           "time_resolved_cdfs", "assess_stability", "DEFAULT_DRIFT_THRESHOLD", "DEFAULT_N_BLOCKS"]
+__all__ = ["CoordinateCheck", "DriftResult", "ThermalCheck", "StabilityReport", "check_coordinates", "cdf_drift",
+           "time_resolved_cdfs", "assess_stability", "thermal_check", "read_md_log", "DEFAULT_DRIFT_THRESHOLD",
+           "DEFAULT_N_BLOCKS", "DEFAULT_MAX_TEMPERATURE_ERROR", "DEFAULT_MAX_ENERGY_DRIFT_KT"]
 
 DEFAULT_DRIFT_THRESHOLD = 0.05
 DEFAULT_N_BLOCKS = 5
 DEFAULT_T_MIN = 3.0
+DEFAULT_MAX_TEMPERATURE_ERROR = 0.05  # relative deviation of the mean kinetic temperature from the thermostat's
+DEFAULT_MAX_ENERGY_DRIFT_KT = 0.5  # fitted change of the total energy over the run, kT per bead
+_KB_KJ_MOL_K = 0.00831446261815324
 
 
 @dataclass
@@ -92,6 +110,119 @@ class DriftResult:
 
 
 @dataclass
+class ThermalCheck:
+    """Mean kinetic temperature against the thermostat's and the total-energy drift of one run."""
+
+    n_samples: int
+    mean_temperature_K: float  # over the second half of the samples
+    temperature_sem_K: float
+    target_temperature_K: float | None  # the thermostat's; None: unknown (then not judged)
+    energy_drift_kT_per_bead: float  # fitted change of the total energy over the samples / (N kT)
+    energy_t_statistic: float
+    max_temperature_error: float = DEFAULT_MAX_TEMPERATURE_ERROR
+    max_energy_drift_kT: float = DEFAULT_MAX_ENERGY_DRIFT_KT
+    t_min: float = DEFAULT_T_MIN
+
+    @property
+    def temperature_ok(self) -> bool | None:
+        if self.target_temperature_K is None:
+            return None
+        bias = abs(self.mean_temperature_K - self.target_temperature_K)
+        sem = self.temperature_sem_K if np.isfinite(self.temperature_sem_K) else 0.0
+        return bool(bias <= self.max_temperature_error * self.target_temperature_K + 2.0 * sem)
+
+    @property
+    def drift_ok(self) -> bool:
+        return not (abs(self.energy_drift_kT_per_bead) > self.max_energy_drift_kT
+                    and abs(self.energy_t_statistic) > self.t_min)
+
+    @property
+    def ok(self) -> bool:
+        return self.temperature_ok is not False and self.drift_ok
+
+    def describe(self) -> str:
+        """One phrase: the mean temperature against the target and the drift."""
+        target = "thermostat unknown" if self.target_temperature_K is None else \
+            f"thermostat {self.target_temperature_K:g} K"
+        return (f"T {self.mean_temperature_K:.1f} +- {self.temperature_sem_K:.1f} K ({target}), energy drift "
+                f"{self.energy_drift_kT_per_bead:+.3f} kT/bead")
+
+    def to_dict(self) -> dict:
+        return {"n_samples": self.n_samples, "mean_temperature_K": self.mean_temperature_K,
+                "temperature_sem_K": self.temperature_sem_K, "target_temperature_K": self.target_temperature_K,
+                "temperature_ok": self.temperature_ok, "energy_drift_kT_per_bead": self.energy_drift_kT_per_bead,
+                "energy_t_statistic": self.energy_t_statistic, "drift_ok": self.drift_ok, "ok": self.ok,
+                "max_temperature_error": self.max_temperature_error,
+                "max_energy_drift_kT": self.max_energy_drift_kT}
+
+
+def read_md_log(path) -> dict[str, np.ndarray]:
+    """The columns of an MD log CSV (``cgkd simulate``'s ``log.csv``) as float arrays by header name."""
+    import csv
+    from pathlib import Path
+
+    path = Path(path)
+    if not path.is_file():
+        raise AnalysisError(f"MD log not found: {path}")
+    rows = [r for r in csv.reader(ln for ln in path.read_text().splitlines() if ln.strip())]
+    if not rows:
+        raise AnalysisError(f"MD log {path} is empty")
+    header = [h.strip().strip('"').lstrip("#").strip().lower() for h in rows[0]]
+    try:
+        data = np.array([[float(v) for v in r] for r in rows[1:] if len(r) == len(header)], dtype=np.float64)
+    except ValueError as exc:
+        raise AnalysisError(f"MD log {path}: unreadable row ({exc})") from None
+    data = data.reshape(-1, len(header))
+    return {h: data[:, i] for i, h in enumerate(header)}
+
+
+def _thermostat_of(log_path) -> float | None:
+    """The thermostat temperature (K) of the run whose log is ``log_path``: its ``fingerprint.json``."""
+    import json
+    from pathlib import Path
+
+    fp = Path(log_path).with_name("fingerprint.json")
+    try:
+        settings = json.loads(fp.read_text()).get("settings", {})
+    except (OSError, ValueError, AttributeError):
+        return None
+    t = settings.get("temperature_K") if isinstance(settings, dict) else None
+    return float(t) if isinstance(t, (int, float)) else None
+
+
+def thermal_check(log, n_beads: int, *, target_K: float | None = None, start_fraction: float = 0.0,
+                  max_temperature_error: float = DEFAULT_MAX_TEMPERATURE_ERROR,
+                  max_energy_drift_kT: float = DEFAULT_MAX_ENERGY_DRIFT_KT,
+                  t_min: float = DEFAULT_T_MIN) -> ThermalCheck | None:
+    """:class:`ThermalCheck` of an MD log (path, or columns as from :func:`read_md_log`) over its
+    rows from ``start_fraction`` of the run on; None when the log has no ``temperature_k``
+    column. ``target_K``: the thermostat (K), default the run's ``fingerprint.json``."""
+    cols = read_md_log(log) if not isinstance(log, dict) else log
+    if target_K is None and not isinstance(log, dict):
+        target_K = _thermostat_of(log)
+    if "temperature_k" not in cols:
+        return None
+    temp = cols["temperature_k"]
+    keep = np.isfinite(temp)
+    first = int(np.floor(start_fraction * len(temp)))
+    keep[:first] = False
+    temp = temp[keep]
+    if len(temp) < 3:
+        return None
+    late = temp[len(temp) // 2:]  # the temperature the run ends up at: its second half
+    sem = float(np.std([b.mean() for b in np.array_split(late, 4)], ddof=1) / 2.0) if len(late) >= 8 else float("nan")
+    drift, t_stat = 0.0, 0.0
+    if "total_kj_mol" in cols:
+        t = cols.get("time_ps", np.arange(len(keep), dtype=float))[keep]
+        e = cols["total_kj_mol"][keep]
+        kT = _KB_KJ_MOL_K * (target_K or float(temp.mean()))
+        _, change, t_stat = _fit_slope(t, e)
+        drift = change / (n_beads * kT)
+    return ThermalCheck(len(temp), float(late.mean()), sem, target_K, float(drift), float(t_stat),
+                        float(max_temperature_error), float(max_energy_drift_kT), float(t_min))
+
+
+@dataclass
 class StabilityReport:
     """Stability of one trajectory: coordinates, time-resolved CDFs, drift per species."""
 
@@ -100,6 +231,7 @@ class StabilityReport:
     block_times: list[float]  # mean time of each block
     blocks: list[dict[str, Distribution]]
     drift: dict[str, DriftResult]
+    thermal: ThermalCheck | None = None  # from the MD log, when one was given
 
     @property
     def clustering(self) -> bool:
@@ -107,10 +239,11 @@ class StabilityReport:
 
     @property
     def stable(self) -> bool:
-        return self.coordinates.ok and not self.clustering
+        return self.coordinates.ok and not self.clustering and (self.thermal is None or self.thermal.ok)
 
     def to_dict(self, curves: bool = True) -> dict:
         d = {"stable": self.stable, "clustering": self.clustering, "coordinates": self.coordinates.to_dict(),
+             "thermal": None if self.thermal is None else self.thermal.to_dict(),
              "block_frames": [list(b) for b in self.block_frames], "block_times": self.block_times,
              "drift": {k: v.to_dict() for k, v in self.drift.items()}}
         if curves:

@@ -44,6 +44,9 @@ checksums           {file name: sha256 hex} of every weights file; from format 2
                     the sha256 of the manifest's own content without that entry (canonical JSON of
                     the parsed YAML), so a hand-edited manifest fails to load; format-1 bundles
                     (written before) load without it
+temperature_K       the training data's temperature (K): the default of MD with the model; optional
+                    (absent in bundles written before it was recorded, or null: unknown, and MD
+                    then needs an explicit temperature)
 ==================  ==============================================================================
 
 :func:`load_bundle` imports torchmd-net first (its custom ops must be registered before a

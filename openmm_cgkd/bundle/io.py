@@ -219,7 +219,7 @@ def _check_module(module, manifest: BundleManifest, src: str) -> None:
 def save_bundle(path: str | os.PathLike, model, *, bead_types: Sequence[BeadType | Mapping], wall: WallParameters,
                 model_kind: str, variant: str | None = None, training: Mapping | None = None,
                 description: str = "", periodic: bool = True, config=None, overwrite: bool = False,
-                priors=None) -> Path:
+                priors=None, temperature_K: float | None = None) -> Path:
     """Write ``model`` (a :class:`CGPotential`, :class:`EnsemblePotential`,
     :class:`~openmm_cgkd.model.stacked.StackedEnsemblePotential` or their TorchScript module; the
     network only, no wall) and its manifest to the directory ``path``: the
@@ -231,7 +231,8 @@ def save_bundle(path: str | os.PathLike, model, *, bead_types: Sequence[BeadType
     ensemble module must be saved as ``ensemble``). The directory is written atomically;
     an existing one is replaced only with ``overwrite=True``. ``priors``
     (:class:`~openmm_cgkd.model.priors.BondedPriors`) are written to ``priors.yaml``, under the
-    manifest's checksums. Absolute paths in ``training`` and
+    manifest's checksums. ``temperature_K``: the training data's temperature (K; None: unknown), the
+    default of MD with the model. Absolute paths in ``training`` and
     ``description`` are written relative to the bundle directory
     (:func:`openmm_cgkd.fileio.make_portable`). Returns the bundle directory.
     """
@@ -274,7 +275,8 @@ def save_bundle(path: str | os.PathLike, model, *, bead_types: Sequence[BeadType
                               # provenance names its inputs relative to the bundle, never by absolute paths
                               training=make_portable(plain_values(dict(training or {}), finite=False), out),
                               description=make_portable(description, out),
-                              outputs=list(ENSEMBLE_OUTPUTS if is_ensemble else OUTPUTS))
+                              outputs=list(ENSEMBLE_OUTPUTS if is_ensemble else OUTPUTS),
+                              temperature_K=temperature_K)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:

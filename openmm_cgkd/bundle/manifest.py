@@ -56,6 +56,7 @@ class BundleManifest:
     package_version: str = __version__
     format_version: int = FORMAT_VERSION
     created: str = field(default_factory=_utc_now)
+    temperature_K: float | None = None  # the training data's temperature (K); None: unknown
 
     # -- convenience -----------------------------------------------------------------------
     @property
@@ -75,7 +76,8 @@ class BundleManifest:
     # -- (de)serialisation -----------------------------------------------------------------
     _KEY_ORDER = ("format_version", "package_version", "created", "description", "model_kind", "variant",
                   "num_members", "module_file", "outputs", "units", "periodic", "cutoff_nm", "bead_types",
-                  "architecture", "wall", "training", "checksums")
+                  "architecture", "wall", "training", "checksums", "temperature_K")
+    _OPTIONAL = ("temperature_K",)  # keys older bundles lack
 
     def to_dict(self) -> dict:
         d = {k: None for k in self._KEY_ORDER}
@@ -117,7 +119,7 @@ class BundleManifest:
         fv = d["format_version"]
         check_format_version(fv, source)
         names = [f.name for f in fields(cls)]
-        missing = [n for n in names if n not in d]
+        missing = [n for n in names if n not in d and n not in cls._OPTIONAL]
         unknown = sorted(set(d) - set(names))
         if missing:
             raise BundleError(f"{source}: missing keys {missing}")
@@ -137,7 +139,8 @@ class BundleManifest:
                 architecture=d["architecture"], variant=d["variant"], num_members=d["num_members"],
                 periodic=d["periodic"], training=d["training"], description=d["description"],
                 module_file=d["module_file"], outputs=d["outputs"], units=d["units"], checksums=d["checksums"],
-                package_version=str(d["package_version"]), format_version=fv, created=str(d["created"]))
+                package_version=str(d["package_version"]), format_version=fv, created=str(d["created"]),
+                temperature_K=d.get("temperature_K"))
         m.validate(source)
         return m
 
@@ -191,6 +194,13 @@ class BundleManifest:
             fail(f"wall types {self.wall.type_names} differ from the bead types {names} (same names, same order)")
         if not isinstance(self.training, Mapping):
             fail("training (provenance) must be a mapping")
+        if self.temperature_K is not None:
+            try:
+                self.temperature_K = float(self.temperature_K)
+            except (TypeError, ValueError):
+                fail(f"temperature_K must be a number (K) or null, got {self.temperature_K!r}")
+            if not 0.0 < self.temperature_K < 1.0e4:
+                fail(f"temperature_K {self.temperature_K} is not a temperature in K")
         if not isinstance(self.module_file, str) or not self.module_file or "/" in self.module_file \
                 or "\\" in self.module_file or self.module_file.startswith("."):
             fail(f"module_file must be a plain file name, got {self.module_file!r}")

@@ -141,10 +141,18 @@ def _add_map_arguments(p) -> None:
     g.add_argument("--force-unit", default="kJ/mol/nm", choices=FORCE_UNIT_NAMES,
                    help="unit of the --forces array (TRR files are always kJ/mol/nm)")
     g.add_argument("--masses", help="per-atom masses (dalton), .npy or text, overriding the topology's")
-    g.add_argument("--timestep-ps", type=positive_float, help="time between frames when the input carries no times")
+    g.add_argument("--timestep-ps", type=positive_float,
+                   help="time between saved frames (ps) for formats that store no times (DCD, PDB, XYZ: required "
+                        "there), or whose times are all equal")
+    g.add_argument("--temperature", type=positive_float, metavar="K",
+                   help="the AA data's temperature, recorded in the dataset as the default of CG MD (an aa-run "
+                        "directory, a ForceReporter file or --mdp bring their own)")
+    g.add_argument("--mdp", help="the GROMACS .mdp of the run: its ref_t is the data's temperature")
     o = p.add_argument_group("mapping and output")
     o.add_argument("--mapping", default=None,
-                   help="mapping spec YAML (default: DES, one bead per molecule, types Cho/Cl/Urea)")
+                   help="mapping spec YAML (required unless --system names a registered system)")
+    o.add_argument("--system", default=None, metavar="NAME",
+                   help="a registered system (e.g. des) whose mapping to use when --mapping is not given")
     o.add_argument("--out", required=True, help="output CG dataset (.h5)")
     o.add_argument("--stride", type=positive_int, default=1, help="keep every STRIDE-th frame")
     o.add_argument("--max-frames", type=positive_int, help="keep at most this many frames (after stride)")
@@ -158,11 +166,21 @@ def _cmd_map(args) -> int:
     if bool(args.run_dir) == bool(args.trajectory):
         raise UsageError("give exactly one of --run-dir or --trajectory (with --topology)")
     out = check_output_file(args.out, "--out", (".h5", ".hdf5"))
-    mapping = check_input_file(args.mapping, "mapping spec (--mapping)") if args.mapping else _system_file("mapping")
+    if args.mapping and args.system:
+        raise UsageError("give --mapping or --system, not both")
+    if args.mapping:
+        mapping = check_input_file(args.mapping, "mapping spec (--mapping)")
+    elif args.system:
+        from openmm_cgkd.systems import get_system
+
+        mapping = get_system(args.system).file("mapping")
+    else:
+        raise UsageError("give the mapping spec (--mapping FILE.yaml; docs/own_system.md shows how to write one), "
+                         "or --system NAME for a registered system's")
     if args.run_dir:
         if not Path(args.run_dir).is_dir():
             raise MissingFileError(f"--run-dir {args.run_dir}: no such directory")
-        for opt in ("topology", "forces", "masses", "timestep_ps"):
+        for opt in ("topology", "forces", "masses", "timestep_ps", "mdp"):
             if getattr(args, opt) is not None:
                 raise UsageError(f"--{opt.replace('_', '-')} goes with --trajectory; an aa-run directory brings "
                                  "its own topology, forces, masses and times")
@@ -179,6 +197,8 @@ def _cmd_map(args) -> int:
             raise UsageError("--force-unit is the unit of a --forces array; TRR files are always kJ/mol/nm")
         if args.masses:
             check_input_file(args.masses, "masses (--masses)")
+        if args.mdp:
+            check_input_file(args.mdp, "GROMACS run parameters (--mdp)")
 
     from openmm_cgkd.data import external
     from openmm_cgkd.data.mapping import MappingSpec, map_trajectory
@@ -189,13 +209,36 @@ def _cmd_map(args) -> int:
     else:
         masses = external.read_masses(args.masses) if args.masses else None
         aa = external.load_trajectory(args.trajectory, args.topology, forces=args.forces, force_unit=args.force_unit,
-                                      masses=masses, timestep_ps=args.timestep_ps, check_units=not args.no_unit_check)
+                                      masses=masses, timestep_ps=args.timestep_ps, check_units=not args.no_unit_check,
+                                      mdp=args.mdp)
     extra = {"note": args.note} if args.note else {}
-    ds = map_trajectory(aa, spec, stride=args.stride, max_frames=args.max_frames, provenance=extra)
+    ds = map_trajectory(aa, spec, stride=args.stride, max_frames=args.max_frames, provenance=extra,
+                        temperature_K=args.temperature)
     ds.save(out)
+    if ds.temperature_K is None:
+        print("warning: the data's temperature is unknown (not recorded in the input): pass --temperature K (or "
+              "--mdp), else every MD command will ask for it", file=sys.stderr)
     print(json.dumps({"out": str(out), "frames": ds.n_frames, "beads": ds.n_beads, "types": ds.type_counts(),
                       "bonds": ds.topology.n_bonds, "molecules": ds.topology.n_molecules, "periodic": ds.periodic,
-                      "time_ps": [float(ds.times[0]), float(ds.times[-1])]}))
+                      "time_ps": [float(ds.times[0]), float(ds.times[-1])], "temperature_K": ds.temperature_K}))
+    return 0
+
+
+def _cmd_start_structure(args) -> int:
+    """`cgkd start-structure`: one frame of a CG dataset as a bead PDB (CRYST1 = its box)."""
+    from openmm_cgkd.data.dataset import CGDataset
+    from openmm_cgkd.topology import dataset_topology, write_bead_pdb
+
+    out = check_output_file(args.out, "--out", (".pdb",))
+    ds = CGDataset.load(check_input_file(args.dataset, "CG dataset (--dataset)"))
+    frame = args.frame if args.frame >= 0 else ds.n_frames + args.frame
+    if not 0 <= frame < ds.n_frames:
+        raise UsageError(f"--frame {args.frame}: the dataset has frames 0..{ds.n_frames - 1}")
+    box = ds.boxes[frame]
+    write_bead_pdb(out, dataset_topology(ds, frame), ds.positions[frame], box)
+    t = "unknown (give --temperature to cgkd simulate)" if ds.temperature_K is None else f"{ds.temperature_K:g} K"
+    print(f"wrote {out}: frame {frame} (t = {ds.times[frame]:g} ps) of {args.dataset}, {ds.n_beads} beads; "
+          f"data temperature {t}")
     return 0
 
 
@@ -277,6 +320,22 @@ def register(sub) -> None:
                     "  --trajectory X --topology T --forces F.npy\n"
                     "                                     any mdtraj-readable trajectory (dcd, xtc, h5, nc, pdb)\n"
                     "                                     plus a (frames, atoms, 3) force array\n\n"
+                    "  --trajectory F.h5 --topology T     a file of openmm_cgkd.data.reporter.ForceReporter\n"
+                    "                                     (your own OpenMM script) with the system's PDB\n\n"
+                    "temperature: an aa-run's protocol, a ForceReporter file's thermostat, --mdp (ref_t) or\n"
+                    "--temperature; it is the default temperature of CG MD with models trained on the data.\n\n"
                     "example:  cgkd map --run-dir runs/des252 --mapping systems/des/mapping.yaml --out des_cg.h5")
     _add_map_arguments(p)
     p.set_defaults(func=_cmd_map)
+
+    # ------------------------------------------------------------------ start-structure
+    p = sub.add_parser(
+        "start-structure", formatter_class=fmt, help="write a frame of a CG dataset as a bead PDB (a start for MD)",
+        description="Write frame K of a CG dataset as a bead PDB: one residue per bead, named as the mapping's\n"
+                    "bead_names (the names the model bundle expects), CRYST1 = the frame's box. The start\n"
+                    "structure of `cgkd simulate`.\n\n"
+                    "example:  cgkd start-structure --dataset cg.h5 --frame -1 --out start.pdb")
+    p.add_argument("--dataset", required=True, help="CG dataset (HDF5) from `cgkd map`")
+    p.add_argument("--frame", type=int, default=0, help="frame index (negative: from the end; default 0)")
+    p.add_argument("--out", required=True, help="output bead PDB")
+    p.set_defaults(func=_cmd_start_structure)

@@ -37,7 +37,8 @@ def register(subparsers) -> None:
                    help="AA reference: CG dataset (HDF5) or a bead trajectory")
     p.add_argument("--reference-topology", metavar="PDB", help="topology of a reference trajectory (default: --topology)")
     p.add_argument("--energies", "-e", nargs="+", metavar="CSV",
-                   help="potential-energy CSV logs, one per trajectory, for equilibration detection")
+                   help="MD logs (CSV), one per trajectory: equilibration detection, and with a temperature column "
+                        "(cgkd simulate's log.csv) the temperature and energy-drift part of the stability verdict")
     p.add_argument("--out", "-o", required=True, metavar="DIR", help="output directory")
     p.add_argument("--name", default="model", help="model name in the report")
     p.add_argument("--stride", type=positive_int, help="keep every N-th CG frame (default 1)")
@@ -50,12 +51,16 @@ def register(subparsers) -> None:
     p.add_argument("--rdf-bin-width", type=positive_float, help="RDF bin width (nm)")
     p.add_argument("--rdf-mode", choices=("g", "density"),
                    help="RDF TAE of g(r) itself (default), or of unit-area g(r) curves")
-    p.add_argument("--adf-cutoffs", type=positive_float, nargs="+", help="ADF neighbour cutoffs (nm)")
+    p.add_argument("--adf-cutoffs", type=positive_float, nargs="+", help="ADF neighbour cutoffs (nm; default: the end of the first shell, the first minimum after "
+                        "the first peak, of every bead-type pair's reference g(r))")
     p.add_argument("--adf-bin-width", type=positive_float, help="ADF bin width (degree)")
     p.add_argument("--cdf-bin-width", type=positive_float, help="CDF bin width (nm)")
     p.add_argument("--blocks", type=positive_int, help="blocks of the time-resolved CDFs")
     p.add_argument("--drift-threshold", type=positive_float,
                    help="flag clustering when the mean merge distance shrinks by more than this fraction")
+    p.add_argument("--thermostat-temperature", type=positive_float, metavar="K",
+                   help="the replicas' thermostat temperature, against which the mean kinetic temperature of each "
+                        "--energies log is judged (default: the run's fingerprint.json beside its log.csv)")
     p.add_argument("--no-plots", action="store_true", help="write JSON and Markdown only")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (never shown when stderr is no terminal)")
     p.add_argument("--strict", action="store_true", help="exit 3 when a replica is broken or clusters")
@@ -102,7 +107,8 @@ def run(args: argparse.Namespace) -> int:
     settings = AnalysisSettings.from_dict({k: v for k, v in given.items() if v is not None})
     report = analyze_model(args.trajectory, args.reference, topology=args.topology,
                            reference_topology=args.reference_topology, energies=args.energies,
-                           settings=settings, name=args.name, progress=not args.no_progress and sys.stderr.isatty())
+                           settings=settings, name=args.name, progress=not args.no_progress and sys.stderr.isatty(),
+                           thermostat_K=args.thermostat_temperature)
     written = write_report(report, out, plots=not args.no_plots)
     check, coordination = _reference_and_contacts(args, settings, report)
     written["reference_check"] = out / "reference_check.json"

@@ -13,6 +13,7 @@ Any other exception is a bug and propagates with its traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
 import sys
@@ -42,6 +43,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@contextlib.contextmanager
+def _one_line_warnings(command: str):
+    """While the command runs, the package's warnings (:class:`~openmm_cgkd.errors.CGKDWarning`)
+    print as one line each, ``cgkd COMMAND: warning: ...`` (others as Python prints them)."""
+    import warnings
+
+    from openmm_cgkd.errors import CGKDWarning
+
+    default = warnings.formatwarning
+
+    def one_line(message, category, filename, lineno, line=None):
+        if issubclass(category, CGKDWarning):
+            return f"cgkd {command}: warning: {message}\n"
+        return default(message, category, filename, lineno, line)
+
+    warnings.formatwarning = one_line
+    try:
+        yield
+    finally:
+        warnings.formatwarning = default
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -50,7 +73,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     debug = bool(getattr(args, "debug", False)) or os.environ.get("CGKD_DEBUG", "") not in ("", "0")
     try:
-        return int(args.func(args) or 0)
+        with _one_line_warnings(args.command):
+            return int(args.func(args) or 0)
     except CGKDError as exc:
         if debug:
             traceback.print_exc()

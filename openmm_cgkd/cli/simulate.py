@@ -10,13 +10,19 @@ from openmm_cgkd.errors import UsageError
 
 __all__ = ["register", "add_md_arguments", "check_md_arguments", "run_md", "cpu_threads"]
 
+EXIT_UNSAFE = 3  # cgkd check-timestep: the step is not safe
 
-def add_md_arguments(p: argparse.ArgumentParser, *, steps: int, out: str, report_interval: int) -> None:
-    """The MD options shared by ``cgkd simulate`` and ``cgkd demo``."""
+
+def add_md_arguments(p: argparse.ArgumentParser, *, steps: int, out: str, report_interval: int,
+                     temperature: float | None = None) -> None:
+    """The MD options shared by ``cgkd simulate`` and ``cgkd demo`` (``temperature``: the default
+    in K; None: the bundle's training data's)."""
     p.add_argument("--steps", type=nonnegative_int, default=steps, help=f"MD steps to run (default {steps})")
     p.add_argument("--out", type=Path, default=Path(out), help=f"output directory (default {out})")
-    p.add_argument("--temperature", type=positive_float, default=298.1, metavar="K",
-                   help="temperature in K (Langevin thermostat and initial velocities; default 298.1)")
+    p.add_argument("--temperature", type=positive_float, default=temperature, metavar="K",
+                   help="temperature in K (Langevin thermostat and initial velocities; default "
+                        + ("the model's training data's, from its bundle; another is allowed with a warning)"
+                           if temperature is None else f"{temperature:g})"))
     p.add_argument("--timestep", type=positive_float, default=2.0, metavar="FS", help="time step in fs (default 2)")
     p.add_argument("--friction", type=nonnegative_float, default=1.0, metavar="PER_PS",
                    help="Langevin friction coefficient in 1/ps (default 1)")
@@ -119,6 +125,8 @@ def run_md(ff, structure: Path, args: argparse.Namespace, description: str = "MD
     from openmm_cgkd.fileio import file_sha256
     from openmm_cgkd.fingerprint import bundle_checksum, digest
     from openmm_cgkd.md.simulation import run_simulation
+    from openmm import unit
+
     from openmm_cgkd.topology import read_bead_pdb
 
     threads = cpu_threads(args.threads if args.threads is not None else _threads_of_run(args), args.platform)
@@ -129,6 +137,7 @@ def run_md(ff, structure: Path, args: argparse.Namespace, description: str = "MD
         use_cuda_graphs=args.cuda_graphs, seed=args.seed, threads=threads, backend=args.backend,
         compile=args.compile)
     n = topology.getNumAtoms()
+    args.temperature = simulation.integrator.getTemperature().value_in_unit(unit.kelvin)
     print(f"system: {n} beads from {structure}; platform {simulation.context.getPlatform().getName()}, "
           f"network via {args.backend}{' (torch.compile)' if args.compile else ''}; "
           f"{args.timestep} fs step, {args.temperature} K, friction {args.friction}/ps")
@@ -209,6 +218,30 @@ def _simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_timestep(args: argparse.Namespace) -> int:
+    """`cgkd check-timestep`: NVT + NVE of a bundle at a time step (openmm_cgkd.md.timestep_check)."""
+    import json
+
+    from openmm_cgkd.md.timestep_check import check_timestep
+    from openmm_cgkd.serving.forcefield import CGKDForceField
+    from openmm_cgkd.topology import read_bead_pdb
+
+    structure = check_input_file(args.structure, "structure file")
+    ff = CGKDForceField(args.bundle)
+    topology, positions, box = read_bead_pdb(structure)
+    threads = cpu_threads(args.threads, args.platform)
+    results = []
+    for dt in args.timestep:
+        res = check_timestep(ff, topology, positions, box, timestep_fs=dt, temperature_K=args.temperature,
+                             nvt_ps=args.nvt_ps, nve_ps=args.nve_ps, platform=args.platform, threads=threads,
+                             seed=args.seed)
+        print(res.summary())
+        results.append(res.to_dict())
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1) + "\n")
+    return 0 if all(r["safe"] for r in results) else EXIT_UNSAFE
+
+
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "simulate", help="run CG MD with a model bundle (DCD + CSV log, ns/day)",
@@ -229,3 +262,24 @@ def register(subparsers) -> None:
                    help="watch threshold in kJ/mol/nm (default: the ensemble manifest's, written by stacked "
                         "teacher training)")
     p.set_defaults(func=_simulate)
+
+    p = subparsers.add_parser(
+        "check-timestep", help="is a CG time step safe for a bundle? short NVT + NVE runs (exit 3 if not)",
+        description="Run the bundle from a bead PDB for --nvt-ps of Langevin NVT and then --nve-ps of NVE (velocity "
+                    "Verlet) at each --timestep: the NVT kinetic temperature against the thermostat and the NVE "
+                    "total-energy drift (kT per ns per bead; limit 0.05) decide whether the step is safe "
+                    "(openmm_cgkd.md.timestep_check). Light beads (water: 18 Da) need shorter steps than the "
+                    "DES's 35-104 Da beads. Exit 0 when every step is safe, 3 when one is not. Units: fs, ps, K.")
+    p.add_argument("--bundle", required=True, help="model bundle: a path, or the name of a shipped bundle")
+    p.add_argument("--structure", type=Path, required=True, help="bead PDB with a CRYST1 box (e.g. cgkd start-structure)")
+    p.add_argument("--timestep", type=positive_float, nargs="+", required=True, metavar="FS",
+                   help="time step(s) to check, fs (e.g. 1 2 4)")
+    p.add_argument("--temperature", type=positive_float, default=None, metavar="K",
+                   help="thermostat temperature (default: the model's training data's, from its bundle)")
+    p.add_argument("--nvt-ps", type=nonnegative_float, default=10.0, help="NVT length, ps (default 10)")
+    p.add_argument("--nve-ps", type=positive_float, default=10.0, help="NVE length, ps (default 10)")
+    add_platform_argument(p)
+    p.add_argument("--threads", type=positive_int, default=None, help="CPU threads (default: all cores)")
+    p.add_argument("--seed", type=int, default=1, help="velocity / thermostat seed (default 1)")
+    p.add_argument("--json", default=None, help="also write the results (one object per step) to this JSON file")
+    p.set_defaults(func=_check_timestep)

@@ -11,6 +11,7 @@ import sys
 import contextlib
 
 from openmm_cgkd.cli.common import check_output_dir, nonnegative_int, positive_int
+from openmm_cgkd.errors import UsageError
 
 __all__ = ["register"]
 
@@ -44,6 +45,7 @@ def register(subparsers) -> None:
     p.add_argument("--dataset", help="CG dataset (HDF5); overrides the config")
     p.add_argument("--out", help="output directory; overrides the config")
     p.add_argument("--members", type=positive_int, help="number of teachers K")
+    _window_args(p)
     _common_trainer_args(p)
     p.set_defaults(func=_run_teachers)
 
@@ -57,6 +59,7 @@ def register(subparsers) -> None:
                    help="label with this one member of an ensemble (single-teacher labels)")
     p.add_argument("--out", help="write a labelled copy here instead of labelling the dataset in place")
     p.add_argument("--device", help="torch device: auto (default), cpu, cuda, cuda:1 ...")
+    _window_args(p)
     p.set_defaults(func=_run_label)
 
     variants = "\n".join(f"  {name:24s} {v.source:8s} targets {{{', '.join(v.targets)}}}  "
@@ -69,8 +72,56 @@ def register(subparsers) -> None:
     p.add_argument("--dataset", help="labelled CG dataset (HDF5); overrides the config")
     p.add_argument("--out", help="output directory; overrides the config")
     p.add_argument("--variant", choices=sorted(VARIANTS), help="student variant preset; overrides the config")
+    _window_args(p)
     _common_trainer_args(p)
     p.set_defaults(func=_run_student)
+
+
+def _span(kind):
+    """argparse type of ``START:STOP`` (either may be empty) of ints or floats."""
+    def parse(text: str):
+        parts = text.split(":")
+        if len(parts) != 2:
+            raise argparse.ArgumentTypeError(f"{text!r} is not START:STOP (e.g. 100:1600, or 100: for all from 100)")
+        try:
+            lo, hi = (kind(p) if p.strip() else None for p in parts)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r}: START and STOP must be {kind.__name__} numbers") from None
+        if lo is not None and hi is not None and hi <= lo:
+            raise argparse.ArgumentTypeError(f"{text!r}: STOP must be above START")
+        return lo, hi
+    return parse
+
+
+def _window_args(p) -> None:
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--frames", type=_span(int), metavar="START:STOP",
+                   help="use only these frames of the dataset (indices, STOP excluded; e.g. 200:1700 drops the "
+                        "first 200 as equilibration)")
+    g.add_argument("--time-ps", type=_span(float), metavar="START:STOP",
+                   help="use only the frames with START <= time < STOP (ps, the dataset's times)")
+
+
+def _window(args) -> dict | None:
+    if getattr(args, "frames", None) is not None:
+        return {"frames": args.frames}
+    if getattr(args, "time_ps", None) is not None:
+        return {"time_ps": args.time_ps}
+    return None
+
+
+def _windowed(train, window: dict | None):
+    """``train(cfg)`` on the frames ``window`` of ``cfg.dataset`` (all of them without a window)."""
+    if window is None:
+        return train
+
+    def run(cfg):
+        from openmm_cgkd.data.dataset import CGDataset
+
+        if not cfg.dataset:
+            raise UsageError("a frame window needs a dataset (--dataset or the config's `dataset:`)")
+        return train(cfg, dataset=CGDataset.load(cfg.dataset).window(**window))
+    return run
 
 
 def _common_trainer_args(p) -> None:
@@ -138,7 +189,8 @@ def _run_teachers(args) -> int:
     from openmm_cgkd.training.config import TeachersConfig
     from openmm_cgkd.training.teachers import train_teachers
 
-    return _run_stage(args, TeachersConfig, ("dataset", "out", "members"), train_teachers, lambda res: (
+    return _run_stage(args, TeachersConfig, ("dataset", "out", "members"), _windowed(train_teachers, _window(args)),
+                      lambda res: (
         f"teachers: {len(res.member_bundles)} members; ensemble bundle {res.ensemble_bundle}\n"
         + _forces_line(res.metrics["ensemble"]["forces_vs_aa"], "ensemble forces", res.out)))
 
@@ -159,7 +211,7 @@ def _run_label(args) -> int:
 
         check_output_file(target, "--out" if cfg.out else "--dataset")
     with _run_lock(target, "cgkd label", is_file=True) if target else contextlib.nullcontext():
-        path = make_labels(cfg, progress=sys.stderr.isatty())
+        path = make_labels(cfg, progress=sys.stderr.isatty(), window=_window(args))
     print(f"labels written to {path}")
     return 0
 
@@ -168,6 +220,7 @@ def _run_student(args) -> int:
     from openmm_cgkd.training.config import StudentConfig
     from openmm_cgkd.training.students import train_student
 
-    return _run_stage(args, StudentConfig, ("dataset", "out", "variant"), train_student, lambda res: (
+    return _run_stage(args, StudentConfig, ("dataset", "out", "variant"), _windowed(train_student, _window(args)),
+                      lambda res: (
         f"student '{res.variant}': bundle {res.bundle}\n"
         + _forces_line(res.metrics["student"]["forces_vs_aa"], "forces", res.out)))

@@ -325,7 +325,8 @@ def read_mapped(run_dir: str | Path, mapping=None):
                       "cancel within one-molecule beads)"}
     return CGDataset(positions=arr["positions"], forces=arr["forces"], boxes=arr["boxes"], times=arr["times"],
                      bead_types=cgmap.bead_types, type_names=cgmap.type_names, masses=cgmap.bead_masses,
-                     potential_energy=arr["potential_energy"], provenance=prov)
+                     potential_energy=arr["potential_energy"], provenance=prov,
+                     temperature_K=float(meta["protocol"]["temperature_K"]), bead_names=dict(mapping.bead_names))
 
 
 def _cg_map(meta: dict, mapping):
@@ -456,7 +457,8 @@ def run_aa(run_dir: str | Path, sysdef, protocol: Protocol, structure_pdb: str |
         if mapping is not None:
             meta["mapping"] = {"type_names": mapping.type_names, "aliases": mapping.aliases,
                                "residues": {k: [{"type": b.type, "atoms": b.atoms} for b in v]
-                                            for k, v in mapping.residues.items()}}
+                                            for k, v in mapping.residues.items()},
+                               "bead_names": {t: {"residue": r, "atom": a} for t, (r, a) in mapping.bead_names.items()}}
         write_json(meta_path, meta)
     else:
         check_resume(run_dir, sysdef, protocol, mapping)

@@ -25,7 +25,10 @@ them). A format-1 file, or one without the group, loads as one-bead molecules wi
 kJ/mol/nm, with a ``provenance`` attribute naming the teachers.
 
 Root attributes: ``format_version``, ``type_names`` (JSON list) and ``provenance`` (JSON
-object: how the data was made). Provenance is portable: absolute paths in it are written relative
+object: how the data was made); optional: ``temperature_K`` (the AA data's temperature, K; absent
+in datasets made before it was recorded: unknown) and ``bead_names`` (JSON object, bead type ->
+``[residue name, atom name]`` of its beads in topologies, set by the mapping; absent: the default
+codes of :func:`openmm_cgkd.topology.default_residue_name`). Provenance is portable: absolute paths in it are written relative
 to the file's directory (:mod:`openmm_cgkd.fileio`); a nested record copied from another
 file (e.g. the ``system`` of an AA run) keeps that file's anchor.
 """
@@ -92,8 +95,16 @@ class CGDataset:
     labels: DistillationLabels | None = None
     provenance: dict = field(default_factory=dict)
     topology: CGTopology | None = None  # bonds between beads; None: one-bead molecules
+    temperature_K: float | None = None  # the AA data's temperature (K); None: unknown
+    bead_names: dict[str, tuple[str, str]] | None = None  # type -> (residue name, atom name)
 
     def __post_init__(self) -> None:
+        if self.temperature_K is not None:
+            self.temperature_K = float(self.temperature_K)
+            if not 0.0 < self.temperature_K < 1.0e4:
+                raise DatasetError(f"temperature_K must be a positive temperature in K, got {self.temperature_K}")
+        if self.bead_names is not None:
+            self.bead_names = {str(k): (str(v[0]), str(v[1])) for k, v in self.bead_names.items()}
         self.positions = np.asarray(self.positions, dtype=np.float32)
         self.forces = np.asarray(self.forces, dtype=np.float32)
         self.boxes = np.asarray(self.boxes, dtype=np.float32)
@@ -198,7 +209,29 @@ class CGDataset:
         pe = None if self.potential_energy is None else self.potential_energy[index]
         return CGDataset(self.positions[index], self.forces[index], self.boxes[index], self.times[index],
                          self.bead_types, list(self.type_names), self.masses, pe, labels, dict(self.provenance),
-                         self.topology)
+                         self.topology, self.temperature_K, self.bead_names)
+    def window(self, frames: tuple[int | None, int | None] | None = None,
+               time_ps: tuple[float | None, float | None] | None = None) -> "CGDataset":
+        """The frames ``frames = (start, stop)`` (indices, Python slice rules) or those with
+        ``time_ps[0] <= time < time_ps[1]`` (ps; None: open end); the window is recorded in the
+        provenance (``frame_window``: [first, stop) frame indices of this dataset) and, for this
+        session only, as ``source_window``."""
+        if (frames is None) == (time_ps is None):
+            raise DatasetError("give a frame window (start:stop) or a time window in ps, not both or neither")
+        if frames is not None:
+            idx = np.arange(self.n_frames)[slice(*frames)]
+        else:
+            lo = -np.inf if time_ps[0] is None else time_ps[0]
+            hi = np.inf if time_ps[1] is None else time_ps[1]
+            idx = np.flatnonzero((self.times >= lo) & (self.times < hi))
+        if len(idx) == 0:
+            span = f"frames {frames}" if frames is not None else f"times {time_ps} ps"
+            raise DatasetError(f"the window {span} holds no frame of the dataset ({self.n_frames} frames, "
+                               f"{self.times[0]:g}-{self.times[-1]:g} ps)")
+        out = self.select_frames(slice(int(idx[0]), int(idx[-1]) + 1))
+        out.provenance["frame_window"] = [int(idx[0]), int(idx[-1]) + 1]
+        out.source_window = (int(idx[0]), int(idx[-1]) + 1)  # of the dataset it was cut from; not saved
+        return out
 
     # ----------------------------------------------------------------- HDF5 I/O
     def save(self, path: str | Path) -> Path:
@@ -212,6 +245,10 @@ class CGDataset:
             h5.attrs["format_version"] = FORMAT_VERSION
             h5.attrs["type_names"] = json.dumps(self.type_names)
             h5.attrs["provenance"] = json.dumps(make_portable(self.provenance, path.parent), default=str)
+            if self.temperature_K is not None:
+                h5.attrs["temperature_K"] = float(self.temperature_K)
+            if self.bead_names is not None:
+                h5.attrs["bead_names"] = json.dumps({k: list(v) for k, v in self.bead_names.items()})
             kw = dict(compression="gzip", compression_opts=4)
             h5.create_dataset("positions", data=self.positions, **kw)
             h5.create_dataset("forces", data=self.forces, **kw)
@@ -278,6 +315,8 @@ class CGDataset:
                 potential_energy=h5["potential_energy"][()] if "potential_energy" in h5 else None,
                 labels=labels, provenance=_json_attr(h5.attrs, "provenance", path, {}),
                 topology=_read_topology(h5, path),
+                temperature_K=float(h5.attrs["temperature_K"]) if "temperature_K" in h5.attrs else None,
+                bead_names=_json_attr(h5.attrs, "bead_names", path, None),
             )
         problem = bead_spacing_problem(ds.positions[0], ds.boxes[0] if ds.periodic else None,
                                        what=f"{path} (frame 0)")

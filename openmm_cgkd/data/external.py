@@ -16,7 +16,11 @@ from openmm_cgkd.errors import CGKDError, MissingFileError
 from openmm_cgkd.quiet import filtered_native_output
 
 __all__ = ["AATrajectory", "InputError", "load_run", "load_trajectory", "read_trr", "read_topology",
-           "read_masses", "FORCE_UNITS"]
+           "read_masses", "read_mdp_temperature", "FORCE_UNITS", "TIMELESS_SUFFIXES"]
+
+# trajectory formats that store no frame times (mdtraj numbers their frames 0, 1, 2, ... "ps"):
+# their times are frame index x --timestep-ps
+TIMELESS_SUFFIXES = (".dcd", ".pdb", ".xyz", ".binpos", ".arc", ".lammpstrj", ".mol2")
 
 # conversion factors to kJ/mol/nm
 FORCE_UNITS = {"kJ/mol/nm": 1.0, "kJ/mol/A": 10.0, "kcal/mol/A": 41.84, "kcal/mol/nm": 4.184}
@@ -44,6 +48,7 @@ class AATrajectory:
     times: np.ndarray  # (F,) ps
     potential_energy: np.ndarray | None = None  # (F,) kJ/mol
     provenance: dict = field(default_factory=dict)
+    temperature_K: float | None = None  # the run's thermostat temperature (K); None: unknown
 
     def __post_init__(self) -> None:
         self.positions = np.asarray(self.positions)
@@ -139,6 +144,55 @@ def read_masses(path: str | Path) -> np.ndarray:
     return masses
 
 
+def read_mdp_temperature(path: str | Path) -> float:
+    """The thermostat temperature (K) of a GROMACS .mdp file: its ``ref_t`` (``ref-t``), one value
+    per coupling group; :class:`InputError` when there is none or the groups differ."""
+    path = Path(path)
+    if not path.is_file():
+        raise MissingFileError(f".mdp file not found: {path}")
+    values = None
+    for line in path.read_text(errors="replace").splitlines():
+        key, eq, value = line.split(";", 1)[0].partition("=")
+        if eq and key.strip().lower().replace("-", "_") == "ref_t":
+            try:
+                values = [float(v) for v in value.split()]
+            except ValueError:
+                raise InputError(f"{path}: ref_t = {value.strip()!r} is not a list of temperatures (K)") from None
+    if not values:
+        raise InputError(f"{path} sets no ref_t (thermostat temperature): give --temperature K instead")
+    if max(values) - min(values) > 1e-6:
+        raise InputError(f"{path}: ref_t differs between coupling groups ({values}): give --temperature K")
+    if not values[0] > 0:
+        raise InputError(f"{path}: ref_t {values[0]} K is not a positive temperature")
+    return float(values[0])
+
+
+def is_force_file(path: str | Path) -> bool:
+    """Whether ``path`` is an HDF5 file of :class:`openmm_cgkd.data.reporter.ForceReporter`."""
+    path = Path(path)
+    if path.suffix not in (".h5", ".hdf5") or not path.is_file():
+        return False
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as h5:
+            return {"positions", "forces", "boxes", "times"} <= set(h5)
+    except OSError:
+        return False
+
+
+def _read_force_h5(path: Path) -> dict:
+    """positions, forces, boxes, times, potential_energy and temperature_K of a ForceReporter file."""
+    import h5py
+
+    with h5py.File(path, "r") as h5:
+        out = {k: h5[k][()] for k in ("positions", "forces", "boxes", "times")}
+        out["potential_energy"] = h5["potential_energy"][()] if "potential_energy" in h5 else None
+        t = h5.attrs.get("temperature_K")
+        out["temperature_K"] = None if t is None or not np.isfinite(t) else float(t)
+    return out
+
+
 def _masses_from_topology(top) -> np.ndarray:
     masses = []
     for a in top.atoms:
@@ -221,8 +275,13 @@ def read_trr(path: str | Path):
 
 def load_trajectory(trajectory: str | Path, topology: str | Path, *, forces=None, force_unit: str = "kJ/mol/nm",
                     masses: np.ndarray | None = None, timestep_ps: float | None = None,
-                    check_units: bool = True) -> AATrajectory:
-    """A GROMACS TRR (forces inside) or any mdtraj trajectory plus a force array/file."""
+                    check_units: bool = True, mdp: str | Path | None = None) -> AATrajectory:
+    """A GROMACS TRR (forces inside), a :class:`~openmm_cgkd.data.reporter.ForceReporter` HDF5
+    file, or any mdtraj trajectory plus a force array/file.
+
+    Frame times: the file's own; for formats that store none (:data:`TIMELESS_SUFFIXES`, e.g.
+    DCD) frame index x ``timestep_ps`` (required there for more than one frame). ``mdp``: the
+    GROMACS .mdp of the run, whose ``ref_t`` is the data's temperature."""
     import mdtraj as md
 
     trajectory = Path(trajectory)
@@ -231,7 +290,17 @@ def load_trajectory(trajectory: str | Path, topology: str | Path, *, forces=None
         masses = top_masses
     if force_unit not in FORCE_UNITS:
         raise InputError(f"force unit {force_unit!r} not one of {list(FORCE_UNITS)}")
-    if trajectory.suffix == ".trr" and forces is None:
+    temperature, t_source = (read_mdp_temperature(mdp), f"ref_t of {mdp}") if mdp else (None, None)
+    if is_force_file(trajectory) and forces is None:
+        rec = _read_force_h5(trajectory)
+        xyz, frc, box, times, energy = (rec[k] for k in ("positions", "forces", "boxes", "times", "potential_energy"))
+        if rec["temperature_K"] is not None:
+            if temperature is not None and abs(temperature - rec["temperature_K"]) > 1e-6:
+                raise InputError(f"{mdp} says {temperature:g} K, {trajectory} {rec['temperature_K']:g} K")
+            temperature, t_source = rec["temperature_K"], f"the integrator of {trajectory.name}"
+        if xyz.shape[1] != top.n_atoms:
+            raise InputError(f"{trajectory} has {xyz.shape[1]} atoms; topology {topology} has {top.n_atoms}")
+    elif trajectory.suffix == ".trr" and forces is None:
         xyz, frc, box, times = read_trr(trajectory)
         energy = None
         if xyz.shape[1] != top.n_atoms:
@@ -257,14 +326,21 @@ def load_trajectory(trajectory: str | Path, topology: str | Path, *, forces=None
             raise InputError(f"the force array must have shape (frames, atoms, 3), got {frc.shape}")
         if frc.shape[0] != xyz.shape[0]:
             raise InputError(f"forces have {frc.shape[0]} frames; the trajectory has {xyz.shape[0]}")
-    if timestep_ps and (len(times) > 1 and np.all(times == times[0])):
+    if trajectory.suffix.lower() in TIMELESS_SUFFIXES and len(times) > 1:
+        if timestep_ps is None:
+            raise InputError(f"{trajectory.suffix} files store no frame times: give --timestep-ps, the time between "
+                             "saved frames in ps (e.g. the reporter interval x the MD time step)")
+        times = np.arange(len(times)) * timestep_ps
+    elif timestep_ps and (len(times) > 1 and np.all(times == times[0])):
         times = np.arange(len(times)) * timestep_ps
     elif len(times) > 1 and np.any(np.diff(times) <= 0):
         if timestep_ps is None:
             raise InputError("frame times are not increasing: give --timestep-ps")
         times = np.arange(len(times)) * timestep_ps
-    aa = AATrajectory(top, masses, xyz, frc, box, times, energy,
-                      {"source": str(trajectory), "topology": str(topology), "force_unit_in": force_unit})
+    prov = {"source": str(trajectory), "topology": str(topology), "force_unit_in": force_unit}
+    if temperature is not None:
+        prov["temperature_source"] = t_source
+    aa = AATrajectory(top, masses, xyz, frc, box, times, energy, prov, temperature)
     return aa.validate(check_units)
 
 
@@ -334,6 +410,7 @@ def load_run(run_dir: str | Path, max_frames: int | None = None, check_units: bo
             "platform": progress.get("platform"), "force_field": "OPLS-DES (Doherty & Acevedo 2018), "
             "charges x0.8, geometric LJ, 1-4 x0.5/0.5, PME", "forces": "total force-field force per atom "
             "(constraint forces excluded; they cancel within one-molecule beads)"}
+    prov["temperature_source"] = "the aa-run protocol"
     aa = AATrajectory(top, np.asarray(meta["masses"]), fr["positions"], fr["forces"], fr["boxes"], fr["times"],
-                      fr["potential_energy"], prov)
+                      fr["potential_energy"], prov, float(meta["protocol"]["temperature_K"]))
     return aa.validate(check_units)

@@ -13,6 +13,20 @@ Mapping spec (YAML)::
     aliases: {CHO: CHOL, URE: UREA, CL: Cl}   # optional: other residue names (e.g. from PDB)
     allow_unmapped: false                # optional: true lets atoms belong to no bead (a partial map)
     constraints: h-bonds                 # optional: the AA run's constraints: h-bonds | all-bonds | none
+    bead_names:                          # optional: names of the beads in bead PDBs / topologies
+      Cho: CHO                           # residue = atom name, or
+      Urea: {residue: URE, atom: U}      # both given (residue <= 3, atom <= 4 characters)
+
+Water goes by many residue names: GROMACS writes ``SOL`` (atoms ``OW HW1 HW2``), while OpenMM's
+and mdtraj's PDB readers rename water to ``HOH`` (atoms ``O H1 H2``). A spec naming any of
+:data:`WATER_RESIDUE_NAMES` matches water under any other of them, and its atom names ``OW``/
+``O``/``OH2``, ``HW1``/``H1``, ``HW2``/``H2`` match each other.
+
+Bead names default to the type's first three letters, upper-cased
+(:func:`openmm_cgkd.topology.default_residue_name`). They are checked when the spec is read: two
+types with one (residue, atom) name, a residue name longer than 3 or an atom name longer than 4
+characters (PDB columns), or a residue name OpenMM's PDB reader renames (``WAT``, ``SOL``, ...:
+a bead PDB would come back with another name) is a :class:`MappingError`.
 
 Beads are made residue by residue in topology order. A bead entry ``{type: T, atoms: [...],
 join: previous}`` adds its atoms to the last bead made before it (a bead spanning two residues,
@@ -50,8 +64,16 @@ from openmm_cgkd.cgtopology import CGTopology
 from openmm_cgkd.data.dataset import CGDataset
 from openmm_cgkd.errors import CGKDError
 from openmm_cgkd.fileio import file_sha256
+from openmm_cgkd.topology import default_residue_name
 
-__all__ = ["MappingSpec", "MappingError", "CGMap", "map_trajectory", "make_whole", "wrap_positions"]
+__all__ = ["MappingSpec", "MappingError", "CGMap", "map_trajectory", "make_whole", "wrap_positions",
+           "resolve_bead_names", "WATER_RESIDUE_NAMES"]
+
+# residue names of water (OpenMM's pdbNames.xml: HOH and the names its PDB reader renames to HOH)
+WATER_RESIDUE_NAMES = ("HOH", "H2O", "WAT", "SOL", "TIP3", "TP3", "TIP", "T4P", "SPC")
+_WATER_ATOM_ALIASES = ({"O", "OW", "OH2"}, {"H1", "HW1"}, {"H2", "HW2"})
+_PDB_RESIDUE_CHARS, _PDB_ATOM_CHARS = 3, 4
+SPEC_KEYS = ("type_names", "residues", "aliases", "bead_names", "allow_unmapped", "constraints")  # the keys a mapping spec may have
 
 
 class MappingError(CGKDError, ValueError):
@@ -79,6 +101,10 @@ class MappingSpec:
     source: str = ""
     allow_unmapped: bool = False
     constraints: str = "h-bonds"
+    bead_names: dict[str, tuple[str, str]] = field(default_factory=dict)  # type -> (residue, atom) name
+
+    def __post_init__(self) -> None:
+        self.bead_names = resolve_bead_names(self.type_names, self.bead_names, self.source)
 
     @classmethod
     def from_dict(cls, d: dict, source: str = "") -> "MappingSpec":
@@ -104,6 +130,22 @@ class MappingSpec:
                                        f"got {b.get('join')!r}")
                 lst.append(BeadDef(str(b["type"]), b.get("atoms", "all"), b.get("join")))
             res[str(rname)] = lst
+        unknown = sorted(set(d) - set(SPEC_KEYS))
+        if unknown:
+            raise MappingError(f"mapping spec {source}: unknown keys {unknown} (known: {', '.join(SPEC_KEYS)})")
+        names = d.get("bead_names") or {}
+        if not isinstance(names, dict):
+            raise MappingError(f"mapping spec {source}: 'bead_names' must map bead types to a name or "
+                               "{residue: NAME, atom: NAME}")
+        given = {}
+        for t, v in names.items():
+            if isinstance(v, str):
+                given[str(t)] = (v, v)
+            elif isinstance(v, dict) and set(v) <= {"residue", "atom"} and "residue" in v:
+                given[str(t)] = (str(v["residue"]), str(v.get("atom", v["residue"])))
+            else:
+                raise MappingError(f"mapping spec {source}: bead_names[{t!r}] must be a name or "
+                                   f"{{residue: NAME, atom: NAME}}, got {v!r}")
         allow = d.get("allow_unmapped", False)
         if not isinstance(allow, bool):
             raise MappingError(f"mapping spec {source}: allow_unmapped must be true or false, got {allow!r}")
@@ -112,7 +154,7 @@ class MappingSpec:
             raise MappingError(f"mapping spec {source}: constraints must be one of {list(CONSTRAINT_MODES)} "
                                f"(the AA run's constraints), got {constraints!r}")
         return cls(types, res, {str(k): str(v) for k, v in (d.get("aliases") or {}).items()}, source,
-                   allow, constraints)
+                   allow, constraints, given)
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> "MappingSpec":
@@ -123,6 +165,8 @@ class MappingSpec:
 
     def beads_for(self, residue_name: str) -> list[BeadDef]:
         name = residue_name if residue_name in self.residues else self.aliases.get(residue_name)
+        if (name is None or name not in self.residues) and residue_name in WATER_RESIDUE_NAMES:
+            name = next((r for r in self.residues if r in WATER_RESIDUE_NAMES), None)
         if name is None or name not in self.residues:
             raise MappingError(f"residue {residue_name!r} is not in the mapping spec {self.source or ''} "
                                f"(residues: {sorted(self.residues)}, aliases: {self.aliases})")
@@ -199,6 +243,9 @@ class CGMap:
                             members.append(idx[sel - 1])
                         else:
                             hits = [a for a, n in zip(idx, names) if n == sel]
+                            if not hits and rname in WATER_RESIDUE_NAMES:
+                                same = next((g for g in _WATER_ATOM_ALIASES if sel in g), {sel})
+                                hits = [a for a, n in zip(idx, names) if n in same]
                             if not hits:
                                 raise MappingError(f"atom name {sel!r} not found in residue {rname} (atoms: {names})")
                             members.extend(hits)
@@ -406,6 +453,35 @@ def _check_constraints(spec: MappingSpec, atom_bead: np.ndarray, bonds: np.ndarr
             "of the AA run in the mapping spec if it had none")
 
 
+def resolve_bead_names(type_names, given=None, source: str = "") -> dict[str, tuple[str, str]]:
+    """(residue name, atom name) of every bead type: ``given`` ones, else the default code; a
+    :class:`MappingError` for unknown types, collisions, names longer than PDB allows, or residue
+    names OpenMM's PDB reader renames (see the module docstring)."""
+    given = dict(given or {})
+    where = f"mapping spec {source}: " if source else ""
+    unknown = sorted(set(given) - set(type_names))
+    if unknown:
+        raise MappingError(f"{where}bead_names names {unknown}, not bead types {list(type_names)}")
+    out, seen = {}, {}
+    for t in type_names:
+        res, atom = given.get(t) or (default_residue_name(t),) * 2
+        how = "set in bead_names" if t in given else "the default: the first 3 letters of the type name"
+        if not res or len(res) > _PDB_RESIDUE_CHARS or not atom or len(atom) > _PDB_ATOM_CHARS:
+            raise MappingError(f"{where}bead type {t!r}: residue name {res!r} / atom name {atom!r} ({how}) do not fit "
+                               f"a PDB file (residue 1-{_PDB_RESIDUE_CHARS}, atom 1-{_PDB_ATOM_CHARS} characters): "
+                               "set them in bead_names")
+        if res in WATER_RESIDUE_NAMES[1:]:
+            raise MappingError(f"{where}bead type {t!r}: residue name {res!r} ({how}) is read back as HOH by OpenMM's "
+                               "PDB reader: name the bead HOH or another name in bead_names")
+        if (res, atom) in seen:
+            raise MappingError(f"{where}bead types {seen[(res, atom)]!r} and {t!r} would both be residue {res!r}, atom "
+                               f"{atom!r} ({how}) in bead PDBs and topologies: give them distinct names in bead_names, "
+                               f"e.g. bead_names: {{{seen[(res, atom)]}: B1, {t}: B2}}")
+        seen[(res, atom)] = t
+        out[t] = (res, atom)
+    return out
+
+
 def make_whole(x: np.ndarray, ref: np.ndarray, box: np.ndarray) -> np.ndarray:
     """Atoms moved to the minimum image of their offset from ``x[ref]`` (rows of ``box`` = vectors)."""
     d = x - x[ref]
@@ -423,8 +499,17 @@ def wrap_positions(x: np.ndarray, box: np.ndarray) -> np.ndarray:
 
 
 def map_trajectory(aa, spec: MappingSpec, *, stride: int = 1, max_frames: int | None = None,
-                   provenance: dict | None = None) -> CGDataset:
-    """Map an :class:`~openmm_cgkd.data.external.AATrajectory` to a :class:`CGDataset` (float32)."""
+                   provenance: dict | None = None, temperature_K: float | None = None) -> CGDataset:
+    """Map an :class:`~openmm_cgkd.data.external.AATrajectory` to a :class:`CGDataset` (float32).
+
+    The dataset's temperature is ``temperature_K`` (K), else the trajectory's own
+    (``aa.temperature_K``: an aa-run protocol or a GROMACS .mdp), else unknown (None); a
+    ``temperature_K`` that contradicts the trajectory's is a :class:`MappingError`."""
+    own = getattr(aa, "temperature_K", None)
+    if temperature_K is not None and own is not None and abs(float(temperature_K) - float(own)) > 1e-6:
+        raise MappingError(f"--temperature {temperature_K:g} K contradicts the data's own {own:g} K "
+                           f"({aa.provenance.get('temperature_source', 'its provenance')}): leave --temperature out")
+    temperature_K = own if temperature_K is None else temperature_K
     cgmap = CGMap.from_topology(spec, aa.topology, aa.masses)
     sel = slice(None, None, stride)
     pos, frc, box, times = aa.positions[sel], aa.forces[sel], aa.boxes[sel], aa.times[sel]
@@ -450,4 +535,4 @@ def map_trajectory(aa, spec: MappingSpec, *, stride: int = 1, max_frames: int | 
         box = np.zeros((len(times), 3, 3))
     return CGDataset(positions=cg_pos, forces=cg_f, boxes=box, times=times, bead_types=cgmap.bead_types,
                      type_names=cgmap.type_names, masses=cgmap.bead_masses, potential_energy=pe, provenance=prov,
-                     topology=cgmap.topology)
+                     topology=cgmap.topology, temperature_K=temperature_K, bead_names=dict(spec.bead_names))

@@ -57,8 +57,8 @@ class SystemDefinition:
         if not isinstance(d, dict):
             raise UsageError(f"{path} is not a system definition (a YAML mapping with forcefield, composition, box_nm)")
         base = path.parent
-        missing = [k for k in ("forcefield", "composition", "box_nm") if k not in d]
-        if missing:
+        missing = [k for k in ("forcefield", "composition", "box_nm", "temperature_K") if k not in d]
+        if missing:  # temperature_K too: the data's temperature is never assumed (it is every model's default)
             raise UsageError(f"{path}: missing key(s) {missing}")
         extra = sorted(str(k) for k in d if k not in _KEYS)
         if extra:  # a misspelt setting must not run at its default
@@ -85,7 +85,7 @@ class SystemDefinition:
         new = cls(
             name=str(d.get("name", path.stem)), forcefield_path=(base / str(d["forcefield"])).resolve(),
             composition=composition, box_nm=number("box_nm", None),
-            temperature_K=number("temperature_K", 298.1), timestep_fs=number("timestep_fs", 2.0),
+            temperature_K=number("temperature_K", None), timestep_fs=number("timestep_fs", 2.0),
             friction_per_ps=number("friction_per_ps", 1.0), cutoff_nm=number("cutoff_nm", 1.2),
             constraints=constraints,
             scale_14=None if d.get("scale_14") is None else number("scale_14", None),

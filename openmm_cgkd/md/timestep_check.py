@@ -106,14 +106,16 @@ def _run(simulation, steps: int, every: int, record) -> None:
         record(simulation.context.getState(getEnergy=True))
 
 
-def check_timestep(bundle, topology, positions, box, *, timestep_fs: float, temperature_K: float = 298.1,
+def check_timestep(bundle, topology, positions, box, *, timestep_fs: float, temperature_K: float | None = None,
                    friction_per_ps: float = 1.0, nvt_ps: float = 10.0, nve_ps: float = 10.0,
                    sample_every_steps: int = 10, platform: str | None = None, threads: int | None = None,
                    seed: int = 1, max_drift_kT_per_ns: float = DEFAULT_MAX_DRIFT_KT_PER_NS,
                    max_temperature_error: float = DEFAULT_MAX_TEMPERATURE_ERROR) -> TimestepCheck:
     """NVT then NVE of ``bundle`` (a path or :class:`~openmm_cgkd.serving.CGKDForceField`) from
     ``positions`` (N, 3) nm in ``box`` (3, 3) nm with bead ``topology`` at ``timestep_fs``; see
-    the module doc. Energies and temperatures are sampled every ``sample_every_steps`` steps."""
+    the module doc. Energies and temperatures are sampled every ``sample_every_steps`` steps.
+    ``temperature_K``: default the bundle's training data's
+    (:meth:`~openmm_cgkd.serving.CGKDForceField.md_temperature`)."""
     import openmm
     from openmm import unit
 
@@ -125,6 +127,7 @@ def check_timestep(bundle, topology, positions, box, *, timestep_fs: float, temp
         raise CGKDError(f"check_timestep needs timestep_fs > 0, nvt_ps >= 0, nve_ps > 0 and sample_every_steps >= 1 "
                         f"(got {timestep_fs}, {nvt_ps}, {nve_ps}, {sample_every_steps})")
     ff = bundle if isinstance(bundle, CGKDForceField) else CGKDForceField(bundle)
+    temperature_K = ff.md_temperature(temperature_K)
     dt_ps = timestep_fs / 1000.0
     n_nvt, n_nve = int(round(nvt_ps / dt_ps)), int(round(nve_ps / dt_ps))
     every = int(sample_every_steps)

@@ -3,7 +3,7 @@
     from openmm_cgkd import CGKDForceField
     ff = CGKDForceField("models/untrained")                # a bundle path or a shipped name
     system = ff.create_system(topology)                    # box from the topology or box_vectors=
-    simulation = ff.create_simulation(topology, positions, temperature=298.1 * unit.kelvin)
+    simulation = ff.create_simulation(topology, positions)   # at the training data's temperature
 
 The System holds one particle per bead, with the bead type's mass (dalton) from the bundle
 manifest, the network as a ``TorchForce`` (or, with ``backend="python"``, an ``openmm.PythonForce``
@@ -382,12 +382,36 @@ class CGKDForceField:
             system.addForce(f)
 
     # -- Simulation -----------------------------------------------------------------------
-    def create_simulation(self, topology, positions, *, box_vectors=None, temperature=298.1,
+    def md_temperature(self, temperature=None) -> float:
+        """The MD temperature (K): ``temperature`` (K or a Quantity), else the training data's
+        (``manifest.temperature_K``). A bundle that records none needs ``temperature``
+        (:class:`ServingError`); one that differs from the data's by more than 0.5 K is allowed
+        with a :class:`~openmm_cgkd.errors.CGKDWarning`: the model learned the data's free energy
+        surface, which depends on temperature."""
+        import warnings
+
+        from openmm_cgkd.errors import CGKDWarning
+
+        data = self.manifest.temperature_K
+        if temperature is None:
+            if data is None:
+                raise ServingError(f"the bundle {self.path or ''} does not record its training data's temperature "
+                                   "(made before it was recorded, or mapped without one): give the temperature "
+                                   "(--temperature K; md.temperature_K in a pipeline config)")
+            return float(data)
+        kelvin = _kelvin(temperature)
+        if data is not None and abs(kelvin - data) > 0.5:
+            warnings.warn(CGKDWarning(f"MD at {kelvin:g} K, but the model was trained on data at {data:g} K: a CG "
+                                      "potential is a free energy, valid at its data's temperature"), stacklevel=3)
+        return kelvin
+
+    def create_simulation(self, topology, positions, *, box_vectors=None, temperature=None,
                           friction_per_ps: float = 1.0, timestep_fs: float = 2.0, platform: str | None = None,
                           precision: str | None = None, use_cuda_graphs: bool = False, seed: int | None = None,
                           remove_cm_motion: bool = True, integrator=None, threads: int | None = None,
                           backend: str = "torchforce", compile: bool = False):
-        """An ``openmm.app.Simulation`` at ``temperature`` (K), positions set, velocities drawn.
+        """An ``openmm.app.Simulation`` at ``temperature`` (K; default: the training data's,
+        :meth:`md_temperature`), positions set, velocities drawn.
 
         Default integrator: ``LangevinMiddleIntegrator(temperature, friction, timestep)``.
         ``platform``: 'CUDA', 'CPU', 'Reference' or None/'auto' (CUDA when present, else CPU).
@@ -413,7 +437,7 @@ class CGKDForceField:
             raise ServingError(problem)
         if integrator is None:
             dt_fs, gamma = _femtoseconds(timestep_fs), _per_picosecond(friction_per_ps)
-        kelvin = _kelvin(temperature)
+        kelvin = self.md_temperature(temperature)
         choice = select_platform(platform, precision=precision, use_cuda_graphs=use_cuda_graphs, threads=threads)
         device = None if backend == "torchforce" else ("cuda" if choice.name == "CUDA" else "cpu")
         system = self.create_system(topology, box_vectors, remove_cm_motion=remove_cm_motion,

@@ -25,7 +25,8 @@ def dataset_bead_types(dataset: CGDataset):
         if np.ptp(m) > 1e-6 * m.max():
             raise DatasetError(f"beads of type {name!r} have different masses ({m.min()}..{m.max()} Da)")
         masses[name] = float(m[0])
-    return bead_types_from_masses(masses)
+    names = dataset.bead_names or {}
+    return bead_types_from_masses(masses, {t: n[0] for t, n in names.items()}, {t: n[1] for t, n in names.items()})
 
 
 def _file_digest(path: Path, limit: int = 1 << 26) -> str:

@@ -110,14 +110,23 @@ def predict_labels(bundle, dataset: CGDataset, member: int | None = None, device
     return DistillationLabels(forces, bead_e, energy, std, prov)
 
 
-def make_labels(cfg: LabelsConfig, progress: bool = True) -> Path:
+def make_labels(cfg: LabelsConfig, progress: bool = True, window: dict | None = None) -> Path:
     """Label every frame of ``cfg.dataset`` with ``cfg.teachers``; write the labels into the dataset
-    (or into a copy at ``cfg.out``). Returns the labelled dataset's path."""
+    (or into a copy at ``cfg.out``). ``window``: keyword arguments of
+    :meth:`~openmm_cgkd.data.dataset.CGDataset.window`; the labelled frames are then written as a
+    new dataset at ``cfg.out`` (required). Teachers trained at another temperature than the
+    dataset's are allowed with a :class:`~openmm_cgkd.errors.CGKDWarning`. Returns the labelled
+    dataset's path."""
+    import warnings
+
     from openmm_cgkd.bundle import load_bundle
+    from openmm_cgkd.errors import CGKDWarning
 
     if not cfg.dataset or not cfg.teachers:
         raise ConfigError("labels need `dataset` and `teachers` (a teacher or ensemble bundle)")
     src = Path(cfg.dataset)
+    if window and (not cfg.out or Path(cfg.out).resolve() == src.resolve()):
+        raise ConfigError("labelling a window of frames writes a new dataset: give --out (another file)")
     dataset = CGDataset.load(src)
     bundle = load_bundle(cfg.teachers)
     from openmm_cgkd.training.model import check_boxes_for_cutoff
@@ -125,6 +134,15 @@ def make_labels(cfg: LabelsConfig, progress: bool = True) -> Path:
     m = bundle.manifest
     check_boxes_for_cutoff(dataset.boxes, max(float(m.cutoff_nm), float(m.wall.cutoff_nm)),
                            f"labelling {src} with {cfg.teachers}")
+    t_data, t_model = dataset.temperature_K, bundle.manifest.temperature_K
+    if t_data is not None and t_model is not None and abs(t_data - t_model) > 0.5:
+        warnings.warn(CGKDWarning(f"the teachers were trained on data at {t_model:g} K; this dataset is at "
+                                  f"{t_data:g} K"), stacklevel=2)
+    if window:
+        dataset = dataset.window(**window)
+        labels = predict_labels(bundle, dataset, cfg.member, cfg.device, progress=progress)
+        dataset.labels = labels
+        return dataset.save(cfg.out)
     labels = predict_labels(bundle, dataset, cfg.member, cfg.device, progress=progress)
     target = src
     if cfg.out:

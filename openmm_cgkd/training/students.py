@@ -141,7 +141,7 @@ def _finish(cfg: StudentConfig, prep: _Prepared, result, seconds: float, run_dir
                          model_kind="student", variant=variant, training=training,
                          description=f"CG student '{variant}' distilled from {prov.get('source')} labels of "
                                      f"{prov.get('teacher_bundle')}", overwrite=True,
-                         periodic=dataset.periodic, priors=prep.priors)
+                         periodic=dataset.periodic, priors=prep.priors, temperature_K=dataset.temperature_K)
     return StudentResult(out, bundle, result.model, variant, weights, blocks, metrics)
 
 

@@ -206,7 +206,7 @@ def make_synthetic_system(n_beads: tuple[int, ...] | list[int] = (32, 32), box_n
     }
     dataset = CGDataset(positions=positions, forces=labels, boxes=np.repeat(box[None], n_frames, 0), times=times,
                         bead_types=types, type_names=list(pot.type_names), masses=pot.masses_dalton[types],
-                        provenance=provenance)
+                        provenance=provenance, temperature_K=temperature_k)
     return SyntheticSystem(dataset, true_forces.astype(np.float32), true_energy, bead_energies, sigma, pot,
                            {"signal_rms_kj_mol_nm": signal_rms})
 

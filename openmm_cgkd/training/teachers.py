@@ -110,6 +110,7 @@ def prepare_teachers(cfg: TeachersConfig, dataset: CGDataset, log=print) -> dict
     setup = {"blocks": {k: v.tolist() for k, v in blocks.items()}, "wall": wall.to_dict(), "wall_fit": report,
              "priors": None if priors is None else priors.to_dict(), "prior_fit": prior_report,
              "architecture": pcfg.to_dict(), "seeds": cfg.member_seeds(),
+             "frame_window": getattr(dataset, "source_window", None),  # frames of cfg.dataset used (None: all)
              "fingerprint": {"digest": digest(key), "settings": key}}
     out.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".part")
@@ -141,7 +142,7 @@ def train_member(cfg: TeachersConfig, dataset: CGDataset, setup: dict, k: int, t
         save_bundle(bundle, result.model.network, bead_types=dataset_bead_types(dataset), wall=wall,
                     model_kind="teacher", variant=f"teacher member {k} (seed {seed})", training=training,
                     description=f"CG teacher {k} of {cfg.members}: trained on mapped AA forces only",
-                    overwrite=True, periodic=dataset.periodic, priors=priors)
+                    overwrite=True, periodic=dataset.periodic, priors=priors, temperature_K=dataset.temperature_K)
     return result
 
 
@@ -167,8 +168,10 @@ def _member_bundle_stale(bundle: Path, fingerprint: str | None) -> bool:
 def _member_worker(cfg_dict: dict, members: list[int], trainer_overrides: dict) -> None:
     """Process entry point: train ``members`` one after another (spawned; re-reads everything)."""
     cfg = config_from_dict(TeachersConfig, cfg_dict)
-    dataset = CGDataset.load(cfg.dataset)
     setup = json.loads((Path(cfg.out) / "setup.json").read_text())
+    dataset = CGDataset.load(cfg.dataset)
+    if setup.get("frame_window"):  # the frames the set-up was made on (cgkd train-teachers --frames)
+        dataset = dataset.window(frames=tuple(setup["frame_window"]))
     for k in members:
         train_member(cfg, dataset, setup, k, trainer_overrides)
 
@@ -274,7 +277,7 @@ def train_teachers(cfg: TeachersConfig, dataset: CGDataset | None = None,
                 variant=f"ensemble of {len(networks)} teachers" if len(networks) > 1 else "single teacher",
                 periodic=dataset.periodic, priors=setup_priors(setup), training=training, description=f"CG teacher ensemble ({len(networks)} members, seeds "
                                                f"{setup['seeds']}): member means of energies and forces",
-                overwrite=True)
+                overwrite=True, temperature_K=dataset.temperature_K)
     write_json(out / "teachers.json", {"ensemble_bundle": str(ensemble_bundle.resolve()), **training}, indent=2,
                portable=True)
     return TeachersResult(out, ensemble_bundle, member_bundles, members, blocks, metrics)
@@ -315,7 +318,7 @@ def _train_teachers_stacked(cfg: TeachersConfig, dataset: CGDataset, setup: dict
             save_bundle(bundle, single, bead_types=bead_types, wall=wall, model_kind="teacher",
                         variant=f"teacher member {m} (seed {seeds[m]}, stacked)", training=training,
                         description=f"CG teacher {m} of {k}: trained on mapped AA forces only (stacked run)",
-                        overwrite=True)
+                        overwrite=True, temperature_K=dataset.temperature_K)
 
     test = blocks["test"] if len(blocks["test"]) else blocks["val"]
     preds = predict_members(stacked, dataset, test, cfg.trainer.batch_size)
@@ -349,7 +352,8 @@ def _train_teachers_stacked(cfg: TeachersConfig, dataset: CGDataset, setup: dict
                 model_kind="ensemble" if k > 1 else "teacher",
                 variant=f"ensemble of {k} teachers (stacked)" if k > 1 else "single teacher",
                 training=training, description=f"CG teacher ensemble ({k} stacked hipnn-ts members, seeds {seeds}): "
-                                               "member means of energies and forces", overwrite=True)
+                                               "member means of energies and forces", overwrite=True,
+                temperature_K=dataset.temperature_K)
     write_json(out / "teachers.json", {"ensemble_bundle": os.path.relpath(ensemble_bundle, out), **training},
                indent=2, portable=True)
     return TeachersResult(out, ensemble_bundle, member_bundles, members, blocks, metrics)

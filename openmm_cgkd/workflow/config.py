@@ -42,7 +42,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from openmm_cgkd.analysis.report import AnalysisSettings
+from openmm_cgkd.analysis.report import AnalysisSettings, load_reference
 from openmm_cgkd.analysis.statistics import StatisticsConfig
 from openmm_cgkd.config import Config, ConfigError, config_from_dict, read_yaml_mapping
 from openmm_cgkd.training.config import SplitConfig
@@ -125,7 +125,7 @@ class MDConfig(Config):
     steps: int | None = None  # default 2000 when length_ps is not given either
     length_ps: float | None = None
     timestep_fs: float = 2.0
-    temperature_K: float = 298.1
+    temperature_K: float | None = None  # None: the training data's (recorded in the dataset and bundles)
     friction_per_ps: float = 1.0
     report_interval: int | None = None  # default 50 steps when report_interval_ps is not given either
     report_interval_ps: float | None = None
@@ -145,7 +145,7 @@ class MDConfig(Config):
             raise ConfigError("md: give steps or length_ps, not both")
         if self.report_interval is not None and self.report_interval_ps is not None:
             raise ConfigError("md: give report_interval or report_interval_ps, not both")
-        if not self.timestep_fs > 0 or not self.temperature_K > 0:
+        if not self.timestep_fs > 0 or (self.temperature_K is not None and not self.temperature_K > 0):
             raise ConfigError("md.timestep_fs and md.temperature_K must be positive")
         if self.workers < 1:
             raise ConfigError(f"md.workers must be >= 1, got {self.workers}")
@@ -296,10 +296,15 @@ def student_plan(cfg: PipelineConfig) -> dict[str, dict]:
 def analysis_settings(cfg: PipelineConfig):
     """The :class:`~openmm_cgkd.analysis.report.AnalysisSettings` of the analysis: ``analysis:``
     plus ``discard_frames`` from ``md.discard_ps`` (frames of the analysed trajectory, after
-    ``analysis.stride``: the frames whose time is below discard_ps)."""
+    ``analysis.stride``: the frames whose time is below discard_ps); ADF cutoffs, when
+    ``analysis.adf_cutoffs`` is not set, the first shells of the dataset's g(r) (never the DES's)."""
 
     data = dict(cfg.analysis)
     if cfg.md.discard_ps is not None:
         frame_ps = cfg.md.interval_steps * cfg.md.timestep_fs / 1000.0 * int(data.get("stride", 1))
         data["discard_frames"] = int(math.ceil(cfg.md.discard_ps / frame_ps - 1e-9))
-    return config_from_dict(AnalysisSettings, data, "analysis")
+    settings = config_from_dict(AnalysisSettings, data, "analysis")
+    if settings.adf_cutoffs is None:
+        settings = settings.with_adf_cutoffs(load_reference(cfg.dataset, stride=settings.reference_stride,
+                                                            max_frames=settings.reference_max_frames))
+    return settings

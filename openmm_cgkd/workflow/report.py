@@ -579,6 +579,20 @@ def _training_rows(teachers: TeachersResult, students: StudentsResult) -> list[s
     return rows
 
 
+def _md_temperature(cfg) -> str:
+    """The MD temperature of the report: the config's, else the data's (the default of MD)."""
+    if cfg.md.temperature_K is not None:
+        return f"{cfg.md.temperature_K:g} K"
+    import h5py
+
+    try:
+        with h5py.File(cfg.dataset, "r") as h5:
+            t = h5.attrs.get("temperature_K")
+    except OSError:
+        t = None
+    return "the data's temperature" + ("" if t is None else f", {float(t):g} K")
+
+
 def write_pipeline_report(out: Path, cfg, teachers: TeachersResult, students: StudentsResult, runs: MDResult,
                           analysis: AnalysisResult, times: dict, log=print, dest: Path | None = None,
                           note: str | None = None) -> ReportResult:
@@ -599,7 +613,7 @@ def write_pipeline_report(out: Path, cfg, teachers: TeachersResult, students: St
              f"{cfg.split.gap_frames} frame(s) left out between blocks.",
              f"Model: `{json.dumps(cfg.model, sort_keys=True)}`; {len(teachers.members)} teachers.",
              f"MD: {md.n_steps} steps of {md.timestep_fs:g} fs ({md.n_steps * md.timestep_fs / 1000:g} ps) per "
-             f"replica at {md.temperature_K:g} K (Langevin, friction {md.friction_per_ps:g}/ps), frames every "
+             f"replica at {_md_temperature(cfg)} (Langevin, friction {md.friction_per_ps:g}/ps), frames every "
              f"{md.interval_steps * md.timestep_fs / 1000:g} ps; every replica starts from its own training frame "
              f"with its own seed. The first {analysis_settings(cfg).discard_frames} frame(s) of every replica of "
              "every model are discarded (pymbar's equilibration time is a check).", "",

@@ -153,9 +153,11 @@ def test_cgkd_map_of_the_trr_equals_independent_com_and_force_sums(run, tmp_path
     ff, sysdef, work = run["ff"], run["sysdef"], run["dir"]
     out = tmp_path / "cg.h5"
     rc = main(["map", "--trajectory", str(work / "md.trr"), "--topology", str(work / "pairs.top"),
-               "--mapping", str(ROOT / "systems" / "des" / "mapping.yaml"), "--out", str(out)])
+               "--mapping", str(ROOT / "systems" / "des" / "mapping.yaml"), "--out", str(out),
+               "--mdp", str(work / "md.mdp")])
     assert rc == 0
     ds = CGDataset.load(out)
+    assert ds.temperature_K == 298.1  # the .mdp's ref-t (write_mdp's default)
     xyz, forces, boxes, times, _ = _read_trr(work / "md.trr")
     molecules = _molecules(ff, sysdef.composition)
     starts = [s for s, _ in molecules]

@@ -28,7 +28,7 @@ def _run(inputs, out, *extra):
     bundle, structure = inputs
     return main(["simulate", "--bundle", str(bundle), "--structure", str(structure), "--out", str(out),
                  "--platform", "Reference", "--seed", "5", "--steps", "10", "--report-interval", "5",
-                 "--no-progress", *extra])
+                 "--temperature", "298.1", "--no-progress", *extra])
 
 
 def _energies(out):

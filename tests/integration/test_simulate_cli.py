@@ -35,6 +35,7 @@ def structure(tmp_path_factory):
 def _simulate(bundle, structure, out, *extra):
     return main(["simulate", "--bundle", str(bundle), "--structure", str(structure), "--out", str(out),
                  "--platform", "CPU", "--threads", "1", "--seed", "11", "--report-interval", "5",
+                 "--temperature", "298.1",
                  "--no-progress", *extra])
 
 

@@ -36,7 +36,7 @@ def files(tmp_path_factory):
 def _simulate(files, out, *extra, bundle="bundle", structure="structure"):
     return main(["simulate", "--bundle", str(files[bundle]), "--structure", str(files[structure]),
                  "--out", str(out), "--platform", "CPU", "--threads", "1", "--seed", "11",
-                 "--report-interval", "5", "--no-progress", "--resume", *extra])
+                 "--report-interval", "5", "--temperature", "298.1", "--no-progress", "--resume", *extra])
 
 
 def _snapshot(out):

@@ -25,7 +25,7 @@ from openmm_cgkd.fileio import read_json, write_json
 from openmm_cgkd.fingerprint import bundle_checksum, digest
 from openmm_cgkd.md.simulation import SimulationError, StaleRunError, read_log, run_simulation
 from openmm_cgkd.md.timestep_check import check_timestep
-from openmm_cgkd.topology import bead_topology, write_bead_pdb
+from openmm_cgkd.topology import dataset_topology, write_bead_pdb
 from openmm_cgkd.workflow.config import PipelineConfig, analysis_settings
 from openmm_cgkd.workflow.results import (MDResult, ReplicaRecord, StudentsResult, TeachersResult, ensemble_model,
                                           model_kind, student_model, teacher_model)
@@ -244,7 +244,7 @@ class _ReplicaRunner:
 
         md = self.cfg.md
         ds = self.ds
-        topology = bead_topology(self.names, ds.boxes[frame])
+        topology = dataset_topology(ds, frame)
 
         def replica():
             write_bead_pdb(rep_dir / "start.pdb", topology, ds.positions[frame], ds.boxes[frame])
@@ -373,7 +373,7 @@ def _timestep_checks(cfg: PipelineConfig, out: Path, models: dict, runner: _Repl
         if not run_missing:
             continue
         ds = runner.ds
-        res = check_timestep(models[name][0], bead_topology(runner.names, ds.boxes[frame]), ds.positions[frame],
+        res = check_timestep(models[name][0], dataset_topology(ds, frame), ds.positions[frame],
                              ds.boxes[frame], timestep_fs=md.timestep_fs, temperature_K=md.temperature_K,
                              friction_per_ps=md.friction_per_ps, nvt_ps=tc.nvt_ps, nve_ps=tc.nve_ps,
                              sample_every_steps=tc.sample_every_steps, platform=md.platform, threads=md.threads,

@@ -134,7 +134,8 @@ def structures(tmp_path_factory):
 
 def _sim(bundle, structure, out, *extra):
     return ["simulate", "--bundle", str(bundle), "--structure", str(structure), "--out", str(out),
-            "--platform", "CPU", "--steps", "2", "--report-interval", "1", "--no-progress", *extra]
+            "--platform", "CPU", "--steps", "2", "--report-interval", "1", "--temperature", "298.1", "--no-progress",
+            *extra]
 
 
 @pytest.mark.parametrize("extra,words", [
@@ -173,9 +174,9 @@ def test_positions_in_angstrom_are_refused(bundle, structures, tmp_path, capsys)
     ff = CGKDForceField(bundle)
     top, pos, box = read_bead_pdb(structures["angstrom"])
     with pytest.raises(ServingError, match="Angstrom"):
-        ff.create_simulation(top, pos, box_vectors=box, platform="Reference")
+        ff.create_simulation(top, pos, box_vectors=box, temperature=298.1, platform="Reference")
     top, pos, box = read_bead_pdb(structures["good"])  # the same beads in nm run
-    assert ff.create_simulation(top, pos, box_vectors=box, platform="Reference").context is not None
+    assert ff.create_simulation(top, pos, box_vectors=box, temperature=298.1, platform="Reference").context is not None
 
 
 @pytest.mark.skipif(__import__("openmm_cgkd.platforms", fromlist=["x"]).available_platforms().count("CUDA"),
@@ -216,6 +217,9 @@ def test_aa_build_bad_files(tmp_path, capsys):
     _fails(capsys, ["aa-build", "--molecules", "40", "--out", str(tmp_path / "b.txt")], 2, "expected a .pdb")
     bad = tmp_path / "bad.yaml"
     bad.write_text("forcefield: opls-des.yaml\ncomposition: {water: 10}\nbox_nm: 2\n")
+    _fails(capsys, ["aa-build", "--system", str(bad), "--out", str(tmp_path / "b.pdb")], 2,
+           "missing key(s) ['temperature_K']")
+    bad.write_text("forcefield: opls-des.yaml\ncomposition: {water: 10}\nbox_nm: 2\ntemperature_K: 300\n")
     (tmp_path / "opls-des.yaml").write_text((ROOT / "systems" / "des" / "opls-des.yaml").read_text())
     _fails(capsys, ["aa-build", "--system", str(bad), "--out", str(tmp_path / "b.pdb")], 2,
            "molecule(s) ['water']")

@@ -31,7 +31,8 @@ def _system(ff, timestep_fs=2.0, overlap=False, pair_nm=None):
     if pair_nm is not None:
         pos[1] = pos[0] + [0.0, 0.0, pair_nm]  # along z: towards where bead 1 sits in the grid
     top = bead_topology_from_counts({"Cho": 7, "Cl": 7, "Urea": 13}, np.eye(3) * L)
-    return ff.create_simulation(top, pos, timestep_fs=timestep_fs, platform="CPU", threads=1, seed=1)
+    return ff.create_simulation(top, pos, temperature=298.1, timestep_fs=timestep_fs, platform="CPU", threads=1,
+                                seed=1)
 
 
 def test_closest_pair_matches_brute_force():

@@ -52,7 +52,7 @@ def test_non_periodic_topology(ff):
 
 def test_particle_count_mismatch(ff):
     with pytest.raises(ServingError, match="particle count mismatch: 7 positions for a topology of 8 beads"):
-        ff.create_simulation(_top(), _positions(7), platform="Reference")
+        ff.create_simulation(_top(), _positions(7), temperature=298.1, platform="Reference")
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf])
@@ -60,7 +60,7 @@ def test_nan_or_inf_positions(ff, bad):
     pos = _positions()
     pos[5, 1] = bad
     with pytest.raises(ServingError, match=r"NaN or inf for 1 bead\(s\), first indices \[5\]"):
-        ff.create_simulation(_top(), pos, platform="Reference")
+        ff.create_simulation(_top(), pos, temperature=298.1, platform="Reference")
 
 
 def test_bad_box_vectors_and_temperature(ff):
@@ -74,14 +74,15 @@ def test_bad_box_vectors_and_temperature(ff):
 
 def test_unknown_platform(ff):
     with pytest.raises(ValueError, match="platform 'Bogus' is not available here; available: .*Reference"):
-        ff.create_simulation(_top(), _positions(), platform="Bogus")
+        ff.create_simulation(_top(), _positions(), temperature=298.1, platform="Bogus")
 
 
 def test_good_input_runs(ff):
     """The same inputs, corrected, give a working simulation (the errors above are not spurious)."""
     from openmm import unit
 
-    sim = ff.create_simulation(_top(), _positions() * unit.nanometer, platform="Reference", seed=1)
+    sim = ff.create_simulation(_top(), _positions() * unit.nanometer, temperature=298.1, platform="Reference",
+                               seed=1)
     sim.step(2)
     e = sim.context.getState(getEnergy=True).getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
     assert np.isfinite(e)

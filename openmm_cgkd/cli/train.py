@@ -175,7 +175,7 @@ def _run_lock(target, what: str, is_file: bool = False):
     """The run lock of ``target`` (:func:`openmm_cgkd.runlock.hold_run_dir`); none in the helper
     processes of a multi-process (DDP) run, which rerun this command while rank 0 holds it."""
     from openmm_cgkd.runlock import hold_run_dir
-    from openmm_cgkd.training.trainer import is_global_zero
+    from openmm_cgkd.training.rundir import is_global_zero
 
     return hold_run_dir(target, what, is_file=is_file) if is_global_zero() else contextlib.nullcontext()
 

@@ -57,12 +57,12 @@ class SystemDefinition:
         if not isinstance(d, dict):
             raise UsageError(f"{path} is not a system definition (a YAML mapping with forcefield, composition, box_nm)")
         base = path.parent
-        missing = [k for k in ("forcefield", "composition", "box_nm", "temperature_K") if k not in d]
-        if missing:  # temperature_K too: the data's temperature is never assumed (it is every model's default)
-            raise UsageError(f"{path}: missing key(s) {missing}")
         extra = sorted(str(k) for k in d if k not in _KEYS)
         if extra:  # a misspelt setting must not run at its default
             raise UsageError(f"{path}: unknown key(s) {extra}; known keys: {', '.join(_KEYS)}")
+        missing = [k for k in ("forcefield", "composition", "box_nm", "temperature_K") if k not in d]
+        if missing:  # temperature_K too: the data's temperature is never assumed (it is every model's default)
+            raise UsageError(f"{path}: missing key(s) {missing}")
         if not isinstance(d["composition"], dict):
             raise UsageError(f"{path}: composition must be a mapping of molecule -> count, got {d['composition']!r}")
 

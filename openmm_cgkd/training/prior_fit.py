@@ -33,11 +33,11 @@ R_KJ_MOL_K = 0.0083144626181532  # molar gas constant, kJ/mol/K
 
 def dataset_temperature(dataset: CGDataset, override: float | None = None) -> float:
     """The temperature (K) the data were sampled at: ``override`` when given, else the dataset's own
-    record (``temperature_k`` attribute, or the provenance of its AA run); :class:`ConfigError`
+    record (``CGDataset.temperature_K``, or the provenance of its AA run); :class:`ConfigError`
     when neither says."""
     if override is not None:
         return float(override)
-    t = getattr(dataset, "temperature_k", None)
+    t = dataset.temperature_K
     prov = dataset.provenance or {}
     if t is None:
         t = prov.get("temperature_k") or prov.get("temperature_K")

@@ -151,7 +151,7 @@ class MDConfig(Config):
             raise ConfigError(f"md.workers must be >= 1, got {self.workers}")
         if self.replicas < 1 or (self.teacher_replicas is not None and self.teacher_replicas < 1):
             raise ConfigError("md.replicas and md.teacher_replicas must be >= 1")
-        if not math.isfinite(self.timestep_fs) or not math.isfinite(self.temperature_K):
+        if not math.isfinite(self.timestep_fs) or (self.temperature_K is not None and not math.isfinite(self.temperature_K)):
             raise ConfigError("md.timestep_fs and md.temperature_K must be finite")
         if not 0 <= self.friction_per_ps < math.inf:
             raise ConfigError(f"md.friction_per_ps must be >= 0 and finite, got {self.friction_per_ps}")

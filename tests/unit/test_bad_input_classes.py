@@ -184,7 +184,7 @@ def test_the_api_takes_openmm_quantities(ff):
 
 def test_a_bead_lighter_than_hydrogen_is_refused_at_load():
     from openmm_cgkd.errors import BundleError
-    from openmm_cgkd.bundle.manifest import BeadType
+    from openmm_cgkd.topology import BeadType
 
     BeadType("Cl", "CL", ["CL"], 35.45)
     with pytest.raises(BundleError, match="at least 1 Da"):

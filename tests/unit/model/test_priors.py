@@ -156,7 +156,7 @@ def test_served_model_of_molecules_matches_torch(tmp_path):
     types, topo, pos = chains(3, seed=2)
     top = bead_topology([NAMES[t] for t in types], bonds=topo.bonds)
     ff = CGKDForceField(path)
-    sim = ff.create_simulation(top, pos, platform="Reference", seed=1)
+    sim = ff.create_simulation(top, pos, temperature=300.0, platform="Reference", seed=1)
     st = sim.context.getState(getEnergy=True, getForces=True)
     e_o = st.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
     f_o = st.getForces(asNumpy=True).value_in_unit(unit.kilojoule_per_mole / unit.nanometer)

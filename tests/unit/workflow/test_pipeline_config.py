@@ -43,6 +43,8 @@ def test_md_length_interval_and_discard_in_ps():
 
 
 def _cfg(tmp_path, **over):
+    # ADF cutoffs given: without them they come from the dataset's g(r), and there is no dataset here
+    over["analysis"] = {"adf_cutoffs": [0.6], **over.get("analysis", {})}
     data = {"dataset": "cg.h5", "teachers": {"members": 4}, **over}
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(data))
     return load_pipeline_config(tmp_path / "c.yaml")

@@ -235,8 +235,8 @@ def test_label_a_window_needs_out(water, capsys):
 @pytest.fixture(scope="module")
 def bundles(tmp_path_factory):
     from openmm_cgkd.bundle import save_bundle, untrained_config
-    from openmm_cgkd.bundle.demo import _placeholder_wall
-    from openmm_cgkd.bundle.manifest import BeadType
+    from openmm_cgkd.bundle.demo import placeholder_wall as _placeholder_wall
+    from openmm_cgkd.topology import BeadType
     from openmm_cgkd.model.potential import CGPotential
 
     tmp = tmp_path_factory.mktemp("bundles")

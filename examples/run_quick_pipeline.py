@@ -3,7 +3,7 @@ student {e_T, F_T, F_AA} -> MD replicas of a teacher, the ensemble and the stude
 analysis -> a report comparing them (TAE table with error bars, ns/day table, bar chart).
 
 What it does: loads ``systems/des/quick.yaml`` (or ``--config``), prints the plan, and runs
-:func:`openmm_cgkd.workflow.pipeline.run_pipeline` (the API behind ``cgkd pipeline``). Every stage is
+:func:`openmm_cgkd.workflow.run.run_pipeline` (the API behind ``cgkd pipeline``). Every stage is
 cached under the output directory: rerun the script after an interruption and it continues.
 ``--check`` only validates the config and prints the plan (a second).
 
@@ -32,7 +32,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--check", action="store_true", help="validate the config, print the plan, run nothing")
     args = p.parse_args(argv)
 
-    from openmm_cgkd.workflow.pipeline import STAGES, load_pipeline_config, run_pipeline
+    from openmm_cgkd.workflow.cache import STAGES
+    from openmm_cgkd.workflow.config import load_pipeline_config
+    from openmm_cgkd.workflow.run import run_pipeline
 
     cfg = load_pipeline_config(args.config)
     if args.out:

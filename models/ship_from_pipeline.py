@@ -87,7 +87,7 @@ def ship(run: Path, student_variant: str, name_prefix: str = "des") -> list[Path
 
     from openmm_cgkd.bundle import load_bundle
     from openmm_cgkd.data.dataset import CGDataset
-    from openmm_cgkd.workflow.pipeline import stage_outputs
+    from openmm_cgkd.workflow.cache import stage_outputs
     from openmm_cgkd.workflow.report import best_student, comparison_markdown
     from openmm_cgkd.workflow.results import AnalysisResult, ensemble_model, model_kind, student_model
     from openmm_cgkd.provenance import make_portable, relative_path

@@ -1,4 +1,4 @@
-"""`cgkd pipeline`: the whole method, cached and resumable (see openmm_cgkd.workflow.pipeline)."""
+"""`cgkd pipeline`: the whole method, cached and resumable (see openmm_cgkd.workflow.run)."""
 from __future__ import annotations
 
 import argparse
@@ -32,7 +32,8 @@ def register(subparsers) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from openmm_cgkd.workflow.pipeline import interim_report, load_pipeline_config, run_pipeline
+    from openmm_cgkd.workflow.config import load_pipeline_config
+    from openmm_cgkd.workflow.run import interim_report, run_pipeline
     from openmm_cgkd.training.config import ConfigError
 
     if sum(map(bool, (args.status, args.interim, args.sweep, args.only))) > 1:

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from openmm_cgkd.analysis.plots import _save
+from openmm_cgkd.workflow.config import analysis_settings
 from openmm_cgkd.workflow.results import AnalysisResult, MDResult, ReplicaRecord, ReportResult, StudentsResult, \
     TeachersResult, model_kind, student_model, teacher_model
 
@@ -425,7 +426,6 @@ def write_pipeline_report(out: Path, cfg, teachers: TeachersResult, students: St
     """Write ``report.md``, ``report.json``, ``tae_comparison.png`` and ``learning_curves.png`` of
     the run in ``out`` into ``dest`` (default ``out``); returns their paths. ``note``: a paragraph
     under the title (the interim report says what it is)."""
-    from openmm_cgkd.workflow.pipeline import analysis_settings
     from openmm_cgkd.provenance import make_portable, relative_path
 
     out = Path(out)

@@ -1,8 +1,8 @@
 """What each pipeline stage returns: small frozen dataclasses, and their JSON markers.
 
-Every stage of :func:`openmm_cgkd.workflow.pipeline.run_pipeline` returns one of these; the marker
+Every stage of :func:`openmm_cgkd.workflow.run.run_pipeline` returns one of these; the marker
 ``<out>/stages/<stage>.json`` stores its :meth:`~StageResult.to_marker` form under ``outputs``,
-and :func:`openmm_cgkd.workflow.pipeline.stage_outputs` reads it back with :meth:`~StageResult.from_marker`.
+and :func:`openmm_cgkd.workflow.cache.stage_outputs` reads it back with :meth:`~StageResult.from_marker`.
 
 =============  =====================  ========================================================
 stage          result                 holds

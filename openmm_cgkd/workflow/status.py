@@ -19,7 +19,9 @@ from pathlib import Path
 import numpy as np
 
 from openmm_cgkd.analysis.records import read_record
-from openmm_cgkd.workflow.pipeline import STAGES, _last_logged_step, _models_for_md, _read_json, stage_outputs
+from openmm_cgkd.fileio import read_json
+from openmm_cgkd.workflow.cache import STAGES, stage_outputs
+from openmm_cgkd.workflow.stages.md import last_logged_step, models_for_md
 
 __all__ = ["pipeline_status", "md_hours_left"]
 
@@ -57,8 +59,8 @@ def _curve(path: Path, loss: str = "val_loss") -> dict | None:
 def _stage_lines(out: Path, stages, have_dataset: bool) -> list[str]:
     lines = ["| stage | state | wall time | attempts |", "|---|---|---|---|"]
     for name in stages:
-        marker = _read_json(out / "stages" / f"{name}.json")
-        clock = _read_json(out / "stages" / f"{name}.clock.json")
+        marker = read_json(out / "stages" / f"{name}.json")
+        clock = read_json(out / "stages" / f"{name}.clock.json")
         if name == "aa" and marker is None and clock is None and have_dataset:
             lines.append("| aa | not needed (the dataset exists) | - | - |")
         elif marker is not None:
@@ -112,7 +114,7 @@ def _planned_replicas(cfg, out: Path) -> dict[str, int]:
     teachers, students = stage_outputs(out, "teachers"), stage_outputs(out, "students")
     if teachers is None or students is None:
         return {}
-    return {name: n for name, (_, n) in _models_for_md(cfg, teachers, students).items()}
+    return {name: n for name, (_, n) in models_for_md(cfg, teachers, students).items()}
 
 
 def md_hours_left(ps_left: dict[str, float], ns_per_day: dict[str, float], workers: int) -> float | None:
@@ -161,7 +163,7 @@ def _md_lines(out: Path, n_steps: int | None, planned: dict[str, int],
         speeds = [r["ns_per_day"] for r in recs if r.get("ns_per_day")]
         under, running_done = [], 0.0
         for rep in running:
-            step = _last_logged_step(rep / "log.csv")
+            step = last_logged_step(rep / "log.csv")
             frac = None if step is None or not n_steps else step / n_steps
             under.append(rep.name.split('_')[1] + ("" if frac is None else f" {100.0 * frac:.0f}%"))
             running_done += 0.0 if frac is None else min(1.0, frac)
@@ -178,7 +180,7 @@ def _md_lines(out: Path, n_steps: int | None, planned: dict[str, int],
 
 
 def pipeline_status(cfg) -> str:
-    """Markdown: where the run of pipeline config ``cfg`` (:class:`~openmm_cgkd.workflow.pipeline.PipelineConfig`)
+    """Markdown: where the run of pipeline config ``cfg`` (:class:`~openmm_cgkd.workflow.config.PipelineConfig`)
     stands (see the module docstring). Reads files only."""
     out = Path(cfg.out)
     if not (out / "stages").is_dir():

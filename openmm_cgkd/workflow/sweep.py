@@ -108,7 +108,7 @@ def sweep_points(grid: dict, design: str = "factorial", center: dict | None = No
 def point_config(base, out: Path, dataset: str, point: dict, cfg: SweepConfig):
     """The pipeline config of one grid point: the base's data (already selected), split and
     trainer; its model with ``point`` applied; one teacher, no students; MD of that teacher."""
-    from openmm_cgkd.workflow.pipeline import MDConfig, PipelineConfig, StudentsConfig
+    from openmm_cgkd.workflow.config import MDConfig, PipelineConfig, StudentsConfig
     from openmm_cgkd.training.config import config_to_dict
 
     pc = copy.deepcopy(base)
@@ -153,12 +153,15 @@ def _fmt(s: dict | None) -> str:
 
 def run_sweep(cfg: SweepConfig, log=print) -> list[dict]:
     """Run (or resume) every grid point and write ``sweep.md`` / ``sweep.json``; the table rows."""
-    from openmm_cgkd.workflow.pipeline import _frames_subset, load_pipeline_config, run_pipeline, stage_outputs
+    from openmm_cgkd.workflow.cache import stage_outputs
+    from openmm_cgkd.workflow.config import load_pipeline_config
+    from openmm_cgkd.workflow.run import run_pipeline
+    from openmm_cgkd.workflow.stages.data import frames_subset
 
     base = load_pipeline_config(cfg.base)
     out = Path(cfg.out or Path(base.out) / "sweep").resolve()
     out.mkdir(parents=True, exist_ok=True)
-    dataset = _frames_subset(base, out, log) if base.selects_frames else base.dataset
+    dataset = frames_subset(base, out, log) if base.selects_frames else base.dataset
     points = sweep_points(cfg.grid, cfg.design, {**base.model, **cfg.center})
     _check_models(base, dataset, points, cfg)
     rows = []

@@ -17,7 +17,7 @@ def test_quick_pipeline_example_checks_the_shipped_config():
 
 
 def test_paper_config_is_valid():
-    from openmm_cgkd.workflow.pipeline import load_pipeline_config
+    from openmm_cgkd.workflow.config import load_pipeline_config
 
     cfg = load_pipeline_config(ROOT / "systems" / "des" / "paper.yaml")
     assert len(cfg.students.variants) == 9 and cfg.md.replicas == 8 and cfg.aa is not None

@@ -5,7 +5,9 @@ import numpy as np
 import pytest
 import yaml
 
-from openmm_cgkd.workflow.pipeline import load_pipeline_config, run_pipeline, start_frames
+from openmm_cgkd.workflow.config import load_pipeline_config
+from openmm_cgkd.workflow.run import run_pipeline
+from openmm_cgkd.workflow.stages.md import start_frames
 from openmm_cgkd.training.config import ConfigError
 
 

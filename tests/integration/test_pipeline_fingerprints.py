@@ -11,7 +11,8 @@ import pytest
 import yaml
 
 from openmm_cgkd.fingerprint import bundle_checksum
-from openmm_cgkd.workflow.pipeline import load_pipeline_config, run_pipeline
+from openmm_cgkd.workflow.config import load_pipeline_config
+from openmm_cgkd.workflow.run import run_pipeline
 
 STAGES = ["teachers", "labels", "students", "md", "analysis", "report"]
 STUDENT = "student-ensemble-e-ft-faa"

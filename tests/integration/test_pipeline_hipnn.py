@@ -6,7 +6,8 @@ import json
 
 import yaml
 
-from openmm_cgkd.workflow.pipeline import load_pipeline_config, run_pipeline
+from openmm_cgkd.workflow.config import load_pipeline_config
+from openmm_cgkd.workflow.run import run_pipeline
 
 
 def test_a_hipnn_ts_study_runs_every_stage(tmp_path):

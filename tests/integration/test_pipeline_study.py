@@ -15,7 +15,9 @@ import numpy as np
 import pytest
 import yaml
 
-from openmm_cgkd.workflow.pipeline import load_pipeline_config, run_pipeline, stage_outputs
+from openmm_cgkd.workflow.cache import stage_outputs
+from openmm_cgkd.workflow.config import load_pipeline_config
+from openmm_cgkd.workflow.run import run_pipeline
 from openmm_cgkd.workflow.report import best_student
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -226,7 +228,7 @@ def test_interim_report_of_the_replicas_finished_so_far(study, tmp_path, capsys)
     current) so far, analysed and reported in <out>/interim/ as the analysis stage does; the models
     without one are named; nothing runs and nothing outside interim/ changes."""
     from openmm_cgkd.cli.main import main
-    from openmm_cgkd.workflow.pipeline import interim_report
+    from openmm_cgkd.workflow.run import interim_report
     from openmm_cgkd.training.config import ConfigError
 
     root, results, _ = study

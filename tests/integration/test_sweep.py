@@ -119,7 +119,7 @@ def test_the_shipped_sweep_grid_is_valid_and_has_hipnn_ts():
     """Every point of systems/des/sweep.yaml makes a valid model for the DES (checked without its data)."""
     from pathlib import Path
 
-    from openmm_cgkd.workflow.pipeline import load_pipeline_config
+    from openmm_cgkd.workflow.config import load_pipeline_config
     from openmm_cgkd.workflow.sweep import point_config
     from openmm_cgkd.training.model import potential_config_for
 

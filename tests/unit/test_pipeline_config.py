@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import yaml
 
-from openmm_cgkd.workflow.pipeline import (MDConfig, analysis_settings, load_pipeline_config, select_frames, student_plan)
+from openmm_cgkd.data.frames import select_frames
+from openmm_cgkd.workflow.config import MDConfig, analysis_settings, load_pipeline_config, student_plan
 from openmm_cgkd.training.config import ConfigError
 
 TIMES = 1050.0 + np.arange(1500) * 1.0  # a production of 1,500 frames, 1 ps apart, after 1,050 ps of MD

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from openmm_cgkd.workflow.pipeline import stage_outputs
+from openmm_cgkd.workflow.cache import stage_outputs
 from openmm_cgkd.workflow.results import (RESULT_TYPES, AAResult, AnalysisResult, LabelsResult, MDResult,
                                           ModelAnalysis, ReplicaRecord, ReportResult, StudentResult, StudentsResult,
                                           TeachersResult, TrainingRun)

@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 SCRIPT = """
-from openmm_cgkd.workflow.pipeline import worker_map
+from openmm_cgkd.workflow.stages.md import worker_map
 
 def setup(n):
     import torch  # noqa: F401

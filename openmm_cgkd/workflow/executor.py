@@ -286,6 +286,11 @@ class Executor:
         self.log, self.progress = log, progress
         self._cluster = self._client = self._marker = None
 
+    @property
+    def slots(self) -> int | None:
+        """Tasks at once on a local cluster (its workers); None for other clusters (they decide)."""
+        return self.n_local if self.cfg.kind == "local" else None
+
     # ------------------------------------------------------------------ life cycle
     def __enter__(self) -> "Executor":
         return self
@@ -380,7 +385,9 @@ class Executor:
         else:
             offered = [{"CPU": self.cfg.cores // self.cfg.processes, "GPU": int(self.cfg.gpus > 0)}]
         res = {}
-        if need.threads or self.cfg.kind != "address":
+        if self.cfg.kind == "local":  # one task per worker; its threads are its own business
+            res["CPU"] = offered[0]["CPU"]
+        elif need.threads or self.cfg.kind != "address":
             res["CPU"] = need.threads or offered[0]["CPU"]
         if need.gpu:
             res["GPU"] = 1

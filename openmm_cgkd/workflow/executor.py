@@ -95,30 +95,30 @@ class ClusterConfig(Config):
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
-            raise ConfigError(f"cluster.kind must be one of {', '.join(KINDS)}, got {self.kind!r}")
+            raise ConfigError(f"kind must be one of {', '.join(KINDS)}, got {self.kind!r}")
         if (self.kind == "address") != bool(self.address):
-            raise ConfigError("cluster.address (tcp://host:port) is needed with kind: address, and only with it")
+            raise ConfigError("address (tcp://host:port) is needed with kind: address, and only with it")
         if self.kind in ("local", "address"):
             defaults = {f.name: f.default if f.default_factory is MISSING else f.default_factory()
                         for f in fields(ClusterConfig)}
             set_here = [k for k in _JOBQUEUE_KEYS if getattr(self, k) != defaults[k]]
             if set_here:
-                raise ConfigError(f"cluster.{set_here[0]} applies to kind slurm, pbs or lsf, not {self.kind}")
+                raise ConfigError(f"{set_here[0]} applies to kind slurm, pbs or lsf, not {self.kind}")
         if self.workers is not None and (self.kind != "local" or self.workers < 1):
-            raise ConfigError("cluster.workers (>= 1) applies to kind: local")
+            raise ConfigError("workers (>= 1) applies to kind: local")
         if self.cores < 1 or self.gpus < 0 or self.jobs < 0 or self.retries < 0:
-            raise ConfigError("cluster: cores must be >= 1; gpus, jobs and retries >= 0")
+            raise ConfigError("cores must be >= 1; gpus, jobs and retries >= 0")
         if self.gpus and self.cores % self.gpus:
-            raise ConfigError(f"cluster.cores ({self.cores}) must be a multiple of cluster.gpus ({self.gpus}): "
+            raise ConfigError(f"cores ({self.cores}) must be a multiple of gpus ({self.gpus}): "
                               "each GPU gets a worker with an equal share of the cores")
         if not re.fullmatch(r"\d+:\d{2}(:\d{2})?", self.walltime):
-            raise ConfigError(f"cluster.walltime must be HH:MM:SS, got {self.walltime!r}")
+            raise ConfigError(f"walltime must be HH:MM:SS, got {self.walltime!r}")
         if not re.fullmatch(r"\d+(\.\d+)?\s*[KMGT]i?B", self.memory):
-            raise ConfigError(f"cluster.memory must be a size such as 16GiB or 4000MB, got {self.memory!r}")
+            raise ConfigError(f"memory must be a size such as 16GiB or 4000MB, got {self.memory!r}")
         if (self.adaptive_min is None) != (self.adaptive_max is None):
-            raise ConfigError("cluster: give both adaptive_min and adaptive_max, or neither")
+            raise ConfigError("give both adaptive_min and adaptive_max, or neither")
         if self.adaptive_max is not None and not 0 <= self.adaptive_min <= self.adaptive_max >= 1:
-            raise ConfigError(f"cluster: need 0 <= adaptive_min <= adaptive_max, adaptive_max >= 1; got "
+            raise ConfigError(f"need 0 <= adaptive_min <= adaptive_max, adaptive_max >= 1; got "
                               f"{self.adaptive_min}, {self.adaptive_max}")
 
     @property
@@ -249,7 +249,7 @@ def make_jobqueue_cluster(cfg: ClusterConfig):
     return cls(queue=cfg.queue, cores=cfg.cores, memory=cfg.memory, walltime=cfg.walltime, processes=procs,
                job_extra_directives=directives, job_script_prologue=list(cfg.job_script_prologue),
                worker_extra_args=["--resources", resources], python=cfg.python, interface=cfg.interface,
-               log_directory=cfg.log_directory, scheduler_options={"dashboard_address": ":0"}, **kwargs)
+               log_directory=cfg.log_directory, job_name="cgkd-worker", scheduler_options={"dashboard_address": ":0"}, **kwargs)
 
 
 class Executor:

@@ -355,6 +355,10 @@ class Executor:
             self._cluster.close()
         if self._marker is not None:
             self._marker.unlink(missing_ok=True)
+            try:
+                self._marker.parent.rmdir()  # when no other run's marker is there
+            except OSError:
+                pass
         self._cluster = self._client = self._marker = None
 
     # ------------------------------------------------------------------ what the workers have

@@ -98,7 +98,8 @@ def md_stage(cfg: PipelineConfig, out: Path, models: dict[str, tuple[str, int]],
             todo.append(job)
     if todo:
         at_once = f", {min(executor.slots, len(todo))} at a time" if executor.slots else " on the cluster"
-        log(f"[md] {len(todo)} replicas{at_once}")
+        earlier = f" to run ({len(records)} done earlier)" if records else ""
+        log(f"[md] {len(todo)} replicas{earlier}{at_once}")
         gpu = cfg.md.platform in ("CUDA", "OpenCL") or (cfg.md.platform is None and executor.has_gpus)
         tasks = [(cfg, out, data_digest, job) for job in todo]
         for (_, _, _, (name, _, r, _)), (rec, lines) in executor.map(

@@ -404,7 +404,8 @@ class Executor:
     # ------------------------------------------------------------------ tasks
     def map(self, fn: Callable, jobs: Sequence, names: Sequence[str], need: Need = Need(),
             what: str = "tasks") -> Iterator[tuple[object, object]]:
-        """``fn(job)`` for every job on the cluster; yields ``(job, result)`` as they finish.
+        """``fn(job)`` for every job on the cluster, started in the order given; yields
+        ``(job, result)`` as they finish.
 
         ``fn`` must be a module-level function (it is pickled to the workers); ``names`` label
         the tasks (Dask keys ``<what>-<name>-<id>``). A task that raises a
@@ -422,9 +423,10 @@ class Executor:
         marker = None if self._marker is None else str(self._marker)
         tag = uuid.uuid4().hex[:6]
         futures = {}
-        for job, name in zip(jobs, names, strict=True):
+        for i, (job, name) in enumerate(zip(jobs, names, strict=True)):  # started in the order given
             fut = client.submit(_run_task, fn, job, marker, need.gpu, key=f"{what}-{name}-{tag}",
-                                resources=resources or None, retries=self.cfg.retries, pure=False)
+                                resources=resources or None, retries=self.cfg.retries, pure=False,
+                                priority=len(jobs) - i)
             futures[fut] = (job, name)
         bar = tqdm(total=len(jobs), desc=what, unit="task", disable=not self.progress, leave=False)
         pending = distributed.as_completed(list(futures), loop=client.loop)

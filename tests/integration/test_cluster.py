@@ -26,7 +26,7 @@ from openmm_cgkd.workflow.run import run_pipeline
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the workers get the plugin below by value
 
-STEPS, INTERVAL = 600, 10  # resumable runs checkpoint every 10 report intervals: at steps 100, 200, ...
+STEPS, INTERVAL = 200, 10  # resumable runs checkpoint every 10 report intervals: at steps 100 and 200
 CONFIG = {
     "out": "run", "dataset": "cg.h5", "dataset_stride": 2, "dataset_max_frames": 36,
     "model": {"architecture": "graph-network", "embedding_dim": 8, "num_layers": 1, "num_rbf": 8, "cutoff_nm": 0.6},

@@ -144,10 +144,14 @@ def _md_task(task: tuple[PipelineConfig, Path, str, tuple[str, str, int, int]]) 
     record, the lines it logged: the client logs them). ``md.threads`` unset: the worker's cores."""
     from openmm_cgkd.serving import CGKDForceField
 
+    import torch
+
     cfg, out, data_digest, job = task
     if cfg.md.threads is None and task_threads() is not None:
         cfg = copy.copy(cfg)
         cfg.md = replace(cfg.md, threads=task_threads())
+    if cfg.md.threads is not None:  # the network's threads too (more than asked for crawl on a busy machine)
+        torch.set_num_threads(int(cfg.md.threads))
     run = (repr(cfg), str(out), data_digest)
     if _WORKER.get("run") != run:
         lines: list[str] = []

@@ -459,9 +459,9 @@ class Executor:
                 client.cancel(unfinished)
 
     def _running(self, keys: set) -> int:
+        """How many of ``keys`` are executing now (not only assigned to a worker)."""
         try:
-            processing = self.client.processing()
+            stacks = self.client.call_stack(keys=list(keys))
         except (OSError, TimeoutError):
             return 0
-        return sum(1 for ks in processing.values() for k in ks if k in keys)
-
+        return sum(len(tasks) for tasks in stacks.values())

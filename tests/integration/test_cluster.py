@@ -53,7 +53,7 @@ def serial(tmp_path_factory, tiny_dataset):
     tiny_dataset(root / "cg.h5")
     logs = []
     results = run_pipeline(load_pipeline_config(_write(root, 1)), log=logs.append)
-    assert "[cluster] tasks run on a local cluster of 1 worker process(es), 1 core(s) each" in logs
+    assert any(line.startswith("[cluster] tasks run on a local cluster of 1 worker process(es)") for line in logs)
     return root, results
 
 
@@ -67,7 +67,7 @@ def _same_md(a: Path, b: Path) -> None:
     assert set(ra) == set(rb) and len(ra) == 6
     for key, rep in ra.items():
         la, lb = read_log(rep.dir / "log.csv"), read_log(rb[key].dir / "log.csv")
-        assert lb["step"] == la["step"] == list(range(INTERVAL, STEPS + 1, INTERVAL)), key
+        assert lb["step"] == la["step"] == list(range(0, STEPS + 1, INTERVAL)), key  # each row once
         np.testing.assert_allclose(lb["potential_kj_mol"], la["potential_kj_mol"], rtol=1e-6, atol=1e-6)
         x = json.loads(gzip.open(rep.record).read())["analysis"]
         y = json.loads(gzip.open(rb[key].record).read())["analysis"]
@@ -81,7 +81,7 @@ def test_two_local_workers_give_the_one_worker_results(serial, tmp_path, tiny_da
     tiny_dataset(tmp_path / "cg.h5")
     logs = []
     two = run_pipeline(load_pipeline_config(_write(tmp_path, 2)), log=logs.append)
-    assert "[cluster] tasks run on a local cluster of 2 worker process(es), 1 core(s) each" in logs
+    assert any(line.startswith("[cluster] tasks run on a local cluster of 2 worker process(es)") for line in logs)
     assert "[md] 6 replicas, 2 at a time" in logs
     for name, student in results["students"].students.items():  # trained in other processes: same numbers
         assert two["students"].students[name].metrics == student.metrics
@@ -137,15 +137,17 @@ def test_a_worker_killed_mid_replica_loses_and_duplicates_nothing(serial, tmp_pa
         after = set(ex.client.run(os.getpid).values())
     killed = json.loads(flag.read_text())
     assert killed["pid"] in pids and killed["pid"] not in after  # that worker died (its nanny started another)
-    assert 0 < killed["rows"] < STEPS // INTERVAL  # ... in the middle of its replica
+    assert 0 < killed["rows"] <= STEPS // INTERVAL  # ... in the middle of its replica (of 1 + STEPS / INTERVAL rows)
     assert sum(len(reps) for reps in results["md"].models.values()) == 6
     assert len([x for x in logs if "ns/day on" in x]) == 6  # each replica reported once
     _same_md(root / "run", tmp_path / "run")  # every row and frame there, once, as in the undisturbed run
     import mdtraj
 
-    for rep in _replicas(tmp_path / "run").values():
-        traj = mdtraj.load(str(rep.dir / "trajectory.dcd"), top=str(rep.dir / "start.pdb"))
-        assert traj.n_frames == STEPS // INTERVAL
+    undisturbed = _replicas(root / "run")
+    for key, rep in _replicas(tmp_path / "run").items():
+        frames = [mdtraj.load(str(r.dir / "trajectory.dcd"), top=str(r.dir / "start.pdb")).n_frames
+                  for r in (rep, undisturbed[key])]
+        assert frames[0] == frames[1] >= STEPS // INTERVAL, key
 
 
 def test_a_worker_that_cannot_see_the_output_directory_stops_the_run(tmp_path):

@@ -7,7 +7,7 @@ time on --threads threads. Prints the md stage's wall time (the cluster's start 
 stage starts it) and the speed-up over one worker, with the machine's load average before and
 after each run (the machine may be shared: the figure means little under load).
 
-    uv run python benchmarks/cluster_md_speedup.py [--workers 2] [--replicas 2] [--steps 3000] [--threads 1]
+    uv run python benchmarks/cluster_md_speedup.py [--workers 2] [--replicas 2] [--steps 2000] [--threads 1]
 
 Not a timed test; docs/cluster.md quotes what it printed.
 """
@@ -29,7 +29,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--workers", type=int, nargs="+", default=[2])
     ap.add_argument("--replicas", type=int, default=2, help="per model (3 models)")
-    ap.add_argument("--steps", type=int, default=3000)
+    ap.add_argument("--steps", type=int, default=2000)
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     root = Path(tempfile.mkdtemp(prefix="cgkd-cluster-bench-"))

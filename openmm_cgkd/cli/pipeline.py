@@ -16,6 +16,10 @@ def register(subparsers) -> None:
     p.add_argument("config", help="pipeline YAML (see systems/des/quick.yaml)")
     p.add_argument("--out", help="override the config's output directory")
     p.add_argument("--dataset", help="override the config's CG dataset (HDF5)")
+    p.add_argument("--scheduler", metavar="ADDRESS",
+                   help="run the tasks (teacher members, students, MD replicas) on the Dask scheduler at ADDRESS "
+                        "(tcp://host:8786) instead of the config's `cluster:` (default: a local cluster); the "
+                        "workers must see the output directory at the same path (docs/cluster.md)")
     p.add_argument("--only", nargs="+", metavar="STAGE",
                    help="run only these stages (earlier ones must be done; later ones are left alone): "
                         "aa teachers labels students md analysis report")
@@ -59,6 +63,14 @@ def _run(args: argparse.Namespace) -> int:
         cfg.out = args.out
     if args.dataset:
         cfg.dataset = args.dataset
+    if args.scheduler:
+        from openmm_cgkd.config import config_from_dict
+        from openmm_cgkd.executor import ClusterConfig
+
+        if cfg.md.workers is not None:
+            raise ConfigError("--scheduler: the config's md.workers sizes a local cluster; leave it out")
+        cfg.cluster = config_from_dict(ClusterConfig, {"kind": "address", "address": args.scheduler,
+                                                       "retries": cfg.cluster.retries}, "--scheduler")
     if args.status:
         from openmm_cgkd.workflow.status import pipeline_status
 

@@ -178,7 +178,8 @@ class TeachersConfig(Config):
     model: dict = field(default_factory=dict)  # CGPotential architecture (see openmm_cgkd.model.potential)
     members: int = 8
     seeds: list[int] | None = None  # default trainer.seed + k
-    parallel: str | int = "auto"  # "auto": one process per GPU when several; an int: that many processes
+    parallel: str | int = "auto"  # workers of the local cluster (cgkd train-teachers): "auto" one per GPU, else
+    #                               sized to the machine; "none": one; an int: that many
     split: SplitConfig = field(default_factory=SplitConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     wall: WallFitConfig = field(default_factory=WallFitConfig)

@@ -6,9 +6,10 @@ AA forces alone (loss Err(F, F_AA); docs/METHOD.md section 2.3).
 1. split the dataset into contiguous train / val / test blocks;
 2. fit the repulsive wall on the training block (:mod:`.wall_fit`) and, where beads are bonded,
    the bonded priors (:mod:`.prior_fit`), shared by every member;
-3. train the members (one after another, or in parallel processes: one per GPU when several
-   are present, or ``parallel: N`` CPU processes), each resumable in its own directory; a
-   stacked architecture (``hipnn-ts``) trains all members in one run instead (:mod:`openmm_cgkd.training.stacked`);
+3. train the members, each a task of the pipeline's executor (:mod:`openmm_cgkd.executor`:
+   a Dask cluster; ``cgkd train-teachers`` starts a local one of ``parallel`` workers, by default
+   one per GPU, else sized to the machine), each resumable in its own directory; a stacked
+   architecture (``hipnn-ts``) trains all members in one run instead (:mod:`.stacked`);
 4. write one teacher bundle per member and the ensemble bundle (member means and force std);
 5. evaluate members and ensemble on the test block (``metrics.json``, parity and training-curve PNGs).
 
@@ -53,6 +54,7 @@ from openmm_cgkd.training.rundir import is_global_zero
 from openmm_cgkd.training.trainer import train_potential
 from openmm_cgkd.training.prior_fit import fit_priors
 from openmm_cgkd.training.wall_fit import fit_wall
+from openmm_cgkd.executor import Executor, Need, task_threads
 
 __all__ = ["TeachersResult", "train_teachers", "prepare_teachers", "setup_fingerprint", "train_member", "member_dir"]
 
@@ -165,65 +167,67 @@ def _member_bundle_stale(bundle: Path, fingerprint: str | None) -> bool:
     return fingerprint is None or recorded != fingerprint
 
 
-def _member_worker(cfg_dict: dict, members: list[int], trainer_overrides: dict) -> None:
-    """Process entry point: train ``members`` one after another (spawned; re-reads everything)."""
+def _member_task(job: tuple[dict, int, dict]) -> int:
+    """Executor task: train (or resume) member ``k`` of the config ``cfg_dict`` in this worker
+    with the trainer ``overrides`` (hardware only); re-reads the dataset and the shared set-up."""
+    cfg_dict, k, overrides = job
     cfg = config_from_dict(TeachersConfig, cfg_dict)
+    if overrides.get("accelerator") == "cpu" and overrides.get("num_threads") is None:
+        overrides = {**overrides, "num_threads": task_threads()}
     setup = json.loads((Path(cfg.out) / "setup.json").read_text())
     dataset = CGDataset.load(cfg.dataset)
     if setup.get("frame_window"):  # the frames the set-up was made on (cgkd train-teachers --frames)
         dataset = dataset.window(frames=tuple(setup["frame_window"]))
-    for k in members:
-        train_member(cfg, dataset, setup, k, trainer_overrides)
+    train_member(cfg, dataset, setup, k, overrides)
+    return k
 
 
-def _plan_processes(cfg: TeachersConfig) -> list[tuple[list[int], dict]]:
-    """[(members, trainer overrides)] per process; one entry means: train in this process."""
-    import torch
-
-    k_all = list(range(cfg.members))
+def _trains_on_several_devices(cfg: TeachersConfig) -> bool:
+    """True when one member's trainer itself spans several devices (DDP): Lightning starts its
+    own processes, so the members train one after another in this process."""
     tc = cfg.trainer
-    n_gpu = torch.cuda.device_count() if tc.accelerator in ("auto", "gpu", "cuda") else 0
+    devices = tc.devices
+    n = len(devices) if isinstance(devices, (list, tuple)) else (int(devices) if str(devices).isdigit() else 1)
+    return n > 1 or "ddp" in str(tc.strategy)
+
+
+def local_parallel(cfg: TeachersConfig) -> int | None:
+    """Worker processes of the local cluster ``cgkd train-teachers`` starts: ``parallel`` (an
+    int), one (``none``), or with ``auto`` one per GPU (None: sized to the machine)."""
     if cfg.parallel == "auto":
-        if n_gpu > 1 and tc.devices in (1, "1") and "ddp" not in tc.strategy and cfg.members > 1:
-            n = min(n_gpu, cfg.members)
-            return [(k_all[i::n], {"accelerator": "gpu", "devices": [i]}) for i in range(n)]
-        return [(k_all, {})]
+        return None
     if cfg.parallel in ("none", "off", 1, "1"):
-        return [(k_all, {})]
+        return 1
     try:
         n = int(cfg.parallel)
     except ValueError:
         raise ConfigError(f"parallel must be 'auto', 'none' or a number of processes, got {cfg.parallel!r}") from None
-    n = max(1, min(n, cfg.members))
-    if n == 1:
-        return [(k_all, {})]
-    if n_gpu > 0:
-        return [(k_all[i::n], {"accelerator": "gpu", "devices": [i % n_gpu]}) for i in range(n)]
-    return [(k_all[i::n], {"accelerator": "cpu", "devices": 1,
-                           "num_threads": tc.num_threads or 1}) for i in range(n)]
+    if n < 1:
+        raise ConfigError(f"parallel must be >= 1 process, got {n}")
+    return min(n, cfg.members)
 
 
-def _run_parallel(cfg: TeachersConfig, plan: list[tuple[list[int], dict]]) -> None:
-    import multiprocessing as mp
-
-    ctx = mp.get_context("spawn")
-    procs = [ctx.Process(target=_member_worker, args=(config_to_dict(cfg), members, over), daemon=False)
-             for members, over in plan]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join()
-    failed = [plan[i][0] for i, p in enumerate(procs) if p.exitcode != 0]
-    if failed:
-        raise RuntimeError(f"teacher members {failed} failed in their worker processes (see their logs); "
-                           "rerun the stage to resume them")
+def _train_members(cfg: TeachersConfig, executor: Executor) -> None:
+    """Every member as one task of ``executor``; a GPU task when the trainer asks for a GPU (or
+    ``auto`` and the workers have GPUs), else a CPU task of the worker's cores."""
+    tc = cfg.trainer
+    gpu = tc.accelerator in ("gpu", "cuda") or (tc.accelerator == "auto" and executor.has_gpus)
+    over = {"accelerator": "gpu", "devices": 1} if gpu else {"accelerator": "cpu", "devices": 1,
+                                                             "num_threads": tc.num_threads}
+    jobs = [(config_to_dict(cfg), k, over) for k in range(cfg.members)]
+    for _ in executor.map(_member_task, jobs, [f"member{k:02d}" for k in range(cfg.members)],
+                          Need(threads=tc.num_threads, gpu=gpu), what="teachers"):
+        pass
 
 
 def train_teachers(cfg: TeachersConfig, dataset: CGDataset | None = None,
-                   extra_force_refs: dict[str, np.ndarray] | None = None) -> TeachersResult:
+                   extra_force_refs: dict[str, np.ndarray] | None = None,
+                   executor: Executor | None = None) -> TeachersResult:
     """Run the teacher stage (see the module docstring). ``dataset`` defaults to ``cfg.dataset``
     loaded from disk; ``extra_force_refs`` adds force references to the test metrics (e.g. the
-    true forces of a synthetic system)."""
+    true forces of a synthetic system). The members train as tasks of ``executor``
+    (:mod:`openmm_cgkd.executor`; default: a local cluster of ``parallel`` workers,
+    stopped on return), then are read back here from their finished runs."""
 
     if not cfg.dataset:
         raise ConfigError("teachers need a dataset (the `dataset:` key)")
@@ -239,11 +243,13 @@ def train_teachers(cfg: TeachersConfig, dataset: CGDataset | None = None,
                               "equivariant-transformer or tensornet")
         return _train_teachers_stacked(cfg, dataset, setup, extra_force_refs)
     blocks = _blocks(setup)
-    plan = _plan_processes(cfg)
-    if len(plan) > 1:
-        _run_parallel(cfg, plan)
-    results = [train_member(cfg, dataset, setup, k, plan[0][1] if len(plan) == 1 else None)
-               for k in range(cfg.members)]
+    if not _trains_on_several_devices(cfg):
+        if executor is None:
+            with Executor(workers=local_parallel(cfg), threads=cfg.trainer.num_threads, shared_dir=out) as own:
+                _train_members(cfg, own)
+        else:
+            _train_members(cfg, executor)
+    results = [train_member(cfg, dataset, setup, k) for k in range(cfg.members)]  # read back (DDP: trained here)
     members = [r.model for r in results]
     ensemble_bundle = out / "ensemble"
     member_bundles = [member_dir(out, k) / "bundle" for k in range(cfg.members)]

@@ -31,8 +31,11 @@ Configuration (YAML; relative paths are resolved against the file's directory)::
       report_interval_ps: 1.0        # or report_interval: (steps)
       discard_ps: 100                # the same equilibration discard for every replica
       timestep_check: {nvt_ps: 20, nve_ps: 20}   # check_timestep on the first student
+      workers: 4                     # the local cluster's size (default: sized to the machine)
     analysis: {reference_stride: 1}  # AnalysisSettings fields
     statistics: {alpha: 0.05, equivalence_margin: 0.15, power: 0.8}  # decision rules, declared before the runs
+    cluster: {kind: slurm, queue: gpu, cores: 8, memory: 32GiB, gpus: 1, walltime: "08:00:00",
+              adaptive_min: 0, adaptive_max: 16}   # where the tasks run (docs/cluster.md; default: local)
 
 Units: nm, ps, fs (time step), K, kJ/mol.
 """
@@ -47,6 +50,7 @@ from openmm_cgkd.analysis.statistics import StatisticsConfig
 from openmm_cgkd.config import Config, ConfigError, config_from_dict, read_yaml_mapping
 from openmm_cgkd.training.config import SplitConfig
 from openmm_cgkd.training.variants import VARIANTS
+from openmm_cgkd.executor import ClusterConfig
 
 __all__ = ["PipelineConfig", "AAConfig", "StudentsConfig", "MDConfig", "TimestepCheckConfig", "load_pipeline_config",
            "student_plan", "analysis_settings", "trainer_settings"]
@@ -132,7 +136,7 @@ class MDConfig(Config):
     discard_ps: float | None = None  # default: analysis.discard_frames (0)
     platform: str | None = None  # None: CUDA when present, else CPU
     threads: int | None = None
-    workers: int = 1  # replicas run at once, in as many processes (hardware: not in any fingerprint)
+    workers: int | None = None  # the local cluster's worker processes (default: sized to the machine; hardware)
     teacher_members: int = 2  # how many single teachers get MD (each costs as much as a student)
     include_ensemble: bool = True
     seed: int = 1000
@@ -147,7 +151,7 @@ class MDConfig(Config):
             raise ConfigError("md: give report_interval or report_interval_ps, not both")
         if not self.timestep_fs > 0 or (self.temperature_K is not None and not self.temperature_K > 0):
             raise ConfigError("md.timestep_fs and md.temperature_K must be positive")
-        if self.workers < 1:
+        if self.workers is not None and self.workers < 1:
             raise ConfigError(f"md.workers must be >= 1, got {self.workers}")
         if self.replicas < 1 or (self.teacher_replicas is not None and self.teacher_replicas < 1):
             raise ConfigError("md.replicas and md.teacher_replicas must be >= 1")
@@ -217,6 +221,7 @@ class PipelineConfig(Config):
     md: MDConfig = field(default_factory=MDConfig)
     analysis: dict = field(default_factory=dict)
     statistics: StatisticsConfig = field(default_factory=StatisticsConfig)  # the report's decision rules
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)  # where the tasks run (hardware)
 
     def __post_init__(self) -> None:
         if not self.dataset:
@@ -231,9 +236,15 @@ class PipelineConfig(Config):
                 raise ConfigError(f"dataset_window_ps must be [start, stop] with 0 <= start < stop (ps), got {w}")
             if self.dataset_start_frame is not None:
                 raise ConfigError("give dataset_start_frame or dataset_window_ps, not both")
-        unknown = set(self.teachers) - {"members", "seeds", "parallel", "wall"}
+        if "parallel" in self.teachers:
+            raise ConfigError("teachers.parallel is for `cgkd train-teachers`: in the pipeline the members run on its "
+                              "cluster (md.workers, or `cluster:`)")
+        unknown = set(self.teachers) - {"members", "seeds", "wall"}
         if unknown:
-            raise ConfigError(f"teachers: unknown keys {sorted(unknown)} (members, seeds, parallel, wall)")
+            raise ConfigError(f"teachers: unknown keys {sorted(unknown)} (members, seeds, wall)")
+        if self.md.workers is not None and self.cluster.kind != "local":
+            raise ConfigError(f"md.workers sizes the local cluster; with cluster.kind {self.cluster.kind} the "
+                              "cluster decides how many replicas run at once")
         members = self.teachers.get("members", 8)
         if isinstance(members, bool) or not isinstance(members, int) or members < 1:
             raise ConfigError(f"teachers.members must be an integer >= 1, got {members!r}")

@@ -9,8 +9,10 @@ its inputs (the dataset's arrays, the teachers' and students' bundles, the label
 records), never their paths. A rerun skips a stage whose fingerprint matches (and whose
 outputs exist) and reruns one whose fingerprint changed, saying what changed; a rerun stage
 writes new outputs, so every stage downstream of it is redone too. Hardware and logging
-settings (trainer accelerator/devices/threads/progress bar, teachers.parallel, md.platform,
-md.threads) are not part of a fingerprint. Inside a stage, every unit of work is keyed the
+settings (trainer accelerator/devices/threads/progress bar, md.platform, md.threads,
+md.workers, cluster) are not part of a fingerprint. The independent tasks of a stage (teacher
+members, students, MD replicas with their analysis) run on a Dask cluster
+(:mod:`openmm_cgkd.executor`; docs/cluster.md). Inside a stage, every unit of work is keyed the
 same way and kept when its fingerprint matches: each training run (resumed from its
 checkpoint, or reloaded from ``best_weights.pt`` once finished), each student, each MD
 replica. Markers store paths relative to ``<out>`` (``$OUT/...``): an output directory can be
@@ -50,6 +52,7 @@ from openmm_cgkd.fileio import make_portable
 from openmm_cgkd.training.config import config_to_dict
 from openmm_cgkd.workflow.cache import STAGES, StageCache
 from openmm_cgkd.workflow.config import PipelineConfig, analysis_settings, student_plan
+from openmm_cgkd.executor import Executor
 from openmm_cgkd.workflow.report import write_pipeline_report
 from openmm_cgkd.workflow.results import RESULT_TYPES, ReportResult, StageResult, StudentsResult, TeachersResult
 from openmm_cgkd.workflow.stages.analysis import analysis_stage
@@ -63,11 +66,19 @@ from openmm_cgkd.workflow.validate import check_pipeline
 __all__ = ["run_pipeline", "interim_report"]
 
 
-def run_pipeline(cfg: PipelineConfig, only: list[str] | None = None, log=print) -> dict[str, StageResult]:
+def run_pipeline(cfg: PipelineConfig, only: list[str] | None = None, log=print,
+                 executor: Executor | None = None) -> dict[str, StageResult]:
     """Run (or resume) every stage; returns the typed result of each stage that ran or was done
     earlier, by stage name (:mod:`openmm_cgkd.workflow.results`). ``only``: run these stages
-    (those before them must be done; those after them are left alone)."""
-    return _pipeline(cfg, only, log, None)
+    (those before them must be done; those after them are left alone). The stages' independent
+    tasks (teacher members, students, MD replicas) run on ``executor``; default: one made from
+    ``cfg.cluster`` (a local cluster of ``md.workers`` processes unless told otherwise), started
+    on the first task and stopped on return."""
+    if executor is not None:
+        return _pipeline(cfg, only, log, None, executor)
+    with Executor(cfg.cluster, workers=cfg.md.workers, threads=cfg.md.threads, shared_dir=Path(cfg.out).resolve(),
+                  log=log) as own:
+        return _pipeline(cfg, only, log, None, own)
 
 
 def interim_report(cfg: PipelineConfig, log=print) -> ReportResult | None:
@@ -77,7 +88,7 @@ def interim_report(cfg: PipelineConfig, log=print) -> ReportResult | None:
     changes. Needs the teachers, labels and students stages done (:class:`ConfigError` otherwise);
     returns None, with a log line, when the md stage is done (the report stage writes the report)."""
     interim: dict = {}
-    _pipeline(cfg, None, log, interim)
+    _pipeline(cfg, None, log, interim, None)
     return interim.get("report")
 
 
@@ -85,7 +96,8 @@ class _Done(Exception):
     """Raised by the stage runner at the first stage after the last one asked for."""
 
 
-def _pipeline(cfg: PipelineConfig, only: list[str] | None, log, interim: dict | None) -> dict[str, StageResult]:
+def _pipeline(cfg: PipelineConfig, only: list[str] | None, log, interim: dict | None,
+              executor: Executor | None) -> dict[str, StageResult]:
     out = Path(cfg.out).resolve()
     if interim is None:
         check_pipeline(cfg, only)  # the whole config and what the inputs allow, before any stage runs
@@ -130,7 +142,7 @@ def _pipeline(cfg: PipelineConfig, only: list[str] | None, log, interim: dict | 
 
         old_handler = signal.signal(signal.SIGTERM, _terminate)
     try:
-        _run_stages(cfg, out, stage, stages, log, interim)
+        _run_stages(cfg, out, stage, stages, log, executor, interim)
     except _Done:
         pass
     finally:
@@ -139,7 +151,8 @@ def _pipeline(cfg: PipelineConfig, only: list[str] | None, log, interim: dict | 
     return results
 
 
-def _run_stages(cfg: PipelineConfig, out: Path, stage, stages: StageCache, log, interim: dict | None = None) -> None:
+def _run_stages(cfg: PipelineConfig, out: Path, stage, stages: StageCache, log, executor: Executor | None,
+                interim: dict | None = None) -> None:
     """The stages in order. Keys: settings that change results (hardware and logging left out)
     + content digests of the inputs; a stage that reruns writes new outputs, whose digests key
     the stages after it. ``interim``: instead of the md stage and those after it, the interim
@@ -159,8 +172,8 @@ def _run_stages(cfg: PipelineConfig, out: Path, stage, stages: StageCache, log, 
         cfg.dataset = frames_subset(cfg, out, log)
     data_digest = dataset_digest(cfg.dataset)  # a dataset of other content retrains everything downstream
     teachers = stage("teachers", {**common, "dataset": data_digest,
-                                  "teachers": {k: v for k, v in cfg.teachers.items() if k != "parallel"}},
-                     lambda tick: teachers_stage(cfg, out, log))
+                                  "teachers": cfg.teachers},
+                     lambda tick: teachers_stage(cfg, out, log, executor))
     # the labelled datasets are not among the labels stage's files: made again when needed
     labels = stage("labels", {"teachers": bundle_checksum(teachers.ensemble), "dataset": data_digest,
                               "sources": label_sources(cfg)},
@@ -168,7 +181,7 @@ def _run_stages(cfg: PipelineConfig, out: Path, stage, stages: StageCache, log, 
     students = stage("students", {**common, "students": {"plan": student_plan(cfg),
                                                          "trainer": results_only(cfg.students.trainer)},
                                   "labels": labels.digests},
-                     lambda tick: students_stage(cfg, out, teachers, labels, tick, log))
+                     lambda tick: students_stage(cfg, out, teachers, labels, tick, log, executor))
     models = models_for_md(cfg, teachers, students)
     md_settings = {k: v for k, v in asdict(cfg.md).items() if k not in ("platform", "threads", "workers")}
     md_settings["timestep_check"] = {k: v for k, v in md_settings["timestep_check"].items()
@@ -183,7 +196,7 @@ def _run_stages(cfg: PipelineConfig, out: Path, stage, stages: StageCache, log, 
             raise _Done
         interim["report"] = _interim_report(cfg, out, stages, teachers, students, models, data_digest, log)
         raise _Done
-    runs = stage("md", md_key, lambda tick: md_stage(cfg, out, models, data_digest, tick, log))
+    runs = stage("md", md_key, lambda tick: md_stage(cfg, out, models, data_digest, tick, log, executor))
     records = {name: [file_sha256(r.record) for r in reps] for name, reps in runs.models.items()}
     analysis = stage("analysis", {"analysis": settings.to_dict(), "dataset": data_digest, "records": records},
                      lambda tick: analysis_stage(cfg, out, runs, data_digest, log))

@@ -21,6 +21,7 @@ import numpy as np
 from openmm_cgkd.analysis.records import read_record
 from openmm_cgkd.fileio import read_json
 from openmm_cgkd.workflow.cache import STAGES, stage_outputs
+from openmm_cgkd.executor import local_workers
 from openmm_cgkd.workflow.stages.md import last_logged_step, models_for_md
 
 __all__ = ["pipeline_status", "md_hours_left"]
@@ -197,9 +198,10 @@ def pipeline_status(cfg) -> str:
         parts += ["", f"## MD replicas ({finished}{total} finished; {length:g} ps each; TAEs: mean ± std over the "
                       f"finished, not failed, replicas so far, after the "
                       f"{cfg.md.discard_ps if cfg.md.discard_ps is not None else 0:g} ps discard)", "", *md]
-        hours = md_hours_left(ps_left, measured, cfg.md.workers) if planned else None
+        at_once = local_workers(cfg.md.workers, cfg.md.threads) if cfg.cluster.kind == "local" else 1
+        hours = md_hours_left(ps_left, measured, at_once) if planned else None
         if hours is not None and sum(ps_left.values()) > 0:
             parts += ["", f"About {hours:.1f} h of MD left ({sum(ps_left.values()):g} ps to run, "
-                          f"{cfg.md.workers} at once, at each model's ns/day so far; a model without a "
+                          f"{at_once} at once, at each model's ns/day so far; a model without a "
                           "finished replica at the mean of the others)."]
     return "\n".join(parts) + "\n"

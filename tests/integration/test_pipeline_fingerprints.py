@@ -75,7 +75,7 @@ def test_unchanged_settings_skip_every_stage(pipe):
     # the dataset touched (same content, new mtime) and hardware/logging settings changed: nothing to redo
     src = pipe / "cg.h5"
     os.utime(src, (src.stat().st_atime + 100, src.stat().st_mtime + 100))
-    skipped, _ = _run(pipe, {"teachers": {"parallel": "none"}, "trainer": {"log_every_n_steps": 3}})
+    skipped, _ = _run(pipe, {"md": {"workers": 1}, "trainer": {"log_every_n_steps": 3}})
     assert skipped == set(STAGES)
     skipped, _ = _run(pipe)
     assert skipped == set(STAGES)

@@ -1,15 +1,15 @@
 """The pipeline's ``md`` stage: replicas of every model (single teachers, the ensemble, the
 students), each run, analysed right away and kept as a compact record (``replica.json.gz``);
-the time step check before any replica runs; ``md.workers`` replicas at once in worker
-processes (:func:`worker_map`). A replica that blows up is a result (its step and reason are
+the time step check before any replica runs; each replica a task of the pipeline's executor
+(:mod:`openmm_cgkd.executor`: a Dask cluster, by default ``md.workers`` local worker
+processes). A replica that blows up is a result (its step and reason are
 recorded), not a crash."""
 from __future__ import annotations
 
-import multiprocessing
+import copy
 import shutil
-import signal
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -27,11 +27,11 @@ from openmm_cgkd.md.simulation import SimulationError, StaleRunError, read_log, 
 from openmm_cgkd.md.timestep_check import check_timestep
 from openmm_cgkd.topology import dataset_topology, write_bead_pdb
 from openmm_cgkd.workflow.config import PipelineConfig, analysis_settings
+from openmm_cgkd.executor import Executor, Need, task_threads
 from openmm_cgkd.workflow.results import (MDResult, ReplicaRecord, StudentsResult, TeachersResult, ensemble_model,
                                           model_kind, student_model, teacher_model)
 
-__all__ = ["md_stage", "finished_md", "models_for_md", "start_frames", "replica_jobs", "worker_map",
-           "last_logged_step"]
+__all__ = ["md_stage", "finished_md", "models_for_md", "start_frames", "replica_jobs", "last_logged_step"]
 
 
 def models_for_md(cfg: PipelineConfig, teachers: TeachersResult,
@@ -68,10 +68,12 @@ def replica_jobs(models: dict[str, tuple[str, int]], train_block) -> list[tuple[
 
 
 def md_stage(cfg: PipelineConfig, out: Path, models: dict[str, tuple[str, int]], data_digest: str, tick,
-              log) -> MDResult:
-    """Every replica of every model (:func:`replica_jobs`); with ``md.workers`` > 1, that many at
-    once in worker processes of ``md.threads`` threads each. A replica's result does not depend on
-    the process that ran it (its seed and start frame are its own)."""
+             log, executor: Executor) -> MDResult:
+    """Every replica of every model (:func:`replica_jobs`), each a task of ``executor`` (a GPU task
+    when ``md.platform`` is CUDA/OpenCL, or unset and the workers have GPUs; ``md.threads``
+    threads, default the worker's cores). A replica's result does not depend on the worker that
+    ran it (its seed and start frame are its own); a worker lost under a replica costs the steps
+    since its last checkpoint (the retry resumes it)."""
     from openmm_cgkd.training.data import split_blocks
 
     if cfg.md.threads is not None:  # the network runs in torch: its threads too, not only OpenMM's
@@ -88,19 +90,26 @@ def md_stage(cfg: PipelineConfig, out: Path, models: dict[str, tuple[str, int]],
                           "Lower md.timestep_fs, or set md.timestep_check.stop_if_unsafe: false to run anyway")
     jobs = replica_jobs(models, train_block)
     records: dict[tuple[str, int], dict] = {}
-    if cfg.md.workers > 1 and len(jobs) > 1:
-        log(f"[md] {len(jobs)} replicas, {cfg.md.workers} at a time")
-        for (name, _, r, _), rec, lines in worker_map(cfg.md.workers, _md_worker_init, (cfg, out, data_digest),
-                                                      _md_worker_run, jobs):
+    todo = []
+    for job in jobs:  # the finished ones are read here; only the rest become tasks
+        name, bundle, r, frame = job
+        rec = runner.finished(name, bundle_checksum(bundle), r, frame)
+        if rec is not None:
+            records[name, r] = rec
+        else:
+            todo.append(job)
+    if todo:
+        at_once = f", {min(executor.slots, len(todo))} at a time" if executor.slots else " on the cluster"
+        earlier = f" to run ({len(records)} done earlier)" if records else ""
+        log(f"[md] {len(todo)} replicas{earlier}{at_once}")
+        gpu = cfg.md.platform in ("CUDA", "OpenCL") or (cfg.md.platform is None and executor.has_gpus)
+        tasks = [(cfg, out, data_digest, job) for job in todo]
+        for (_, _, _, (name, _, r, _)), (rec, lines) in executor.map(
+                _md_task, tasks, [f"{j[0]}-r{j[2]:02d}" for j in todo], Need(threads=cfg.md.threads, gpu=gpu),
+                what="md"):
             records[name, r] = rec
             for line in lines:
                 log(line)
-            tick()
-    else:
-        _WORKER.clear()
-        _WORKER.update(runner=runner, ff={})  # logs as it goes
-        for job in jobs:
-            records[job[0], job[2]] = _md_worker_run(job)[1]
             tick()
     return _md_result(out, models, jobs, records, checks)
 
@@ -128,50 +137,35 @@ def finished_md(cfg: PipelineConfig, out: Path, models: dict[str, tuple[str, int
     return runs, missing, len(jobs)
 
 
-def worker_map(workers: int, initializer, initargs: tuple, fn, jobs: list):
-    """``fn(job)`` for every job in ``workers`` spawned processes (each set up once by
-    ``initializer(*initargs)``), yielding results as they finish. When the jobs are done the
-    workers exit on their own (terminating them at that point leaves their named semaphores to
-    the resource tracker, which warns of leaks at shutdown); a stop (SIGTERM, Ctrl-C) or an error
-    terminates them, and the jobs under way resume from their last checkpoint next time."""
-    pool = multiprocessing.get_context("spawn").Pool(min(workers, len(jobs)), initializer, initargs)
-    try:
-        yield from pool.imap_unordered(fn, jobs)
-        pool.close()
-        pool.join()
-    finally:
-        pool.terminate()
-        pool.join()
-
-
-# one _ReplicaRunner (and one force field per bundle) per worker process of a parallel MD stage
+# one _ReplicaRunner (and one force field per bundle) per worker process, for the run it serves
 _WORKER: dict = {}
 
 
-def _md_worker_init(cfg: PipelineConfig, out: Path, data_digest: str) -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides; it ends the workers with SIGTERM
-    if cfg.md.threads is not None:
-        import torch
-
-        torch.set_num_threads(int(cfg.md.threads))
-    lines: list[str] = []  # handed to the parent with the replica's record: it logs them
-    _WORKER.clear()
-    _WORKER.update(runner=_ReplicaRunner(cfg, out, data_digest, lines.append), ff={}, lines=lines)
-
-
-def _md_worker_run(job: tuple[str, str, int, int]) -> tuple[tuple[str, str, int, int], dict, list[str]]:
-    """Replica ``job`` in this process: (job, its record, the lines it logged)."""
+def _md_task(task: tuple[PipelineConfig, Path, str, tuple[str, str, int, int]]) -> tuple[dict, list[str]]:
+    """Executor task: replica ``job`` of the run ``(cfg, out, data_digest)`` in this worker; (its
+    record, the lines it logged: the client logs them). ``md.threads`` unset: the worker's cores."""
     from openmm_cgkd.serving import CGKDForceField
 
+    import torch
+
+    cfg, out, data_digest, job = task
+    if cfg.md.threads is None and task_threads() is not None:
+        cfg = copy.copy(cfg)
+        cfg.md = replace(cfg.md, threads=task_threads())
+    if cfg.md.threads is not None:  # the network's threads too (more than asked for crawl on a busy machine)
+        torch.set_num_threads(int(cfg.md.threads))
+    run = (repr(cfg), str(out), data_digest)
+    if _WORKER.get("run") != run:
+        lines: list[str] = []
+        _WORKER.clear()
+        _WORKER.update(run=run, runner=_ReplicaRunner(cfg, out, data_digest, lines.append), ff={}, lines=lines)
     name, bundle, r, frame = job
     if bundle not in _WORKER["ff"]:
         _WORKER["ff"][bundle] = (CGKDForceField(bundle), bundle_checksum(bundle))
     ff, checksum = _WORKER["ff"][bundle]
-    lines = _WORKER.get("lines")
-    if lines is not None:
-        lines.clear()
+    _WORKER["lines"].clear()
     rec = _WORKER["runner"].run(name, bundle, ff, checksum, r, frame)
-    return job, rec, list(lines or [])
+    return rec, list(_WORKER["lines"])
 
 
 class _ReplicaRunner:

@@ -11,6 +11,7 @@ from openmm_cgkd.fileio import read_json, write_json
 from openmm_cgkd.fingerprint import bundle_checksum, describe_changes, digest
 from openmm_cgkd.training.config import StudentConfig
 from openmm_cgkd.workflow.config import PipelineConfig, student_plan, trainer_settings
+from openmm_cgkd.executor import Executor, Need
 from openmm_cgkd.workflow.results import LabelsResult, StudentResult, StudentsResult, TeachersResult, TrainingRun
 from openmm_cgkd.workflow.results import to_portable as _portable
 from openmm_cgkd.workflow.stages.labels import label_dataset
@@ -19,16 +20,26 @@ from openmm_cgkd.workflow.stages.teachers import run_info
 __all__ = ["students_stage"]
 
 
+def _student_task(scfg: StudentConfig) -> tuple[Path, dict]:
+    """Executor task: train (or resume) one student in this worker; (its bundle, its metrics)."""
+    from openmm_cgkd.training.students import train_student
+
+    res = train_student(scfg)
+    return Path(res.bundle), res.metrics
+
+
 def students_stage(cfg: PipelineConfig, out: Path, teachers: TeachersResult, labels: LabelsResult, tick,
-                    log) -> StudentsResult:
+                   log, executor: Executor) -> StudentsResult:
     """Train every student of :func:`student_plan` that is not done yet. A student is done when
     ``students/<name>/pipeline.json`` holds the fingerprint asked for (variant, labels' content,
     architecture, split, trainer) and its bundle has the recorded checksum; its labels are made
     again only when it has to be trained and they are gone. With a stacked architecture
     (hipnn-ts) the students still to train train together, as the members of ONE stacked run in
-    ``students/stacked/`` (:func:`~openmm_cgkd.training.students.train_students_stacked`)."""
+    ``students/stacked/`` (:func:`~openmm_cgkd.training.students.train_students_stacked`); else
+    each student is a task of ``executor`` (a GPU task when the trainer asks for a GPU, or
+    ``auto`` and the workers have GPUs)."""
     from openmm_cgkd.training.stacked import is_stacked_architecture
-    from openmm_cgkd.training.students import train_student, train_students_stacked
+    from openmm_cgkd.training.students import train_students_stacked
     from openmm_cgkd.training.trainer import HARDWARE_KEYS
 
     trainer = trainer_settings(cfg, cfg.students.trainer)
@@ -61,25 +72,32 @@ def students_stage(cfg: PipelineConfig, out: Path, teachers: TeachersResult, lab
             "dataset": str(path), "out": str(sdir), "variant": spec["variant"], "model": cfg.model or None,
             "split": asdict(cfg.split), "trainer": trainer}, f"students.{name}")
 
-    def record(name, spec, sdir, key, res) -> None:
+    def record(name, spec, sdir, key, bundle, metrics) -> None:
         outputs = {"variant": spec["variant"], "labels": spec["labels"], "member": spec["member"],
-                   "metrics": res.metrics}
+                   "metrics": metrics}
         write_json(sdir / "pipeline.json", {"fingerprint": digest(key), "key": key,
-                                            "bundle_checksum": bundle_checksum(res.bundle),
+                                            "bundle_checksum": bundle_checksum(bundle),
                                             "outputs": _portable(outputs, sdir)})
-        results[name] = _student_result(outputs, res.bundle, run_info(sdir / "run"))
+        results[name] = _student_result(outputs, bundle, run_info(sdir / "run"))
 
     if len(todo) > 1 and is_stacked_architecture(_student_architecture(cfg, teachers)):
         scfgs = [config(*t) for t in todo]
         log(f"[students] {', '.join(t[0] for t in todo)}: one stacked run of {len(todo)} -> {out / 'students' / 'stacked'}")
         for t, res in zip(todo, train_students_stacked(scfgs, out / "students" / "stacked", log=log)):
-            record(*t, res)
+            record(*t, res.bundle, res.metrics)
         tick()
-    else:
+    elif todo:
+        scfgs = []
         for t in todo:
-            scfg = config(*t)
-            log(f"[students] {t[0]} (labels {t[1]['labels']}) -> {scfg.out}")
-            record(*t, train_student(scfg))
+            scfgs.append(config(*t))
+            log(f"[students] {t[0]} (labels {t[1]['labels']}) -> {scfgs[-1].out}")
+        accelerator = trainer.get("accelerator", "auto")
+        gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and executor.has_gpus)
+        by_out = {scfg.out: t for scfg, t in zip(scfgs, todo)}
+        for scfg, (bundle, metrics) in executor.map(_student_task, scfgs, [t[0] for t in todo],
+                                                     Need(threads=trainer.get("num_threads"), gpu=gpu),
+                                                     what="students"):
+            record(*by_out[scfg.out], bundle, metrics)
             tick()
     return StudentsResult({name: results[name] for name in student_plan(cfg)})
 

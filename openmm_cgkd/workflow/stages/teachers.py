@@ -13,6 +13,7 @@ from openmm_cgkd.data.dataset import CGDataset
 from openmm_cgkd.fileio import read_json
 from openmm_cgkd.training.config import TeachersConfig, config_to_dict
 from openmm_cgkd.workflow.config import PipelineConfig, trainer_settings
+from openmm_cgkd.executor import Executor
 from openmm_cgkd.workflow.results import TeachersResult, TrainingRun
 
 __all__ = ["teachers_stage", "run_info"]
@@ -53,14 +54,16 @@ def _validation_forces(bundle: str, dataset, frames: np.ndarray) -> dict:
     return regression_metrics(labels.forces, dataset.forces[frames])
 
 
-def teachers_stage(cfg: PipelineConfig, out: Path, log) -> TeachersResult:
+def teachers_stage(cfg: PipelineConfig, out: Path, log, executor: Executor) -> TeachersResult:
+    """The teachers (:func:`~openmm_cgkd.training.teachers.train_teachers`), each member a task
+    of ``executor``; their runs and validation-block force errors."""
     from openmm_cgkd.training.teachers import train_teachers
 
     tcfg = config_from_dict(TeachersConfig, {
         "dataset": cfg.dataset, "out": str(out / "teachers"), "model": cfg.model,
         "split": asdict(cfg.split), "trainer": trainer_settings(cfg), **cfg.teachers}, "teachers")
     log(f"[teachers] training {tcfg.members} members -> {tcfg.out}")
-    res = train_teachers(tcfg)
+    res = train_teachers(tcfg, executor=executor)
     setup = read_json(Path(tcfg.out) / "setup.json") or {}
     runs = [_member_info(Path(tcfg.out), k) for k in range(tcfg.members)]
     validation = []

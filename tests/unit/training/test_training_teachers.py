@@ -1,4 +1,5 @@
-"""Teacher members trained in parallel processes equal members trained one after another."""
+"""Teacher members trained at once on a local cluster of 2 workers (parallel: 2) equal members trained
+one after another on one worker (parallel: none)."""
 import json
 
 import numpy as np

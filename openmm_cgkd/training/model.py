@@ -37,12 +37,15 @@ def number_density(positions: np.ndarray, boxes: np.ndarray) -> float:
 def check_boxes_for_cutoff(boxes_nm, cutoff_nm: float, what: str = "the dataset") -> None:
     """:class:`ConfigError` when a box of ``boxes_nm`` ((F, 3, 3) nm, rows = vectors, reduced
     form) is narrower than twice ``cutoff_nm`` in some direction: the minimum-image pair search
-    of the network would miss pairs (checked before training or labelling starts)."""
+    of the network would miss pairs (checked before training or labelling starts). Non-periodic
+    data (all-zero boxes) have no minimum image and pass."""
     import numpy as np
 
     from openmm_cgkd.training.config import ConfigError
 
     b = np.asarray(boxes_nm, dtype=np.float64).reshape(-1, 3, 3)
+    if not np.any(b):
+        return
     widths = np.stack([b[:, 0, 0], b[:, 1, 1], b[:, 2, 2]], axis=1)
     narrowest = float(np.min(np.abs(widths))) if widths.size else float("inf")
     if narrowest < 2.0 * cutoff_nm:

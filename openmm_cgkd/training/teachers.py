@@ -9,7 +9,7 @@ AA forces alone (loss Err(F, F_AA); docs/METHOD.md section 2.3).
 3. train the members, each a task of the pipeline's executor (:mod:`openmm_cgkd.executor`:
    a Dask cluster; ``cgkd train-teachers`` starts a local one of ``parallel`` workers, by default
    one per GPU, else sized to the machine), each resumable in its own directory; a stacked
-   architecture (``hipnn-ts``) trains all members in one run instead (:mod:`.stacked`);
+   architecture (``hipnn-ts``) trains all members in one run instead (:mod:`openmm_cgkd.training.stacked`);
 4. write one teacher bundle per member and the ensemble bundle (member means and force std);
 5. evaluate members and ensemble on the test block (``metrics.json``, parity and training-curve PNGs).
 

@@ -21,7 +21,7 @@ checkpoints, logs and result are deleted and the run starts again from scratch. 
 an epoch depend only on (seed, epoch) and the schedule state travels in the checkpoint, so a
 resumed run ends with the same weights as one never interrupted (``tests/unit/training/test_training_resume.py``).
 Claiming the directory, reloading a finished run and writing its result are
-:class:`~openmm_cgkd.training.rundir.RunDir`'s, shared with the stacked engine (:mod:`.stacked`).
+:class:`~openmm_cgkd.training.rundir.RunDir`'s, shared with the stacked engine (:mod:`openmm_cgkd.training.stacked`).
 """
 from __future__ import annotations
 

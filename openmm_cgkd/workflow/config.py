@@ -3,6 +3,7 @@
 (:func:`student_plan`, :func:`analysis_settings`, :func:`trainer_settings`).
 
 Configuration (YAML; relative paths are resolved against the file's directory)::
+
     out: runs/des-quick              # everything goes here
     dataset: cg.h5                   # mapped CG dataset; made by the `aa` stage if absent
     dataset_start_frame: 0           # frame selection, in this order: the first frame used, or

@@ -130,6 +130,9 @@ def _pipeline(cfg: PipelineConfig, only: list[str] | None, log, interim: dict | 
         with stages.timed(name, key) as tick:
             result = fn(tick)
         stages.mark(name, key, result)
+        # what later stages see is what a rerun reads back from the marker (strict JSON: a NaN is
+        # stored as null), so a fresh run and a resumed one give later stages the same keys
+        result = RESULT_TYPES[name].from_dict(stages.done(name, key)["outputs"])
         results[name] = result
         return result
 

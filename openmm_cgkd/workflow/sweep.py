@@ -10,6 +10,7 @@ TAEs of the MD against the AA reference (mean +- std over replicas; failed repli
 ns/day and the wall time of training and MD.
 
 Configuration (YAML; paths relative to the file)::
+
     base: study.yaml            # pipeline config: dataset + frame selection, split, trainer, model defaults, md, analysis
     out: study/sweep            # default: <base out>/sweep
     grid:                       # model settings to vary, any PotentialConfig field

@@ -155,6 +155,12 @@ TABLE = [
     ("sim-unknown-platform", sim("--platform", "TPU"), 2, "unknown platform", ""),
     ("sim-cuda-graphs-on-cpu", sim("--cuda-graphs"), 2, "--cuda-graphs needs the CUDA platform", ""),
     ("demo-bad-steps", ["demo", "--steps", "many"], 2, "expected an integer", ""),
+    ("start-structure-missing-dataset", ["start-structure", "--dataset", "{dir}/nope.h5", "--frame", "0", "--out",
+                                         "{dir}/s.pdb"], 2, "not found", ""),
+    ("start-structure-frame-out-of-range", ["start-structure", "--dataset", str(ROOT / "systems" / "des" / "reline_252_cg.h5"), "--frame",
+                                            "99999", "--out", "{dir}/s.pdb"], 2, "the dataset has frames", ""),
+    ("check-timestep-missing-structure", ["check-timestep", "--bundle", "{dir}/nobundle", "--structure",
+                                          "{dir}/nope.pdb", "--timestep", "2"], 2, "not found", ""),
     # ---- simulate: what needs the model
     ("sim-missing-bundle", [*SIM[:2], "{dir}/nobundle", *SIM[3:], "--out", "{dir}/o2"], 2, "not found", S),
     ("sim-edited-manifest", [*SIM[:2], "{edited_bundle}", *SIM[3:], "--out", "{dir}/o3"], 2,

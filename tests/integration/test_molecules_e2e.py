@@ -19,10 +19,10 @@ MODEL = ("model: {architecture: graph-network, cutoff_nm: 0.8, embedding_dim: 8,
 TRAINER = "trainer: {max_epochs: 1, batch_size: 8, lr: 0.003, num_threads: 2, progress_bar: false}\n"
 
 
-def _map(inp, out, capsys):
+def _map(inp, out, capsys, frame_ps: float = 0.1):  # frame_ps: the stride (steps) x 2 fs
     rc = main(["map", "--trajectory", str(inp["dcd"]), "--topology", str(inp["pdb"]), "--forces", str(inp["forces"]),
                "--masses", str(inp["masses"]), "--mapping", str(inp["mapping"]), "--out", str(out),
-               "--no-unit-check"])
+               "--timestep-ps", str(frame_ps), "--temperature", str(TEMPERATURE_K), "--no-unit-check"])
     assert rc == 0, capsys.readouterr().err
     return CGDataset.load(out)
 
@@ -96,7 +96,7 @@ def test_molecule_in_vacuum_maps_trains_serves_and_runs(tmp_path, capsys):
     from openmm_cgkd.serving.forcefield import CGKDForceField, ServingError
 
     inp = write_inputs(tmp_path / "aa", n_molecules=1, box_nm=None, frames=60, stride=25)
-    ds = _map(inp, tmp_path / "cg.h5", capsys)  # no box: no longer refused
+    ds = _map(inp, tmp_path / "cg.h5", capsys, frame_ps=0.05)  # no box: no longer refused
     assert not ds.periodic and ds.topology.n_bonds == 2
     (tmp_path / "teachers.yaml").write_text("dataset: cg.h5\nout: teachers\nmembers: 1\n"
                                             f"priors: {{temperature_k: {TEMPERATURE_K}}}\n" + MODEL + TRAINER)
@@ -123,6 +123,6 @@ def test_molecule_in_vacuum_maps_trains_serves_and_runs(tmp_path, capsys):
     capsys.readouterr()
     assert main(["map", "--trajectory", str(inp["dcd"]), "--topology", str(inp["pdb"]), "--forces",
                  str(inp["forces"]), "--masses", str(inp["masses"]), "--mapping", str(tmp_path / "rigid.yaml"),
-                 "--out", str(tmp_path / "rigid.h5"), "--no-unit-check"]) == 2
+                 "--out", str(tmp_path / "rigid.h5"), "--timestep-ps", "0.1", "--no-unit-check"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("cgkd map: error:") and "C2" in err and "two beads" in err and len(err.splitlines()) == 1

@@ -122,7 +122,7 @@ def test_two_concurrent_resumes_on_one_out_one_refused_no_frame_duplicated(bundl
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "openmm_cgkd.cli.main", "simulate", "--bundle", str(bundle), "--structure",
            str(structure), "--out", str(out), "--platform", "CPU", "--threads", "1", "--seed", "11",
-           "--report-interval", "5", "--no-progress", "--steps", "200", "--resume"]
+           "--report-interval", "5", "--no-progress", "--steps", "200", "--resume", "--temperature", "298.1"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
              for _ in range(2)]
@@ -163,7 +163,7 @@ def test_a_resumed_run_is_bit_identical_to_an_uninterrupted_one(bundle, structur
     def run(out, steps, *threads):
         return main(["simulate", "--bundle", str(bundle), "--structure", str(structure), "--out", str(out),
                      "--platform", "CPU", "--seed", "11", "--report-interval", "10", "--checkpoint-interval", "10",
-                     "--no-progress", "--steps", str(steps), "--resume", *threads])
+                     "--no-progress", "--steps", str(steps), "--resume", "--temperature", "298.1", *threads])
 
     assert run(tmp_path / "whole", 60, "--threads", "2") == 0
     assert run(tmp_path / "parts", 30, "--threads", "2") == 0

@@ -161,7 +161,7 @@ def test_simulate_cli_with_the_watch(bundles, frame, tmp_path, capsys):
     with pytest.warns(UncertaintyWarning):
         rc = main(["simulate", "--bundle", str(student.path), "--structure", str(structure), "--out", str(out),
                    "--steps", "10", "--timestep", "1", "--report-interval", "5", "--platform", "CPU", "--threads",
-                   "1", "--seed", "1", "--minimize", "--no-progress", "--watch", str(ens.path), "--watch-interval",
+                   "1", "--seed", "1", "--minimize", "--no-progress", "--temperature", "298.1", "--watch", str(ens.path), "--watch-interval",
                    "5", "--watch-threshold", "1e-6"])
     text = capsys.readouterr().out
     assert rc == 0, text

@@ -225,9 +225,9 @@ def _power(nc: float, df: float, crit: float, n_grid: int = 4096) -> float:
 
 
 def detectable_difference(test: TTest, alpha: float = DEFAULT_ALPHA, power: float = DEFAULT_POWER) -> float:
-    """The smallest |mean_a - mean_b| that a two-sided test at ``alpha`` with the standard error
+    """The smallest ``|mean_a - mean_b|`` that a two-sided test at ``alpha`` with the standard error
     and degrees of freedom of ``test`` (the observed SDs and n) rejects with probability
-    ``power``: solves P(|T| > t_crit) = power for T noncentral t with noncentrality
+    ``power``: solves ``P(|T| > t_crit) = power`` for T noncentral t with noncentrality
     delta / se. Same units as the samples; 0 when the standard error is 0."""
     from scipy import optimize, stats
 

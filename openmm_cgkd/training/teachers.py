@@ -14,6 +14,7 @@ AA forces alone (loss Err(F, F_AA); docs/METHOD.md section 2.3).
 5. evaluate members and ensemble on the test block (``metrics.json``, parity and training-curve PNGs).
 
 Output directory::
+
     setup.json                  split, wall (+ fit report), architecture: shared by all members
     members/member_KK/          the member's run (checkpoints/, logs/, result.json) and bundle/
     ensemble/                   the ensemble bundle (what `cgkd label` and CGKDForceField load)

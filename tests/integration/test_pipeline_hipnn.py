@@ -13,8 +13,9 @@ from openmm_cgkd.workflow.run import run_pipeline
 def test_a_hipnn_ts_study_runs_every_stage(tmp_path):
     from openmm_cgkd.training.synthetic import make_synthetic_system
 
-    make_synthetic_system(n_beads=(8, 8), box_nm=2.0, n_frames=24, steps_per_frame=5, equilibration_steps=20,
-                          seed=1).dataset.save(tmp_path / "cg.h5")
+    # seed 1 of this small box blows up (RMS force 1e8): the pipeline refuses such data as implausible
+    make_synthetic_system(n_beads=(8, 8), box_nm=2.0, n_frames=24, steps_per_frame=5, equilibration_steps=200,
+                          seed=2).dataset.save(tmp_path / "cg.h5")
     cfg = {"out": "study", "dataset": "cg.h5",
            "model": {"architecture": "hipnn-ts", "embedding_dim": 8, "num_layers": 2, "num_rbf": 8, "cutoff_nm": 0.6},
            "split": {"train": 0.6, "val": 0.2, "test": 0.2, "gap_frames": 1},

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from openmm_cgkd.analysis.distributions import AnalysisError, Distribution
-from openmm_cgkd.analysis.rdf import AA_CONTACT_G
+from openmm_cgkd.analysis.rdf import AA_CONTACT_G, paired_contact_bins
 
 __all__ = ["ContactCoordination", "ContactGate", "pairs_within", "contact_coordination", "contact_gate",
            "GATE_FACTOR", "GATE_FLOOR"]
@@ -105,16 +105,7 @@ def contact_coordination(model: Mapping[str, Distribution], reference: Mapping[s
     if not volume_nm3 > 0:
         raise AnalysisError(f"box volume must be positive, got {volume_nm3}")
     out = {}
-    for key, ref in reference.items():
-        cg = model.get(key)
-        if cg is None:
-            continue
-        if cg.edges.shape != ref.edges.shape or not np.allclose(cg.edges, ref.edges):
-            raise AnalysisError(f"RDF {key}: model and reference are on different grids")
-        above = np.nonzero(ref.values >= threshold)[0]
-        if above.size == 0:
-            continue
-        first = int(above[0])
+    for key, cg, ref, first in paired_contact_bins(model, reference, threshold):
         n_a, n_b = _bead_counts(key, ref, counts)
         like = 2.0 if key.split("-")[0] == key.split("-")[1] else 1.0
         m, r = pairs_within(cg, first, volume_nm3) * like, pairs_within(ref, first, volume_nm3) * like

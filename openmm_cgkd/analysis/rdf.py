@@ -15,7 +15,7 @@ from openmm_cgkd.analysis.distributions import (AnalysisError, Distribution, bea
                                                 box_half_width, pair_keys, require_periodic,
                                                 uniform_edges)
 
-__all__ = ["rdf_edges", "compute_rdfs", "close_contacts", "CloseContact", "first_shell_cutoff", "DEFAULT_RDF_R_MAX",
+__all__ = ["rdf_edges", "compute_rdfs", "close_contacts", "paired_contact_bins", "CloseContact", "first_shell_cutoff", "DEFAULT_RDF_R_MAX",
            "DEFAULT_RDF_BIN_WIDTH", "AA_CONTACT_G"]
 
 DEFAULT_RDF_R_MAX = 1.5  # nm
@@ -122,13 +122,11 @@ class CloseContact:
                 "peak_r_nm": self.peak_r_nm}
 
 
-def close_contacts(model: dict[str, Distribution], reference: dict[str, Distribution],
-                   threshold: float = AA_CONTACT_G) -> dict[str, CloseContact]:
-    """Per pair, how far the model's g(r) reaches inside the distance the reference never comes
-    (g below ``threshold``): a pairing the reference does not have (e.g. anions in contact),
-    which a TAE over the whole curve can hide. Pairs missing from either side, or whose reference
-    never reaches ``threshold``, are left out. Curves must share their grid."""
-    out = {}
+def paired_contact_bins(model: dict[str, Distribution], reference: dict[str, Distribution],
+                        threshold: float = AA_CONTACT_G):
+    """Yield ``(key, model g(r), reference g(r), first)`` per pair in both, where ``first`` is the
+    first bin at which the reference reaches ``threshold`` (its closest contact); pairs whose
+    reference never does are skipped, curves on different grids are an :class:`AnalysisError`."""
     for key, ref in reference.items():
         cg = model.get(key)
         if cg is None:
@@ -136,9 +134,18 @@ def close_contacts(model: dict[str, Distribution], reference: dict[str, Distribu
         if cg.edges.shape != ref.edges.shape or not np.allclose(cg.edges, ref.edges):
             raise AnalysisError(f"RDF {key}: model and reference are on different grids")
         above = np.nonzero(ref.values >= threshold)[0]
-        if above.size == 0:
-            continue
-        first = int(above[0])
+        if above.size:
+            yield key, cg, ref, int(above[0])
+
+
+def close_contacts(model: dict[str, Distribution], reference: dict[str, Distribution],
+                   threshold: float = AA_CONTACT_G) -> dict[str, CloseContact]:
+    """Per pair, how far the model's g(r) reaches inside the distance the reference never comes
+    (g below ``threshold``): a pairing the reference does not have (e.g. anions in contact),
+    which a TAE over the whole curve can hide. Pairs missing from either side, or whose reference
+    never reaches ``threshold``, are left out. Curves must share their grid."""
+    out = {}
+    for key, cg, ref, first in paired_contact_bins(model, reference, threshold):
         inside = cg.values[:first]
         k = int(np.argmax(inside)) if inside.size else 0
         peak = float(inside[k]) if inside.size else 0.0

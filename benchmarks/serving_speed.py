@@ -92,7 +92,9 @@ def _worker(args) -> None:
     end_e = context.getState(getEnergy=True).getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
     np.save(args.forces_out, forces)
     print("RESULT " + json.dumps({
-        "code_path": str(Path(openmm_cgkd.__file__).resolve().parent), "samples_ms": samples,
+        # which code ran, never where it lay on this machine
+        "code": "checkout" if Path(openmm_cgkd.__file__).resolve().parent == ROOT / "openmm_cgkd" else "old release",
+        "samples_ms": samples,
         "median_ms": statistics.median(samples), "energy_kj_mol": energy, "final_energy_kj_mol": end_e,
         "setup_s": setup_s, "load_before": load0, "load_after": os.getloadavg(),
         "torch_threads": torch.get_num_threads()}))

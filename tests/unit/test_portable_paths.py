@@ -87,7 +87,7 @@ def test_make_portable_rewrites_absolute_paths_only(tmp_path):
 # ------------------------------------------------------------------------------- shipped files
 
 def test_shipped_bundles_and_datasets_carry_no_machine_paths():
-    scanned = [ROOT / "models", ROOT / "systems", ROOT / "configs"]
+    scanned = [ROOT / "models", ROOT / "systems", ROOT / "configs", ROOT / "benchmarks", ROOT / "examples"]
     found = {}
     for root in scanned:
         found.update(_scan(root))

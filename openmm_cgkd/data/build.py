@@ -127,9 +127,23 @@ def write_pdb(path: str | Path, topology, positions_nm: np.ndarray) -> Path:
 
 def build_box(sysdef: SystemDefinition, out_pdb: str | Path, *, seed: int = 1, minimise_steps: int = 0,
               platform=None, log=print) -> dict:
-    """Pack ``sysdef`` with packmol, minimise, write ``out_pdb`` (CRYST1 = box). Returns a summary."""
+    """Pack ``sysdef`` with packmol, minimise, write ``out_pdb`` (CRYST1 = box). Returns a summary.
+
+    A system given by its structure (the ``openmm`` and ``gromacs`` kinds of
+    :mod:`~openmm_cgkd.data.systemdef`) is not packed: its structure is minimised and written."""
     import time
 
+    if sysdef.kind != "opls":
+        t0 = time.time()
+        top, system = sysdef.create_openmm()
+        pos_min, e_min = minimise(system, sysdef.start_positions(), max_iterations=minimise_steps, platform=platform)
+        write_pdb(out_pdb, top, pos_min)
+        info = {"n_atoms": int(pos_min.shape[0]), "n_molecules": sysdef.n_molecules, "box_nm": sysdef.box_nm or None,
+                "minimised_energy_kJ_mol": e_min, "minimise_s": round(time.time() - t0, 2), "pdb": str(out_pdb)}
+        log(f"minimised {sysdef.structure_path.name} ({info['n_atoms']} atoms, {info['n_molecules']} molecules, "
+            f"{'box ' + format(sysdef.box_nm, '.3f') + ' nm' if sysdef.periodic else 'no periodic box'}) to "
+            f"{e_min:.1f} kJ/mol in {info['minimise_s']} s -> {out_pdb}")
+        return info
     ff = sysdef.forcefield
     t0 = time.time()
     pos = pack_box(ff, sysdef.composition, sysdef.box_nm, seed=seed)

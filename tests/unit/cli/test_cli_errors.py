@@ -403,3 +403,13 @@ def test_pipeline_modes_are_exclusive(capsys):
     """--status, --interim, --sweep and --only: one at a time (checked before the config is read)."""
     for extra in (["--status", "--interim"], ["--sweep", "--only", "md"], ["--interim", "--only", "report"]):
         _fails(capsys, ["pipeline", "no-such.yaml", *extra], 2, "give at most one of --status, --interim")
+
+
+def test_commands_taking_a_system_name_accept_the_dipeptide(capsys, tmp_path):
+    """`--system dipeptide` is a registered system: `cgkd map` takes its mapping (and then wants
+    the run directory); `cgkd benchmark` says that a system without a box needs a structure."""
+    _fails(capsys, ["map", "--system", "dipeptide", "--run-dir", str(tmp_path / "none"), "--out",
+                    str(tmp_path / "d.h5")], 2, "--run-dir", "no such directory")
+    _fails(capsys, ["benchmark", "--system", "dipeptide", "--beads", "6", "--models", "student"], 2,
+           "system dipeptide is not periodic", "structure")
+    _fails(capsys, ["benchmark", "--system", "nosuch"], 2, "no system 'nosuch'", "dipeptide")

@@ -220,3 +220,27 @@ def test_spec_errors():
     # wrapping boxes: psi [50, -120] holds 170 and -150, not 0
     wrap = AngleBox(phi=[-180.0, 0.0], psi=[50.0, -120.0])
     assert wrap.contains(np.array([-60.0, -60.0, -60.0]), np.array([170.0, -150.0, 0.0])).tolist() == [True, True, False]
+
+
+# --------------------------------------------------------------------------- plots
+
+def test_fes_panels_and_timeline_plots(tmp_path):
+    from matplotlib.image import imread
+
+    from openmm_cgkd.analysis.plots import _box_segments, plot_dihedral_timeline, plot_fes_panels
+
+    # a box wrapping through psi = 180 is drawn as two rectangles
+    assert _box_segments(AngleBox(phi=[-180.0, -45.0], psi=[60.0, -160.0])) == [(-180.0, -45.0, 60.0, 180.0),
+                                                                                  (-180.0, -45.0, -180.0, -160.0)]
+    rng = np.random.default_rng(7)
+    phi, psi = _sample_mixture(3000, rng)
+    fes = free_energy_surface(phi, psi)
+    one = plot_fes_panels({"AA": fes}, tmp_path / "one.png", basins=_basins())
+    three = plot_fes_panels({"AA": fes, "teacher": fes, "student": fes}, tmp_path / "three.png", basins=_basins(),
+                            scores={"student": "JS 0.000  TAE 0.000"})
+    h1, w1 = imread(one).shape[:2]
+    h3, w3 = imread(three).shape[:2]
+    assert h1 == h3 and w3 > 2 * w1  # panels side by side, one colour bar
+    line = plot_dihedral_timeline(np.arange(3000.0), phi, psi, tmp_path / "t.png", basins=_basins())
+    assert imread(line).shape[0] > imread(plot_dihedral_timeline(np.arange(3000.0), phi, psi,
+                                                                  tmp_path / "t2.png")).shape[0]

@@ -129,7 +129,7 @@ def test_dipeptide_registry_is_not_periodic_and_its_masses_are_the_mapped_atoms(
         dip.bead_density_per_nm3
     with pytest.raises(UsageError, match="not periodic"):
         dip.lattice(6)
-    for role in ("aa_system", "mapping", "ramachandran"):
+    for role in ("aa_system", "mapping", "ramachandran", "cg_start"):
         assert dip.file(role).is_file()
     spec = MappingSpec.from_yaml(dip.file("mapping"))
     assert spec.type_names == dip.type_names
@@ -147,3 +147,18 @@ def test_dipeptide_registry_is_not_periodic_and_its_masses_are_the_mapped_atoms(
     with pytest.raises(ConfigError, match="both molecules and box_nm"):
         SystemSpec.from_dict({"name": "x", "bead_types": [{"name": "A", "residue_name": "A", "mass_dalton": 10.0}],
                               "box_nm": 3.0})
+
+
+def test_dipeptide_start_structure_is_its_six_bonded_beads():
+    from openmm_cgkd.analysis.ramachandran import RamachandranSpec, phi_psi
+    from openmm_cgkd.topology import read_bead_pdb, topology_bonds, topology_bead_names
+
+    dip = get_system("dipeptide")
+    top, pos, box = read_bead_pdb(dip.file("cg_start"))
+    assert box is None and pos.shape == (6, 3)
+    assert [a for _, a in topology_bead_names(top)] == ["C", "N", "CA", "CB", "C", "N"]
+    assert sorted(map(tuple, np.sort(topology_bonds(top), axis=1).tolist())) == [(0, 1), (1, 2), (2, 3), (2, 4), (4, 5)]
+    d = np.linalg.norm(pos[[0, 1, 2, 2, 4]] - pos[[1, 2, 3, 4, 5]], axis=1)
+    assert np.all((d > 0.1) & (d < 0.2))  # backbone bonds, nm
+    phi, psi = phi_psi(pos[None], RamachandranSpec.from_yaml(dip.file("ramachandran")))
+    assert -180.0 <= phi[0] < 180.0 and -180.0 <= psi[0] < 180.0

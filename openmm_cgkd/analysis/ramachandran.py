@@ -18,7 +18,8 @@ lie, is a :class:`RamachandranSpec` read from the system's folder (e.g.
 * :func:`fes_score`: the Jensen-Shannon divergence (nats, in [0, ln 2]) and the total absolute
   error (in [0, 2]) of a model's 2-D (phi, psi) histogram against the reference's;
 * :func:`fes_noise_floor`: the same score for the reference against itself (first half vs second
-  half, and blocks of one half vs the other half), the floor below which a score means nothing.
+  half, and blocks of one half vs the other half), the floor below which a score means nothing;
+* :func:`analyze_phi_psi`: all of it for one trajectory (:class:`PhiPsiAnalysis`, JSON-ready).
 
 Box convention of the basins: ``phi: [lo, hi]`` holds ``lo <= phi < hi`` (degrees); ``lo > hi``
 wraps through 180 (``psi: [60, -160]`` is ``psi >= 60 or psi < -160``).
@@ -36,7 +37,8 @@ from openmm_cgkd.config import Config, ConfigError
 __all__ = ["AngleBox", "Basin", "RamachandranSpec", "compute_dihedrals", "phi_psi", "FreeEnergySurface",
            "free_energy_surface", "DEFAULT_BIN_DEG", "block_average", "BlockAverage", "BasinPopulation",
            "basin_populations", "assign_regions", "committed_cores", "TransitionCounts", "basin_transitions", "FESScore",
-           "fes_score", "jensen_shannon", "FESNoiseFloor", "fes_noise_floor", "wrap_degrees"]
+           "fes_score", "jensen_shannon", "FESNoiseFloor", "fes_noise_floor", "wrap_degrees", "PhiPsiAnalysis", "analyze_phi_psi",
+           "BLOCK_SCAN_PS"]
 
 # 36 x 36 bins. With 1e4 to 1e5 frames (10 to 100 ns at 1 ps), the most populated 10-degree bin
 # holds about 2 % of the frames and a bin 4 kT above it about 2 % of that: some 40 counts per
@@ -487,3 +489,69 @@ def fes_noise_floor(phi, psi, times_ps, bin_deg: float = DEFAULT_BIN_DEG,
                 blocks.append(fes_score(free_energy_surface(phi[h][sel], psi[h][sel], bin_deg), other))
     return FESNoiseFloor(fes_score(fes[0], fes[1]), block_ps, blocks)
 
+
+
+# --------------------------------------------------------------------------- all of it
+
+BLOCK_SCAN_PS = (100.0, 500.0, 1000.0, 2000.0, 5000.0, 10000.0)
+
+
+@dataclass(frozen=True)
+class PhiPsiAnalysis:
+    """Everything :func:`analyze_phi_psi` measures on one (phi, psi) trajectory.
+
+    ``fes``; ``populations`` (blocks of ``block_ps``); ``se_by_block_ps`` {basin key: {block ps:
+    SE}} (the errors should stop growing with the block length); ``transitions``;
+    ``dwell_ps`` {basin key: time committed to its core / exits from it (ps), None without exit};
+    ``noise_floor`` (None unless asked for); ``frames``, ``span_ps`` (frames x frame interval).
+    """
+
+    frames: int
+    start_ps: float
+    span_ps: float
+    frame_interval_ps: float
+    fes: FreeEnergySurface
+    populations: dict[str, BasinPopulation]
+    se_by_block_ps: dict[str, dict[float, float]]
+    transitions: TransitionCounts
+    dwell_ps: dict[str, float | None]
+    noise_floor: FESNoiseFloor | None
+
+    def to_dict(self) -> dict:
+        return {"frames": self.frames, "start_ps": self.start_ps, "span_ns": self.span_ps / 1000.0,
+                "frame_interval_ps": self.frame_interval_ps, "bin_deg": self.fes.bin_deg,
+                "populations": {k: v.to_dict() for k, v in self.populations.items()},
+                "outside_basins_fraction": float(1.0 - sum(v.fraction for v in self.populations.values())),
+                "population_se_by_block_ps": {k: {f"{bp:g}": se for bp, se in v.items()}
+                                              for k, v in self.se_by_block_ps.items()},
+                "transitions": self.transitions.to_dict(), "mean_dwell_ps": self.dwell_ps,
+                "noise_floor": None if self.noise_floor is None else self.noise_floor.to_dict(),
+                "fes": self.fes.to_dict()}
+
+
+def analyze_phi_psi(phi, psi, times_ps, spec: RamachandranSpec, block_ps: float,
+                    replica_ps: float | None = None) -> PhiPsiAnalysis:
+    """FES, populations (+- SE from blocks of ``block_ps`` ps, and the SE at the block lengths
+    of ``BLOCK_SCAN_PS`` that fit 4 times), core transitions, dwell times and, with
+    ``replica_ps``, the noise floor of the score (:func:`fes_noise_floor`; halves only when a
+    half is shorter than ``replica_ps``) of (phi, psi) series (degrees, [T]) at ``times_ps``."""
+    t = np.asarray(times_ps, dtype=np.float64)
+    phi, psi = wrap_degrees(phi), wrap_degrees(psi)
+    if not phi.shape == psi.shape == t.shape or t.size < 4:
+        raise AnalysisError("phi, psi and times must be series of one length (>= 4 frames)")
+    dt = float(np.median(np.diff(t)))
+    span = float(t[-1] - t[0] + dt)
+    regions = assign_regions(phi, psi, spec.basins)
+    scan = {b.key: {bp: block_average(regions == i, t, bp).se for bp in BLOCK_SCAN_PS if span / bp >= 4}
+            for i, b in enumerate(spec.basins)}
+    trans = basin_transitions(phi, psi, t, spec.basins)
+    state = committed_cores(phi, psi, spec.basins)
+    dwell = {}
+    for i, b in enumerate(spec.basins):
+        exits = int(trans.counts[i].sum())
+        dwell[b.key] = float(np.count_nonzero(state == i) * dt / exits) if exits else None
+    floor = None
+    if replica_ps is not None:
+        floor = fes_noise_floor(phi, psi, t, spec.bin_deg, block_ps=replica_ps if span >= 2 * replica_ps else None)
+    return PhiPsiAnalysis(int(t.size), float(t[0]), span, dt, free_energy_surface(phi, psi, spec.bin_deg),
+                          basin_populations(phi, psi, t, spec.basins, block_ps), scan, trans, dwell, floor)

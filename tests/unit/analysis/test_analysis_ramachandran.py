@@ -244,3 +244,26 @@ def test_fes_panels_and_timeline_plots(tmp_path):
     line = plot_dihedral_timeline(np.arange(3000.0), phi, psi, tmp_path / "t.png", basins=_basins())
     assert imread(line).shape[0] > imread(plot_dihedral_timeline(np.arange(3000.0), phi, psi,
                                                                   tmp_path / "t2.png")).shape[0]
+
+
+def test_analyze_phi_psi_gathers_the_parts(tmp_path):
+    from openmm_cgkd.analysis.ramachandran import analyze_phi_psi
+    from openmm_cgkd.fileio import read_json, write_json
+
+    spec = RamachandranSpec.from_yaml(SPEC)
+    rng = np.random.default_rng(8)
+    n = 20_000
+    phi, psi = _sample_mixture(n, rng)
+    t = 1000.0 + 0.5 * np.arange(n)  # 10 ns at 0.5 ps, starting at 1 ns
+    res = analyze_phi_psi(phi, psi, t, spec, block_ps=500.0, replica_ps=2000.0)
+    assert res.frames == n and res.span_ps == pytest.approx(10_000.0) and res.frame_interval_ps == 0.5
+    assert np.array_equal(res.fes.counts, free_energy_surface(phi, psi, spec.bin_deg).counts)
+    assert res.populations == basin_populations(phi, psi, t, spec.basins, 500.0)
+    assert list(res.se_by_block_ps["beta"]) == [100.0, 500.0, 1000.0, 2000.0]  # blocks that fit 4 times
+    assert res.transitions.total == basin_transitions(phi, psi, t, spec.basins).total > 100
+    assert len(res.noise_floor.blocks) == 4 and res.noise_floor.block_ps == 2000.0
+    # dwell: time committed to a core over the exits from it
+    assert all(v is not None and v > 0 for v in res.dwell_ps.values())
+    d = read_json(write_json(tmp_path / "r.json", res.to_dict()))
+    assert d["span_ns"] == pytest.approx(10.0) and d["transitions"]["total"] == res.transitions.total
+    assert abs(sum(p["fraction"] for p in d["populations"].values()) + d["outside_basins_fraction"] - 1) < 1e-9

@@ -363,9 +363,13 @@ class TransitionCounts:
         return int(self.counts[i, j] + self.counts[j, i])
 
     def to_dict(self) -> dict:
+        """Counts, and the event times grouped by pair (``times_ps["beta->alpha_R"]``, ps)."""
+        times: dict[str, list[float]] = {}
+        for t, a, b in self.events:
+            times.setdefault(f"{a}->{b}", []).append(t)
         return {"keys": self.keys, "counts": self.counts.astype(int).tolist(), "total": self.total,
-                "events": [{"time_ps": t, "from": a, "to": b} for t, a, b in self.events],
-                "start_ps": self.start_ps, "end_ps": self.end_ps, "unassigned_ps": self.unassigned_ps}
+                "times_ps": times, "start_ps": self.start_ps, "end_ps": self.end_ps,
+                "unassigned_ps": self.unassigned_ps}
 
 
 def committed_cores(phi, psi, basins: Sequence[Basin]) -> np.ndarray:

@@ -267,3 +267,9 @@ def test_analyze_phi_psi_gathers_the_parts(tmp_path):
     d = read_json(write_json(tmp_path / "r.json", res.to_dict()))
     assert d["span_ns"] == pytest.approx(10.0) and d["transitions"]["total"] == res.transitions.total
     assert abs(sum(p["fraction"] for p in d["populations"].values()) + d["outside_basins_fraction"] - 1) < 1e-9
+
+
+def test_transition_times_by_pair():
+    phi, psi = np.array([(-70, -40), (-80, 150), (-70, -40), (-80, 150)], float).T
+    d = basin_transitions(phi, psi, np.array([0.0, 1.0, 2.0, 3.0]), _basins()).to_dict()
+    assert d["times_ps"] == {"alpha_R->beta": [1.0, 3.0], "beta->alpha_R": [2.0]} and d["total"] == 3

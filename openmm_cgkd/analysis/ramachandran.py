@@ -36,9 +36,9 @@ from openmm_cgkd.config import Config, ConfigError
 
 __all__ = ["AngleBox", "Basin", "RamachandranSpec", "compute_dihedrals", "phi_psi", "FreeEnergySurface",
            "free_energy_surface", "DEFAULT_BIN_DEG", "block_average", "BlockAverage", "BasinPopulation",
-           "basin_populations", "assign_regions", "committed_cores", "TransitionCounts", "basin_transitions", "FESScore",
-           "fes_score", "jensen_shannon", "FESNoiseFloor", "fes_noise_floor", "wrap_degrees", "PhiPsiAnalysis", "analyze_phi_psi",
-           "BLOCK_SCAN_PS"]
+           "basin_populations", "assign_regions", "committed_cores", "TransitionCounts", "basin_transitions",
+           "FESScore", "fes_score", "jensen_shannon", "FESNoiseFloor", "fes_noise_floor", "wrap_degrees",
+           "PhiPsiAnalysis", "analyze_phi_psi", "BLOCK_SCAN_PS"]
 
 # 36 x 36 bins. With 1e4 to 1e5 frames (10 to 100 ns at 1 ps), the most populated 10-degree bin
 # holds about 2 % of the frames and a bin 4 kT above it about 2 % of that: some 40 counts per
@@ -487,7 +487,8 @@ def fes_noise_floor(phi, psi, times_ps, bin_deg: float = DEFAULT_BIN_DEG,
         for h, other in ((halves[0], fes[1]), (halves[1], fes[0])):
             idx, n_blocks = _block_index(t[h], block_ps)
             if n_blocks < 1:
-                raise AnalysisError(f"noise floor: a half of {t[h][-1] - t[h][0]:g} ps holds no block of {block_ps:g} ps")
+                raise AnalysisError(f"noise floor: a half of {t[h][-1] - t[h][0]:g} ps holds no block of "
+                                    f"{block_ps:g} ps")
             for k in range(n_blocks):
                 sel = idx == k
                 blocks.append(fes_score(free_energy_surface(phi[h][sel], psi[h][sel], bin_deg), other))
@@ -556,6 +557,7 @@ def analyze_phi_psi(phi, psi, times_ps, spec: RamachandranSpec, block_ps: float,
         dwell[b.key] = float(np.count_nonzero(state == i) * dt / exits) if exits else None
     floor = None
     if replica_ps is not None:
-        floor = fes_noise_floor(phi, psi, t, spec.bin_deg, block_ps=replica_ps if span >= 2 * replica_ps else None)
+        blocks = replica_ps if span >= 2 * replica_ps else None
+        floor = fes_noise_floor(phi, psi, t, spec.bin_deg, block_ps=blocks)
     return PhiPsiAnalysis(int(t.size), float(t[0]), span, dt, free_energy_surface(phi, psi, spec.bin_deg),
                           basin_populations(phi, psi, t, spec.basins, block_ps), scan, trans, dwell, floor)

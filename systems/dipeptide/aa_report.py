@@ -66,7 +66,8 @@ def main(argv=None) -> int:
     print(f"{res.frames} frames, {ns:.2f} ns")
     for k, v in res.populations.items():
         scan = {f"{bp:g}": round(se, 4) for bp, se in res.se_by_block_ps[k].items()}
-        print(f"  {v.name:22s} {v.fraction:.4f} +- {v.se:.4f}   F {v.free_energy_kT:.2f} +- {v.free_energy_se_kT:.2f} kT"
+        print(f"  {v.name:22s} {v.fraction:.4f} +- {v.se:.4f}   "
+              f"F {v.free_energy_kT:.2f} +- {v.free_energy_se_kT:.2f} kT"
               f"   mean dwell {res.dwell_ps[k]} ps   SE by block ps {json.dumps(scan)}")
     tr = res.transitions
     print(f"  transitions {tr.total}: " + ", ".join(

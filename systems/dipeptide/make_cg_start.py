@@ -25,7 +25,8 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     ds = read_mapped(args.run_dir, mapping=MappingSpec.from_yaml(system.file("mapping")))
     write_bead_pdb(args.out, dataset_topology(ds, frame=None), ds.positions[0])
-    print(f"{args.out.name}: {ds.positions.shape[1]} beads, {len(ds.topology.bonds)} bonds, frame at {ds.times[0]:g} ps")
+    print(f"{args.out.name}: {ds.positions.shape[1]} beads, {len(ds.topology.bonds)} bonds, "
+          f"frame at {ds.times[0]:g} ps")
     return 0
 
 

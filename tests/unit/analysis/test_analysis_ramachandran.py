@@ -219,7 +219,8 @@ def test_spec_errors():
         assign_regions(np.array([-50.0]), np.array([0.0]), twice)
     # wrapping boxes: psi [50, -120] holds 170 and -150, not 0
     wrap = AngleBox(phi=[-180.0, 0.0], psi=[50.0, -120.0])
-    assert wrap.contains(np.array([-60.0, -60.0, -60.0]), np.array([170.0, -150.0, 0.0])).tolist() == [True, True, False]
+    inside = wrap.contains(np.array([-60.0, -60.0, -60.0]), np.array([170.0, -150.0, 0.0]))
+    assert inside.tolist() == [True, True, False]
 
 
 # --------------------------------------------------------------------------- plots

@@ -167,8 +167,10 @@ def plot_fes_panels(surfaces: Mapping[str, FreeEnergySurface], path: str | Path,
         Panels in this order, each ``F = -ln p`` in kT, minimum 0 (bins without frames blank).
     vmax_kT : float
         Top of the common colour scale (kT); higher F is drawn in its colour.
-    basins : basins whose regions (solid) and cores (dashed) are outlined; optional.
-    scores : {label: text} under a panel's title (e.g. its JS and TAE against the AA); optional.
+    basins : sequence of Basin, optional
+        Basins whose regions (grey) and cores (red, dashed) are outlined.
+    scores : {label: text}, optional
+        Text under a panel's title (e.g. its JS and TAE against the AA).
     """
     labels = list(surfaces)
     n = max(1, len(labels))
@@ -181,8 +183,8 @@ def plot_fes_panels(surfaces: Mapping[str, FreeEnergySurface], path: str | Path,
         mesh = ax.pcolormesh(fes.phi_edges, fes.psi_edges, f.T, cmap=colormap("viridis"), vmin=0.0, vmax=vmax_kT,
                              shading="flat")
         for b in basins or ():
-            _draw_boxes(ax, b.region, edgecolor="w", lw=0.8)
-            _draw_boxes(ax, b.core, edgecolor="w", lw=0.6, ls="--")
+            _draw_boxes(ax, b.region, edgecolor="0.45", lw=0.8)
+            _draw_boxes(ax, b.core, edgecolor="C3", lw=0.7, ls="--")
         ax.set_xlim(-180, 180)
         ax.set_ylim(-180, 180)
         ax.set_xticks(range(-180, 181, 90))

@@ -68,7 +68,8 @@ def main(argv=None) -> int:
         scan = {f"{bp:g}": round(se, 4) for bp, se in res.se_by_block_ps[k].items()}
         print(f"  {v.name:22s} {v.fraction:.4f} +- {v.se:.4f}   "
               f"F {v.free_energy_kT:.2f} +- {v.free_energy_se_kT:.2f} kT"
-              f"   mean dwell {res.dwell_ps[k]} ps   SE by block ps {json.dumps(scan)}")
+              f"   mean dwell {'-' if res.dwell_ps[k] is None else round(res.dwell_ps[k], 1)} ps"
+              f"   SE by block ps {json.dumps(scan)}")
     tr = res.transitions
     print(f"  transitions {tr.total}: " + ", ".join(
         f"{a}->{b} {int(tr.counts[i, j])}" for i, a in enumerate(tr.keys) for j, b in enumerate(tr.keys) if i != j))

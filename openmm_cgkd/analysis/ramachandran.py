@@ -11,6 +11,8 @@ lie, is a :class:`RamachandranSpec` read from the system's folder (e.g.
   to 0 at its minimum; empty bins have ``F = +inf`` (plots leave them blank);
 * :func:`basin_populations`: the fraction of time in each basin's region, with a standard error
   from block averages in time (:func:`block_average`);
+* :func:`compare_populations`: a model's populations against the reference's, in standard
+  errors and in kT;
 * :func:`basin_transitions`: transitions between basin *cores* (transition-based assignment,
   Buchete and Hummer, J. Phys. Chem. B 112, 6057 (2008)): a frame outside every core keeps the
   last core visited, so a trajectory that recrosses a boundary without reaching another core
@@ -36,7 +38,8 @@ from openmm_cgkd.config import Config, ConfigError
 
 __all__ = ["AngleBox", "Basin", "RamachandranSpec", "compute_dihedrals", "phi_psi", "FreeEnergySurface",
            "free_energy_surface", "DEFAULT_BIN_DEG", "block_average", "BlockAverage", "BasinPopulation",
-           "basin_populations", "assign_regions", "committed_cores", "TransitionCounts", "basin_transitions",
+           "basin_populations", "PopulationDifference", "compare_populations", "assign_regions",
+           "committed_cores", "TransitionCounts", "basin_transitions",
            "FESScore", "fes_score", "jensen_shannon", "FESNoiseFloor", "fes_noise_floor", "wrap_degrees",
            "PhiPsiAnalysis", "analyze_phi_psi", "BLOCK_SCAN_PS"]
 
@@ -337,6 +340,38 @@ def basin_populations(phi, psi, times_ps, basins: Sequence[Basin], block_ps: flo
     for i, b in enumerate(basins):
         avg = block_average(region == i, times_ps, block_ps)
         out[b.key] = BasinPopulation(b.key, b.name, avg.mean, avg.se, avg.n_blocks, avg.block_ps)
+    return out
+
+
+@dataclass(frozen=True)
+class PopulationDifference:
+    """A model's basin population against the reference's: ``difference`` (model - reference),
+    ``z`` = difference / sqrt(se_model^2 + se_ref^2) (None when both errors are 0) and
+    ``free_energy_difference_kT`` = -ln(p_model / p_ref) (None when either is 0)."""
+
+    key: str
+    difference: float
+    z: float | None
+    free_energy_difference_kT: float | None
+
+    def to_dict(self) -> dict:
+        return {"key": self.key, "difference": self.difference, "z": self.z,
+                "free_energy_difference_kT": self.free_energy_difference_kT}
+
+
+def compare_populations(model: Mapping[str, BasinPopulation],
+                        reference: Mapping[str, BasinPopulation]) -> dict[str, PopulationDifference]:
+    """{basin key: :class:`PopulationDifference`} of a model's populations against the
+    reference's (the same basins; e.g. the goal "within 2 standard errors or 0.5 kT")."""
+    if set(model) != set(reference):
+        raise AnalysisError(f"populations of different basins: {sorted(model)} vs {sorted(reference)}")
+    out = {}
+    for key, ref in reference.items():
+        m = model[key]
+        se = float(np.hypot(m.se, ref.se))
+        df = float(-np.log(m.fraction / ref.fraction)) if m.fraction > 0 and ref.fraction > 0 else None
+        out[key] = PopulationDifference(key, m.fraction - ref.fraction,
+                                        (m.fraction - ref.fraction) / se if se > 0 else None, df)
     return out
 
 

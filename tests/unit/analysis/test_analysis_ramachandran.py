@@ -274,3 +274,16 @@ def test_transition_times_by_pair():
     phi, psi = np.array([(-70, -40), (-80, 150), (-70, -40), (-80, 150)], float).T
     d = basin_transitions(phi, psi, np.array([0.0, 1.0, 2.0, 3.0]), _basins()).to_dict()
     assert d["times_ps"] == {"alpha_R->beta": [1.0, 3.0], "beta->alpha_R": [2.0]} and d["total"] == 3
+
+
+def test_compare_populations():
+    from openmm_cgkd.analysis.ramachandran import BasinPopulation, compare_populations
+
+    ref = {"a": BasinPopulation("a", "A", 0.6, 0.03, 10, 1000.0), "b": BasinPopulation("b", "B", 0.0, 0.0, 10, 1000.0)}
+    mod = {"a": BasinPopulation("a", "A", 0.5, 0.04, 10, 1000.0), "b": BasinPopulation("b", "B", 0.0, 0.0, 10, 1000.0)}
+    d = compare_populations(mod, ref)
+    assert d["a"].difference == pytest.approx(-0.1) and d["a"].z == pytest.approx(-2.0)
+    assert d["a"].free_energy_difference_kT == pytest.approx(np.log(0.6 / 0.5))
+    assert d["b"].z is None and d["b"].free_energy_difference_kT is None
+    with pytest.raises(AnalysisError, match="different basins"):
+        compare_populations({"a": mod["a"]}, ref)

@@ -491,10 +491,7 @@ def run_aa(run_dir: str | Path, sysdef, protocol: Protocol, structure_pdb: str |
                 "topology": topology_record(top),
                 "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         if mapping is not None:
-            meta["mapping"] = {"type_names": mapping.type_names, "aliases": mapping.aliases,
-                               "residues": {k: [{"type": b.type, "atoms": b.atoms} for b in v]
-                                            for k, v in mapping.residues.items()},
-                               "bead_names": {t: {"residue": r, "atom": a} for t, (r, a) in mapping.bead_names.items()}}
+            meta["mapping"] = mapping.to_dict()  # all of it: read_mapped rebuilds the map from it
         write_json(meta_path, meta)
     else:
         check_resume(run_dir, sysdef, protocol, mapping)

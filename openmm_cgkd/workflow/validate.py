@@ -8,7 +8,8 @@ settings, the AA system and protocol) and checks what the inputs allow before an
 * ``out`` is a directory that can be written (not a file, not under one, not read-only);
 * ``--only`` names stages whose predecessors are done (a marker in ``<out>/stages/``);
 * the trainer, teachers, students, model (``base``, keys, ranges) and analysis settings;
-* the AA stage's system definition, mapping and protocol when the dataset does not exist yet;
+* the AA stage's system definition, mapping and protocol when the dataset does not exist yet
+  (for a system given by its structure: its System built, and the mapping compiled on it);
 * with the dataset at hand: its forces (41.84x off, all zero), and boxes at least twice the
   model's cutoff wide.
 
@@ -93,6 +94,21 @@ def _check_aa(cfg: PipelineConfig, to_md: bool = True) -> None:
     mapping = cfg.aa.mapping or sysdef.mapping_path
     if not mapping or not Path(mapping).is_file():
         raise MissingFileError(f"aa.mapping: mapping spec not found: {mapping or '(none given)'}")
+    if sysdef.kind != "opls":  # a given structure: its System and its map are known now, not after the AA MD
+        _check_structure_map(sysdef, Path(mapping))
+
+
+def _check_structure_map(sysdef, mapping: Path) -> None:
+    """Build the System of a structure system (a residue the force field lacks is refused) and
+    compile the mapping on its topology (a residue the mapping lacks, a constraint across beads)."""
+    import mdtraj as md
+    import numpy as np
+
+    from openmm_cgkd.data.mapping import CGMap, MappingSpec
+
+    top, system = sysdef.create_openmm()
+    masses = np.array([system.getParticleMass(i)._value for i in range(system.getNumParticles())])  # dalton
+    CGMap.from_topology(MappingSpec.from_yaml(mapping), md.Topology.from_openmm(top), masses)
 
 
 def _check_model_and_data(cfg: PipelineConfig) -> None:

@@ -9,6 +9,7 @@ import yaml
 
 from openmm_cgkd.config import ConfigError
 from openmm_cgkd.data.dataset import CGDataset
+from openmm_cgkd.errors import CGKDError
 from openmm_cgkd.workflow.config import load_pipeline_config
 from openmm_cgkd.workflow.run import run_pipeline
 
@@ -68,3 +69,29 @@ def test_cli_refuses_molecules_for_a_structure_system_in_one_line(tmp_path, caps
     rc = main(["pipeline", str(_config(tmp_path, molecules=10)), "--only", "aa"])
     err = capsys.readouterr().err
     assert rc == 2 and err.count("\n") == 1 and "aa.molecules:" in err, err
+
+
+@pytest.mark.parametrize("mapping,forcefield,error,expect", [
+    # the mapping lacks a residue of the structure: known from the structure, before the AA MD
+    ("type_names: [C]\nresidues:\n  ALA:\n    - {type: C, atoms: all}\n", None, "MappingError",
+     "residue 'ACE' is not in the mapping spec"),
+    # a force field without a template for a residue of the structure
+    (None, ["amber14/tip3p.xml"], "UsageError", "the force field cannot build the system of ala2.pdb"),
+])
+def test_a_structure_system_is_built_and_mapped_before_any_stage(tmp_path, mapping, forcefield, error, expect):
+    from openmm_cgkd.workflow.validate import check_pipeline
+
+    aa = {}
+    if mapping is not None:
+        (tmp_path / "bad_map.yaml").write_text(mapping)
+        aa["mapping"] = str(tmp_path / "bad_map.yaml")
+    if forcefield is not None:
+        for f in ("ala2.pdb", "mapping.yaml"):
+            (tmp_path / f).write_text((DIPEPTIDE / f).read_text())
+        d = yaml.safe_load((DIPEPTIDE / "system.yaml").read_text())
+        (tmp_path / "system.yaml").write_text(yaml.safe_dump({**d, "forcefield": forcefield}))
+        aa["system"] = str(tmp_path / "system.yaml")
+    with pytest.raises(CGKDError) as err:  # reported by cgkd as one line, exit 2
+        check_pipeline(load_pipeline_config(_config(tmp_path, **aa)), only=["aa"])
+    assert type(err.value).__name__ == error and expect in str(err.value) and "\n" not in str(err.value)
+    assert not (tmp_path / "run").exists()

@@ -295,7 +295,10 @@ def read_mapped(run_dir: str | Path, mapping=None):
     if mapping is None:
         if "mapping" not in meta:
             raise RunError(f"{run_dir} was run without on-the-fly mapping (no cg/ parts); use `cgkd map --run-dir`")
-        mapping = MappingSpec.from_dict(meta["mapping"], "run.json")
+        record = meta["mapping"]
+        if "allow_unmapped" not in record:  # recorded before run.json kept the whole spec: the run checked
+            record = {**record, "allow_unmapped": True}  # the spec when it started; this rebuilds its beads
+        mapping = MappingSpec.from_dict(record, "run.json")
     cgmap = _cg_map(meta, mapping)
     chunks = {k: [] for k in FRAME_FIELDS if k != "positions" and k != "forces"}
     chunks.update(positions=[], forces=[])

@@ -147,6 +147,14 @@ def test_dipeptide_kill_and_resume_loses_and_repeats_no_frame(dipeptide_build, t
     want_pos, want_frc, _, _ = _independent_dipeptide_map(run)
     np.testing.assert_allclose(got.positions, want_pos, atol=2e-5)
     np.testing.assert_allclose(got.forces, want_frc, rtol=1e-4, atol=1e-2)
+    # a run.json from before it kept the whole spec (no allow_unmapped / constraints) still reads back
+    meta = json.loads((run / "run.json").read_text())
+    assert meta["mapping"]["allow_unmapped"] is True
+    meta["mapping"] = {k: v for k, v in meta["mapping"].items() if k not in ("allow_unmapped", "constraints")}
+    (run / "run.json").write_text(json.dumps(meta))
+    old = read_mapped(run)
+    np.testing.assert_array_equal(old.positions, got.positions)
+    np.testing.assert_array_equal(old.masses, got.masses)
 
 
 # ---- (b) and (c): a water box from amber14/tip3p.xml and from a GROMACS .top --------------------

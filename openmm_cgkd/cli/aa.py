@@ -30,13 +30,15 @@ def _add_system_args(p: argparse.ArgumentParser) -> None:
                         "in 4.484 nm)")
     size = g.add_mutually_exclusive_group()
     size.add_argument("--molecules", type=positive_int, metavar="N",
-                      help="total molecule count; composition ratios and density are kept exactly, else the "
+                      help="total molecule count of a packed (OPLS) system; composition ratios and density "
+                           "are kept exactly, else the "
                            "command refuses and names the nearest sizes that keep them "
                            "(e.g. 252 -> 63 choline, 63 Cl, 126 urea in a 2.832 nm box; reline needs a multiple of 4)")
     size.add_argument("--scale", type=positive_float, metavar="F",
-                      help="multiply every molecule count by F (same density)")
+                      help="multiply every molecule count of a packed (OPLS) system by F (same density)")
     g.add_argument("--cutoff", type=positive_float, metavar="NM",
-                   help="nonbonded cutoff in nm (default: the system file's; must be below half the box)")
+                   help="nonbonded cutoff in nm (default: the system file's; must be below half the box; "
+                        "not with nonbonded: NoCutoff)")
 
 
 def _system_file(role: str) -> Path:
@@ -254,7 +256,8 @@ def register(sub) -> None:
     fmt = argparse.RawDescriptionHelpFormatter
     # ------------------------------------------------------------------ aa-build
     p = sub.add_parser(
-        "aa-build", formatter_class=fmt, help="pack an AA box (packmol) at the system's density and minimise it",
+        "aa-build", formatter_class=fmt,
+        help="pack an AA box (packmol) at the system's density and minimise it, or minimise a given structure",
         description="Pack the molecules of a system definition into its cubic box with packmol (random,\n"
                     "non-overlapping, 2 A tolerance), minimise the energy (L-BFGS, OPLS-DES, PME) and write a\n"
                     "PDB whose CRYST1 record is the box. Smaller boxes at the same density: --molecules/--scale.\n"
@@ -286,7 +289,8 @@ def register(sub) -> None:
                     "              --equilibration-ps 100 --production-ps 250 --frame-interval-ps 0.5")
     _add_system_args(p)
     p.add_argument("--run-dir", required=True, help="directory holding the run's checkpoints and frames")
-    p.add_argument("--structure", help="starting PDB from `cgkd aa-build` (new runs only)")
+    p.add_argument("--structure", help="starting PDB from `cgkd aa-build` (new runs only; default: RUN_DIR/built.pdb, "
+                                       "packed or minimised from the system definition's structure)")
     g = p.add_argument_group("protocol")
     g.add_argument("--temperature", type=positive_float, help="K (default: the system file's, 298.1 for reline)")
     g.add_argument("--thermostat", choices=["langevin", "nose-hoover"], default="langevin",

@@ -295,7 +295,10 @@ def read_mapped(run_dir: str | Path, mapping=None):
     if mapping is None:
         if "mapping" not in meta:
             raise RunError(f"{run_dir} was run without on-the-fly mapping (no cg/ parts); use `cgkd map --run-dir`")
-        mapping = MappingSpec.from_dict(meta["mapping"], "run.json")
+        record = meta["mapping"]
+        if "allow_unmapped" not in record:  # recorded before run.json kept the whole spec: the run checked
+            record = {**record, "allow_unmapped": True}  # the spec when it started; this rebuilds its beads
+        mapping = MappingSpec.from_dict(record, "run.json")
     cgmap = _cg_map(meta, mapping)
     chunks = {k: [] for k in FRAME_FIELDS if k != "positions" and k != "forces"}
     chunks.update(positions=[], forces=[])
@@ -491,10 +494,7 @@ def run_aa(run_dir: str | Path, sysdef, protocol: Protocol, structure_pdb: str |
                 "topology": topology_record(top),
                 "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         if mapping is not None:
-            meta["mapping"] = {"type_names": mapping.type_names, "aliases": mapping.aliases,
-                               "residues": {k: [{"type": b.type, "atoms": b.atoms} for b in v]
-                                            for k, v in mapping.residues.items()},
-                               "bead_names": {t: {"residue": r, "atom": a} for t, (r, a) in mapping.bead_names.items()}}
+            meta["mapping"] = mapping.to_dict()  # all of it: read_mapped rebuilds the map from it
         write_json(meta_path, meta)
     else:
         check_resume(run_dir, sysdef, protocol, mapping)

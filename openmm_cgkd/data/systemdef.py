@@ -465,7 +465,8 @@ def _residue_counts(topology) -> dict[str, int]:
 
 
 def _molecule_count(topology) -> int:
-    """Connected clusters of bonded atoms (a molecule each)."""
+    """Connected clusters of bonded atoms (a molecule each); the atoms of one residue are one
+    molecule even without bonds between them (a GROMACS water held by ``[settles]``)."""
     parent = list(range(topology.getNumAtoms()))
 
     def find(i: int) -> int:
@@ -474,6 +475,10 @@ def _molecule_count(topology) -> int:
             i = parent[i]
         return i
 
-    for a, b in topology.bonds():
-        parent[find(a.index)] = find(b.index)
+    pairs = [(a.index, b.index) for a, b in topology.bonds()]
+    for r in topology.residues():
+        atoms = [a.index for a in r.atoms()]
+        pairs += [(atoms[0], i) for i in atoms[1:]]
+    for a, b in pairs:
+        parent[find(a)] = find(b)
     return len({find(i) for i in range(len(parent))})

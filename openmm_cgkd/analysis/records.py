@@ -131,10 +131,11 @@ def failed_replica(name: str, failure: str, n_frames: int = 0, start_frame: int 
 
 def report_from_replicas(name: str, settings: AnalysisSettings, reference_name: str,
                          reference: Mapping[str, Mapping[str, Distribution]],
-                         replicas: Sequence[ReplicaAnalysis]) -> ModelReport:
+                         replicas: Sequence[ReplicaAnalysis], skipped: str | None = None) -> ModelReport:
     """A model's report from its replicas analysed one by one against the same ``reference``
     curves (``{kind: {key: Distribution}}``; empty when no replica could be analysed): mean
-    curves and TAE statistics over the scored replicas, failed ones counted."""
+    curves and TAE statistics over the scored replicas, failed ones counted. ``skipped``: why the
+    RDF / ADF / CDF are empty (:data:`~openmm_cgkd.analysis.report.NO_BOX`), None when computed."""
     replicas = list(replicas)
     if not replicas:
         raise AnalysisError(f"{name}: no replicas")
@@ -147,7 +148,7 @@ def report_from_replicas(name: str, settings: AnalysisSettings, reference_name: 
         tae = {kind: {} for kind in KINDS}
     summary = summarize_taes([r.tae for r in ok], settings.adf_cutoffs)
     ref = {kind: dict(reference.get(kind, {})) for kind in KINDS}
-    return ModelReport(name, settings, reference_name, ref, replicas, mean, tae, summary)
+    return ModelReport(name, settings, reference_name, ref, replicas, mean, tae, summary, skipped=skipped)
 
 
 def write_record(path: str | Path, record: Mapping) -> Path:

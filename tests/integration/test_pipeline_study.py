@@ -142,10 +142,12 @@ def test_report_has_every_part_and_stage_times(study):
         assert {"merge:A", "merge:B", "energy"} <= set(a.drift), name
         assert a.drift["energy"]["change"]["n"] == results["analysis"].models[name].n_replicas
     assert "## Drift from t = 0" in text and "Equilibration discard chosen from the reference model" in text
-    # 17 reference frames, replicas scored on 4: two blocks of 4 in each half
+    # replicas scored on 4 frames 0.04 ps apart (0.16 ps); 17 reference frames 0.08 ps apart: blocks of
+    # 0.16 ps are 2 reference frames, four blocks in each half (sized in time, not in frames)
     floor = results["analysis"].noise_floor
-    assert floor.block_frames == 4 and floor.n_blocks == 4 and floor.summary["rdf"].mean > 0
-    assert json.loads((out / "analysis" / "noise_floor.json").read_text())["floor"]["n_blocks"] == 4
+    assert floor.block_ps == pytest.approx(0.16) and floor.block_frames == 2 and floor.n_blocks == 8
+    assert floor.summary["rdf"].mean > 0
+    assert json.loads((out / "analysis" / "noise_floor.json").read_text())["floor"]["n_blocks"] == 8
     for png in ("learning_curves.png", "tae_comparison.png", "analysis/rdf_overlay.png", "analysis/cdf_overlay.png",
                 "analysis/energy_equilibration.png", "analysis/student-ensemble-e-ft-faa/cdf_time.png"):
         assert (out / png).stat().st_size > 5000, png

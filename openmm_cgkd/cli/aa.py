@@ -140,7 +140,9 @@ def _add_map_arguments(p) -> None:
     g.add_argument("--forces", help="(frames, atoms, 3) force array: .npy, or .h5/.npz with a 'forces' dataset")
     g.add_argument("--force-unit", default="kJ/mol/nm", choices=FORCE_UNIT_NAMES,
                    help="unit of the --forces array (TRR files are always kJ/mol/nm)")
-    g.add_argument("--masses", help="per-atom masses (dalton), .npy or text, overriding the topology's")
+    g.add_argument("--masses", help="per-atom masses (dalton), .npy or text, overriding the topology's; required "
+                                    "with a .pdb/.gro topology (masses are never taken from elements) unless the "
+                                    "trajectory is a ForceReporter file, which records the System's masses")
     g.add_argument("--timestep-ps", type=positive_float,
                    help="time between saved frames (ps) for formats that store no times (DCD, PDB, XYZ: required "
                         "there), or whose times are all equal")

@@ -82,7 +82,9 @@ def setup_fingerprint(cfg: TeachersConfig, dataset: CGDataset) -> dict:
     key = {"dataset": cg_dataset_digest(dataset), "split": config_to_dict(cfg.split),
            "wall": config_to_dict(cfg.wall), "model": dict(cfg.model), "seeds": cfg.member_seeds()}
     if dataset.topology.has_bonds:  # unbonded datasets keep the fingerprint they always had
-        key["priors"] = config_to_dict(cfg.priors)
+        priors = config_to_dict(cfg.priors)
+        priors["temperature_k"] = priors.pop("temperature_K")  # the name set-ups were keyed on before the rename
+        key["priors"] = priors
     return key
 
 

@@ -2,6 +2,7 @@
 molecule in vacuum mapped from OpenMM data (`cgkd map`), hipnn-ts teachers trained as one stacked run
 with bonded priors, labels, a hipnn-ts student, MD from the dataset's frame (bonds, no box), the
 time step check and the analysis (bond and angle distributions; RDF/ADF/CDF skipped: no box)."""
+import gzip
 import json
 
 import numpy as np
@@ -44,13 +45,15 @@ def test_pipeline_of_a_molecule_without_a_box(tmp_path, capsys):
     rep = out / "md" / "student-ensemble-e-ft-faa" / "replica_00"
     start = (rep / "start.pdb").read_text()
     assert "CONECT" in start and "CRYST1" not in start  # the dataset frame's bonds, no box
-    record = json.loads(__import__("gzip").open(rep / "replica.json.gz").read())
+    record = json.loads(gzip.open(rep / "replica.json.gz").read())
     assert record["failure"] is None
     checks = list((out / "md" / "timestep_check").glob("*.json"))
     assert checks and json.loads(checks[0].read_text())["result"]["blew_up"] is None
 
     summary = (out / "analysis" / "student-ensemble-e-ft-faa" / "summary.md").read_text()
     assert "RDF, ADF and CDF not computed" in summary and "no periodic box" in summary
+    assert "## Molecules" in summary and "| bond | E-M |" in summary and "| angle | E-M-E |" in summary
+    assert "molecular" in json.loads(gzip.open(out / "md" / "reference.json.gz").read())
     report_md = (out / "report.md").read_text()
     assert "student-ensemble-e-ft-faa" in report_md
     # `cgkd analyze` of the replica: the bonded distributions, no RDFs (stated)

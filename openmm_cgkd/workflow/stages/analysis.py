@@ -12,8 +12,8 @@ from openmm_cgkd.analysis.contacts import contact_coordination
 from openmm_cgkd.analysis.distributions import AnalysisError, bead_type_indices
 from openmm_cgkd.analysis.noise import NoiseFloor, noise_floor
 from openmm_cgkd.analysis.drift import model_drift
-from openmm_cgkd.analysis.records import (curves_from_record, drift_from_record, read_record, replica_from_record,
-                                          report_from_replicas)
+from openmm_cgkd.analysis.records import (curves_from_record, drift_from_record, molecular_from_records, read_record,
+                                          replica_from_record, report_from_replicas)
 from openmm_cgkd.analysis.replicas import replica_mean
 from openmm_cgkd.analysis.reference_check import check_reference
 from openmm_cgkd.analysis.report import NO_BOX, load_reference, summary_markdown, write_report
@@ -43,7 +43,7 @@ def analysis_stage(cfg: PipelineConfig, out: Path, runs: MDResult, data_digest: 
     skipped = NO_BOX if volume is None else None  # a reference without a box: no RDF / ADF / CDF
     results, reports = {}, {}
     for name, reps in runs.models.items():
-        replicas, series = [], []
+        replicas, series, molecular = [], [], []
         for rep in reps:
             rec = read_record(rep.record)
             if rec is None:
@@ -51,7 +51,10 @@ def analysis_stage(cfg: PipelineConfig, out: Path, runs: MDResult, data_digest: 
             replicas.append(replica_from_record(rec["analysis"]))
             if not rep.failed and drift_from_record(rec) is not None:
                 series.append(drift_from_record(rec))
-        report = report_from_replicas(name, settings, Path(cfg.dataset).name, reference, replicas, skipped)
+            if not replicas[-1].failed:
+                molecular.append(rec.get("molecular"))
+        mol = molecular_from_records((ref_rec or {}).get("molecular") if reference else None, molecular)
+        report = report_from_replicas(name, settings, Path(cfg.dataset).name, reference, replicas, skipped, mol)
         reports[name] = report
         adir = dest / name
         write_report(report, adir, plots=False)

@@ -321,12 +321,19 @@ class _ReplicaRunner:
                                                             rep.energy_series)
             old = read_record(self.reference_file)
             if old is None or old.get("digest") != self.analysis_digest:
-                write_record(self.reference_file, {"digest": self.analysis_digest, "key": self.analysis_key,
-                                                   "curves": curves_to_record(report.reference)})
+                ref = {"digest": self.analysis_digest, "key": self.analysis_key,
+                       "curves": curves_to_record(report.reference)}
+                if report.molecular:  # molecules: the reference's bond/angle/dihedral (and intra RDF) curves
+                    ref["molecular"] = curves_to_record({k: m["reference"] for k, m in report.molecular.items()})
+                write_record(self.reference_file, ref)
         fields = {"analysis_key": {"digest": self.analysis_digest, "key": self.analysis_key},
                   "analysis": replica_to_record(rep), "version": RECORD_VERSION}
         if not rep.failed and drift is not None:
             fields["drift_from_start"] = drift.to_dict()
+        if not rep.failed and report.molecular:  # molecules: this replica's bonded distributions and TAEs
+            fields["molecular"] = {"curves": curves_to_record({k: m["mean"] for k, m in report.molecular.items()}),
+                                   "tae": {k: {key: st.mean for key, st in m["tae"].items()}
+                                           for k, m in report.molecular.items()}}
         return fields
 
     @staticmethod

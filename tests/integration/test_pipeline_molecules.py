@@ -56,6 +56,16 @@ def test_pipeline_of_a_molecule_without_a_box(tmp_path, capsys):
     assert "molecular" in json.loads(gzip.open(out / "md" / "reference.json.gz").read())
     report_md = (out / "report.md").read_text()
     assert "student-ensemble-e-ft-faa" in report_md
+    # `cgkd start-structure` and `cgkd check-timestep` by hand: bonds, no box
+    capsys.readouterr()
+    assert main(["start-structure", "--dataset", str(tmp_path / "cg.h5"), "--frame", "-1", "--out",
+                 str(tmp_path / "start.pdb")]) == 0
+    text = (tmp_path / "start.pdb").read_text()
+    assert "CONECT" in text and "CRYST1" not in text and "no periodic box" in capsys.readouterr().out
+    assert main(["check-timestep", "--bundle", str(out / "students" / "ensemble-e-ft-faa" / "bundle"), "--structure",
+                 str(tmp_path / "start.pdb"), "--timestep", "2", "--nvt-ps", "0.04", "--nve-ps", "0.1",
+                 "--platform", "CPU", "--threads", "1"]) in (0, 3)
+    assert "2 fs" in capsys.readouterr().out
     # `cgkd analyze` of the replica: the bonded distributions, no RDFs (stated)
     capsys.readouterr()
     assert main(["analyze", "-t", str(rep / "trajectory.dcd"), "-p", str(rep / "start.pdb"), "-r",

@@ -82,8 +82,8 @@ def test_liquid_of_three_bead_molecules_through_the_cli(tmp_path, capsys):
     write_bead_pdb(tmp_path / "nobonds.pdb", bead_topology(names, ds.boxes[-1]), ds.positions[-1])
     capsys.readouterr()
     assert main(["simulate", "--bundle", str(tmp_path / "student" / "bundle"), "--structure",
-                 str(tmp_path / "nobonds.pdb"), "--steps", "10", "--out", str(tmp_path / "md2"), "--platform", "CPU",
-                 "--no-progress"]) == 2
+                 str(tmp_path / "nobonds.pdb"), "--steps", "10", "--report-interval", "5", "--out", str(tmp_path / "md2"),
+                 "--platform", "CPU", "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert "cgkd simulate: error:" in err and "no bonds" in err and "Traceback" not in err
 

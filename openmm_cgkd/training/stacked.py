@@ -14,8 +14,8 @@ One run trains the K members of a :class:`~openmm_cgkd.model.stacked.StackedEnse
   they differ by their initialisation (``seeds``);
 * K = 1 is the single-member case of the same code.
 
-Per batch the pair lists, the shared sensitivities and the wall are computed once for all K
-members (:func:`~openmm_cgkd.model.stacked.training_forward`).
+Per batch the pair lists, the shared sensitivities, the wall and the bonded priors (molecules;
+docs/molecules.md) are computed once for all K members (:func:`~openmm_cgkd.model.stacked.training_forward`).
 
 Run directory ``out`` (resumable like :mod:`.trainer`)::
 

@@ -7,8 +7,9 @@ targets are used, else weight 1 for the one used. ``single-*`` variants learn fr
 by one teacher (``cgkd label --member K``, or a one-teacher bundle), ``ensemble-*`` from the
 ensemble mean. Free weights (``weights:`` in the config) override a preset's.
 
-The student reuses the teachers' wall (from the labels' provenance): the labels include it, so
-the student's network learns the same remainder as the teachers'. Its bundle records the
+The student reuses the teachers' wall and bonded priors (from the labels' provenance): the labels
+include them, so the student's network learns the same remainder as the teachers', with every
+architecture (the stacked ``hipnn-ts`` path included). Its bundle records the
 variant, the weights and the teachers it learned from.
 """
 from __future__ import annotations

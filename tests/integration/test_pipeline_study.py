@@ -180,7 +180,7 @@ def test_ship_from_pipeline_reads_the_typed_stage_results(study, tmp_path, monke
     assert f"variant `{variant}`; shipped as the study's student: {why}" in card
     rdf = results["analysis"].models[f"student-{variant}"].summary["rdf"]
     assert f"| student-{variant} | 0 of 2 replicas failed | {rdf['mean']:.3f} +- {rdf['std']:.3f} |" in card
-    assert "| ensemble-2 |" in card and "| teacher-00 |" in card and "AA noise floor (blocks of 4" in card
+    assert "| ensemble-2 |" in card and "| teacher-00 |" in card and "AA noise floor (blocks of 0.16 ps, 2 reference frames" in card
     assert "ns/day in OpenMM MD (CPU platform, 24 beads, 4 fs step, 1 thread(s) per replica" in card
     assert "WITHOUT reaching early stopping" in card  # 1 epoch: the card says the model is not converged
     assert "## Contacts closer than the AA's closest contact" in card and "Contact gate (every pair at most 2 x" in card

@@ -126,7 +126,7 @@ def test_report_has_every_part_and_stage_times(study):
                  "## Time step check", "| student-ensemble-e-ft-faa | 4 |", "## Training", "learning_curves.png",
                  "rdf_overlay.png", "cdf_overlay.png", "energy_equilibration.png", "## Wall time per stage",
                  "| teachers |", "| md |", "ns/day", "cdf_time",
-                 "## The method's findings, checked", "Noise floor (blocks of 4 reference frames",
+                 "## The method's findings, checked", "Noise floor (blocks of 0.16 ps, 2 reference frames",
                  "| the student matches the ensemble | student-ensemble-e-ft-faa vs ensemble-2 |",
                  "| the ensemble beats a single teacher | ensemble-2 vs the teachers' mean |",
                  "## Reference check (has the AA reference rearranged?)", "## Contacts below the AA's closest contact",

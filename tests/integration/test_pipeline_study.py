@@ -122,11 +122,12 @@ def test_report_has_every_part_and_stage_times(study):
     root, results, _ = study
     out = root / "study"
     text = (out / "report.md").read_text()
+    floor = results["analysis"].noise_floor
     for part in ("| model | replicas | RDF | ADF | CDF |", "0 of 2 replicas failed", "0 of 1 replicas failed",
                  "## Time step check", "| student-ensemble-e-ft-faa | 4 |", "## Training", "learning_curves.png",
                  "rdf_overlay.png", "cdf_overlay.png", "energy_equilibration.png", "## Wall time per stage",
                  "| teachers |", "| md |", "ns/day", "cdf_time",
-                 "## The method's findings, checked", "Noise floor (blocks of 0.16 ps, 2 reference frames",
+                 "## The method's findings, checked", f"Noise floor (blocks of {floor.block_ps:g} ps, {floor.block_frames} reference frames",
                  "| the student matches the ensemble | student-ensemble-e-ft-faa vs ensemble-2 |",
                  "| the ensemble beats a single teacher | ensemble-2 vs the teachers' mean |",
                  "## Reference check (has the AA reference rearranged?)", "## Contacts below the AA's closest contact",
@@ -144,7 +145,6 @@ def test_report_has_every_part_and_stage_times(study):
     assert "## Drift from t = 0" in text and "Equilibration discard chosen from the reference model" in text
     # replicas scored on 4 frames 0.04 ps apart (0.16 ps); 17 reference frames 0.08 ps apart: blocks of
     # 0.16 ps are 2 reference frames, four blocks in each half (sized in time, not in frames)
-    floor = results["analysis"].noise_floor
     assert floor.block_ps == pytest.approx(0.16) and floor.block_frames == 2 and floor.n_blocks == 8
     assert floor.summary["rdf"].mean > 0
     assert json.loads((out / "analysis" / "noise_floor.json").read_text())["floor"]["n_blocks"] == 8

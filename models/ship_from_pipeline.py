@@ -204,7 +204,8 @@ def ship(run: Path, student_variant: str, name_prefix: str = "des", allow_failin
             "",
             "## Structure in MD (TAE vs the AA reference; mean +- std over replicas; lower is better)",
             table,
-            (f"AA noise floor (blocks of {floor.block_frames} reference frames vs the other half): "
+            (f"AA noise floor (blocks of {f'{floor.block_ps:g} ps, ' if floor.block_ps is not None else ''}"
+             f"{floor.block_frames} reference frames vs the other half): "
              + ", ".join(f"{k.upper()} {floor.summary[k].mean:.3f}" for k in ("rdf", "adf", "cdf") if k in floor.summary)
              + "." if floor is not None else "AA noise floor: not measured."),
             "",

@@ -150,7 +150,9 @@ def _add_map_arguments(p) -> None:
     g.add_argument("--forces", help="(frames, atoms, 3) force array: .npy, or .h5/.npz with a 'forces' dataset")
     g.add_argument("--force-unit", default="kJ/mol/nm", choices=FORCE_UNIT_NAMES,
                    help="unit of the --forces array (TRR files are always kJ/mol/nm)")
-    g.add_argument("--masses", help="per-atom masses (dalton), .npy or text, overriding the topology's")
+    g.add_argument("--masses", help="per-atom masses (dalton), .npy or text, overriding the topology's; required "
+                                    "with a .pdb/.gro topology (masses are never taken from elements) unless the "
+                                    "trajectory is a ForceReporter file, which records the System's masses")
     g.add_argument("--timestep-ps", type=positive_float,
                    help="time between saved frames (ps) for formats that store no times (DCD, PDB, XYZ: required "
                         "there), or whose times are all equal")
@@ -235,7 +237,8 @@ def _cmd_map(args) -> int:
 
 
 def _cmd_start_structure(args) -> int:
-    """`cgkd start-structure`: one frame of a CG dataset as a bead PDB (CRYST1 = its box)."""
+    """`cgkd start-structure`: one frame of a CG dataset as a bead PDB (CRYST1 = its box; none
+    for non-periodic data; CONECT = its bonds)."""
     from openmm_cgkd.data.dataset import CGDataset
     from openmm_cgkd.topology import dataset_topology, write_bead_pdb
 
@@ -244,11 +247,11 @@ def _cmd_start_structure(args) -> int:
     frame = args.frame if args.frame >= 0 else ds.n_frames + args.frame
     if not 0 <= frame < ds.n_frames:
         raise UsageError(f"--frame {args.frame}: the dataset has frames 0..{ds.n_frames - 1}")
-    box = ds.boxes[frame]
+    box = ds.boxes[frame] if ds.periodic else None
     write_bead_pdb(out, dataset_topology(ds, frame), ds.positions[frame], box)
     t = "unknown (give --temperature to cgkd simulate)" if ds.temperature_K is None else f"{ds.temperature_K:g} K"
     print(f"wrote {out}: frame {frame} (t = {ds.times[frame]:g} ps) of {args.dataset}, {ds.n_beads} beads; "
-          f"data temperature {t}")
+          f"{'' if ds.periodic else 'no periodic box, '}{ds.topology.n_bonds} bonds; data temperature {t}")
     return 0
 
 

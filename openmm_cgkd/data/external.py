@@ -188,25 +188,18 @@ def _read_force_h5(path: Path) -> dict:
     with h5py.File(path, "r") as h5:
         out = {k: h5[k][()] for k in ("positions", "forces", "boxes", "times")}
         out["potential_energy"] = h5["potential_energy"][()] if "potential_energy" in h5 else None
+        out["masses"] = h5["masses"][()] if "masses" in h5 else None  # files written before it was recorded: none
         t = h5.attrs.get("temperature_K")
         out["temperature_K"] = None if t is None or not np.isfinite(t) else float(t)
     return out
 
 
-def _masses_from_topology(top) -> np.ndarray:
-    masses = []
-    for a in top.atoms:
-        if a.element is None or a.element.mass is None or a.element.mass <= 0:
-            raise InputError(f"atom {a} has no element; pass per-atom masses (--masses)")
-        masses.append(float(a.element.mass))
-    return np.asarray(masses)
-
-
 def read_topology(path: str | Path):
-    """(mdtraj Topology, masses dalton) from .gro / .pdb / .top (+ anything mdtraj reads).
+    """(mdtraj Topology, masses dalton or None) from .gro / .pdb / .top (+ anything mdtraj reads).
 
-    Masses come from the .top file's atom records when given one, else from elements
-    (mdtraj's guess for .gro). Pass explicit masses for exotic names.
+    Masses come from the .top file's atom records; a .pdb or .gro carries none (None): masses are
+    never taken from elements, which are wrong for united atoms, virtual sites and repartitioned
+    hydrogens (give them with ``--masses``, or record them with the ForceReporter).
     """
     import mdtraj as md
 
@@ -231,7 +224,7 @@ def read_topology(path: str | Path):
         raise InputError(f"could not read topology {path}: {exc} (give a .gro, .pdb or .top file)") from exc
     if top.n_atoms == 0:
         raise InputError(f"topology {path} holds no atoms")
-    return top, _masses_from_topology(top)
+    return top, None
 
 
 def read_trr(path: str | Path):
@@ -281,7 +274,9 @@ def load_trajectory(trajectory: str | Path, topology: str | Path, *, forces=None
 
     Frame times: the file's own; for formats that store none (:data:`TIMELESS_SUFFIXES`, e.g.
     DCD) frame index x ``timestep_ps`` (required there for more than one frame). ``mdp``: the
-    GROMACS .mdp of the run, whose ``ref_t`` is the data's temperature."""
+    GROMACS .mdp of the run, whose ``ref_t`` is the data's temperature. Atom masses (dalton):
+    ``masses`` when given, else the .top topology's, else those a ForceReporter file recorded;
+    never from elements (:class:`InputError` when none of these has them)."""
     import mdtraj as md
 
     trajectory = Path(trajectory)
@@ -298,6 +293,8 @@ def load_trajectory(trajectory: str | Path, topology: str | Path, *, forces=None
             if temperature is not None and abs(temperature - rec["temperature_K"]) > 1e-6:
                 raise InputError(f"{mdp} says {temperature:g} K, {trajectory} {rec['temperature_K']:g} K")
             temperature, t_source = rec["temperature_K"], f"the integrator of {trajectory.name}"
+        if masses is None and rec["masses"] is not None:  # the System's masses, as the reporter recorded them
+            masses = rec["masses"]
         if xyz.shape[1] != top.n_atoms:
             raise InputError(f"{trajectory} has {xyz.shape[1]} atoms; topology {topology} has {top.n_atoms}")
     elif trajectory.suffix == ".trr" and forces is None:
@@ -337,6 +334,11 @@ def load_trajectory(trajectory: str | Path, topology: str | Path, *, forces=None
         if timestep_ps is None:
             raise InputError("frame times are not increasing: give --timestep-ps")
         times = np.arange(len(times)) * timestep_ps
+    if masses is None:
+        raise InputError(f"no atom masses: the topology {Path(topology).name} ({Path(topology).suffix or 'no suffix'}) "
+                         "carries none and masses are never taken from elements (wrong for united atoms, virtual "
+                         "sites, repartitioned hydrogens): give --masses FILE (dalton per atom, .npy or text), a "
+                         "GROMACS .top topology, or a ForceReporter file (it records the System's masses)")
     prov = {"source": str(trajectory), "topology": str(topology), "force_unit_in": force_unit}
     if temperature is not None:
         prov["temperature_source"] = t_source

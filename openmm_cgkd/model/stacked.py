@@ -306,14 +306,15 @@ def _sensitivity_pair(net: HipnnTS, r: Tensor, valid: Tensor) -> Tuple[Tensor, T
 
 
 def joined_pairs(neighbors: NeighborList, positions: Tensor, boxes: Tensor) -> Tuple[Tensor, Tensor]:
-    """Pairs of B frames ``positions [B,N,3]``, ``boxes [B,3,3]`` (nm) as one graph of B*N beads:
+    """Pairs of B frames ``positions [B,N,3]``, ``boxes [B,3,3]`` (nm; all zero: no periodic box) as one graph of B*N beads:
     ``(edge_index [2,E], pair_vectors [E,3])`` with ``pair_vectors = r_i - r_j`` + periodic image
     (self pairs and padding dropped)."""
     b_n, n = int(positions.shape[0]), int(positions.shape[1])
     flat = positions.reshape(b_n * n, 3)
+    periodic = bool(torch.any(boxes != 0))  # all-zero boxes: no periodic boundaries (non-periodic data)
     edges, shifts = [], []
     for f in range(b_n):
-        ei, cs = neighbors(positions[f], boxes[f])
+        ei, cs = neighbors(positions[f], boxes[f] if periodic else None)
         keep = (ei[0] >= 0) & (ei[0] != ei[1])
         edges.append(ei[:, keep] + f * n)
         shifts.append(cs[keep].to(positions.dtype) @ boxes[f])

@@ -395,8 +395,9 @@ def findings_markdown(analysis: AnalysisResult, students: StudentsResult, runs: 
             rules_markdown(rules), ""]
     floor = analysis.noise_floor
     if floor is not None:
-        head += [f"Noise floor (blocks of {floor.block_frames} reference frames, as many as a replica is scored "
-                 f"on, against the other half of the reference; {floor.n_blocks} blocks): "
+        span = f"{floor.block_ps:g} ps, " if floor.block_ps is not None else ""
+        head += [f"Noise floor (blocks of {span}{floor.block_frames} reference frames, as long as the part of a replica "
+                 f"that is scored, against the other half of the reference; {floor.n_blocks} blocks): "
                  + ", ".join(f"{k.upper()} {floor.summary[k].mean:.3f} +- {floor.summary[k].std:.3f}"
                              for k in kinds if k in floor.summary)
                  + ". A model TAE near it cannot be told from the AA reference.", ""]

@@ -122,11 +122,12 @@ def test_report_has_every_part_and_stage_times(study):
     root, results, _ = study
     out = root / "study"
     text = (out / "report.md").read_text()
+    floor = results["analysis"].noise_floor
     for part in ("| model | replicas | RDF | ADF | CDF |", "0 of 2 replicas failed", "0 of 1 replicas failed",
                  "## Time step check", "| student-ensemble-e-ft-faa | 4 |", "## Training", "learning_curves.png",
                  "rdf_overlay.png", "cdf_overlay.png", "energy_equilibration.png", "## Wall time per stage",
                  "| teachers |", "| md |", "ns/day", "cdf_time",
-                 "## The method's findings, checked", "Noise floor (blocks of 4 reference frames",
+                 "## The method's findings, checked", f"Noise floor (blocks of {floor.block_ps:g} ps, {floor.block_frames} reference frames",
                  "| the student matches the ensemble | student-ensemble-e-ft-faa vs ensemble-2 |",
                  "| the ensemble beats a single teacher | ensemble-2 vs the teachers' mean |",
                  "## Reference check (has the AA reference rearranged?)", "## Contacts below the AA's closest contact",
@@ -142,10 +143,11 @@ def test_report_has_every_part_and_stage_times(study):
         assert {"merge:A", "merge:B", "energy"} <= set(a.drift), name
         assert a.drift["energy"]["change"]["n"] == results["analysis"].models[name].n_replicas
     assert "## Drift from t = 0" in text and "Equilibration discard chosen from the reference model" in text
-    # 17 reference frames, replicas scored on 4: two blocks of 4 in each half
-    floor = results["analysis"].noise_floor
-    assert floor.block_frames == 4 and floor.n_blocks == 4 and floor.summary["rdf"].mean > 0
-    assert json.loads((out / "analysis" / "noise_floor.json").read_text())["floor"]["n_blocks"] == 4
+    # replicas scored on 4 frames 0.04 ps apart (0.16 ps); 17 reference frames 0.08 ps apart: blocks of
+    # 0.16 ps are 2 reference frames, four blocks in each half (sized in time, not in frames)
+    assert floor.block_ps == pytest.approx(0.16) and floor.block_frames == 2 and floor.n_blocks == 8
+    assert floor.summary["rdf"].mean > 0
+    assert json.loads((out / "analysis" / "noise_floor.json").read_text())["floor"]["n_blocks"] == 8
     for png in ("learning_curves.png", "tae_comparison.png", "analysis/rdf_overlay.png", "analysis/cdf_overlay.png",
                 "analysis/energy_equilibration.png", "analysis/student-ensemble-e-ft-faa/cdf_time.png"):
         assert (out / png).stat().st_size > 5000, png
@@ -178,7 +180,7 @@ def test_ship_from_pipeline_reads_the_typed_stage_results(study, tmp_path, monke
     assert f"variant `{variant}`; shipped as the study's student: {why}" in card
     rdf = results["analysis"].models[f"student-{variant}"].summary["rdf"]
     assert f"| student-{variant} | 0 of 2 replicas failed | {rdf['mean']:.3f} +- {rdf['std']:.3f} |" in card
-    assert "| ensemble-2 |" in card and "| teacher-00 |" in card and "AA noise floor (blocks of 4" in card
+    assert "| ensemble-2 |" in card and "| teacher-00 |" in card and "AA noise floor (blocks of 0.16 ps, 2 reference frames" in card
     assert "ns/day in OpenMM MD (CPU platform, 24 beads, 4 fs step, 1 thread(s) per replica" in card
     assert "WITHOUT reaching early stopping" in card  # 1 epoch: the card says the model is not converged
     assert "## Contacts closer than the AA's closest contact" in card and "Contact gate (every pair at most 2 x" in card

@@ -200,8 +200,9 @@ def test_a_mapped_dataset_names_its_inputs_relative_to_itself(tmp_path):
     md.Trajectory(pos, md.load_topology(str(pdb)), unitcell_lengths=np.full((frames, 3), box),
                   unitcell_angles=np.full((frames, 3), 90.0)).save_dcd(str(tmp_path / "aa" / "traj.dcd"))
     mapping = (ROOT / "systems" / "des" / "mapping.yaml").resolve()  # given by an absolute path
+    masses = np.array([a.element.mass for a in md.load_topology(str(pdb)).atoms])  # test data: all-atom
     aa = load_trajectory(tmp_path / "aa" / "traj.dcd", pdb, forces=tmp_path / "aa" / "forces.npy", timestep_ps=1.0,
-                         check_units=False)  # a dilute toy box
+                         check_units=False, masses=masses)  # a dilute toy box
     out = map_trajectory(aa, MappingSpec.from_yaml(mapping)).save(tmp_path / "cg" / "cg.h5")
 
     assert not _scan(tmp_path / "cg")

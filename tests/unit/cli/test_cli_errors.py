@@ -288,6 +288,7 @@ def aa_files(tmp_path_factory):
     (d / "garbage.npy").write_text("not numpy")
     (d / "garbage.pdb").write_text("nothing to read\n")
     (d / "masses.txt").write_text("1 2 x\n")
+    np.save(d / "m.npy", [a.element.mass for a in md.load_topology(str(pdb)).atoms])  # test data: all-atom
     (d / "bad_mapping.yaml").write_text("type_names: [A]\nresidues: {CHOL: [{type: B, atoms: all}]}\n")
     (d / "notyaml.yaml").write_text("type_names: [A\n")
     (d / "rundir").mkdir()
@@ -298,7 +299,8 @@ def aa_files(tmp_path_factory):
 
 def _map(d, *extra, out=None):
     times = ["--timestep-ps", "0.5"] if "--trajectory" in extra else []
-    return ["map", "--out", str(out or d / "o.h5"), *times, "--mapping", MAPPING, *extra]
+    masses = ["--masses", "m.npy"] if "--trajectory" in extra and "--masses" not in extra else []
+    return ["map", "--out", str(out or d / "o.h5"), *times, *masses, "--mapping", MAPPING, *extra]
 
 
 @pytest.mark.parametrize("extra,code,words", [
@@ -353,6 +355,15 @@ def test_map_output_names_and_a_good_run(aa_files, capsys, monkeypatch):
     assert main(_map(aa_files, "--trajectory", "t.dcd", "--topology", "top.pdb", "--forces", "f_kcal.npy",
                      "--force-unit", "kcal/mol/A", out=aa_files / "o2.h5")) == 0
     np.testing.assert_allclose(CGDataset.load(aa_files / "o2.h5").forces, ds.forces, rtol=1e-4, atol=1e-3)
+
+
+def test_map_never_takes_masses_from_elements(aa_files, capsys, monkeypatch):
+    """A .pdb topology carries no masses: without --masses (or a .top, or a ForceReporter file) one line."""
+    monkeypatch.chdir(aa_files)
+    argv = ["map", "--out", str(aa_files / "o3.h5"), "--timestep-ps", "0.5", "--mapping", MAPPING,
+            "--trajectory", "t.dcd", "--topology", "top.pdb", "--forces", "f.npy"]
+    _fails(capsys, argv, 2, "no atom masses", "never taken from elements", "--masses")
+    assert not (aa_files / "o3.h5").exists()
 
 
 # ------------------------------------------------------------------------------ training

@@ -70,7 +70,7 @@ def _reaches_md(only: list[str] | None) -> bool:
     return not only or max(STAGES.index(s) for s in only) >= STAGES.index("md")
 
 
-def _check_aa(cfg: PipelineConfig, to_md: bool = True) -> None:
+def _check_aa(cfg: PipelineConfig) -> None:
     if Path(cfg.dataset).is_file():
         return
     if cfg.aa is None or not cfg.aa.system:
@@ -86,10 +86,6 @@ def _check_aa(cfg: PipelineConfig, to_md: bool = True) -> None:
                               f"({sysdef.structure_path.name}, {sysdef.n_molecules} molecules); only a packed "
                               "system (an OPLS molecule file) is resized: remove aa.molecules")
         sysdef.resized(n_molecules=cfg.aa.molecules)
-    if to_md and not sysdef.periodic:
-        raise ConfigError(f"aa.system: {cfg.aa.system} has no periodic box, and the pipeline's md and analysis "
-                          "stages (g(r), ADF, CDF) need one: make the dataset with `--only aa` (then train with "
-                          "`cgkd train-teachers` ...), or give a periodic system")
     aa_protocol(cfg.aa, sysdef)  # exactly as the stage builds it
     mapping = cfg.aa.mapping or sysdef.mapping_path
     if not mapping or not Path(mapping).is_file():
@@ -141,5 +137,5 @@ def check_pipeline(cfg: PipelineConfig, only: list[str] | None = None) -> None:
     to_md = _reaches_md(only)
     # the ADF cutoffs come from the dataset's g(r): only when it exists and the md stage is wanted
     analysis_settings(cfg, with_dataset=Path(cfg.dataset).is_file() and to_md)
-    _check_aa(cfg, to_md)
+    _check_aa(cfg)
     _check_model_and_data(cfg)

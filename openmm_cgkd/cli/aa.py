@@ -23,7 +23,9 @@ FORCE_UNIT_NAMES = ("kJ/mol/nm", "kJ/mol/A", "kcal/mol/A", "kcal/mol/nm")  # = d
 def _add_system_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("system")
     g.add_argument("--system", default=None,
-                   help="system definition YAML (force field, composition, box, temperature; default: the "
+                   help="system definition YAML: an OPLS molecule file with composition and box, OpenMM force "
+                        "field XML files with a structure (PDB/PDBx), or a GROMACS .top with a .gro "
+                        "(docs/own_system.md); default: the "
                         f"{DEFAULT_SYSTEM} system's, systems/des/system.yaml: reline, 250 choline / 250 Cl / 500 urea "
                         "in 4.484 nm)")
     size = g.add_mutually_exclusive_group()
@@ -54,11 +56,13 @@ def _load_system(args):
     elif args.scale is not None:
         sysdef = sysdef.resized(scale=args.scale)
     if getattr(args, "cutoff", None) is not None:
-        if args.cutoff >= 0.5 * sysdef.box_nm:
+        if sysdef.periodic and args.cutoff >= 0.5 * sysdef.box_nm:
             raise UsageError(f"--cutoff {args.cutoff} nm is not below half the {sysdef.box_nm:.3f} nm box; "
                              f"use at most {0.49 * sysdef.box_nm:.3f} nm or a larger system")
+        if sysdef.kind != "opls" and sysdef.nonbonded == "NoCutoff":
+            raise UsageError(f"--cutoff: the system's nonbonded method is NoCutoff ({sysdef.source})")
         sysdef.cutoff_nm = float(args.cutoff)
-    if sysdef.cutoff_nm >= 0.5 * sysdef.box_nm:
+    if sysdef.periodic and sysdef.cutoff_nm >= 0.5 * sysdef.box_nm:
         new = round(0.49 * sysdef.box_nm, 3)
         print(f"note: cutoff {sysdef.cutoff_nm} nm is not below half the {sysdef.box_nm:.3f} nm box; using {new} nm",
               file=sys.stderr)
@@ -113,12 +117,16 @@ def _cmd_run(args) -> int:
     if not args.no_mapping:
         path = args.mapping or sysdef.mapping_path
         mapping = MappingSpec.from_yaml(check_input_file(path, "mapping spec (--mapping)")) if path else None
+    if structure is not None and structure.suffix.lower() != ".pdb":
+        raise UsageError(f"--structure {structure}: give a PDB (a .gro or PDBx structure goes in the system "
+                         "definition's `structure:`, which a new run minimises and starts from)")
     if structure is not None and not (run_dir / "run.json").is_file():
         n = _pdb_atom_count(structure)
         if n != sysdef.n_atoms:
             raise UsageError(f"--structure {structure} has {n} atoms; the system ({sysdef.n_molecules} molecules: "
-                             f"{sysdef.composition}) has {sysdef.n_atoms}: pack a box with `cgkd aa-build` and the "
-                             "same --system / --molecules / --scale")
+                             f"{sysdef.composition}) has {sysdef.n_atoms}: "
+                             + ("pack a box with `cgkd aa-build` and the same --system / --molecules / --scale"
+                                if sysdef.kind == "opls" else "give a structure of this system, atoms in its order"))
     with hold_run_dir(run_dir, "cgkd aa-run"):  # one run per --run-dir
         if structure is None and not (run_dir / "run.json").is_file():
             structure = run_dir / "built.pdb"
@@ -252,7 +260,9 @@ def register(sub) -> None:
         "aa-build", formatter_class=fmt, help="pack an AA box (packmol) at the system's density and minimise it",
         description="Pack the molecules of a system definition into its cubic box with packmol (random,\n"
                     "non-overlapping, 2 A tolerance), minimise the energy (L-BFGS, OPLS-DES, PME) and write a\n"
-                    "PDB whose CRYST1 record is the box. Smaller boxes at the same density: --molecules/--scale.\n\n"
+                    "PDB whose CRYST1 record is the box. Smaller boxes at the same density: --molecules/--scale.\n"
+                    "A system given by OpenMM XML files or a GROMACS .top with its structure is not packed:\n"
+                    "its structure is minimised and written.\n\n"
                     "example:  cgkd aa-build --molecules 252 --out runs/des252/built.pdb")
     _add_system_args(p)
     p.add_argument("--out", required=True, help="output PDB (positions in the system's atom order)")

@@ -156,9 +156,23 @@ def build_box(sysdef: SystemDefinition, out_pdb: str | Path, *, seed: int = 1, m
     """Pack ``sysdef`` with packmol (``seed``), minimise (:func:`minimise` on ``platform``, a
     :class:`~openmm_cgkd.platforms.PlatformChoice` or None), write ``out_pdb`` (CRYST1 = box).
     The same ``seed`` gives the same structure on one machine (unless ``platform`` sets CPU
-    ``Threads`` above 1). Returns a summary."""
+    ``Threads`` above 1). Returns a summary.
+
+    A system given by its structure (the ``openmm`` and ``gromacs`` kinds of
+    :mod:`~openmm_cgkd.data.systemdef`) is not packed: its structure is minimised and written."""
     import time
 
+    if sysdef.kind != "opls":
+        t0 = time.time()
+        top, system = sysdef.create_openmm()
+        pos_min, e_min = minimise(system, sysdef.start_positions(), max_iterations=minimise_steps, platform=platform)
+        write_pdb(out_pdb, top, pos_min)
+        info = {"n_atoms": int(pos_min.shape[0]), "n_molecules": sysdef.n_molecules, "box_nm": sysdef.box_nm or None,
+                "minimised_energy_kJ_mol": e_min, "minimise_s": round(time.time() - t0, 2), "pdb": str(out_pdb)}
+        log(f"minimised {sysdef.structure_path.name} ({info['n_atoms']} atoms, {info['n_molecules']} molecules, "
+            f"{'box ' + format(sysdef.box_nm, '.3f') + ' nm' if sysdef.periodic else 'no periodic box'}) to "
+            f"{e_min:.1f} kJ/mol in {info['minimise_s']} s -> {out_pdb}")
+        return info
     ff = sysdef.forcefield
     t0 = time.time()
     pos = pack_box(ff, sysdef.composition, sysdef.box_nm, seed=seed)

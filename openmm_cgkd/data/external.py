@@ -379,7 +379,7 @@ def load_run(run_dir: str | Path, max_frames: int | None = None, check_units: bo
     """The committed production frames of a ``cgkd aa-run`` directory (finished or not)."""
     import mdtraj as md
 
-    from openmm_cgkd.data.aamd import read_frames
+    from openmm_cgkd.data.aamd import read_frames, run_topology
     from openmm_cgkd.data.opls import build_topology
     from openmm_cgkd.data.systemdef import SystemDefinition
 
@@ -393,13 +393,15 @@ def load_run(run_dir: str | Path, max_frames: int | None = None, check_units: bo
     except (ValueError, KeyError, TypeError) as exc:
         raise InputError(f"{meta_path} is not the run.json of a `cgkd aa-run` directory: {exc!r}") from None
     fr = read_frames(run_dir, max_frames)
-    sysdef = SystemDefinition(name=sysd["name"], forcefield_path=run_dir / sysd["forcefield"],
-                              composition=sysd["composition"], box_nm=sysd["box_nm"])
-    if not sysdef.forcefield_path.is_file():  # run directory moved: the same file of a registered system
-        from openmm_cgkd.systems import find_system_file
+    top = run_topology(meta)
+    if top is None:  # an OPLS run from before run.json kept its topology: rebuilt from the force field
+        sysdef = SystemDefinition(name=sysd["name"], forcefield_path=run_dir / sysd["forcefield"],
+                                  composition=sysd["composition"], box_nm=sysd["box_nm"])
+        if not sysdef.forcefield_path.is_file():  # run directory moved: the same file of a registered system
+            from openmm_cgkd.systems import find_system_file
 
-        sysdef.forcefield_path = find_system_file(sysdef.forcefield_path.name, sysd.get("forcefield_sha256"))
-    top = md.Topology.from_openmm(build_topology(sysdef.forcefield, sysdef.composition))
+            sysdef.forcefield_path = find_system_file(sysdef.forcefield_path.name, sysd.get("forcefield_sha256"))
+        top = md.Topology.from_openmm(build_topology(sysdef.forcefield, sysdef.composition))
     progress = json.loads((run_dir / "progress.json").read_text()) if (run_dir / "progress.json").is_file() else {}
     from openmm_cgkd.data.aamd import SYSTEM_FILE_KEYS
     from openmm_cgkd.fileio import anchor_paths
@@ -407,9 +409,8 @@ def load_run(run_dir: str | Path, max_frames: int | None = None, check_units: bo
     prov = {"source": "cgkd aa-run", "run_dir": str(run_dir.resolve()),
             "system": anchor_paths(sysd, SYSTEM_FILE_KEYS, run_dir), "protocol": meta["protocol"],
             "frames_committed": int(progress.get("frames", len(fr["times"]))), "wall_s": progress.get("wall_s"),
-            "platform": progress.get("platform"), "force_field": "OPLS-DES (Doherty & Acevedo 2018), "
-            "charges x0.8, geometric LJ, 1-4 x0.5/0.5, PME", "forces": "total force-field force per atom "
-            "(constraint forces excluded; they cancel within one-molecule beads)"}
+            "platform": progress.get("platform"), "force_field": sysd.get("forcefield"), "forces": "total force-field force per atom "
+            "(constraint forces excluded; the mapping checks that every constrained pair lies within one bead)"}
     prov["temperature_source"] = "the aa-run protocol"
     aa = AATrajectory(top, np.asarray(meta["masses"]), fr["positions"], fr["forces"], fr["boxes"], fr["times"],
                       fr["potential_energy"], prov, float(meta["protocol"]["temperature_K"]))

@@ -167,7 +167,7 @@ def test_ship_from_pipeline_reads_the_typed_stage_results(study, tmp_path, monke
     ship = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(ship)
     monkeypatch.setattr(ship, "HERE", tmp_path)
-    written = ship.ship(root / "study", "best", "tiny")  # the report's choice, by its fixed rule
+    written = ship.ship(root / "study", "best", "tiny", allow_failing_gate=True)  # the report's choice
     assert written == [tmp_path / "tiny-teachers", tmp_path / "tiny-student"]
     variant, why = best_student(results["analysis"], results["students"], results["md"])
     assert variant in ("ensemble-e-ft-faa", "ensemble-ft-faa")
@@ -186,6 +186,23 @@ def test_ship_from_pipeline_reads_the_typed_stage_results(study, tmp_path, monke
     manifest = yaml.safe_load((tmp_path / "tiny-student" / "manifest.yaml").read_text())
     assert manifest["training"]["teachers"]["teacher_bundle"] == "../tiny-teachers"
     assert (tmp_path / "tiny-teachers" / "continuity.npz").is_file()
+
+
+def test_ship_from_pipeline_refuses_a_model_that_fails_the_contact_gate(study, tmp_path, monkeypatch):
+    import importlib.util
+
+    from openmm_cgkd.analysis import contacts
+
+    root, _, _ = study
+    spec = importlib.util.spec_from_file_location("ship_from_pipeline", ROOT / "models" / "ship_from_pipeline.py")
+    ship = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ship)
+    monkeypatch.setattr(ship, "HERE", tmp_path)
+    failing = contacts.ContactGate(False, ("A-B: 0.1100 B per A below 0.350 nm (AA 0.0020)",), 2.0, 0.001)
+    monkeypatch.setattr(contacts, "contact_gate", lambda coordination, *a: failing)
+    with pytest.raises(SystemExit, match="fails the contact gate .*A-B: 0.1100 B per A"):
+        ship.ship(root / "study", "ensemble-e-ft-faa", "tiny")
+    assert not (tmp_path / "tiny-teachers").exists()  # refused before anything is copied
 
 
 def test_status_reads_where_the_run_stands(study, tmp_path, capsys):

@@ -78,8 +78,11 @@ def _cmd_build(args) -> int:
 
     out = check_output_file(args.out, "--out", (".pdb",))
     sysdef = _load_system(args)
+    if args.threads is not None and args.threads > 1:
+        print(f"note: --threads {args.threads}: the minimised box is not reproducible bit for bit (one thread is)",
+              file=sys.stderr)
     build_box(sysdef, out, seed=args.seed, minimise_steps=args.max_iterations,
-              platform=select_platform(args.platform, args.threads).platform)
+              platform=select_platform(args.platform, args.threads))
     return 0
 
 
@@ -130,8 +133,8 @@ def _cmd_run(args) -> int:
         if structure is None and not (run_dir / "run.json").is_file():
             structure = run_dir / "built.pdb"
             if not structure.is_file():
-                build_box(sysdef, structure, seed=args.seed,
-                          platform=select_platform(args.platform, args.threads).platform)
+                build_box(sysdef, structure, seed=args.seed,  # reproducible: the minimiser's own threads
+                          platform=select_platform(args.platform))
         summary = run_aa(run_dir, sysdef, protocol, structure, platform=args.platform,
                          threads=args.threads, progress=not args.no_progress, mapping=mapping)
     return 0 if summary["finished"] else 3
@@ -273,7 +276,9 @@ def register(sub) -> None:
     p.add_argument("--max-iterations", type=nonnegative_int, default=0,
                    help="minimiser iteration cap (0 = until converged)")
     add_platform_argument(p)
-    p.add_argument("--threads", type=positive_int, help="CPU platform threads (default: all cores)")
+    p.add_argument("--threads", type=positive_int,
+                   help="CPU threads of the minimiser (default 1: the same --seed then gives the same box, bit for "
+                        "bit; more threads are not reproducible)")
     p.set_defaults(func=_cmd_build)
 
     # ------------------------------------------------------------------ aa-run

@@ -44,8 +44,7 @@ def aa_stage(cfg: PipelineConfig, log) -> AAResult:
     run_dir = Path(cfg.out) / "aa"
     structure = run_dir / "built.pdb"
     if not (run_dir / "run.json").is_file() and not structure.is_file():
-        plat, _ = select_platform(aa.platform, aa.threads)
-        build_box(sysdef, structure, seed=aa.seed, platform=plat, log=log)
+        build_box(sysdef, structure, seed=aa.seed, platform=select_platform(aa.platform), log=log)  # reproducible
     summary = run_aa(run_dir, sysdef, protocol, structure, platform=aa.platform, threads=aa.threads, log=log)
     if not summary.get("finished"):
         raise RuntimeError(f"AA run in {run_dir} did not finish; rerun the pipeline to resume it")

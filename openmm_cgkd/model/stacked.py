@@ -296,7 +296,10 @@ def _sensitivity_pair(net: HipnnTS, r: Tensor, valid: Tensor) -> Tuple[Tensor, T
     """Sensitivities ``g [..., S]`` and their radial derivatives ``dg/dr`` (1/nm), zero where not valid."""
     x = (1.0 / r).unsqueeze(-1) - net.inv_mu
     w = net.sens_width
-    raw = torch.exp(-0.5 * (x * w) ** 2)
+    # exponent capped at 40 (e^-40 = 4e-18, far below float32 round-off of the sums), as in the serving
+    # fast path: uncapped, most values underflow into subnormal floats, and every later op on them
+    # (and on the products with them in the force path) is many times slower on a CPU
+    raw = torch.exp((0.5 * (x * w) ** 2).clamp_(max=40.0).neg_())
     draw = raw * (w * w) * x / (r * r).unsqueeze(-1)
     rc = net.cutoff_nm
     inside = (r < rc).to(r.dtype) * valid.to(r.dtype)
@@ -323,7 +326,7 @@ def joined_pairs(neighbors: NeighborList, positions: Tensor, boxes: Tensor) -> T
 
 
 def training_forward(model: "StackedEnsemblePotential", bead_types: Tensor, positions: Tensor,
-                     boxes: Tensor, slot_width: int = 16) -> dict:
+                     boxes: Tensor, slot_width: int = 16, create_graph: bool = True) -> dict:
     """Per-member predictions on a batch of frames, differentiable in the weights (for training).
 
     ``bead_types [N]``, ``positions [B,N,3]`` nm, ``boxes [B,3,3]`` nm -> ``energy [K,B]``,
@@ -340,6 +343,9 @@ def training_forward(model: "StackedEnsemblePotential", bead_types: Tensor, posi
     are ONE batched matmul ``[lines, K*C, S] @ [lines, S, 2*slot_width]``, so the members'
     per-pair work is a dense matrix product instead of K sparse autograd passes (``tests/unit/model/test_stacked.py`` checks values and weight
     gradients against autograd through :meth:`StackedEnsemblePotential.forward_members`).
+
+    ``create_graph=False``: inference (the distillation labels): the same values, detached, with no
+    graph to the weights (autograd runs only through the small per-bead network, never the pairs).
     """
     net = model.net
     k, c_n, t_n, s_n = net.num_members, net.num_channels, net.num_types, net.num_sens
@@ -373,9 +379,14 @@ def training_forward(model: "StackedEnsemblePotential", bead_types: Tensor, posi
         basis = torch.cat([g, dg], dim=1).transpose(1, 2)  # [lines, S, 2M]: (g | g') per slot
     with torch.enable_grad():
         q = torch.matmul(env, net.int_w)  # [K, BN*C, F]
+        if not create_graph:
+            q = q.detach().requires_grad_(True)
         e = net.energies_from_interaction(z, q)
         e = e * model.energy_scale.index_select(1, z) + model.energy_offset.index_select(1, z)  # [K, BN]
-        (p,) = torch.autograd.grad(e.sum(), q, create_graph=True)
+        (p,) = torch.autograd.grad(e.sum(), q, create_graph=create_graph)
+    if not create_graph:
+        e = e.detach()
+    with torch.set_grad_enabled(create_graph):
         grad_env = torch.matmul(p, net.int_w.transpose(1, 2))  # [K, BN*C, S*T] = dE_k / d env
         gb = grad_env.view(k, bn, c_n, s_n, t_n).permute(1, 4, 0, 2, 3).reshape(bn * t_n, k * c_n, s_n)
         gb = gb.index_select(0, line_row)  # [lines, K*C, S]

@@ -326,7 +326,8 @@ def joined_pairs(neighbors: NeighborList, positions: Tensor, boxes: Tensor) -> T
 
 
 def training_forward(model: "StackedEnsemblePotential", bead_types: Tensor, positions: Tensor,
-                     boxes: Tensor, slot_width: int = 16, create_graph: bool = True) -> dict:
+                     boxes: Tensor, slot_width: int = 16, create_graph: bool = True,
+                     pairs: Optional[Tuple[Tensor, Tensor]] = None) -> dict:
     """Per-member predictions on a batch of frames, differentiable in the weights (for training).
 
     ``bead_types [N]``, ``positions [B,N,3]`` nm, ``boxes [B,3,3]`` nm -> ``energy [K,B]``,
@@ -344,6 +345,8 @@ def training_forward(model: "StackedEnsemblePotential", bead_types: Tensor, posi
     per-pair work is a dense matrix product instead of K sparse autograd passes (``tests/unit/model/test_stacked.py`` checks values and weight
     gradients against autograd through :meth:`StackedEnsemblePotential.forward_members`).
 
+    ``pairs``: the batch's :func:`joined_pairs` when the caller has them already (computed here otherwise).
+
     ``create_graph=False``: inference (the distillation labels): the same values, detached, with no
     graph to the weights (autograd runs only through the small per-bead network, never the pairs).
     """
@@ -355,7 +358,7 @@ def training_forward(model: "StackedEnsemblePotential", bead_types: Tensor, posi
     z = bead_types.to(torch.long).to(positions.device).repeat(b_n)
     with torch.no_grad():
         pos = positions.detach().to(dtype)
-        ei, vec_e = joined_pairs(model.neighbors, pos, boxes.detach().to(dtype))
+        ei, vec_e = joined_pairs(model.neighbors, pos, boxes.detach().to(dtype)) if pairs is None else pairs
         m = slot_width
         order, slot_index, line_row = _chunked_rows(ei[0] * t_n + z.index_select(0, ei[1]), bn * t_n, m)
         rows = int(line_row.numel())  # table lines; line l holds pairs of bead line_row[l] // T

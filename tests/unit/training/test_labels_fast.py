@@ -45,3 +45,24 @@ def test_batched_labels_equal_frame_by_frame(frames, name, member, monkeypatch):
     else:
         assert not fast.force_std.any() and not ref.force_std.any()
     assert fast.provenance == ref.provenance
+
+
+def test_training_wall_from_the_network_pairs_equals_its_own_search(frames):
+    """The training wall on the network's pair list (filtered to the wall's cutoff) equals the wall
+    on its own neighbour search: per-bead energies and forces of a batch of real frames."""
+    from openmm_cgkd.model.potential import PotentialConfig
+    from openmm_cgkd.model.stacked import joined_pairs
+    from openmm_cgkd.training.model import number_density
+    from openmm_cgkd.training.stacked import StackedTrainable
+
+    man = load_bundle(models_dir() / "des-teachers").manifest
+    model = StackedTrainable(PotentialConfig.from_dict(dict(man.architecture)), 1, [0], man.wall,
+                             number_density(frames.positions, frames.boxes))
+    assert model.wall.cutoff_nm < model.network.cutoff_nm  # the shared path applies
+    types = torch.from_numpy(frames.bead_types.astype(np.int64))
+    pos, box = torch.from_numpy(frames.positions), torch.from_numpy(frames.boxes)
+    ref_e, ref_f = model._wall_terms(types, pos, box)
+    e, f = model._wall_terms(types, pos, box, joined_pairs(model.network.neighbors, pos, box))
+    assert float(ref_f.abs().max()) > 1.0  # the wall acts on these frames
+    torch.testing.assert_close(e, ref_e, rtol=1e-5, atol=1e-5 * float(ref_e.abs().max()))
+    torch.testing.assert_close(f, ref_f, rtol=1e-5, atol=1e-5 * float(ref_f.abs().max()))

@@ -233,6 +233,13 @@ class FastHipnn(nn.Module):
 
     def forward(self, bead_types: Tensor, positions: Tensor,
                 box: Optional[Tensor] = None) -> Tuple[Tensor, Tensor, Tensor]:
+        # no graph, whatever the caller's grad mode: openmm-torch hands positions that require grad,
+        # and torch.jit.freeze drops detach() (the work buffers' out= ops refuse inputs with a graph)
+        with torch.no_grad():
+            return self._evaluate(bead_types, positions, box)
+
+    def _evaluate(self, bead_types: Tensor, positions: Tensor,
+                  box: Optional[Tensor]) -> Tuple[Tensor, Tensor, Tensor]:
         check_inputs(bead_types, positions, box, self.num_types, self.check_errors)
         dtype = self.energy_offset.dtype
         in_dtype = positions.dtype

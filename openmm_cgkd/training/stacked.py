@@ -53,7 +53,7 @@ from torch import Tensor, nn
 from openmm_cgkd.data.dataset import CGDataset
 from openmm_cgkd.fileio import atomic_path
 from openmm_cgkd.model.potential import STACKED_ARCHITECTURES, PotentialConfig
-from openmm_cgkd.model.stacked import StackedEnsemblePotential, training_forward
+from openmm_cgkd.model.stacked import StackedEnsemblePotential, joined_pairs, training_forward
 from openmm_cgkd.model.wall import WallParameters
 from openmm_cgkd.training.config import ConfigError, LossWeights, TrainerConfig
 from openmm_cgkd.training.loss import loss_terms
@@ -106,8 +106,12 @@ class StackedTrainable(nn.Module):
     def num_members(self) -> int:
         return self.network.num_members
 
-    def _wall_terms(self, bead_types: Tensor, positions: Tensor, boxes: Tensor) -> tuple[Tensor, Tensor]:
-        """Wall per-bead energies ``[B,N]`` and forces ``[B,N,3]``, shared by every member."""
+    def _wall_terms(self, bead_types: Tensor, positions: Tensor, boxes: Tensor,
+                    pairs: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor]:
+        """Wall per-bead energies ``[B,N]`` and forces ``[B,N,3]``, shared by every member.
+        ``pairs``: the network's :func:`~openmm_cgkd.model.stacked.joined_pairs` of the batch; when the
+        wall's cutoff is not longer than the network's, the wall's pairs are taken from them (no
+        second neighbour search: at a few hundred beads the O(N^2) search costs as much as the wall)."""
         from openmm_cgkd.training.model import TrainablePotential
 
         b, n, _ = positions.shape
@@ -115,7 +119,15 @@ class StackedTrainable(nn.Module):
         eye = torch.eye(3, dtype=positions.dtype, device=positions.device)
         with torch.enable_grad():
             flat = positions.detach().reshape(b * n, 3).clone().requires_grad_(True)
-            ei, shifts = TrainablePotential._joined_edges(self.wall.neighbors, positions.detach(), boxes)
+            if pairs is not None and self.wall.cutoff_nm <= self.network.cutoff_nm:
+                with torch.no_grad():
+                    ei, vec = pairs
+                    keep = (vec * vec).sum(1) < self.wall.cutoff_nm ** 2
+                    ei, vec = ei[:, keep], vec[keep]
+                    plain = flat.index_select(0, ei[0]) - flat.index_select(0, ei[1])
+                    shifts = vec - plain  # the periodic image, Cartesian (nm)
+            else:
+                ei, shifts = TrainablePotential._joined_edges(self.wall.neighbors, positions.detach(), boxes)
             bead = self.wall.bead_energies_from_edges(types, flat, ei, shifts, eye)
             (grad,) = torch.autograd.grad(bead.sum(), flat)
         return bead.detach().view(b, n), -grad.view(b, n, 3)
@@ -132,9 +144,11 @@ class StackedTrainable(nn.Module):
         dtype = self.network.model_dtype()
         pos = positions.detach().to(dtype)
         box = boxes.detach().to(dtype)
-        out = training_forward(self.network, bead_types, pos, box)
+        with torch.no_grad():  # one neighbour search per frame, for the network and the wall
+            pairs = joined_pairs(self.network.neighbors, pos, box)
+        out = training_forward(self.network, bead_types, pos, box, pairs=pairs)
         if self.wall is not None:
-            bead_w, force_w = self._wall_terms(bead_types, pos, box)
+            bead_w, force_w = self._wall_terms(bead_types, pos, box, pairs)
             out = {"bead_energies": out["bead_energies"] + bead_w, "forces": out["forces"] + force_w}
         if self.prior is not None:
             bead_p, force_p = self._prior_terms(pos, box)

@@ -143,11 +143,11 @@ def test_report_has_every_part_and_stage_times(study):
         assert {"merge:A", "merge:B", "energy"} <= set(a.drift), name
         assert a.drift["energy"]["change"]["n"] == results["analysis"].models[name].n_replicas
     assert "## Drift from t = 0" in text and "Equilibration discard chosen from the reference model" in text
-    # replicas scored on 4 frames 0.04 ps apart (0.16 ps); 17 reference frames 0.08 ps apart: blocks of
-    # 0.16 ps are 2 reference frames, four blocks in each half (sized in time, not in frames)
-    assert floor.block_ps == pytest.approx(0.16) and floor.block_frames == 2 and floor.n_blocks == 8
+    # replicas scored on 4 frames 0.04 ps apart (0.16 ps); 17 reference frames 0.1625 ps apart (0.4-3 ps):
+    # blocks of 0.16 ps are 1 reference frame, eight blocks in each half (sized in time, not in frames)
+    assert floor.block_ps == pytest.approx(0.16) and floor.block_frames == 1 and floor.n_blocks == 16
     assert floor.summary["rdf"].mean > 0
-    assert json.loads((out / "analysis" / "noise_floor.json").read_text())["floor"]["n_blocks"] == 8
+    assert json.loads((out / "analysis" / "noise_floor.json").read_text())["floor"]["n_blocks"] == 16
     for png in ("learning_curves.png", "tae_comparison.png", "analysis/rdf_overlay.png", "analysis/cdf_overlay.png",
                 "analysis/energy_equilibration.png", "analysis/student-ensemble-e-ft-faa/cdf_time.png"):
         assert (out / png).stat().st_size > 5000, png
@@ -180,7 +180,7 @@ def test_ship_from_pipeline_reads_the_typed_stage_results(study, tmp_path, monke
     assert f"variant `{variant}`; shipped as the study's student: {why}" in card
     rdf = results["analysis"].models[f"student-{variant}"].summary["rdf"]
     assert f"| student-{variant} | 0 of 2 replicas failed | {rdf['mean']:.3f} +- {rdf['std']:.3f} |" in card
-    assert "| ensemble-2 |" in card and "| teacher-00 |" in card and "AA noise floor (blocks of 0.16 ps, 2 reference frames" in card
+    assert "| ensemble-2 |" in card and "| teacher-00 |" in card and "AA noise floor (blocks of 0.16 ps, 1 reference frames" in card
     assert "ns/day in OpenMM MD (CPU platform, 24 beads, 4 fs step, 1 thread(s) per replica" in card
     assert "WITHOUT reaching early stopping" in card  # 1 epoch: the card says the model is not converged
     assert "## Contacts closer than the AA's closest contact" in card and "Contact gate (every pair at most 2 x" in card

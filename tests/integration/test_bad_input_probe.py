@@ -303,8 +303,9 @@ def _api_report_beyond_run(ff, tmp_path):
     from openmm_cgkd.md.simulation import run_simulation
 
     top, pos = _lattice()
-    run_simulation(ff.create_simulation(top, pos, platform="CPU", threads=1), 10, tmp_path / "r",
-                   report_interval=50, progress=False)
+    # the untrained bundle records no temperature: give one, so the report interval is what is refused
+    run_simulation(ff.create_simulation(top, pos, temperature=298.1, platform="CPU", threads=1), 10,
+                   tmp_path / "r", report_interval=50, progress=False)
 
 
 API = [("positions-x10", _api_positions_x10, "Angstrom"), ("coincident", _api_coincident, "apart"),

@@ -44,7 +44,7 @@ if [ "$COMMIT_EVERY_S" -gt 0 ]; then
     COMMITTER=$!
 fi
 status=0
-uv run cgkd aa-run --system systems/dipeptide/system.yaml --run-dir "$RUN" --seed 4001 \
+uv run --quiet cgkd aa-run --system systems/dipeptide/system.yaml --run-dir "$RUN" --seed 4001 \
     --equilibration-ps 1000 --production-ps "$PRODUCTION_PS" --frame-interval-ps 1 --checkpoint-every 1000 \
     --timestep 4 --hydrogen-mass 3 --platform CPU --threads "$THREADS" \
     --no-progress >> "$RUN/run.log" 2>&1 || status=$?

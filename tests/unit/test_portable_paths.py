@@ -16,7 +16,7 @@ from openmm_cgkd.fileio import absolute_paths, file_reference, make_portable, re
 from openmm_cgkd.fileio import file_sha256 as sha256_file
 
 ROOT = Path(__file__).resolve().parents[2]
-TEXT_SUFFIXES = {".yaml", ".yml", ".json", ".md", ".csv", ".txt"}
+TEXT_SUFFIXES = {".yaml", ".yml", ".json", ".md", ".csv", ".txt", ".log"}
 
 
 def _h5_records(path: Path) -> list:

@@ -210,7 +210,7 @@ def read_frames(run_dir: str | Path, max_frames: int | None = None) -> dict[str,
                     chunks[k].append(h5[k][()])
                 n += h5["times"].shape[0]
         if n == 0:
-            raise RunError(f"{run_dir} holds no committed production frames yet")
+            raise RunError(f"{run_dir} holds no committed AA production frames (frames/part_*.h5)")
         out = {k: np.concatenate(v) for k, v in chunks.items()}
         n = min(n, committed)
         out = {k: v[:n] for k, v in out.items()}
@@ -621,8 +621,9 @@ def run_aa(run_dir: str | Path, sysdef, protocol: Protocol, structure_pdb: str |
         try:
             consolidate(run_dir)
             summary["production"] = str(run_dir / "production.h5")
-        except RunError as exc:  # AA parts of earlier sessions are not kept (only the mapped ones)
-            log(f"note: no production.h5: {exc}")
+        except RunError:  # AA parts of earlier sessions are not kept (only the mapped ones)
+            log(f"note: no production.h5: the AA frames of {run_dir} are not all here"
+                + (" (its mapped frames are)" if cgmap is not None else ""))
         if cgmap is not None:
             read_mapped(run_dir, mapping).save(run_dir / "cg.h5")
             summary["mapped"] = str(run_dir / "cg.h5")

@@ -169,7 +169,8 @@ def _run_stages(cfg: PipelineConfig, out: Path, stage, stages: StageCache, log, 
     if not Path(cfg.dataset).is_file():
         aa_inputs = {k: file_sha256(getattr(cfg.aa, k)) for k in ("system", "mapping")
                      if cfg.aa and getattr(cfg.aa, k) and Path(getattr(cfg.aa, k)).is_file()}
-        aa_settings = {k: v for k, v in asdict(cfg.aa).items() if k not in ("platform", "threads")} if cfg.aa else None
+        aa_settings = {k: v for k, v in asdict(cfg.aa).items()  # paths out: their content is in aa_inputs
+                       if k not in ("platform", "threads", "system", "mapping", "run_dir")} if cfg.aa else None
         stage("aa", {"aa": aa_settings, "inputs": aa_inputs}, lambda tick: aa_stage(cfg, log))
     if cfg.selects_frames:
         cfg.dataset = frames_subset(cfg, out, log)

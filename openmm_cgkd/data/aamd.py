@@ -399,8 +399,8 @@ def _set_temperature(integ, protocol: Protocol, temperature: float) -> None:
 
 def check_resume(run_dir: str | Path, sysdef, protocol: Protocol, mapping=None) -> dict:
     """The ``run.json`` of the existing run ``run_dir``, after checking that ``protocol`` (but for
-    the production length, which a rerun may change), the system (composition, box) and the use of
-    on-the-fly mapping are those it was started with; :class:`RunError` naming what changed
+    the production length, which a rerun may change), the system (composition, box; for a system
+    given by its files, their content) and the use of on-the-fly mapping are those it was started with; :class:`RunError` naming what changed
     otherwise. Reads only; no MD."""
     run_dir = Path(run_dir)
     meta = read_json(run_dir / "run.json")
@@ -418,6 +418,12 @@ def check_resume(run_dir: str | Path, sysdef, protocol: Protocol, mapping=None) 
                       {"composition": sysdef.composition, "box_nm": box(sysdef.box_nm if sysdef.periodic else None)},
                       f"{run_dir} was started with another system",
                       "use a new run directory or the original --system / --molecules / --scale", error=RunError)
+    if meta["system"].get("kind", "opls") != "opls" and sysdef.kind != "opls":  # given by files: their content
+        keys = ("structure_sha256", "forcefield_sha256")
+        now = sysdef.to_dict(relative_to=run_dir)
+        refuse_if_changed({k: meta["system"].get(k) for k in keys}, {k: now.get(k) for k in keys},
+                          f"{run_dir} was started from other files (its structure or force field changed since)",
+                          "use a new run directory or restore the original files", error=RunError)
     if (mapping is not None) != ("mapping" in meta):
         raise RunError(f"{run_dir} was started {'with' if 'mapping' in meta else 'without'} on-the-fly mapping; "
                        "resume it the same way")

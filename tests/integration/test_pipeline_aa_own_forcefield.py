@@ -123,3 +123,22 @@ def test_aa_stage_makes_the_dataset_again_from_a_committed_run_without_aa_frames
     np.testing.assert_array_equal(again.positions, first.positions)
     np.testing.assert_array_equal(again.forces, first.forces)
     np.testing.assert_array_equal(again.times, first.times)
+
+
+def test_a_changed_structure_is_not_taken_for_the_finished_aa_stage(tmp_path):
+    """The aa stage's key holds the content of the files the system names (its structure here), so
+    an edited structure is not mistaken for the finished run: the stage runs again and the run
+    directory of the old structure refuses to be continued with it, in one line."""
+    for f in ("system.yaml", "ala2.pdb", "mapping.yaml"):
+        shutil.copy(DIPEPTIDE / f, tmp_path / f)
+    cfg = _config(tmp_path, system=str(tmp_path / "system.yaml"))
+    run_pipeline(load_pipeline_config(cfg), only=["aa"], log=lambda *a: None)
+    (tmp_path / "cg.h5").unlink()
+    pdb = (tmp_path / "ala2.pdb").read_text().splitlines()
+    i = next(k for k, line in enumerate(pdb) if line.startswith(("ATOM", "HETATM")))
+    x = float(pdb[i][30:38]) + 0.05  # move the first atom by 0.05 A
+    pdb[i] = pdb[i][:30] + f"{x:8.3f}" + pdb[i][38:]
+    (tmp_path / "ala2.pdb").write_text("\n".join(pdb) + "\n")
+    with pytest.raises(CGKDError) as err:
+        run_pipeline(load_pipeline_config(cfg), only=["aa"], log=lambda *a: None)
+    assert "structure" in str(err.value) and "\n" not in str(err.value)

@@ -31,7 +31,7 @@ from openmm_cgkd.geometry import minimum_image
 from openmm_cgkd.training.config import ConfigError, FineTuneConfig, LossWeights
 
 __all__ = ["pair_keys", "closest_contacts", "close_pair_counts", "coordination_below_contact", "select_frames",
-           "frames_dataset", "fine_tune", "FineTuneResult"]
+           "frames_dataset", "check_weights", "fine_tune", "FineTuneResult"]
 
 
 def pair_keys(type_names) -> list[tuple[int, int, str]]:
@@ -133,6 +133,16 @@ def frames_dataset(template: CGDataset, positions: np.ndarray, boxes: np.ndarray
                      template.bead_names)
 
 
+def check_weights(weights: LossWeights) -> LossWeights:
+    """``weights``, or a :class:`ConfigError` when they use no ensemble label (w_ft, w_e, w_E all 0):
+    the new frames have no AA forces, so such a loss would learn nothing from them."""
+    if not weights.needs_labels:
+        raise ConfigError(f"the loss weights {weights.as_dict()} use no ensemble label: the new frames (which "
+                          "have no AA forces) would teach nothing; give weights with w_ft, w_e or w_E > 0 "
+                          "(`weights:` in the refine config)")
+    return weights
+
+
 @dataclass
 class FineTuneResult:
     """The fine-tuned student (a :class:`~openmm_cgkd.training.model.TrainablePotential`, CPU, eval)
@@ -195,9 +205,7 @@ def fine_tune(network, wall, priors, dataset: CGDataset, blocks: dict[str, np.nd
 
     if dataset.labels is None or new.labels is None:
         raise ConfigError("fine-tuning needs labelled data: the student's dataset and the new frames")
-    if not (weights.w_ft > 0 or weights.w_e > 0 or weights.w_E > 0):
-        raise ConfigError(f"the loss weights {weights.as_dict()} use no ensemble label: the new frames (which "
-                          "have no AA forces) would teach nothing; give weights with w_ft, w_e or w_E > 0")
+    check_weights(weights)
     if cfg.num_threads is not None:
         torch.set_num_threads(int(cfg.num_threads))
     seed_everything(cfg.seed)

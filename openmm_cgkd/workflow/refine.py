@@ -186,15 +186,18 @@ def refine_student(cfg: RefineConfig, log=print, progress: bool = True) -> Refin
     from openmm_cgkd.model.uncertainty import bead_force_spread
     from openmm_cgkd.training.common import code_provenance, dataset_bead_types
     from openmm_cgkd.training.labels import predict_labels
-    from openmm_cgkd.training.refine import (close_pair_counts, closest_contacts, coordination_below_contact,
-                                             fine_tune, frames_dataset, select_frames)
+    from openmm_cgkd.training.refine import (check_weights, close_pair_counts, closest_contacts,
+                                             coordination_below_contact, fine_tune, frames_dataset, select_frames)
 
     student0, ensemble, ds = _check_inputs(cfg)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     blocks = _blocks(cfg, student0.manifest, ds.n_frames)
     train, test = blocks["train"], blocks["test"]
-    weights = cfg.weights or LossWeights(**(student0.manifest.training or {}).get("loss_weights", {}))
+    recorded = (student0.manifest.training or {}).get("loss_weights")
+    if cfg.weights is None and not recorded:
+        raise ConfigError(f"{cfg.student} records no loss weights; give `weights:` in the refine config")
+    weights = check_weights(cfg.weights or LossWeights(**recorded))
     contacts = closest_contacts(ds, train)
     ref_counts = close_pair_counts(ds.positions[test], ds.boxes[test] if ds.periodic else None, ds.bead_types,
                                    ds.type_names, contacts, cfg.contact_margin_nm)

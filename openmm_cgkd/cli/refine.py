@@ -39,6 +39,8 @@ def register(subparsers) -> None:
     p.add_argument("--replicas", type=positive_int, help="MD replicas per round (default 4)")
     p.add_argument("--steps", type=positive_int, help="MD steps per replica (default 5000)")
     p.add_argument("--interval", type=positive_int, help="MD steps between kept frames (default 50)")
+    p.add_argument("--temperature", type=positive_float,
+                   help="MD temperature (K; default: the dataset's, else the student's training temperature)")
     p.add_argument("--max-new-frames", type=positive_int, help="frames labelled per round at most (default 200)")
     p.add_argument("--epochs", type=positive_int, help="fine-tune epochs per round (default 5)")
     p.add_argument("--lr", type=positive_float, help="fine-tune learning rate (default 1e-4)")
@@ -57,7 +59,8 @@ def _overrides(args) -> dict:
         value = getattr(args, key, None)
         if value is not None:
             over[key] = value
-    md = {k: v for k, v in (("replicas", args.replicas), ("steps", args.steps), ("interval_steps", args.interval))
+    md = {k: v for k, v in (("replicas", args.replicas), ("steps", args.steps), ("interval_steps", args.interval),
+                                        ("temperature_K", args.temperature))
           if v is not None}
     if args.platform != "auto":
         md["platform"] = args.platform

@@ -94,7 +94,8 @@ def _student_md(bundle_path: Path, ds, starts: list[int], cfg: RefineConfig, see
     for r, frame in enumerate(starts):
         box = ds.boxes[frame] if ds.periodic else None
         sim = ff.create_simulation(dataset_topology(ds, frame), ds.positions[frame], box_vectors=box,
-                                   temperature=md.temperature_K, friction_per_ps=md.friction_per_ps,
+                                   temperature=md.temperature_K if md.temperature_K is not None else ds.temperature_K,
+                                   friction_per_ps=md.friction_per_ps,
                                    timestep_fs=md.timestep_fs, platform=md.platform, threads=md.threads,
                                    seed=seed + r)
         failure, kept = None, 0

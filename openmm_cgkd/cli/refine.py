@@ -15,8 +15,8 @@ __all__ = ["register"]
 
 EPILOG = """\
 example:
-  cgkd refine --student models/des-student --ensemble models/des-teachers \\
-      --dataset systems/des/study/labels/ensemble.h5 --out runs/refine --rounds 3
+  cgkd refine --student runs/student/bundle --ensemble runs/teachers/ensemble \\
+      --dataset runs/labels.h5 --out runs/refine --rounds 3
 each round runs the student's short MD from training frames, labels with the ensemble the frames
 where a pair comes closer than the dataset's closest contact (or the ensemble's force spread is
 high), fine-tunes the student on its data plus those frames and writes OUT/round_KK/bundle and

@@ -27,11 +27,18 @@ import numpy as np
 import torch
 
 from openmm_cgkd.data.dataset import CGDataset
+from openmm_cgkd.errors import CGKDError
 from openmm_cgkd.geometry import minimum_image
 from openmm_cgkd.training.config import ConfigError, FineTuneConfig, LossWeights
 
-__all__ = ["pair_keys", "closest_contacts", "close_pair_counts", "coordination_below_contact", "select_frames",
+__all__ = ["RefineError", "pair_keys", "closest_contacts", "close_pair_counts", "coordination_below_contact", "select_frames",
            "frames_dataset", "check_weights", "fine_tune", "FineTuneResult"]
+
+
+class RefineError(CGKDError, RuntimeError):
+    """A refinement round that failed (every MD replica blew up at once, a fine-tune diverged)."""
+
+    exit_code = 1
 
 
 def pair_keys(type_names) -> list[tuple[int, int, str]]:
@@ -252,7 +259,7 @@ def fine_tune(network, wall, priors, dataset: CGDataset, blocks: dict[str, np.nd
             batch = to_dev(batch)
             loss, _ = distillation_loss(forward(types, batch["positions"], batch["box"]), batch, weights)
             if not bool(torch.isfinite(loss)):
-                raise FloatingPointError(f"fine-tune loss is not finite in epoch {epoch}: lower fine_tune.lr")
+                raise RefineError(f"the fine-tune loss is not finite in epoch {epoch}: lower fine_tune.lr")
             opt.zero_grad()
             loss.backward()
             opt.step()

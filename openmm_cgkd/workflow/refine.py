@@ -187,7 +187,7 @@ def refine_student(cfg: RefineConfig, log=print, progress: bool = True) -> Refin
     from openmm_cgkd.model.uncertainty import bead_force_spread
     from openmm_cgkd.training.common import code_provenance, dataset_bead_types
     from openmm_cgkd.training.labels import predict_labels
-    from openmm_cgkd.training.refine import (check_weights, close_pair_counts, closest_contacts,
+    from openmm_cgkd.training.refine import (RefineError, check_weights, close_pair_counts, closest_contacts,
                                              coordination_below_contact, fine_tune, frames_dataset, select_frames)
 
     student0, ensemble, ds = _check_inputs(cfg)
@@ -242,7 +242,7 @@ def refine_student(cfg: RefineConfig, log=print, progress: bool = True) -> Refin
             "reference_coordination_below_contact": reference, "spread_threshold_kj_mol_nm": threshold,
             "spread_threshold_source": threshold_source}
         if len(pos) == 0:
-            raise ConfigError(f"round {k}: every MD replica of {current} failed at once "
+            raise RefineError(f"round {k}: every MD replica of {current} failed at once "
                               f"({reps[0]['failure']}); shorten md.timestep_fs")
         md_ds = frames_dataset(ds, pos, boxes, {"source": f"cgkd refine round {k}: MD of {current}"})
         md_ds.labels = predict_labels(ensemble, md_ds, device=cfg.device, progress=progress)
@@ -278,13 +278,16 @@ def refine_student(cfg: RefineConfig, log=print, progress: bool = True) -> Refin
         rec["test_after"] = _test_errors(res.model, ds, test)
         rec["fine_tune"] = res.info
         training = {**(student.manifest.training or {}), "refine": {
-            "round": k, "from": str(current), "frames_found": rec["frames_found"],
+            "round": k, "from": str(current), "dataset": str(Path(cfg.dataset).resolve()),
+            "ensemble": str(Path(ensemble.path).resolve()),
+            "frames_files": [str((round_dir(out, j + 1) / "frames.h5").resolve()) for j in range(len(found))],
+            "frames_found": rec["frames_found"],
             "frames_total": int(everything.n_frames), "loss_weights": weights.as_dict(),
             "fine_tune": config_to_dict(cfg.fine_tune), "test_before": rec["test_before"],
             "test_after": rec["test_after"]}, **code_provenance()}
         save_bundle(rdir / "bundle", res.model.network, bead_types=dataset_bead_types(ds), wall=student.manifest.wall,
                     model_kind="student", variant=student.manifest.variant, training=training,
-                    description=f"{student.manifest.description} (refined: round {k} of cgkd refine)",
+                    description=f"{student0.manifest.description} (refined: round {k} of cgkd refine)",
                     overwrite=True, periodic=ds.periodic, priors=student.priors,
                     temperature_K=student.manifest.temperature_K)
         rec["bundle"] = "bundle"

@@ -88,8 +88,11 @@ def test_refine_removes_the_trap_and_keeps_the_test_error(setup, capsys):
             before, after = r["test_before"]["forces_vs_aa"]["rmse"], r["test_after"]["forces_vs_aa"]["rmse"]
             assert after <= TOLERANCE * before, f"round {r['round']}: test RMSE {before:.3f} -> {after:.3f}"
             assert r["fine_tune"]["new_frames"] >= r["frames_found"]
-            b = load_bundle(Path(res.out) / f"round_{r['round']:02d}" / "bundle")
-            assert b.manifest.training["refine"]["round"] == r["round"]
+            where = Path(res.out) / f"round_{r['round']:02d}" / "bundle"
+            b = load_bundle(where)
+            refine = b.manifest.training["refine"]
+            assert refine["round"] == r["round"] and len(refine["frames_files"]) == r["round"]
+            assert (where / refine["dataset"]).resolve() == Path(setup["dataset"]).resolve()  # relative: portable
     assert res.final_bundle.name == "bundle"
 
 

@@ -19,7 +19,8 @@ fine-tune one more MD of the final student checks it (``OUT/round_KK/record.json
 found (by contact, by spread), the coordination below the contact per pair of the round's student
 (and of the dataset's test block), the force error on the test block before and after, the
 fine-tune's losses. A round whose record exists is not redone (resumable; its key must match:
-the settings and the checksum of its input student); ``OUT/summary.json`` lists the rounds.
+the settings and the checksum of its input student; the check round of a run given more
+``rounds`` later becomes a fine-tune round); ``OUT/summary.json`` lists the rounds.
 """
 from __future__ import annotations
 
@@ -219,6 +220,9 @@ def refine_student(cfg: RefineConfig, log=print, progress: bool = True) -> Refin
                                                           replace=len(train) < cfg.md.replicas))
         key = {**_key(cfg, bundle_checksum(current), k), "check": check}
         rec = read_json(rdir / "record.json")
+        if rec is not None and rec.get("check") and not check and not rec.get("converged") \
+                and rec.get("key") == {**key, "check": True}:
+            rec = None  # the check of an earlier, shorter run: now a fine-tune round (more --rounds)
         if rec is not None:
             if rec.get("key") != key:
                 raise ConfigError(f"{rdir} holds a round made with other settings or from another student; "

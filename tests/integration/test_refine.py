@@ -108,6 +108,12 @@ def test_refine_resumes_without_redoing_rounds(setup, monkeypatch):
     again = wr.refine_student(_cfg(setup), progress=False)
     assert [r["round"] for r in again.rounds] == [r["round"] for r in first.rounds]
     assert again.final_bundle == first.final_bundle
+    monkeypatch.undo()
+    if not first.rounds[-1].get("converged"):  # one more round asked for: the old check round becomes round 3
+        more = wr.refine_student(_cfg(setup, rounds=3), progress=False)
+        assert [r["round"] for r in more.rounds[:3]] == [1, 2, 3]
+        assert not more.rounds[2]["check"] and more.rounds[2]["bundle"] == "bundle"
+        assert more.rounds[-1]["check"] or more.rounds[-1]["converged"]
     with pytest.raises(wr.ConfigError, match="other settings"):
         wr.refine_student(_cfg(setup, max_new_frames=7), progress=False)
 

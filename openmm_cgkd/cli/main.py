@@ -25,7 +25,7 @@ from openmm_cgkd.errors import CGKDError
 DEBUG_HELP = "on an error, print the full traceback too (also: CGKD_DEBUG=1)"
 
 # Order = order in `cgkd --help`.
-STAGE_MODULES: list[str] = ["demo", "aa", "simulate", "train", "analyze", "benchmark", "pipeline"]
+STAGE_MODULES: list[str] = ["demo", "aa", "simulate", "train", "refine", "analyze", "benchmark", "pipeline"]
 
 
 def build_parser() -> argparse.ArgumentParser:

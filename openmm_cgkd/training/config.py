@@ -17,7 +17,8 @@ from typing import ClassVar
 from openmm_cgkd.config import Config, ConfigError, config_from_dict, config_to_dict
 
 __all__ = ["ConfigError", "SplitConfig", "TrainerConfig", "LossWeights", "WallFitConfig", "PriorFitConfig",
-           "TeachersConfig", "LabelsConfig", "StudentConfig", "config_from_dict", "config_to_dict"]
+           "TeachersConfig", "LabelsConfig", "StudentConfig", "RefineMDConfig", "FineTuneConfig", "RefineConfig",
+           "config_from_dict", "config_to_dict"]
 
 
 @dataclass
@@ -224,3 +225,79 @@ class StudentConfig(Config):
     model: dict | None = None  # default: the teachers' architecture
     split: SplitConfig = field(default_factory=SplitConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+
+
+@dataclass
+class RefineMDConfig(Config):
+    """The student's short MD of a refinement round: ``replicas`` runs of ``steps`` steps each from
+    training frames, a frame kept every ``interval_steps``. K, ps (fs for the time step), 1/ps."""
+
+    replicas: int = 4
+    steps: int = 5000
+    interval_steps: int = 50
+    timestep_fs: float = 2.0
+    temperature_K: float | None = None  # None: the dataset's temperature
+    friction_per_ps: float = 1.0
+    platform: str = "auto"
+    threads: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.replicas < 1 or self.steps < 1 or self.interval_steps < 1 or self.interval_steps > self.steps:
+            raise ConfigError("md.replicas, md.steps and md.interval_steps must be >= 1, interval_steps <= steps")
+        if not self.timestep_fs > 0 or not self.friction_per_ps > 0:
+            raise ConfigError("md.timestep_fs and md.friction_per_ps must be > 0")
+        if self.temperature_K is not None and not self.temperature_K > 0:
+            raise ConfigError("md.temperature_K must be > 0 (K)")
+
+
+@dataclass
+class FineTuneConfig(Config):
+    """The fine-tune of a refinement round: ``epochs`` epochs of Adam at ``lr`` from the student's
+    weights, on its training block plus every frame found so far (the final epoch's weights are kept)."""
+
+    epochs: int = 5
+    lr: float = 1e-4
+    batch_size: int = 8
+    seed: int = 0
+    num_threads: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1 or not self.lr > 0:
+            raise ConfigError("fine_tune.epochs and fine_tune.batch_size must be >= 1 and fine_tune.lr > 0")
+
+
+@dataclass
+class RefineConfig(Config):
+    """`cgkd refine`: remove a student's traps by labelling its own MD frames with the ensemble
+    (:mod:`openmm_cgkd.workflow.refine`). Frames are taken where the ensemble's force spread
+    exceeds ``spread_threshold`` (kJ/mol/nm; None: the ensemble manifest's watch threshold, else the
+    ``spread_quantile`` of the training frames' per-frame maximum spread) or where a pair of beads
+    is closer than the dataset's closest contact of its type pair minus ``contact_margin_nm`` (nm)."""
+
+    PATH_KEYS: ClassVar[tuple[str, ...]] = ("student", "ensemble", "dataset", "out")
+
+    student: str = ""  # student bundle
+    ensemble: str = ""  # the teachers' ensemble bundle
+    dataset: str = ""  # the student's labelled training dataset
+    out: str = "runs/refine"
+    rounds: int = 3
+    max_new_frames: int = 200  # per round, the frames with most close pairs, then highest spread
+    spread_threshold: float | None = None
+    spread_quantile: float = 0.99
+    contact_margin_nm: float = 0.0
+    weights: LossWeights | None = None  # default: the student's own loss weights
+    split: SplitConfig = field(default_factory=SplitConfig)
+    md: RefineMDConfig = field(default_factory=RefineMDConfig)
+    fine_tune: FineTuneConfig = field(default_factory=FineTuneConfig)
+    seed: int = 0
+    device: str = "auto"  # torch device of the labelling and the fine-tune
+
+    def __post_init__(self) -> None:
+        if self.rounds < 1 or self.max_new_frames < 1:
+            raise ConfigError("rounds and max_new_frames must be >= 1")
+        if not 0 < self.spread_quantile < 1:
+            raise ConfigError(f"spread_quantile must lie in (0, 1), got {self.spread_quantile}")
+        if self.spread_threshold is not None and not self.spread_threshold > 0:
+            raise ConfigError("spread_threshold must be > 0 kJ/mol/nm (or null)")
+        if self.contact_margin_nm < 0:
+            raise ConfigError("contact_margin_nm must be >= 0 nm")

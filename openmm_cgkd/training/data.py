@@ -3,7 +3,8 @@
 A frame becomes a dict of tensors: ``positions`` (N, 3) nm, ``box`` (3, 3) nm, ``forces``
 (N, 3) kJ/mol/nm (the mapped AA forces, F_AA), ``frame`` (its index in the file) and, when the
 dataset carries distillation labels, ``label_forces`` (N, 3), ``label_bead_energies`` (N,)
-and ``label_energy`` (). Batches stack frames: every frame of a dataset has the same beads.
+and ``label_energy`` (), and ``has_aa_forces`` (): False for frames whose ``forces`` are no AA
+forces (student MD frames labelled by the ensemble, whose F_AA term the loss leaves out). Batches stack frames: every frame of a dataset has the same beads.
 
 Frames are split into contiguous train / validation / test blocks (:func:`split_blocks`), and
 the training order is shuffled by :class:`EpochSampler`, whose permutation depends only on
@@ -46,9 +47,14 @@ def split_blocks(n_frames: int, split: SplitConfig) -> dict[str, np.ndarray]:
 
 
 class FrameDataset(Dataset):
-    """The frames ``indices`` of ``dataset`` as dicts of float32 tensors (labels when present)."""
+    """The frames ``indices`` of ``dataset`` as dicts of float32 tensors (labels when present);
+    ``has_aa_forces=False``: the dataset's ``forces`` are not AA forces (the loss ignores them)."""
 
-    def __init__(self, dataset: CGDataset, indices: np.ndarray | None = None, require_labels: bool = False):
+    def __init__(self, dataset: CGDataset, indices: np.ndarray | None = None, require_labels: bool = False,
+                 has_aa_forces: bool = True):
+        self.has_aa_forces = torch.tensor(bool(has_aa_forces))
+        if not has_aa_forces and dataset.labels is None:
+            raise ConfigError("frames without AA forces need distillation labels: they have nothing else to learn")
         self.indices = np.arange(dataset.n_frames) if indices is None else np.asarray(indices, dtype=np.int64)
         if require_labels and dataset.labels is None:
             raise ConfigError("this training needs distillation labels (F_T, e_T, E_T) but the dataset has none; "
@@ -70,7 +76,7 @@ class FrameDataset(Dataset):
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         item = {"positions": self.positions[i], "box": self.boxes[i], "forces": self.forces[i],
-                "frame": torch.tensor(int(self.indices[i]))}
+                "frame": torch.tensor(int(self.indices[i])), "has_aa_forces": self.has_aa_forces}
         if self.labels is not None:
             item["label_forces"] = self.labels[0][i]
             item["label_bead_energies"] = self.labels[1][i]

@@ -6,6 +6,11 @@ Err(a, b) = RMSE(a, b) + MAE(a, b) over all elements, and::
 
 with F the predicted forces (kJ/mol/nm), e the per-bead energies (kJ/mol), E their sum and N
 the number of beads. Teachers use w_aa = 1 and nothing else.
+
+Frames without AA forces (student MD frames labelled by the ensemble, :mod:`openmm_cgkd.training.refine`)
+carry ``has_aa_forces = False`` in the batch: the F_AA term is taken over the frames that have AA
+forces only, and a batch without any leaves it out (it adds nothing and is not logged for that
+batch); the label terms use every frame. Their stored ``forces`` (zeros) are never read.
 """
 from __future__ import annotations
 
@@ -45,13 +50,21 @@ def distillation_loss(pred: dict[str, torch.Tensor], batch: dict[str, torch.Tens
 
     ``pred`` holds ``forces`` (B, N, 3), ``bead_energies`` (B, N) and ``energy`` (B,);
     ``batch`` holds ``forces`` (F_AA) and, for the label terms, ``label_forces``,
-    ``label_bead_energies`` and ``label_energy``.
+    ``label_bead_energies`` and ``label_energy``; optionally ``has_aa_forces`` (B,) bool: which
+    frames have AA forces (see the module docstring).
     """
     terms: dict[str, torch.Tensor] = {}
     total = pred["forces"].new_zeros(())
     n_beads = pred["forces"].shape[1]
+    has_aa = batch.get("has_aa_forces")
+    partial = has_aa is not None and not bool(has_aa.all())
     for w, tname, pkey, bkey, scale in loss_terms(weights, batch, n_beads):
-        term = err(pred[pkey] * scale, batch[bkey] * scale)
+        p, t = pred[pkey], batch[bkey]
+        if bkey == "forces" and partial:
+            if not bool(has_aa.any()):
+                continue  # no frame of this batch has AA forces: no F_AA term
+            p, t = p[has_aa], t[has_aa]
+        term = err(p * scale, t * scale)
         terms[tname] = term.detach()
         if w > 0:
             total = total + w * term

@@ -178,6 +178,9 @@ TABLE = [
     ("label-missing-teachers", ["label", "--dataset", "{dataset}", "--teachers", "{dir}/none"], 2, "not found", S),
     ("label-truncated-dataset", ["label", "--dataset", "{truncated_h5}", "--teachers", "{bundle}",
                                  "--out", "{dir}/l.h5"], 2, "", S),
+    ("refine-interval-over-steps", ["refine", "--steps", "10", "--interval", "20"], 2, "interval_steps <= steps", ""),
+    ("refine-not-an-ensemble", ["refine", "--student", "{bundle}", "--ensemble", "{bundle}", "--dataset", "{dataset}",
+                                "--out", "{dir}/refine"], 2, "not an ensemble", S),
     # ---- pipeline: one validation pass before any stage
     *[(f"pipeline-{case}", ["pipeline", "{p_" + case + "}"], 2, text, slow) for case, _, text, slow in PIPELINE_CASES],
     ("pipeline-only-md-fresh", ["pipeline", "{p_fresh}", "--only", "md"], 2, "have not run", S),

@@ -106,8 +106,10 @@ def test_pipeline_of_a_molecule_without_a_box(tmp_path, capsys):
     ref_angles = np.degrees(md.compute_dihedrals(ref_traj, [[0, 1, 2, 3], [1, 2, 3, 4]], periodic=False))
     js = _js(_histogram(own[:, 0], own[:, 1], 30.0), _histogram(ref_angles[:, 0], ref_angles[:, 1], 30.0))
     assert abs(model["js"]["mean"] - js) < 1e-6 and model["js"]["n"] == 1
-    trans = float(np.mean(np.abs(ref_angles[:, 0]) >= 120))
-    assert abs(rama["reference"]["populations"]["t"]["fraction"] - trans) < 1e-9
+    counts = np.asarray(rama["reference"]["fes"]["counts"])
+    assert np.array_equal(counts, _histogram(ref_angles[:, 0], ref_angles[:, 1], 30.0) * len(ref_x))
+    trans = rama["reference"]["populations"]["t"]  # over the full blocks of the reference
+    assert abs(trans["fraction"] - np.mean(np.abs(ref_angles[:, 0]) >= 120)) <= trans["se"]
     assert rama["reference"]["noise_floor"]["halves"]["js"] >= 0
     assert "## Backbone dihedrals" in report_md and "| AA reference |" in report_md and "fes.png" in report_md
     assert (out / "analysis" / "fes.png").is_file()

@@ -258,7 +258,7 @@ def phi_psi_markdown(models: Mapping[str, Mapping], reference: Mapping, basins: 
             p, diff = m["populations"][k], m["population_differences"][k]
             se = "" if p["se"] is None else f" +- {p['se']:.3f}"
             df = diff["free_energy_difference_kT"]
-            cells.append(f"{p['fraction']:.3f}{se} ({_z(diff['z'])}, {'n/a' if df is None else format(df, '+.2f')})")
+            cells.append(f"{p['fraction']:.3f}{se} ({_z(diff['z'])}, {'n/a' if df is None else format(df + 0.0, '+.2f')})")
         lines.append(f"| {name} | {m['n_replicas']} | {ms(m['js'], '.4f')} | {ms(m['tae'])} | " + " | ".join(cells)
                      + f" | {ms(m['transitions_per_ns'], '.3g')} |")
     floor = reference.get("noise_floor")

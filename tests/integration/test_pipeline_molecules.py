@@ -10,6 +10,7 @@ import gzip
 import json
 
 import numpy as np
+import pytest
 import yaml
 
 from molecule_system import TEMPERATURE_K, write_inputs
@@ -129,8 +130,15 @@ def test_pipeline_of_a_molecule_without_a_box(tmp_path, capsys):
     capsys.readouterr()
     assert main(["analyze", "-t", str(rep / "trajectory.dcd"), "-p", str(rep / "start.pdb"), "-r",
                  str(tmp_path / "cg.h5"), "-e", str(rep / "log.csv"), "-o", str(tmp_path / "an"), "--no-plots",
-                 "--no-progress"]) == 0, capsys.readouterr().err
+                 "--no-progress", "--discard-frames", "2", "--ramachandran", str(tmp_path / "rama.yaml"),
+                 "--name", "student-ensemble-e-ft-faa"]) == 0, capsys.readouterr().err
     printed = capsys.readouterr().out
+    # the same phi/psi numbers as the pipeline's (same frames, same reference)
+    assert "| AA reference |" in printed and "| student-ensemble-e-ft-faa | 1 |" in printed
+    by_cli = json.loads((tmp_path / "an" / "ramachandran.json").read_text())["models"]["student-ensemble-e-ft-faa"]
+    assert by_cli["js"]["mean"] == pytest.approx(model["js"]["mean"], abs=1e-9)
+    for k, v in model["populations"].items():
+        assert by_cli["populations"][k]["fraction"] == pytest.approx(v["fraction"], abs=1e-12)
     assert "RDF, ADF and CDF not computed" in printed and "TAE bond E-M" in printed
     report = json.loads((tmp_path / "an" / "report.json").read_text())
     assert report["skipped"]["kinds"] == ["rdf", "adf", "cdf"]

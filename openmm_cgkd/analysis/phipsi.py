@@ -30,7 +30,8 @@ from openmm_cgkd.analysis.ramachandran import (BasinPopulation, FESScore, FreeEn
                                                free_energy_surface, wrap_degrees)
 
 __all__ = ["PhiPsiSeries", "trajectory_phi_psi", "reference_phi_psi", "reference_block_ps", "ReplicaPhiPsi",
-           "ModelPhiPsi", "model_phi_psi", "MeanSE", "check_spec_beads", "phi_psi_markdown", "fes_from_dict"]
+           "ModelPhiPsi", "model_phi_psi", "MeanSE", "check_spec_beads", "phi_psi_markdown", "fes_from_dict",
+           "ReferencePhiPsi", "reference_from_dict"]
 
 # Angles are stored as the tenth of a degree they lie in (floor(10 x angle)) and read back as that
 # tenth's middle: an error of at most 0.05 degree, and every angle stays on its side of any edge that
@@ -194,10 +195,11 @@ class ModelPhiPsi:
         return d
 
 
-def model_phi_psi(name: str, replicas: Mapping[str, PhiPsiSeries], reference: PhiPsiAnalysis,
+def model_phi_psi(name: str, replicas: Mapping[str, PhiPsiSeries], reference: PhiPsiAnalysis | ReferencePhiPsi,
                   spec: RamachandranSpec) -> ModelPhiPsi:
     """:class:`ModelPhiPsi` of a model's replicas ({replica name: series}, at least one) against
-    the ``reference`` analysis (:func:`reference_phi_psi`, on the spec's grid)."""
+    the reference's ``fes`` (on the spec's grid) and ``populations``: its analysis
+    (:func:`reference_phi_psi`) or a report of it read back (:func:`reference_from_dict`)."""
     if not replicas:
         raise AnalysisError(f"{name}: no replica to score by phi/psi")
     per, pooled = [], None
@@ -224,6 +226,35 @@ def model_phi_psi(name: str, replicas: Mapping[str, PhiPsiSeries], reference: Ph
                        compare_populations(pops, reference.populations),
                        MeanSE.of([r.transitions_per_ns for r in per]),
                        FreeEnergySurface(grid.phi_edges, grid.psi_edges, pooled), per)
+
+
+@dataclass(frozen=True)
+class ReferencePhiPsi:
+    """What a model is scored against, read back from a reference's report (e.g. a system's
+    ``aa_report.json``, a :class:`~openmm_cgkd.analysis.ramachandran.PhiPsiAnalysis` as JSON):
+    its ``fes``, ``populations``, ``noise_floor`` (dict or None) and ``span_ns``."""
+
+    fes: FreeEnergySurface
+    populations: dict[str, BasinPopulation]
+    noise_floor: dict | None
+    span_ns: float
+
+
+def reference_from_dict(data: Mapping, spec: RamachandranSpec) -> ReferencePhiPsi:
+    """:class:`ReferencePhiPsi` of a ``PhiPsiAnalysis.to_dict()`` (with its ``fes``); its grid and
+    basins must be the spec's."""
+    try:
+        fes = fes_from_dict(data["fes"])
+        pops = {k: BasinPopulation(k, p["name"], float(p["fraction"]), float(p["se"]), int(p["n_blocks"]),
+                                   float(p["block_ps"])) for k, p in data["populations"].items()}
+        span = float(data["span_ns"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise AnalysisError(f"not a phi/psi report (PhiPsiAnalysis.to_dict() with its fes): missing or bad {exc}") \
+            from exc
+    if abs(fes.bin_deg - spec.bin_deg) > 1e-9 or set(pops) != set(spec.keys):
+        raise AnalysisError(f"the reference report has {fes.bin_deg:g}-degree bins and basins {sorted(pops)}; the "
+                            f"spec {spec.bin_deg:g} and {sorted(spec.keys)}")
+    return ReferencePhiPsi(fes, pops, data.get("noise_floor"), span)
 
 
 def fes_from_dict(data: Mapping) -> FreeEnergySurface:

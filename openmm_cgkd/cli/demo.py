@@ -199,7 +199,7 @@ def _system_demo(args: argparse.Namespace) -> int:
         shipped = models_dir() / f"{system.name}-student"
         if not shipped.is_dir():
             raise MissingFileError(f"no shipped student for system {system.name}: {shipped} is not there (ship one "
-                                   f"from a finished study with `uv run python models/ship_from_pipeline.py RUN --name "
+                                   f"from a finished study with `uv run python models/ship_from_pipeline.py RUN --prefix "
                                    f"{system.name}`, or give --bundle)")
         bundle = shipped
     if args.structure is None:

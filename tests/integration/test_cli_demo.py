@@ -125,7 +125,7 @@ def test_demo_of_the_dipeptide_prints_its_phi_psi_score_and_speed(tmp_path, monk
     assert main(common) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("cgkd demo: error: no shipped student for system dipeptide") and "\n" not in err
-    assert "ship_from_pipeline.py RUN --name dipeptide" in err
+    assert "ship_from_pipeline.py RUN --prefix dipeptide" in err
     # a bundle of the system: the run, its phi/psi against the AA report, ns/day
     bundle = _dipeptide_bundle(tmp_path / "bundle")
     assert main(common + ["--bundle", str(bundle), "--steps", "400", "--report-interval", "10"]) == 0

@@ -41,7 +41,7 @@ def _js(p, q):
     return 0.5 * kl(p) + 0.5 * kl(q)
 
 
-def test_pipeline_of_a_molecule_without_a_box(tmp_path, capsys):
+def test_pipeline_of_a_molecule_without_a_box(tmp_path, capsys, monkeypatch):
     inp = write_inputs(tmp_path / "aa", n_molecules=1, box_nm=None, frames=80, stride=25)
     inp["mapping"].write_text(yaml.safe_dump(SIX_BEADS))
     (tmp_path / "rama.yaml").write_text(yaml.safe_dump(SPEC))
@@ -146,3 +146,19 @@ def test_pipeline_of_a_molecule_without_a_box(tmp_path, capsys):
     assert set(mol["bond"]["tae"]) == {"E-M", "M-M"} and set(mol["angle"]["tae"]) == {"E-M-M", "M-M-M"}
     assert "rdf_intra" not in mol and np.isfinite(mol["bond"]["tae"]["E-M"]["mean"])
     assert report["replicas"][0]["stability"]["thermal"] is not None  # temperature and drift from the log
+
+    # models/ship_from_pipeline.py ships a study of another system under its own names (into a scratch folder)
+    import importlib.util
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    spec = importlib.util.spec_from_file_location("ship_from_pipeline", root / "models" / "ship_from_pipeline.py")
+    ship = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ship)
+    monkeypatch.setattr(ship, "HERE", tmp_path / "models")
+    written = ship.ship(out, "ensemble-e-ft-faa", "hexane", allow_failing_gate=True)
+    assert written == [tmp_path / "models" / "hexane-teachers", tmp_path / "models" / "hexane-student"]
+    card = (tmp_path / "models" / "hexane-student" / "MODEL_CARD.md").read_text()
+    assert "## Backbone dihedrals" in card and "| AA reference |" in card and "no periodic box" in card
+    assert f"| student-ensemble-e-ft-faa | 1 | {model['js']['mean']:.4f} |" in card and "| ensemble-2 |" in card
+    assert (tmp_path / "models" / "hexane-student" / "fes.png").is_file() and "paper.yaml" not in card

@@ -284,9 +284,9 @@ def register(subparsers) -> None:
                         "systems/des/reline_252_cg.h5 with the "
                         "trained model, else systems/des/cg_start.pdb)")
     p.add_argument("--system", default=DEMO_SYSTEM, metavar="NAME",
-                   help="a registered system (systems/NAME) with a shipped student models/NAME-student, e.g. "
-                        "dipeptide: its start structure, its phi/psi score against its AA report when it has one "
-                        f"(default {DEMO_SYSTEM})")
+                   help="a registered system (a folder of the systems directory) whose student is shipped as "
+                        "NAME-student in the models directory, e.g. dipeptide: its start structure, its phi/psi score "
+                        f"against its AA report when it has one (default {DEMO_SYSTEM})")
     p.add_argument("--no-analysis", action="store_true", help="skip the structural TAEs against the AA reference")
     add_md_arguments(p, steps=2500, out=str(DEFAULT_OUT), report_interval=25,
                      temperature=DES_TEMPERATURE_K)

@@ -56,7 +56,8 @@ from openmm_cgkd.training.variants import VARIANTS
 from openmm_cgkd.executor import ClusterConfig
 
 __all__ = ["PipelineConfig", "AAConfig", "StudentsConfig", "MDConfig", "TimestepCheckConfig", "load_pipeline_config",
-           "student_plan", "analysis_settings", "trainer_settings", "ramachandran_spec", "RAMACHANDRAN_KEY", "replica_analysis_key"]
+           "student_plan", "analysis_settings", "trainer_settings", "ramachandran_spec", "RAMACHANDRAN_KEY", "replica_analysis_key",
+           "ramachandran_key"]
 
 RAMACHANDRAN_KEY = "ramachandran"  # analysis.ramachandran: the RamachandranSpec file (not an AnalysisSettings field)
 
@@ -298,8 +299,13 @@ def replica_analysis_key(settings, data_digest: str, spec) -> dict:
     only when given, the Ramachandran ``spec`` (records of a study without it keep their digests)."""
     key = {"settings": settings.to_dict(), "reference": data_digest}
     if spec is not None:
-        key["ramachandran"] = spec.to_dict()
+        key["ramachandran"] = ramachandran_key(spec)
     return key
+
+
+def ramachandran_key(spec) -> dict:
+    """What of a Ramachandran spec changes results (its ``description`` does not)."""
+    return {k: v for k, v in spec.to_dict().items() if k != "description"}
 
 
 def ramachandran_spec(cfg: PipelineConfig):

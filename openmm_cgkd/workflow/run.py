@@ -51,7 +51,8 @@ from openmm_cgkd.fingerprint import bundle_checksum, digest
 from openmm_cgkd.fileio import make_portable
 from openmm_cgkd.training.config import config_to_dict
 from openmm_cgkd.workflow.cache import STAGES, StageCache
-from openmm_cgkd.workflow.config import PipelineConfig, analysis_settings, ramachandran_spec, student_plan
+from openmm_cgkd.workflow.config import (PipelineConfig, analysis_settings, ramachandran_key, ramachandran_spec,
+                                        student_plan)
 from openmm_cgkd.executor import Executor
 from openmm_cgkd.workflow.report import write_pipeline_report
 from openmm_cgkd.workflow.results import RESULT_TYPES, ReportResult, StageResult, StudentsResult, TeachersResult
@@ -196,7 +197,7 @@ def _run_stages(cfg: PipelineConfig, out: Path, stage, stages: StageCache, log, 
     analysis_key = {"analysis": settings.to_dict(), "dataset": data_digest}
     spec = ramachandran_spec(cfg)
     if spec is not None:  # a study without analysis.ramachandran keeps the keys it had
-        md_key["ramachandran"] = analysis_key["ramachandran"] = spec.to_dict()
+        md_key["ramachandran"] = analysis_key["ramachandran"] = ramachandran_key(spec)
     if interim is not None:
         if stages.done("md", md_key) is not None:
             log(f"[interim] the md stage is done: the report stage writes {out / 'report.md'} (run the pipeline)")

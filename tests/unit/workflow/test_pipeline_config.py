@@ -90,7 +90,8 @@ def test_ramachandran_key_is_a_path_next_to_the_config_and_no_analysis_setting(t
     assert analysis_settings(cfg, with_dataset=False) == plain  # the key changes no structural setting
     # the replica analysis key gains the spec only when it is set: other studies keep their digests
     assert replica_analysis_key(plain, "d", None) == {"settings": plain.to_dict(), "reference": "d"}
-    assert replica_analysis_key(plain, "d", spec)["ramachandran"] == spec.to_dict()
+    keyed = replica_analysis_key(plain, "d", spec)["ramachandran"]
+    assert keyed["psi"] == [1, 2, 3, 4] and "description" not in keyed  # a new description re-runs nothing
     from openmm_cgkd.errors import MissingFileError
 
     with pytest.raises(MissingFileError, match="Ramachandran spec not found"):

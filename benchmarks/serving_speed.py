@@ -33,8 +33,6 @@ import json
 import os
 import platform
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -100,28 +98,6 @@ def _worker(args) -> None:
         "torch_threads": torch.get_num_threads()}))
 
 
-def _export_old(ref: str, dest: Path) -> str:
-    sha = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", ref], check=True, capture_output=True,
-                         text=True).stdout.strip()
-    archive = subprocess.run(["git", "-C", str(ROOT), "archive", ref, "openmm_cgkd"], check=True,
-                             capture_output=True).stdout
-    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
-    return sha
-
-
-def _run_worker(code_dir: Path, model: str, size: int, backend: str, args, forces_out: Path) -> dict:
-    env = dict(os.environ, PYTHONPATH=str(code_dir), OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
-               OPENMM_CPU_THREADS="1")
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", "--model", model, "--size", str(size),
-           "--backend", backend, "--repeats", str(args.repeats), "--steps", str(args.steps),
-           "--warmup", str(args.warmup), "--minimize", str(args.minimize), "--forces-out", str(forces_out)]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=str(code_dir))
-    for line in proc.stdout.splitlines():
-        if line.startswith("RESULT "):
-            return json.loads(line[len("RESULT "):])
-    raise RuntimeError(f"worker {model} {size} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--old-ref", default="13cb8d4", help="git ref of the release to compare with (default 13cb8d4)")
@@ -145,14 +121,14 @@ def main() -> None:
         return
     import numpy as np
 
-    new_sha = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
-                             text=True).stdout.strip()
-    dirty = bool(subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "openmm_cgkd"],
-                                capture_output=True, text=True).stdout.strip())
+    # here, not at the top: a worker of the old release must not import this checkout's package
+    from openmm_cgkd.benchmark.release import checkout_state, export_release, run_worker
+
+    new_sha, dirty = checkout_state(ROOT)
     rows = []
     with tempfile.TemporaryDirectory(prefix="cgkd_old_") as tmp:
         old_dir = Path(tmp)
-        old_sha = _export_old(args.old_ref, old_dir)
+        old_sha = export_release(ROOT, args.old_ref, old_dir)
         print(f"old: {args.old_ref} ({old_sha}) exported to {old_dir}; new: {new_sha}{' + local changes' if dirty else ''}")
         print(f"machine: {platform.node()}, {os.cpu_count()} CPUs, load {os.getloadavg()}; one thread; "
               f"median of {args.repeats} x {args.steps} steps")
@@ -162,7 +138,10 @@ def main() -> None:
                     res = {}
                     for code, code_dir in (("old", old_dir), ("new", ROOT)):
                         fo = old_dir / f"forces_{code}.npy"
-                        res[code] = _run_worker(code_dir, model, size, backend, args, fo)
+                        res[code] = run_worker(__file__, code_dir, [
+                            "--model", model, "--size", str(size), "--backend", backend, "--repeats", str(args.repeats),
+                            "--steps", str(args.steps), "--warmup", str(args.warmup), "--minimize", str(args.minimize),
+                            "--forces-out", str(fo)], f"{model} {size}")
                         res[code]["forces"] = np.load(fo)
                     f_old, f_new = res["old"].pop("forces"), res["new"].pop("forces")
                     dev = float(np.abs(f_new - f_old).max() / max(np.abs(f_old).max(), 1e-30))

@@ -33,8 +33,6 @@ import json
 import os
 import platform
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -117,26 +115,6 @@ def _worker(args) -> None:
     print("RESULT " + json.dumps(out))
 
 
-def _export_old(ref: str, dest: Path) -> str:
-    sha = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", ref], check=True, capture_output=True,
-                         text=True).stdout.strip()
-    archive = subprocess.run(["git", "-C", str(ROOT), "archive", ref, "openmm_cgkd"], check=True,
-                             capture_output=True).stdout
-    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
-    return sha
-
-
-def _run_worker(code_dir: Path, stage: str, args, arrays_out: Path) -> dict:
-    env = dict(os.environ, PYTHONPATH=str(code_dir), OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", "--stage", stage, "--frames", str(args.frames),
-           "--repeats", str(args.repeats), "--arrays-out", str(arrays_out)]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=str(code_dir))
-    for line in proc.stdout.splitlines():
-        if line.startswith("RESULT "):
-            return json.loads(line[len("RESULT "):])
-    raise RuntimeError(f"worker {stage} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--old-ref", default="13cb8d4", help="git ref of the release to compare with (default 13cb8d4)")
@@ -153,21 +131,23 @@ def main() -> None:
         return
     import numpy as np
 
-    new_sha = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
-                             text=True).stdout.strip()
-    dirty = bool(subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "openmm_cgkd"],
-                                capture_output=True, text=True).stdout.strip())
+    # here, not at the top: a worker of the old release must not import this checkout's package
+    from openmm_cgkd.benchmark.release import checkout_state, export_release, run_worker
+
+    new_sha, dirty = checkout_state(ROOT)
     rows = []
     with tempfile.TemporaryDirectory(prefix="cgkd_old_") as tmp:
         old_dir = Path(tmp)
-        old_sha = _export_old(args.old_ref, old_dir)
+        old_sha = export_release(ROOT, args.old_ref, old_dir)
         print(f"old: {args.old_ref} ({old_sha}); new: {new_sha}{' + local changes' if dirty else ''}")
         print(f"machine: {platform.node()}, {os.cpu_count()} CPUs, load {os.getloadavg()}; one thread; "
               f"{args.frames} frames, median of {args.repeats}")
         for stage in args.stages:
             res = {}
             for code, code_dir in (("old", old_dir), ("new", ROOT)):
-                res[code] = _run_worker(code_dir, stage, args, old_dir / f"arrays_{code}.npz")
+                res[code] = run_worker(__file__, code_dir, [
+                    "--stage", stage, "--frames", str(args.frames), "--repeats", str(args.repeats),
+                    "--arrays-out", str(old_dir / f"arrays_{code}.npz")], stage)
             row = {"stage": stage, "frames": args.frames, "old": res["old"], "new": res["new"]}
             for clock in ("wall", "cpu"):
                 row[f"old_frames_per_s_{clock}"] = res["old"][f"frames_per_s_{clock}"]

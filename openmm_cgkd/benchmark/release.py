@@ -2,7 +2,9 @@
 
 ``benchmarks/serving_speed.py`` (MD ms/step) and ``benchmarks/training_speed.py`` (labels and
 student-training frames/s) run the release before the fast paths (``git archive``) and this code
-side by side in one run; they need the git checkout, ``cgkd benchmark`` does not.
+side by side in one run; they need the git checkout, ``cgkd benchmark`` does not. Both use
+:func:`export_release` (the old code, ``git archive``) and :func:`run_worker` (one timed
+configuration in a worker process that imports the code of the directory it is given).
 ``cgkd benchmark --release-comparison FILE ...`` reads their JSON outputs with
 :func:`release_comparison` and writes the figures, with the machine and its load, into its own JSON
 (section ``release_comparison``) and prints them (:func:`format_release_comparison`). Units: ms per
@@ -12,11 +14,49 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from openmm_cgkd.errors import UsageError
 
-__all__ = ["release_comparison", "format_release_comparison"]
+__all__ = ["release_comparison", "format_release_comparison", "checkout_state", "export_release", "run_worker"]
+
+
+def checkout_state(repo: str | os.PathLike) -> tuple[str, bool]:
+    """The short commit id of the checkout ``repo`` and whether its package has local changes."""
+    sha = subprocess.run(["git", "-C", str(repo), "rev-parse", "--short", "HEAD"], capture_output=True,
+                         text=True).stdout.strip()
+    dirty = bool(subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "openmm_cgkd"],
+                                capture_output=True, text=True).stdout.strip())
+    return sha, dirty
+
+
+def export_release(repo: str | os.PathLike, ref: str, dest: str | os.PathLike) -> str:
+    """Extract the package ``openmm_cgkd`` of git ``ref`` of the checkout ``repo`` into ``dest``;
+    returns the short commit id (what the comparison records, never a path)."""
+    sha = subprocess.run(["git", "-C", str(repo), "rev-parse", "--short", ref], check=True, capture_output=True,
+                         text=True).stdout.strip()
+    archive = subprocess.run(["git", "-C", str(repo), "archive", ref, "openmm_cgkd"], check=True,
+                             capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
+    return sha
+
+
+def run_worker(script: str | os.PathLike, code_dir: str | os.PathLike, arguments: Sequence[str],
+               what: str) -> dict:
+    """Run ``script --worker ARGUMENTS`` with ``code_dir`` first on ``PYTHONPATH`` and one thread
+    (OpenMP, MKL, OpenMM's CPU platform); returns the JSON of its ``RESULT `` line. ``what`` names
+    the configuration in the error raised when the worker fails."""
+    env = dict(os.environ, PYTHONPATH=str(code_dir), OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
+               OPENMM_CPU_THREADS="1")
+    cmd = [sys.executable, str(Path(script).resolve()), "--worker", *arguments]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=str(code_dir))
+    for line in proc.stdout.splitlines():
+        if line.startswith("RESULT "):
+            return json.loads(line[len("RESULT "):])
+    raise RuntimeError(f"worker {what} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
 
 
 def _serving(data: dict) -> list[dict]:

@@ -17,6 +17,7 @@ import argparse
 from pathlib import Path
 
 from openmm_cgkd.errors import MissingFileError, UsageError
+from openmm_cgkd.paths import output_dir_problem
 
 __all__ = ["positive_int", "nonnegative_int", "positive_float", "nonnegative_float", "PLATFORM_NAMES",
            "platform_name", "add_platform_argument", "PLATFORM_HELP", "check_input_file", "check_output_dir",
@@ -84,16 +85,11 @@ def check_input_file(path, what: str, hint: str = "") -> Path:
 def check_output_dir(path, option: str = "--out") -> Path:
     """``path`` as a Path; :class:`UsageError` when it names an existing file (not a directory),
     lies under one, or cannot be written (it, or the nearest existing directory above it, is not
-    writable): checked before anything is loaded."""
-    import os
-
+    writable): checked before anything is loaded (:func:`~openmm_cgkd.fileio.output_dir_problem`)."""
     path = Path(path)
-    for p in (path, *path.parents):
-        if p.exists() and not p.is_dir():
-            raise UsageError(f"{option} {path}: {p} is a file, not a directory; give a directory for the outputs")
-    existing = next((p for p in (path, *path.absolute().parents) if p.exists()), None)
-    if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
-        raise UsageError(f"{option} {path}: {existing} is not writable; give an output location you can write to")
+    problem = output_dir_problem(path)
+    if problem:
+        raise UsageError(f"{option} {path}: {problem}")
     return path
 
 

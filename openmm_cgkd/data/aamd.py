@@ -210,7 +210,7 @@ def read_frames(run_dir: str | Path, max_frames: int | None = None) -> dict[str,
                     chunks[k].append(h5[k][()])
                 n += h5["times"].shape[0]
         if n == 0:
-            raise RunError(f"{run_dir} holds no committed production frames yet")
+            raise RunError(f"{run_dir} holds no committed AA production frames (frames/part_*.h5)")
         out = {k: np.concatenate(v) for k, v in chunks.items()}
         n = min(n, committed)
         out = {k: v[:n] for k, v in out.items()}
@@ -399,8 +399,8 @@ def _set_temperature(integ, protocol: Protocol, temperature: float) -> None:
 
 def check_resume(run_dir: str | Path, sysdef, protocol: Protocol, mapping=None) -> dict:
     """The ``run.json`` of the existing run ``run_dir``, after checking that ``protocol`` (but for
-    the production length, which a rerun may change), the system (composition, box) and the use of
-    on-the-fly mapping are those it was started with; :class:`RunError` naming what changed
+    the production length, which a rerun may change), the system (composition, box; for a system
+    given by its files, their content) and the use of on-the-fly mapping are those it was started with; :class:`RunError` naming what changed
     otherwise. Reads only; no MD."""
     run_dir = Path(run_dir)
     meta = read_json(run_dir / "run.json")
@@ -418,6 +418,12 @@ def check_resume(run_dir: str | Path, sysdef, protocol: Protocol, mapping=None) 
                       {"composition": sysdef.composition, "box_nm": box(sysdef.box_nm if sysdef.periodic else None)},
                       f"{run_dir} was started with another system",
                       "use a new run directory or the original --system / --molecules / --scale", error=RunError)
+    if meta["system"].get("kind", "opls") != "opls" and sysdef.kind != "opls":  # given by files: their content
+        keys = ("structure_sha256", "forcefield_sha256")
+        now = sysdef.to_dict(relative_to=run_dir)
+        refuse_if_changed({k: meta["system"].get(k) for k in keys}, {k: now.get(k) for k in keys},
+                          f"{run_dir} was started from other files (its structure or force field changed since)",
+                          "use a new run directory or restore the original files", error=RunError)
     if (mapping is not None) != ("mapping" in meta):
         raise RunError(f"{run_dir} was started {'with' if 'mapping' in meta else 'without'} on-the-fly mapping; "
                        "resume it the same way")
@@ -621,8 +627,9 @@ def run_aa(run_dir: str | Path, sysdef, protocol: Protocol, structure_pdb: str |
         try:
             consolidate(run_dir)
             summary["production"] = str(run_dir / "production.h5")
-        except RunError as exc:  # AA parts of earlier sessions are not kept (only the mapped ones)
-            log(f"note: no production.h5: {exc}")
+        except RunError:  # AA parts of earlier sessions are not kept (only the mapped ones)
+            log(f"note: no production.h5: the AA frames of {run_dir} are not all here"
+                + (" (its mapped frames are)" if cgmap is not None else ""))
         if cgmap is not None:
             read_mapped(run_dir, mapping).save(run_dir / "cg.h5")
             summary["mapped"] = str(run_dir / "cg.h5")

@@ -13,7 +13,9 @@ Configuration (YAML; relative paths are resolved against the file's directory)::
     aa:                              # optional: make the dataset (skipped when `dataset` exists)
       system: system.yaml            #   system definition (openmm_cgkd.data.systemdef)
       molecules: 48                  #   resize at the same density (optional)
-      mapping: mapping.yaml
+      mapping: mapping.yaml          #   mapped as the frames are written (run_dir/cg/, committable)
+      run_dir: aa                    #   where the AA run lives (default <out>/aa): a committed run
+                                     #   remakes the dataset without MD on a fresh clone
       protocol: {equilibration_ps: 20, production_ps: 20, frame_interval_ps: 0.1}
     model: {architecture: graph-network, embedding_dim: 32, ...}   # teachers and students
     split: {train: 0.8, val: 0.1, test: 0.1, gap_frames: 5}       # contiguous blocks + gaps
@@ -73,6 +75,7 @@ class AAConfig(Config):
     platform: str | None = None
     threads: int | None = None
     seed: int = 1
+    run_dir: str = ""  # the AA run directory (relative to the config file); default <out>/aa
 
 
 @dataclass
@@ -286,7 +289,7 @@ def load_pipeline_config(path: str | Path, overrides: dict | None = None) -> Pip
     data["out"] = _resolve(base, data.get("out", "runs/pipeline"))
     data["dataset"] = _resolve(base, data.get("dataset", ""))
     if data.get("aa"):
-        for key in ("system", "mapping"):
+        for key in ("system", "mapping", "run_dir"):
             data["aa"][key] = _resolve(base, data["aa"].get(key, ""))
     if isinstance(data.get("analysis"), dict) and isinstance(data["analysis"].get(RAMACHANDRAN_KEY), str):
         data["analysis"] = {**data["analysis"], RAMACHANDRAN_KEY: _resolve(base, data["analysis"][RAMACHANDRAN_KEY])}

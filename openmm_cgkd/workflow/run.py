@@ -46,9 +46,9 @@ from pathlib import Path
 import yaml
 
 from openmm_cgkd.config import ConfigError
-from openmm_cgkd.fileio import file_sha256
+from openmm_cgkd.data.systemdef import SystemDefinition
+from openmm_cgkd.fileio import file_sha256, make_portable
 from openmm_cgkd.fingerprint import bundle_checksum, digest
-from openmm_cgkd.fileio import make_portable
 from openmm_cgkd.training.config import config_to_dict
 from openmm_cgkd.workflow.cache import STAGES, StageCache
 from openmm_cgkd.workflow.config import (PipelineConfig, analysis_settings, ramachandran_key, ramachandran_spec,
@@ -170,7 +170,11 @@ def _run_stages(cfg: PipelineConfig, out: Path, stage, stages: StageCache, log, 
     if not Path(cfg.dataset).is_file():
         aa_inputs = {k: file_sha256(getattr(cfg.aa, k)) for k in ("system", "mapping")
                      if cfg.aa and getattr(cfg.aa, k) and Path(getattr(cfg.aa, k)).is_file()}
-        aa_settings = {k: v for k, v in asdict(cfg.aa).items() if k not in ("platform", "threads")} if cfg.aa else None
+        if "system" in aa_inputs:  # and the files it names (structure, .top, XML): their sha256
+            aa_inputs["system_files"] = {k: v for k, v in SystemDefinition.from_yaml(cfg.aa.system).to_dict(
+                relative_to=Path(cfg.aa.system).parent).items() if k != "source"}
+        aa_settings = {k: v for k, v in asdict(cfg.aa).items()  # paths out: their content is in aa_inputs
+                       if k not in ("platform", "threads", "system", "mapping", "run_dir")} if cfg.aa else None
         stage("aa", {"aa": aa_settings, "inputs": aa_inputs}, lambda tick: aa_stage(cfg, log))
     if cfg.selects_frames:
         cfg.dataset = frames_subset(cfg, out, log)

@@ -19,11 +19,11 @@ reported by ``cgkd`` as one line with exit code 2.
 """
 from __future__ import annotations
 
-import os
 from dataclasses import asdict
 from pathlib import Path
 
 from openmm_cgkd.config import ConfigError, config_from_dict
+from openmm_cgkd.paths import output_dir_problem
 from openmm_cgkd.workflow.cache import STAGES
 from openmm_cgkd.workflow.config import PipelineConfig, analysis_settings, ramachandran_spec, trainer_settings
 from openmm_cgkd.workflow.stages.data import aa_protocol
@@ -32,12 +32,9 @@ __all__ = ["check_pipeline"]
 
 
 def _check_out(out: Path) -> None:
-    for p in (out, *out.parents):
-        if p.exists() and not p.is_dir():
-            raise ConfigError(f"out: {out}: {p} is a file, not a directory; give a directory for the pipeline's outputs")
-    existing = next((p for p in (out, *out.parents) if p.exists()), None)
-    if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
-        raise ConfigError(f"out: {out}: {existing} is not writable; give an output directory you can write to")
+    problem = output_dir_problem(out)
+    if problem:
+        raise ConfigError(f"out: {out}: {problem}")
 
 
 def _check_only(cfg: PipelineConfig, out: Path, only: list[str] | None) -> None:

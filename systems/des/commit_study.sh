@@ -8,6 +8,9 @@
 #   systems/des/commit_study.sh --with-checkpoints   # before a session ends: also the training
 #                                                #   checkpoints of the runs still under way
 #
+# Another study: name its output directory (it needs a .gitignore like this one's), e.g.
+#   systems/des/commit_study.sh systems/dipeptide/study --every 600 &
+#
 # What is committed: every file under systems/des/study/ that its .gitignore does not exclude:
 # stage markers (stages/*.json, with their fingerprints and wall times), teacher and student
 # bundles, training runs' fingerprint.json / result.json / best_weights.pt / logs/metrics.csv,
@@ -94,7 +97,7 @@ commit_once() {
     [ ${#drop[@]} -eq 0 ] || GIT_INDEX_FILE=$idx git rm -q --cached --ignore-unmatch -- "${drop[@]}"
     [ ${#add[@]} -eq 0 ] || GIT_INDEX_FILE=$idx git add -f -- "${add[@]}"
     GIT_INDEX_FILE=$idx git diff --cached --quiet || GIT_INDEX_FILE=$idx git commit -q -m \
-        "Study (systems/des/study.yaml): restart state of unfinished training runs and MD replicas: ${#add[@]} files kept, ${#drop[@]} out" \
+        "Study ($STUDY): restart state of unfinished training runs and MD replicas: ${#add[@]} files kept, ${#drop[@]} out" \
         || status=$?
     rm -f "$idx"
     git reset -q -- "${add[@]}" "${drop[@]}" 2>/dev/null || true   # the real index follows HEAD for these paths
@@ -106,7 +109,7 @@ commit_paths() {   # message, paths: commit exactly these paths (other staged wo
     shift
     for _ in 1 2 3 4 5; do   # the index may be locked by another git command for a moment
         git add -- "$@" 2>/dev/null || true   # (a path that is ignored and out of the index stays out)
-        if git diff --cached --quiet -- "$@" || git commit -q -m "Study (systems/des/study.yaml): $msg" -- "$@"; then
+        if git diff --cached --quiet -- "$@" || git commit -q -m "Study ($STUDY): $msg" -- "$@"; then
             return 0
         fi
         sleep 7

@@ -19,29 +19,11 @@ RUN=systems/des/aa_reline_252
 COMMIT_EVERY_S=${COMMIT_EVERY_S:-600}
 mkdir -p "$RUN"
 
-commit_progress() {
-    local files=("$RUN/.gitignore")
-    for f in run.json progress.json state.xml checkpoint.chk start.pdb run.log; do
-        [ -f "$RUN/$f" ] && files+=("$RUN/$f")
-    done
-    [ -d "$RUN/cg" ] && files+=("$RUN"/cg/part_*.h5)
-    [ ${#files[@]} -gt 1 ] || return 0
-    local frames
-    frames=$(python3 -c "import json;d=json.load(open('$RUN/progress.json'));print(d['step'],'steps,',d['frames'],'frames')" 2>/dev/null || echo "start")
-    for _ in 1 2 3 4 5; do   # the index may be locked by another git command for a moment
-        if flock "$RUN/.lock" sh -c 'git add -f "$@" && { git diff --cached --quiet -- "$@" || git commit -q -m "AA reference run (reline 252): restart state and mapped frames at '"$frames"'" -- "$@"; }' _ "${files[@]}"; then
-            return 0
-        fi
-        sleep 7
-    done
-    echo "warning: could not commit the AA run's progress" >&2
-}
-
-if [ "$COMMIT_EVERY_S" -gt 0 ]; then
-    ( while sleep "$COMMIT_EVERY_S"; do commit_progress; done ) &
-    COMMITTER=$!
-    trap 'kill $COMMITTER 2>/dev/null || true' EXIT
-fi
+# shellcheck source=../commit_aa_run.sh
+. systems/commit_aa_run.sh
+LABEL="AA reference run (reline 252)"
+commit_aa_run_every "$COMMIT_EVERY_S" "$RUN" "$LABEL"
+[ -n "$COMMITTER" ] && trap 'kill $COMMITTER 2>/dev/null || true' EXIT
 
 status=0
 uv run --quiet cgkd aa-run --molecules 252 --run-dir "$RUN" \
@@ -54,5 +36,5 @@ if [ "$status" -eq 0 ] && [ -f "$RUN/cg.h5" ]; then
     # names the force field relative to where it is written)
     uv run python -c "from openmm_cgkd.data.aamd import read_mapped; read_mapped('$RUN').save('systems/des/reline_252_cg.h5')"
 fi
-[ "$COMMIT_EVERY_S" -gt 0 ] && commit_progress
+[ "$COMMIT_EVERY_S" -gt 0 ] && commit_aa_run "$RUN" "$LABEL"
 exit "$status"

@@ -22,35 +22,16 @@ THREADS=${THREADS:-1}
 BOXES=("$@")
 [ ${#BOXES[@]} -gt 0 ] || BOXES=(2 3 4)
 
-commit_progress() {
-    local run=$1
-    local files=("$run/.gitignore")
-    for f in run.json progress.json state.xml checkpoint.chk start.pdb run.log; do
-        [ -f "$run/$f" ] && files+=("$run/$f")
-    done
-    compgen -G "$run/cg/part_*.h5" >/dev/null && files+=("$run"/cg/part_*.h5)
-    [ ${#files[@]} -gt 1 ] || return 0
-    local where
-    where=$(python3 -c "import json;d=json.load(open('$run/progress.json'));print(d['step'],'steps,',d['frames'],'frames')" 2>/dev/null || echo "start")
-    for _ in 1 2 3 4 5; do   # the index may be locked by another git command for a moment
-        if flock "$run/.lock" sh -c 'git add -f "$@" && { git diff --cached --quiet -- "$@" || git commit -q -m "AA box '"$(basename "$run")"' (reline 252): restart state and mapped frames at '"$where"'" -- "$@"; }' _ "${files[@]}"; then
-            return 0
-        fi
-        sleep 7
-    done
-    echo "warning: could not commit the progress of $run" >&2
-}
+# shellcheck source=../commit_aa_run.sh
+. systems/commit_aa_run.sh
 
 for box in "${BOXES[@]}"; do
     case "$box" in 2|3|4) ;; *) echo "make_reline_boxes.sh: error: box must be 2, 3 or 4, got '$box'" >&2; exit 2;; esac
     RUN=systems/des/aa_boxes/box_$box
     mkdir -p "$RUN"
     [ -f "$RUN/.gitignore" ] || printf '# AA box %s: only restart state and mapped CG frames are kept (force-added by\n# ../../make_reline_boxes.sh). AA frames (frames/, production.h5) are bulky: never kept.\n*\n!.gitignore\n' "$box" > "$RUN/.gitignore"
-    COMMITTER=
-    if [ "$COMMIT_EVERY_S" -gt 0 ]; then
-        ( while sleep "$COMMIT_EVERY_S"; do commit_progress "$RUN"; done ) &
-        COMMITTER=$!
-    fi
+    LABEL="AA box box_$box (reline 252)"
+    commit_aa_run_every "$COMMIT_EVERY_S" "$RUN" "$LABEL"
     status=0
     uv run --quiet cgkd aa-run --molecules 252 --run-dir "$RUN" --seed $((3000 + box)) \
         --hot-ps 1000 --anneal-temperature 500 --anneal-ps 100 --equilibration-ps 1000 \
@@ -58,6 +39,6 @@ for box in "${BOXES[@]}"; do
         --timestep 4 --hydrogen-mass 3 --platform CPU --threads "$THREADS" \
         --no-progress >> "$RUN/run.log" 2>&1 || status=$?
     [ -n "$COMMITTER" ] && kill "$COMMITTER" 2>/dev/null || true
-    [ "$COMMIT_EVERY_S" -gt 0 ] && commit_progress "$RUN"
+    [ "$COMMIT_EVERY_S" -gt 0 ] && commit_aa_run "$RUN" "$LABEL"
     [ "$status" -eq 0 ] || exit "$status"
 done

@@ -2,6 +2,7 @@
 (the shipped dipeptide): no packing, no resizing; a few ps of AA MD mapped to the dataset
 (``--only aa``); a system without a box is valid through md and analysis (they score its bonded
 distributions; tests/integration/test_pipeline_molecules.py runs such a pipeline end to end)."""
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -96,3 +97,48 @@ def test_a_structure_system_is_built_and_mapped_before_any_stage(tmp_path, mappi
         check_pipeline(load_pipeline_config(_config(tmp_path, **aa)), only=["aa"])
     assert type(err.value).__name__ == error and expect in str(err.value) and "\n" not in str(err.value)
     assert not (tmp_path / "run").exists()
+
+
+def test_aa_stage_makes_the_dataset_again_from_a_committed_run_without_aa_frames(tmp_path):
+    """``aa.run_dir``: the run is kept where the config says (as a system's committed AA run);
+    its frames are mapped as they are written, so on a fresh clone (only the restart state and the
+    mapped parts, no AA frames, no dataset, no stage markers) the stage makes the same dataset
+    again without running any MD."""
+    cfg = _config(tmp_path, run_dir="aa_run")
+    run_pipeline(load_pipeline_config(cfg), only=["aa"], log=lambda *a: None)
+    first = CGDataset.load(tmp_path / "cg.h5")
+    run = tmp_path / "aa_run"
+    assert sorted(p.name for p in (run / "cg").glob("part_*.h5")) and not (tmp_path / "run" / "aa").exists()
+    kept = {"run.json", "progress.json", "state.xml", "checkpoint.chk", "cg"}
+    for p in run.iterdir():  # what a committed run keeps (systems/dipeptide/aa)
+        if p.name not in kept:
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
+    (tmp_path / "cg.h5").unlink()
+    shutil.rmtree(tmp_path / "run")
+    logs = []
+    run_pipeline(load_pipeline_config(cfg), only=["aa"], log=logs.append)
+    assert not any("minimised" in str(line) for line in logs)
+    again = CGDataset.load(tmp_path / "cg.h5")
+    assert again.n_frames == first.n_frames == 8
+    np.testing.assert_array_equal(again.positions, first.positions)
+    np.testing.assert_array_equal(again.forces, first.forces)
+    np.testing.assert_array_equal(again.times, first.times)
+
+
+def test_a_changed_structure_is_not_taken_for_the_finished_aa_stage(tmp_path):
+    """The aa stage's key holds the content of the files the system names (its structure here), so
+    an edited structure is not mistaken for the finished run: the stage runs again and the run
+    directory of the old structure refuses to be continued with it, in one line."""
+    for f in ("system.yaml", "ala2.pdb", "mapping.yaml"):
+        shutil.copy(DIPEPTIDE / f, tmp_path / f)
+    cfg = _config(tmp_path, system=str(tmp_path / "system.yaml"))
+    run_pipeline(load_pipeline_config(cfg), only=["aa"], log=lambda *a: None)
+    (tmp_path / "cg.h5").unlink()
+    pdb = (tmp_path / "ala2.pdb").read_text().splitlines()
+    i = next(k for k, line in enumerate(pdb) if line.startswith(("ATOM", "HETATM")))
+    x = float(pdb[i][30:38]) + 0.05  # move the first atom by 0.05 A
+    pdb[i] = pdb[i][:30] + f"{x:8.3f}" + pdb[i][38:]
+    (tmp_path / "ala2.pdb").write_text("\n".join(pdb) + "\n")
+    with pytest.raises(CGKDError) as err:
+        run_pipeline(load_pipeline_config(cfg), only=["aa"], log=lambda *a: None)
+    assert "structure" in str(err.value) and "\n" not in str(err.value)

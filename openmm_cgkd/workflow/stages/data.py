@@ -29,11 +29,15 @@ def aa_protocol(aa: AAConfig, sysdef: SystemDefinition) -> Protocol:
 
 
 def aa_stage(cfg: PipelineConfig, log) -> AAResult:
-    """Run (or resume) the AA MD of ``cfg.aa`` in ``<out>/aa`` and map it to ``cfg.dataset``.
+    """Run (or resume) the AA MD of ``cfg.aa`` in ``aa.run_dir`` (default ``<out>/aa``) and write
+    its mapped frames to ``cfg.dataset``.
 
     A packed system (an OPLS molecule file) is packed and minimised first; a system given by
     its structure (OpenMM XML or GROMACS .top, :mod:`~openmm_cgkd.data.systemdef`) starts
-    from its minimised structure. The mapping is ``aa.mapping``, else the system file's."""
+    from its minimised structure. The mapping is ``aa.mapping``, else the system file's. The
+    frames are mapped as they are written (``cg/part_*.h5``, small enough to commit), so the
+    dataset can be made again on a fresh clone from a committed run without its AA frames; a
+    run started without that mapping is mapped from its AA frames at the end."""
     aa = cfg.aa
     if aa is None:
         raise ConfigError(f"dataset {cfg.dataset} does not exist and the config has no `aa:` section to make it")
@@ -41,14 +45,18 @@ def aa_stage(cfg: PipelineConfig, log) -> AAResult:
     if aa.molecules:  # a packed (opls) system only; validation refuses it for a structure
         sysdef = sysdef.resized(n_molecules=aa.molecules)
     protocol = aa_protocol(aa, sysdef)
-    run_dir = Path(cfg.out) / "aa"
+    mapping = MappingSpec.from_yaml(aa.mapping or sysdef.mapping_path)
+    run_dir = Path(aa.run_dir) if aa.run_dir else Path(cfg.out) / "aa"
     structure = run_dir / "built.pdb"
-    if not (run_dir / "run.json").is_file() and not structure.is_file():
+    meta = read_json(run_dir / "run.json")
+    if meta is None and not structure.is_file():
         build_box(sysdef, structure, seed=aa.seed, platform=select_platform(aa.platform), log=log)  # reproducible
-    summary = run_aa(run_dir, sysdef, protocol, structure, platform=aa.platform, threads=aa.threads, log=log)
+    on_the_fly = meta is None or "mapping" in meta  # a run begun without it keeps going without it
+    summary = run_aa(run_dir, sysdef, protocol, structure, platform=aa.platform, threads=aa.threads, log=log,
+                     mapping=mapping if on_the_fly else None)
     if not summary.get("finished"):
         raise RuntimeError(f"AA run in {run_dir} did not finish; rerun the pipeline to resume it")
-    ds = map_trajectory(load_run(run_dir), MappingSpec.from_yaml(aa.mapping or sysdef.mapping_path))
+    ds = CGDataset.load(summary["mapped"]) if on_the_fly else map_trajectory(load_run(run_dir), mapping)
     ds.save(cfg.dataset)
     return AAResult(Path(cfg.dataset), ds.n_frames, ds.n_beads)
 

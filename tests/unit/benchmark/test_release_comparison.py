@@ -44,3 +44,29 @@ def test_other_files_are_usage_errors(tmp_path):
     text.write_text("not json")
     with pytest.raises(UsageError, match="cannot read it as JSON"):
         release_comparison([text])
+
+
+def test_export_release_and_run_worker_time_the_code_they_are_given(tmp_path):
+    """The old release is the package of the git ref (its own files), and a worker imports the
+    package of the directory it is given, not this checkout's."""
+    import subprocess
+
+    from openmm_cgkd.benchmark.release import checkout_state, export_release, run_worker
+
+    sha, _ = checkout_state(ROOT)
+    old = tmp_path / "old"
+    old.mkdir()
+    assert export_release(ROOT, "HEAD", old) == sha
+    committed = subprocess.run(["git", "-C", str(ROOT), "show", "HEAD:openmm_cgkd/version.py"],
+                               capture_output=True, text=True, check=True).stdout
+    assert (old / "openmm_cgkd" / "version.py").read_text() == committed
+    script = tmp_path / "worker.py"
+    script.write_text("import json, os, sys\nimport openmm_cgkd\n"
+                      "print('RESULT ' + json.dumps({'args': sys.argv[2:], 'package': openmm_cgkd.__file__,"
+                      " 'threads': os.environ['OMP_NUM_THREADS']}))\n")
+    res = run_worker(script, old, ["--x", "1"], "probe")
+    assert res["args"] == ["--x", "1"] and res["threads"] == "1"
+    assert res["package"].startswith(str(old))
+    script.write_text("raise SystemExit(3)\n")
+    with pytest.raises(RuntimeError, match="worker probe failed \\(3\\)"):
+        run_worker(script, old, [], "probe")

@@ -171,7 +171,8 @@ class ReplicaPhiPsi:
 class ModelPhiPsi:
     """A model's phi/psi over its replicas against the reference: ``js``, ``tae`` (FES score,
     :class:`MeanSE` over replicas), ``populations`` {basin key: BasinPopulation with the mean
-    fraction over replicas and its SE; with one replica, the SE of 4 blocks of it}, ``differences``
+    fraction over replicas and its SE, ``n_blocks`` the replicas and ``block_ps`` their mean span;
+    with one replica, the SE of 4 blocks of it}, ``differences``
     (against the reference's populations: in SE and kT), ``transitions_per_ns``, the replicas'
     pooled ``fes`` and each replica's numbers."""
 

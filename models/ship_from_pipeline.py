@@ -1,13 +1,15 @@
 """Copy the models of a finished `cgkd pipeline` run into models/ with model cards.
 
     uv run python models/ship_from_pipeline.py systems/des/study
+    uv run python models/ship_from_pipeline.py systems/dipeptide/study --prefix dipeptide
 
 writes ``models/des-teachers`` (the ensemble bundle) and ``models/des-student`` (the student
 bundle: by default the ensemble-distilled student the run's report chose by its fixed rule,
 ``openmm_cgkd.workflow.report.best_student``; ``--student VARIANT`` ships another), each with
 ``MODEL_CARD.md`` (data, variant, why this student, training metrics, structural TAEs, contacts below the
 AA's closest contact with their gate and figure ``contacts.png``, and MD
-speed measured by the pipeline) and ``continuity.npz``: a fixed input (bead types, positions nm,
+speed measured by the pipeline; for a study with ``analysis.ramachandran``, the phi/psi FES score, basin
+populations and transitions against the AA's with figure ``fes.png``) and ``continuity.npz``: a fixed input (bead types, positions nm,
 box nm; frame 0 of the pipeline's dataset) with the module's outputs on it when shipped.
 ``tests/continuity`` checks every shipped bundle still loads and reproduces them.
 
@@ -87,6 +89,34 @@ def _aa_summary(prov: dict) -> str:
                "physical masses)" if hmr else ""))
 
 
+def _phi_psi_card(run: Path, analysis, compared: dict, model_key: str, name: str, dst: Path) -> list[str]:
+    """The card's phi/psi section (a study with ``analysis.ramachandran``; none without) and its
+    ``fes.png`` (the AA's FES beside this model's)."""
+    if not analysis.ramachandran or not analysis.models.get(model_key) or not analysis.models[model_key].ramachandran:
+        return []
+    from openmm_cgkd.analysis.phipsi import fes_from_dict, phi_psi_markdown
+    from openmm_cgkd.analysis.plots import plot_fes_panels
+    from openmm_cgkd.analysis.ramachandran import RamachandranSpec
+
+    spec = analysis.ramachandran["spec"]
+    models = {n: a.ramachandran for n, a in compared.items() if a.ramachandran}
+    lines = ["## Backbone dihedrals: the phi/psi free energy", "",
+             f"phi = beads {spec['phi']}, psi = beads {spec['psi']}. FES score of each replica against the AA "
+             "(Jensen-Shannon divergence, nats; total absolute error), basin fractions (mean +- SE over replicas; in "
+             "brackets the difference from the AA in standard errors and in kT) and transitions between basin cores "
+             "per ns, beside the ensemble and the single teachers:", ""]
+    lines += phi_psi_markdown(models, analysis.ramachandran["reference"], spec["basins"])
+    data_file = run / "analysis" / "ramachandran.json"
+    if data_file.is_file():
+        data = json.loads(data_file.read_text())
+        m = analysis.models[model_key].ramachandran
+        plot_fes_panels({"AA": fes_from_dict(data["reference"]["fes"]), name: fes_from_dict(data["models"][model_key]["fes"])},
+                        dst / "fes.png", basins=RamachandranSpec.from_dict(spec).basins,
+                        scores={name: f"JS {m['js']['mean']:.3f}, TAE {m['tae']['mean']:.2f}"})
+        lines += ["", "![phi/psi free energy](fes.png)"]
+    return lines + [""]
+
+
 def ship(run: Path, student_variant: str, name_prefix: str = "des", allow_failing_gate: bool = False) -> list[Path]:
     import yaml
 
@@ -116,7 +146,9 @@ def ship(run: Path, student_variant: str, name_prefix: str = "des", allow_failin
         print(f"student: {student_variant} ({why})")
     if student_variant not in students:
         raise SystemExit(f"no student {student_variant!r} in {run}; have {sorted(students)}")
-    dataset_path = run / "data" / "cg.h5"
+    dataset_path = run / "data" / "cg.h5"  # the run's frame selection, else the dataset it was given
+    if not dataset_path.is_file() and run_cfg.get("dataset"):
+        dataset_path = (run / run_cfg["dataset"]).resolve()  # pipeline.yaml names it relative to the run
     ds = CGDataset.load(dataset_path)
     types, pos, box = ds.bead_types, ds.positions[0], ds.boxes[0]
 
@@ -171,7 +203,9 @@ def ship(run: Path, student_variant: str, name_prefix: str = "des", allow_failin
                 "![contacts](contacts.png)", ""]
         else:
             contact_lines = ["## Contacts closer than the AA's closest contact", "",
-                             "Not measured (the run's analysis predates the contact measure).", ""]
+                             "Not measured: " + ("the run's analysis predates the contact measure." if ds.periodic else
+                                                 "the data have no periodic box (no RDF)."), ""]
+        phi_psi_lines = _phi_psi_card(run, stages["analysis"], compared, model_key, name, dst)
         runs_ = teachers.runs if model_key == entries[0][2] else (students[student_variant].run,)
         epochs = [r.epochs for r in runs_ if r.epochs is not None]
         converged = bool(runs_) and all(r.stopped_early for r in runs_)
@@ -195,7 +229,8 @@ def ship(run: Path, student_variant: str, name_prefix: str = "des", allow_failin
             "",
             "## Data",
             f"- {ds.n_frames} frames of {ds.n_beads} beads ({ds.type_counts()}), times {ds.times[0]:.1f}-{ds.times[-1]:.1f} ps, "
-            f"box {[round(float(x), 4) for x in np.linalg.norm(box, axis=1)]} nm",
+            + (f"box {[round(float(x), 4) for x in np.linalg.norm(box, axis=1)]} nm" if ds.periodic else
+               "no periodic box"),
             f"- source: {source}; {ds.provenance.get('selection', '')}",
             f"- AA: {_aa_summary(ds.provenance)}",
             "",
@@ -209,7 +244,7 @@ def ship(run: Path, student_variant: str, name_prefix: str = "des", allow_failin
              + ", ".join(f"{k.upper()} {floor.summary[k].mean:.3f}" for k in ("rdf", "adf", "cdf") if k in floor.summary)
              + "." if floor is not None else "AA noise floor: not measured."),
             "",
-        ] + contact_lines + [
+        ] + contact_lines + phi_psi_lines + [
             "## Speed",
             f"- {np.mean(speeds):.3g} ns/day in OpenMM MD ({md[model_key][0].platform} platform, {ds.n_beads} beads, "
             f"{md_cfg.get('timestep_fs', 2.0):g} fs step, {md_cfg.get('threads') or 'all'} thread(s) per replica, "
@@ -218,8 +253,9 @@ def ship(run: Path, student_variant: str, name_prefix: str = "des", allow_failin
             "",
             "## Caveats",
             f"- {training}.",
-            f"- CPU scale: {ds.n_beads} beads and {ds.n_frames} frames of AA data. The paper's scale is",
-            "  `systems/des/paper.yaml` (meant for a GPU).",
+            f"- CPU scale: {ds.n_beads} beads and {ds.n_frames} frames of AA data."
+            + (f" The paper's scale is `systems/{name_prefix}/paper.yaml` (meant for a GPU)."
+               if (HERE.parent / "systems" / name_prefix / "paper.yaml").is_file() else ""),
             "",
             f"Made from `{relative_path(run, HERE.parent)}` (relative to the repository) by "
             "`models/ship_from_pipeline.py`; `continuity.npz` holds the reference outputs.",

@@ -47,6 +47,7 @@ def with_changes(base: dict, changes: dict, paths: dict) -> dict:
 # (case id, changes, text the one-line error holds, the probe runs it in a fresh process: "slow")
 CASES = [
     ("analysis-typo", {"analysis": {"rdf_bin_widht": 0.01}}, "analysis", ""),
+    ("ramachandran-missing", {"analysis.ramachandran": "no_such_spec.yaml"}, "Ramachandran spec not found", ""),
     ("out-is-a-file", {"out": "{a_file}"}, "is a file, not a directory", ""),
     ("10fs-unchecked", {"md.timestep_fs": 10.0}, "beyond the 4 fs run without a check", ""),
     ("interval-beyond-run", {"md.report_interval": 50}, "longer than the run", ""),

@@ -16,22 +16,25 @@ from openmm_cgkd.model.wall import WallParameters
 from openmm_cgkd.systems import DEFAULT_SYSTEM, get_system
 from openmm_cgkd.topology import BeadType
 
-__all__ = ["untrained_config", "build_untrained_bundle", "placeholder_wall"]
+__all__ = ["untrained_config", "build_untrained_bundle", "placeholder_wall", "SOLUTE_MAX_NEIGHBORS"]
+
+SOLUTE_MAX_NEIGHBORS = 32  # neighbour budget of a system without a box (one small molecule: every bead)
 
 
 # --------------------------------------------------------------------------- untrained bundles
 
 def untrained_config(architecture: str = "graph-network", *, system: str = DEFAULT_SYSTEM, **overrides):
     """A small, CPU-friendly :class:`PotentialConfig` for the registered ``system`` (its bead
-    types; 1.0 nm cutoff; ``max_num_neighbors`` sized for its bead density); ``overrides``
+    types; 1.0 nm cutoff; ``max_num_neighbors`` sized for its bead density, or
+    :data:`SOLUTE_MAX_NEIGHBORS` for a system without a box: one small molecule); ``overrides``
     replace fields."""
     from openmm_cgkd.model.potential import PotentialConfig, suggest_max_num_neighbors
 
     cg = get_system(system)
     cutoff = float(overrides.pop("cutoff_nm", 1.0))
+    neighbours = suggest_max_num_neighbors(cg.bead_density_per_nm3, cutoff) if cg.periodic else SOLUTE_MAX_NEIGHBORS
     base = dict(architecture=architecture, num_types=len(cg.type_names), cutoff_nm=cutoff, embedding_dim=32,
-                num_layers=2, num_rbf=16, max_num_neighbors=suggest_max_num_neighbors(cg.bead_density_per_nm3, cutoff),
-                num_heads=4)
+                num_layers=2, num_rbf=16, max_num_neighbors=neighbours, num_heads=4)
     base.update(overrides)
     return PotentialConfig(**base)
 
@@ -46,7 +49,7 @@ def placeholder_wall(type_names: Sequence[str]) -> WallParameters:
 def build_untrained_bundle(path: str | os.PathLike, config=None, *, bead_types: Sequence[BeadType] | None = None,
                            wall: WallParameters | None = None, model_kind: str = "student", num_members: int = 1,
                            seed: int = 0, overwrite: bool = False, description: str | None = None,
-                           system: str = DEFAULT_SYSTEM) -> Path:
+                           system: str = DEFAULT_SYSTEM, periodic: bool | None = None) -> Path:
     """A bundle of randomly initialised network(s): for demos and tests until trained models ship.
 
     Defaults: the bead types of the registered ``system`` (``des``), :func:`untrained_config`,
@@ -54,7 +57,8 @@ def build_untrained_bundle(path: str | os.PathLike, config=None, *, bead_types: 
     ``num_members > 1`` (or ``model_kind='ensemble'``) an ensemble of members seeded
     ``seed, seed+1, ...`` (for a stacked architecture, ``hipnn-ts``, one
     :class:`~openmm_cgkd.model.stacked.StackedEnsemblePotential` whose member k equals that
-    one-network model). The manifest says plainly that the model is untrained.
+    one-network model). ``periodic``: whether the model uses a box (default: whether ``system``
+    has one). The manifest says plainly that the model is untrained.
     """
     import torch
 
@@ -82,4 +86,4 @@ def build_untrained_bundle(path: str | os.PathLike, config=None, *, bead_types: 
                        training={"trained": False, "seed": seed, "note": "UNTRAINED: random weights, for demos only"},
                        description=description or "UNTRAINED model (random weights, placeholder wall): "
                                                   "a stand-in until trained bundles ship; its physics is meaningless",
-                       overwrite=overwrite)
+                       overwrite=overwrite, periodic=get_system(system).periodic if periodic is None else periodic)

@@ -16,8 +16,12 @@ examples:
   cgkd analyze --trajectory run.dcd --topology start.pdb --reference aa_beads.dcd \\
                --reference-topology aa_beads.pdb --stride 2 --out analysis/
 
+  cgkd analyze -t rep1/trajectory.dcd rep2/trajectory.dcd -p rep1/start.pdb -r ala2_cg.h5 \
+               --ramachandran systems/dipeptide/ramachandran.yaml --discard-frames 100 --out analysis/
+
 writes OUT/report.json (all numbers and curves), OUT/summary.md (tables) and PNG plots
-(rdf.png, adf_<cutoff>.png, cdf.png, cdf_time.png, tae.png, energy.png). Exit status 0 on
+(rdf.png, adf_<cutoff>.png, cdf.png, cdf_time.png, tae.png, energy.png); with --ramachandran
+also OUT/ramachandran.json and OUT/fes.png (the phi/psi free energy of the AA and the model). Exit status 0 on
 success, 2 on bad usage or input (an argument, a missing or mismatched input file), 3 with
 --strict when a replica is broken or clusters.
 """
@@ -61,6 +65,10 @@ def register(subparsers) -> None:
     p.add_argument("--thermostat-temperature", type=positive_float, metavar="K",
                    help="the replicas' thermostat temperature, against which the mean kinetic temperature of each "
                         "--energies log is judged (default: the run's fingerprint.json beside its log.csv)")
+    p.add_argument("--ramachandran", metavar="YAML",
+                   help="a peptide-like molecule's phi/psi beads and basins (e.g. systems/dipeptide/ramachandran.yaml): "
+                        "score the replicas' phi/psi free energy against the reference's (JS, TAE), basin populations "
+                        "and transitions; the replicas' frame interval is taken from their times")
     p.add_argument("--no-plots", action="store_true", help="write JSON and Markdown only")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (never shown when stderr is no terminal)")
     p.add_argument("--strict", action="store_true", help="exit 3 when a replica is broken or clusters")
@@ -143,4 +151,64 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {written['json']}, {written['markdown']}, {written['reference_check'].name}"
           + (f" and {sum(k.endswith('_png') for k in written)} PNG plots" if not args.no_plots else "")
           + f" in {Path(args.out)}")
+    if args.ramachandran:
+        _phi_psi(args, settings, report, out)
     return 3 if args.strict and not report.stable else 0
+
+
+def _frame_interval(traj, what: str) -> float:
+    """The frame interval (ps) of a trajectory from its times."""
+    import numpy as np
+
+    from openmm_cgkd.analysis.distributions import AnalysisError
+
+    dt = np.diff(np.asarray(traj.time, dtype=np.float64))
+    if dt.size == 0 or not np.all(dt > 0):
+        raise AnalysisError(f"{what}: its frames carry no increasing times; phi/psi transitions and errors need them")
+    return float(np.median(dt))
+
+
+def _phi_psi(args: argparse.Namespace, settings, report, out) -> None:
+    """--ramachandran: the model's phi/psi against the reference's; prints it and writes
+    OUT/ramachandran.json and (plots) OUT/fes.png."""
+    from pathlib import Path
+
+    import numpy as np
+
+    from openmm_cgkd.analysis.phipsi import model_phi_psi, phi_psi_markdown, reference_phi_psi, trajectory_phi_psi
+    from openmm_cgkd.analysis.ramachandran import RamachandranSpec
+    from openmm_cgkd.analysis.report import load_reference, load_trajectory
+    from openmm_cgkd.errors import MissingFileError
+    from openmm_cgkd.fileio import write_json
+
+    if not Path(args.ramachandran).is_file():
+        raise MissingFileError(f"--ramachandran: spec not found: {args.ramachandran}")
+    spec = RamachandranSpec.from_yaml(args.ramachandran)
+    ref = load_reference(args.reference, args.reference_topology or args.topology, settings.reference_stride,
+                         settings.reference_max_frames)
+    ref_series = trajectory_phi_psi(ref, spec, _frame_interval(ref, "the reference"))
+    series = {}
+    for path, r in zip(args.trajectory, report.replicas):
+        if r.failed:
+            continue
+        traj = load_trajectory(path, args.topology, settings.stride)
+        interval = _frame_interval(traj, str(path))
+        series[r.name] = trajectory_phi_psi(traj[r.start_frame:r.stop_frame], spec, interval,
+                                            r.start_frame * interval)
+    replica_ps = max(s.span_ps for s in series.values())
+    reference = reference_phi_psi(ref_series.phi, ref_series.psi, np.asarray(ref.time, dtype=np.float64), spec,
+                                  replica_ps)
+    model = model_phi_psi(report.name, series, reference, spec)
+    ref_dict = reference.to_dict()
+    write_json(out / "ramachandran.json", {"units": {"angle": "degree", "time": "ps", "free_energy": "kT"},
+                                           "spec": spec.to_dict(), "reference": ref_dict,
+                                           "models": {report.name: model.to_dict(fes=True)}})
+    print(f"phi/psi (beads {spec.phi} / {spec.psi}) against the reference, {len(series)} replica(s):")
+    for line in phi_psi_markdown({report.name: model.to_dict()}, ref_dict, [b.to_dict() for b in spec.basins]):
+        print(f"  {line}" if line else "")
+    if not args.no_plots:
+        from openmm_cgkd.analysis.plots import plot_fes_panels
+
+        plot_fes_panels({"AA": reference.fes, report.name: model.fes}, out / "fes.png", basins=spec.basins,
+                        scores={report.name: f"JS {model.js.mean:.3f}, TAE {model.tae.mean:.2f}"})
+    print(f"wrote {Path(args.out) / 'ramachandran.json'}" + ("" if args.no_plots else " and fes.png"))

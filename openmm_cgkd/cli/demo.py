@@ -17,6 +17,14 @@ Without them (or with ``--structure``), the system is ``systems/des/cg_start.pdb
 Outputs go to ``runs/demo``. Models and files are found through :mod:`openmm_cgkd.resources` and
 the system registry (:mod:`openmm_cgkd.systems`, system ``des``): the demo needs the repository
 checkout (or ``$CGKD_MODELS_DIR`` / ``$CGKD_SYSTEMS_DIR``) and says so without it.
+
+``--system NAME`` runs another registered system that ships a student (``models/<NAME>-student``;
+a one-line error when it is not there): from its ``cg_start`` structure at the bundle's training
+temperature, 25,000 steps by default (50 ps at 2 fs). A peptide-like system with a
+``ramachandran`` spec and an ``aa_report`` (the AA run's phi/psi analysis, e.g.
+``systems/dipeptide/aa_report.json``) is then scored by its phi/psi free energy against that AA
+report (JS, TAE, basin populations, transitions; the first 10 % of the frames are discarded);
+ns/day is printed in every case.
 """
 from __future__ import annotations
 
@@ -117,10 +125,24 @@ def _print_taes(trajectory: str, topology: Path, reference: Path, window: tuple[
     print(f"  stable: {'yes' if report.stable else 'NO'}; plots and numbers in {out / 'analysis'}")
 
 
+SYSTEM_STEPS = 25000  # --system other than des: 50 ps at 2 fs
+SYSTEM_REPORT_INTERVAL = 50  # a frame every 0.1 ps at 2 fs
+SYSTEM_DISCARD_FRACTION = 0.1  # of the frames, before the phi/psi score
+
+
 def _demo(args: argparse.Namespace) -> int:
     from openmm_cgkd.runlock import hold_run_dir
 
+    des = args.system == DEMO_SYSTEM
+    if args.steps is None:
+        args.steps = 2500 if des else SYSTEM_STEPS
+    if args.report_interval is None:
+        args.report_interval = 25 if des else SYSTEM_REPORT_INTERVAL
+    if args.temperature is None and des:
+        args.temperature = DES_TEMPERATURE_K
     check_md_arguments(args)
+    if not des:
+        return _system_demo(args)
     if args.out == DEFAULT_OUT and not args.resume:
         args.overwrite = True  # the default demo directory is scratch: each demo replaces the last
     with hold_run_dir(args.out, "cgkd demo"):
@@ -163,6 +185,92 @@ def _run_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _system_demo(args: argparse.Namespace) -> int:
+    """``--system NAME``: the system's shipped student from its start structure; its phi/psi score
+    against the system's AA report when it has a Ramachandran spec and one; ns/day."""
+    from openmm_cgkd.resources import models_dir
+    from openmm_cgkd.runlock import hold_run_dir
+    from openmm_cgkd.serving.forcefield import CGKDForceField
+    from openmm_cgkd.systems import get_system
+
+    system = get_system(args.system)
+    bundle = args.bundle
+    if bundle is None:
+        shipped = models_dir() / f"{system.name}-student"
+        if not shipped.is_dir():
+            raise MissingFileError(f"no shipped student for system {system.name}: {shipped} is not there (ship one "
+                                   f"from a finished study with `uv run python models/ship_from_pipeline.py RUN --prefix "
+                                   f"{system.name}`, or give --bundle)")
+        bundle = shipped
+    if args.structure is None:
+        args.structure = system.file("cg_start")
+    if args.out == DEFAULT_OUT and not args.resume:
+        args.overwrite = True
+    with hold_run_dir(args.out, "cgkd demo"):
+        ff = CGKDForceField(bundle)
+        print(f"cgkd demo: CG molecular dynamics of {system.name} ({system.spec.description})")
+        print(f"model: {ff.describe()}")
+        if ff.is_untrained:
+            print("NOTE: this model is UNTRAINED (random network weights): the run shows the machinery and its "
+                  "speed; its trajectory is not physical.")
+        result = run_md(ff, args.structure, args, description="demo")
+        if not args.no_analysis:
+            _print_phi_psi(system, result, args)
+        print(f"speed: {result.ns_per_day:.3f} ns/day ({result.platform}, {result.steps_run} steps of "
+              f"{args.timestep} fs)")
+    return 0
+
+
+def _print_phi_psi(system, result, args: argparse.Namespace) -> None:
+    """The run's phi/psi against the system's AA report (when the system has a ``ramachandran``
+    spec and an ``aa_report``); writes OUT/analysis/ramachandran.json and fes.png."""
+    import json
+
+    from openmm_cgkd.analysis.phipsi import model_phi_psi, reference_from_dict, trajectory_phi_psi
+    from openmm_cgkd.analysis.plots import plot_fes_panels
+    from openmm_cgkd.analysis.ramachandran import RamachandranSpec
+    from openmm_cgkd.analysis.report import load_trajectory
+    from openmm_cgkd.fileio import write_json
+
+    files = system.spec.files
+    if "ramachandran" not in files or "aa_report" not in files:
+        print(f"no phi/psi score: system {system.name} names no ramachandran spec and AA report")
+        return
+    report_path = system.file("aa_report", must_exist=False)
+    if not report_path.is_file():
+        print(f"no phi/psi score: the AA report {report_path} is not there")
+        return
+    spec = RamachandranSpec.from_yaml(system.file("ramachandran"))
+    reference = reference_from_dict(json.loads(report_path.read_text()), spec)
+    traj = load_trajectory(result.trajectory, args.structure)
+    start = int(traj.n_frames * SYSTEM_DISCARD_FRACTION)
+    frame_ps = args.report_interval * args.timestep / 1000.0
+    if traj.n_frames - start < 4:
+        print(f"no phi/psi score: {traj.n_frames} frames (at least 5 are needed: more --steps)")
+        return
+    series = trajectory_phi_psi(traj[start:], spec, frame_ps, start * frame_ps)
+    model = model_phi_psi("demo", {"run": series}, reference, spec)
+    out = args.out / "analysis"
+    write_json(out / "ramachandran.json", {"units": {"angle": "degree", "time": "ps", "free_energy": "kT"},
+                                           "spec": spec.to_dict(), "reference": str(report_path.name),
+                                           "model": model.to_dict(fes=True)})
+    plot_fes_panels({"AA": reference.fes, "demo": model.fes}, out / "fes.png", basins=spec.basins,
+                    scores={"demo": f"JS {model.js.mean:.3f}, TAE {model.tae.mean:.2f}"})
+    print(f"phi/psi vs the AA ({report_path.name}, {reference.span_ns:.3g} ns), {series.span_ps:.3g} ps after a "
+          f"{start * frame_ps:.3g} ps discard (one short run: expect more than a long one):")
+    print(f"  FES score: JS {model.js.mean:.4f} nats, TAE {model.tae.mean:.3f}")
+    floor = reference.noise_floor
+    if floor and floor.get("n_blocks"):
+        print(f"  the AA against itself: {floor['block_ps']:g} ps blocks vs the other half JS "
+              f"{floor['block_mean']['js']:.4f}, TAE {floor['block_mean']['tae']:.3f}; halves JS "
+              f"{floor['halves']['js']:.4f}, TAE {floor['halves']['tae']:.3f}")
+    for k, p in model.populations.items():
+        ref = reference.populations[k]
+        print(f"  {p.name:24s} {p.fraction:.3f} (AA {ref.fraction:.3f} +- {ref.se:.3f})")
+    print(f"  transitions between basin cores: {model.replicas[0].transitions} "
+          f"({model.transitions_per_ns.mean:.3g} per ns); plots and numbers in {out}")
+
+
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "demo", help="the main job: short MD of the DES system with the default model; prints ns/day",
@@ -175,10 +283,16 @@ def register(subparsers) -> None:
                    help="bead PDB to start from (default: the first equilibrated frame of "
                         "systems/des/reline_252_cg.h5 with the "
                         "trained model, else systems/des/cg_start.pdb)")
+    p.add_argument("--system", default=DEMO_SYSTEM, metavar="NAME",
+                   help="a registered system (a folder of the systems directory) whose student is shipped as "
+                        "NAME-student in the models directory, e.g. dipeptide: its start structure, its phi/psi score "
+                        f"against its AA report when it has one (default {DEMO_SYSTEM})")
     p.add_argument("--no-analysis", action="store_true", help="skip the structural TAEs against the AA reference")
     add_md_arguments(p, steps=2500, out=str(DEFAULT_OUT), report_interval=25,
                      temperature=DES_TEMPERATURE_K)
-    p.set_defaults(func=_demo)
+    # per system: the DES 2500 steps, a frame every 25, 298.1 K; others SYSTEM_STEPS, SYSTEM_REPORT_INTERVAL
+    # and the bundle's training temperature (filled in by _demo)
+    p.set_defaults(func=_demo, steps=None, report_interval=None, temperature=None)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -35,7 +35,9 @@ Configuration (YAML; relative paths are resolved against the file's directory)::
       discard_ps: 100                # the same equilibration discard for every replica
       timestep_check: {nvt_ps: 20, nve_ps: 20}   # check_timestep on the first student
       workers: 4                     # the local cluster's size (default: sized to the machine)
-    analysis: {reference_stride: 1}  # AnalysisSettings fields
+    analysis: {reference_stride: 1}  # AnalysisSettings fields, and for a peptide-like molecule:
+      ramachandran: ramachandran.yaml  # its phi/psi beads and basins (RamachandranSpec): every replica's
+                                       # record keeps its (phi, psi) series; the report scores the FES
     statistics: {alpha: 0.05, equivalence_margin: 0.15, power: 0.8}  # decision rules, declared before the runs
     cluster: {kind: slurm, queue: gpu, cores: 8, memory: 32GiB, gpus: 1, walltime: "08:00:00",
               adaptive_min: 0, adaptive_max: 16}   # where the tasks run (docs/cluster.md; default: local)
@@ -56,7 +58,10 @@ from openmm_cgkd.training.variants import VARIANTS
 from openmm_cgkd.executor import ClusterConfig
 
 __all__ = ["PipelineConfig", "AAConfig", "StudentsConfig", "MDConfig", "TimestepCheckConfig", "load_pipeline_config",
-           "student_plan", "analysis_settings", "trainer_settings"]
+           "student_plan", "analysis_settings", "trainer_settings", "ramachandran_spec", "RAMACHANDRAN_KEY", "replica_analysis_key",
+           "ramachandran_key"]
+
+RAMACHANDRAN_KEY = "ramachandran"  # analysis.ramachandran: the RamachandranSpec file (not an AnalysisSettings field)
 
 
 @dataclass
@@ -286,7 +291,40 @@ def load_pipeline_config(path: str | Path, overrides: dict | None = None) -> Pip
     if data.get("aa"):
         for key in ("system", "mapping", "run_dir"):
             data["aa"][key] = _resolve(base, data["aa"].get(key, ""))
+    if isinstance(data.get("analysis"), dict) and isinstance(data["analysis"].get(RAMACHANDRAN_KEY), str):
+        data["analysis"] = {**data["analysis"], RAMACHANDRAN_KEY: _resolve(base, data["analysis"][RAMACHANDRAN_KEY])}
     return config_from_dict(PipelineConfig, data)
+
+
+def replica_analysis_key(settings, data_digest: str, spec) -> dict:
+    """What a replica's analysis (and the md stage's reference record) depends on: the analysis
+    ``settings`` (:class:`~openmm_cgkd.analysis.report.AnalysisSettings`), the dataset's digest and,
+    only when given, the Ramachandran ``spec`` (records of a study without it keep their digests)."""
+    key = {"settings": settings.to_dict(), "reference": data_digest}
+    if spec is not None:
+        key["ramachandran"] = ramachandran_key(spec)
+    return key
+
+
+def ramachandran_key(spec) -> dict:
+    """What of a Ramachandran spec changes results (its ``description`` does not)."""
+    return {k: v for k, v in spec.to_dict().items() if k != "description"}
+
+
+def ramachandran_spec(cfg: PipelineConfig):
+    """The :class:`~openmm_cgkd.analysis.ramachandran.RamachandranSpec` named by
+    ``analysis.ramachandran`` (a YAML file), or None when the key is absent."""
+    from openmm_cgkd.analysis.ramachandran import RamachandranSpec
+    from openmm_cgkd.errors import MissingFileError
+
+    path = cfg.analysis.get(RAMACHANDRAN_KEY)
+    if path is None:
+        return None
+    if not isinstance(path, str) or not path:
+        raise ConfigError(f"analysis.{RAMACHANDRAN_KEY} must be the path of a Ramachandran spec (YAML), got {path!r}")
+    if not Path(path).is_file():
+        raise MissingFileError(f"analysis.{RAMACHANDRAN_KEY}: Ramachandran spec not found: {path}")
+    return RamachandranSpec.from_yaml(path)
 
 
 def trainer_settings(cfg: PipelineConfig, extra: dict | None = None) -> dict:
@@ -315,7 +353,7 @@ def analysis_settings(cfg: PipelineConfig, with_dataset: bool = True):
     ``analysis.adf_cutoffs`` is not set, the first shells of the dataset's g(r) (never the DES's).
     ``with_dataset=False``: without those ADF cutoffs (a config whose dataset the aa stage makes)."""
 
-    data = dict(cfg.analysis)
+    data = {k: v for k, v in cfg.analysis.items() if k != RAMACHANDRAN_KEY}
     if cfg.md.discard_ps is not None:
         frame_ps = cfg.md.interval_steps * cfg.md.timestep_fs / 1000.0 * int(data.get("stride", 1))
         data["discard_frames"] = int(math.ceil(cfg.md.discard_ps / frame_ps - 1e-9))

@@ -2,6 +2,8 @@
 
 * TAE table: RDF, ADF, CDF per model, mean +- std over the scored replicas, "k of n replicas
   failed", stability, replicas not equilibrated within the fixed discard (pymbar), ns/day;
+* with ``analysis.ramachandran`` (a peptide-like molecule): the phi/psi FES score (JS, TAE), basin
+  populations against the AA's and transitions per model, the score's noise floor, the FES figure;
 * the reference check (has the AA reference rearranged?) and, per model and pair, the
   coordination below the AA's closest contact with the contact gate;
 * the method's findings checked by the decision rules of :mod:`openmm_cgkd.analysis.statistics`
@@ -28,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from openmm_cgkd.analysis.contacts import GATE_FACTOR, GATE_FLOOR, contact_gate
+from openmm_cgkd.analysis.phipsi import phi_psi_markdown
 from openmm_cgkd.analysis.plots import _save
 from openmm_cgkd.analysis.statistics import Decision, StatisticsConfig, decide
 from openmm_cgkd.fileio import relative_path, write_json
@@ -36,7 +39,7 @@ from openmm_cgkd.workflow.results import AnalysisResult, MDResult, ReplicaRecord
     TeachersResult, model_kind, student_model, teacher_model
 
 __all__ = ["write_pipeline_report", "summary_stat", "plus_minus", "comparison_markdown", "findings_markdown",
-           "finding_decisions", "rules_markdown", "paired", "contacts_markdown", "reference_markdown", "contacts_plot", "drift_markdown", "lower", "below_teachers", "best_student", "comparison_plot", "model_overlays", "energy_panels",
+           "finding_decisions", "rules_markdown", "phi_psi_section", "paired", "contacts_markdown", "reference_markdown", "contacts_plot", "drift_markdown", "lower", "below_teachers", "best_student", "comparison_plot", "model_overlays", "energy_panels",
            "learning_curves_plot"]
 
 
@@ -110,6 +113,29 @@ def comparison_markdown(analysis: AnalysisResult, runs: MDResult) -> str:
                      f"{', '.join(a.not_equilibrated_within_discard) or 'none'} | {_contact(a)} | {_below_contact(a)} | "
                      f"{_speed(reps)} | {plat} |")
     return "\n".join(lines) + "\n"
+
+
+def phi_psi_section(analysis: AnalysisResult, dest: Path) -> list[str]:
+    """The report's phi/psi section (a study with ``analysis.ramachandran``; none without): FES
+    score, basin populations against the AA and transitions per model, the noise floor, the figure."""
+    rama = analysis.ramachandran
+    if not rama:
+        return []
+    spec = rama["spec"]
+    models = {n: a.ramachandran for n, a in analysis.models.items() if a.ramachandran}
+    lines = ["## Backbone dihedrals: the phi/psi free energy", "",
+             f"phi = beads {spec['phi']}, psi = beads {spec['psi']}; {spec['bin_deg']:g}-degree bins. Score of each "
+             "replica's (phi, psi) histogram against the AA reference's: Jensen-Shannon divergence (JS, nats, 0 to "
+             "ln 2) and total absolute error (TAE, 0 to 2), mean +- standard error over replicas. Basin fractions: "
+             "mean +- SE over replicas (the AA's: blocks of "
+             f"{rama['reference']['populations'][spec['basins'][0]['key']]['block_ps']:g} ps); in brackets the "
+             "difference from the AA in combined standard errors (z) and in free energy, -ln(p_model / p_AA) (kT). "
+             "Transitions: between basin cores, per ns of scored MD.", ""]
+    lines += phi_psi_markdown(models, rama["reference"], spec["basins"])
+    fes = analysis.figures.get("fes")
+    if fes and Path(fes).is_file():
+        lines += ["", f"![phi/psi free energy]({relative_path(fes, dest)})"]
+    return lines + [""]
 
 
 def contacts_markdown(analysis: AnalysisResult) -> str:
@@ -626,7 +652,8 @@ def write_pipeline_report(out: Path, cfg, teachers: TeachersResult, students: St
              f"with its own seed. The first {analysis_settings(cfg).discard_frames} frame(s) of every replica of "
              "every model are discarded (pymbar's equilibration time is a check).", "",
              reference_markdown(analysis), comparison_markdown(analysis, runs),
-             "![TAE comparison](tae_comparison.png)", "", contacts_markdown(analysis),
+             "![TAE comparison](tae_comparison.png)", "", *phi_psi_section(analysis, dest),
+             contacts_markdown(analysis),
              drift_markdown(analysis, md.interval_steps * md.timestep_fs / 1000.0 * analysis_settings(cfg).stride),
              findings_markdown(analysis, students, runs, cfg.statistics)]
     try:

@@ -306,6 +306,7 @@ class ModelAnalysis:
     contacts: dict[str, dict] = field(default_factory=dict)  # pair -> CloseContact.to_dict()
     coordination: dict[str, dict] = field(default_factory=dict)  # pair -> ContactCoordination.to_dict()
     drift: dict[str, dict] = field(default_factory=dict)  # quantity -> analysis.drift.model_drift() entry
+    ramachandran: dict = field(default_factory=dict)  # analysis.phipsi.ModelPhiPsi.to_dict() (analysis.ramachandran)
 
     def to_dict(self) -> dict:
         data = {"summary": self.summary, "stable": self.stable, "dir": str(self.dir), "n_replicas": self.n_replicas,
@@ -318,6 +319,8 @@ class ModelAnalysis:
             data["coordination"] = self.coordination
         if self.drift:  # and for the drift from t = 0 (records of version 2)
             data["drift"] = self.drift
+        if self.ramachandran:  # and for the phi/psi score (a study with analysis.ramachandran)
+            data["ramachandran"] = self.ramachandran
         return data
 
     @classmethod
@@ -325,7 +328,7 @@ class ModelAnalysis:
         return cls(data["summary"], data["stable"], Path(data["dir"]), data["n_replicas"], data["n_failed"],
                    tuple(data.get("failures", [])), tuple(data.get("not_equilibrated_within_discard", [])),
                    data["discard_frames"], tuple(data.get("pymbar_t0_frames", [])), dict(data.get("contacts", {})),
-                   dict(data.get("coordination", {})), dict(data.get("drift", {})))
+                   dict(data.get("coordination", {})), dict(data.get("drift", {})), dict(data.get("ramachandran", {})))
 
 
 @dataclass(frozen=True)
@@ -337,6 +340,8 @@ class AnalysisResult(StageResult):
     figures: dict[str, Path]
     noise_floor: NoiseFloor | None = None
     reference_check: dict | None = None  # ReferenceCheck.to_dict() of the AA reference
+    # analysis.ramachandran: {"spec": RamachandranSpec.to_dict(), "reference": PhiPsiAnalysis.to_dict() without its FES}
+    ramachandran: dict | None = None
 
     def to_dict(self) -> dict:
         data = {"models": {name: a.to_dict() for name, a in self.models.items()},
@@ -345,6 +350,8 @@ class AnalysisResult(StageResult):
             data["noise_floor"] = self.noise_floor.to_dict()
         if self.reference_check is not None:  # and those written before the reference check
             data["reference_check"] = self.reference_check
+        if self.ramachandran is not None:  # and those of studies without analysis.ramachandran
+            data["ramachandran"] = self.ramachandran
         return data
 
     @classmethod
@@ -352,7 +359,8 @@ class AnalysisResult(StageResult):
         floor = data.get("noise_floor")  # absent from markers written before it existed
         return cls({name: ModelAnalysis.from_dict(a) for name, a in data["models"].items()},
                    {k: Path(v) for k, v in data.get("figures", {}).items()},
-                   None if floor is None else NoiseFloor.from_dict(floor), data.get("reference_check"))
+                   None if floor is None else NoiseFloor.from_dict(floor), data.get("reference_check"),
+                   data.get("ramachandran"))
 
     def files(self) -> list[Path]:
         return [a.dir for a in self.models.values()]

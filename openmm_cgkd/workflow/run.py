@@ -51,7 +51,8 @@ from openmm_cgkd.fileio import file_sha256, make_portable
 from openmm_cgkd.fingerprint import bundle_checksum, digest
 from openmm_cgkd.training.config import config_to_dict
 from openmm_cgkd.workflow.cache import STAGES, StageCache
-from openmm_cgkd.workflow.config import PipelineConfig, analysis_settings, student_plan
+from openmm_cgkd.workflow.config import (PipelineConfig, analysis_settings, ramachandran_key, ramachandran_spec,
+                                        student_plan)
 from openmm_cgkd.executor import Executor
 from openmm_cgkd.workflow.report import write_pipeline_report
 from openmm_cgkd.workflow.results import RESULT_TYPES, ReportResult, StageResult, StudentsResult, TeachersResult
@@ -197,6 +198,10 @@ def _run_stages(cfg: PipelineConfig, out: Path, stage, stages: StageCache, log, 
     settings = analysis_settings(cfg)
     md_key = {"md": md_settings, "models": {n: [bundle_checksum(p), k] for n, (p, k) in models.items()},
               "dataset": data_digest, "split": asdict(cfg.split), "analysis": settings.to_dict()}
+    analysis_key = {"analysis": settings.to_dict(), "dataset": data_digest}
+    spec = ramachandran_spec(cfg)
+    if spec is not None:  # a study without analysis.ramachandran keeps the keys it had
+        md_key["ramachandran"] = analysis_key["ramachandran"] = ramachandran_key(spec)
     if interim is not None:
         if stages.done("md", md_key) is not None:
             log(f"[interim] the md stage is done: the report stage writes {out / 'report.md'} (run the pipeline)")
@@ -205,7 +210,7 @@ def _run_stages(cfg: PipelineConfig, out: Path, stage, stages: StageCache, log, 
         raise _Done
     runs = stage("md", md_key, lambda tick: md_stage(cfg, out, models, data_digest, tick, log, executor))
     records = {name: [file_sha256(r.record) for r in reps] for name, reps in runs.models.items()}
-    analysis = stage("analysis", {"analysis": settings.to_dict(), "dataset": data_digest, "records": records},
+    analysis = stage("analysis", {**analysis_key, "records": records},
                      lambda tick: analysis_stage(cfg, out, runs, data_digest, log))
     times = {name: stages.done_seconds(name) for name in STAGES[:-1]}
 

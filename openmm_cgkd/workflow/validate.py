@@ -11,7 +11,8 @@ settings, the AA system and protocol) and checks what the inputs allow before an
 * the AA stage's system definition, mapping and protocol when the dataset does not exist yet
   (for a system given by its structure: its System built, and the mapping compiled on it);
 * with the dataset at hand: its forces (41.84x off, all zero), and boxes at least twice the
-  model's cutoff wide.
+  model's cutoff wide;
+* ``analysis.ramachandran``: the spec file read, and its phi/psi beads within the dataset's beads.
 
 Every problem is a :class:`~openmm_cgkd.config.ConfigError` (or the package error of its domain),
 reported by ``cgkd`` as one line with exit code 2.
@@ -24,7 +25,7 @@ from pathlib import Path
 from openmm_cgkd.config import ConfigError, config_from_dict
 from openmm_cgkd.paths import output_dir_problem
 from openmm_cgkd.workflow.cache import STAGES
-from openmm_cgkd.workflow.config import PipelineConfig, analysis_settings, trainer_settings
+from openmm_cgkd.workflow.config import PipelineConfig, analysis_settings, ramachandran_spec, trainer_settings
 from openmm_cgkd.workflow.stages.data import aa_protocol
 
 __all__ = ["check_pipeline"]
@@ -136,3 +137,19 @@ def check_pipeline(cfg: PipelineConfig, only: list[str] | None = None) -> None:
     analysis_settings(cfg, with_dataset=Path(cfg.dataset).is_file() and to_md)
     _check_aa(cfg)
     _check_model_and_data(cfg)
+    _check_ramachandran(cfg)
+
+
+def _check_ramachandran(cfg: PipelineConfig) -> None:
+    spec = ramachandran_spec(cfg)
+    if spec is None or not Path(cfg.dataset).is_file():
+        return
+    import h5py
+
+    with h5py.File(cfg.dataset, "r") as h5:
+        n_beads = int(h5["positions"].shape[1])
+    bad = sorted({i for i in (*spec.phi, *spec.psi) if i >= n_beads})
+    if bad:
+        raise ConfigError(f"analysis.ramachandran: {cfg.analysis['ramachandran']} names beads {bad} but the dataset "
+                          f"{Path(cfg.dataset).name} has {n_beads} beads (0 .. {n_beads - 1}): phi {spec.phi}, "
+                          f"psi {spec.psi}")

@@ -2,6 +2,7 @@
 import json
 
 import numpy as np
+import pytest
 
 from openmm_cgkd.cli.demo import UNTRAINED_DEFAULT, default_structure
 from openmm_cgkd.cli.main import main
@@ -72,3 +73,75 @@ def test_demo_with_the_shipped_student_reports_taes_against_the_aa_reference(tmp
     np.testing.assert_allclose(pos, ds.positions[t0], atol=1e-3)
     ref_rdf = next(iter(report["curves"]["rdf"].values()))["reference"]
     assert ref_rdf["n_frames"] == sum(1 for i in range(0, ds.n_frames, 4) if i >= t0)
+
+
+def _dipeptide_bundle(path):
+    """An untrained hipnn-ts network on the dipeptide's bead types with stiff bonded priors from the
+    start structure's bonds and angles (a bundle that keeps the molecule whole; no study has run in
+    a test), recording its 300 K."""
+    import itertools
+
+    import torch
+
+    from openmm_cgkd.bundle.demo import placeholder_wall, untrained_config
+    from openmm_cgkd.bundle.io import save_bundle
+    from openmm_cgkd.model.potential import CGPotential
+    from openmm_cgkd.model.priors import BondedPriors
+    from openmm_cgkd.systems import get_system
+    from openmm_cgkd.topology import read_bead_pdb
+
+    system = get_system("dipeptide")
+    top, pos, _ = read_bead_pdb(system.file("cg_start"))
+    names = system.type_names
+    types = [names.index(a.name) for a in top.atoms()]
+    bonds = [(b[0].index, b[1].index) for b in top.bonds()]
+    nbr = {i: {j for b in bonds for j in b if i in b and j != i} for i in range(len(types))}
+    pb = {(types[i], types[j]): (float(np.linalg.norm(pos[i] - pos[j])), 2.0e5) for i, j in bonds}
+    pa = {}
+    for j in nbr:
+        for i, k in itertools.combinations(sorted(nbr[j]), 2):
+            u, v = pos[i] - pos[j], pos[k] - pos[j]
+            pa[(types[i], types[j], types[k])] = (float(np.arccos(u @ v / np.linalg.norm(u) / np.linalg.norm(v))),
+                                                  400.0)
+    torch.manual_seed(0)
+    cfg = untrained_config("hipnn-ts", system="dipeptide", embedding_dim=8, num_layers=1, num_rbf=6)
+    return save_bundle(path, CGPotential(cfg), bead_types=system.bead_types(), wall=placeholder_wall(names),
+                       model_kind="student", variant="untrained", training={"trained": False},
+                       description="test: untrained network, bonded priors from cg_start", periodic=False,
+                       priors=BondedPriors(names, bonds=pb, angles=pa, temperature_k=300.0), temperature_K=300.0)
+
+
+def test_demo_of_the_dipeptide_prints_its_phi_psi_score_and_speed(tmp_path, monkeypatch, capsys):
+    import mdtraj as md
+
+    from openmm_cgkd.systems import get_system
+
+    system = get_system("dipeptide")
+    # not shipped: one line, exit 2
+    monkeypatch.setenv("CGKD_MODELS_DIR", str(tmp_path / "no_models"))
+    out = tmp_path / "demo"
+    common = ["demo", "--system", "dipeptide", "--platform", "CPU", "--threads", "1", "--no-progress", "--seed", "1",
+              "--out", str(out)]
+    assert main(common) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("cgkd demo: error: no shipped student for system dipeptide") and "\n" not in err
+    assert "ship_from_pipeline.py RUN --prefix dipeptide" in err
+    # a bundle of the system: the run, its phi/psi against the AA report, ns/day
+    bundle = _dipeptide_bundle(tmp_path / "bundle")
+    assert main(common + ["--bundle", str(bundle), "--steps", "400", "--report-interval", "10"]) == 0
+    printed = capsys.readouterr().out
+    assert "300.0 K" in printed and "phi/psi vs the AA (aa_report.json, 100 ns)" in printed
+    assert "speed:" in printed and "ns/day" in printed
+    rama = json.loads((out / "analysis" / "ramachandran.json").read_text())["model"]
+    # the score, computed here from the DCD and the AA report's histogram
+    traj = md.load(str(out / "trajectory.dcd"), top=str(system.file("cg_start")))
+    assert traj.n_frames == 41
+    start = int(41 * 0.1)
+    ang = np.degrees(md.compute_dihedrals(traj[start:], [[0, 1, 2, 4], [1, 2, 4, 5]]))
+    edges = np.arange(-180.0, 181.0, 10.0)
+    p, _, _ = np.histogram2d((ang[:, 0] + 180) % 360 - 180, (ang[:, 1] + 180) % 360 - 180, bins=[edges, edges])
+    p /= p.sum()
+    q = np.asarray(json.loads(system.file("aa_report").read_text())["fes"]["counts"], dtype=float)
+    q /= q.sum()
+    assert rama["tae"]["mean"] == pytest.approx(np.abs(p - q).sum(), abs=1e-9)
+    assert f"TAE {rama['tae']['mean']:.3f}" in printed and (out / "analysis" / "fes.png").is_file()

@@ -11,6 +11,7 @@ from openmm_cgkd.analysis import plots as P
 from openmm_cgkd.analysis.contacts import contact_coordination
 from openmm_cgkd.analysis.distributions import AnalysisError, bead_type_indices
 from openmm_cgkd.analysis.noise import NoiseFloor, noise_floor
+from openmm_cgkd.analysis.phipsi import PhiPsiSeries, model_phi_psi, reference_phi_psi, trajectory_phi_psi
 from openmm_cgkd.analysis.drift import model_drift
 from openmm_cgkd.analysis.records import (curves_from_record, drift_from_record, molecular_from_records, read_record,
                                           replica_from_record, report_from_replicas)
@@ -20,7 +21,7 @@ from openmm_cgkd.analysis.report import NO_BOX, load_reference, summary_markdown
 from openmm_cgkd.errors import CGKDError
 from openmm_cgkd.fileio import write_json
 from openmm_cgkd.fingerprint import digest
-from openmm_cgkd.workflow.config import PipelineConfig, analysis_settings
+from openmm_cgkd.workflow.config import PipelineConfig, analysis_settings, ramachandran_spec, replica_analysis_key
 from openmm_cgkd.workflow.report import energy_panels, model_overlays
 from openmm_cgkd.workflow.results import AnalysisResult, MDResult, ModelAnalysis
 
@@ -34,21 +35,28 @@ def analysis_stage(cfg: PipelineConfig, out: Path, runs: MDResult, data_digest: 
 
     settings = analysis_settings(cfg)
     ref_rec = read_record(out / "md" / "reference.json.gz")
-    expected = digest({"settings": settings.to_dict(), "reference": data_digest})
+    spec = ramachandran_spec(cfg)
+    expected = digest(replica_analysis_key(settings, data_digest, spec))
     reference = curves_from_record(ref_rec["curves"]) if ref_rec and ref_rec.get("digest") == expected else {}
     if ref_rec and not reference:
         log("[analysis] md/reference.json.gz was made with other settings: the reference curves are left out")
     dest = out / "analysis" if dest is None else dest
     check, volume, counts = _reference_geometry(cfg, settings, log)
     skipped = NO_BOX if volume is None else None  # a reference without a box: no RDF / ADF / CDF
-    results, reports = {}, {}
+    results, reports, angles = {}, {}, {}
     for name, reps in runs.models.items():
         replicas, series, molecular = [], [], []
+        angles[name] = {}
         for rep in reps:
             rec = read_record(rep.record)
             if rec is None:
                 raise CGKDError(f"replica record {rep.record} is missing or unreadable: rerun the md stage")
             replicas.append(replica_from_record(rec["analysis"]))
+            if spec is not None and not replicas[-1].failed:
+                if "phi_psi" not in rec:
+                    raise CGKDError(f"replica record {rep.record} holds no phi/psi series (analysis.ramachandran "
+                                    "was set after it was made): rerun the md stage")
+                angles[name][f"replica_{rep.replica:02d}"] = PhiPsiSeries.from_record(rec["phi_psi"])
             if not rep.failed and drift_from_record(rec) is not None:
                 series.append(drift_from_record(rec))
             if not replicas[-1].failed:
@@ -81,11 +89,64 @@ def analysis_stage(cfg: PipelineConfig, out: Path, runs: MDResult, data_digest: 
     else:
         floor = _noise_floor(cfg, dest / "noise_floor.json", settings, data_digest, reports, frame_ps, log)
     figures = {}
+    rama = None
+    if spec is not None:
+        rama = _phi_psi(cfg, spec, angles, results, dest, figures, log)
     if any(r.good_replicas for r in reports.values()) and reference and not skipped:
         figures["rdf_overlay"] = model_overlays(reports, "rdf", dest / "rdf_overlay.png")
         figures["cdf_overlay"] = model_overlays(reports, "cdf", dest / "cdf_overlay.png")
     figures["energy"] = energy_panels(reports, settings.discard_frames * frame_ps, dest / "energy_equilibration.png")
-    return AnalysisResult(results, figures, floor, None if check is None else check.to_dict())
+    return AnalysisResult(results, figures, floor, None if check is None else check.to_dict(), rama)
+
+
+def _phi_psi(cfg: PipelineConfig, spec, angles: dict, results: dict, dest: Path, figures: dict, log) -> dict:
+    """analysis.ramachandran: each model's phi/psi score against the AA dataset (put in its
+    :class:`ModelAnalysis`), ``analysis/ramachandran.json`` (with every FES) and the FES figure
+    (AA, a teacher, the ensemble, the students: ``figures["fes"]``); returns the reference's part."""
+    import dataclasses
+
+    import numpy as np
+
+    from openmm_cgkd.workflow.results import model_kind
+
+    ref_traj = load_reference(cfg.dataset)
+    times = np.asarray(ref_traj.time, dtype=np.float64)
+    interval = float(np.median(np.diff(times))) if times.size > 1 else 1.0
+    ref_series = trajectory_phi_psi(ref_traj, spec, interval)
+    scored = [s.span_ps for by_rep in angles.values() for s in by_rep.values()]
+    replica_ps = max(scored) if scored else ref_series.span_ps / 4.0
+    ref = reference_phi_psi(ref_series.phi, ref_series.psi, times, spec, replica_ps)
+    ref_dict = ref.to_dict()
+    fes_all = {"AA": ref.fes}
+    models_out = {}
+    for name, by_rep in angles.items():
+        if not by_rep:
+            log(f"[analysis] {name}: no scored replica: no phi/psi score")
+            continue
+        m = model_phi_psi(name, by_rep, ref, spec)
+        results[name] = dataclasses.replace(results[name], ramachandran=m.to_dict())
+        models_out[name] = m.to_dict(fes=True)
+        fes_all[name] = m.fes
+        log(f"[analysis] {name}: phi/psi JS {m.js.text('.4f')}, TAE {m.tae.text()}; "
+            + ", ".join(f"{k} {p.fraction:.3f}" for k, p in m.populations.items())
+            + f"; {m.transitions_per_ns.text('.3g')} transitions/ns")
+    floor = ref.noise_floor
+    log(f"[analysis] phi/psi of the AA reference ({ref.frames} frames): "
+        + ", ".join(f"{k} {p.fraction:.3f} +- {p.se:.3f}" for k, p in ref.populations.items())
+        + (f"; noise floor JS {floor.halves.js:.4f}, TAE {floor.halves.tae:.3f} (halves)" if floor else ""))
+    dest.mkdir(parents=True, exist_ok=True)
+    write_json(dest / "ramachandran.json", {"units": {"angle": "degree", "time": "ps", "free_energy": "kT"},
+                                            "spec": spec.to_dict(), "reference": ref_dict, "models": models_out})
+    teachers = [n for n in fes_all if model_kind(n) == "teacher"][:1]
+    others = [n for n in fes_all if n != "AA" and model_kind(n) != "teacher"]
+    panels = {label: fes_all[label] for label in ["AA", *teachers, *others]}
+    scores = {n: f"JS {models_out[n]['js']['mean']:.3f}, TAE {models_out[n]['tae']['mean']:.2f}"
+              for n in panels if n in models_out}
+    figures["fes"] = P.plot_fes_panels(panels, dest / "fes.png", basins=spec.basins, scores=scores,
+                                       title="phi/psi free energy: AA, a teacher, the ensemble, the students "
+                                             "(replicas pooled)")
+    return {"spec": spec.to_dict(), "reference": {k: v for k, v in ref_dict.items() if k != "fes"},
+            "replica_ps": replica_ps}
 
 
 def _reference_geometry(cfg: PipelineConfig, settings, log):

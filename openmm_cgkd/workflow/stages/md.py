@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from openmm_cgkd.analysis.drift import replica_drift_series
+from openmm_cgkd.analysis.phipsi import trajectory_phi_psi
 from openmm_cgkd.analysis.records import (RECORD_VERSION, curves_to_record, failed_replica, read_record,
                                           replica_to_record, write_record)
 from openmm_cgkd.analysis.report import analyze_model, load_reference, load_trajectory
@@ -26,7 +27,7 @@ from openmm_cgkd.fingerprint import bundle_checksum, digest
 from openmm_cgkd.md.simulation import SimulationError, StaleRunError, read_log, run_simulation
 from openmm_cgkd.md.timestep_check import check_timestep
 from openmm_cgkd.topology import dataset_topology, write_bead_pdb
-from openmm_cgkd.workflow.config import PipelineConfig, analysis_settings
+from openmm_cgkd.workflow.config import PipelineConfig, analysis_settings, ramachandran_spec, replica_analysis_key
 from openmm_cgkd.executor import Executor, Need, task_threads
 from openmm_cgkd.workflow.results import (MDResult, ReplicaRecord, StudentsResult, TeachersResult, ensemble_model,
                                           model_kind, student_model, teacher_model)
@@ -176,7 +177,8 @@ class _ReplicaRunner:
         self.ds = CGDataset.load(cfg.dataset)
         self.names = [self.ds.type_names[t] for t in self.ds.bead_types]
         self.settings = analysis_settings(cfg)
-        self.analysis_key = {"settings": self.settings.to_dict(), "reference": data_digest}
+        self.spec = ramachandran_spec(cfg)
+        self.analysis_key = replica_analysis_key(self.settings, data_digest, self.spec)
         self.analysis_digest = digest(self.analysis_key)
         self._reference = None
         self._load_reference = lambda: load_reference(cfg.dataset)
@@ -330,6 +332,10 @@ class _ReplicaRunner:
                   "analysis": replica_to_record(rep), "version": RECORD_VERSION}
         if not rep.failed and drift is not None:
             fields["drift_from_start"] = drift.to_dict()
+        if not rep.failed and self.spec is not None:  # its (phi, psi) series after the discard
+            frame_ps = self.cfg.md.interval_steps * self.cfg.md.timestep_fs / 1000.0 * s.stride
+            fields["phi_psi"] = trajectory_phi_psi(used[rep.start_frame:rep.stop_frame], self.spec, frame_ps,
+                                                   rep.start_frame * frame_ps).to_record()
         if not rep.failed and report.molecular:  # molecules: this replica's bonded distributions and TAEs
             fields["molecular"] = {"curves": curves_to_record({k: m["mean"] for k, m in report.molecular.items()}),
                                    "tae": {k: {key: st.mean for key, st in m["tae"].items()}

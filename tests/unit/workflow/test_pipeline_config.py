@@ -74,3 +74,25 @@ def test_students_per_member_and_config_errors(tmp_path):
         _cfg(tmp_path, dataset_start_frame=3, dataset_window_ps=[0, 10])
     with pytest.raises(ConfigError, match="dataset_window_ps"):
         _cfg(tmp_path, dataset_window_ps=[10, 5])
+
+
+def test_ramachandran_key_is_a_path_next_to_the_config_and_no_analysis_setting(tmp_path):
+    from openmm_cgkd.workflow.config import ramachandran_spec, replica_analysis_key
+
+    assert ramachandran_spec(_cfg(tmp_path)) is None
+    (tmp_path / "rama.yaml").write_text(yaml.safe_dump(
+        {"phi": [0, 1, 2, 3], "psi": [1, 2, 3, 4],
+         "basins": [{"key": "a", "name": "A", "region": [{"phi": [-180, 0], "psi": [-180, 180]}]}]}))
+    cfg = _cfg(tmp_path, analysis={"ramachandran": "rama.yaml"})
+    spec = ramachandran_spec(cfg)
+    assert spec.psi == [1, 2, 3, 4] and "ramachandran" not in analysis_settings(cfg, with_dataset=False).to_dict()
+    plain = analysis_settings(_cfg(tmp_path), with_dataset=False)
+    assert analysis_settings(cfg, with_dataset=False) == plain  # the key changes no structural setting
+    # the replica analysis key gains the spec only when it is set: other studies keep their digests
+    assert replica_analysis_key(plain, "d", None) == {"settings": plain.to_dict(), "reference": "d"}
+    keyed = replica_analysis_key(plain, "d", spec)["ramachandran"]
+    assert keyed["psi"] == [1, 2, 3, 4] and "description" not in keyed  # a new description re-runs nothing
+    from openmm_cgkd.errors import MissingFileError
+
+    with pytest.raises(MissingFileError, match="Ramachandran spec not found"):
+        ramachandran_spec(_cfg(tmp_path, analysis={"ramachandran": "missing.yaml"}))

@@ -55,3 +55,16 @@ def test_the_cli_refuses_in_one_line_and_exit_2(tmp_path, dataset, capsys):
     assert main(["pipeline", str(_config(tmp_path, dataset, **{"trainer.num_threads": 0}))]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("cgkd pipeline: error:") and "\n" not in err
+
+
+def test_a_ramachandran_spec_naming_beads_the_dataset_lacks_is_refused(tmp_path, dataset):
+    import yaml
+
+    spec = {"phi": [0, 1, 2, 3], "psi": [1, 2, 3, 12],
+            "basins": [{"key": "a", "name": "A", "region": [{"phi": [-180, 0], "psi": [-180, 180]}]}]}
+    (tmp_path / "rama.yaml").write_text(yaml.safe_dump(spec))
+    with pytest.raises(ConfigError, match=r"names beads \[12\] but the dataset cg.h5 has 12 beads"):
+        check_pipeline(load_pipeline_config(_config(tmp_path, dataset, **{"analysis.ramachandran": "rama.yaml"})))
+    spec["psi"] = [1, 2, 3, 11]
+    (tmp_path / "rama.yaml").write_text(yaml.safe_dump(spec))
+    check_pipeline(load_pipeline_config(_config(tmp_path, dataset, **{"analysis.ramachandran": "rama.yaml"})))

@@ -155,7 +155,8 @@ def _add_map_arguments(p) -> None:
                    help="unit of the --forces array (TRR files are always kJ/mol/nm)")
     g.add_argument("--masses", help="per-atom masses (dalton), .npy or text, overriding the topology's; required "
                                     "with a .pdb/.gro topology (masses are never taken from elements) unless the "
-                                    "trajectory is a ForceReporter file, which records the System's masses")
+                                    "trajectory is a ForceReporter file, which records the System's masses, or the mapping spec "
+                                    "gives them (`masses:` by residue and atom name)")
     g.add_argument("--timestep-ps", type=positive_float,
                    help="time between saved frames (ps) for formats that store no times (DCD, PDB, XYZ: required "
                         "there), or whose times are all equal")
@@ -225,7 +226,7 @@ def _cmd_map(args) -> int:
         masses = external.read_masses(args.masses) if args.masses else None
         aa = external.load_trajectory(args.trajectory, args.topology, forces=args.forces, force_unit=args.force_unit,
                                       masses=masses, timestep_ps=args.timestep_ps, check_units=not args.no_unit_check,
-                                      mdp=args.mdp)
+                                      mdp=args.mdp, named_masses=spec.masses_of if spec.masses else None)
     extra = {"note": args.note} if args.note else {}
     ds = map_trajectory(aa, spec, stride=args.stride, max_frames=args.max_frames, provenance=extra,
                         temperature_K=args.temperature)

@@ -7,6 +7,7 @@ when atom counts disagree with the topology, or when units look wrong.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -268,15 +269,18 @@ def read_trr(path: str | Path):
 
 def load_trajectory(trajectory: str | Path, topology: str | Path, *, forces=None, force_unit: str = "kJ/mol/nm",
                     masses: np.ndarray | None = None, timestep_ps: float | None = None,
-                    check_units: bool = True, mdp: str | Path | None = None) -> AATrajectory:
+                    check_units: bool = True, mdp: str | Path | None = None,
+                    named_masses: Callable[[object], np.ndarray] | None = None) -> AATrajectory:
     """A GROMACS TRR (forces inside), a :class:`~openmm_cgkd.data.reporter.ForceReporter` HDF5
     file, or any mdtraj trajectory plus a force array/file.
 
     Frame times: the file's own; for formats that store none (:data:`TIMELESS_SUFFIXES`, e.g.
     DCD) frame index x ``timestep_ps`` (required there for more than one frame). ``mdp``: the
     GROMACS .mdp of the run, whose ``ref_t`` is the data's temperature. Atom masses (dalton):
-    ``masses`` when given, else the .top topology's, else those a ForceReporter file recorded;
-    never from elements (:class:`InputError` when none of these has them)."""
+    ``masses`` when given, else the .top topology's, else those a ForceReporter file recorded,
+    else ``named_masses(topology)`` (a mapping spec's table by residue and atom name,
+    :meth:`~openmm_cgkd.data.mapping.MappingSpec.masses_of`); never from elements
+    (:class:`InputError` when none of these has them)."""
     import mdtraj as md
 
     trajectory = Path(trajectory)
@@ -334,11 +338,14 @@ def load_trajectory(trajectory: str | Path, topology: str | Path, *, forces=None
         if timestep_ps is None:
             raise InputError("frame times are not increasing: give --timestep-ps")
         times = np.arange(len(times)) * timestep_ps
+    if masses is None and named_masses is not None:
+        masses = named_masses(top)
     if masses is None:
         raise InputError(f"no atom masses: the topology {Path(topology).name} ({Path(topology).suffix or 'no suffix'}) "
                          "carries none and masses are never taken from elements (wrong for united atoms, virtual "
-                         "sites, repartitioned hydrogens): give --masses FILE (dalton per atom, .npy or text), a "
-                         "GROMACS .top topology, or a ForceReporter file (it records the System's masses)")
+                         "sites, repartitioned hydrogens): give --masses FILE (dalton per atom, .npy or text), "
+                         "`masses:` in the mapping spec, a GROMACS .top topology, or a ForceReporter file (it "
+                         "records the System's masses)")
     prov = {"source": str(trajectory), "topology": str(topology), "force_unit_in": force_unit}
     if temperature is not None:
         prov["temperature_source"] = t_source

@@ -16,6 +16,13 @@ Mapping spec (YAML)::
     bead_names:                          # optional: names of the beads in bead PDBs / topologies
       Cho: CHO                           # residue = atom name, or
       Urea: {residue: URE, atom: U}      # both given (residue <= 3, atom <= 4 characters)
+    masses:                              # optional: atom masses (dalton) by residue and atom name,
+      UREA: {C: 12.011, O: 15.999, N1: 14.007, N2: 14.007, H11: 1.008, H12: 1.008, H21: 1.008, H22: 1.008}
+
+Atom masses come from the data (an OpenMM System, a GROMACS .top, a ForceReporter file, or
+``--masses``), never from elements. ``masses:`` in the spec gives them for data that carry none
+(a .pdb or .gro with a trajectory); where the data carry masses too, the two must agree (to
+1e-3 Da), else :class:`MappingError` names the first atom that differs.
 
 Water goes by many residue names: GROMACS writes ``SOL`` (atoms ``OW HW1 HW2``), while OpenMM's
 and mdtraj's PDB readers rename water to ``HOH`` (atoms ``O H1 H2``). A spec naming any of
@@ -73,7 +80,7 @@ __all__ = ["MappingSpec", "MappingError", "CGMap", "map_trajectory", "make_whole
 WATER_RESIDUE_NAMES = ("HOH", "H2O", "WAT", "SOL", "TIP3", "TP3", "TIP", "T4P", "SPC")
 _WATER_ATOM_ALIASES = ({"O", "OW", "OH2"}, {"H1", "HW1"}, {"H2", "HW2"})
 _PDB_RESIDUE_CHARS, _PDB_ATOM_CHARS = 3, 4
-SPEC_KEYS = ("type_names", "residues", "aliases", "bead_names", "allow_unmapped", "constraints")  # the keys a mapping spec may have
+SPEC_KEYS = ("type_names", "residues", "aliases", "bead_names", "allow_unmapped", "constraints", "masses")  # the keys a mapping spec may have
 
 
 class MappingError(CGKDError, ValueError):
@@ -102,6 +109,7 @@ class MappingSpec:
     allow_unmapped: bool = False
     constraints: str = "h-bonds"
     bead_names: dict[str, tuple[str, str]] = field(default_factory=dict)  # type -> (residue, atom) name
+    masses: dict[str, dict[str, float]] = field(default_factory=dict)  # residue -> atom name -> dalton
 
     def __post_init__(self) -> None:
         self.bead_names = resolve_bead_names(self.type_names, self.bead_names, self.source)
@@ -153,8 +161,23 @@ class MappingSpec:
         if constraints not in CONSTRAINT_MODES:
             raise MappingError(f"mapping spec {source}: constraints must be one of {list(CONSTRAINT_MODES)} "
                                f"(the AA run's constraints), got {constraints!r}")
+        masses = d.get("masses") or {}
+        table: dict[str, dict[str, float]] = {}
+        if not isinstance(masses, dict):
+            raise MappingError(f"mapping spec {source}: 'masses' must map residue names to {{atom name: dalton}}")
+        for rname, atoms in masses.items():
+            if str(rname) not in res:
+                raise MappingError(f"mapping spec {source}: masses: residue {rname!r} is not one of residues "
+                                   f"{sorted(res)}")
+            if not isinstance(atoms, dict) or not atoms:
+                raise MappingError(f"mapping spec {source}: masses[{rname!r}] must map atom names to masses (dalton)")
+            for name, m in atoms.items():
+                if isinstance(m, bool) or not isinstance(m, (int, float)) or not np.isfinite(m) or m <= 0:
+                    raise MappingError(f"mapping spec {source}: masses[{rname!r}][{name!r}] must be a positive "
+                                       f"number (dalton), got {m!r}")
+            table[str(rname)] = {str(k): float(v) for k, v in atoms.items()}
         return cls(types, res, {str(k): str(v) for k, v in (d.get("aliases") or {}).items()}, source,
-                   allow, constraints, given)
+                   allow, constraints, given, table)
 
     def to_dict(self) -> dict:
         """The spec as :meth:`from_dict` reads it back (every setting, e.g. for a run's ``run.json``)."""
@@ -162,7 +185,8 @@ class MappingSpec:
                 "residues": {k: [{"type": b.type, "atoms": b.atoms, **({"join": b.join} if b.join else {})}
                                  for b in v] for k, v in self.residues.items()},
                 "bead_names": {t: {"residue": r, "atom": a} for t, (r, a) in self.bead_names.items()},
-                "allow_unmapped": self.allow_unmapped, "constraints": self.constraints}
+                "allow_unmapped": self.allow_unmapped, "constraints": self.constraints,
+                **({"masses": {r: dict(a) for r, a in self.masses.items()}} if self.masses else {})}
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> "MappingSpec":
@@ -171,14 +195,43 @@ class MappingSpec:
 
         return cls.from_dict(read_yaml_mapping(path, "mapping spec", MappingError), str(path))
 
-    def beads_for(self, residue_name: str) -> list[BeadDef]:
+    def _spec_residue(self, residue_name: str) -> str:
+        """The spec's name of a topology residue (itself, an alias, or water under any name)."""
         name = residue_name if residue_name in self.residues else self.aliases.get(residue_name)
         if (name is None or name not in self.residues) and residue_name in WATER_RESIDUE_NAMES:
             name = next((r for r in self.residues if r in WATER_RESIDUE_NAMES), None)
         if name is None or name not in self.residues:
             raise MappingError(f"residue {residue_name!r} is not in the mapping spec {self.source or ''} "
                                f"(residues: {sorted(self.residues)}, aliases: {self.aliases})")
-        return self.residues[name]
+        return name
+
+    def beads_for(self, residue_name: str) -> list[BeadDef]:
+        return self.residues[self._spec_residue(residue_name)]
+
+    def atom_masses(self, residues, n_atoms: int) -> np.ndarray:
+        """Per-atom masses (dalton, shape (n_atoms,)) from the spec's ``masses`` table; ``residues``
+        as :meth:`CGMap.build` takes them. :class:`MappingError` naming the first atom it lacks."""
+        out = np.zeros(n_atoms)
+        for rname, atoms in residues:
+            table = self.masses.get(self._spec_residue(rname), {})
+            water = rname in WATER_RESIDUE_NAMES
+            for a, n in atoms:
+                m = table.get(n)
+                if m is None and water:
+                    m = next((table[k] for g in _WATER_ATOM_ALIASES if n in g for k in g if k in table), None)
+                if m is None:
+                    raise MappingError(f"mapping spec {self.source or ''}: masses: no mass for atom {n!r} of residue "
+                                       f"{rname!r} (atom {a}); the table gives {sorted(table) or 'none for it'}")
+                out[a] = m
+        return out
+
+    def masses_of(self, topology) -> np.ndarray:
+        """:meth:`atom_masses` of an mdtraj or OpenMM topology (dalton, shape (n_atoms,))."""
+        def items(x):  # OpenMM's are methods, mdtraj's properties
+            return x() if callable(x) else x
+
+        residues = [(r.name, [(a.index, a.name) for a in items(r.atoms)]) for r in items(topology.residues)]
+        return self.atom_masses(residues, sum(len(atoms) for _, atoms in residues))
 
 
 @dataclass
@@ -283,6 +336,14 @@ class CGMap:
                                "them out on purpose (valid when no constraint joins them to a mapped atom)")
         if np.any(masses <= 0):
             raise MappingError("atom masses must be positive (dalton)")
+        if spec.masses:  # the spec's masses must be the data's
+            named = spec.atom_masses(residues, n_atoms)
+            off = np.flatnonzero(np.abs(named - masses) > 1e-3)
+            if len(off):
+                a = int(off[0])
+                raise MappingError(f"the mapping spec's masses differ from the data's at {len(off)} atom(s), first atom "
+                                   f"{a} ({atom_names[a]} of residue {res_names[atom_res[a]]}): spec {named[a]:g} Da, "
+                                   f"data {masses[a]:g} Da; remove `masses:` from the spec or correct it")
         bead_masses = np.bincount(atom_bead[atom_bead >= 0], weights=masses[atom_bead >= 0], minlength=len(types))
         bond_arr = None if bonds is None else np.asarray(list(bonds), np.int64).reshape(-1, 2)
         if bond_arr is not None and len(bond_arr) == 0 and multi_bead:

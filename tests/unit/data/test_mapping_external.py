@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from openmm_cgkd.data.external import AATrajectory, InputError, load_trajectory
-from openmm_cgkd.data.mapping import MappingSpec, map_trajectory
+from openmm_cgkd.data.mapping import MappingError, MappingSpec, map_trajectory
 from openmm_cgkd.data.opls import build_topology, load_forcefield
 from openmm_cgkd.data.build import write_pdb
 
@@ -177,3 +177,86 @@ def test_gromacs_top_gives_masses(tmp_path):
     ds = map_trajectory(aa, spec)
     np.testing.assert_allclose(ds.forces, frc, rtol=1e-6)
     assert list(ds.bead_types) == [0, 0, 1, 1]
+
+
+def _spec_with_masses(ff, table=None):
+    """The DES mapping spec with a masses table (residue -> atom name -> dalton) from the force field."""
+    import yaml
+
+    d = yaml.safe_load((ROOT / "systems" / "des" / "mapping.yaml").read_text())
+    if table is None:
+        table = {}
+        for key, res in (("choline", "CHOL"), ("cl", "Cl"), ("urea", "UREA")):
+            mol = ff.molecules[key]
+            table[res] = {name: float(m) for name, m in zip(mol.atom_names, mol.masses)}
+    return MappingSpec.from_dict({**d, "masses": table}, "spec.yaml")
+
+
+def test_mapping_spec_masses_stand_in_for_a_pdb_without_any(system):
+    """A .pdb carries no masses: the spec's table (by residue and atom name) gives them, the same
+    as the per-atom array, and the bead masses are the sums of the force field's atoms."""
+    ff = load_forcefield(ROOT / "systems" / "des" / "opls-des.yaml")
+    spec = _spec_with_masses(ff)
+    trr = _write_trr(system["dir"] / "traj_m.trr", system)
+    with pytest.raises(InputError, match="`masses:` in the mapping spec"):
+        load_trajectory(trr, system["pdb"])
+    aa = load_trajectory(trr, system["pdb"], named_masses=spec.masses_of)
+    np.testing.assert_allclose(aa.masses, system["masses"], rtol=0, atol=1e-9)
+    ds = map_trajectory(aa, spec)
+    ref = map_trajectory(load_trajectory(trr, system["pdb"], masses=system["masses"]), spec)
+    np.testing.assert_array_equal(ds.masses, ref.masses)
+    np.testing.assert_array_equal(ds.positions, ref.positions)
+    assert MappingSpec.from_dict(spec.to_dict()).masses == spec.masses  # recorded in run.json / provenance
+
+
+def test_mapping_spec_masses_that_contradict_the_data_are_refused(system):
+    ff = load_forcefield(ROOT / "systems" / "des" / "opls-des.yaml")
+    spec = _spec_with_masses(ff)
+    spec.masses["UREA"]["O"] = 16.5  # the data say 15.999
+    trr = _write_trr(system["dir"] / "traj_c.trr", system)
+    aa = load_trajectory(trr, system["pdb"], masses=system["masses"])
+    with pytest.raises(MappingError, match=r"masses differ from the data's at 4 atom\(s\).*O of residue URE\).*spec 16.5 Da, data 15.999 Da"):
+        map_trajectory(aa, spec)
+
+
+@pytest.mark.parametrize("table,expect", [
+    ({"NOPE": {"X": 1.0}}, "residue 'NOPE' is not one of residues"),
+    ({"Cl": {"Cl": -1.0}}, "must be a positive number"),
+    ({"Cl": {"Cl": True}}, "must be a positive number"),
+    ({"Cl": []}, "must map atom names to masses"),
+])
+def test_bad_mapping_spec_masses_are_one_line_errors(table, expect):
+    import yaml
+
+    d = yaml.safe_load((ROOT / "systems" / "des" / "mapping.yaml").read_text())
+    with pytest.raises(MappingError, match=expect) as err:
+        MappingSpec.from_dict({**d, "masses": table}, "spec.yaml")
+    assert "\n" not in str(err.value)
+
+
+def test_a_masses_table_without_an_atom_names_it():
+    spec = MappingSpec.from_dict({"type_names": ["W"], "residues": {"HOH": [{"type": "W"}]},
+                                  "masses": {"HOH": {"O": 15.999, "H1": 1.008}}})
+    # GROMACS names (SOL: OW HW1 HW2) match OpenMM's water names; HW2 has no mass in the table
+    with pytest.raises(MappingError, match="no mass for atom 'HW2' of residue 'SOL'"):
+        spec.atom_masses([("SOL", [(0, "OW"), (1, "HW1"), (2, "HW2")])], 3)
+    spec.masses["HOH"]["H2"] = 1.008
+    np.testing.assert_allclose(spec.atom_masses([("SOL", [(0, "OW"), (1, "HW1"), (2, "HW2")])], 3),
+                               [15.999, 1.008, 1.008])
+
+
+def test_cgkd_map_takes_the_masses_of_the_mapping_spec(system, tmp_path, capsys):
+    import yaml
+
+    from openmm_cgkd.cli.main import main
+    from openmm_cgkd.data.dataset import CGDataset
+
+    ff = load_forcefield(ROOT / "systems" / "des" / "opls-des.yaml")
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(_spec_with_masses(ff).to_dict()))
+    trr = _write_trr(tmp_path / "traj.trr", system)
+    rc = main(["map", "--trajectory", str(trr), "--topology", str(system["pdb"]), "--mapping",
+               str(tmp_path / "spec.yaml"), "--out", str(tmp_path / "cg.h5"), "--temperature", "298.1"])
+    assert rc == 0, capsys.readouterr().err
+    ref = map_trajectory(load_trajectory(trr, system["pdb"], masses=system["masses"]),
+                         MappingSpec.from_yaml(ROOT / "systems" / "des" / "mapping.yaml"))
+    np.testing.assert_allclose(CGDataset.load(tmp_path / "cg.h5").masses, ref.masses, rtol=0, atol=1e-9)

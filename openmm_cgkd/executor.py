@@ -459,9 +459,11 @@ class Executor:
                 client.cancel(unfinished)
 
     def _running(self, keys: set) -> int:
-        """How many of ``keys`` are executing now (not only assigned to a worker)."""
+        """How many of ``keys`` are executing now (not only assigned to a worker). A key the
+        scheduler does not hold at this moment (its task not yet registered there, or already
+        forgotten) is not running: the scheduler answers such a query with a KeyError."""
         try:
             stacks = self.client.call_stack(keys=list(keys))
-        except (OSError, TimeoutError):
+        except (OSError, TimeoutError, KeyError):
             return 0
         return sum(len(tasks) for tasks in stacks.values())

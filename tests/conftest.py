@@ -3,8 +3,9 @@ from pathlib import Path
 
 import pytest
 
-# Keep test processes from oversubscribing small CI machines.
-os.environ.setdefault("OMP_NUM_THREADS", "2")
+# Keep test processes from oversubscribing small CI machines: 2 threads in a single pytest process,
+# 1 in each pytest-xdist worker (the CI command, `-n 2`, runs two workers on its 2 cores).
+os.environ.setdefault("OMP_NUM_THREADS", "1" if "PYTEST_XDIST_WORKER" in os.environ else "2")
 
 TESTS = Path(__file__).resolve().parent
 KINDS = ("unit", "integration", "continuity")  # the folders under tests/, each its own marker

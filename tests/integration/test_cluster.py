@@ -158,3 +158,12 @@ def test_a_worker_that_cannot_see_the_output_directory_stops_the_run(tmp_path):
         with pytest.raises(SharedFileSystemError, match="cannot see the run's output directory") as err:
             list(ex.map(abs, [-1], ["x"]))
     assert "\n" not in str(err.value) and str(tmp_path) in str(err.value)
+
+
+def test_the_progress_count_survives_a_key_the_scheduler_does_not_hold(tmp_path):
+    """The progress bar's "running N" asks the scheduler about the batch's keys; one it does not
+    hold at that moment (a loaded machine: submitted but not registered yet, or forgotten) made
+    the scheduler raise KeyError, which ended the whole pipeline run with a traceback."""
+    with Executor(workers=1, shared_dir=tmp_path, log=lambda line: None, progress=False) as ex:
+        assert ex._running({"md-no-such-task-000000"}) == 0
+        assert [out for _, out in ex.map(abs, [-3], ["x"])] == [3]

@@ -352,3 +352,21 @@ def test_the_csv_logger_appends_across_sessions(tmp_path):
     curves = read_metrics_csv(tmp_path / "logs" / "metrics.csv")
     assert curves["train_loss"] == {0: 2.0, 1: 1.0}
     assert curves["val_loss"] == {0: 1.5, 1: 0.5} and curves["lr"] == {0: 1e-3, 1: 5e-4}
+
+
+def test_ci_runs_the_readme_test_command():
+    """`.ci/run` calls the README's test command verbatim (so do docs/getting_started.md), and the
+    pytest-xdist options it uses come from a declared dev dependency."""
+    import tomllib
+
+    def command(path: Path) -> str:
+        found = re.findall(r"uv run (pytest [^\n`]*)", (ROOT / path).read_text())
+        assert len(found) == 1, f"{path} should hold one `uv run pytest ...` line, not {found}"
+        return found[0].strip()
+
+    readme = command(Path("README.md"))
+    assert command(Path(".ci/run")) == readme == command(Path("docs/getting_started.md"))
+    assert '-m "not slow"' in readme
+    if re.search(r"\s-n\s", readme):
+        dev = tomllib.loads((ROOT / "pyproject.toml").read_text())["dependency-groups"]["dev"]
+        assert any(re.match(r"pytest-xdist\b", d) for d in dev), "-n needs pytest-xdist in the dev group"

@@ -23,7 +23,7 @@ not a model. For real data use the architecture configs in ``openmm_cgkd/model/c
 ``--epochs`` in the hundreds, on a GPU.
 
     uv run python examples/train_from_own_data.py                      # synthetic stand-in
-    uv run python examples/train_from_own_data.py --trajectory md.trr --topology md.gro \\
+    uv run python examples/train_from_own_data.py --trajectory md.trr --topology topol.top \\
         --mapping my_mapping.yaml --members 8 --epochs 200 --architecture tensornet --out runs/mine
     uv run python examples/train_from_own_data.py --dataset runs/des252/cg.h5 --members 8 --epochs 200
 
@@ -43,13 +43,13 @@ def make_dataset(args: argparse.Namespace, out: Path) -> Path:
         return Path(args.dataset)
     path = out / "cg.h5"
     if args.trajectory:
-        from openmm_cgkd.data.external import load_trajectory
+        from openmm_cgkd.data.external import load_trajectory, read_masses
         from openmm_cgkd.data.mapping import MappingSpec, map_trajectory
 
         if not (args.topology and args.mapping):
             raise SystemExit("--trajectory needs --topology and --mapping")
         aa = load_trajectory(args.trajectory, args.topology, forces=args.forces, force_unit=args.force_unit,
-                             timestep_ps=args.timestep_ps)
+                             timestep_ps=args.timestep_ps, masses=read_masses(args.masses) if args.masses else None)
         dataset = map_trajectory(aa, MappingSpec.from_yaml(args.mapping), temperature_K=args.temperature)
         print(f"mapped {args.trajectory}: {dataset.n_frames} frames of {dataset.n_beads} beads")
     else:
@@ -70,6 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     src.add_argument("--topology", default=None, help="AA topology (.gro, .pdb, .top)")
     src.add_argument("--forces", default=None, help="force array (.npy/.npz/.h5) when the trajectory has none")
     src.add_argument("--force-unit", default="kJ/mol/nm", help="unit of --forces (default kJ/mol/nm)")
+    src.add_argument("--masses", default=None,
+                     help="per-atom masses (dalton, .npy or text): required with a .gro/.pdb topology (never elements)")
     src.add_argument("--mapping", default=None, help="mapping YAML (see systems/des/mapping.yaml)")
     src.add_argument("--timestep-ps", type=float, default=None,
                      help="ps between saved frames, for formats that store no times (DCD, PDB)")

@@ -87,7 +87,7 @@ def _aa_summary(prov: dict) -> str:
                "physical masses)" if hmr else ""))
 
 
-def ship(run: Path, student_variant: str, name_prefix: str = "des") -> list[Path]:
+def ship(run: Path, student_variant: str, name_prefix: str = "des", allow_failing_gate: bool = False) -> list[Path]:
     import yaml
 
     from openmm_cgkd.bundle import load_bundle
@@ -130,6 +130,13 @@ def ship(run: Path, student_variant: str, name_prefix: str = "des") -> list[Path
     source = (f"{relative_path(dataset_path.parent / source, HERE.parent)} (relative to the repository)"
               if source and not Path(source).is_absolute() else make_portable(str(source or "?"), HERE.parent))
     md_cfg = run_cfg.get("md") or {}  # the MD settings the speeds were measured with
+    for name, _, model_key, _ in entries:  # a model that fails the contact gate is not shipped by default
+        coordination = analysis[model_key].coordination if model_key in analysis else {}
+        gate = contact_gate(coordination) if coordination else None
+        if gate is not None and not gate.passed and not allow_failing_gate:
+            raise SystemExit(f"ship_from_pipeline.py: error: {name} ({model_key}) fails the contact gate "
+                             f"({'; '.join(gate.failed)}); ship another --student, or pass --allow-failing-gate "
+                             "(the card then says so)")
     written = []
     shipped = {src.resolve(): HERE / name for name, src, _, _ in entries}
     for name, src, model_key, metrics in entries:
@@ -197,7 +204,8 @@ def ship(run: Path, student_variant: str, name_prefix: str = "des") -> list[Path
             "",
             "## Structure in MD (TAE vs the AA reference; mean +- std over replicas; lower is better)",
             table,
-            (f"AA noise floor (blocks of {floor.block_frames} reference frames vs the other half): "
+            (f"AA noise floor (blocks of {f'{floor.block_ps:g} ps, ' if floor.block_ps is not None else ''}"
+             f"{floor.block_frames} reference frames vs the other half): "
              + ", ".join(f"{k.upper()} {floor.summary[k].mean:.3f}" for k in ("rdf", "adf", "cdf") if k in floor.summary)
              + "." if floor is not None else "AA noise floor: not measured."),
             "",
@@ -228,8 +236,10 @@ def main() -> None:
     p.add_argument("--student", default="best",
                    help="student variant to ship (default 'best': the ensemble-distilled student the report chose)")
     p.add_argument("--prefix", default="des", help="names: <prefix>-teachers, <prefix>-student")
+    p.add_argument("--allow-failing-gate", action="store_true",
+                   help="ship a model that fails the contact gate (its card says FAIL); refused by default")
     a = p.parse_args()
-    ship(a.run, a.student, a.prefix)
+    ship(a.run, a.student, a.prefix, a.allow_failing_gate)
 
 
 if __name__ == "__main__":

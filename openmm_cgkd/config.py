@@ -137,8 +137,15 @@ def _convert(value, tp, path: str):
 
 def config_from_dict(cls, data: Mapping, path: str = ""):
     """Build dataclass ``cls`` from ``data``; unknown keys and wrong types raise :class:`ConfigError`
-    naming their dotted path (``path`` prefixes it, e.g. ``"trainer"``)."""
+    naming their dotted path (``path`` prefixes it, e.g. ``"trainer"``). Keys a class renamed
+    (its class variable ``RENAMED_KEYS``: {old: new}) are read under their old name too."""
     data = _mapping(data, path or cls.__name__)
+    for old, new in getattr(cls, "RENAMED_KEYS", {}).items():
+        if old in data:
+            if new in data:
+                where = f"{path}." if path else ""
+                raise ConfigError(f"{where}{old} is the old name of {where}{new}: give one of them")
+            data = {(new if k == old else k): v for k, v in data.items()}
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls) if f.init]
     unknown = sorted(set(data) - set(names))

@@ -18,6 +18,11 @@ system-specific name, number or path is written into the core::
       cg_start: cg_start.pdb
       reference: reline_252_cg.h5
 
+A system without ``molecules`` and ``box_nm`` is not periodic (a molecule in implicit solvent,
+e.g. ``dipeptide``): it has no reference box, so what needs a bead density (a lattice of the
+system, a neighbour budget from the density) is a :class:`~openmm_cgkd.errors.UsageError`
+there. A bead type may name its ``atom_name`` in bead PDBs (default: its ``residue_name``).
+
 :func:`get_system` reads it (through the package's config mechanism, :mod:`openmm_cgkd.config`)
 into a :class:`CGSystem`; :data:`DEFAULT_SYSTEM` (``des``) is the system of the demo, of
 untrained bundles and of the AA commands' defaults. Units: dalton, nm.
@@ -45,8 +50,8 @@ class SystemSpec(Config):
 
     name: str
     bead_types: list[dict]
-    molecules: int
-    box_nm: float
+    molecules: int | None = None  # None with box_nm None: not periodic
+    box_nm: float | None = None
     composition: dict = field(default_factory=dict)
     files: dict = field(default_factory=dict)
     description: str = ""
@@ -58,8 +63,15 @@ class SystemSpec(Config):
         if set(self.composition) - set(names):
             raise ConfigError(f"system {self.name}: composition names {sorted(set(self.composition) - set(names))}, "
                               f"not bead types {names}")
-        if self.molecules < 1 or not self.box_nm > 0:
+        if (self.molecules is None) != (self.box_nm is None):
+            raise ConfigError(f"system {self.name}: give both molecules and box_nm (a periodic reference box) "
+                              "or neither (not periodic)")
+        if self.molecules is not None and (self.molecules < 1 or not self.box_nm > 0):
             raise ConfigError(f"system {self.name}: molecules must be >= 1 and box_nm > 0")
+        for b in self.bead_types:
+            if not isinstance(b.get("mass_dalton"), (int, float)) or not b.get("residue_name"):
+                raise ConfigError(f"system {self.name}: bead type {b.get('name')!r} needs residue_name and "
+                                  "mass_dalton (dalton)")
 
 
 @dataclass
@@ -78,8 +90,17 @@ class CGSystem:
         return [b["name"] for b in self.spec.bead_types]
 
     @property
+    def periodic(self) -> bool:
+        """Whether the system has a periodic reference box (``molecules`` and ``box_nm``)."""
+        return self.spec.box_nm is not None
+
+    @property
     def bead_density_per_nm3(self) -> float:
-        """CG beads per nm^3 of the reference box."""
+        """CG beads per nm^3 of the reference box; :class:`UsageError` for a system that is not
+        periodic."""
+        if not self.periodic:
+            raise UsageError(f"system {self.name} is not periodic (no molecules/box_nm in its {SPEC_FILE}): it has "
+                             "no bead density; give a structure file of it (bead PDB) instead")
         return self.spec.molecules / self.spec.box_nm ** 3
 
     def counts(self, n_beads: int) -> dict[str, int]:
@@ -99,8 +120,9 @@ class CGSystem:
         return lattice_configuration(self.counts(n_beads), self.box_edge_nm(n_beads), seed=seed)
 
     def bead_types(self) -> list:
-        """The bead types as :class:`~openmm_cgkd.topology.BeadType` s (residue name = atom name)."""
-        return [BeadType(b["name"], b["residue_name"], [b["residue_name"]], b["mass_dalton"])
+        """The bead types as :class:`~openmm_cgkd.topology.BeadType` s (atom name: ``atom_name``,
+        default the residue name)."""
+        return [BeadType(b["name"], b["residue_name"], [b.get("atom_name", b["residue_name"])], b["mass_dalton"])
                 for b in self.spec.bead_types]
 
     def file(self, role: str, must_exist: bool = True) -> Path:

@@ -174,14 +174,16 @@ def topology_bonds(topology) -> np.ndarray:
 
 
 def write_bead_pdb(path: str | Path, topology, positions_nm: np.ndarray, box_nm: np.ndarray | None = None) -> Path:
-    """Write a bead PDB (CRYST1 from ``box_nm`` or the topology's box) that OpenMM and mdtraj read."""
+    """Write a bead PDB (CRYST1 from ``box_nm`` or the topology's box; an all-zero ``box_nm``, the
+    box of non-periodic data, writes no CRYST1) that OpenMM and mdtraj read, with CONECT records
+    for the topology's bonds."""
     from openmm import Vec3, unit
     from openmm.app import PDBFile
 
     pos = np.asarray(positions_nm, dtype=float)
     if pos.shape != (topology.getNumAtoms(), 3):
         raise ValueError(f"positions have shape {pos.shape}; topology has {topology.getNumAtoms()} beads")
-    if box_nm is not None:
+    if box_nm is not None and np.any(np.asarray(box_nm, float) != 0):
         topology.setPeriodicBoxVectors([Vec3(*row) for row in np.asarray(box_nm, float)] * unit.nanometer)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

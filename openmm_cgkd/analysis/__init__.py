@@ -17,6 +17,8 @@ trajectory returning small typed results (units nm, degrees, ps).
 ``replica_drift_series(traj, g)``     merge distances, coordination, energy from frame 0
 ``contact_coordination(m, ref)``      neighbours below the AA's closest contact per pair
 ``contact_gate(coordination)``        the shipping gate on them
+``free_energy_surface(phi, psi)``     phi/psi free energy (kT) of a peptide; ``phi_psi``, ``basin_populations``,
+                                      ``basin_transitions``, ``fes_score``, ``fes_noise_floor`` (ramachandran.py)
 ====================================  ====================================================================
 """
 from openmm_cgkd.analysis.adf import adf_key, compute_adfs
@@ -37,6 +39,9 @@ from openmm_cgkd.analysis.tae import distribution_tae, tae, tae_table
 from openmm_cgkd.analysis.contacts import ContactCoordination, ContactGate, contact_coordination, contact_gate
 from openmm_cgkd.analysis.drift import DriftSeries, common_discard, model_drift, replica_drift_series
 from openmm_cgkd.analysis.reference_check import ReferenceCheck, check_reference
+from openmm_cgkd.analysis.ramachandran import (RamachandranSpec, basin_populations, basin_transitions,
+                                               block_average, compute_dihedrals, fes_noise_floor, fes_score,
+                                               free_energy_surface, phi_psi)
 from openmm_cgkd.analysis.statistics import (Decision, StatisticsConfig, decide, detectable_difference, holm,
                                              paired_test, tost_ratio, welch_test)
 
@@ -53,5 +58,7 @@ __all__ = [
     "load_trajectory", "NoiseFloor", "noise_floor",
     "ReferenceCheck", "check_reference", "ContactCoordination", "ContactGate", "contact_coordination", "contact_gate",
     "DriftSeries", "replica_drift_series", "model_drift", "common_discard",
+    "RamachandranSpec", "compute_dihedrals", "phi_psi", "free_energy_surface", "block_average",
+    "basin_populations", "basin_transitions", "fes_score", "fes_noise_floor",
     "Decision", "StatisticsConfig", "decide", "welch_test", "paired_test", "holm", "tost_ratio", "detectable_difference",
 ]

@@ -9,10 +9,12 @@ from pathlib import Path
 import numpy as np
 
 from openmm_cgkd.analysis.distributions import Distribution
+from openmm_cgkd.analysis.ramachandran import AngleBox, Basin, FreeEnergySurface, committed_cores
 from openmm_cgkd.analysis.replicas import ReplicaStat
 from openmm_cgkd.figures import colormap, new_figure
 
-__all__ = ["plot_overlays", "plot_time_resolved_cdfs", "plot_tae_bars", "plot_energies"]
+__all__ = ["plot_overlays", "plot_time_resolved_cdfs", "plot_tae_bars", "plot_energies", "plot_fes_panels",
+           "plot_dihedral_timeline"]
 
 XLABELS = {"rdf": "r (nm)", "adf": "angle (degree)", "cdf": "merge distance (nm)"}
 YLABELS = {"rdf": "g(r)", "adf": "P(angle) (1/degree)", "cdf": "P(d) (1/nm)"}
@@ -132,4 +134,98 @@ def plot_energies(series: Sequence[tuple[np.ndarray, np.ndarray, int | None, str
     ax.legend(fontsize=7)
     if title:
         ax.set_title(title)
+    return _save(fig, path, tight=True)
+
+
+# --------------------------------------------------------------------------- phi/psi
+
+def _box_segments(box: AngleBox) -> list[tuple[float, float, float, float]]:
+    """A basin box as plain rectangles ``(phi0, phi1, psi0, psi1)`` (degrees), split where it
+    wraps through 180."""
+    def spans(lo, hi):
+        return [(lo, hi)] if lo < hi else [(lo, 180.0), (-180.0, hi)]
+
+    return [(a, b, c, d) for a, b in spans(*box.phi) for c, d in spans(*box.psi)]
+
+
+def _draw_boxes(ax, boxes: Sequence[AngleBox], **style) -> None:
+    from matplotlib.patches import Rectangle
+
+    for box in boxes:
+        for a, b, c, d in _box_segments(box):
+            ax.add_patch(Rectangle((a, c), b - a, d - c, fill=False, **style))
+
+
+def plot_fes_panels(surfaces: Mapping[str, FreeEnergySurface], path: str | Path, vmax_kT: float = 8.0,
+                    basins: Sequence[Basin] | None = None, scores: Mapping[str, str] | None = None,
+                    title: str = "") -> Path:
+    """The (phi, psi) free energies side by side (e.g. AA | model 1 | model 2), one colour scale.
+
+    Parameters
+    ----------
+    surfaces : {label: FreeEnergySurface}
+        Panels in this order, each ``F = -ln p`` in kT, minimum 0 (bins without frames blank).
+    vmax_kT : float
+        Top of the common colour scale (kT); higher F is drawn in its colour.
+    basins : sequence of Basin, optional
+        Basins whose regions (grey) and cores (red, dashed) are outlined.
+    scores : {label: text}, optional
+        Text under a panel's title (e.g. its JS and TAE against the AA).
+    """
+    labels = list(surfaces)
+    n = max(1, len(labels))
+    fig = new_figure(figsize=(3.3 * n + 1.0, 3.6))
+    axes = fig.subplots(1, n, squeeze=False, sharey=True)[0]
+    mesh = None
+    for ax, label in zip(axes, labels):
+        fes = surfaces[label]
+        f = np.ma.masked_invalid(np.where(np.isinf(fes.free_energy_kT), np.nan, fes.free_energy_kT))
+        mesh = ax.pcolormesh(fes.phi_edges, fes.psi_edges, f.T, cmap=colormap("viridis"), vmin=0.0, vmax=vmax_kT,
+                             shading="flat")
+        for b in basins or ():
+            _draw_boxes(ax, b.region, edgecolor="0.45", lw=0.8)
+            _draw_boxes(ax, b.core, edgecolor="C3", lw=0.7, ls="--")
+        ax.set_xlim(-180, 180)
+        ax.set_ylim(-180, 180)
+        ax.set_xticks(range(-180, 181, 90))
+        ax.set_yticks(range(-180, 181, 90))
+        ax.set_aspect("equal")
+        ax.set_xlabel("phi (degree)")
+        sub = f"\n{scores[label]}" if scores and label in scores else ""
+        ax.set_title(f"{label} ({fes.n_samples} frames){sub}", fontsize=9)
+    axes[0].set_ylabel("psi (degree)")
+    fig.subplots_adjust(left=0.7 / fig.get_size_inches()[0], right=0.88, bottom=0.15, top=0.82, wspace=0.08)
+    if mesh is not None:
+        cax = fig.add_axes([0.9, 0.15, 0.015, 0.67])
+        fig.colorbar(mesh, cax=cax, label="F (kT)", extend="max")
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)
+
+
+def plot_dihedral_timeline(times_ps: np.ndarray, phi: np.ndarray, psi: np.ndarray, path: str | Path,
+                           basins: Sequence[Basin] | None = None, title: str = "") -> Path:
+    """phi(t) and psi(t) (degrees) against time (ns), and, with ``basins``, the core last visited
+    (transition-based assignment, :func:`~openmm_cgkd.analysis.ramachandran.committed_cores`):
+    each step of that line is one counted transition."""
+    t = np.asarray(times_ps, dtype=np.float64) / 1000.0
+    rows = 3 if basins else 2
+    fig = new_figure(figsize=(9.0, 1.9 * rows + 0.6))
+    axes = fig.subplots(rows, 1, sharex=True, squeeze=False)[:, 0]
+    size = 0.3 if t.size > 20000 else 1.0
+    for ax, values, name in ((axes[0], phi, "phi"), (axes[1], psi, "psi")):
+        ax.scatter(t, values, s=size, lw=0, color="C0", rasterized=True)
+        ax.set_ylim(-180, 180)
+        ax.set_yticks(range(-180, 181, 90))
+        ax.set_ylabel(f"{name} (degree)")
+    if basins:
+        state = committed_cores(phi, psi, basins)
+        axes[2].step(t, state, where="post", color="k", lw=0.6)
+        axes[2].set_yticks(range(-1, len(basins)))
+        axes[2].set_yticklabels(["none"] + [b.key for b in basins], fontsize=8)
+        axes[2].set_ylim(-1.5, len(basins) - 0.5)
+        axes[2].set_ylabel("last core")
+    axes[-1].set_xlabel("time (ns)")
+    if title:
+        fig.suptitle(title)
     return _save(fig, path, tight=True)

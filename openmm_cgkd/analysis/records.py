@@ -32,8 +32,8 @@ from openmm_cgkd.analysis.report import KINDS, AnalysisSettings, ModelReport, Re
 from openmm_cgkd.analysis.stability import CoordinateCheck, DriftResult, StabilityReport
 
 __all__ = ["replica_to_record", "replica_from_record", "failed_replica", "curves_to_record", "curves_from_record",
-           "report_from_replicas", "write_record", "read_record", "drift_from_record", "RECORD_DIGITS",
-           "RECORD_VERSION"]
+           "report_from_replicas", "molecular_from_records", "write_record", "read_record", "drift_from_record",
+           "RECORD_DIGITS", "RECORD_VERSION"]
 
 RECORD_DIGITS = 6  # significant digits of the stored curves
 # Version of a replica record: 1 (no "version" key) curves, TAEs, stability, equilibration, energy;
@@ -131,10 +131,14 @@ def failed_replica(name: str, failure: str, n_frames: int = 0, start_frame: int 
 
 def report_from_replicas(name: str, settings: AnalysisSettings, reference_name: str,
                          reference: Mapping[str, Mapping[str, Distribution]],
-                         replicas: Sequence[ReplicaAnalysis]) -> ModelReport:
+                         replicas: Sequence[ReplicaAnalysis], skipped: str | None = None,
+                         molecular: dict | None = None) -> ModelReport:
     """A model's report from its replicas analysed one by one against the same ``reference``
     curves (``{kind: {key: Distribution}}``; empty when no replica could be analysed): mean
-    curves and TAE statistics over the scored replicas, failed ones counted."""
+    curves and TAE statistics over the scored replicas, failed ones counted. ``skipped``: why the
+    RDF / ADF / CDF are empty (:data:`~openmm_cgkd.analysis.report.NO_BOX`), None when computed;
+    ``molecular``: the bonded distributions (:func:`molecular_from_records`), None for one-bead
+    molecules."""
     replicas = list(replicas)
     if not replicas:
         raise AnalysisError(f"{name}: no replicas")
@@ -147,7 +151,22 @@ def report_from_replicas(name: str, settings: AnalysisSettings, reference_name: 
         tae = {kind: {} for kind in KINDS}
     summary = summarize_taes([r.tae for r in ok], settings.adf_cutoffs)
     ref = {kind: dict(reference.get(kind, {})) for kind in KINDS}
-    return ModelReport(name, settings, reference_name, ref, replicas, mean, tae, summary)
+    return ModelReport(name, settings, reference_name, ref, replicas, mean, tae, summary, molecular, skipped)
+
+
+def molecular_from_records(reference: Mapping | None, replicas: Sequence[Mapping | None]) -> dict | None:
+    """:attr:`ModelReport.molecular` from the reference's molecular curves (``{kind: {key: curve
+    record}}``) and each scored replica's ``{"curves": ..., "tae": {kind: {key: TAE}}}`` (the md
+    stage's records): the mean curves and the TAE over replicas per kind. None when the reference
+    has none (one-bead molecules, records made before) or a replica lacks them."""
+    replicas = list(replicas)
+    if not reference or not replicas or any(r is None for r in replicas):
+        return None
+    ref = curves_from_record(reference)
+    reps = [curves_from_record(r["curves"]) for r in replicas]
+    return {kind: {"reference": ref_c, "mean": replica_mean([r[kind] for r in reps]),
+                   "tae": replica_tae_stats([r["tae"][kind] for r in replicas])}
+            for kind, ref_c in ref.items() if ref_c and all(kind in r for r in reps)}
 
 
 def write_record(path: str | Path, record: Mapping) -> Path:

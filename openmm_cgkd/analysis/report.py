@@ -35,6 +35,10 @@ __all__ = ["AnalysisSettings", "ReplicaAnalysis", "ModelReport", "analyze_model"
            "load_trajectory", "load_reference", "summarize_taes", "KINDS"]
 
 KINDS = ("rdf", "adf", "cdf")
+NO_BOX = ("the reference has no periodic box (a solute in vacuum or implicit solvent): the RDF, ADF and CDF "
+          "(and the CDF drift) need one (a density, minimum-image neighbours) and are not computed; the bond, "
+          "angle and dihedral distributions, the coordinates, equilibration and the temperature and energy "
+          "drift of the MD logs are")
 
 
 @dataclass
@@ -76,7 +80,7 @@ class AnalysisSettings(Config):
         cutoffs of the reference trajectory's g(r) (:func:`~openmm_cgkd.analysis.adf.adf_cutoffs_from_rdfs`)."""
         import dataclasses
 
-        if self.adf_cutoffs is not None:
+        if self.adf_cutoffs is not None or reference.unitcell_vectors is None:  # no box: no ADFs (NO_BOX)
             return self
         from openmm_cgkd.analysis.distributions import box_half_width, require_periodic
 
@@ -144,6 +148,7 @@ class ModelReport:
     # molecules (the reference's beads are bonded): kind ("rdf_intra", "bond", "angle", "dihedral") ->
     # {"reference": curves, "mean": curves, "tae": {key: ReplicaStat}}; the "rdf" kind is then intermolecular
     molecular: dict | None = None
+    skipped: str | None = None  # why the RDF / ADF / CDF kinds are empty (NO_BOX: a reference without a box)
 
     @property
     def stable(self) -> bool:
@@ -182,6 +187,8 @@ class ModelReport:
             "tae": {kind: {key: s.to_dict() for key, s in v.items()} for kind, v in self.tae.items()},
             "replicas": [r.to_dict(curves=replica_curves, blocks=curves) for r in self.replicas],
         }
+        if self.skipped is not None:
+            d["skipped"] = {"kinds": list(KINDS), "reason": self.skipped}
         if self.molecular is not None:
             from openmm_cgkd.analysis.molecules import mean_value
 
@@ -330,6 +337,7 @@ def analyze_model(trajectories, reference, *, topology=None, reference_topology=
     if not ref_check.ok:
         raise AnalysisError(f"reference has broken frames (first: {ref_check.first_bad_frame})")
     ref_types = set(bead_type_indices(ref.topology))
+    periodic = ref.unitcell_vectors is not None  # without a box: no RDF / ADF / CDF (NO_BOX)
     s = s.with_adf_cutoffs(ref)
 
     names = [_replica_name(item, i) for i, item in enumerate(trajectories)]
@@ -371,8 +379,9 @@ def analyze_model(trajectories, reference, *, topology=None, reference_topology=
     if not good:
         reasons = "; ".join(f"{n}: {f}" for n, *_, f in loaded)
         raise AnalysisError(f"no replica can be scored ({reasons})")
-    r_edges = rdf_edges(ref, *good, r_max=s.rdf_r_max, bin_width=s.rdf_bin_width)
-    c_edges = cdf_edges(ref, *good, r_max=s.cdf_r_max, bin_width=s.cdf_bin_width)
+    if periodic:
+        r_edges = rdf_edges(ref, *good, r_max=s.rdf_r_max, bin_width=s.rdf_bin_width)
+        c_edges = cdf_edges(ref, *good, r_max=s.cdf_r_max, bin_width=s.cdf_bin_width)
 
     from openmm_cgkd.analysis.molecules import bonded_distributions, trajectory_cg_topology
 
@@ -384,6 +393,8 @@ def analyze_model(trajectories, reference, *, topology=None, reference_topology=
                                 "give the bead PDB with the molecules' CONECT records (e.g. the run's final.pdb)")
 
     def curves_of(traj):
+        if not periodic:
+            return {kind: {} for kind in KINDS}, None
         merges = frame_merge_distances(traj, progress=progress)
         return {"rdf": compute_rdfs(traj, r_edges, progress=progress, molecules=molecules,
                                     which="all" if molecules is None else "inter"),
@@ -401,8 +412,11 @@ def analyze_model(trajectories, reference, *, topology=None, reference_topology=
                                             failure=failure))
             continue
         curves, merges = curves_of(used)
-        stab = assess_stability(used, edges=c_edges, n_blocks=s.n_blocks, threshold=s.drift_threshold,
-                                max_extent_boxes=s.max_extent_boxes, merges=merges)
+        if periodic:
+            stab = assess_stability(used, edges=c_edges, n_blocks=s.n_blocks, threshold=s.drift_threshold,
+                                    max_extent_boxes=s.max_extent_boxes, merges=merges)
+        else:  # no CDF drift without a box: coordinates (and the MD log's thermal check) only
+            stab = StabilityReport(coords, [], [], [], {})
         stab.coordinates = coords  # report broken frames of the whole replica, not of the used part
         if isinstance(energies[i], (str, Path)):
             stab.thermal = thermal_check(energies[i], traj.n_atoms, target_K=thermostat_K,
@@ -419,7 +433,8 @@ def analyze_model(trajectories, reference, *, topology=None, reference_topology=
     if molecules is not None:
         def molecular_curves(traj):
             out = bonded_distributions(traj, ref_topo)
-            out["rdf_intra"] = compute_rdfs(traj, r_edges, molecules=molecules, which="intra")
+            if periodic:
+                out["rdf_intra"] = compute_rdfs(traj, r_edges, molecules=molecules, which="intra")
             return out
 
         ref_mol = molecular_curves(ref)
@@ -430,7 +445,8 @@ def analyze_model(trajectories, reference, *, topology=None, reference_topology=
                 continue
             molecular[kind] = {"reference": ref_c, "mean": replica_mean([r[kind] for r in reps]),
                                "tae": replica_tae_stats([tae_table(r[kind], ref_c, s.rdf_mode) for r in reps])}
-    return ModelReport(name, s, str(ref_name), ref_curves, replicas, mean, tae, summary, molecular)
+    return ModelReport(name, s, str(ref_name), ref_curves, replicas, mean, tae, summary, molecular,
+                       None if periodic else NO_BOX)
 
 
 # ------------------------------------------------------------------------------------ output
@@ -453,6 +469,8 @@ def summary_markdown(report: ModelReport, plots: Sequence[str] = ()) -> str:
              f"RDF TAE compares {'g(r) itself (nm)' if s.rdf_mode == 'g' else 'unit-area g(r) curves'}; "
              "ADF and CDF TAEs compare normalised densities (0 = identical, 2 = disjoint).", "",
              "| kind | curves | TAE |", "|---|---|---|"]
+    if report.skipped is not None:  # stated above the (then empty) table
+        lines[-2:-2] = [f"RDF, ADF and CDF not computed: {report.skipped}.", ""]
     for key, stat in report.summary.items():
         if "@" in key:  # "adf@0.60": the ADFs of one cutoff
             tag = key[3:]
@@ -531,7 +549,7 @@ def write_report(report: ModelReport, out_dir: str | Path, plots: bool = True,
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written: dict[str, Path] = {}
-    if plots:
+    if plots and report.skipped is None:
         tag = f"{report.name}: {len(report.good_replicas)} replica(s) vs AA"
         written["rdf_png"] = P.plot_overlays(report.mean["rdf"], report.reference["rdf"], out / "rdf.png",
                                              f"RDF, {tag}", tae=report.tae["rdf"])
@@ -549,6 +567,7 @@ def write_report(report: ModelReport, out_dir: str | Path, plots: bool = True,
             written["cdf_time_png"] = P.plot_time_resolved_cdfs(blocks, report.reference["cdf"], out / "cdf_time.png",
                                                                 labels, f"Time-resolved CDF, {tag}")
         written["tae_png"] = P.plot_tae_bars(report.tae, out / "tae.png", f"TAE, {tag} (error bars: 1 std)")
+    if plots:
         series = [(r.energy_series[0], r.energy_series[1], None if r.equilibration is None else r.equilibration.t0_index,
                    r.name) for r in report.replicas if r.energy_series is not None]
         if series:

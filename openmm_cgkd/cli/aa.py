@@ -23,18 +23,22 @@ FORCE_UNIT_NAMES = ("kJ/mol/nm", "kJ/mol/A", "kcal/mol/A", "kcal/mol/nm")  # = d
 def _add_system_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("system")
     g.add_argument("--system", default=None,
-                   help="system definition YAML (force field, composition, box, temperature; default: the "
+                   help="system definition YAML: an OPLS molecule file with composition and box, OpenMM force "
+                        "field XML files with a structure (PDB/PDBx), or a GROMACS .top with a .gro "
+                        "(docs/own_system.md); default: the "
                         f"{DEFAULT_SYSTEM} system's, systems/des/system.yaml: reline, 250 choline / 250 Cl / 500 urea "
                         "in 4.484 nm)")
     size = g.add_mutually_exclusive_group()
     size.add_argument("--molecules", type=positive_int, metavar="N",
-                      help="total molecule count; composition ratios and density are kept exactly, else the "
+                      help="total molecule count of a packed (OPLS) system; composition ratios and density "
+                           "are kept exactly, else the "
                            "command refuses and names the nearest sizes that keep them "
                            "(e.g. 252 -> 63 choline, 63 Cl, 126 urea in a 2.832 nm box; reline needs a multiple of 4)")
     size.add_argument("--scale", type=positive_float, metavar="F",
-                      help="multiply every molecule count by F (same density)")
+                      help="multiply every molecule count of a packed (OPLS) system by F (same density)")
     g.add_argument("--cutoff", type=positive_float, metavar="NM",
-                   help="nonbonded cutoff in nm (default: the system file's; must be below half the box)")
+                   help="nonbonded cutoff in nm (default: the system file's; must be below half the box; "
+                        "not with nonbonded: NoCutoff)")
 
 
 def _system_file(role: str) -> Path:
@@ -54,11 +58,13 @@ def _load_system(args):
     elif args.scale is not None:
         sysdef = sysdef.resized(scale=args.scale)
     if getattr(args, "cutoff", None) is not None:
-        if args.cutoff >= 0.5 * sysdef.box_nm:
+        if sysdef.periodic and args.cutoff >= 0.5 * sysdef.box_nm:
             raise UsageError(f"--cutoff {args.cutoff} nm is not below half the {sysdef.box_nm:.3f} nm box; "
                              f"use at most {0.49 * sysdef.box_nm:.3f} nm or a larger system")
+        if sysdef.kind != "opls" and sysdef.nonbonded == "NoCutoff":
+            raise UsageError(f"--cutoff: the system's nonbonded method is NoCutoff ({sysdef.source})")
         sysdef.cutoff_nm = float(args.cutoff)
-    if sysdef.cutoff_nm >= 0.5 * sysdef.box_nm:
+    if sysdef.periodic and sysdef.cutoff_nm >= 0.5 * sysdef.box_nm:
         new = round(0.49 * sysdef.box_nm, 3)
         print(f"note: cutoff {sysdef.cutoff_nm} nm is not below half the {sysdef.box_nm:.3f} nm box; using {new} nm",
               file=sys.stderr)
@@ -72,8 +78,11 @@ def _cmd_build(args) -> int:
 
     out = check_output_file(args.out, "--out", (".pdb",))
     sysdef = _load_system(args)
+    if args.threads is not None and args.threads > 1:
+        print(f"note: --threads {args.threads}: the minimised box is not reproducible bit for bit (one thread is)",
+              file=sys.stderr)
     build_box(sysdef, out, seed=args.seed, minimise_steps=args.max_iterations,
-              platform=select_platform(args.platform, args.threads).platform)
+              platform=select_platform(args.platform, args.threads))
     return 0
 
 
@@ -110,18 +119,22 @@ def _cmd_run(args) -> int:
     if not args.no_mapping:
         path = args.mapping or sysdef.mapping_path
         mapping = MappingSpec.from_yaml(check_input_file(path, "mapping spec (--mapping)")) if path else None
+    if structure is not None and structure.suffix.lower() != ".pdb":
+        raise UsageError(f"--structure {structure}: give a PDB (a .gro or PDBx structure goes in the system "
+                         "definition's `structure:`, which a new run minimises and starts from)")
     if structure is not None and not (run_dir / "run.json").is_file():
         n = _pdb_atom_count(structure)
         if n != sysdef.n_atoms:
             raise UsageError(f"--structure {structure} has {n} atoms; the system ({sysdef.n_molecules} molecules: "
-                             f"{sysdef.composition}) has {sysdef.n_atoms}: pack a box with `cgkd aa-build` and the "
-                             "same --system / --molecules / --scale")
+                             f"{sysdef.composition}) has {sysdef.n_atoms}: "
+                             + ("pack a box with `cgkd aa-build` and the same --system / --molecules / --scale"
+                                if sysdef.kind == "opls" else "give a structure of this system, atoms in its order"))
     with hold_run_dir(run_dir, "cgkd aa-run"):  # one run per --run-dir
         if structure is None and not (run_dir / "run.json").is_file():
             structure = run_dir / "built.pdb"
             if not structure.is_file():
-                build_box(sysdef, structure, seed=args.seed,
-                          platform=select_platform(args.platform, args.threads).platform)
+                build_box(sysdef, structure, seed=args.seed,  # reproducible: the minimiser's own threads
+                          platform=select_platform(args.platform))
         summary = run_aa(run_dir, sysdef, protocol, structure, platform=args.platform,
                          threads=args.threads, progress=not args.no_progress, mapping=mapping)
     return 0 if summary["finished"] else 3
@@ -140,7 +153,9 @@ def _add_map_arguments(p) -> None:
     g.add_argument("--forces", help="(frames, atoms, 3) force array: .npy, or .h5/.npz with a 'forces' dataset")
     g.add_argument("--force-unit", default="kJ/mol/nm", choices=FORCE_UNIT_NAMES,
                    help="unit of the --forces array (TRR files are always kJ/mol/nm)")
-    g.add_argument("--masses", help="per-atom masses (dalton), .npy or text, overriding the topology's")
+    g.add_argument("--masses", help="per-atom masses (dalton), .npy or text, overriding the topology's; required "
+                                    "with a .pdb/.gro topology (masses are never taken from elements) unless the "
+                                    "trajectory is a ForceReporter file, which records the System's masses")
     g.add_argument("--timestep-ps", type=positive_float,
                    help="time between saved frames (ps) for formats that store no times (DCD, PDB, XYZ: required "
                         "there), or whose times are all equal")
@@ -225,7 +240,8 @@ def _cmd_map(args) -> int:
 
 
 def _cmd_start_structure(args) -> int:
-    """`cgkd start-structure`: one frame of a CG dataset as a bead PDB (CRYST1 = its box)."""
+    """`cgkd start-structure`: one frame of a CG dataset as a bead PDB (CRYST1 = its box; none
+    for non-periodic data; CONECT = its bonds)."""
     from openmm_cgkd.data.dataset import CGDataset
     from openmm_cgkd.topology import dataset_topology, write_bead_pdb
 
@@ -234,11 +250,11 @@ def _cmd_start_structure(args) -> int:
     frame = args.frame if args.frame >= 0 else ds.n_frames + args.frame
     if not 0 <= frame < ds.n_frames:
         raise UsageError(f"--frame {args.frame}: the dataset has frames 0..{ds.n_frames - 1}")
-    box = ds.boxes[frame]
+    box = ds.boxes[frame] if ds.periodic else None
     write_bead_pdb(out, dataset_topology(ds, frame), ds.positions[frame], box)
     t = "unknown (give --temperature to cgkd simulate)" if ds.temperature_K is None else f"{ds.temperature_K:g} K"
     print(f"wrote {out}: frame {frame} (t = {ds.times[frame]:g} ps) of {args.dataset}, {ds.n_beads} beads; "
-          f"data temperature {t}")
+          f"{'' if ds.periodic else 'no periodic box, '}{ds.topology.n_bonds} bonds; data temperature {t}")
     return 0
 
 
@@ -246,10 +262,13 @@ def register(sub) -> None:
     fmt = argparse.RawDescriptionHelpFormatter
     # ------------------------------------------------------------------ aa-build
     p = sub.add_parser(
-        "aa-build", formatter_class=fmt, help="pack an AA box (packmol) at the system's density and minimise it",
+        "aa-build", formatter_class=fmt,
+        help="pack an AA box (packmol) at the system's density and minimise it, or minimise a given structure",
         description="Pack the molecules of a system definition into its cubic box with packmol (random,\n"
                     "non-overlapping, 2 A tolerance), minimise the energy (L-BFGS, OPLS-DES, PME) and write a\n"
-                    "PDB whose CRYST1 record is the box. Smaller boxes at the same density: --molecules/--scale.\n\n"
+                    "PDB whose CRYST1 record is the box. Smaller boxes at the same density: --molecules/--scale.\n"
+                    "A system given by OpenMM XML files or a GROMACS .top with its structure is not packed:\n"
+                    "its structure is minimised and written.\n\n"
                     "example:  cgkd aa-build --molecules 252 --out runs/des252/built.pdb")
     _add_system_args(p)
     p.add_argument("--out", required=True, help="output PDB (positions in the system's atom order)")
@@ -257,7 +276,9 @@ def register(sub) -> None:
     p.add_argument("--max-iterations", type=nonnegative_int, default=0,
                    help="minimiser iteration cap (0 = until converged)")
     add_platform_argument(p)
-    p.add_argument("--threads", type=positive_int, help="CPU platform threads (default: all cores)")
+    p.add_argument("--threads", type=positive_int,
+                   help="CPU threads of the minimiser (default 1: the same --seed then gives the same box, bit for "
+                        "bit; more threads are not reproducible)")
     p.set_defaults(func=_cmd_build)
 
     # ------------------------------------------------------------------ aa-run
@@ -276,7 +297,8 @@ def register(sub) -> None:
                     "              --equilibration-ps 100 --production-ps 250 --frame-interval-ps 0.5")
     _add_system_args(p)
     p.add_argument("--run-dir", required=True, help="directory holding the run's checkpoints and frames")
-    p.add_argument("--structure", help="starting PDB from `cgkd aa-build` (new runs only)")
+    p.add_argument("--structure", help="starting PDB from `cgkd aa-build` (new runs only; default: RUN_DIR/built.pdb, "
+                                       "packed or minimised from the system definition's structure)")
     g = p.add_argument_group("protocol")
     g.add_argument("--temperature", type=positive_float, help="K (default: the system file's, 298.1 for reline)")
     g.add_argument("--thermostat", choices=["langevin", "nose-hoover"], default="langevin",

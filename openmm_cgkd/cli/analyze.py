@@ -85,7 +85,7 @@ def _reference_and_contacts(args: argparse.Namespace, settings, report):
         print(f"reference check: not made ({exc})")
         check = None
     coordination = {}
-    if report.good_replicas:
+    if report.good_replicas and report.skipped is None:  # no box: no RDF, no coordination
         volume = float(np.mean(np.abs(np.linalg.det(np.asarray(ref.unitcell_vectors, dtype=np.float64)))))
         counts = {k: len(v) for k, v in bead_type_indices(ref.topology).items()}
         coordination = contact_coordination(report.mean["rdf"], report.reference["rdf"], volume, counts)
@@ -115,10 +115,16 @@ def run(args: argparse.Namespace) -> int:
     written["reference_check"].write_text(json.dumps(None if check is None else check.to_dict(), indent=1) + "\n")
     print(f"{report.name}: {len(report.good_replicas)}/{len(report.replicas)} replica(s) analysed, "
           f"{report.n_failed} of {len(report.replicas)} failed")
+    if report.skipped is not None:
+        print(f"  RDF, ADF and CDF not computed: {report.skipped}")
     for key, stat in report.summary.items():
         if stat.n:
             spread = f" ± {stat.std:.3g}" if stat.n > 1 else ""
             print(f"  TAE {key:<10} {stat.mean:.4g}{spread}")
+    for kind, m in (report.molecular or {}).items():
+        for key, stat in m["tae"].items():
+            if stat.n:
+                print(f"  TAE {kind} {key}: {stat.mean:.4g}" + (f" ± {stat.std:.3g}" if stat.n > 1 else ""))
     for r in report.replicas:
         eq = "" if r.equilibration is None else (
             f", equilibrated from sample {r.equilibration.t0_index} (pymbar)"

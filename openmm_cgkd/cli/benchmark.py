@@ -30,6 +30,13 @@ examples:
 def _run(args: argparse.Namespace) -> int:
     if args.structure is not None:
         check_input_file(args.structure, "structure (--structure)")
+    comparison = None
+    if args.release_comparison:
+        from openmm_cgkd.benchmark.release import release_comparison
+
+        for path in args.release_comparison:
+            check_input_file(path, "--release-comparison")
+        comparison = release_comparison(args.release_comparison)  # read before the (long) timing
     if args.out:
         check_output_file(args.out, "--out", (".json",))
     from openmm_cgkd.benchmark.md import BenchmarkSettings, format_goals, format_table, run_benchmark
@@ -76,13 +83,21 @@ def _run(args: argparse.Namespace) -> int:
             embedding_dim=args.embedding_dim, num_layers=args.layers, num_rbf=args.num_rbf, cutoff_nm=args.cutoff,
             device="cuda" if m.get("openmm_platform") == "CUDA" else "cpu"))  # on the GPU the MD ran on
         print(format_training_table(training))
+    if comparison is not None:
+        from openmm_cgkd.benchmark.release import format_release_comparison
+
+        print("\nold release vs this code (from the comparison scripts' results):")
+        print(format_release_comparison(comparison))
     if args.out:
         path = result.to_json(args.out)
-        if training is not None:  # its own section of the same JSON
+        if training is not None or comparison is not None:  # their own sections of the same JSON
             import json
 
             data = json.loads(path.read_text())
-            data["training"] = training.to_dict()
+            if training is not None:
+                data["training"] = training.to_dict()
+            if comparison is not None:
+                data["release_comparison"] = comparison
             path.write_text(json.dumps(data, indent=2, allow_nan=True) + "\n")
         print(f"\nwrote {path}")
     return 0
@@ -147,6 +162,10 @@ def register(subparsers) -> None:
     p.add_argument("--training-batch", type=positive_int, default=8, help="--training: frames per batch (default 8)")
     p.add_argument("--training-steps", type=positive_int, default=2,
                    help="--training: timed optimiser steps per repeat (default 2)")
+    p.add_argument("--release-comparison", nargs="+", type=Path, default=None, metavar="JSON",
+                   help="results of benchmarks/serving_speed.py and/or benchmarks/training_speed.py (the old release "
+                        "vs this code: MD ms/step, labels and training frames/s, machine and load) to print and "
+                        "record in the JSON (section 'release_comparison')")
     p.add_argument("--seed", type=int, default=0, help="seed of the lattice, weights and velocities")
     p.add_argument("--out", type=Path, default=Path("runs/benchmark/benchmark.json"),
                    help="JSON output (default runs/benchmark/benchmark.json)")

@@ -131,6 +131,8 @@ def run_md(ff, structure: Path, args: argparse.Namespace, description: str = "MD
 
     threads = cpu_threads(args.threads if args.threads is not None else _threads_of_run(args), args.platform)
     topology, positions, box = read_bead_pdb(structure)
+    if not ff.periodic:  # a model without a periodic box ignores the structure's CRYST1
+        box = None
     simulation = ff.create_simulation(
         topology, positions, box_vectors=box, temperature=args.temperature, friction_per_ps=args.friction,
         timestep_fs=args.timestep, platform=args.platform, precision=args.precision,
@@ -229,6 +231,8 @@ def _check_timestep(args: argparse.Namespace) -> int:
     structure = check_input_file(args.structure, "structure file")
     ff = CGKDForceField(args.bundle)
     topology, positions, box = read_bead_pdb(structure)
+    if not ff.periodic:  # a model without a periodic box ignores the structure's CRYST1
+        box = None
     threads = cpu_threads(args.threads, args.platform)
     results = []
     for dt in args.timestep:
@@ -251,7 +255,8 @@ def register(subparsers) -> None:
     p.add_argument("--bundle", required=True,
                    help="model bundle: a path, or the name of a shipped bundle in models/")
     p.add_argument("--structure", type=Path, required=True,
-                   help="bead PDB with a CRYST1 box (residue/atom names as the bundle's bead types)")
+                   help="bead PDB (residue/atom names as the bundle's bead types) with a CRYST1 box for a periodic "
+                        "model and CONECT records for a model of molecules (e.g. cgkd start-structure)")
     add_md_arguments(p, steps=1000, out="runs/simulate", report_interval=100)
     p.add_argument("--watch", default=None, metavar="ENSEMBLE",
                    help="uncertainty watch: an ensemble bundle evaluated every --watch-interval steps on the "
@@ -271,7 +276,8 @@ def register(subparsers) -> None:
                     "(openmm_cgkd.md.timestep_check). Light beads (water: 18 Da) need shorter steps than the "
                     "DES's 35-104 Da beads. Exit 0 when every step is safe, 3 when one is not. Units: fs, ps, K.")
     p.add_argument("--bundle", required=True, help="model bundle: a path, or the name of a shipped bundle")
-    p.add_argument("--structure", type=Path, required=True, help="bead PDB with a CRYST1 box (e.g. cgkd start-structure)")
+    p.add_argument("--structure", type=Path, required=True, help="bead PDB with a CRYST1 box for a periodic model and CONECT "
+                   "records for a model of molecules (e.g. cgkd start-structure)")
     p.add_argument("--timestep", type=positive_float, nargs="+", required=True, metavar="FS",
                    help="time step(s) to check, fs (e.g. 1 2 4)")
     p.add_argument("--temperature", type=positive_float, default=None, metavar="K",

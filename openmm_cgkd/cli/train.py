@@ -158,11 +158,12 @@ def _run_stage(args, config_cls, keys: tuple[str, ...], train, report) -> int:
     """Load the YAML config with the flags' overrides, check the hardware it asks for, run
     ``train`` on it and print ``report(result)``."""
     from openmm_cgkd.config import load_config
+
+    cfg = load_config(config_cls, args.config, _overrides(args, *keys))
+    check_output_dir(cfg.out)  # before torch loads
     from openmm_cgkd.training.devices import check_accelerator
     from openmm_cgkd.training.rundir import is_global_zero
 
-    cfg = load_config(config_cls, args.config, _overrides(args, *keys))
-    check_output_dir(cfg.out)
     check_accelerator(cfg.trainer.accelerator, cfg.trainer.devices)
     with _run_lock(cfg.out, f"cgkd {args.command}"):
         res = train(cfg)
@@ -185,31 +186,41 @@ def _forces_line(m: dict, what: str, out) -> str:
             f"metrics in {out / 'metrics.json'}")
 
 
+def _train_teachers(cfg, **kwargs):
+    from openmm_cgkd.training.teachers import train_teachers  # torch and Lightning: after the checks
+
+    return train_teachers(cfg, **kwargs)
+
+
+def _train_student(cfg, **kwargs):
+    from openmm_cgkd.training.students import train_student  # torch and Lightning: after the checks
+
+    return train_student(cfg, **kwargs)
+
+
 def _run_teachers(args) -> int:
     from openmm_cgkd.training.config import TeachersConfig
-    from openmm_cgkd.training.teachers import train_teachers
 
-    return _run_stage(args, TeachersConfig, ("dataset", "out", "members"), _windowed(train_teachers, _window(args)),
+    return _run_stage(args, TeachersConfig, ("dataset", "out", "members"), _windowed(_train_teachers, _window(args)),
                       lambda res: (
         f"teachers: {len(res.member_bundles)} members; ensemble bundle {res.ensemble_bundle}\n"
         + _forces_line(res.metrics["ensemble"]["forces_vs_aa"], "ensemble forces", res.out)))
 
 
 def _run_label(args) -> int:
+    from openmm_cgkd.cli.common import check_output_file
     from openmm_cgkd.config import config_from_dict, load_config
     from openmm_cgkd.training.config import LabelsConfig
-    from openmm_cgkd.training.labels import make_labels
-
-    from openmm_cgkd.training.devices import torch_device
 
     over = _overrides(args, "dataset", "teachers", "member", "out", "device")
     cfg = load_config(LabelsConfig, args.config, over) if args.config else config_from_dict(LabelsConfig, over)
-    torch_device(cfg.device)  # a GPU asked for where there is none: refused before any work
     target = cfg.out or cfg.dataset
-    if target:
-        from openmm_cgkd.cli.common import check_output_file
-
+    if target:  # before torch loads
         check_output_file(target, "--out" if cfg.out else "--dataset")
+    from openmm_cgkd.training.devices import torch_device
+    from openmm_cgkd.training.labels import make_labels
+
+    torch_device(cfg.device)  # a GPU asked for where there is none: refused before any work
     with _run_lock(target, "cgkd label", is_file=True) if target else contextlib.nullcontext():
         path = make_labels(cfg, progress=sys.stderr.isatty(), window=_window(args))
     print(f"labels written to {path}")
@@ -218,9 +229,8 @@ def _run_label(args) -> int:
 
 def _run_student(args) -> int:
     from openmm_cgkd.training.config import StudentConfig
-    from openmm_cgkd.training.students import train_student
 
-    return _run_stage(args, StudentConfig, ("dataset", "out", "variant"), _windowed(train_student, _window(args)),
+    return _run_stage(args, StudentConfig, ("dataset", "out", "variant"), _windowed(_train_student, _window(args)),
                       lambda res: (
         f"student '{res.variant}': bundle {res.bundle}\n"
         + _forces_line(res.metrics["student"]["forces_vs_aa"], "forces", res.out)))

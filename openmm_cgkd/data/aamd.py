@@ -43,7 +43,7 @@ from openmm_cgkd.platforms import GPU_PLATFORMS, select_platform
 from openmm_cgkd.fileio import anchor_paths
 
 __all__ = ["Protocol", "run_aa", "check_resume", "read_frames", "read_mapped", "consolidate", "RunError",
-           "ProtocolError", "repartition_hydrogen_masses"]
+           "ProtocolError", "repartition_hydrogen_masses", "topology_record", "run_topology"]
 
 FRAME_FIELDS = ("positions", "forces", "boxes", "potential_energy", "times", "steps")
 
@@ -272,7 +272,7 @@ def _write_mapped_part(run_dir: Path, first_frame: int, cgmap, buf: dict[str, li
     _write_part(run_dir, "cg", first_frame, {**buf, "positions": pos, "forces": frc})
 
 
-SYSTEM_FILE_KEYS = ("forcefield", "source")  # run.json's system entries that name files (relative to the run)
+SYSTEM_FILE_KEYS = ("forcefield", "source", "structure")  # run.json's system entries that name files (relative to the run)
 
 
 def read_mapped(run_dir: str | Path, mapping=None):
@@ -295,7 +295,10 @@ def read_mapped(run_dir: str | Path, mapping=None):
     if mapping is None:
         if "mapping" not in meta:
             raise RunError(f"{run_dir} was run without on-the-fly mapping (no cg/ parts); use `cgkd map --run-dir`")
-        mapping = MappingSpec.from_dict(meta["mapping"], "run.json")
+        record = meta["mapping"]
+        if "allow_unmapped" not in record:  # recorded before run.json kept the whole spec: the run checked
+            record = {**record, "allow_unmapped": True}  # the spec when it started; this rebuilds its beads
+        mapping = MappingSpec.from_dict(record, "run.json")
     cgmap = _cg_map(meta, mapping)
     chunks = {k: [] for k in FRAME_FIELDS if k != "positions" and k != "forces"}
     chunks.update(positions=[], forces=[])
@@ -325,8 +328,39 @@ def read_mapped(run_dir: str | Path, mapping=None):
                       "cancel within one-molecule beads)"}
     return CGDataset(positions=arr["positions"], forces=arr["forces"], boxes=arr["boxes"], times=arr["times"],
                      bead_types=cgmap.bead_types, type_names=cgmap.type_names, masses=cgmap.bead_masses,
-                     potential_energy=arr["potential_energy"], provenance=prov,
+                     potential_energy=arr["potential_energy"], provenance=prov, topology=cgmap.topology,
                      temperature_K=float(meta["protocol"]["temperature_K"]), bead_names=dict(mapping.bead_names))
+
+
+def topology_record(topology) -> dict:
+    """The parts of an OpenMM topology that ``run.json`` keeps beside its residues: element
+    symbols (``""`` for a virtual site) and bonds (atom index pairs). Runs started before this
+    record existed (OPLS systems) rebuild their topology from the force field."""
+    return {"elements": [a.element.symbol if a.element is not None else "" for a in topology.atoms()],
+            "bonds": [[b[0].index, b[1].index] for b in topology.bonds()]}
+
+
+def run_topology(meta: dict):
+    """The mdtraj topology of a run from its ``run.json`` (residues, atom names, elements, bonds);
+    None for a run without the topology record (an OPLS run from before it existed)."""
+    import mdtraj as md
+
+    rec = meta.get("topology")
+    if rec is None:
+        return None
+    top = md.Topology()
+    chain = top.add_chain()
+    atoms, i = [], 0
+    for name, n_atoms, *atom_names in meta["residues"]:
+        res = top.add_residue(name, chain)
+        for k in range(n_atoms):
+            symbol = rec["elements"][i + k]
+            element = md.element.get_by_symbol(symbol) if symbol else md.element.virtual
+            atoms.append(top.add_atom(atom_names[0][k] if atom_names else str(k), element, res))
+        i += n_atoms
+    for a, b in rec["bonds"]:
+        top.add_bond(atoms[a], atoms[b])
+    return top
 
 
 def _cg_map(meta: dict, mapping):
@@ -337,7 +371,11 @@ def _cg_map(meta: dict, mapping):
         names = atom_names[0] if atom_names else [str(k) for k in range(n_atoms)]
         residues.append((name, [(i + k, names[k]) for k in range(n_atoms)]))
         i += n_atoms
-    return CGMap.build(mapping, residues, np.asarray(meta["masses"]))
+    rec = meta.get("topology")
+    if rec is None:  # a run from before the topology record: no bead bonds
+        return CGMap.build(mapping, residues, np.asarray(meta["masses"]))
+    return CGMap.build(mapping, residues, np.asarray(meta["masses"]), rec["bonds"],
+                       np.asarray([e == "H" for e in rec["elements"]], bool))
 
 
 def _make_integrator(protocol: Protocol, temperature: float):
@@ -373,8 +411,11 @@ def check_resume(run_dir: str | Path, sysdef, protocol: Protocol, mapping=None) 
                       {k: v for k, v in asdict(protocol).items() if k != "production_ps"},
                       f"{run_dir} was started with a different protocol",
                       "use a new run directory or the original settings", error=RunError)
-    refuse_if_changed({"composition": meta["system"]["composition"], "box_nm": round(meta["system"]["box_nm"], 9)},
-                      {"composition": sysdef.composition, "box_nm": round(sysdef.box_nm, 9)},
+    def box(value):
+        return None if value is None else round(float(value), 9)
+
+    refuse_if_changed({"composition": meta["system"]["composition"], "box_nm": box(meta["system"].get("box_nm"))},
+                      {"composition": sysdef.composition, "box_nm": box(sysdef.box_nm if sysdef.periodic else None)},
                       f"{run_dir} was started with another system",
                       "use a new run directory or the original --system / --molecules / --scale", error=RunError)
     if (mapping is not None) != ("mapping" in meta):
@@ -425,15 +466,12 @@ def run_aa(run_dir: str | Path, sysdef, protocol: Protocol, structure_pdb: str |
     from tqdm import tqdm
 
     from openmm_cgkd.data.build import read_pdb_positions
-    from openmm_cgkd.data.opls import build_topology, create_system
 
     protocol.validate()
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    ff = sysdef.forcefield
-    top = build_topology(ff, sysdef.composition, sysdef.box_vectors())
-    cutoff = sysdef.cutoff_nm
-    system = create_system(ff, top, cutoff_nm=cutoff, constraints=sysdef.constraints)
+    top, system = sysdef.create_openmm()
+    periodic = system.usesPeriodicBoundaryConditions()
     masses = [system.getParticleMass(i).value_in_unit(unit.dalton) for i in range(system.getNumParticles())]
     if protocol.hydrogen_mass_da is not None:
         if sysdef.constraints != "HBonds":
@@ -453,12 +491,10 @@ def run_aa(run_dir: str | Path, sysdef, protocol: Protocol, structure_pdb: str |
                                   f"; the integrator used hydrogen masses of {protocol.hydrogen_mass_da} Da "
                                   "taken from the bonded heavy atom"),
                 "residues": [(r.name, len(list(r.atoms())), [a.name for a in r.atoms()]) for r in top.residues()],
+                "topology": topology_record(top),
                 "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         if mapping is not None:
-            meta["mapping"] = {"type_names": mapping.type_names, "aliases": mapping.aliases,
-                               "residues": {k: [{"type": b.type, "atoms": b.atoms} for b in v]
-                                            for k, v in mapping.residues.items()},
-                               "bead_names": {t: {"residue": r, "atom": a} for t, (r, a) in mapping.bead_names.items()}}
+            meta["mapping"] = mapping.to_dict()  # all of it: read_mapped rebuilds the map from it
         write_json(meta_path, meta)
     else:
         check_resume(run_dir, sysdef, protocol, mapping)
@@ -559,7 +595,8 @@ def run_aa(run_dir: str | Path, sysdef, protocol: Protocol, structure_pdb: str |
         st = ctx.getState(getPositions=True, getForces=True, getEnergy=True)
         buf["positions"].append(st.getPositions(asNumpy=True).value_in_unit(unit.nanometer))
         buf["forces"].append(st.getForces(asNumpy=True).value_in_unit(unit.kilojoule_per_mole / unit.nanometer))
-        buf["boxes"].append(st.getPeriodicBoxVectors(asNumpy=True).value_in_unit(unit.nanometer))
+        buf["boxes"].append(st.getPeriodicBoxVectors(asNumpy=True).value_in_unit(unit.nanometer) if periodic
+                            else np.zeros((3, 3)))  # all zeros: no periodic box
         buf["potential_energy"].append(st.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole))
         buf["times"].append(step * protocol.dt_ps)
         buf["steps"].append(step)

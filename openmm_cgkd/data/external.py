@@ -188,25 +188,18 @@ def _read_force_h5(path: Path) -> dict:
     with h5py.File(path, "r") as h5:
         out = {k: h5[k][()] for k in ("positions", "forces", "boxes", "times")}
         out["potential_energy"] = h5["potential_energy"][()] if "potential_energy" in h5 else None
+        out["masses"] = h5["masses"][()] if "masses" in h5 else None  # files written before it was recorded: none
         t = h5.attrs.get("temperature_K")
         out["temperature_K"] = None if t is None or not np.isfinite(t) else float(t)
     return out
 
 
-def _masses_from_topology(top) -> np.ndarray:
-    masses = []
-    for a in top.atoms:
-        if a.element is None or a.element.mass is None or a.element.mass <= 0:
-            raise InputError(f"atom {a} has no element; pass per-atom masses (--masses)")
-        masses.append(float(a.element.mass))
-    return np.asarray(masses)
-
-
 def read_topology(path: str | Path):
-    """(mdtraj Topology, masses dalton) from .gro / .pdb / .top (+ anything mdtraj reads).
+    """(mdtraj Topology, masses dalton or None) from .gro / .pdb / .top (+ anything mdtraj reads).
 
-    Masses come from the .top file's atom records when given one, else from elements
-    (mdtraj's guess for .gro). Pass explicit masses for exotic names.
+    Masses come from the .top file's atom records; a .pdb or .gro carries none (None): masses are
+    never taken from elements, which are wrong for united atoms, virtual sites and repartitioned
+    hydrogens (give them with ``--masses``, or record them with the ForceReporter).
     """
     import mdtraj as md
 
@@ -231,7 +224,7 @@ def read_topology(path: str | Path):
         raise InputError(f"could not read topology {path}: {exc} (give a .gro, .pdb or .top file)") from exc
     if top.n_atoms == 0:
         raise InputError(f"topology {path} holds no atoms")
-    return top, _masses_from_topology(top)
+    return top, None
 
 
 def read_trr(path: str | Path):
@@ -281,7 +274,9 @@ def load_trajectory(trajectory: str | Path, topology: str | Path, *, forces=None
 
     Frame times: the file's own; for formats that store none (:data:`TIMELESS_SUFFIXES`, e.g.
     DCD) frame index x ``timestep_ps`` (required there for more than one frame). ``mdp``: the
-    GROMACS .mdp of the run, whose ``ref_t`` is the data's temperature."""
+    GROMACS .mdp of the run, whose ``ref_t`` is the data's temperature. Atom masses (dalton):
+    ``masses`` when given, else the .top topology's, else those a ForceReporter file recorded;
+    never from elements (:class:`InputError` when none of these has them)."""
     import mdtraj as md
 
     trajectory = Path(trajectory)
@@ -298,6 +293,8 @@ def load_trajectory(trajectory: str | Path, topology: str | Path, *, forces=None
             if temperature is not None and abs(temperature - rec["temperature_K"]) > 1e-6:
                 raise InputError(f"{mdp} says {temperature:g} K, {trajectory} {rec['temperature_K']:g} K")
             temperature, t_source = rec["temperature_K"], f"the integrator of {trajectory.name}"
+        if masses is None and rec["masses"] is not None:  # the System's masses, as the reporter recorded them
+            masses = rec["masses"]
         if xyz.shape[1] != top.n_atoms:
             raise InputError(f"{trajectory} has {xyz.shape[1]} atoms; topology {topology} has {top.n_atoms}")
     elif trajectory.suffix == ".trr" and forces is None:
@@ -337,6 +334,11 @@ def load_trajectory(trajectory: str | Path, topology: str | Path, *, forces=None
         if timestep_ps is None:
             raise InputError("frame times are not increasing: give --timestep-ps")
         times = np.arange(len(times)) * timestep_ps
+    if masses is None:
+        raise InputError(f"no atom masses: the topology {Path(topology).name} ({Path(topology).suffix or 'no suffix'}) "
+                         "carries none and masses are never taken from elements (wrong for united atoms, virtual "
+                         "sites, repartitioned hydrogens): give --masses FILE (dalton per atom, .npy or text), a "
+                         "GROMACS .top topology, or a ForceReporter file (it records the System's masses)")
     prov = {"source": str(trajectory), "topology": str(topology), "force_unit_in": force_unit}
     if temperature is not None:
         prov["temperature_source"] = t_source
@@ -379,7 +381,7 @@ def load_run(run_dir: str | Path, max_frames: int | None = None, check_units: bo
     """The committed production frames of a ``cgkd aa-run`` directory (finished or not)."""
     import mdtraj as md
 
-    from openmm_cgkd.data.aamd import read_frames
+    from openmm_cgkd.data.aamd import read_frames, run_topology
     from openmm_cgkd.data.opls import build_topology
     from openmm_cgkd.data.systemdef import SystemDefinition
 
@@ -393,13 +395,15 @@ def load_run(run_dir: str | Path, max_frames: int | None = None, check_units: bo
     except (ValueError, KeyError, TypeError) as exc:
         raise InputError(f"{meta_path} is not the run.json of a `cgkd aa-run` directory: {exc!r}") from None
     fr = read_frames(run_dir, max_frames)
-    sysdef = SystemDefinition(name=sysd["name"], forcefield_path=run_dir / sysd["forcefield"],
-                              composition=sysd["composition"], box_nm=sysd["box_nm"])
-    if not sysdef.forcefield_path.is_file():  # run directory moved: the same file of a registered system
-        from openmm_cgkd.systems import find_system_file
+    top = run_topology(meta)
+    if top is None:  # an OPLS run from before run.json kept its topology: rebuilt from the force field
+        sysdef = SystemDefinition(name=sysd["name"], forcefield_path=run_dir / sysd["forcefield"],
+                                  composition=sysd["composition"], box_nm=sysd["box_nm"])
+        if not sysdef.forcefield_path.is_file():  # run directory moved: the same file of a registered system
+            from openmm_cgkd.systems import find_system_file
 
-        sysdef.forcefield_path = find_system_file(sysdef.forcefield_path.name, sysd.get("forcefield_sha256"))
-    top = md.Topology.from_openmm(build_topology(sysdef.forcefield, sysdef.composition))
+            sysdef.forcefield_path = find_system_file(sysdef.forcefield_path.name, sysd.get("forcefield_sha256"))
+        top = md.Topology.from_openmm(build_topology(sysdef.forcefield, sysdef.composition))
     progress = json.loads((run_dir / "progress.json").read_text()) if (run_dir / "progress.json").is_file() else {}
     from openmm_cgkd.data.aamd import SYSTEM_FILE_KEYS
     from openmm_cgkd.fileio import anchor_paths
@@ -407,9 +411,8 @@ def load_run(run_dir: str | Path, max_frames: int | None = None, check_units: bo
     prov = {"source": "cgkd aa-run", "run_dir": str(run_dir.resolve()),
             "system": anchor_paths(sysd, SYSTEM_FILE_KEYS, run_dir), "protocol": meta["protocol"],
             "frames_committed": int(progress.get("frames", len(fr["times"]))), "wall_s": progress.get("wall_s"),
-            "platform": progress.get("platform"), "force_field": "OPLS-DES (Doherty & Acevedo 2018), "
-            "charges x0.8, geometric LJ, 1-4 x0.5/0.5, PME", "forces": "total force-field force per atom "
-            "(constraint forces excluded; they cancel within one-molecule beads)"}
+            "platform": progress.get("platform"), "force_field": sysd.get("forcefield"), "forces": "total force-field force per atom "
+            "(constraint forces excluded; the mapping checks that every constrained pair lies within one bead)"}
     prov["temperature_source"] = "the aa-run protocol"
     aa = AATrajectory(top, np.asarray(meta["masses"]), fr["positions"], fr["forces"], fr["boxes"], fr["times"],
                       fr["potential_energy"], prov, float(meta["protocol"]["temperature_K"]))

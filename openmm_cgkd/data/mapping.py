@@ -156,6 +156,14 @@ class MappingSpec:
         return cls(types, res, {str(k): str(v) for k, v in (d.get("aliases") or {}).items()}, source,
                    allow, constraints, given)
 
+    def to_dict(self) -> dict:
+        """The spec as :meth:`from_dict` reads it back (every setting, e.g. for a run's ``run.json``)."""
+        return {"type_names": list(self.type_names), "aliases": dict(self.aliases),
+                "residues": {k: [{"type": b.type, "atoms": b.atoms, **({"join": b.join} if b.join else {})}
+                                 for b in v] for k, v in self.residues.items()},
+                "bead_names": {t: {"residue": r, "atom": a} for t, (r, a) in self.bead_names.items()},
+                "allow_unmapped": self.allow_unmapped, "constraints": self.constraints}
+
     @classmethod
     def from_yaml(cls, path: str | Path) -> "MappingSpec":
         """Read a mapping spec file (a missing file is a ``MissingFileError``, bad YAML a :class:`MappingError`)."""

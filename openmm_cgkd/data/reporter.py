@@ -21,6 +21,8 @@ boxes              (F, 3, 3)   float32    nm, box vectors as rows
 potential_energy   (F,)        float64    kJ/mol
 times              (F,)        float64    ps (``State.getTime()``)
 steps              (F,)        int64      the integrator's step count
+masses             (N,)        float64    dalton, the System's particle masses (``cgkd map``
+                                          takes the atoms' masses from here, never from elements)
 =================  ==========  =========  ==============================================
 
 Attributes: ``temperature_K`` (the thermostat's temperature: the integrator's ``getTemperature()``,
@@ -141,6 +143,10 @@ class ForceReporter:
                   "potential_energy": ((), np.float64), "times": ((), np.float64), "steps": ((), np.int64)}
         for k, (shape, dtype) in shapes.items():
             h5.create_dataset(k, shape=(0, *shape), maxshape=(None, *shape), dtype=dtype, chunks=(16, *shape))
+        from openmm import unit
+
+        h5.create_dataset("masses", data=np.array([simulation.system.getParticleMass(i).value_in_unit(unit.dalton)
+                                                   for i in range(n)], dtype=np.float64))
         h5.attrs["temperature_K"] = np.nan if temperature is None else float(temperature)
         h5.attrs["periodic"] = bool(simulation.system.usesPeriodicBoundaryConditions())
         h5.attrs["units"] = "positions nm, forces kJ/mol/nm, boxes nm, potential_energy kJ/mol, times ps"

@@ -79,9 +79,10 @@ def _state_arrays(state, periodic: bool):
     return np.asarray(pos, dtype=np.float64), None if box is None else np.asarray(box, dtype=np.float64)
 
 
-def start_warning(simulation, state) -> str | None:
+def start_warning(simulation, state, minimized: bool = False) -> str | None:
     """A warning (text) when the potential energy of ``state`` exceeds
-    :data:`HUGE_ENERGY_PER_BEAD_KJ_MOL` per bead, naming the closest pair; else None."""
+    :data:`HUGE_ENERGY_PER_BEAD_KJ_MOL` per bead, naming the closest pair; else None.
+    ``minimized``: the start was minimised already (no advice to minimise it)."""
     from openmm import unit
 
     n = simulation.system.getNumParticles()
@@ -92,8 +93,11 @@ def start_warning(simulation, state) -> str | None:
     i, j, d = closest_pair(pos, box)
     return (f"warning: the potential energy at the start is {pot:.3g} kJ/mol ({pot / n:.3g} per bead): "
             f"{_bead_name(simulation.topology, i)} and {_bead_name(simulation.topology, j)} are only {d:.3f} nm "
-            "apart. The run will likely blow up; minimise the start first (cgkd simulate --minimize, or "
-            "simulation.minimizeEnergy()) or fix the structure")
+            "apart. The run will likely blow up; " + (
+                "the start was minimised, so the model's repulsive wall does not keep them apart: fix the "
+                "structure or the model's wall" if minimized else
+                "minimise the start first (cgkd simulate --minimize, or simulation.minimizeEnergy()) or fix the "
+                "structure"))
 
 
 def _sane(state, start_pos: np.ndarray, limit_nm: float) -> bool:

@@ -216,11 +216,11 @@ def run_threads(simulation) -> dict:
     return {"openmm": omm, "torch": int(torch.get_num_threads())}
 
 
-def _warn_about_start(simulation, state) -> None:
+def _warn_about_start(simulation, state, minimized: bool = False) -> None:
     """Print a warning (stderr) when the start's potential energy is absurd (overlapping beads)."""
     import sys
 
-    text = start_warning(simulation, state)
+    text = start_warning(simulation, state, minimized=minimized)
     if text:
         print(text, file=sys.stderr, flush=True)
 
@@ -394,7 +394,7 @@ def _run_simulation(simulation, steps: int, out_dir: str | Path, *, report_inter
                                                 enforcePeriodicBox=system.usesPeriodicBoundaryConditions())
             dcd.report(simulation, state)
             log.report(simulation, state)
-            _warn_about_start(simulation, state)
+            _warn_about_start(simulation, state, minimized)
         # Warm up outside the timing: TorchScript profiles the first two calls and optimises on
         # the third, so ns/day is the steady-state speed.
         for _ in range(3):

@@ -112,7 +112,7 @@ def check_timestep(bundle, topology, positions, box, *, timestep_fs: float, temp
                    seed: int = 1, max_drift_kT_per_ns: float = DEFAULT_MAX_DRIFT_KT_PER_NS,
                    max_temperature_error: float = DEFAULT_MAX_TEMPERATURE_ERROR) -> TimestepCheck:
     """NVT then NVE of ``bundle`` (a path or :class:`~openmm_cgkd.serving.CGKDForceField`) from
-    ``positions`` (N, 3) nm in ``box`` (3, 3) nm with bead ``topology`` at ``timestep_fs``; see
+    ``positions`` (N, 3) nm in ``box`` (3, 3) nm (None for a non-periodic model) with bead ``topology`` at ``timestep_fs``; see
     the module doc. Energies and temperatures are sampled every ``sample_every_steps`` steps.
     ``temperature_K``: default the bundle's training data's
     (:meth:`~openmm_cgkd.serving.CGKDForceField.md_temperature`)."""

@@ -133,8 +133,10 @@ class FastHipnn(nn.Module):
         self.register_buffer("e0_w", w["e0_w"].contiguous())  # [K, T]
         self.register_buffer("e1_w", w["e1_w"].contiguous())  # [K, F]
         self.register_buffer("e1_b", w["e1_b"].reshape(k).contiguous())
-        self.register_buffer("quad_perm", torch.tensor([3, 1, 2, 0, 4], dtype=torch.long))
-        self.register_buffer("quad_mask", torch.tensor([1.0, 0.0, 0.0, 1.0, 0.0], dtype=dtype).view(1, 5, 1, 1))
+        # work space of the two largest intermediates ([N*C, K*F] each), kept between calls: a fresh
+        # one costs page faults on every call (hundreds of them, a large share of the ensemble's step)
+        self.register_buffer("work_q", torch.zeros((0, k * f), dtype=dtype), persistent=False)
+        self.register_buffer("work_g", torch.zeros((0, k * f), dtype=dtype), persistent=False)
         self.register_buffer("inv_mu", w["inv_mu"].contiguous())
         self.register_buffer("sens_width", w["sens_width"].reshape(()))
         self.register_buffer("energy_scale", energy_scale.detach().clone().reshape(k, t).to(dtype))
@@ -187,21 +189,27 @@ class FastHipnn(nn.Module):
         k = self.num_members
         f = self.num_features
         z = bead_types
-        q = torch.matmul(env, self.int_w_cat).view(n, self.num_channels, k, f)  # [N, C, K, F]
+        rows = n * self.num_channels
+        if self.work_q.shape[0] != rows or self.work_q.device != env.device or self.work_q.dtype != env.dtype:
+            self.work_q = torch.empty((rows, k * f), dtype=env.dtype, device=env.device)
+            self.work_g = torch.empty((rows, k * f), dtype=env.dtype, device=env.device)
+        q = torch.mm(env, self.int_w_cat, out=self.work_q).view(n, self.num_channels, k, f)  # [N, C, K, F]
         q0 = q[:, 0]
         v = q[:, 1:4]
-        vn = torch.sqrt((v * v).sum(1) + self.cusp_reg)  # [N, K, F]
         q5 = q[:, 4:9]
+        # (not torch.linalg.vector_norm: along a strided axis it is ~100 x slower on the CPU)
+        vn = torch.sqrt((v * v).sum(1) + self.cusp_reg)  # [N, K, F]
         qn = torch.sqrt(2.0 * ((q5 * q5).sum(1) + q5[:, 0] * q5[:, 3]) + self.cusp_reg)
-        a = (q0 + vn * self.vec_scale + qn * self.quad_scale).transpose(0, 1) \
-            + self.self_w.index_select(1, z) + self.self_b.unsqueeze(1)  # [K, N, F]
+        # [K, N, F], contiguous (the batched layer matmuls want it so)
+        a = (q0 + vn * self.vec_scale + qn * self.quad_scale).transpose(0, 1).contiguous() \
+            + (self.self_w.index_select(1, z) + self.self_b.unsqueeze(1))
         h0, dh0 = _act(self.activation, a)
-        x = torch.bmm(h0, self.res_w) + self.res_b.unsqueeze(1) + self.adjust_w.index_select(1, z)
+        x = torch.baddbmm(self.res_b.unsqueeze(1) + self.adjust_w.index_select(1, z), h0, self.res_w)
         derivs = []
         for lay in range(self.num_layers):
             h, dh = _act(self.activation, torch.baddbmm(self.atom_b[lay], x, self.atom_w[lay]))
             derivs.append(dh)
-            x = torch.baddbmm(self.atom_res_b[lay], h, self.atom_res_w[lay]) + x
+            x = torch.baddbmm(x, h, self.atom_res_w[lay]) + self.atom_res_b[lay]
         e = self.e0_w.index_select(1, z) + torch.matmul(x, self.e1_w.unsqueeze(2)).squeeze(2) \
             + self.e1_b.unsqueeze(1)  # [K, N]
         scale = self.energy_scale.index_select(1, z)
@@ -212,15 +220,26 @@ class FastHipnn(nn.Module):
             gpre = torch.bmm(gx, self.atom_res_w_t[lay]) * derivs[lay]
             gx = torch.baddbmm(gx, gpre, self.atom_w_t[lay])
         ga = (torch.bmm(gx, self.res_w_t) * dh0).transpose(0, 1)  # [N, K, F]
-        gv = (ga * self.vec_scale / vn).unsqueeze(1) * v  # [N, 3, K, F]
-        gq = (ga * self.quad_scale / qn).unsqueeze(1)
-        # d|Q|/dq5 = (2 q5 + (q5_3, 0, 0, q5_0, 0)) / |Q|
-        g5 = gq * (2.0 * q5 + q5.index_select(1, self.quad_perm) * self.quad_mask)
-        gq_all = torch.cat([ga.unsqueeze(1), gv, g5], 1)
+        # dE/dq of every channel written straight into one [N, C, K, F] buffer (no cat):
+        # d|v|/dv = v / |v|; d|Q|/dq5 = (2 q5 + (q5_3, 0, 0, q5_0, 0)) / |Q|
+        gq_all = self.work_g.view(n, self.num_channels, k, f)
+        gq_all[:, 0] = ga
+        torch.mul(v, (ga * self.vec_scale / vn).unsqueeze(1), out=gq_all[:, 1:4])
+        cq = ga * self.quad_scale / qn
+        torch.mul(q5, (2.0 * cq).unsqueeze(1), out=gq_all[:, 4:9])
+        gq_all[:, 4].addcmul_(cq, q5[:, 3])
+        gq_all[:, 7].addcmul_(cq, q5[:, 0])
         return bead, torch.matmul(gq_all.view(n * self.num_channels, k * f), self.int_w_cat_t)  # [N*C, T*S]
 
     def forward(self, bead_types: Tensor, positions: Tensor,
                 box: Optional[Tensor] = None) -> Tuple[Tensor, Tensor, Tensor]:
+        # no graph, whatever the caller's grad mode: openmm-torch hands positions that require grad,
+        # and torch.jit.freeze drops detach() (the work buffers' out= ops refuse inputs with a graph)
+        with torch.no_grad():
+            return self._evaluate(bead_types, positions, box)
+
+    def _evaluate(self, bead_types: Tensor, positions: Tensor,
+                  box: Optional[Tensor]) -> Tuple[Tensor, Tensor, Tensor]:
         check_inputs(bead_types, positions, box, self.num_types, self.check_errors)
         dtype = self.energy_offset.dtype
         in_dtype = positions.dtype

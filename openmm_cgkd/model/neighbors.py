@@ -32,7 +32,7 @@ from openmm_cgkd.quiet import import_torchmdnet
 import_torchmdnet()
 from torchmdnet.extensions.ops import get_neighbor_pairs_kernel  # noqa: E402
 
-__all__ = ["VerletList", "minimum_image", "check_geometry", "brute_force_pairs"]
+__all__ = ["VerletList", "minimum_image", "box_problem", "check_geometry", "overflow_message", "brute_force_pairs"]
 
 
 def minimum_image(d: Tensor, box: Tensor) -> Tensor:
@@ -43,23 +43,47 @@ def minimum_image(d: Tensor, box: Tensor) -> Tensor:
     return d
 
 
+def box_problem(b: List[List[float]], cutoff: float) -> str:
+    """What is wrong with the box ``b`` (rows a, b, c; nm) for a minimum-image pair search within
+    ``cutoff`` (nm): not lower triangular, a width below twice the cutoff, or not in reduced form;
+    "" when nothing is. The one box check of the package (TorchScript-able; widths and cutoff
+    printed to 0.1 pm)."""
+    if b[0][1] != 0.0 or b[0][2] != 0.0 or b[1][2] != 0.0:
+        return ("box must be lower triangular (a_y = a_z = b_z = 0), OpenMM's reduced form; "
+                + "rows are the box vectors")
+    w = min(b[0][0], min(b[1][1], b[2][2]))
+    if not w >= 2.0 * cutoff:
+        widths = torch.round(torch.tensor([b[0][0], b[1][1], b[2][2], cutoff], dtype=torch.float64), decimals=4)
+        v: List[float] = widths.tolist()
+        return ("box widths (" + str(v[0]) + ", " + str(v[1]) + ", " + str(v[2])
+                + ") nm must be at least twice the cutoff " + str(v[3]) + " nm")
+    if abs(b[1][0]) > 0.5 * b[0][0] * (1 + 1e-6) or abs(b[2][0]) > 0.5 * b[0][0] * (1 + 1e-6) \
+            or abs(b[2][1]) > 0.5 * b[1][1] * (1 + 1e-6):
+        return "box is not in reduced form (need |b_x|, |c_x| <= a_x/2 and |c_y| <= b_y/2)"
+    return ""
+
+
 def check_geometry(pos: Tensor, box: Optional[Tensor], cutoff: float) -> None:
-    """The checks of :class:`~openmm_cgkd.model.potential.NeighborList` (host syncs): finite
-    positions; a lower-triangular reduced box at least twice ``cutoff`` wide."""
+    """The input checks of every neighbour search (host syncs): finite positions; a box (when
+    given) that passes :func:`box_problem` (``ValueError`` otherwise)."""
     if not bool(torch.isfinite(pos).all()):
         raise ValueError("positions contain NaN or inf")
     if box is not None:
         b: List[List[float]] = box.cpu().tolist()
-        if b[0][1] != 0.0 or b[0][2] != 0.0 or b[1][2] != 0.0:
-            raise ValueError("box must be lower triangular (a_y = a_z = b_z = 0), OpenMM's reduced form; "
-                             + "rows are the box vectors")
-        w = min(b[0][0], min(b[1][1], b[2][2]))
-        if not w >= 2.0 * cutoff:
-            raise ValueError("box widths (" + str(b[0][0]) + ", " + str(b[1][1]) + ", " + str(b[2][2])
-                             + ") nm must be at least twice the cutoff " + str(cutoff) + " nm")
-        if abs(b[1][0]) > 0.5 * b[0][0] * (1 + 1e-6) or abs(b[2][0]) > 0.5 * b[0][0] * (1 + 1e-6) \
-                or abs(b[2][1]) > 0.5 * b[1][1] * (1 + 1e-6):
-            raise ValueError("box is not in reduced form (need |b_x|, |c_x| <= a_x/2 and |c_y| <= b_y/2)")
+        problem = box_problem(b, cutoff)
+        if problem != "":
+            raise ValueError(problem)
+
+
+def overflow_message(found: int, within: str, budget: str) -> str:
+    """The one neighbour-overflow message: ``found`` pairs ``within`` (e.g. "the cutoff 0.6 nm")
+    exceed ``budget`` (the budget's formula and value). Starts with ``NeighborOverflowError``,
+    which the Python side matches to raise
+    :class:`~openmm_cgkd.model.potential.NeighborOverflowError`."""
+    return ("NeighborOverflowError: " + str(found) + " neighbour pairs within " + within + " exceed the budget "
+            + budget + "; the system is denser than the model was sized for (or beads overlap). "
+            + "Rebuild the model with a larger max_num_neighbors "
+            + "(see openmm_cgkd.model.potential.suggest_max_num_neighbors).")
 
 
 def brute_force_pairs(pos: Tensor, box: Optional[Tensor], cutoff: float) -> Tensor:
@@ -166,12 +190,9 @@ class VerletList(nn.Module):
         else:
             found = int(num_pairs[0].item())
             if found > max_pairs:
-                raise RuntimeError(
-                    "NeighborOverflowError: " + str(found) + " neighbour pairs within the cutoff + skin "
-                    + str(self.cutoff + skin) + " nm exceed the budget " + str(max_pairs)
-                    + " (max_num_neighbors * N scaled to the skin); the system is denser than the model was "
-                    + "sized for (or beads overlap). Rebuild the model with a larger max_num_neighbors "
-                    + "(see openmm_cgkd.model.potential.suggest_max_num_neighbors).")
+                raise RuntimeError(overflow_message(
+                    found, "the cutoff + skin " + str(self.cutoff + skin) + " nm",
+                    str(max_pairs) + " (max_num_neighbors * N scaled to the skin)"))
             edge_index = edge_index[:, :found]
             edge_vec = edge_vec[:found]
         valid_pair = edge_index[0] >= 0

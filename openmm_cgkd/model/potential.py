@@ -31,7 +31,7 @@ edges reach the torchmd-net representation through :class:`_EdgePassThrough`, wh
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import List, Optional, Tuple
+from typing import Optional, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -39,6 +39,7 @@ from torch import Tensor, nn
 from openmm_cgkd.config import Config, ConfigError, config_from_dict, read_yaml_mapping
 from openmm_cgkd.errors import CGKDError
 from openmm_cgkd.model.hipnn import HipnnRepresentation, PassThroughHead
+from openmm_cgkd.model.neighbors import box_problem, check_geometry, overflow_message
 from openmm_cgkd.quiet import import_torchmdnet
 
 __all__ = ["ARCHITECTURES", "STACKED_ARCHITECTURES", "PotentialConfig", "load_model_config", "model_config_names", "NeighborList", "CGPotential", "edge_geometry",
@@ -83,23 +84,16 @@ def suggest_max_num_neighbors(number_density_per_nm3: float, cutoff_nm: float,
 def check_box(box_nm, cutoff_nm: float) -> None:
     """Raise ``ValueError`` unless ``box_nm`` (3x3, rows = vectors, nm) is a reduced triclinic
     box whose widths are all at least twice ``cutoff_nm``: the conditions under which the
-    minimum-image pair search (OpenMM's and torchmd-net's) is exact."""
+    minimum-image pair search (OpenMM's and torchmd-net's) is exact (the checks of
+    :func:`~openmm_cgkd.model.neighbors.box_problem`, which the neighbour lists run too)."""
     b = torch.as_tensor(box_nm, dtype=torch.float64).detach().cpu()
     if b.shape != (3, 3):
         raise ValueError(f"box must be 3x3 (rows are box vectors a, b, c; nm), got shape {tuple(b.shape)}")
     if not bool(torch.isfinite(b).all()):
         raise ValueError("box has non-finite entries")
-    if b[0, 1] != 0 or b[0, 2] != 0 or b[1, 2] != 0:
-        raise ValueError("box must be lower triangular (a_y = a_z = b_z = 0), the reduced form "
-                         f"OpenMM uses; got\n{b.numpy()}")
-    ax, by, cz = float(b[0, 0]), float(b[1, 1]), float(b[2, 2])
-    if min(ax, by, cz) < 2.0 * cutoff_nm:
-        raise ValueError(f"box widths ({ax:.4g}, {by:.4g}, {cz:.4g}) nm must be at least twice the "
-                         f"cutoff {cutoff_nm:.4g} nm")
-    tol = 1e-6 * max(ax, by, cz)
-    if (abs(float(b[1, 0])) > 0.5 * ax + tol or abs(float(b[2, 0])) > 0.5 * ax + tol
-            or abs(float(b[2, 1])) > 0.5 * by + tol):
-        raise ValueError("box is not in reduced form (need |b_x|, |c_x| <= a_x/2 and |c_y| <= b_y/2)")
+    problem = box_problem(b.tolist(), float(cutoff_nm))
+    if problem:
+        raise ValueError(problem)
 
 
 @dataclass
@@ -283,22 +277,6 @@ class NeighborList(nn.Module):
         self.static_shapes = bool(static_shapes)
         self.check_errors = bool(check_errors)
 
-    def _check_geometry(self, pos: Tensor, box: Tensor, use_periodic: bool) -> None:
-        if not bool(torch.isfinite(pos).all()):
-            raise ValueError("positions contain NaN or inf")
-        if use_periodic:
-            b: List[List[float]] = box.cpu().tolist()
-            if b[0][1] != 0.0 or b[0][2] != 0.0 or b[1][2] != 0.0:
-                raise ValueError("box must be lower triangular (a_y = a_z = b_z = 0), OpenMM's reduced form; "
-                                 + "rows are the box vectors")
-            w = min(b[0][0], min(b[1][1], b[2][2]))
-            if not w >= 2.0 * self.cutoff_upper:
-                raise ValueError("box widths (" + str(b[0][0]) + ", " + str(b[1][1]) + ", " + str(b[2][2])
-                                 + ") nm must be at least twice the cutoff " + str(self.cutoff_upper) + " nm")
-            if abs(b[1][0]) > 0.5 * b[0][0] * (1 + 1e-6) or abs(b[2][0]) > 0.5 * b[0][0] * (1 + 1e-6) \
-                    or abs(b[2][1]) > 0.5 * b[1][1] * (1 + 1e-6):
-                raise ValueError("box is not in reduced form (need |b_x|, |c_x| <= a_x/2 and |c_y| <= b_y/2)")
-
     def forward(self, positions: Tensor, box: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
         pos = positions.detach()
         n = pos.shape[0]
@@ -310,20 +288,17 @@ class NeighborList(nn.Module):
         else:
             box_t = box.detach().to(dtype=pos.dtype, device=pos.device)
         if self.check_errors:
-            self._check_geometry(pos, box_t, use_periodic)
+            check_geometry(pos, box_t if use_periodic else None, self.cutoff_upper)
         edge_index, edge_vec, _, num_pairs = get_neighbor_pairs_kernel(
             "brute", pos, batch, box_t, use_periodic, self.cutoff_lower, self.cutoff_upper,
             max_pairs, self.loop, True, 0)
         if self.check_errors:
             found = int(num_pairs[0].item())
             if found > max_pairs:
-                raise RuntimeError(
-                    "NeighborOverflowError: " + str(found) + " neighbour pairs within the cutoff "
-                    + str(self.cutoff_upper) + " nm exceed the budget max_num_neighbors * N = "
-                    + str(self.max_num_neighbors) + " * " + str(n) + " = " + str(max_pairs)
-                    + "; the system is denser than the model was sized for (or beads overlap). "
-                    + "Rebuild the model with a larger max_num_neighbors "
-                    + "(see openmm_cgkd.model.potential.suggest_max_num_neighbors).")
+                raise RuntimeError(overflow_message(
+                    found, "the cutoff " + str(self.cutoff_upper) + " nm",
+                    "max_num_neighbors * N = " + str(self.max_num_neighbors) + " * " + str(n) + " = "
+                    + str(max_pairs)))
         else:
             torch._assert_async(num_pairs[0] <= max_pairs,
                                 "NeighborOverflowError: neighbour pairs exceed max_num_neighbors * N")

@@ -293,27 +293,36 @@ def _chunked_rows(row: Tensor, n_rows: int, width: int) -> Tuple[Tensor, Tensor,
 
 
 def _sensitivity_pair(net: HipnnTS, r: Tensor, valid: Tensor) -> Tuple[Tensor, Tensor]:
-    """Sensitivities ``g [..., S]`` and their radial derivatives ``dg/dr`` (1/nm), zero where not valid."""
-    x = (1.0 / r).unsqueeze(-1) - net.inv_mu
-    w = net.sens_width
-    raw = torch.exp(-0.5 * (x * w) ** 2)
-    draw = raw * (w * w) * x / (r * r).unsqueeze(-1)
+    """Sensitivities ``g [..., S]`` and their radial derivatives ``dg/dr`` (1/nm), zero where not valid.
+
+    Nine passes over the ``[..., S]`` tensors, in place where possible (they are the largest of a
+    training batch). The exponent is capped at 40 (e^-40 = 4e-18, far below float32 round-off of the
+    sums), as in the serving fast path: uncapped, most values underflow into subnormal floats, and
+    every later op on them is many times slower on a CPU."""
+    inv_r = 1.0 / r
+    x = inv_r.unsqueeze(-1) - net.inv_mu
+    w2 = net.sens_width * net.sens_width
+    raw = torch.exp((x * x).mul_(-0.5 * w2).clamp_(min=-40.0))
     rc = net.cutoff_nm
     inside = (r < rc).to(r.dtype) * valid.to(r.dtype)
-    fc = (0.5 * (torch.cos(math.pi * r / rc) + 1.0) * inside).unsqueeze(-1)
-    dfc = (-0.5 * math.pi / rc * torch.sin(math.pi * r / rc) * inside).unsqueeze(-1)
-    return raw * fc, draw * fc + raw * dfc
+    fc = 0.5 * (torch.cos(math.pi * r / rc) + 1.0) * inside
+    dfc = -0.5 * math.pi / rc * torch.sin(math.pi * r / rc) * inside
+    g = raw * fc.unsqueeze(-1)
+    # d/dr [raw fc] = raw (w^2 x / r^2) fc + raw dfc
+    dg = x.mul_((w2 * inv_r * inv_r * fc).unsqueeze(-1)).add_(dfc.unsqueeze(-1)).mul_(raw)
+    return g, dg
 
 
 def joined_pairs(neighbors: NeighborList, positions: Tensor, boxes: Tensor) -> Tuple[Tensor, Tensor]:
-    """Pairs of B frames ``positions [B,N,3]``, ``boxes [B,3,3]`` (nm) as one graph of B*N beads:
+    """Pairs of B frames ``positions [B,N,3]``, ``boxes [B,3,3]`` (nm; all zero: no periodic box) as one graph of B*N beads:
     ``(edge_index [2,E], pair_vectors [E,3])`` with ``pair_vectors = r_i - r_j`` + periodic image
     (self pairs and padding dropped)."""
     b_n, n = int(positions.shape[0]), int(positions.shape[1])
     flat = positions.reshape(b_n * n, 3)
+    periodic = bool(torch.any(boxes != 0))  # all-zero boxes: no periodic boundaries (non-periodic data)
     edges, shifts = [], []
     for f in range(b_n):
-        ei, cs = neighbors(positions[f], boxes[f])
+        ei, cs = neighbors(positions[f], boxes[f] if periodic else None)
         keep = (ei[0] >= 0) & (ei[0] != ei[1])
         edges.append(ei[:, keep] + f * n)
         shifts.append(cs[keep].to(positions.dtype) @ boxes[f])
@@ -323,7 +332,8 @@ def joined_pairs(neighbors: NeighborList, positions: Tensor, boxes: Tensor) -> T
 
 
 def training_forward(model: "StackedEnsemblePotential", bead_types: Tensor, positions: Tensor,
-                     boxes: Tensor, slot_width: int = 16) -> dict:
+                     boxes: Tensor, slot_width: int = 16, create_graph: bool = True,
+                     pairs: Optional[Tuple[Tensor, Tensor]] = None) -> dict:
     """Per-member predictions on a batch of frames, differentiable in the weights (for training).
 
     ``bead_types [N]``, ``positions [B,N,3]`` nm, ``boxes [B,3,3]`` nm -> ``energy [K,B]``,
@@ -340,6 +350,11 @@ def training_forward(model: "StackedEnsemblePotential", bead_types: Tensor, posi
     are ONE batched matmul ``[lines, K*C, S] @ [lines, S, 2*slot_width]``, so the members'
     per-pair work is a dense matrix product instead of K sparse autograd passes (``tests/unit/model/test_stacked.py`` checks values and weight
     gradients against autograd through :meth:`StackedEnsemblePotential.forward_members`).
+
+    ``pairs``: the batch's :func:`joined_pairs` when the caller has them already (computed here otherwise).
+
+    ``create_graph=False``: inference (the distillation labels): the same values, detached, with no
+    graph to the weights (autograd runs only through the small per-bead network, never the pairs).
     """
     net = model.net
     k, c_n, t_n, s_n = net.num_members, net.num_channels, net.num_types, net.num_sens
@@ -349,7 +364,7 @@ def training_forward(model: "StackedEnsemblePotential", bead_types: Tensor, posi
     z = bead_types.to(torch.long).to(positions.device).repeat(b_n)
     with torch.no_grad():
         pos = positions.detach().to(dtype)
-        ei, vec_e = joined_pairs(model.neighbors, pos, boxes.detach().to(dtype))
+        ei, vec_e = joined_pairs(model.neighbors, pos, boxes.detach().to(dtype)) if pairs is None else pairs
         m = slot_width
         order, slot_index, line_row = _chunked_rows(ei[0] * t_n + z.index_select(0, ei[1]), bn * t_n, m)
         rows = int(line_row.numel())  # table lines; line l holds pairs of bead line_row[l] // T
@@ -373,9 +388,14 @@ def training_forward(model: "StackedEnsemblePotential", bead_types: Tensor, posi
         basis = torch.cat([g, dg], dim=1).transpose(1, 2)  # [lines, S, 2M]: (g | g') per slot
     with torch.enable_grad():
         q = torch.matmul(env, net.int_w)  # [K, BN*C, F]
+        if not create_graph:
+            q = q.detach().requires_grad_(True)
         e = net.energies_from_interaction(z, q)
         e = e * model.energy_scale.index_select(1, z) + model.energy_offset.index_select(1, z)  # [K, BN]
-        (p,) = torch.autograd.grad(e.sum(), q, create_graph=True)
+        (p,) = torch.autograd.grad(e.sum(), q, create_graph=create_graph)
+    if not create_graph:
+        e = e.detach()
+    with torch.set_grad_enabled(create_graph):
         grad_env = torch.matmul(p, net.int_w.transpose(1, 2))  # [K, BN*C, S*T] = dE_k / d env
         gb = grad_env.view(k, bn, c_n, s_n, t_n).permute(1, 4, 0, 2, 3).reshape(bn * t_n, k * c_n, s_n)
         gb = gb.index_select(0, line_row)  # [lines, K*C, S]

@@ -146,10 +146,13 @@ class WallFitConfig(Config):
 @dataclass
 class PriorFitConfig(Config):
     """Bonded priors (harmonic bonds and angles, Fourier dihedrals) fitted by Boltzmann inversion of
-    the training block (docs/molecules.md). ``enabled: auto`` fits them when beads are bonded."""
+    the training block (docs/molecules.md). ``enabled: auto`` fits them when beads are bonded.
+    ``temperature_K`` was called ``temperature_k`` before: configs with the old key still read."""
+
+    RENAMED_KEYS: ClassVar[dict[str, str]] = {"temperature_k": "temperature_K"}
 
     enabled: bool | str = "auto"  # "auto", true or false
-    temperature_k: float | None = None  # default: the temperature the dataset records
+    temperature_K: float | None = None  # default: the temperature the dataset records
     angles: bool = True
     dihedral_terms: int = 3  # Fourier terms n = 1..M of each dihedral; 0: no dihedral prior
     exclusions: int = 2  # the wall leaves out pairs up to this many bonds apart (2: 1-2, 1-3; 3: also 1-4)
@@ -163,8 +166,8 @@ class PriorFitConfig(Config):
             raise ConfigError(f"priors.exclusions must be 0..3 bonds, got {self.exclusions}")
         if not 0 <= self.dihedral_terms <= 6:
             raise ConfigError(f"priors.dihedral_terms must be 0..6, got {self.dihedral_terms}")
-        if self.temperature_k is not None and not self.temperature_k > 0:
-            raise ConfigError(f"priors.temperature_k must be positive (K), got {self.temperature_k}")
+        if self.temperature_K is not None and not self.temperature_K > 0:
+            raise ConfigError(f"priors.temperature_K must be positive (K), got {self.temperature_K}")
 
 
 @dataclass

@@ -8,6 +8,12 @@ total model outputs, network + wall, exactly what the teacher would give in MD:
   energies split half and half between the two beads), ``energy`` E_T (F,) kJ/mol;
 * ``force_std`` (F, N, 3): the member spread (population std) of an ensemble, zeros otherwise.
 
+A hipnn-ts teacher or stacked ensemble is evaluated on batches of frames by the written-out chain
+rule of :func:`~openmm_cgkd.model.stacked.training_forward` (``create_graph=False``: no autograd
+through the pairs; the pair list, distances and sensitivities computed once for all members); other
+architectures frame by frame through the bundle's module. Both give the same labels to float32
+round-off (``tests/unit/training/test_labels_fast.py``).
+
 Their provenance names the teacher bundle (path, weights checksums and the content checksum of the
 whole bundle, :func:`openmm_cgkd.fingerprint.bundle_checksum`, kind, members), the label source
 (``ensemble`` mean or ``member K``/``teacher``), the wall and the architecture, so that a
@@ -40,10 +46,26 @@ def _device(name: str) -> torch.device:
     return torch_device(name)
 
 
+def _stacked_network(bundle, periodic: bool):
+    """The eager :class:`~openmm_cgkd.model.stacked.StackedEnsemblePotential` of a hipnn-ts bundle
+    (a teacher or student as one member), or None: another architecture, or no periodic box (the
+    batched path takes one box per frame)."""
+    from openmm_cgkd.model.potential import STACKED_ARCHITECTURES, CGPotential
+    from openmm_cgkd.model.stacked import StackedEnsemblePotential
+
+    if not periodic or bundle.manifest.architecture.get("architecture") not in STACKED_ARCHITECTURES:
+        return None
+    model = bundle.eager_model()
+    if isinstance(model, CGPotential):
+        model = StackedEnsemblePotential.from_members([model])
+    return model if isinstance(model, StackedEnsemblePotential) else None
+
+
 @torch.no_grad()
 def predict_labels(bundle, dataset: CGDataset, member: int | None = None, device: str = "auto",
-                   progress: bool = False) -> DistillationLabels:
-    """Evaluate ``bundle`` (a loaded :class:`~openmm_cgkd.bundle.Bundle`) + its wall on every frame."""
+                   progress: bool = False, batch_size: int = 8) -> DistillationLabels:
+    """Evaluate ``bundle`` (a loaded :class:`~openmm_cgkd.bundle.Bundle`) + its wall on every frame
+    (hipnn-ts networks: ``batch_size`` frames at a time, see the module docstring)."""
     from openmm_cgkd.fingerprint import bundle_checksum
 
     man = bundle.manifest
@@ -74,15 +96,45 @@ def predict_labels(bundle, dataset: CGDataset, member: int | None = None, device
     bead_e = np.empty((f, n), np.float32)
     energy = np.empty(f, np.float64)
     std = np.zeros((f, n, 3), np.float32)
+    stacked = _stacked_network(bundle, dataset.periodic)
+    net_out: dict[str, np.ndarray] = {}
+    if stacked is not None:  # the network on batches of frames, every member at once
+        from openmm_cgkd.model.stacked import training_forward
+
+        stacked = stacked.to(dev)
+        starts = range(0, f, batch_size)
+        if progress:
+            from tqdm import tqdm
+
+            starts = tqdm(starts, desc="labels (network)", unit="batch")
+        net_out = {"forces": np.empty((f, n, 3), np.float64), "bead": np.empty((f, n), np.float64),
+                   "energy": np.empty(f, np.float64)}
+        for s0 in starts:
+            batch = slice(s0, s0 + batch_size)
+            pos_b = torch.from_numpy(np.ascontiguousarray(dataset.positions[batch])).to(dev)
+            box_b = torch.from_numpy(np.ascontiguousarray(dataset.boxes[batch])).to(dev)
+            out = training_forward(stacked, types, pos_b, box_b, create_graph=False)
+            f_k, b_k, e_k = out["forces"].double(), out["bead_energies"].double(), out["energy"].double()
+            if is_ensemble and member is not None:
+                f_k, b_k, e_k = f_k[member:member + 1], b_k[member:member + 1], e_k[member:member + 1]
+            mean_f = f_k.mean(0)
+            net_out["forces"][batch] = mean_f.cpu().numpy()
+            net_out["bead"][batch] = b_k.mean(0).cpu().numpy()
+            net_out["energy"][batch] = e_k.mean(0).cpu().numpy()
+            if is_ensemble and member is None:
+                std[batch] = torch.sqrt(((f_k - mean_f) ** 2).mean(0)).float().cpu().numpy()
     frames = range(f)
     if progress:
         from tqdm import tqdm
 
-        frames = tqdm(frames, desc="labels", unit="frame")
+        frames = tqdm(frames, desc="labels" if stacked is None else "labels (wall)", unit="frame")
     for i in frames:
         pos = torch.from_numpy(dataset.positions[i]).to(dev)
         box = torch.from_numpy(dataset.boxes[i]).to(dev) if dataset.periodic else None
-        if is_ensemble and member is not None:
+        if stacked is not None:
+            e = torch.tensor(net_out["energy"][i])
+            b, frc = torch.from_numpy(net_out["bead"][i]), torch.from_numpy(net_out["forces"][i])
+        elif is_ensemble and member is not None:
             e_k, b_k, f_k = module.forward_members(types, pos, box)
             e, b, frc = e_k[member], b_k[member], f_k[member]
         elif is_ensemble:
@@ -94,9 +146,9 @@ def predict_labels(bundle, dataset: CGDataset, member: int | None = None, device
         if prior is not None:
             pe, pb, pf = prior(types, pos.double(), None if box is None else box.double())
             we, wb, wf = we.double() + pe, wb.double() + pb, wf.double() + pf
-        forces[i] = (frc.double() + wf.double()).cpu().numpy()
-        bead_e[i] = (b.double() + wb.double()).cpu().numpy()
-        energy[i] = float(e.double() + we.double())
+        forces[i] = (frc.double().cpu() + wf.double().cpu()).numpy()
+        bead_e[i] = (b.double().cpu() + wb.double().cpu()).numpy()
+        energy[i] = float(e.double().cpu() + we.double().cpu())
     prov = {
         "teacher_bundle": str(Path(bundle.path).resolve()) if bundle.path else None,
         "teacher_checksums": dict(man.checksums), "teacher_kind": man.model_kind,

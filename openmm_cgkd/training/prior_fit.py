@@ -45,7 +45,7 @@ def dataset_temperature(dataset: CGDataset, override: float | None = None) -> fl
         t = prov["protocol"].get("temperature_K")
     if t is None:
         raise ConfigError("the bonded priors are fitted at the data's temperature, but the dataset does not record "
-                          "it: set priors.temperature_k in the training config (K)")
+                          "it: set priors.temperature_K in the training config (K)")
     return float(t)
 
 
@@ -131,7 +131,7 @@ def fit_priors(dataset: CGDataset, frames: np.ndarray | None = None,
     frames = np.arange(dataset.n_frames) if frames is None else np.asarray(frames)
     if len(frames) > cfg.max_frames:
         frames = frames[np.linspace(0, len(frames) - 1, cfg.max_frames).round().astype(int)]
-    temperature = dataset_temperature(dataset, cfg.temperature_k)
+    temperature = dataset_temperature(dataset, cfg.temperature_K)
     kt = R_KJ_MOL_K * temperature
     names, types = list(dataset.type_names), dataset.bead_types
     label = lambda key: "-".join(names[k] for k in key)  # noqa: E731

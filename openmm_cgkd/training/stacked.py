@@ -14,8 +14,8 @@ One run trains the K members of a :class:`~openmm_cgkd.model.stacked.StackedEnse
   they differ by their initialisation (``seeds``);
 * K = 1 is the single-member case of the same code.
 
-Per batch the pair lists, the shared sensitivities and the wall are computed once for all K
-members (:func:`~openmm_cgkd.model.stacked.training_forward`).
+Per batch the pair lists, the shared sensitivities, the wall and the bonded priors (molecules;
+docs/molecules.md) are computed once for all K members (:func:`~openmm_cgkd.model.stacked.training_forward`).
 
 Run directory ``out`` (resumable like :mod:`.trainer`)::
 
@@ -53,11 +53,11 @@ from torch import Tensor, nn
 from openmm_cgkd.data.dataset import CGDataset
 from openmm_cgkd.fileio import atomic_path
 from openmm_cgkd.model.potential import STACKED_ARCHITECTURES, PotentialConfig
-from openmm_cgkd.model.stacked import StackedEnsemblePotential, training_forward
+from openmm_cgkd.model.stacked import StackedEnsemblePotential, joined_pairs, training_forward
 from openmm_cgkd.model.wall import WallParameters
 from openmm_cgkd.training.config import ConfigError, LossWeights, TrainerConfig
 from openmm_cgkd.training.loss import loss_terms
-from openmm_cgkd.training.model import training_wall
+from openmm_cgkd.training.model import training_prior, training_wall
 from openmm_cgkd.training.rundir import RunDir, block_ranges
 
 __all__ = ["StackedTrainable", "StackedTrainResult", "StackedAdam", "member_losses", "train_stacked", "train_single",
@@ -78,19 +78,25 @@ def is_stacked_architecture(architecture) -> bool:
 # --------------------------------------------------------------------------- the model
 
 class StackedTrainable(nn.Module):
-    """``network`` (:class:`StackedEnsemblePotential`, K members) + the shared wall, on batches.
+    """``network`` (:class:`StackedEnsemblePotential`, K members) + the shared wall + the shared
+    bonded priors, on batches.
 
     ``forward(bead_types [N], positions [B,N,3], boxes [B,3,3])`` -> ``energy [K,B]``,
-    ``bead_energies [K,B,N]``, ``forces [K,B,N,3]`` (kJ/mol, kJ/mol/nm; network + wall), with the
-    graph to the weights that a force loss needs. The wall's parameters are buffers.
+    ``bead_energies [K,B,N]``, ``forces [K,B,N,3]`` (kJ/mol, kJ/mol/nm; network + wall + priors),
+    with the graph to the weights that a force loss needs: every member learns what the fixed terms
+    leave, exactly as :class:`~openmm_cgkd.training.model.TrainablePotential`. The wall's and the
+    priors' parameters are buffers; with ``priors`` (:class:`~openmm_cgkd.model.priors.BondedPriors`
+    on ``topology``, a :class:`~openmm_cgkd.cgtopology.CGTopology` of beads ``bead_types``) the wall
+    leaves out the bonded pairs the priors own. All-zero boxes: no periodic box.
     """
 
     def __init__(self, config: PotentialConfig, num_members: int, seeds=None, wall: WallParameters | None = None,
-                 density_per_nm3: float = 0.0):
+                 density_per_nm3: float = 0.0, priors=None, topology=None, bead_types=None):
         super().__init__()
         self.network = StackedEnsemblePotential(config, num_members, seeds)
         self.wall_parameters = wall
         self.wall = training_wall(wall, density_per_nm3, config)
+        self.prior = training_prior(priors, topology, bead_types, config, self.wall)
 
     @property
     def config(self) -> PotentialConfig:
@@ -100,8 +106,12 @@ class StackedTrainable(nn.Module):
     def num_members(self) -> int:
         return self.network.num_members
 
-    def _wall_terms(self, bead_types: Tensor, positions: Tensor, boxes: Tensor) -> tuple[Tensor, Tensor]:
-        """Wall per-bead energies ``[B,N]`` and forces ``[B,N,3]``, shared by every member."""
+    def _wall_terms(self, bead_types: Tensor, positions: Tensor, boxes: Tensor,
+                    pairs: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor]:
+        """Wall per-bead energies ``[B,N]`` and forces ``[B,N,3]``, shared by every member.
+        ``pairs``: the network's :func:`~openmm_cgkd.model.stacked.joined_pairs` of the batch; when the
+        wall's cutoff is not longer than the network's, the wall's pairs are taken from them (no
+        second neighbour search: at a few hundred beads the O(N^2) search costs as much as the wall)."""
         from openmm_cgkd.training.model import TrainablePotential
 
         b, n, _ = positions.shape
@@ -109,19 +119,41 @@ class StackedTrainable(nn.Module):
         eye = torch.eye(3, dtype=positions.dtype, device=positions.device)
         with torch.enable_grad():
             flat = positions.detach().reshape(b * n, 3).clone().requires_grad_(True)
-            ei, shifts = TrainablePotential._joined_edges(self.wall.neighbors, positions.detach(), boxes)
+            if pairs is not None and self.wall.cutoff_nm <= self.network.cutoff_nm:
+                with torch.no_grad():
+                    ei, vec = pairs
+                    keep = (vec * vec).sum(1) < self.wall.cutoff_nm ** 2
+                    ei, vec = ei[:, keep], vec[keep]
+                    plain = flat.index_select(0, ei[0]) - flat.index_select(0, ei[1])
+                    shifts = vec - plain  # the periodic image, Cartesian (nm)
+            else:
+                ei, shifts = TrainablePotential._joined_edges(self.wall.neighbors, positions.detach(), boxes)
             bead = self.wall.bead_energies_from_edges(types, flat, ei, shifts, eye)
             (grad,) = torch.autograd.grad(bead.sum(), flat)
         return bead.detach().view(b, n), -grad.view(b, n, 3)
+
+    def _prior_terms(self, positions: Tensor, boxes: Tensor) -> tuple[Tensor, Tensor]:
+        """Prior per-bead energies ``[B,N]`` and forces ``[B,N,3]``, shared by every member."""
+        with torch.enable_grad():
+            pos = positions.detach().clone().requires_grad_(True)
+            bead = self.prior.bead_energies(pos, boxes)
+            (grad,) = torch.autograd.grad(bead.sum(), pos)
+        return bead.detach(), -grad
 
     def forward(self, bead_types: Tensor, positions: Tensor, boxes: Tensor) -> dict[str, Tensor]:
         dtype = self.network.model_dtype()
         pos = positions.detach().to(dtype)
         box = boxes.detach().to(dtype)
-        out = training_forward(self.network, bead_types, pos, box)
+        with torch.no_grad():  # one neighbour search per frame, for the network and the wall
+            pairs = joined_pairs(self.network.neighbors, pos, box)
+        out = training_forward(self.network, bead_types, pos, box, pairs=pairs)
         if self.wall is not None:
-            bead_w, force_w = self._wall_terms(bead_types, pos, box)
+            bead_w, force_w = self._wall_terms(bead_types, pos, box, pairs)
             out = {"bead_energies": out["bead_energies"] + bead_w, "forces": out["forces"] + force_w}
+        if self.prior is not None:
+            bead_p, force_p = self._prior_terms(pos, box)
+            out = {"bead_energies": out["bead_energies"] + bead_p, "forces": out["forces"] + force_p}
+        if self.wall is not None or self.prior is not None:
             out["energy"] = out["bead_energies"].sum(-1)
         return out
 
@@ -309,11 +341,13 @@ class StackedTrainResult:
     out: Path
     info: dict = field(default_factory=dict)
 
-    def member_potential(self, m: int, wall: WallParameters | None, density_per_nm3: float):
-        """Member ``m`` alone as a ``TrainablePotential`` (its network + ``wall``), eval mode."""
+    def member_potential(self, m: int, wall: WallParameters | None, density_per_nm3: float, priors=None,
+                         topology=None, bead_types=None):
+        """Member ``m`` alone as a ``TrainablePotential`` (its network + ``wall`` + the bonded
+        ``priors`` on ``topology``, as in the run), eval mode."""
         from openmm_cgkd.training.model import TrainablePotential
 
-        tp = TrainablePotential(self.model.network.config, wall, density_per_nm3)
+        tp = TrainablePotential(self.model.network.config, wall, density_per_nm3, priors, topology, bead_types)
         tp.network.load_state_dict(self.model.network.member(m).state_dict())
         return tp.eval()
 
@@ -425,7 +459,7 @@ def _truncate_logs(out: Path, last_epoch: int) -> None:
 def train_stacked(dataset: CGDataset, blocks: dict[str, np.ndarray], potential_config: PotentialConfig,
                   wall: WallParameters | None, weights: LossWeights | Sequence[LossWeights], cfg: TrainerConfig,
                   out: str | Path, seeds: list[int], log=print,
-                  member_labels: Sequence[CGDataset] | None = None) -> StackedTrainResult:
+                  member_labels: Sequence[CGDataset] | None = None, priors=None) -> StackedTrainResult:
     """Train ``len(seeds)`` stacked members (member k initialised from ``seeds[k]``) on
     ``blocks['train']``, validating each on ``blocks['val']``; resumable in ``out``. Returns the
     per-member best-validation weights (see the module docstring).
@@ -433,7 +467,9 @@ def train_stacked(dataset: CGDataset, blocks: dict[str, np.ndarray], potential_c
     Members learn the same targets (``weights`` one :class:`LossWeights`, labels of ``dataset``)
     or each its own: ``weights`` one per member and/or ``member_labels`` (one labelled dataset of
     the same frames per member: several students in one run). Members with the same seed must
-    then differ in their targets.
+    then differ in their targets. With the bonded ``priors``
+    (:class:`~openmm_cgkd.model.priors.BondedPriors`, on the dataset's topology) every member's
+    output is network + wall + priors, as in :func:`~openmm_cgkd.training.trainer.train_potential`.
 
     The run is keyed on a fingerprint (:func:`~openmm_cgkd.training.trainer.run_fingerprint` plus
     the member seeds and targets, in ``out/fingerprint.json``): a run made with other settings or
@@ -472,7 +508,7 @@ def train_stacked(dataset: CGDataset, blocks: dict[str, np.ndarray], potential_c
                                                                    dataset.positions[blocks["train"][:1]]):
                 raise ConfigError("each member's labelled dataset must hold the frames of the training dataset")
     _check_trainer(cfg)
-    settings = {**run_fingerprint(dataset, blocks, potential_config, wall, member_weights[0], cfg),
+    settings = {**run_fingerprint(dataset, blocks, potential_config, wall, member_weights[0], cfg, priors),
                 "stacked_members": {"seeds": seeds}}
     if not shared:
         settings["stacked_members"]["loss_weights"] = [w.as_dict() for w in member_weights]
@@ -483,7 +519,7 @@ def train_stacked(dataset: CGDataset, blocks: dict[str, np.ndarray], potential_c
         torch.set_num_threads(int(cfg.num_threads))
     device = _device(cfg)
     density = number_density(dataset.positions[blocks["train"]], dataset.boxes[blocks["train"]])
-    model = StackedTrainable(potential_config, k, seeds, wall, density)
+    model = StackedTrainable(potential_config, k, seeds, wall, density, priors, dataset.topology, dataset.bead_types)
     if str(cfg.precision).startswith("64"):
         model = model.double()
     model = model.to(device)
@@ -583,30 +619,32 @@ def train_stacked(dataset: CGDataset, blocks: dict[str, np.ndarray], potential_c
 
 def train_single(dataset: CGDataset, blocks: dict[str, np.ndarray], potential_config: PotentialConfig,
                  wall: WallParameters | None, weights: LossWeights, cfg: TrainerConfig, out: str | Path,
-                 log=print):
+                 log=print, priors=None):
     """One network of a stacked architecture trained as a one-member stacked run (seed
     ``cfg.seed``): the fast training path of :func:`~openmm_cgkd.model.stacked.training_forward`
     instead of autograd through the pairs. Returns a :class:`~openmm_cgkd.training.trainer.TrainResult`
     like :func:`~openmm_cgkd.training.trainer.train_potential`'s: the best-validation network in a
-    ``TrainablePotential`` (with the wall) and ``info`` with ``best_val_loss``, ``best_epoch``,
+    ``TrainablePotential`` (with the wall and the bonded ``priors``, which it trains with) and ``info`` with ``best_val_loss``, ``best_epoch``,
     ``epochs``, ``stopped_early``, ``metrics_csv`` (the run's ``logs/member_00.csv``) and the
     stacked run's own ``result.json`` fields. Resumable in ``out`` like :func:`train_stacked`."""
     from openmm_cgkd.training.model import number_density
     from openmm_cgkd.training.trainer import TrainResult
 
-    res = train_stacked(dataset, blocks, potential_config, wall, weights, cfg, out, [int(cfg.seed)], log=log)
+    res = train_stacked(dataset, blocks, potential_config, wall, weights, cfg, out, [int(cfg.seed)], log=log,
+                        priors=priors)
     member = res.info["members"][0]
     density = number_density(dataset.positions[blocks["train"]], dataset.boxes[blocks["train"]])
     info = {**res.info, "best_val_loss": member["best_val_loss"], "best_epoch": member["best_epoch"],
             "stopped_early": member["stopped_early"], "metrics_csv": res.info["metrics_csv"][0], "trainer": "stacked"}
-    return TrainResult(res.member_potential(0, wall, density), Path(out), info)
+    return TrainResult(res.member_potential(0, wall, density, priors, dataset.topology, dataset.bead_types),
+                       Path(out), info)
 
 
 # --------------------------------------------------------------------------- predictions
 
 @torch.no_grad()
 def predict_members(model: StackedTrainable, dataset: CGDataset, indices, batch_size: int = 8) -> list[dict]:
-    """Per-member predictions (network + wall) on frames ``indices``: a list of K dicts with
+    """Per-member predictions (network + wall + priors) on frames ``indices``: a list of K dicts with
     ``energy (F,)``, ``bead_energies (F,N)``, ``forces (F,N,3)`` (float64 numpy; kJ/mol, kJ/mol/nm)."""
     device = next(model.parameters()).device
     types = torch.from_numpy(dataset.bead_types.astype(np.int64)).to(device)

@@ -7,8 +7,9 @@ targets are used, else weight 1 for the one used. ``single-*`` variants learn fr
 by one teacher (``cgkd label --member K``, or a one-teacher bundle), ``ensemble-*`` from the
 ensemble mean. Free weights (``weights:`` in the config) override a preset's.
 
-The student reuses the teachers' wall (from the labels' provenance): the labels include it, so
-the student's network learns the same remainder as the teachers'. Its bundle records the
+The student reuses the teachers' wall and bonded priors (from the labels' provenance): the labels
+include them, so the student's network learns the same remainder as the teachers', with every
+architecture (the stacked ``hipnn-ts`` path included). Its bundle records the
 variant, the weights and the teachers it learned from.
 """
 from __future__ import annotations
@@ -156,10 +157,8 @@ def train_student(cfg: StudentConfig, dataset: CGDataset | None = None,
     out = Path(cfg.out)
     start = time.time()
     if is_stacked_architecture(p.pcfg):  # hipnn-ts: the stacked fast path
-        if p.priors is not None:
-            raise ConfigError("bonded beads (priors and wall exclusions) are not supported by the stacked "
-                              "architecture hipnn-ts yet: give the student another architecture (model:)")
-        result = train_single(p.dataset, p.blocks, p.pcfg, p.wall, p.weights, cfg.trainer, out / "run")
+        result = train_single(p.dataset, p.blocks, p.pcfg, p.wall, p.weights, cfg.trainer, out / "run",
+                              priors=p.priors)
     else:
         result = train_potential(p.dataset, p.blocks, p.pcfg, p.wall, p.weights, cfg.trainer, out / "run",
                                  priors=p.priors)
@@ -187,12 +186,13 @@ def train_students_stacked(cfgs: Sequence[StudentConfig], run_dir: str | Path, l
     for c, p in zip(cfgs, prepared):
         if not is_stacked_architecture(p.pcfg):
             raise ConfigError(f"students trained together need a stacked architecture, got {p.pcfg.architecture!r}")
-        if p.priors is not None:
-            raise ConfigError("bonded beads (priors and wall exclusions) are not supported by stacked students yet")
-        if (p.pcfg.to_dict() != first.pcfg.to_dict() or p.wall.to_dict() != first.wall.to_dict()
+        same_priors = (p.priors is None) == (first.priors is None) and (
+            p.priors is None or p.priors.to_dict() == first.priors.to_dict())
+        if (p.pcfg.to_dict() != first.pcfg.to_dict() or p.wall.to_dict() != first.wall.to_dict() or not same_priors
                 or c.split != cfgs[0].split or c.trainer != cfgs[0].trainer
                 or any(not np.array_equal(p.blocks[b], first.blocks[b]) for b in ("train", "val", "test"))):
-            raise ConfigError("students trained together must share the architecture, the teachers' wall, the split "
+            raise ConfigError("students trained together must share the architecture, the teachers' wall and priors, "
+                              "the split "
                               f"and the trainer; {c.out} differs from {cfgs[0].out}")
     dataset, blocks, wall, trainer = first.dataset, first.blocks, first.wall, cfgs[0].trainer
     Path(run_dir).mkdir(parents=True, exist_ok=True)
@@ -201,7 +201,8 @@ def train_students_stacked(cfgs: Sequence[StudentConfig], run_dir: str | Path, l
          for m, (c, p) in enumerate(zip(cfgs, prepared))], indent=1))
     start = time.time()
     res = train_stacked(dataset, blocks, first.pcfg, wall, [p.weights for p in prepared], trainer, run_dir,
-                        [int(trainer.seed)] * len(cfgs), log=log, member_labels=[p.dataset for p in prepared])
+                        [int(trainer.seed)] * len(cfgs), log=log, member_labels=[p.dataset for p in prepared],
+                        priors=first.priors)
     density = number_density(dataset.positions[blocks["train"]], dataset.boxes[blocks["train"]])
     seconds = (time.time() - start) / len(cfgs)
     results = []
@@ -217,6 +218,6 @@ def train_students_stacked(cfgs: Sequence[StudentConfig], run_dir: str | Path, l
                 "seconds_total": res.info["seconds_total"], "train_frames": res.info["train_frames"],
                 "val_frames": res.info["val_frames"]}
         (own / "result.json").write_text(json.dumps(info, indent=2))
-        results.append(_finish(c, p, TrainResult(res.member_potential(m, wall, density), own, info), seconds, own,
-                               None))
+        tp = res.member_potential(m, wall, density, first.priors, dataset.topology, dataset.bead_types)
+        results.append(_finish(c, p, TrainResult(tp, own, info), seconds, own, None))
     return results

@@ -82,7 +82,9 @@ def setup_fingerprint(cfg: TeachersConfig, dataset: CGDataset) -> dict:
     key = {"dataset": cg_dataset_digest(dataset), "split": config_to_dict(cfg.split),
            "wall": config_to_dict(cfg.wall), "model": dict(cfg.model), "seeds": cfg.member_seeds()}
     if dataset.topology.has_bonds:  # unbonded datasets keep the fingerprint they always had
-        key["priors"] = config_to_dict(cfg.priors)
+        priors = config_to_dict(cfg.priors)
+        priors["temperature_k"] = priors.pop("temperature_K")  # the name set-ups were keyed on before the rename
+        key["priors"] = priors
     return key
 
 
@@ -238,10 +240,6 @@ def train_teachers(cfg: TeachersConfig, dataset: CGDataset | None = None,
     start = time.time()
     setup = prepare_teachers(cfg, dataset)
     if is_stacked_architecture(setup["architecture"]):  # hipnn-ts: all K members in one stacked run
-        if setup.get("priors"):
-            raise ConfigError("bonded beads (priors and wall exclusions) are not supported by the stacked "
-                              f"architecture {setup['architecture']['architecture']!r} yet: use graph-network, "
-                              "equivariant-transformer or tensornet")
         return _train_teachers_stacked(cfg, dataset, setup, extra_force_refs)
     blocks = _blocks(setup)
     if not _trains_on_several_devices(cfg):
@@ -301,10 +299,12 @@ def _train_teachers_stacked(cfg: TeachersConfig, dataset: CGDataset, setup: dict
     wall = WallParameters.from_dict(setup["wall"])
     pcfg = PotentialConfig.from_dict(setup["architecture"])
     seeds = list(setup["seeds"])
+    priors = setup_priors(setup)
     if str(cfg.parallel) not in ("auto", "none", "off", "1"):
         warnings.warn(f"parallel = {cfg.parallel!r} is ignored: stacked members train together in one process",
                       stacklevel=2)
-    res = train_stacked(dataset, blocks, pcfg, wall, TEACHER_WEIGHTS, cfg.trainer, out / "stacked", seeds)
+    res = train_stacked(dataset, blocks, pcfg, wall, TEACHER_WEIGHTS, cfg.trainer, out / "stacked", seeds,
+                        priors=priors)
     stacked = res.model
     k = stacked.num_members
     bead_types = dataset_bead_types(dataset)
@@ -314,18 +314,18 @@ def _train_teachers_stacked(cfg: TeachersConfig, dataset: CGDataset, setup: dict
     members, member_bundles = [], []
     for m in range(k):
         single: CGPotential = stacked.network.member(m)
-        members.append(res.member_potential(m, wall, density))
+        members.append(res.member_potential(m, wall, density, priors, dataset.topology, dataset.bead_types))
         bundle = member_dir(out, m) / "bundle"
         member_bundles.append(bundle)
         if not (bundle / "manifest.yaml").is_file():
             training = {"stage": "teacher", "member": m, "seed": seeds[m], "stacked_run": "stacked",
                         "loss_weights": TEACHER_WEIGHTS.as_dict(), "dataset": provenance,
                         "trainer": config_to_dict(cfg.trainer), "result": res.info["members"][m],
-                        "wall_fit": setup["wall_fit"], **code_provenance()}
+                        "wall_fit": setup["wall_fit"], "prior_fit": setup.get("prior_fit"), **code_provenance()}
             save_bundle(bundle, single, bead_types=bead_types, wall=wall, model_kind="teacher",
                         variant=f"teacher member {m} (seed {seeds[m]}, stacked)", training=training,
                         description=f"CG teacher {m} of {k}: trained on mapped AA forces only (stacked run)",
-                        overwrite=True, temperature_K=dataset.temperature_K)
+                        overwrite=True, periodic=dataset.periodic, priors=priors, temperature_K=dataset.temperature_K)
 
     test = blocks["test"] if len(blocks["test"]) else blocks["val"]
     preds = predict_members(stacked, dataset, test, cfg.trainer.batch_size)
@@ -347,7 +347,7 @@ def _train_teachers_stacked(cfg: TeachersConfig, dataset: CGDataset, setup: dict
 
     training = {"stage": "teachers", "stacked": True, "seeds": seeds, "loss_weights": TEACHER_WEIGHTS.as_dict(),
                 "dataset": provenance, "trainer": config_to_dict(cfg.trainer), "wall_fit": setup["wall_fit"],
-                "members": res.info["members"], "stacked_run": res.info,
+                "prior_fit": setup.get("prior_fit"), "members": res.info["members"], "stacked_run": res.info,
                 "member_bundles": [os.path.relpath(p, out) for p in member_bundles],
                 "test_metrics": {"ensemble_forces_vs_aa": metrics["ensemble"]["forces_vs_aa"]},
                 "seconds": round(time.time() - start, 1), **code_provenance()}
@@ -360,7 +360,7 @@ def _train_teachers_stacked(cfg: TeachersConfig, dataset: CGDataset, setup: dict
                 variant=f"ensemble of {k} teachers (stacked)" if k > 1 else "single teacher",
                 training=training, description=f"CG teacher ensemble ({k} stacked hipnn-ts members, seeds {seeds}): "
                                                "member means of energies and forces", overwrite=True,
-                temperature_K=dataset.temperature_K)
+                periodic=dataset.periodic, priors=priors, temperature_K=dataset.temperature_K)
     write_json(out / "teachers.json", {"ensemble_bundle": os.path.relpath(ensemble_bundle, out), **training},
                indent=2, portable=True)
     return TeachersResult(out, ensemble_bundle, member_bundles, members, blocks, metrics)

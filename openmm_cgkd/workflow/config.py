@@ -305,18 +305,19 @@ def student_plan(cfg: PipelineConfig) -> dict[str, dict]:
     return plan
 
 
-def analysis_settings(cfg: PipelineConfig):
+def analysis_settings(cfg: PipelineConfig, with_dataset: bool = True):
     """The :class:`~openmm_cgkd.analysis.report.AnalysisSettings` of the analysis: ``analysis:``
     plus ``discard_frames`` from ``md.discard_ps`` (frames of the analysed trajectory, after
     ``analysis.stride``: the frames whose time is below discard_ps); ADF cutoffs, when
-    ``analysis.adf_cutoffs`` is not set, the first shells of the dataset's g(r) (never the DES's)."""
+    ``analysis.adf_cutoffs`` is not set, the first shells of the dataset's g(r) (never the DES's).
+    ``with_dataset=False``: without those ADF cutoffs (a config whose dataset the aa stage makes)."""
 
     data = dict(cfg.analysis)
     if cfg.md.discard_ps is not None:
         frame_ps = cfg.md.interval_steps * cfg.md.timestep_fs / 1000.0 * int(data.get("stride", 1))
         data["discard_frames"] = int(math.ceil(cfg.md.discard_ps / frame_ps - 1e-9))
     settings = config_from_dict(AnalysisSettings, data, "analysis")
-    if settings.adf_cutoffs is None:
+    if settings.adf_cutoffs is None and with_dataset:
         settings = settings.with_adf_cutoffs(load_reference(cfg.dataset, stride=settings.reference_stride,
                                                             max_frames=settings.reference_max_frames))
     return settings

@@ -243,7 +243,9 @@ def best_student(analysis: AnalysisResult, students: StudentsResult, runs: MDRes
                  rules: StatisticsConfig | None = None) -> tuple[str, str]:
     """The ensemble-distilled student to ship, by a rule fixed before the results: (variant, why).
 
-    1. the fewest failed replicas (as a fraction), then stable before not stable;
+    1. the fewest failed replicas (as a fraction), then stable before not stable, then passing
+       the contact gate (:func:`~openmm_cgkd.analysis.contacts.contact_gate`) before failing it
+       (where the contacts were measured);
     2. of those, the one significantly lower than every other in at least one TAE and
        significantly higher in none (t-tests, paired where the replicas share starts and seeds,
        Holm's correction over every comparison of every pair of candidates in every TAE);
@@ -261,6 +263,11 @@ def best_student(analysis: AnalysisResult, students: StudentsResult, runs: MDRes
         left = {v: a for v, a in left.items() if a.stable}
     dropped = sorted(set(cands) - set(left))
     pre = f"{', '.join(dropped)} left out (more failed replicas or not stable); " if dropped else ""
+    gated = {v: contact_gate(a.coordination).passed for v, a in left.items() if a.coordination}
+    if any(gated.values()):
+        failing = sorted(v for v, ok in gated.items() if not ok)
+        left = {v: a for v, a in left.items() if gated.get(v, True)}
+        pre += f"{', '.join(failing)} left out (failed the contact gate); " if failing else ""
     if len(left) == 1:
         (v,) = left
         return v, (pre + "the only candidate left") if pre else "the only ensemble-distilled student"
@@ -388,8 +395,9 @@ def findings_markdown(analysis: AnalysisResult, students: StudentsResult, runs: 
             rules_markdown(rules), ""]
     floor = analysis.noise_floor
     if floor is not None:
-        head += [f"Noise floor (blocks of {floor.block_frames} reference frames, as many as a replica is scored "
-                 f"on, against the other half of the reference; {floor.n_blocks} blocks): "
+        span = f"{floor.block_ps:g} ps, " if floor.block_ps is not None else ""
+        head += [f"Noise floor (blocks of {span}{floor.block_frames} reference frames, as long as the part of a replica "
+                 f"that is scored, against the other half of the reference; {floor.n_blocks} blocks): "
                  + ", ".join(f"{k.upper()} {floor.summary[k].mean:.3f} +- {floor.summary[k].std:.3f}"
                              for k in kinds if k in floor.summary)
                  + ". A model TAE near it cannot be told from the AA reference.", ""]

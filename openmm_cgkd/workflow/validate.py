@@ -8,7 +8,8 @@ settings, the AA system and protocol) and checks what the inputs allow before an
 * ``out`` is a directory that can be written (not a file, not under one, not read-only);
 * ``--only`` names stages whose predecessors are done (a marker in ``<out>/stages/``);
 * the trainer, teachers, students, model (``base``, keys, ranges) and analysis settings;
-* the AA stage's system definition, mapping and protocol when the dataset does not exist yet;
+* the AA stage's system definition, mapping and protocol when the dataset does not exist yet
+  (for a system given by its structure: its System built, and the mapping compiled on it);
 * with the dataset at hand: its forces (41.84x off, all zero), and boxes at least twice the
   model's cutoff wide.
 
@@ -24,6 +25,7 @@ from pathlib import Path
 from openmm_cgkd.config import ConfigError, config_from_dict
 from openmm_cgkd.workflow.cache import STAGES
 from openmm_cgkd.workflow.config import PipelineConfig, analysis_settings, trainer_settings
+from openmm_cgkd.workflow.stages.data import aa_protocol
 
 __all__ = ["check_pipeline"]
 
@@ -63,34 +65,46 @@ def _check_training(cfg: PipelineConfig, out: Path) -> None:
                                      "trainer": trainer_settings(cfg, cfg.students.trainer)}, "students")
 
 
+def _reaches_md(only: list[str] | None) -> bool:
+    """Whether the run goes on to the md stage (and the analysis after it)."""
+    return not only or max(STAGES.index(s) for s in only) >= STAGES.index("md")
+
+
 def _check_aa(cfg: PipelineConfig) -> None:
     if Path(cfg.dataset).is_file():
         return
     if cfg.aa is None or not cfg.aa.system:
         raise ConfigError(f"dataset {cfg.dataset} does not exist and there is no `aa:` section (with `system:`) "
                           "to make it")
-    from dataclasses import fields
-
-    from openmm_cgkd.data.aamd import Protocol
     from openmm_cgkd.data.systemdef import SystemDefinition
     from openmm_cgkd.errors import MissingFileError
 
     sysdef = SystemDefinition.from_yaml(cfg.aa.system)
     if cfg.aa.molecules is not None:
+        if sysdef.kind != "opls":
+            raise ConfigError(f"aa.molecules: {cfg.aa.system} is a {sysdef.kind} system given by its structure "
+                              f"({sysdef.structure_path.name}, {sysdef.n_molecules} molecules); only a packed "
+                              "system (an OPLS molecule file) is resized: remove aa.molecules")
         sysdef.resized(n_molecules=cfg.aa.molecules)
-    known = {f.name for f in fields(Protocol)}
-    unknown = sorted(set(cfg.aa.protocol) - known)
-    if unknown:
-        raise ConfigError(f"aa.protocol: unknown key(s) {unknown}; known: {sorted(known)}")
-    config = {"temperature_K": sysdef.temperature_K, "timestep_fs": sysdef.timestep_fs,
-              "friction_per_ps": sysdef.friction_per_ps, "seed": cfg.aa.seed, **cfg.aa.protocol}
-    try:
-        Protocol(**config).validate()
-    except TypeError as exc:
-        raise ConfigError(f"aa.protocol: {exc}") from None
+    aa_protocol(cfg.aa, sysdef)  # exactly as the stage builds it
     mapping = cfg.aa.mapping or sysdef.mapping_path
     if not mapping or not Path(mapping).is_file():
         raise MissingFileError(f"aa.mapping: mapping spec not found: {mapping or '(none given)'}")
+    if sysdef.kind != "opls":  # a given structure: its System and its map are known now, not after the AA MD
+        _check_structure_map(sysdef, Path(mapping))
+
+
+def _check_structure_map(sysdef, mapping: Path) -> None:
+    """Build the System of a structure system (a residue the force field lacks is refused) and
+    compile the mapping on its topology (a residue the mapping lacks, a constraint across beads)."""
+    import mdtraj as md
+    import numpy as np
+
+    from openmm_cgkd.data.mapping import CGMap, MappingSpec
+
+    top, system = sysdef.create_openmm()
+    masses = np.array([system.getParticleMass(i)._value for i in range(system.getNumParticles())])  # dalton
+    CGMap.from_topology(MappingSpec.from_yaml(mapping), md.Topology.from_openmm(top), masses)
 
 
 def _check_model_and_data(cfg: PipelineConfig) -> None:
@@ -120,6 +134,8 @@ def check_pipeline(cfg: PipelineConfig, only: list[str] | None = None) -> None:
     _check_out(out)
     _check_only(cfg, out, only)
     _check_training(cfg, out)
-    analysis_settings(cfg)
+    to_md = _reaches_md(only)
+    # the ADF cutoffs come from the dataset's g(r): only when it exists and the md stage is wanted
+    analysis_settings(cfg, with_dataset=Path(cfg.dataset).is_file() and to_md)
     _check_aa(cfg)
     _check_model_and_data(cfg)

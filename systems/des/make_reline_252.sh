@@ -44,7 +44,7 @@ if [ "$COMMIT_EVERY_S" -gt 0 ]; then
 fi
 
 status=0
-uv run cgkd aa-run --molecules 252 --run-dir "$RUN" \
+uv run --quiet cgkd aa-run --molecules 252 --run-dir "$RUN" \
     --anneal-ps 50 --anneal-temperature 450 --equilibration-ps 1000 \
     --production-ps 1500 --frame-interval-ps 1 --checkpoint-every 10 \
     --timestep 4 --hydrogen-mass 3 --platform CPU --threads 2 --seed 2027 \

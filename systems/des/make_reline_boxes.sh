@@ -52,7 +52,7 @@ for box in "${BOXES[@]}"; do
         COMMITTER=$!
     fi
     status=0
-    uv run cgkd aa-run --molecules 252 --run-dir "$RUN" --seed $((3000 + box)) \
+    uv run --quiet cgkd aa-run --molecules 252 --run-dir "$RUN" --seed $((3000 + box)) \
         --hot-ps 1000 --anneal-temperature 500 --anneal-ps 100 --equilibration-ps 1000 \
         --production-ps 500 --frame-interval-ps 1 --checkpoint-every 10 \
         --timestep 4 --hydrogen-mass 3 --platform CPU --threads "$THREADS" \

@@ -103,7 +103,7 @@ def _copy_restart_set(dst: Path) -> None:
 def _script_arguments():
     """The `cgkd aa-run` arguments of systems/des/make_reline_252.sh, which resumes the run."""
     text = (ROOT / "systems" / "des" / "make_reline_252.sh").read_text()
-    cmd = re.search(r"uv run cgkd (aa-run .*?)>>", text, re.S).group(1)
+    cmd = re.search(r"uv run (?:--quiet )?cgkd (aa-run .*?)>>", text, re.S).group(1)
     return shlex.split(cmd.replace("\\\n", " ").replace('"$RUN"', str(REAL.relative_to(ROOT))))
 
 

@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from bad_pipeline_configs import CASES as PIPELINE_CASES
+from bad_pipeline_configs import MODEL, save_datasets, sound_config, with_changes
 
 ROOT = Path(__file__).resolve().parents[2]
 SYSTEM = ROOT / "systems" / "des" / "system.yaml"
@@ -35,7 +37,6 @@ def files(tmp_path_factory):
     from openmm_cgkd.bundle import build_untrained_bundle, untrained_config
     from openmm_cgkd.bundle.manifest import MANIFEST_CHECKSUM, manifest_content_sha256
     from openmm_cgkd.topology import bead_topology_from_counts, write_bead_pdb
-    from openmm_cgkd.training.synthetic import make_synthetic_system
 
     d = tmp_path_factory.mktemp("probe")
     f: dict[str, Path] = {"dir": d}
@@ -66,19 +67,13 @@ def files(tmp_path_factory):
     f["coincident_pdb"] = write_bead_pdb(d / "coincident.pdb", top, same)
     f["angstrom_pdb"] = write_bead_pdb(d / "angstrom.pdb", top, pos * 10)
 
-    syn = make_synthetic_system(n_beads=(6, 6), box_nm=1.9, n_frames=12, steps_per_frame=5,
-                                equilibration_steps=20, seed=3)
-    f["dataset"] = syn.dataset.save(d / "cg.h5")
-    syn.dataset.forces = syn.dataset.forces / 41.84
-    f["kcal_dataset"] = syn.dataset.save(d / "kcal.h5")
+    f["dataset"], f["kcal_dataset"] = save_datasets(d)
     f["truncated_h5"] = d / "truncated.h5"
     f["truncated_h5"].write_bytes(f["dataset"].read_bytes()[:2000])
 
     f["a_file"] = d / "a_file"
     f["a_file"].write_text("not a directory\n")
-    model = {"architecture": "graph-network", "embedding_dim": 8, "num_layers": 1, "num_rbf": 4,
-             "rbf_type": "gauss", "cutoff_nm": 0.6}
-    teachers = {"dataset": str(f["dataset"]), "out": str(d / "teachers"), "members": 1, "model": model,
+    teachers = {"dataset": str(f["dataset"]), "out": str(d / "teachers"), "members": 1, "model": MODEL,
                 "trainer": {"max_epochs": 1, "accelerator": "cpu", "num_threads": 1}}
 
     def config(name, base, **changes):
@@ -107,19 +102,12 @@ def files(tmp_path_factory):
                "trainer": {"max_epochs": 1, "accelerator": "cpu"}}
     f["s_precision"] = config("s_precision", student, **{"trainer.precision": "half"})
     f["s_unlabelled"] = config("s_unlabelled", student)
-    pipeline = {"out": str(d / "pipe"), "dataset": str(f["dataset"]), "model": model,
-                "trainer": {"max_epochs": 1, "accelerator": "cpu"}, "teachers": {"members": 2},
-                "md": {"steps": 20, "report_interval": 5}}
-    f["p_analysis"] = config("p_analysis", pipeline, analysis={"rdf_bin_widht": 0.01})
-    f["p_out_file"] = config("p_out_file", pipeline, out=str(f["a_file"]))
-    f["p_timestep"] = config("p_timestep", pipeline, **{"md.timestep_fs": 10.0})
-    f["p_interval"] = config("p_interval", pipeline, **{"md.report_interval": 50})
+    pipeline = sound_config(d / "pipe", f["dataset"])
+    paths = {"kcal": f["kcal_dataset"], "a_file": f["a_file"]}
+    for case, changes, _, _ in PIPELINE_CASES:
+        f[f"p_{case}"] = d / f"p_{case}.yaml"
+        f[f"p_{case}"].write_text(yaml.safe_dump(with_changes(pipeline, changes, paths)))
     f["p_fresh"] = config("p_fresh", pipeline, out=str(d / "fresh"))
-    f["p_members"] = config("p_members", pipeline, teachers={"members": "two"})
-    f["p_threads"] = config("p_threads", pipeline, **{"trainer.num_threads": 0})
-    f["p_kcal"] = config("p_kcal", pipeline, dataset=str(f["kcal_dataset"]))
-    f["p_wide_cutoff"] = config("p_wide_cutoff", pipeline, **{"model.cutoff_nm": 1.2})
-    f["p_md_platform"] = config("p_md_platform", pipeline, **{"md.platform": "GPU"})
 
     text = SYSTEM.read_text().replace("opls-des.yaml", str(SYSTEM.parent / "opls-des.yaml")) \
         .replace("mapping.yaml", str(SYSTEM.parent / "mapping.yaml"))
@@ -191,17 +179,9 @@ TABLE = [
     ("label-truncated-dataset", ["label", "--dataset", "{truncated_h5}", "--teachers", "{bundle}",
                                  "--out", "{dir}/l.h5"], 2, "", S),
     # ---- pipeline: one validation pass before any stage
-    ("pipeline-analysis-typo", ["pipeline", "{p_analysis}"], 2, "analysis", ""),
-    ("pipeline-out-is-a-file", ["pipeline", "{p_out_file}"], 2, "is a file, not a directory", ""),
-    ("pipeline-10fs-unchecked", ["pipeline", "{p_timestep}"], 2, "beyond the 4 fs", ""),
-    ("pipeline-interval-beyond-run", ["pipeline", "{p_interval}"], 2, "longer than the run", ""),
-    ("pipeline-members-two", ["pipeline", "{p_members}"], 2, "members must be an integer", ""),
-    ("pipeline-md-platform", ["pipeline", "{p_md_platform}"], 2, "md.platform must be one of", ""),
-    ("pipeline-num-threads-0", ["pipeline", "{p_threads}"], 2, "num_threads must be >= 1", S),
+    *[(f"pipeline-{case}", ["pipeline", "{p_" + case + "}"], 2, text, slow) for case, _, text, slow in PIPELINE_CASES],
     ("pipeline-only-md-fresh", ["pipeline", "{p_fresh}", "--only", "md"], 2, "have not run", S),
     ("pipeline-only-unknown", ["pipeline", "{p_fresh}", "--only", "mdd"], 2, "unknown stage", S),
-    ("pipeline-kcal-forces", ["pipeline", "{p_kcal}"], 2, "implausibly SMALL", S),
-    ("pipeline-box-under-2-cutoffs", ["pipeline", "{p_wide_cutoff}"], 2, "narrower than twice", S),
     # ---- all-atom commands
     ("aa-run-system-typo", ["aa-run", "--system", "{sys_typo}", "--run-dir", "{dir}/aa1"], 2,
      "unknown key(s) ['temperture_K']", ""),
@@ -323,8 +303,9 @@ def _api_report_beyond_run(ff, tmp_path):
     from openmm_cgkd.md.simulation import run_simulation
 
     top, pos = _lattice()
-    run_simulation(ff.create_simulation(top, pos, platform="CPU", threads=1), 10, tmp_path / "r",
-                   report_interval=50, progress=False)
+    # the untrained bundle records no temperature: give one, so the report interval is what is refused
+    run_simulation(ff.create_simulation(top, pos, temperature=298.1, platform="CPU", threads=1), 10,
+                   tmp_path / "r", report_interval=50, progress=False)
 
 
 API = [("positions-x10", _api_positions_x10, "Angstrom"), ("coincident", _api_coincident, "apart"),

@@ -36,7 +36,7 @@ def test_liquid_of_three_bead_molecules_through_the_cli(tmp_path, capsys):
     assert np.allclose(ds.masses[:3], [15.035 + 14.027, 2 * 14.027, 15.035 + 14.027])  # from --masses, not elements
 
     (tmp_path / "teachers.yaml").write_text("dataset: cg.h5\nout: teachers\nmembers: 2\n"
-                                            f"priors: {{temperature_k: {TEMPERATURE_K}}}\n" + MODEL + TRAINER)
+                                            f"priors: {{temperature_K: {TEMPERATURE_K}}}\n" + MODEL + TRAINER)
     (tmp_path / "student.yaml").write_text("dataset: labelled.h5\nout: student\nvariant: ensemble-e-ft-faa\n"
                                            + TRAINER)
     assert main(["train-teachers", str(tmp_path / "teachers.yaml")]) == 0
@@ -82,8 +82,8 @@ def test_liquid_of_three_bead_molecules_through_the_cli(tmp_path, capsys):
     write_bead_pdb(tmp_path / "nobonds.pdb", bead_topology(names, ds.boxes[-1]), ds.positions[-1])
     capsys.readouterr()
     assert main(["simulate", "--bundle", str(tmp_path / "student" / "bundle"), "--structure",
-                 str(tmp_path / "nobonds.pdb"), "--steps", "10", "--out", str(tmp_path / "md2"), "--platform", "CPU",
-                 "--no-progress"]) == 2
+                 str(tmp_path / "nobonds.pdb"), "--steps", "10", "--report-interval", "5", "--out", str(tmp_path / "md2"),
+                 "--platform", "CPU", "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert "cgkd simulate: error:" in err and "no bonds" in err and "Traceback" not in err
 
@@ -99,7 +99,7 @@ def test_molecule_in_vacuum_maps_trains_serves_and_runs(tmp_path, capsys):
     ds = _map(inp, tmp_path / "cg.h5", capsys, frame_ps=0.05)  # no box: no longer refused
     assert not ds.periodic and ds.topology.n_bonds == 2
     (tmp_path / "teachers.yaml").write_text("dataset: cg.h5\nout: teachers\nmembers: 1\n"
-                                            f"priors: {{temperature_k: {TEMPERATURE_K}}}\n" + MODEL + TRAINER)
+                                            f"priors: {{temperature_K: {TEMPERATURE_K}}}\n" + MODEL + TRAINER)
     assert main(["train-teachers", str(tmp_path / "teachers.yaml")]) == 0
     bundle = tmp_path / "teachers" / "ensemble"
     b = load_bundle(bundle)

@@ -122,11 +122,12 @@ def test_report_has_every_part_and_stage_times(study):
     root, results, _ = study
     out = root / "study"
     text = (out / "report.md").read_text()
+    floor = results["analysis"].noise_floor
     for part in ("| model | replicas | RDF | ADF | CDF |", "0 of 2 replicas failed", "0 of 1 replicas failed",
                  "## Time step check", "| student-ensemble-e-ft-faa | 4 |", "## Training", "learning_curves.png",
                  "rdf_overlay.png", "cdf_overlay.png", "energy_equilibration.png", "## Wall time per stage",
                  "| teachers |", "| md |", "ns/day", "cdf_time",
-                 "## The method's findings, checked", "Noise floor (blocks of 4 reference frames",
+                 "## The method's findings, checked", f"Noise floor (blocks of {floor.block_ps:g} ps, {floor.block_frames} reference frames",
                  "| the student matches the ensemble | student-ensemble-e-ft-faa vs ensemble-2 |",
                  "| the ensemble beats a single teacher | ensemble-2 vs the teachers' mean |",
                  "## Reference check (has the AA reference rearranged?)", "## Contacts below the AA's closest contact",
@@ -142,10 +143,11 @@ def test_report_has_every_part_and_stage_times(study):
         assert {"merge:A", "merge:B", "energy"} <= set(a.drift), name
         assert a.drift["energy"]["change"]["n"] == results["analysis"].models[name].n_replicas
     assert "## Drift from t = 0" in text and "Equilibration discard chosen from the reference model" in text
-    # 17 reference frames, replicas scored on 4: two blocks of 4 in each half
-    floor = results["analysis"].noise_floor
-    assert floor.block_frames == 4 and floor.n_blocks == 4 and floor.summary["rdf"].mean > 0
-    assert json.loads((out / "analysis" / "noise_floor.json").read_text())["floor"]["n_blocks"] == 4
+    # replicas scored on 4 frames 0.04 ps apart (0.16 ps); 17 reference frames 0.1625 ps apart (0.4-3 ps):
+    # blocks of 0.16 ps are 1 reference frame, eight blocks in each half (sized in time, not in frames)
+    assert floor.block_ps == pytest.approx(0.16) and floor.block_frames == 1 and floor.n_blocks == 16
+    assert floor.summary["rdf"].mean > 0
+    assert json.loads((out / "analysis" / "noise_floor.json").read_text())["floor"]["n_blocks"] == 16
     for png in ("learning_curves.png", "tae_comparison.png", "analysis/rdf_overlay.png", "analysis/cdf_overlay.png",
                 "analysis/energy_equilibration.png", "analysis/student-ensemble-e-ft-faa/cdf_time.png"):
         assert (out / png).stat().st_size > 5000, png
@@ -167,7 +169,7 @@ def test_ship_from_pipeline_reads_the_typed_stage_results(study, tmp_path, monke
     ship = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(ship)
     monkeypatch.setattr(ship, "HERE", tmp_path)
-    written = ship.ship(root / "study", "best", "tiny")  # the report's choice, by its fixed rule
+    written = ship.ship(root / "study", "best", "tiny", allow_failing_gate=True)  # the report's choice
     assert written == [tmp_path / "tiny-teachers", tmp_path / "tiny-student"]
     variant, why = best_student(results["analysis"], results["students"], results["md"])
     assert variant in ("ensemble-e-ft-faa", "ensemble-ft-faa")
@@ -178,7 +180,7 @@ def test_ship_from_pipeline_reads_the_typed_stage_results(study, tmp_path, monke
     assert f"variant `{variant}`; shipped as the study's student: {why}" in card
     rdf = results["analysis"].models[f"student-{variant}"].summary["rdf"]
     assert f"| student-{variant} | 0 of 2 replicas failed | {rdf['mean']:.3f} +- {rdf['std']:.3f} |" in card
-    assert "| ensemble-2 |" in card and "| teacher-00 |" in card and "AA noise floor (blocks of 4" in card
+    assert "| ensemble-2 |" in card and "| teacher-00 |" in card and "AA noise floor (blocks of 0.16 ps, 1 reference frames" in card
     assert "ns/day in OpenMM MD (CPU platform, 24 beads, 4 fs step, 1 thread(s) per replica" in card
     assert "WITHOUT reaching early stopping" in card  # 1 epoch: the card says the model is not converged
     assert "## Contacts closer than the AA's closest contact" in card and "Contact gate (every pair at most 2 x" in card
@@ -186,6 +188,23 @@ def test_ship_from_pipeline_reads_the_typed_stage_results(study, tmp_path, monke
     manifest = yaml.safe_load((tmp_path / "tiny-student" / "manifest.yaml").read_text())
     assert manifest["training"]["teachers"]["teacher_bundle"] == "../tiny-teachers"
     assert (tmp_path / "tiny-teachers" / "continuity.npz").is_file()
+
+
+def test_ship_from_pipeline_refuses_a_model_that_fails_the_contact_gate(study, tmp_path, monkeypatch):
+    import importlib.util
+
+    from openmm_cgkd.analysis import contacts
+
+    root, _, _ = study
+    spec = importlib.util.spec_from_file_location("ship_from_pipeline", ROOT / "models" / "ship_from_pipeline.py")
+    ship = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ship)
+    monkeypatch.setattr(ship, "HERE", tmp_path)
+    failing = contacts.ContactGate(False, ("A-B: 0.1100 B per A below 0.350 nm (AA 0.0020)",), 2.0, 0.001)
+    monkeypatch.setattr(contacts, "contact_gate", lambda coordination, *a: failing)
+    with pytest.raises(SystemExit, match="fails the contact gate .*A-B: 0.1100 B per A"):
+        ship.ship(root / "study", "ensemble-e-ft-faa", "tiny")
+    assert not (tmp_path / "tiny-teachers").exists()  # refused before anything is copied
 
 
 def test_status_reads_where_the_run_stands(study, tmp_path, capsys):

@@ -16,7 +16,7 @@ from openmm_cgkd.fileio import absolute_paths, file_reference, make_portable, re
 from openmm_cgkd.fileio import file_sha256 as sha256_file
 
 ROOT = Path(__file__).resolve().parents[2]
-TEXT_SUFFIXES = {".yaml", ".yml", ".json", ".md", ".csv", ".txt"}
+TEXT_SUFFIXES = {".yaml", ".yml", ".json", ".md", ".csv", ".txt", ".log"}
 
 
 def _h5_records(path: Path) -> list:
@@ -200,8 +200,9 @@ def test_a_mapped_dataset_names_its_inputs_relative_to_itself(tmp_path):
     md.Trajectory(pos, md.load_topology(str(pdb)), unitcell_lengths=np.full((frames, 3), box),
                   unitcell_angles=np.full((frames, 3), 90.0)).save_dcd(str(tmp_path / "aa" / "traj.dcd"))
     mapping = (ROOT / "systems" / "des" / "mapping.yaml").resolve()  # given by an absolute path
+    masses = np.array([a.element.mass for a in md.load_topology(str(pdb)).atoms])  # test data: all-atom
     aa = load_trajectory(tmp_path / "aa" / "traj.dcd", pdb, forces=tmp_path / "aa" / "forces.npy", timestep_ps=1.0,
-                         check_units=False)  # a dilute toy box
+                         check_units=False, masses=masses)  # a dilute toy box
     out = map_trajectory(aa, MappingSpec.from_yaml(mapping)).save(tmp_path / "cg" / "cg.h5")
 
     assert not _scan(tmp_path / "cg")

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from openmm_cgkd.errors import MissingFileError, UsageError
@@ -110,3 +111,54 @@ print(shipped_bundles(), get_system("des").type_names)
 
 def test_resource_error_is_a_missing_file_error():
     assert issubclass(ResourceNotFoundError, MissingFileError) and ResourceNotFoundError.exit_code == 2
+
+
+def test_dipeptide_registry_is_not_periodic_and_its_masses_are_the_mapped_atoms():
+    """The dipeptide is registered without a box; its bead masses are those the mapping gives the
+    amber14 atoms of its structure (OpenMM's force field masses, not element tables)."""
+    import openmm.app as app
+    from openmm import unit
+
+    from openmm_cgkd.config import ConfigError
+    from openmm_cgkd.data.mapping import CGMap, MappingSpec
+    from openmm_cgkd.systems import SystemSpec
+
+    dip = get_system("dipeptide")
+    assert "dipeptide" in system_names() and not dip.periodic and get_system("des").periodic
+    with pytest.raises(UsageError, match="not periodic"):
+        dip.bead_density_per_nm3
+    with pytest.raises(UsageError, match="not periodic"):
+        dip.lattice(6)
+    for role in ("aa_system", "mapping", "ramachandran", "cg_start"):
+        assert dip.file(role).is_file()
+    spec = MappingSpec.from_yaml(dip.file("mapping"))
+    assert spec.type_names == dip.type_names
+    assert {t: (b.residue_name, b.atom_name) for t, b in zip(dip.type_names, dip.bead_types())} == spec.bead_names
+    pdb = app.PDBFile(str(dip.directory / "ala2.pdb"))
+    omm = app.ForceField("amber14-all.xml", "implicit/gbn2.xml").createSystem(pdb.topology)
+    masses = [omm.getParticleMass(i).value_in_unit(unit.dalton) for i in range(omm.getNumParticles())]
+    residues = [(r.name, [(a.index, a.name) for a in r.atoms()]) for r in pdb.topology.residues()]
+    cgmap = CGMap.build(spec, residues, np.asarray(masses))
+    assert cgmap.n_beads == 6
+    per_type = [float(cgmap.bead_masses[cgmap.bead_types == t].mean()) for t in range(len(dip.type_names))]
+    assert [b.mass_dalton for b in dip.bead_types()] == pytest.approx(per_type, abs=1e-6)
+    assert dip.counts(6) == {n: int(np.sum(cgmap.bead_types == t)) for t, n in enumerate(dip.type_names)}
+    # a box needs both numbers
+    with pytest.raises(ConfigError, match="both molecules and box_nm"):
+        SystemSpec.from_dict({"name": "x", "bead_types": [{"name": "A", "residue_name": "A", "mass_dalton": 10.0}],
+                              "box_nm": 3.0})
+
+
+def test_dipeptide_start_structure_is_its_six_bonded_beads():
+    from openmm_cgkd.analysis.ramachandran import RamachandranSpec, phi_psi
+    from openmm_cgkd.topology import read_bead_pdb, topology_bonds, topology_bead_names
+
+    dip = get_system("dipeptide")
+    top, pos, box = read_bead_pdb(dip.file("cg_start"))
+    assert box is None and pos.shape == (6, 3)
+    assert [a for _, a in topology_bead_names(top)] == ["C", "N", "CA", "CB", "C", "N"]
+    assert sorted(map(tuple, np.sort(topology_bonds(top), axis=1).tolist())) == [(0, 1), (1, 2), (2, 3), (2, 4), (4, 5)]
+    d = np.linalg.norm(pos[[0, 1, 2, 2, 4]] - pos[[1, 2, 3, 4, 5]], axis=1)
+    assert np.all((d > 0.1) & (d < 0.2))  # backbone bonds, nm
+    phi, psi = phi_psi(pos[None], RamachandranSpec.from_yaml(dip.file("ramachandran")))
+    assert -180.0 <= phi[0] < 180.0 and -180.0 <= psi[0] < 180.0

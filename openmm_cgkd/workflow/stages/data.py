@@ -14,29 +14,41 @@ from openmm_cgkd.data.mapping import MappingSpec, map_trajectory
 from openmm_cgkd.data.systemdef import SystemDefinition
 from openmm_cgkd.fileio import file_sha256, read_json, write_json
 from openmm_cgkd.fingerprint import cg_dataset_digest
-from openmm_cgkd.workflow.config import PipelineConfig
+from openmm_cgkd.workflow.config import AAConfig, PipelineConfig
 from openmm_cgkd.workflow.results import AAResult
 
-__all__ = ["aa_stage", "frames_subset", "dataset_digest"]
+__all__ = ["aa_stage", "aa_protocol", "frames_subset", "dataset_digest"]
+
+
+def aa_protocol(aa: AAConfig, sysdef: SystemDefinition) -> Protocol:
+    """The AA protocol of the ``aa`` section: temperature, time step and friction default to the
+    system definition's (as for ``cgkd aa-run``), ``aa.protocol`` overrides them."""
+    return config_from_dict(Protocol, {"temperature_K": sysdef.temperature_K, "timestep_fs": sysdef.timestep_fs,
+                                       "friction_per_ps": sysdef.friction_per_ps, "seed": aa.seed, **aa.protocol},
+                            "aa.protocol").validate()
 
 
 def aa_stage(cfg: PipelineConfig, log) -> AAResult:
+    """Run (or resume) the AA MD of ``cfg.aa`` in ``<out>/aa`` and map it to ``cfg.dataset``.
+
+    A packed system (an OPLS molecule file) is packed and minimised first; a system given by
+    its structure (OpenMM XML or GROMACS .top, :mod:`~openmm_cgkd.data.systemdef`) starts
+    from its minimised structure. The mapping is ``aa.mapping``, else the system file's."""
     aa = cfg.aa
     if aa is None:
         raise ConfigError(f"dataset {cfg.dataset} does not exist and the config has no `aa:` section to make it")
     sysdef = SystemDefinition.from_yaml(aa.system)
-    if aa.molecules:
+    if aa.molecules:  # a packed (opls) system only; validation refuses it for a structure
         sysdef = sysdef.resized(n_molecules=aa.molecules)
-    protocol = config_from_dict(Protocol, {"seed": aa.seed, **aa.protocol}, "aa.protocol")
+    protocol = aa_protocol(aa, sysdef)
     run_dir = Path(cfg.out) / "aa"
     structure = run_dir / "built.pdb"
     if not (run_dir / "run.json").is_file() and not structure.is_file():
-        plat, _ = select_platform(aa.platform, aa.threads)
-        build_box(sysdef, structure, seed=aa.seed, platform=plat, log=log)
+        build_box(sysdef, structure, seed=aa.seed, platform=select_platform(aa.platform), log=log)  # reproducible
     summary = run_aa(run_dir, sysdef, protocol, structure, platform=aa.platform, threads=aa.threads, log=log)
     if not summary.get("finished"):
         raise RuntimeError(f"AA run in {run_dir} did not finish; rerun the pipeline to resume it")
-    ds = map_trajectory(load_run(run_dir), MappingSpec.from_yaml(aa.mapping))
+    ds = map_trajectory(load_run(run_dir), MappingSpec.from_yaml(aa.mapping or sysdef.mapping_path))
     ds.save(cfg.dataset)
     return AAResult(Path(cfg.dataset), ds.n_frames, ds.n_beads)
 

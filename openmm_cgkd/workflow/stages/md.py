@@ -238,11 +238,12 @@ class _ReplicaRunner:
 
         md = self.cfg.md
         ds = self.ds
-        topology = dataset_topology(ds, frame)
+        topology = dataset_topology(ds, frame)  # with the bonds (CONECT) and, when periodic, the box
+        box = ds.boxes[frame] if ds.periodic else None
 
         def replica():
-            write_bead_pdb(rep_dir / "start.pdb", topology, ds.positions[frame], ds.boxes[frame])
-            sim = ff.create_simulation(topology, ds.positions[frame], box_vectors=ds.boxes[frame],
+            write_bead_pdb(rep_dir / "start.pdb", topology, ds.positions[frame], box)
+            sim = ff.create_simulation(topology, ds.positions[frame], box_vectors=box,
                                        temperature=md.temperature_K, friction_per_ps=md.friction_per_ps,
                                        timestep_fs=md.timestep_fs, platform=md.platform, threads=md.threads,
                                        seed=seed)
@@ -315,15 +316,24 @@ class _ReplicaRunner:
                                    name=rep_dir.parent.name)
             rep = report.replicas[0]
             rep.name = rep_dir.name
-            drift = self._drift(traj[::s.stride], report.reference["rdf"], rep.energy_series)
+            # the drift from the start compares g(r) with the reference's: none without a periodic box
+            drift = None if report.skipped else self._drift(traj[::s.stride], report.reference["rdf"],
+                                                            rep.energy_series)
             old = read_record(self.reference_file)
             if old is None or old.get("digest") != self.analysis_digest:
-                write_record(self.reference_file, {"digest": self.analysis_digest, "key": self.analysis_key,
-                                                   "curves": curves_to_record(report.reference)})
+                ref = {"digest": self.analysis_digest, "key": self.analysis_key,
+                       "curves": curves_to_record(report.reference)}
+                if report.molecular:  # molecules: the reference's bond/angle/dihedral (and intra RDF) curves
+                    ref["molecular"] = curves_to_record({k: m["reference"] for k, m in report.molecular.items()})
+                write_record(self.reference_file, ref)
         fields = {"analysis_key": {"digest": self.analysis_digest, "key": self.analysis_key},
                   "analysis": replica_to_record(rep), "version": RECORD_VERSION}
-        if not rep.failed:
+        if not rep.failed and drift is not None:
             fields["drift_from_start"] = drift.to_dict()
+        if not rep.failed and report.molecular:  # molecules: this replica's bonded distributions and TAEs
+            fields["molecular"] = {"curves": curves_to_record({k: m["mean"] for k, m in report.molecular.items()}),
+                                   "tae": {k: {key: st.mean for key, st in m["tae"].items()}
+                                           for k, m in report.molecular.items()}}
         return fields
 
     @staticmethod
@@ -368,7 +378,7 @@ def _timestep_checks(cfg: PipelineConfig, out: Path, models: dict, runner: _Repl
             continue
         ds = runner.ds
         res = check_timestep(models[name][0], dataset_topology(ds, frame), ds.positions[frame],
-                             ds.boxes[frame], timestep_fs=md.timestep_fs, temperature_K=md.temperature_K,
+                             ds.boxes[frame] if ds.periodic else None, timestep_fs=md.timestep_fs, temperature_K=md.temperature_K,
                              friction_per_ps=md.friction_per_ps, nvt_ps=tc.nvt_ps, nve_ps=tc.nve_ps,
                              sample_every_steps=tc.sample_every_steps, platform=md.platform, threads=md.threads,
                              seed=md.seed, max_drift_kT_per_ns=tc.max_drift_kT_per_ns,

@@ -288,6 +288,7 @@ def aa_files(tmp_path_factory):
     (d / "garbage.npy").write_text("not numpy")
     (d / "garbage.pdb").write_text("nothing to read\n")
     (d / "masses.txt").write_text("1 2 x\n")
+    np.save(d / "m.npy", [a.element.mass for a in md.load_topology(str(pdb)).atoms])  # test data: all-atom
     (d / "bad_mapping.yaml").write_text("type_names: [A]\nresidues: {CHOL: [{type: B, atoms: all}]}\n")
     (d / "notyaml.yaml").write_text("type_names: [A\n")
     (d / "rundir").mkdir()
@@ -298,7 +299,8 @@ def aa_files(tmp_path_factory):
 
 def _map(d, *extra, out=None):
     times = ["--timestep-ps", "0.5"] if "--trajectory" in extra else []
-    return ["map", "--out", str(out or d / "o.h5"), *times, "--mapping", MAPPING, *extra]
+    masses = ["--masses", "m.npy"] if "--trajectory" in extra and "--masses" not in extra else []
+    return ["map", "--out", str(out or d / "o.h5"), *times, *masses, "--mapping", MAPPING, *extra]
 
 
 @pytest.mark.parametrize("extra,code,words", [
@@ -355,6 +357,15 @@ def test_map_output_names_and_a_good_run(aa_files, capsys, monkeypatch):
     np.testing.assert_allclose(CGDataset.load(aa_files / "o2.h5").forces, ds.forces, rtol=1e-4, atol=1e-3)
 
 
+def test_map_never_takes_masses_from_elements(aa_files, capsys, monkeypatch):
+    """A .pdb topology carries no masses: without --masses (or a .top, or a ForceReporter file) one line."""
+    monkeypatch.chdir(aa_files)
+    argv = ["map", "--out", str(aa_files / "o3.h5"), "--timestep-ps", "0.5", "--mapping", MAPPING,
+            "--trajectory", "t.dcd", "--topology", "top.pdb", "--forces", "f.npy"]
+    _fails(capsys, argv, 2, "no atom masses", "never taken from elements", "--masses")
+    assert not (aa_files / "o3.h5").exists()
+
+
 # ------------------------------------------------------------------------------ training
 
 def test_gpu_asked_for_without_one(capsys):
@@ -403,3 +414,13 @@ def test_pipeline_modes_are_exclusive(capsys):
     """--status, --interim, --sweep and --only: one at a time (checked before the config is read)."""
     for extra in (["--status", "--interim"], ["--sweep", "--only", "md"], ["--interim", "--only", "report"]):
         _fails(capsys, ["pipeline", "no-such.yaml", *extra], 2, "give at most one of --status, --interim")
+
+
+def test_commands_taking_a_system_name_accept_the_dipeptide(capsys, tmp_path):
+    """`--system dipeptide` is a registered system: `cgkd map` takes its mapping (and then wants
+    the run directory); `cgkd benchmark` says that a system without a box needs a structure."""
+    _fails(capsys, ["map", "--system", "dipeptide", "--run-dir", str(tmp_path / "none"), "--out",
+                    str(tmp_path / "d.h5")], 2, "--run-dir", "no such directory")
+    _fails(capsys, ["benchmark", "--system", "dipeptide", "--beads", "6", "--models", "student"], 2,
+           "system dipeptide is not periodic", "structure")
+    _fails(capsys, ["benchmark", "--system", "nosuch"], 2, "no system 'nosuch'", "dipeptide")

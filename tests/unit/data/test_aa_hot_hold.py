@@ -34,5 +34,6 @@ def test_run_started_before_hot_hold_still_resumes(tmp_path):
     class Sys:
         composition = {"A": 1}
         box_nm = 2.0
+        periodic = True
 
     assert check_resume(tmp_path, Sys(), proto)["protocol"] == meta["protocol"]

@@ -151,3 +151,18 @@ def test_spec_errors(ff):
         "UREA": [{"type": "Urea", "atoms": "all"}]}})
     cgmap = CGMap.from_topology(two, top, m)
     assert cgmap.n_beads == 3 and cgmap.bead_masses.sum() == pytest.approx(m.sum())
+
+
+@pytest.mark.parametrize("path", [SPEC, ROOT / "systems" / "dipeptide" / "mapping.yaml"])
+def test_spec_to_dict_reads_back_the_same_spec(path):
+    """A run.json keeps the spec as to_dict(); from_dict must give every setting back (a partial
+    map's allow_unmapped, constraints, joined beads), else reading the run's mapped parts fails."""
+    spec = MappingSpec.from_yaml(path)
+    back = MappingSpec.from_dict(spec.to_dict(), "run.json")
+    for k in ("type_names", "residues", "aliases", "allow_unmapped", "constraints", "bead_names"):
+        assert getattr(back, k) == getattr(spec, k), k
+    joined = MappingSpec.from_dict({"type_names": ["A"], "residues": {"X": [{"type": "A", "atoms": [1]}],
+                                                                      "Y": [{"type": "A", "atoms": [1], "join": "previous"}]},
+                                    "allow_unmapped": True, "constraints": "none"})
+    again = MappingSpec.from_dict(joined.to_dict())
+    assert again.residues["Y"][0].join == "previous" and again.allow_unmapped and again.constraints == "none"

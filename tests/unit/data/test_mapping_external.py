@@ -55,7 +55,7 @@ def _write_trr(path, s, forces=True):
 def test_trr_gives_same_mapped_data_as_arrays(system):
     spec = MappingSpec.from_yaml(ROOT / "systems" / "des" / "mapping.yaml")
     trr = _write_trr(system["dir"] / "traj.trr", system)
-    from_trr = map_trajectory(load_trajectory(trr, system["pdb"]), spec)
+    from_trr = map_trajectory(load_trajectory(trr, system["pdb"], masses=system["masses"]), spec)
     mem = AATrajectory(system["mdtop"], system["masses"], system["pos"], system["frc"], system["boxes"],
                        system["times"]).validate()
     from_mem = map_trajectory(mem, spec)
@@ -64,7 +64,9 @@ def test_trr_gives_same_mapped_data_as_arrays(system):
     np.testing.assert_allclose(from_trr.positions, from_mem.positions, atol=1e-5)
     np.testing.assert_allclose(from_trr.forces, from_mem.forces, rtol=1e-5, atol=1e-2)
     np.testing.assert_allclose(from_trr.times, from_mem.times)
-    np.testing.assert_allclose(from_trr.masses, from_mem.masses, rtol=1e-3)  # PDB: element masses
+    np.testing.assert_allclose(from_trr.masses, from_mem.masses, rtol=1e-12)  # the masses given, not elements
+    with pytest.raises(InputError, match="no atom masses.*never taken from elements"):  # a PDB carries none
+        load_trajectory(trr, system["pdb"])
 
 
 def test_trr_without_forces_is_a_clear_error(system):
@@ -83,12 +85,12 @@ def test_trajectory_without_force_array_is_a_clear_error(system):
     with pytest.raises(InputError, match="carries no forces"):
         load_trajectory(dcd, system["pdb"])
     np.save(system["dir"] / "f.npy", system["frc"])
-    aa = load_trajectory(dcd, system["pdb"], forces=system["dir"] / "f.npy", timestep_ps=0.5)
+    aa = load_trajectory(dcd, system["pdb"], forces=system["dir"] / "f.npy", timestep_ps=0.5, masses=system["masses"])
     np.testing.assert_allclose(aa.forces, system["frc"], rtol=1e-6)
     # forces in kcal/mol/A are converted (x 41.84)
     np.save(system["dir"] / "f_kcal.npy", system["frc"] / 41.84)
     aa2 = load_trajectory(dcd, system["pdb"], forces=system["dir"] / "f_kcal.npy", force_unit="kcal/mol/A",
-                          timestep_ps=0.5)
+                          timestep_ps=0.5, masses=system["masses"])
     np.testing.assert_allclose(aa2.forces, system["frc"], rtol=1e-5)
 
 
@@ -117,8 +119,9 @@ def test_kcal_per_angstrom_declared_as_kj_per_nm_is_refused(system, tmp_path):
                   unitcell_angles=np.full((5, 3), 90.0)).save_dcd(str(dcd))
     np.save(tmp_path / "f_kcal.npy", system["frc"] / 41.84)
     with pytest.raises(InputError, match="41.84x too small"):
-        load_trajectory(dcd, system["pdb"], forces=tmp_path / "f_kcal.npy", timestep_ps=0.5)
-    aa = load_trajectory(dcd, system["pdb"], forces=tmp_path / "f_kcal.npy", force_unit="kcal/mol/A", timestep_ps=0.5)
+        load_trajectory(dcd, system["pdb"], forces=tmp_path / "f_kcal.npy", timestep_ps=0.5, masses=system["masses"])
+    aa = load_trajectory(dcd, system["pdb"], forces=tmp_path / "f_kcal.npy", force_unit="kcal/mol/A", timestep_ps=0.5,
+                         masses=system["masses"])
     np.testing.assert_allclose(aa.forces, system["frc"], rtol=1e-5)
     # measured reline forces (RMS 590 kJ/mol/nm) pass; the same in kcal/mol/A (~14) and kJ/mol/A (~59) do not
     for rms, ok in ((590.0, True), (590.0 / 41.84, False), (590.0 / 10.0, False), (590.0 * 41.84, False)):

@@ -91,7 +91,9 @@ def test_map_reads_the_reporter_file_and_records_its_temperature(water, capsys):
 
     with h5py.File(d / "aa.h5", "r") as h5:
         f0 = h5["forces"][0].astype(np.float64)
+        masses = h5["masses"][()]  # the System's masses, recorded by the reporter
     assert np.allclose(ds.forces[0], f0.reshape(-1, 3, 3).sum(axis=1), atol=1e-3)
+    assert masses.shape == (f0.shape[0],) and np.allclose(ds.masses, masses.reshape(-1, 3).sum(axis=1))
     # --temperature contradicting the file's is an error; agreeing is fine
     assert main(["map", "--trajectory", str(d / "aa.h5"), "--topology", str(d / "system.pdb"), "--mapping",
                  str(d / "water.yaml"), "--out", str(d / "cg2.h5"), "--temperature", "300"]) == 2
@@ -178,14 +180,15 @@ def test_dcd_frame_times_come_from_timestep_ps(water, capsys):
 
     d = water["dir"]
     with h5py.File(d / "aa.h5", "r") as h5:
-        xyz, frc, box = h5["positions"][()], h5["forces"][()], h5["boxes"][()]
+        xyz, frc, box, masses = h5["positions"][()], h5["forces"][()], h5["boxes"][()], h5["masses"][()]
     top = md.load_topology(str(d / "system.pdb"))
     traj = md.Trajectory(xyz, top)
     traj.unitcell_vectors = box
     traj.save_dcd(str(d / "aa.dcd"))
     np.save(d / "f.npy", frc)
+    np.save(d / "m.npy", masses)  # the System's masses, as the ForceReporter recorded them
     argv = ["map", "--trajectory", str(d / "aa.dcd"), "--topology", str(d / "system.pdb"), "--forces",
-            str(d / "f.npy"), "--mapping", str(d / "water.yaml"), "--out", str(d / "dcd.h5"), "--temperature", "310"]
+            str(d / "f.npy"), "--masses", str(d / "m.npy"), "--mapping", str(d / "water.yaml"), "--out", str(d / "dcd.h5"), "--temperature", "310"]
     assert main(argv) == 2
     assert "store no frame times: give --timestep-ps" in capsys.readouterr().err
     assert main(argv + ["--timestep-ps", "0.5"]) == 0

@@ -9,6 +9,20 @@ from openmm_cgkd.md.blowup import BlowUpError, closest_pair
 from openmm_cgkd.md.simulation import SimulationError, read_log
 
 
+# ---- each cause gets a case that produces it; the diagnosis names it and no other (issue 24)
+CAUSES = {"overlap": "overlapping beads", "far too large": "is far too large: in one step the lightest bead",
+          "too large": "is too large", "pulled": "a pair pulled into its repulsive wall",
+          "diverged": "the network's forces diverged"}
+
+
+def _only(cause: str, expected: str) -> None:
+    """``cause`` names the ``expected`` cause and none of the others."""
+    assert CAUSES[expected] in cause, cause
+    others = [k for k, text in CAUSES.items() if k != expected and text in cause
+              and not (expected == "far too large" and k == "too large")]
+    assert not others, (others, cause)
+
+
 @pytest.fixture(scope="module")
 def ff(tmp_path_factory):
     from openmm_cgkd.bundle import build_untrained_bundle, untrained_config
@@ -68,6 +82,7 @@ def test_overlapping_beads_diagnosed_between_report_steps(ff, tmp_path, capsys):
     assert sorted(diag["closest_pair"]["beads"]) == [0, 1]
     assert diag["closest_pair"]["distance_nm"] == pytest.approx(0.02, abs=0.01)
     assert "overlapping beads" in diag["likely_cause"] and "smaller time step will not help" in diag["likely_cause"]
+    _only(diag["likely_cause"], "overlap")
     msg = str(info.value)
     assert f"blew up at step {diag['failed_at_step']}" in msg and "Closest pair: bead 0 (CHO) and bead 1" in msg
     # everything written so far is readable; run.json records the failure
@@ -85,7 +100,7 @@ def test_too_large_a_time_step_is_named(ff, tmp_path):
         run_simulation(_system(ff, timestep_fs=60.0), 400, tmp_path / "run", report_interval=100, progress=False)
     cause = info.value.diagnosis["likely_cause"]
     assert "time step (60 fs) is too large" in cause and "smaller --timestep" in cause
-    assert "overlapping" not in cause
+    _only(cause, "too large")
 
 
 def test_wall_energy_of_a_pair_matches_the_wall_parameters(ff):
@@ -121,6 +136,7 @@ def test_a_pair_pulled_into_the_wall_is_not_blamed_on_the_time_step(ff, tmp_path
     cause = diag["likely_cause"]
     assert cause.startswith("a pair pulled into its repulsive wall") and "smaller time step will not help" in cause
     assert "overlapping" not in cause and "--timestep" not in cause
+    _only(cause, "pulled")
 
 
 def test_a_sane_start_runs_without_warning(ff, tmp_path, capsys):
@@ -137,3 +153,56 @@ def test_checkpoint_interval_must_be_positive(ff, tmp_path):
 
     with pytest.raises(SimulationError, match="checkpoint interval must be >= 1"):
         run_simulation(_system(ff), 10, tmp_path / "run", checkpoint_interval=-5, progress=False)
+
+
+def test_coincident_beads_are_overlapping_beads_not_a_time_step(ff, tmp_path, capsys):
+    """Two beads 0.001 nm apart, all but at one position (the API refuses coincident beads at
+    create_simulation, so they are set on the context; at exactly 0 nm the energy is already NaN
+    at step 0): once diagnosed as 'try a smaller time step'."""
+    from openmm import unit
+
+    from openmm_cgkd.md.simulation import run_simulation
+
+    sim = _system(ff)
+    pos = sim.context.getState(getPositions=True).getPositions(asNumpy=True).value_in_unit(unit.nanometer)
+    pos[1] = pos[0] + [0.001, 0.0, 0.0]
+    sim.context.setPositions(pos * unit.nanometer)
+    with pytest.raises(BlowUpError) as info:
+        run_simulation(sim, 200, tmp_path / "run", report_interval=50, progress=False)
+    diag = info.value.diagnosis
+    assert sorted(diag["closest_pair"]["beads"]) == [0, 1] and diag["closest_pair"]["distance_nm"] < 0.05
+    cause = diag["likely_cause"]
+    _only(cause, "overlap")
+    assert "smaller time step will not help" in cause and "--timestep" not in cause
+    assert "--minimize" in cause  # not minimised: minimising is the advice
+
+
+def test_a_150_fs_step_is_far_too_large_not_a_pulled_pair(ff, tmp_path):
+    """A 150 fs step: once diagnosed as 'the network drives the pair together'."""
+    from openmm_cgkd.md.simulation import run_simulation
+
+    with pytest.raises(BlowUpError) as info:
+        run_simulation(_system(ff, timestep_fs=150.0), 400, tmp_path / "run", report_interval=100, progress=False)
+    diag = info.value.diagnosis
+    cause = diag["likely_cause"]
+    _only(cause, "far too large")
+    assert "(150 fs)" in cause and "smaller --timestep" in cause
+    assert diag["thermal_step_nm"] > 0.05 * diag["median_nearest_neighbor_nm"]
+
+
+def test_no_advice_to_minimise_after_minimising(ff, tmp_path, capsys):
+    """A start that was minimised (``minimized=True``, as `cgkd simulate --minimize` passes it) and
+    still overlaps: neither the start warning nor the diagnosis advises --minimize."""
+    from openmm_cgkd.md.simulation import run_simulation
+
+    with pytest.raises(BlowUpError) as info:
+        run_simulation(_system(ff, overlap=True), 200, tmp_path / "run", report_interval=50, progress=False,
+                       minimized=True)
+    err = capsys.readouterr().err
+    assert "warning: the potential energy at the start is" in err  # the start is still absurd
+    assert "the start was minimised" in err
+    cause = info.value.diagnosis["likely_cause"]
+    _only(cause, "overlap")
+    assert "the start was minimised" in cause
+    for text in (err, cause, str(info.value)):
+        assert "--minimize" not in text and "minimizeEnergy" not in text and "minimise the start" not in text

@@ -91,3 +91,15 @@ def test_epoch_sampler_depends_only_on_seed_and_epoch():
     t = EpochSampler(50, seed=3)
     t.set_epoch(4)
     assert list(t) == first and sorted(first) == list(range(50))
+
+
+def test_prior_temperature_is_temperature_K_and_the_old_key_still_reads():
+    from openmm_cgkd.training.config import PriorFitConfig, TeachersConfig
+
+    assert PriorFitConfig.from_dict({"temperature_K": 310.0}).temperature_K == 310.0
+    old = TeachersConfig.from_dict({"dataset": "d.h5", "priors": {"temperature_k": 305.0}})  # configs saved before
+    assert old.priors.temperature_K == 305.0 and "temperature_k" not in old.priors.to_dict()
+    with pytest.raises(ConfigError, match="old name of priors.temperature_K"):
+        TeachersConfig.from_dict({"priors": {"temperature_k": 305.0, "temperature_K": 305.0}})
+    with pytest.raises(ConfigError, match="unknown key"):
+        PriorFitConfig.from_dict({"temperature": 305.0})

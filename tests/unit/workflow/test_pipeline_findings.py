@@ -1,5 +1,6 @@
 """The report's check of the method's findings (openmm_cgkd.workflow.report.findings_markdown) on
 hand-made TAEs whose answers are known: what it compares, and when replicas cannot tell."""
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -149,6 +150,24 @@ def test_the_student_to_ship_never_has_more_failed_replicas_or_drifts():
     assert best_student(AnalysisResult(models, {}), students)[0] == "ensemble-ft-faa"
     with pytest.raises(LookupError, match="no ensemble-distilled student"):
         best_student(AnalysisResult({}, {}), students)
+
+
+def test_the_student_to_ship_passes_the_contact_gate_when_one_does():
+    students = _ens_students("ensemble-e-ft-faa", "ensemble-ft-faa")
+
+    def coord(model_per_a):
+        return {"A-B": {"pair": "A-B", "contact_nm": 0.35, "model_per_a": model_per_a, "model_per_b": model_per_a,
+                        "reference_per_a": 0.002, "reference_per_b": 0.002}}
+
+    # lower TAEs, but 0.11 B per A below the AA's closest contact
+    trapped = dataclasses.replace(_model([0.10, 0.11, 0.09, 0.10]), coordination=coord(0.11))
+    clean = dataclasses.replace(_model([0.20, 0.21, 0.19, 0.20]), coordination=coord(0.002))
+    models = {"student-ensemble-ft-faa": trapped, "student-ensemble-e-ft-faa": clean}
+    variant, why = best_student(AnalysisResult(models, {}), students)
+    assert variant == "ensemble-e-ft-faa" and "ensemble-ft-faa left out (failed the contact gate)" in why
+    # when every candidate fails the gate, the gate does not choose (the ship script refuses them)
+    models["student-ensemble-e-ft-faa"] = dataclasses.replace(clean, coordination=coord(0.2))
+    assert best_student(AnalysisResult(models, {}), students)[0] == "ensemble-ft-faa"
 
 
 def test_contacts_drift_and_reference_sections():

@@ -31,7 +31,7 @@ from pathlib import Path
 
 from openmm_cgkd.errors import CGKDError
 
-__all__ = ["RunDirectoryBusy", "UnwritableOutput", "hold_run_dir", "lock_path", "RUN_LOCK_FILE"]
+__all__ = ["RunDirectoryBusy", "UnwritableOutput", "hold_run_dir", "lock_path", "pid_alive", "RUN_LOCK_FILE"]
 
 RUN_LOCK_FILE = ".cgkd-run.lock"
 
@@ -73,7 +73,8 @@ def _read_holder(fh) -> dict:
         return {}
 
 
-def _pid_alive(pid) -> bool:
+def pid_alive(pid) -> bool:
+    """Whether process ``pid`` of this host exists (unknown: assumed alive)."""
     try:
         os.kill(int(pid), 0)
     except ProcessLookupError:
@@ -124,7 +125,7 @@ def hold_run_dir(target: str | os.PathLike, what: str = "run", is_file: bool = F
     old = _read_holder(fh)
     if old and not quiet:
         here = old.get("host") == socket.gethostname()
-        state = "that process is gone" if (here and not _pid_alive(old.get("pid"))) else "its lock was released"
+        state = "that process is gone" if (here and not pid_alive(old.get("pid"))) else "its lock was released"
         if old.get("pid") != os.getpid():
             print(f"taking over the lock of {_describe(old)} ({state})", file=sys.stderr)
     holder = {"pid": os.getpid(), "host": socket.gethostname(),

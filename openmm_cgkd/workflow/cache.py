@@ -9,6 +9,8 @@ time summed over the attempts that made it. :class:`StageCache` reads and writes
 from __future__ import annotations
 
 import json
+import os
+import socket
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -87,15 +89,19 @@ class StageCache:
             before = {"seconds": 0.0, "attempts": 0}
         t0 = time.time()
 
-        def save() -> None:
+        def save(running: bool = True) -> None:
             rec = {"seconds": round(before["seconds"] + time.time() - t0, 2), "attempts": before["attempts"] + 1,
                    "fingerprint": fp}
+            if running:  # who runs it since when: `--status` counts the time of an attempt under way
+                rec["running"] = {"since": t0, "seconds_before": before["seconds"], "pid": os.getpid(),
+                                  "host": socket.gethostname()}
             write_json(self._clock_file(name), rec, indent=None, newline=False)
 
+        save()
         try:
             yield save
         finally:
-            save()
+            save(running=False)
 
     def done_seconds(self, name: str) -> dict | None:
         """{seconds, attempts} of a finished stage's marker (None when it has not finished)."""

@@ -14,12 +14,15 @@ from __future__ import annotations
 
 import csv
 import json
+import socket
+import time
 from pathlib import Path
 
 import numpy as np
 
 from openmm_cgkd.analysis.records import read_record
 from openmm_cgkd.fileio import read_json
+from openmm_cgkd.runlock import pid_alive
 from openmm_cgkd.workflow.cache import STAGES, stage_outputs
 from openmm_cgkd.executor import local_workers
 from openmm_cgkd.workflow.stages.md import last_logged_step, models_for_md
@@ -57,6 +60,18 @@ def _curve(path: Path, loss: str = "val_loss") -> dict | None:
             "lr": rows[-1].get("lr", "")}
 
 
+def _clock_state(clock: dict) -> str:
+    """State and wall-time cells of a stage without a marker: under way (its process alive: the
+    time of the earlier attempts + this one's so far), or stopped (the time its attempts took)."""
+    run = clock.get("running")
+    if run and run.get("host") == socket.gethostname() and pid_alive(run.get("pid")):
+        so_far = float(run.get("seconds_before", 0.0)) + time.time() - float(run.get("since", time.time()))
+        return f"under way (pid {run['pid']}) | {_hours(so_far)} so far"
+    if run:
+        return f"stopped (its process is gone; rerun to resume) | {_hours(clock.get('seconds'))} by then"
+    return f"stopped (rerun to resume) | {_hours(clock.get('seconds'))}"
+
+
 def _stage_lines(out: Path, stages, have_dataset: bool) -> list[str]:
     lines = ["| stage | state | wall time | attempts |", "|---|---|---|---|"]
     for name in stages:
@@ -68,7 +83,7 @@ def _stage_lines(out: Path, stages, have_dataset: bool) -> list[str]:
             lines.append(f"| {name} | done ({marker.get('finished', '?')}) | {_hours(marker.get('seconds'))} | "
                          f"{marker.get('attempts', '?')} |")
         elif clock is not None:
-            lines.append(f"| {name} | under way | {_hours(clock.get('seconds'))} so far | {clock.get('attempts', '?')} |")
+            lines.append(f"| {name} | {_clock_state(clock)} | {clock.get('attempts', '?')} |")
         else:
             lines.append(f"| {name} | not started | - | - |")
     return lines

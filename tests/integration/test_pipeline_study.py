@@ -245,7 +245,7 @@ def test_status_reads_where_the_run_stands(study, tmp_path, capsys):
 
     cfg.out = str(tmp_path / "study")
     text = pipeline_status(cfg)
-    assert "| md | under way | 2.00 h so far | 2 |" in text
+    assert "| md | stopped (rerun to resume) | 2.00 h | 2 |" in text  # a clock without a running attempt
     n_total = sum(len(reps) for reps in results["md"].models.values())
     assert f"## MD replicas ({n_total - 1} of {n_total} finished;" in text
     assert f"h of MD left ({cfg.md.n_steps * cfg.md.timestep_fs / 1000.0 * (1 - step / cfg.md.n_steps):g} ps to run" \

@@ -17,3 +17,35 @@ def test_a_model_not_measured_yet_takes_the_mean_speed():
 def test_nothing_measured_gives_no_estimate():
     assert md_hours_left({"a": 300.0}, {}, workers=2) is None
     assert md_hours_left({}, {"a": 10.0}, workers=2) == 0.0
+
+
+def test_a_stage_under_way_counts_its_attempt_so_far_and_a_dead_one_says_stopped(tmp_path):
+    """The stage clock is written when an attempt starts (with its process), so `--status` shows
+    the time of a long stage under way (a stacked training ticks nowhere), and a stale clock whose
+    process is gone says so instead of counting on."""
+    import json
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from openmm_cgkd.workflow.cache import StageCache
+    from openmm_cgkd.workflow.status import _stage_lines
+
+    stages = StageCache(tmp_path, log=lambda *a: None)
+    with stages.timed("teachers", {"k": 1}):
+        clock = json.loads((tmp_path / "stages" / "teachers.clock.json").read_text())
+        assert clock["attempts"] == 1 and clock["running"]["pid"] == os.getpid()
+        clock["running"]["since"] = time.time() - 5400  # as if begun 1.5 h ago, after 0.5 h before
+        clock["running"]["seconds_before"] = 1800.0
+        (tmp_path / "stages" / "teachers.clock.json").write_text(json.dumps(clock))
+        row = _stage_lines(tmp_path, ["teachers"], True)[2]
+        assert row.startswith(f"| teachers | under way (pid {os.getpid()}) | 2.00 h so far |"), row
+    done = json.loads((tmp_path / "stages" / "teachers.clock.json").read_text())
+    assert "running" not in done and done["attempts"] == 1
+    assert _stage_lines(tmp_path, ["teachers"], True)[2].startswith("| teachers | stopped (rerun to resume) |")
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()  # a pid that has just ended
+    done["running"] = {**clock["running"], "pid": int(gone)}
+    (tmp_path / "stages" / "teachers.clock.json").write_text(json.dumps(done))
+    assert "stopped (its process is gone; rerun to resume)" in _stage_lines(tmp_path, ["teachers"], True)[2]

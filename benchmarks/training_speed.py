@@ -33,7 +33,6 @@ import json
 import os
 import platform
 import statistics
-import tempfile
 import time
 from pathlib import Path
 
@@ -132,13 +131,10 @@ def main() -> None:
     import numpy as np
 
     # here, not at the top: a worker of the old release must not import this checkout's package
-    from openmm_cgkd.benchmark.release import checkout_state, export_release, run_worker
+    from openmm_cgkd.benchmark.release import old_release, run_worker
 
-    new_sha, dirty = checkout_state(ROOT)
     rows = []
-    with tempfile.TemporaryDirectory(prefix="cgkd_old_") as tmp:
-        old_dir = Path(tmp)
-        old_sha = export_release(ROOT, args.old_ref, old_dir)
+    with old_release(ROOT, args.old_ref) as (old_dir, old_sha, new_sha, dirty):
         print(f"old: {args.old_ref} ({old_sha}); new: {new_sha}{' + local changes' if dirty else ''}")
         print(f"machine: {platform.node()}, {os.cpu_count()} CPUs, load {os.getloadavg()}; one thread; "
               f"{args.frames} frames, median of {args.repeats}")

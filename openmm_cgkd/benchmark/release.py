@@ -14,14 +14,17 @@ from __future__ import annotations
 
 import json
 import os
+import contextlib
 import subprocess
 import sys
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from openmm_cgkd.errors import UsageError
 
-__all__ = ["release_comparison", "format_release_comparison", "checkout_state", "export_release", "run_worker"]
+__all__ = ["release_comparison", "format_release_comparison", "checkout_state", "export_release", "run_worker",
+           "old_release"]
 
 
 def checkout_state(repo: str | os.PathLike) -> tuple[str, bool]:
@@ -42,6 +45,17 @@ def export_release(repo: str | os.PathLike, ref: str, dest: str | os.PathLike) -
                              capture_output=True).stdout
     subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
     return sha
+
+
+@contextlib.contextmanager
+def old_release(repo: str | os.PathLike, ref: str) -> Iterator[tuple[Path, str, str, bool]]:
+    """The release ``ref`` of the checkout ``repo`` exported into a temporary directory (removed
+    afterwards); yields (its directory, its short commit id, :func:`checkout_state` of ``repo``:
+    its short commit id and whether its package has local changes)."""
+    new_sha, dirty = checkout_state(repo)
+    with tempfile.TemporaryDirectory(prefix="cgkd_old_") as tmp:
+        old_dir = Path(tmp)
+        yield old_dir, export_release(repo, ref, old_dir), new_sha, dirty
 
 
 def run_worker(script: str | os.PathLike, code_dir: str | os.PathLike, arguments: Sequence[str],

@@ -70,3 +70,12 @@ def test_export_release_and_run_worker_time_the_code_they_are_given(tmp_path):
     script.write_text("raise SystemExit(3)\n")
     with pytest.raises(RuntimeError, match="worker probe failed \\(3\\)"):
         run_worker(script, old, [], "probe")
+
+
+def test_old_release_is_exported_for_the_comparison_and_removed_after():
+    from openmm_cgkd.benchmark.release import checkout_state, old_release
+
+    with old_release(ROOT, "HEAD") as (old_dir, old_sha, new_sha, dirty):
+        assert (old_dir / "openmm_cgkd" / "__init__.py").is_file()
+        assert (old_sha, (new_sha, dirty)) == (checkout_state(ROOT)[0], checkout_state(ROOT))
+    assert not old_dir.exists()

@@ -160,15 +160,21 @@ def test_report_has_every_part_and_stage_times(study):
     assert all(r.epochs == 1 for r in teachers.runs)
 
 
-def test_ship_from_pipeline_reads_the_typed_stage_results(study, tmp_path, monkeypatch):
-    """models/ship_from_pipeline.py (into a scratch folder, not models/) from the stage markers."""
+@pytest.fixture
+def ship(tmp_path, monkeypatch):
+    """models/ship_from_pipeline.py as a module, shipping into tmp_path (not models/)."""
     import importlib.util
 
-    root, results, _ = study
     spec = importlib.util.spec_from_file_location("ship_from_pipeline", ROOT / "models" / "ship_from_pipeline.py")
     ship = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(ship)
     monkeypatch.setattr(ship, "HERE", tmp_path)
+    return ship
+
+
+def test_ship_from_pipeline_reads_the_typed_stage_results(study, ship, tmp_path):
+    """models/ship_from_pipeline.py (into a scratch folder, not models/) from the stage markers."""
+    root, results, _ = study
     written = ship.ship(root / "study", "best", "tiny", allow_failing_gate=True)  # the report's choice
     assert written == [tmp_path / "tiny-teachers", tmp_path / "tiny-student"]
     variant, why = best_student(results["analysis"], results["students"], results["md"])
@@ -190,16 +196,10 @@ def test_ship_from_pipeline_reads_the_typed_stage_results(study, tmp_path, monke
     assert (tmp_path / "tiny-teachers" / "continuity.npz").is_file()
 
 
-def test_ship_from_pipeline_refuses_a_model_that_fails_the_contact_gate(study, tmp_path, monkeypatch):
-    import importlib.util
-
+def test_ship_from_pipeline_refuses_a_model_that_fails_the_contact_gate(study, ship, tmp_path, monkeypatch):
     from openmm_cgkd.analysis import contacts
 
     root, _, _ = study
-    spec = importlib.util.spec_from_file_location("ship_from_pipeline", ROOT / "models" / "ship_from_pipeline.py")
-    ship = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(ship)
-    monkeypatch.setattr(ship, "HERE", tmp_path)
     failing = contacts.ContactGate(False, ("A-B: 0.1100 B per A below 0.350 nm (AA 0.0020)",), 2.0, 0.001)
     monkeypatch.setattr(contacts, "contact_gate", lambda coordination, *a: failing)
     with pytest.raises(SystemExit, match="fails the contact gate .*A-B: 0.1100 B per A"):

@@ -61,6 +61,6 @@ def test_set_ups_of_bonded_data_from_before_the_fix_are_made_again(dipeptide):
 
     cfg = TeachersConfig(dataset="data.h5", model={"architecture": "hipnn-ts"})
     assert setup_fingerprint(cfg, dipeptide)["wall_fit"] == WALL_FIT_PAIRS
-    unbonded = make_synthetic_system(n_beads=(4, 4), box_nm=1.5, n_frames=3, steps_per_frame=5,
+    unbonded = make_synthetic_system(n_beads=(8, 8), box_nm=1.65, n_frames=3, steps_per_frame=5,
                                      equilibration_steps=10, seed=1).dataset
     assert "wall_fit" not in setup_fingerprint(cfg, unbonded)

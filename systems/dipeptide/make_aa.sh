@@ -17,7 +17,7 @@
 #
 # The second, independent run (the noise floor of the FES score, more basin visits):
 #   RUN=systems/dipeptide/aa_b SEED=4002 systems/dipeptide/make_aa.sh
-# The run with the left-out atoms' forces aggregated (same bead positions, far less force noise):
+# The run with the left-out atoms' forces aggregated (same bead positions, less force noise):
 #   RUN=systems/dipeptide/aa_f SEED=4003 MAPPING=systems/dipeptide/mapping_forces.yaml systems/dipeptide/make_aa.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."

@@ -427,6 +427,11 @@ def check_resume(run_dir: str | Path, sysdef, protocol: Protocol, mapping=None) 
     if (mapping is not None) != ("mapping" in meta):
         raise RunError(f"{run_dir} was started {'with' if 'mapping' in meta else 'without'} on-the-fly mapping; "
                        "resume it the same way")
+    if mapping is not None:  # parts mapped two ways would make one dataset of two maps
+        recorded = meta["mapping"]  # runs of older versions recorded fewer of the spec's keys: those are compared
+        now = {k: v for k, v in mapping.to_dict().items() if k in recorded}
+        refuse_if_changed(recorded, now, f"{run_dir} was mapped with another mapping spec",
+                          "resume with the spec it was started with, or use a new run directory", error=RunError)
     return meta
 
 

@@ -222,6 +222,14 @@ def test_mapped_parts_survive_a_fresh_clone(small, tmp_path):
     assert masses["Cho"] == pytest.approx(104.17, abs=0.02) and masses["Urea"] == pytest.approx(60.06, abs=0.02)
     meta = json.loads((run / "run.json").read_text())
     assert not any(str(v).startswith("/") for v in meta["system"].values())
+    # resumed with another spec (here: Cl's forces added to choline's bead), the run refuses
+    from openmm_cgkd.data.aamd import RunError
+
+    other = spec.to_dict()
+    other["residues"]["CHOL"][0]["force_atoms"] = []
+    other["aliases"] = {**other["aliases"], "CHX": "CHOL"}
+    with pytest.raises(RunError, match="was mapped with another mapping spec .*aliases"):
+        run_aa(run, sysdef, proto, **{**quiet, "mapping": MappingSpec.from_dict(other)})
 
 
 @pytest.mark.parametrize("field,value", [("temperature_K", 0.0), ("friction_per_ps", 0.0), ("timestep_fs", -1.0),

@@ -24,17 +24,22 @@ is no wall.
 """
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from openmm_cgkd.data.dataset import CGDataset, DatasetError
+from openmm_cgkd.errors import CGKDWarning
 from openmm_cgkd.model.wall import WallParameters
 from openmm_cgkd.training.config import WallFitConfig
+from openmm_cgkd.training.prior_fit import R_KJ_MOL_K
 
 __all__ = ["pair_rdfs", "contact_distance_nm", "fit_wall", "WALL_FIT_PAIRS"]
 
 # which pairs the fit of bonded beads uses, in the set-up's and the pipeline's keys (before
 # 2026-12-08: intermolecular pairs, or a single molecule's pairs more than 3 bonds apart)
 WALL_FIT_PAIRS = "the pairs the wall acts on: beyond the priors' exclusions"
+WALL_DATA_LIMIT_KT = 10.0  # a fitted wall above this at the data's closest contact of a pair is warned about
 
 
 def pair_rdfs(dataset: CGDataset, frames: np.ndarray | None = None, bin_nm: float = 0.002,
@@ -134,6 +139,12 @@ def fit_wall(dataset: CGDataset, frames: np.ndarray | None = None,
     scale = 0.5 * (s_type[:, None] + s_type[None, :])
     wall = WallParameters.from_taper(list(dataset.type_names), taper, scale, width_nm=cfg.width_nm,
                                      fraction=cfg.fraction, cutoff_nm=cfg.cutoff_nm)
+    closest = {}  # per fitted pair: the closest distance of the frames (lower bin edge, nm) and the wall there
+    for (i, j), g in rdfs.items():
+        seen = np.flatnonzero(np.asarray(g) > 0)
+        if len(seen):
+            r0 = max(float(r[seen[0]]) - 0.5 * cfg.bin_nm, 0.0)
+            closest[f"{dataset.type_names[i]}-{dataset.type_names[j]}"] = (r0, float(wall.pair_energy(r0, i, j)))
     report = {
         "method": "docs/METHOD.md section 3: taper = first r with g(r) > threshold (the pairs the wall acts on: "
                   "more than `exclusions` bonds apart); s_ij = (s_i + s_j) / 2", "exclusions": exclusions,
@@ -141,5 +152,16 @@ def fit_wall(dataset: CGDataset, frames: np.ndarray | None = None,
         "width_nm": cfg.width_nm, "fraction": cfg.fraction,
         "taper_nm": taper.tolist(), "mean_force_per_type_kj_mol_nm": dict(zip(dataset.type_names, s_type.tolist())),
         "fallback_pairs": fell_back,
+        "closest_contact_nm": {k: v[0] for k, v in closest.items()},
+        "wall_at_closest_contact_kj_mol": {k: v[1] for k, v in closest.items()},
     }
+    kt = R_KJ_MOL_K * (dataset.temperature_K or 300.0)
+    high = {k: v for k, v in closest.items() if v[1] > WALL_DATA_LIMIT_KT * kt}
+    if high:
+        worst = max(high, key=lambda k: high[k][1])
+        warnings.warn(CGKDWarning(
+            f"the fitted wall reaches {high[worst][1]:.3g} kJ/mol ({high[worst][1] / kt:.0f} kT) on the training frames' "
+            f"closest {worst} pair ({high[worst][0]:.3f} nm) and above {WALL_DATA_LIMIT_KT:g} kT in {len(high)} pair(s): "
+            "it pushes configurations the data hold; lower wall.rdf_threshold or check the pairs it acts on "
+            "(priors.exclusions)"), stacklevel=2)
     return wall, report

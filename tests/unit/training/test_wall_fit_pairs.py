@@ -64,3 +64,23 @@ def test_set_ups_of_bonded_data_from_before_the_fix_are_made_again(dipeptide):
     unbonded = make_synthetic_system(n_beads=(8, 8), box_nm=1.65, n_frames=3, steps_per_frame=5,
                                      equilibration_steps=10, seed=1).dataset
     assert "wall_fit" not in setup_fingerprint(cfg, unbonded)
+
+
+def test_the_fit_reports_the_wall_at_the_datas_closest_contact_and_warns_when_high(dipeptide):
+    """The fit's report gives, per pair, the closest distance of the frames and the wall there; a
+    wall far above kT there (forced here by a taper set far inside the data: rdf_threshold 1000 on
+    this molecule's sphere-normalised g(r)) is warned about."""
+    import warnings
+
+    from openmm_cgkd.errors import CGKDWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CGKDWarning)  # the default fit: no warning
+        wall, report = fit_wall(dipeptide, config=WallFitConfig(), exclusions=2)
+    low = report["wall_at_closest_contact_kj_mol"]
+    assert set(low) == set(report["closest_contact_nm"]) and max(low.values()) < 4 * KT_300
+    for pair, r0 in report["closest_contact_nm"].items():  # against the distances themselves
+        a, b = (dipeptide.type_names.index(t) for t in pair.split("-"))
+        assert low[pair] == pytest.approx(float(wall.pair_energy(r0, a, b)))
+    with pytest.warns(CGKDWarning, match=r"the fitted wall reaches .* kT\) on the training frames' closest"):
+        fit_wall(dipeptide, config=WallFitConfig(rdf_threshold=1000.0), exclusions=2)

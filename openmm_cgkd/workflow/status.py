@@ -79,11 +79,12 @@ def _stage_lines(out: Path, stages, have_dataset: bool) -> list[str]:
         clock = read_json(out / "stages" / f"{name}.clock.json")
         if name == "aa" and marker is None and clock is None and have_dataset:
             lines.append("| aa | not needed (the dataset exists) | - | - |")
-        elif marker is not None:
+        elif marker is not None and not (clock or {}).get("running"):
             lines.append(f"| {name} | done ({marker.get('finished', '?')}) | {_hours(marker.get('seconds'))} | "
                          f"{marker.get('attempts', '?')} |")
-        elif clock is not None:
-            lines.append(f"| {name} | {_clock_state(clock)} | {clock.get('attempts', '?')} |")
+        elif clock is not None:  # with a marker too: the stage is run again (its settings or inputs changed)
+            again = f"again (done {marker.get('finished', '?')} with other settings): " if marker is not None else ""
+            lines.append(f"| {name} | {again}{_clock_state(clock)} | {clock.get('attempts', '?')} |")
         else:
             lines.append(f"| {name} | not started | - | - |")
     return lines

@@ -49,3 +49,22 @@ def test_a_stage_under_way_counts_its_attempt_so_far_and_a_dead_one_says_stopped
     done["running"] = {**clock["running"], "pid": int(gone)}
     (tmp_path / "stages" / "teachers.clock.json").write_text(json.dumps(done))
     assert "stopped (its process is gone; rerun to resume)" in _stage_lines(tmp_path, ["teachers"], True)[2]
+
+
+def test_a_stage_run_again_is_not_shown_done(tmp_path):
+    """A finished stage whose settings changed runs again: its old marker stays until the new
+    attempt finishes, and `--status` shows the attempt under way, not the stale "done"."""
+    import os
+
+    from openmm_cgkd.workflow.cache import StageCache
+    from openmm_cgkd.workflow.status import _stage_lines
+
+    stages = StageCache(tmp_path, log=lambda *a: None)
+    with stages.timed("teachers", {"k": 1}):
+        pass
+    (tmp_path / "stages" / "teachers.json").write_text('{"finished": "2026-12-08T01:02:59Z", "seconds": 60}')
+    assert _stage_lines(tmp_path, ["teachers"], True)[2].startswith("| teachers | done (2026-12-08T01:02:59Z) |")
+    with stages.timed("teachers", {"k": 2}):
+        row = _stage_lines(tmp_path, ["teachers"], True)[2]
+        assert row.startswith(f"| teachers | again (done 2026-12-08T01:02:59Z with other settings): under way "
+                              f"(pid {os.getpid()})"), row

@@ -47,14 +47,18 @@ def pair_keys(type_names) -> list[tuple[int, int, str]]:
     return [(a, b, f"{names[a]}-{names[b]}") for a in range(len(names)) for b in range(a, len(names))]
 
 
-def _distances(positions: np.ndarray, box: np.ndarray | None) -> np.ndarray:
-    """(N, N) minimum-image pair distances (nm), +inf on the diagonal."""
+def _distances(positions: np.ndarray, box: np.ndarray | None, excluded: np.ndarray | None = None) -> np.ndarray:
+    """(N, N) minimum-image pair distances (nm), +inf on the diagonal and for the ``excluded``
+    bead pairs ([P, 2]: bonded pairs the wall leaves to the priors)."""
     x = np.asarray(positions, dtype=np.float64)
     d = x[None, :, :] - x[:, None, :]
     if box is not None and np.any(box):
         d = minimum_image(d, box)
     r = np.sqrt(np.einsum("ijk,ijk->ij", d, d))
     np.fill_diagonal(r, np.inf)
+    if excluded is not None and len(excluded):
+        e = np.asarray(excluded, dtype=np.int64)
+        r[e[:, 0], e[:, 1]] = r[e[:, 1], e[:, 0]] = np.inf
     return r
 
 
@@ -62,15 +66,16 @@ def _type_masks(bead_types: np.ndarray, n_types: int) -> list[np.ndarray]:
     return [np.asarray(bead_types) == t for t in range(n_types)]
 
 
-def closest_contacts(dataset: CGDataset, frames=None) -> dict[str, float]:
+def closest_contacts(dataset: CGDataset, frames=None, excluded: np.ndarray | None = None) -> dict[str, float]:
     """Per type pair ``"A-B"``, the closest distance (nm) of an A and a B bead over ``frames`` of
-    ``dataset`` (default: all): the reference's closest contact (inf for a pair with no beads)."""
+    ``dataset`` (default: all), bead pairs ``excluded`` ([P, 2], e.g. bonded pairs) left out: the
+    reference's closest contact (inf for a pair with no beads)."""
     idx = np.arange(dataset.n_frames) if frames is None else np.asarray(frames, dtype=np.int64)
     masks = _type_masks(dataset.bead_types, len(dataset.type_names))
     keys = pair_keys(dataset.type_names)
     best = {key: np.inf for _, _, key in keys}
     for i in idx:
-        r = _distances(dataset.positions[i], dataset.boxes[i] if dataset.periodic else None)
+        r = _distances(dataset.positions[i], dataset.boxes[i] if dataset.periodic else None, excluded)
         for a, b, key in keys:
             sub = r[np.ix_(masks[a], masks[b])]
             if sub.size:
@@ -79,15 +84,17 @@ def closest_contacts(dataset: CGDataset, frames=None) -> dict[str, float]:
 
 
 def close_pair_counts(positions: np.ndarray, boxes: np.ndarray | None, bead_types: np.ndarray, type_names,
-                      contacts: dict[str, float], margin_nm: float = 0.0) -> np.ndarray:
+                      contacts: dict[str, float], margin_nm: float = 0.0,
+                      excluded: np.ndarray | None = None) -> np.ndarray:
     """``(F, P)``: per frame and type pair (the order of :func:`pair_keys`), the number of bead pairs
-    closer than ``contacts[key] - margin_nm`` (nm). ``boxes`` None or all zero: no periodic box."""
+    closer than ``contacts[key] - margin_nm`` (nm), bead pairs ``excluded`` ([P, 2]) left out.
+    ``boxes`` None or all zero: no periodic box."""
     pos = np.asarray(positions, dtype=np.float64)
     keys = pair_keys(type_names)
     masks = _type_masks(bead_types, len(list(type_names)))
     out = np.zeros((len(pos), len(keys)), dtype=np.int64)
     for f in range(len(pos)):
-        r = _distances(pos[f], None if boxes is None else np.asarray(boxes)[f])
+        r = _distances(pos[f], None if boxes is None else np.asarray(boxes)[f], excluded)
         for p, (a, b, key) in enumerate(keys):
             below = r[np.ix_(masks[a], masks[b])] < contacts[key] - margin_nm
             out[f, p] = int(below.sum()) // 2 if a == b else int(below.sum())

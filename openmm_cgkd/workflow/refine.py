@@ -200,9 +200,12 @@ def refine_student(cfg: RefineConfig, log=print, progress: bool = True) -> Refin
     if cfg.weights is None and not recorded:
         raise ConfigError(f"{cfg.student} records no loss weights; give `weights:` in the refine config")
     weights = check_weights(cfg.weights or LossWeights(**recorded))
-    contacts = closest_contacts(ds, train)
+    # bonded pairs the wall leaves to the priors are no contacts (a bond is closer than any of them)
+    pr = student0.priors
+    excluded = ds.topology.excluded_pairs(pr.exclusions) if pr is not None and pr.exclusions > 0 else None
+    contacts = closest_contacts(ds, train, excluded)
     ref_counts = close_pair_counts(ds.positions[test], ds.boxes[test] if ds.periodic else None, ds.bead_types,
-                                   ds.type_names, contacts, cfg.contact_margin_nm)
+                                   ds.type_names, contacts, cfg.contact_margin_nm, excluded)
     reference = coordination_below_contact(ref_counts, ds.bead_types, ds.type_names)
     threshold, threshold_source = _threshold(cfg, ensemble, ds, train)
     log(f"[refine] closest contacts (nm) of the training frames: "
@@ -252,7 +255,7 @@ def refine_student(cfg: RefineConfig, log=print, progress: bool = True) -> Refin
         md_ds.labels = predict_labels(ensemble, md_ds, device=cfg.device, progress=progress)
         spread = bead_force_spread(md_ds.labels.force_std).max(axis=1)
         counts = close_pair_counts(pos, boxes if ds.periodic else None, ds.bead_types, ds.type_names, contacts,
-                                   cfg.contact_margin_nm)
+                                   cfg.contact_margin_nm, excluded)
         close = counts.sum(axis=1)
         chosen = select_frames(spread, close, threshold, cfg.max_new_frames)
         rec.update({"coordination_below_contact": coordination_below_contact(counts, ds.bead_types, ds.type_names),

@@ -102,3 +102,18 @@ def test_loss_leaves_out_the_aa_term_of_frames_without_aa_forces():
     with_flag, _ = distillation_loss(pred, batch, w)
     del batch["has_aa_forces"]
     assert float(with_flag) == float(distillation_loss(pred, batch, w)[0])
+
+
+def test_bonded_pairs_left_to_the_priors_are_no_contacts():
+    """In a molecule the bonded (excluded) pairs are closer than any contact: left out, the closest
+    contact and the counts below it are those of the pairs the wall acts on."""
+    ds = _dataset([_frame(0.40, 0.50), _frame(0.36, 0.45)])
+    bond = np.array([[0, 2]])  # A0-B0 bonded: their 0.36-0.40 nm are no contact
+    c = closest_contacts(ds, excluded=bond)
+    # the A-B contact is now A1-B0 or A0-B1 / A1-B1: every one of them is further than A0-B0
+    assert c["A-B"] > 0.40 and c["A-A"] == pytest.approx(0.45, abs=1e-6)
+    frames = np.stack([_frame(0.30, 0.50)])
+    with_bond = close_pair_counts(frames, BOX[None], TYPES, NAMES, {"A-A": 0.45, "A-B": 0.36, "B-B": 1.0})
+    without = close_pair_counts(frames, BOX[None], TYPES, NAMES, {"A-A": 0.45, "A-B": 0.36, "B-B": 1.0},
+                                excluded=bond)
+    assert with_bond.tolist() == [[0, 1, 0]] and without.tolist() == [[0, 0, 0]]

@@ -8,10 +8,12 @@ total model outputs, network + wall, exactly what the teacher would give in MD:
   energies split half and half between the two beads), ``energy`` E_T (F,) kJ/mol;
 * ``force_std`` (F, N, 3): the member spread (population std) of an ensemble, zeros otherwise.
 
-A hipnn-ts teacher or stacked ensemble is evaluated on batches of frames by the written-out chain
+A hipnn-ts teacher or stacked ensemble is evaluated on batches of frames (periodic or not; at least
+2,048 beads a batch, so a 6-bead molecule goes 341 frames at a time) by the written-out chain
 rule of :func:`~openmm_cgkd.model.stacked.training_forward` (``create_graph=False``: no autograd
-through the pairs; the pair list, distances and sensitivities computed once for all members); other
-architectures frame by frame through the bundle's module. Both give the same labels to float32
+through the pairs; the pair list, distances and sensitivities computed once for all members), its
+wall and bonded priors on the same batches; other architectures frame by frame through the
+bundle's module. Both give the same labels to float32
 round-off (``tests/unit/training/test_labels_fast.py``).
 
 Their provenance names the teacher bundle (path, weights checksums and the content checksum of the
@@ -46,14 +48,13 @@ def _device(name: str) -> torch.device:
     return torch_device(name)
 
 
-def _stacked_network(bundle, periodic: bool):
+def _stacked_network(bundle):
     """The eager :class:`~openmm_cgkd.model.stacked.StackedEnsemblePotential` of a hipnn-ts bundle
-    (a teacher or student as one member), or None: another architecture, or no periodic box (the
-    batched path takes one box per frame)."""
+    (a teacher or student as one member), or None: another architecture."""
     from openmm_cgkd.model.potential import STACKED_ARCHITECTURES, CGPotential
     from openmm_cgkd.model.stacked import StackedEnsemblePotential
 
-    if not periodic or bundle.manifest.architecture.get("architecture") not in STACKED_ARCHITECTURES:
+    if bundle.manifest.architecture.get("architecture") not in STACKED_ARCHITECTURES:
         return None
     model = bundle.eager_model()
     if isinstance(model, CGPotential):
@@ -63,9 +64,10 @@ def _stacked_network(bundle, periodic: bool):
 
 @torch.no_grad()
 def predict_labels(bundle, dataset: CGDataset, member: int | None = None, device: str = "auto",
-                   progress: bool = False, batch_size: int = 8) -> DistillationLabels:
+                   progress: bool = False, batch_size: int | None = None) -> DistillationLabels:
     """Evaluate ``bundle`` (a loaded :class:`~openmm_cgkd.bundle.Bundle`) + its wall on every frame
-    (hipnn-ts networks: ``batch_size`` frames at a time, see the module docstring)."""
+    (hipnn-ts networks: ``batch_size`` frames at a time, default enough frames for 2,048 beads and
+    at least 8; see the module docstring)."""
     from openmm_cgkd.fingerprint import bundle_checksum
 
     man = bundle.manifest
@@ -96,24 +98,27 @@ def predict_labels(bundle, dataset: CGDataset, member: int | None = None, device
     bead_e = np.empty((f, n), np.float32)
     energy = np.empty(f, np.float64)
     std = np.zeros((f, n, 3), np.float32)
-    stacked = _stacked_network(bundle, dataset.periodic)
+    stacked = _stacked_network(bundle)
     net_out: dict[str, np.ndarray] = {}
-    if stacked is not None:  # the network on batches of frames, every member at once
-        from openmm_cgkd.model.stacked import training_forward
+    if stacked is not None:  # network, wall and priors on batches of frames, every member at once
+        from openmm_cgkd.model.stacked import joined_pairs, training_forward
 
         stacked = stacked.to(dev)
+        if batch_size is None:  # small molecules: many frames a batch
+            batch_size = max(8, _FRAME_BEADS // max(1, n))
         starts = range(0, f, batch_size)
         if progress:
             from tqdm import tqdm
 
-            starts = tqdm(starts, desc="labels (network)", unit="batch")
+            starts = tqdm(starts, desc="labels", unit="batch")
         net_out = {"forces": np.empty((f, n, 3), np.float64), "bead": np.empty((f, n), np.float64),
                    "energy": np.empty(f, np.float64)}
         for s0 in starts:
             batch = slice(s0, s0 + batch_size)
             pos_b = torch.from_numpy(np.ascontiguousarray(dataset.positions[batch])).to(dev)
             box_b = torch.from_numpy(np.ascontiguousarray(dataset.boxes[batch])).to(dev)
-            out = training_forward(stacked, types, pos_b, box_b, create_graph=False)
+            pairs = joined_pairs(stacked.neighbors, pos_b, box_b)
+            out = training_forward(stacked, types, pos_b, box_b, create_graph=False, pairs=pairs)
             f_k, b_k, e_k = out["forces"].double(), out["bead_energies"].double(), out["energy"].double()
             if is_ensemble and member is not None:
                 f_k, b_k, e_k = f_k[member:member + 1], b_k[member:member + 1], e_k[member:member + 1]
@@ -123,7 +128,14 @@ def predict_labels(bundle, dataset: CGDataset, member: int | None = None, device
             net_out["energy"][batch] = e_k.mean(0).cpu().numpy()
             if is_ensemble and member is None:
                 std[batch] = torch.sqrt(((f_k - mean_f) ** 2).mean(0)).float().cpu().numpy()
-    frames = range(f)
+            wb, wf = _batched_wall(wall, types, pos_b, box_b)
+            if prior is not None:
+                pb, pf = _batched_prior(prior, pos_b, box_b if dataset.periodic else None)
+                wb, wf = wb + pb, wf + pf
+            forces[batch] = (net_out["forces"][batch] + wf.cpu().numpy()).astype(np.float32)
+            bead_e[batch] = (net_out["bead"][batch] + wb.cpu().numpy()).astype(np.float32)
+            energy[batch] = net_out["energy"][batch] + wb.sum(-1).cpu().numpy()
+    frames = range(f) if stacked is None else range(0)
     if progress:
         from tqdm import tqdm
 
@@ -160,6 +172,37 @@ def predict_labels(bundle, dataset: CGDataset, member: int | None = None, device
         "priors": None if bundle.priors is None else bundle.priors.to_dict(),
     }
     return DistillationLabels(forces, bead_e, energy, std, prov)
+
+
+_FRAME_BEADS = 2048  # beads per batch of the batched path by default (252-bead frames: 8 a batch)
+
+
+def _batched_wall(wall, types: torch.Tensor, positions: torch.Tensor, boxes: torch.Tensor):
+    """The wall's per-bead energies ``[B,N]`` (kJ/mol) and forces ``[B,N,3]`` (kJ/mol/nm) of a batch
+    of frames (boxes all zero: no periodic box), in the wall's precision, as float64."""
+    from openmm_cgkd.training.model import TrainablePotential
+
+    b, n, _ = positions.shape
+    dtype = wall.log_prefactor.dtype
+    pos = positions.detach().to(dtype)
+    box = boxes.detach().to(dtype)
+    eye = torch.eye(3, dtype=dtype, device=pos.device)
+    with torch.enable_grad():
+        flat = pos.reshape(b * n, 3).clone().requires_grad_(True)
+        ei, shifts = TrainablePotential._joined_edges(wall.neighbors, pos, box)
+        bead = wall.bead_energies_from_edges(types.repeat(b), flat, ei, shifts, eye)
+        (grad,) = torch.autograd.grad(bead.sum(), flat, allow_unused=True)
+    grad = torch.zeros_like(flat) if grad is None else grad
+    return bead.detach().view(b, n).double(), -grad.view(b, n, 3).double()
+
+
+def _batched_prior(prior, positions: torch.Tensor, boxes: torch.Tensor | None):
+    """The bonded priors' per-bead energies ``[B,N]`` and forces ``[B,N,3]`` of a batch (float64)."""
+    with torch.enable_grad():
+        pos = positions.detach().double().clone().requires_grad_(True)
+        bead = prior.bead_energies(pos, None if boxes is None else boxes.detach().double())
+        (grad,) = torch.autograd.grad(bead.sum(), pos)
+    return bead.detach(), -grad
 
 
 def make_labels(cfg: LabelsConfig, progress: bool = True, window: dict | None = None) -> Path:

@@ -24,7 +24,7 @@ def frames():
 def _labels(bundle, ds, member, fast, monkeypatch):
     with monkeypatch.context() as m:
         if not fast:
-            m.setattr(labels_mod, "_stacked_network", lambda bundle, periodic: None)
+            m.setattr(labels_mod, "_stacked_network", lambda bundle: None)
         return labels_mod.predict_labels(bundle, ds, member=member, device="cpu", batch_size=2)
 
 
@@ -32,7 +32,7 @@ def _labels(bundle, ds, member, fast, monkeypatch):
 def test_batched_labels_equal_frame_by_frame(frames, name, member, monkeypatch):
     torch.set_num_threads(1)
     bundle = load_bundle(models_dir() / name)
-    assert labels_mod._stacked_network(bundle, True) is not None  # the fast path applies
+    assert labels_mod._stacked_network(bundle) is not None  # the fast path applies
     fast = _labels(bundle, frames, member, True, monkeypatch)
     ref = _labels(bundle, frames, member, False, monkeypatch)
     scale = np.abs(ref.forces).max()

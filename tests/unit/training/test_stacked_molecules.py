@@ -129,6 +129,19 @@ def test_stacked_teachers_and_students_of_molecules_train_label_and_serve(period
         types, x64, None if box is None else box.double())
     want = f_net.double().numpy() + f_w.numpy() + f_p.numpy()
     assert_forces_close(labels.forces[frame], want)
+    # every frame, batched (3 batches) against frame by frame through the bundle's module
+    import openmm_cgkd.training.labels as labels_mod
+
+    batched = predict_labels(teachers, ds, device="cpu", batch_size=12)
+    real = labels_mod._stacked_network
+    labels_mod._stacked_network = lambda bundle: None
+    try:
+        slow = predict_labels(teachers, ds, device="cpu")
+    finally:
+        labels_mod._stacked_network = real
+    assert np.abs(batched.forces - slow.forces).max() <= 1e-5 * np.abs(slow.forces).max()
+    np.testing.assert_allclose(batched.energy, slow.energy, rtol=1e-5, atol=1e-4)
+    assert np.abs(batched.force_std - slow.force_std).max() <= 1e-5 * np.abs(slow.forces).max()
     ds.labels = labels
     ds.save(tmp_path / "labelled.h5")
 

@@ -31,6 +31,7 @@ import torch
 
 from openmm_cgkd.data.dataset import CGDataset, DistillationLabels
 from openmm_cgkd.training.config import ConfigError, LabelsConfig
+from openmm_cgkd.training.stacked import prior_terms, wall_terms
 
 __all__ = ["label_source", "predict_labels", "make_labels"]
 
@@ -128,9 +129,10 @@ def predict_labels(bundle, dataset: CGDataset, member: int | None = None, device
             net_out["energy"][batch] = e_k.mean(0).cpu().numpy()
             if is_ensemble and member is None:
                 std[batch] = torch.sqrt(((f_k - mean_f) ** 2).mean(0)).float().cpu().numpy()
-            wb, wf = _batched_wall(wall, types, pos_b, box_b)
+            wb, wf = wall_terms(wall, types, pos_b, box_b)
+            wb, wf = wb.double(), wf.double()
             if prior is not None:
-                pb, pf = _batched_prior(prior, pos_b, box_b if dataset.periodic else None)
+                pb, pf = prior_terms(prior, pos_b.double(), box_b.double() if dataset.periodic else None)
                 wb, wf = wb + pb, wf + pf
             forces[batch] = (net_out["forces"][batch] + wf.cpu().numpy()).astype(np.float32)
             bead_e[batch] = (net_out["bead"][batch] + wb.cpu().numpy()).astype(np.float32)
@@ -175,34 +177,6 @@ def predict_labels(bundle, dataset: CGDataset, member: int | None = None, device
 
 
 _FRAME_BEADS = 2048  # beads per batch of the batched path by default (252-bead frames: 8 a batch)
-
-
-def _batched_wall(wall, types: torch.Tensor, positions: torch.Tensor, boxes: torch.Tensor):
-    """The wall's per-bead energies ``[B,N]`` (kJ/mol) and forces ``[B,N,3]`` (kJ/mol/nm) of a batch
-    of frames (boxes all zero: no periodic box), in the wall's precision, as float64."""
-    from openmm_cgkd.training.model import TrainablePotential
-
-    b, n, _ = positions.shape
-    dtype = wall.log_prefactor.dtype
-    pos = positions.detach().to(dtype)
-    box = boxes.detach().to(dtype)
-    eye = torch.eye(3, dtype=dtype, device=pos.device)
-    with torch.enable_grad():
-        flat = pos.reshape(b * n, 3).clone().requires_grad_(True)
-        ei, shifts = TrainablePotential._joined_edges(wall.neighbors, pos, box)
-        bead = wall.bead_energies_from_edges(types.repeat(b), flat, ei, shifts, eye)
-        (grad,) = torch.autograd.grad(bead.sum(), flat, allow_unused=True)
-    grad = torch.zeros_like(flat) if grad is None else grad
-    return bead.detach().view(b, n).double(), -grad.view(b, n, 3).double()
-
-
-def _batched_prior(prior, positions: torch.Tensor, boxes: torch.Tensor | None):
-    """The bonded priors' per-bead energies ``[B,N]`` and forces ``[B,N,3]`` of a batch (float64)."""
-    with torch.enable_grad():
-        pos = positions.detach().double().clone().requires_grad_(True)
-        bead = prior.bead_energies(pos, None if boxes is None else boxes.detach().double())
-        (grad,) = torch.autograd.grad(bead.sum(), pos)
-    return bead.detach(), -grad
 
 
 def make_labels(cfg: LabelsConfig, progress: bool = True, window: dict | None = None) -> Path:

@@ -57,10 +57,11 @@ from openmm_cgkd.model.stacked import StackedEnsemblePotential, joined_pairs, tr
 from openmm_cgkd.model.wall import WallParameters
 from openmm_cgkd.training.config import ConfigError, LossWeights, TrainerConfig
 from openmm_cgkd.training.loss import loss_terms
-from openmm_cgkd.training.model import training_prior, training_wall
+from openmm_cgkd.training.model import TrainablePotential, training_prior, training_wall
 from openmm_cgkd.training.rundir import RunDir, block_ranges
 
 __all__ = ["StackedTrainable", "StackedTrainResult", "StackedAdam", "member_losses", "train_stacked", "train_single",
+           "wall_terms", "prior_terms",
            "is_stacked_architecture", "predict_members"]
 
 CHECKPOINT = "last.ckpt"
@@ -108,37 +109,12 @@ class StackedTrainable(nn.Module):
 
     def _wall_terms(self, bead_types: Tensor, positions: Tensor, boxes: Tensor,
                     pairs: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor]:
-        """Wall per-bead energies ``[B,N]`` and forces ``[B,N,3]``, shared by every member.
-        ``pairs``: the network's :func:`~openmm_cgkd.model.stacked.joined_pairs` of the batch; when the
-        wall's cutoff is not longer than the network's, the wall's pairs are taken from them (no
-        second neighbour search: at a few hundred beads the O(N^2) search costs as much as the wall)."""
-        from openmm_cgkd.training.model import TrainablePotential
-
-        b, n, _ = positions.shape
-        types = bead_types.to(torch.long).repeat(b)
-        eye = torch.eye(3, dtype=positions.dtype, device=positions.device)
-        with torch.enable_grad():
-            flat = positions.detach().reshape(b * n, 3).clone().requires_grad_(True)
-            if pairs is not None and self.wall.cutoff_nm <= self.network.cutoff_nm:
-                with torch.no_grad():
-                    ei, vec = pairs
-                    keep = (vec * vec).sum(1) < self.wall.cutoff_nm ** 2
-                    ei, vec = ei[:, keep], vec[keep]
-                    plain = flat.index_select(0, ei[0]) - flat.index_select(0, ei[1])
-                    shifts = vec - plain  # the periodic image, Cartesian (nm)
-            else:
-                ei, shifts = TrainablePotential._joined_edges(self.wall.neighbors, positions.detach(), boxes)
-            bead = self.wall.bead_energies_from_edges(types, flat, ei, shifts, eye)
-            (grad,) = torch.autograd.grad(bead.sum(), flat)
-        return bead.detach().view(b, n), -grad.view(b, n, 3)
+        """:func:`wall_terms` of this model's wall (the network's pairs reused when ``pairs`` is given)."""
+        return wall_terms(self.wall, bead_types, positions, boxes, pairs, self.network.cutoff_nm)
 
     def _prior_terms(self, positions: Tensor, boxes: Tensor) -> tuple[Tensor, Tensor]:
-        """Prior per-bead energies ``[B,N]`` and forces ``[B,N,3]``, shared by every member."""
-        with torch.enable_grad():
-            pos = positions.detach().clone().requires_grad_(True)
-            bead = self.prior.bead_energies(pos, boxes)
-            (grad,) = torch.autograd.grad(bead.sum(), pos)
-        return bead.detach(), -grad
+        """:func:`prior_terms` of this model's bonded priors."""
+        return prior_terms(self.prior, positions, boxes)
 
     def forward(self, bead_types: Tensor, positions: Tensor, boxes: Tensor) -> dict[str, Tensor]:
         dtype = self.network.model_dtype()
@@ -156,6 +132,46 @@ class StackedTrainable(nn.Module):
         if self.wall is not None or self.prior is not None:
             out["energy"] = out["bead_energies"].sum(-1)
         return out
+
+
+def wall_terms(wall, bead_types: Tensor, positions: Tensor, boxes: Tensor,
+               pairs: tuple[Tensor, Tensor] | None = None, pairs_cutoff_nm: float = 0.0) -> tuple[Tensor, Tensor]:
+    """The wall's per-bead energies ``[B,N]`` (kJ/mol) and forces ``[B,N,3]`` (kJ/mol/nm) of a batch
+    of frames ``positions [B,N,3]``, ``boxes [B,3,3]`` (nm; all zero: no periodic box), in the
+    wall's precision. ``pairs``: a :func:`~openmm_cgkd.model.stacked.joined_pairs` list of the batch
+    made with a cutoff of ``pairs_cutoff_nm``; when that is not shorter than the wall's, the wall's
+    pairs are taken from it (no second neighbour search: at a few hundred beads the O(N^2) search
+    costs as much as the wall)."""
+    b, n, _ = positions.shape
+    dtype = wall.log_prefactor.dtype
+    pos = positions.detach().to(dtype)
+    types = bead_types.to(torch.long).repeat(b)
+    eye = torch.eye(3, dtype=dtype, device=pos.device)
+    with torch.enable_grad():
+        flat = pos.reshape(b * n, 3).clone().requires_grad_(True)
+        if pairs is not None and wall.cutoff_nm <= pairs_cutoff_nm:
+            with torch.no_grad():
+                ei, vec = pairs
+                keep = (vec * vec).sum(1) < wall.cutoff_nm ** 2
+                ei, vec = ei[:, keep], vec[keep].to(dtype)
+                plain = flat.index_select(0, ei[0]) - flat.index_select(0, ei[1])
+                shifts = vec - plain  # the periodic image, Cartesian (nm)
+        else:
+            ei, shifts = TrainablePotential._joined_edges(wall.neighbors, pos, boxes.detach().to(dtype))
+        bead = wall.bead_energies_from_edges(types, flat, ei, shifts, eye)
+        (grad,) = torch.autograd.grad(bead.sum(), flat, allow_unused=True)
+    grad = torch.zeros_like(flat) if grad is None else grad
+    return bead.detach().view(b, n), -grad.view(b, n, 3)
+
+
+def prior_terms(prior, positions: Tensor, boxes: Tensor | None) -> tuple[Tensor, Tensor]:
+    """The bonded priors' per-bead energies ``[B,N]`` (kJ/mol) and forces ``[B,N,3]`` (kJ/mol/nm)
+    of a batch of frames (``boxes`` None or ``[B,3,3]`` nm), in the precision of ``positions``."""
+    with torch.enable_grad():
+        pos = positions.detach().clone().requires_grad_(True)
+        bead = prior.bead_energies(pos, boxes)
+        (grad,) = torch.autograd.grad(bead.sum(), pos)
+    return bead.detach(), -grad
 
 
 def member_losses(pred: dict[str, Tensor], batch: dict[str, Tensor],
@@ -345,8 +361,6 @@ class StackedTrainResult:
                          topology=None, bead_types=None):
         """Member ``m`` alone as a ``TrainablePotential`` (its network + ``wall`` + the bonded
         ``priors`` on ``topology``, as in the run), eval mode."""
-        from openmm_cgkd.training.model import TrainablePotential
-
         tp = TrainablePotential(self.model.network.config, wall, density_per_nm3, priors, topology, bead_types)
         tp.network.load_state_dict(self.model.network.member(m).state_dict())
         return tp.eval()

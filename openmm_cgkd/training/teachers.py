@@ -104,11 +104,11 @@ def prepare_teachers(cfg: TeachersConfig, dataset: CGDataset, log=print) -> dict
         log(f"teachers: {path} was made with other settings ({'; '.join(changes[:6])}): computing it again")
     blocks = split_blocks(dataset.n_frames, cfg.split)
     train = blocks["train"]
-    if cfg.wall.enabled:
-        wall, report = fit_wall(dataset, train, cfg.wall)
+    priors, prior_report = fit_priors(dataset, train, cfg.priors)
+    if cfg.wall.enabled:  # fitted on the pairs it acts on: beyond the priors' exclusions
+        wall, report = fit_wall(dataset, train, cfg.wall, exclusions=0 if priors is None else priors.exclusions)
     else:
         wall, report = WallParameters.zero(list(dataset.type_names)), {"method": "disabled"}
-    priors, prior_report = fit_priors(dataset, train, cfg.priors)
     density = number_density(dataset.positions[train], dataset.boxes[train])
     pcfg = potential_config_for(cfg.model, list(dataset.type_names), density)
     check_boxes_for_cutoff(dataset.boxes, pcfg.cutoff_nm, f"teachers on {cfg.dataset}")

@@ -54,7 +54,7 @@ from openmm_cgkd.training.stacked import is_stacked_architecture, predict_member
 from openmm_cgkd.training.rundir import is_global_zero
 from openmm_cgkd.training.trainer import train_potential
 from openmm_cgkd.training.prior_fit import fit_priors
-from openmm_cgkd.training.wall_fit import fit_wall
+from openmm_cgkd.training.wall_fit import WALL_FIT_PAIRS, fit_wall
 from openmm_cgkd.executor import ClusterConfig, Executor, Need, task_threads
 
 __all__ = ["TeachersResult", "train_teachers", "prepare_teachers", "setup_fingerprint", "train_member", "member_dir"]
@@ -85,6 +85,7 @@ def setup_fingerprint(cfg: TeachersConfig, dataset: CGDataset) -> dict:
         priors = config_to_dict(cfg.priors)
         priors["temperature_k"] = priors.pop("temperature_K")  # the name set-ups were keyed on before the rename
         key["priors"] = priors
+        key["wall_fit"] = WALL_FIT_PAIRS  # set-ups made before the wall was fitted on its own pairs differ
     return key
 
 

@@ -30,7 +30,11 @@ from openmm_cgkd.data.dataset import CGDataset, DatasetError
 from openmm_cgkd.model.wall import WallParameters
 from openmm_cgkd.training.config import WallFitConfig
 
-__all__ = ["pair_rdfs", "contact_distance_nm", "fit_wall"]
+__all__ = ["pair_rdfs", "contact_distance_nm", "fit_wall", "WALL_FIT_PAIRS"]
+
+# which pairs the fit of bonded beads uses, in the set-up's and the pipeline's keys (before
+# 2026-12-08: intermolecular pairs, or a single molecule's pairs more than 3 bonds apart)
+WALL_FIT_PAIRS = "the pairs the wall acts on: beyond the priors' exclusions"
 
 
 def pair_rdfs(dataset: CGDataset, frames: np.ndarray | None = None, bin_nm: float = 0.002,

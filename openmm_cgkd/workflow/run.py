@@ -46,10 +46,12 @@ from pathlib import Path
 import yaml
 
 from openmm_cgkd.config import ConfigError
+from openmm_cgkd.data.dataset import CGDataset
 from openmm_cgkd.data.systemdef import SystemDefinition
 from openmm_cgkd.fileio import file_sha256, make_portable
 from openmm_cgkd.fingerprint import bundle_checksum, digest
 from openmm_cgkd.training.config import config_to_dict
+from openmm_cgkd.training.wall_fit import WALL_FIT_PAIRS
 from openmm_cgkd.workflow.cache import STAGES, StageCache
 from openmm_cgkd.workflow.config import (PipelineConfig, analysis_settings, ramachandran_key, ramachandran_spec,
                                         student_plan)
@@ -179,8 +181,11 @@ def _run_stages(cfg: PipelineConfig, out: Path, stage, stages: StageCache, log, 
     if cfg.selects_frames:
         cfg.dataset = frames_subset(cfg, out, log)
     data_digest = dataset_digest(cfg.dataset)  # a dataset of other content retrains everything downstream
+    # bonded beads: the wall is fitted on the pairs it acts on since 2026-12-08 (earlier teachers of
+    # such data had another wall); unbonded data keep the key they always had
+    wall_fit = {"wall_fit": WALL_FIT_PAIRS} if CGDataset.load(cfg.dataset).topology.has_bonds else {}
     teachers = stage("teachers", {**common, "dataset": data_digest,
-                                  "teachers": cfg.teachers},
+                                  "teachers": cfg.teachers, **wall_fit},
                      lambda tick: teachers_stage(cfg, out, log, executor))
     # the labelled datasets are not among the labels stage's files: made again when needed
     labels = stage("labels", {"teachers": bundle_checksum(teachers.ensemble), "dataset": data_digest,

@@ -48,3 +48,19 @@ def test_the_wall_fitted_on_its_own_pairs_stays_low_on_the_data(dipeptide):
     wrong, _ = fit_wall(ds, config=WallFitConfig(), exclusions=3)
     assert _max_wall_energy(ds, wrong, 3) < 4 * KT_300  # right where it was fitted ...
     assert _max_wall_energy(ds, wrong, 2) > 100 * KT_300  # ... wrong where it also acts
+
+
+def test_set_ups_of_bonded_data_from_before_the_fix_are_made_again(dipeptide):
+    """The set-up's fingerprint of bonded data names the pairs the wall is fitted on, so a set-up
+    (and the pipeline's teachers stage) made with the old fit is made again; unbonded data (the
+    DES) keep the fingerprint they had, so their finished teachers stay valid."""
+    from openmm_cgkd.training.config import TeachersConfig
+    from openmm_cgkd.training.synthetic import make_synthetic_system
+    from openmm_cgkd.training.teachers import setup_fingerprint
+    from openmm_cgkd.training.wall_fit import WALL_FIT_PAIRS
+
+    cfg = TeachersConfig(dataset="data.h5", model={"architecture": "hipnn-ts"})
+    assert setup_fingerprint(cfg, dipeptide)["wall_fit"] == WALL_FIT_PAIRS
+    unbonded = make_synthetic_system(n_beads=(8, 8), box_nm=1.65, n_frames=3, steps_per_frame=5,
+                                     equilibration_steps=10, seed=1).dataset
+    assert "wall_fit" not in setup_fingerprint(cfg, unbonded)

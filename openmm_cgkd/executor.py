@@ -4,6 +4,9 @@ with their analysis), on ``dask.distributed``.
 * By default an in-process :class:`~distributed.LocalCluster` sized to the machine (worker
   processes of one task at a time each, the cores shared out between them), started on the
   first task and stopped with the command: nothing to set up.
+* ``cluster: {kind: serial}`` runs every task in this process, one after another, without Dask:
+  for a debugger (a breakpoint in a task stops there) and for tasks so small that a worker's
+  start-up (importing torch, OpenMM and Lightning: 6-18 s of CPU a process) outweighs them.
 * ``cluster:`` (:class:`ClusterConfig`) points it at an existing scheduler (``kind: address``,
   or ``cgkd pipeline --scheduler ADDRESS``) or starts a ``dask-jobqueue`` cluster whose workers
   are batch jobs (``kind: slurm | pbs | lsf``: queue, cores, memory, walltime, GPUs per job,
@@ -47,7 +50,7 @@ from openmm_cgkd.errors import CGKDError
 __all__ = ["ClusterConfig", "Need", "Executor", "SharedFileSystemError", "TaskFailedError", "make_jobqueue_cluster",
            "local_workers", "task_threads", "KINDS"]
 
-KINDS = ("local", "address", "slurm", "pbs", "lsf")
+KINDS = ("local", "serial", "address", "slurm", "pbs", "lsf")
 _JOBQUEUE_KEYS = ("queue", "account", "cores", "memory", "walltime", "gpus", "job_extra", "jobs", "adaptive_min",
                   "adaptive_max", "python", "job_script_prologue", "interface", "log_directory")
 
@@ -67,7 +70,9 @@ class ClusterConfig(Config):
     """Where the pipeline's tasks run (``cluster:`` in the pipeline config).
 
     ``kind``: ``local`` (default: a LocalCluster on this machine of ``workers`` processes, or
-    ``md.workers``, or sized to the machine), ``address`` (an existing scheduler,
+    ``md.workers``, or sized to the machine), ``serial`` (every task in this process, one at a
+    time, no Dask: debugging and tiny jobs; a task's exception stops the command with its
+    traceback, not retried), ``address`` (an existing scheduler,
     ``tcp://host:8786``), or ``slurm`` / ``pbs`` / ``lsf`` (dask-jobqueue: each batch job of
     ``cores`` cores, ``memory``, ``walltime`` and ``gpus`` GPUs runs ``max(1, gpus)`` workers,
     one GPU each; ``jobs`` jobs, or between ``adaptive_min`` and ``adaptive_max`` jobs as the
@@ -98,7 +103,7 @@ class ClusterConfig(Config):
             raise ConfigError(f"kind must be one of {', '.join(KINDS)}, got {self.kind!r}")
         if (self.kind == "address") != bool(self.address):
             raise ConfigError("address (tcp://host:port) is needed with kind: address, and only with it")
-        if self.kind in ("local", "address"):
+        if self.kind in ("local", "serial", "address"):
             defaults = {f.name: f.default if f.default_factory is MISSING else f.default_factory()
                         for f in fields(ClusterConfig)}
             set_here = [k for k in _JOBQUEUE_KEYS if getattr(self, k) != defaults[k]]
@@ -285,11 +290,13 @@ class Executor:
         self.shared_dir = None if shared_dir is None else Path(shared_dir).resolve()
         self.log, self.progress = log, progress
         self._cluster = self._client = self._marker = None
+        self._serial_said = False
 
     @property
     def slots(self) -> int | None:
-        """Tasks at once on a local cluster (its workers); None for other clusters (they decide)."""
-        return self.n_local if self.cfg.kind == "local" else None
+        """Tasks at once on a local cluster (its workers) or serially (1); None for other clusters
+        (they decide)."""
+        return {"local": self.n_local, "serial": 1}.get(self.cfg.kind)
 
     # ------------------------------------------------------------------ life cycle
     def __enter__(self) -> "Executor":
@@ -368,7 +375,7 @@ class Executor:
     @property
     def has_gpus(self) -> bool:
         """Whether the cluster's workers offer GPUs (for an existing scheduler: those connected now)."""
-        if self.cfg.kind == "local":
+        if self.cfg.kind in ("local", "serial"):
             return _local_gpus() > 0
         if self.cfg.kind == "address":
             return any(r.get("GPU") for r in self._worker_resources())
@@ -418,6 +425,9 @@ class Executor:
         jobs = list(jobs)
         if not jobs:
             return
+        if self.cfg.kind == "serial":
+            yield from self._map_serial(fn, jobs, names, what)
+            return
         resources = self._check(need)
         client = self.client
         marker = None if self._marker is None else str(self._marker)
@@ -457,6 +467,21 @@ class Executor:
             unfinished = [f for f in futures if not f.done()]
             if unfinished:
                 client.cancel(unfinished)
+
+    def _map_serial(self, fn: Callable, jobs: list, names: Sequence[str], what: str):
+        """``cluster.kind: serial``: ``fn(job)`` in this process, in the order given."""
+        from tqdm import tqdm
+
+        if len(names) != len(jobs):
+            raise ValueError(f"{len(jobs)} jobs but {len(names)} names")
+        if not self._serial_said:
+            self.log("[cluster] tasks run one at a time in this process (cluster.kind: serial)")
+            self._serial_said = True
+        with tqdm(total=len(jobs), desc=what, unit="task", disable=not self.progress, leave=False) as bar:
+            for job in jobs:
+                out = fn(job)
+                bar.update(1)
+                yield job, out
 
     def _running(self, keys: set) -> int:
         """How many of ``keys`` are executing now (not only assigned to a worker). A key the

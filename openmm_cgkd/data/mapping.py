@@ -35,6 +35,14 @@ types with one (residue, atom) name, a residue name longer than 3 or an atom nam
 characters (PDB columns), or a residue name OpenMM's PDB reader renames (``WAT``, ``SOL``, ...:
 a bead PDB would come back with another name) is a :class:`MappingError`.
 
+**Force aggregation.** ``{type: C, atoms: [C], force_atoms: [O]}`` adds the forces of atoms
+left out of every bead (``allow_unmapped``) to the bead's force without moving its position: the
+mapped force is still a valid estimate of the mean force (the force map's weights on the bead's
+own atoms are unchanged, and an unmapped atom does not move any bead), while a stiff bond to a
+left-out atom (C=O, a cap's methyl) no longer puts its large, fast force into the bead's as
+noise. A force atom must be of the bead's residue, unmapped, and in no other bead's
+``force_atoms``; a constrained group (a heavy atom with its hydrogens) must go to one bead whole.
+
 Beads are made residue by residue in topology order. A bead entry ``{type: T, atoms: [...],
 join: previous}`` adds its atoms to the last bead made before it (a bead spanning two residues,
 e.g. a cap with its neighbour); a residue mapped to ``[]`` has no bead (with ``allow_unmapped``).
@@ -54,7 +62,8 @@ Per frame:
   its offset from its parent along the AA bonds (a breadth-first tree of the molecule; atoms
   without bonds use their residue's first atom), then
 * bead position = centre of mass of its atoms (wrapped into the primary box when periodic),
-* bead force = sum of its atoms' forces, bead mass = sum of its atoms' masses.
+* bead force = sum of its atoms' forces (plus its ``force_atoms``'), bead mass = sum of its
+  atoms' masses.
 
 A trajectory without a box (a solute in vacuum or implicit solvent) maps to a non-periodic
 dataset (all-zero boxes).
@@ -98,6 +107,7 @@ class BeadDef:
     type: str
     atoms: str | list  # "all" or names / 1-based indices
     join: str | None = None  # "previous": the atoms join the bead made before this one
+    force_atoms: list = field(default_factory=list)  # unmapped atoms (names / indices) whose forces add to it
 
 
 @dataclass
@@ -136,7 +146,15 @@ class MappingSpec:
                 if b.get("join") not in (None, "previous"):
                     raise MappingError(f"mapping spec {source}: residue {rname}: join must be 'previous', "
                                        f"got {b.get('join')!r}")
-                lst.append(BeadDef(str(b["type"]), b.get("atoms", "all"), b.get("join")))
+                extra = sorted(set(b) - {"type", "atoms", "join", "force_atoms"})
+                if extra:
+                    raise MappingError(f"mapping spec {source}: residue {rname}: unknown bead key(s) {extra} "
+                                       "(type, atoms, join, force_atoms)")
+                fa = b.get("force_atoms", [])
+                if not isinstance(fa, list):
+                    raise MappingError(f"mapping spec {source}: residue {rname}: force_atoms must be a list of atom "
+                                       f"names or 1-based indices, got {fa!r}")
+                lst.append(BeadDef(str(b["type"]), b.get("atoms", "all"), b.get("join"), list(fa)))
             res[str(rname)] = lst
         unknown = sorted(set(d) - set(SPEC_KEYS))
         if unknown:
@@ -182,7 +200,8 @@ class MappingSpec:
     def to_dict(self) -> dict:
         """The spec as :meth:`from_dict` reads it back (every setting, e.g. for a run's ``run.json``)."""
         return {"type_names": list(self.type_names), "aliases": dict(self.aliases),
-                "residues": {k: [{"type": b.type, "atoms": b.atoms, **({"join": b.join} if b.join else {})}
+                "residues": {k: [{"type": b.type, "atoms": b.atoms, **({"join": b.join} if b.join else {}),
+                                  **({"force_atoms": list(b.force_atoms)} if b.force_atoms else {})}
                                  for b in v] for k, v in self.residues.items()},
                 "bead_names": {t: {"residue": r, "atom": a} for t, (r, a) in self.bead_names.items()},
                 "allow_unmapped": self.allow_unmapped, "constraints": self.constraints,
@@ -245,8 +264,11 @@ class CGMap:
     bead_masses: np.ndarray  # (n_beads,)
     type_names: list[str]
     topology: CGTopology | None = None  # bonds between beads (None: built without AA bonds)
+    atom_force_bead: np.ndarray | None = None  # (n_atoms,) bead each atom's force adds to (default atom_bead)
 
     def __post_init__(self) -> None:
+        if self.atom_force_bead is None:
+            self.atom_force_bead = np.asarray(self.atom_bead).copy()
         if self.topology is None:
             self.topology = CGTopology.unbonded(len(self.bead_types))
         # breadth-first levels of the making-whole tree: level k atoms hang from level k-1 atoms
@@ -280,6 +302,7 @@ class CGMap:
         atom_ref = np.arange(n_atoms, dtype=np.int64)
         atom_res = np.zeros(n_atoms, dtype=np.int64)
         atom_names = [""] * n_atoms
+        force_extra: dict[int, int] = {}  # unmapped atom -> the bead its force adds to (force_atoms)
         res_names = []
         multi_bead = []
         types: list[int] = []
@@ -293,23 +316,7 @@ class CGMap:
                 atom_names[a] = str(n)
             first_bead = len(types)
             for bead in spec.beads_for(rname):
-                if bead.atoms == "all":
-                    members = idx
-                else:
-                    members = []
-                    for sel in bead.atoms:
-                        if isinstance(sel, int):
-                            if not 1 <= sel <= len(idx):
-                                raise MappingError(f"atom index {sel} out of range for residue {rname} ({len(idx)} atoms)")
-                            members.append(idx[sel - 1])
-                        else:
-                            hits = [a for a, n in zip(idx, names) if n == sel]
-                            if not hits and rname in WATER_RESIDUE_NAMES:
-                                same = next((g for g in _WATER_ATOM_ALIASES if sel in g), {sel})
-                                hits = [a for a, n in zip(idx, names) if n in same]
-                            if not hits:
-                                raise MappingError(f"atom name {sel!r} not found in residue {rname} (atoms: {names})")
-                            members.extend(hits)
+                members = idx if bead.atoms == "all" else _select_atoms(bead.atoms, rname, idx, names)
                 if bead.join == "previous":
                     if not types:
                         raise MappingError(f"residue {rname}: join: previous needs a bead before it")
@@ -324,10 +331,21 @@ class CGMap:
                     if atom_bead[a] != -1:
                         raise MappingError(f"atom {a} ({atom_names[a]}) of residue {rname} is in two beads")
                     atom_bead[a] = b
+                for a in _select_atoms(bead.force_atoms, rname, idx, names):
+                    if a in force_extra:
+                        raise MappingError(f"atom {a} ({atom_names[a]}) of residue {rname} is in the force_atoms of "
+                                           "two beads")
+                    force_extra[a] = b
             if len(types) - first_bead > 1:
                 multi_bead.append(rname)
         if not types:
             raise MappingError("the mapping makes no bead")
+        atom_force_bead = atom_bead.copy()
+        for a, b in force_extra.items():
+            if atom_bead[a] >= 0:
+                raise MappingError(f"atom {a} ({atom_names[a]}) of residue {res_names[atom_res[a]]} is in bead {atom_bead[a]} "
+                                   "and in force_atoms: force_atoms are atoms left out of every bead")
+            atom_force_bead[a] = b
         lost = np.flatnonzero(atom_bead < 0)
         if len(lost) and not spec.allow_unmapped:
             raise MappingError(f"{len(lost)} atoms (first: {lost[:5].tolist()}, "
@@ -352,11 +370,11 @@ class CGMap:
                                "CONECT records, a GROMACS .top, an OpenMM topology)")
         topology = None
         if bond_arr is not None:
-            _check_constraints(spec, atom_bead, bond_arr, atom_res, res_names, atom_names, hydrogens)
+            _check_constraints(spec, atom_force_bead, bond_arr, atom_res, res_names, atom_names, hydrogens)
             topology = _bead_bonds(atom_bead, bond_arr, len(types))
             atom_ref = _whole_tree(atom_ref, bond_arr)
         return cls(atom_bead, atom_ref, masses, np.asarray(types, np.int32), bead_masses, list(spec.type_names),
-                   topology)
+                   topology, atom_force_bead)
 
     @classmethod
     def from_topology(cls, spec: MappingSpec, topology, masses: np.ndarray) -> "CGMap":
@@ -398,12 +416,14 @@ class CGMap:
         w = self.atom_masses[on] / self.bead_masses[bead_of]
         cg_pos = np.empty((positions.shape[0], nb, 3))
         cg_f = np.empty((positions.shape[0], nb, 3))
+        f_on = self.atom_force_bead >= 0
+        f_bead = self.atom_force_bead[f_on]
         for f in range(positions.shape[0]):
             x = self.make_whole(positions[f], boxes[f]) if periodic else positions[f]
             com = np.zeros((nb, 3))
             for d in range(3):
                 com[:, d] = np.bincount(bead_of, weights=w * x[on, d], minlength=nb)
-                cg_f[f, :, d] = np.bincount(bead_of, weights=forces[f, on, d], minlength=nb)
+                cg_f[f, :, d] = np.bincount(f_bead, weights=forces[f, f_on, d], minlength=nb)
             cg_pos[f] = wrap_positions(com, boxes[f]) if periodic else com
         return cg_pos, cg_f
 
@@ -482,6 +502,26 @@ def _bead_bonds(atom_bead: np.ndarray, bonds: np.ndarray, n_beads: int) -> CGTop
         b = sorted(beads)
         pairs.update((x, y) for k, x in enumerate(b) for y in b[k + 1:])
     return CGTopology(n_beads, np.asarray(sorted(pairs), np.int64).reshape(-1, 2))
+
+
+def _select_atoms(selection, rname: str, idx: list[int], names: list[str]) -> list[int]:
+    """Atom indices of residue ``rname`` (atoms ``idx`` named ``names``) picked by ``selection``:
+    atom names or 1-based indices (water atom names match their other spellings)."""
+    members = []
+    for sel in selection:
+        if isinstance(sel, int):
+            if not 1 <= sel <= len(idx):
+                raise MappingError(f"atom index {sel} out of range for residue {rname} ({len(idx)} atoms)")
+            members.append(idx[sel - 1])
+        else:
+            hits = [a for a, n in zip(idx, names) if n == sel]
+            if not hits and rname in WATER_RESIDUE_NAMES:
+                same = next((g for g in _WATER_ATOM_ALIASES if sel in g), {sel})
+                hits = [a for a, n in zip(idx, names) if n in same]
+            if not hits:
+                raise MappingError(f"atom name {sel!r} not found in residue {rname} (atoms: {names})")
+            members.extend(hits)
+    return members
 
 
 def _check_constraints(spec: MappingSpec, atom_bead: np.ndarray, bonds: np.ndarray, atom_res: np.ndarray,

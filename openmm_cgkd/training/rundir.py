@@ -65,10 +65,18 @@ class RunDir:
             return None
         return data if isinstance(data, dict) else None
 
-    def claim(self, settings: dict, log: Callable[[str], None]) -> tuple[str, dict | None]:
+    def claim(self, settings: dict, log: Callable[[str], None],
+              resume_checkpoint: Path | None = None) -> tuple[str, dict | None]:
         """Make the directory hold a run with fingerprint ``settings``: (digest, the finished
         run's result or None). A run made with other settings (or of unknown settings) is deleted
-        first, with a line to ``log`` saying what changed."""
+        first, with a line to ``log`` saying what changed.
+
+        A run that differs only in ``trainer.max_epochs`` is the same run with another stopping
+        point, and is kept (a line to ``log``): unfinished, it goes on to the new limit (a limit
+        below the epochs already trained ends it at the next start, with its best weights so
+        far); finished at its old limit, it goes on from ``resume_checkpoint`` when the new limit
+        is higher (without that checkpoint it is trained again); finished otherwise (stopped
+        early, or at or beyond the new limit), it stays finished."""
         fp = digest(settings)
         old = read_fingerprint(self.out)
         info = self.read_result()
@@ -76,6 +84,26 @@ class RunDir:
             return fp, info
         if not is_global_zero():  # rank 0 has cleared the directory and written the fingerprint
             return fp, None
+        if old is not None and _same_but_epoch_limit(old.get("settings"), settings) and (
+                info is None or info.get("fingerprint") == old["digest"]):
+            limit, old_limit = settings["trainer"]["max_epochs"], old["settings"]["trainer"]["max_epochs"]
+            if info is None:
+                log(f"training run {self.out}: max_epochs {old_limit} -> {limit}: the run goes on to the new limit")
+                write_fingerprint(self.out, settings)
+                return fp, None
+            if not _needs_more_epochs(info, limit):
+                log(f"training run {self.out}: max_epochs {old_limit} -> {limit}: finished after {info.get('epochs')} "
+                    f"epochs{' (stopped early)' if _stopped_early(info) else ''}; kept")
+                info = {**info, "fingerprint": fp}
+                write_fingerprint(self.out, settings)
+                write_json(self.out / RESULT_FILE, info, indent=2)
+                return fp, info
+            if resume_checkpoint is not None and resume_checkpoint.is_file():
+                log(f"training run {self.out}: max_epochs {old_limit} -> {limit}: going on from epoch {info.get('epochs')}")
+                for name in (RESULT_FILE, BEST_WEIGHTS):
+                    (self.out / name).unlink(missing_ok=True)
+                write_fingerprint(self.out, settings)
+                return fp, None
         stale = [self.out / name for name in RUN_FILES if (self.out / name).exists()]
         if stale:
             changes = describe_changes(old["settings"] if old else None, settings)
@@ -118,6 +146,33 @@ class RunDir:
         self.save_checkpoint({name: t.detach().cpu() for name, t in best_weights.items()}, self.out / BEST_WEIGHTS)
         write_json(self.out / RESULT_FILE, info, indent=2)
         return info
+
+
+def _without_epoch_limit(settings: dict) -> dict:
+    trainer = settings.get("trainer")
+    if not isinstance(trainer, dict) or "max_epochs" not in trainer:
+        return settings
+    return {**settings, "trainer": {k: v for k, v in trainer.items() if k != "max_epochs"}}
+
+
+def _same_but_epoch_limit(old: dict | None, new: dict) -> bool:
+    """True when two run fingerprints' settings differ in ``trainer.max_epochs`` alone."""
+    return (isinstance(old, dict) and isinstance(old.get("trainer"), dict) and "max_epochs" in old["trainer"]
+            and "max_epochs" in new.get("trainer", {}) and _without_epoch_limit(old) == _without_epoch_limit(new))
+
+
+def _stopped_early(info: dict) -> bool:
+    """Whether a finished run ended by early stopping (a stacked run: every member did)."""
+    members = info.get("members")
+    if isinstance(members, list):
+        return bool(members) and all(isinstance(m, dict) and m.get("stopped_early") for m in members)
+    return bool(info.get("stopped_early"))
+
+
+def _needs_more_epochs(info: dict, limit: int) -> bool:
+    """Whether a finished run would train on under the epoch limit ``limit``."""
+    epochs = info.get("epochs")
+    return not _stopped_early(info) and isinstance(epochs, int) and epochs < int(limit)
 
 
 def block_ranges(blocks: dict[str, np.ndarray]) -> dict:

@@ -514,7 +514,7 @@ def train_stacked(dataset: CGDataset, blocks: dict[str, np.ndarray], potential_c
         settings["stacked_members"]["loss_weights"] = [w.as_dict() for w in member_weights]
     if label_digests is not None:
         settings["stacked_members"]["labels"] = label_digests
-    fingerprint, finished = run.claim(settings, log)
+    fingerprint, finished = run.claim(settings, log, resume_checkpoint=out / "checkpoints" / CHECKPOINT)
     if cfg.num_threads is not None:
         torch.set_num_threads(int(cfg.num_threads))
     device = _device(cfg)

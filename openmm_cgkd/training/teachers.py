@@ -55,7 +55,7 @@ from openmm_cgkd.training.rundir import is_global_zero
 from openmm_cgkd.training.trainer import train_potential
 from openmm_cgkd.training.prior_fit import fit_priors
 from openmm_cgkd.training.wall_fit import fit_wall
-from openmm_cgkd.executor import Executor, Need, task_threads
+from openmm_cgkd.executor import ClusterConfig, Executor, Need, task_threads
 
 __all__ = ["TeachersResult", "train_teachers", "prepare_teachers", "setup_fingerprint", "train_member", "member_dir"]
 
@@ -244,7 +244,10 @@ def train_teachers(cfg: TeachersConfig, dataset: CGDataset | None = None,
     blocks = _blocks(setup)
     if not _trains_on_several_devices(cfg):
         if executor is None:
-            with Executor(workers=local_parallel(cfg), threads=cfg.trainer.num_threads, shared_dir=out) as own:
+            n = local_parallel(cfg)  # one: the members one after another in this process (no worker to start)
+            cluster = ClusterConfig(kind="serial") if n == 1 else None
+            with Executor(cluster, workers=None if n == 1 else n, threads=cfg.trainer.num_threads,
+                          shared_dir=out) as own:
                 _train_members(cfg, own)
         else:
             _train_members(cfg, executor)

@@ -219,7 +219,8 @@ def train_potential(dataset: CGDataset, blocks: dict[str, np.ndarray], potential
     if len(blocks.get("val", [])) == 0:
         raise ConfigError("training needs a validation block (split.val > 0): it drives the learning-rate "
                           "schedule, early stopping and the choice of the best epoch")
-    fingerprint, finished = run.claim(run_fingerprint(dataset, blocks, potential_config, wall, weights, cfg, priors), log)
+    fingerprint, finished = run.claim(run_fingerprint(dataset, blocks, potential_config, wall, weights, cfg, priors), log,
+                                      resume_checkpoint=out / "checkpoints" / "last.ckpt")
     if cfg.num_threads is not None:
         torch.set_num_threads(int(cfg.num_threads))
     seed_everything(cfg.seed)

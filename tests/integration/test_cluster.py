@@ -1,5 +1,5 @@
-"""The pipeline on a Dask cluster (openmm_cgkd.executor): two local workers give the
-one-worker results; a worker killed in the middle of an MD replica loses and duplicates nothing
+"""The pipeline on a Dask cluster (openmm_cgkd.executor): two local workers give the results
+of the same pipeline run serially in this process (``cluster.kind: serial``); a worker killed in the middle of an MD replica loses and duplicates nothing
 (the replica is retried on a worker and resumes from its checkpoint); a worker that cannot see
 the output directory stops the run with one line."""
 import gzip
@@ -40,20 +40,24 @@ CONFIG = {
 }
 
 
-def _write(root: Path, workers: int) -> Path:
+def _write(root: Path, workers: int | None) -> Path:
+    """The config on a local cluster of ``workers`` workers (None: serially, in this process)."""
     path = root / "pipe.yaml"
-    path.write_text(yaml.safe_dump({**CONFIG, "md": {**CONFIG["md"], "workers": workers}}))
+    if workers is None:
+        path.write_text(yaml.safe_dump({**CONFIG, "cluster": {"kind": "serial"}}))
+    else:
+        path.write_text(yaml.safe_dump({**CONFIG, "md": {**CONFIG["md"], "workers": workers}}))
     return path
 
 
 @pytest.fixture(scope="module")
 def serial(tmp_path_factory, tiny_dataset):
-    """The tiny pipeline through a local cluster of ONE worker."""
+    """The tiny pipeline, every task in this process, one after another."""
     root = tmp_path_factory.mktemp("serial")
     tiny_dataset(root / "cg.h5")
     logs = []
-    results = run_pipeline(load_pipeline_config(_write(root, 1)), log=logs.append)
-    assert any(line.startswith("[cluster] tasks run on a local cluster of 1 worker process(es)") for line in logs)
+    results = run_pipeline(load_pipeline_config(_write(root, None)), log=logs.append)
+    assert "[cluster] tasks run one at a time in this process (cluster.kind: serial)" in logs
     return root, results
 
 
@@ -76,7 +80,7 @@ def _same_md(a: Path, b: Path) -> None:
             assert y["tae"][kind] == pytest.approx(taes, rel=1e-5, abs=1e-9), (key, kind)
 
 
-def test_two_local_workers_give_the_one_worker_results(serial, tmp_path, tiny_dataset):
+def test_two_local_workers_give_the_serial_results(serial, tmp_path, tiny_dataset):
     root, results = serial
     tiny_dataset(tmp_path / "cg.h5")
     logs = []

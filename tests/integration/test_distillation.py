@@ -81,6 +81,7 @@ def run(request, tmp_path_factory):
     truth = {"true": synth.true_forces}
     teachers = train_teachers(TeachersConfig(dataset=str(data), out=str(root / "teachers"), model=MODEL,
                                              members=size["members"], wall=WallFitConfig(enabled=False),
+                                             parallel=1,  # in this process: no worker to start
                                              trainer=_trainer(size["teacher_epochs"])),
                               extra_force_refs=truth)
     labelled = make_labels(LabelsConfig(dataset=str(data), teachers=str(teachers.ensemble_bundle),

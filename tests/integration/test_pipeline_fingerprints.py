@@ -37,6 +37,7 @@ def pipe(tmp_path_factory, tiny_dataset):
         "md": {"replicas": 1, "steps": 20, "report_interval": 10, "teacher_members": 0, "include_ensemble": False,
                "platform": "CPU", "threads": 1, "timestep_fs": 4.0},
         "analysis": {"n_blocks": 2},
+        "cluster": {"kind": "serial"},  # tiny tasks: no worker processes to start
     }
     (root / "pipe.yaml").write_text(yaml.safe_dump(cfg))
     return root
@@ -75,7 +76,7 @@ def test_unchanged_settings_skip_every_stage(pipe):
     # the dataset touched (same content, new mtime) and hardware/logging settings changed: nothing to redo
     src = pipe / "cg.h5"
     os.utime(src, (src.stat().st_atime + 100, src.stat().st_mtime + 100))
-    skipped, _ = _run(pipe, {"md": {"workers": 1}, "trainer": {"log_every_n_steps": 3}})
+    skipped, _ = _run(pipe, {"cluster": {"retries": 1}, "trainer": {"log_every_n_steps": 3}})
     assert skipped == set(STAGES)
     skipped, _ = _run(pipe)
     assert skipped == set(STAGES)

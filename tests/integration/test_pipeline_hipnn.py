@@ -26,7 +26,7 @@ def test_a_hipnn_ts_study_runs_every_stage(tmp_path):
            "md": {"replicas": 1, "teacher_members": 1, "teacher_replicas": 1, "length_ps": 0.2, "timestep_fs": 2.0,
                   "report_interval_ps": 0.02, "discard_ps": 0.02, "platform": "CPU", "threads": 1,
                   "timestep_check": {"nvt_ps": 0.1, "nve_ps": 0.1, "stop_if_unsafe": False}},
-           "analysis": {"n_blocks": 2}}
+           "analysis": {"n_blocks": 2}, "cluster": {"kind": "serial"}}
     (tmp_path / "p.yaml").write_text(yaml.safe_dump(cfg))
     run_pipeline(load_pipeline_config(tmp_path / "p.yaml"), log=lambda s: None)
     out = tmp_path / "study"

@@ -23,7 +23,7 @@ def test_two_pipelines_on_one_directory_one_runs_one_is_refused(tmp_path, tiny_d
            "trainer": {"max_epochs": 2, "batch_size": 4, "progress_bar": False, "num_threads": 1},
            "teachers": {"members": 2}, "students": {"variants": ["ensemble-e-ft-faa"]},
            "md": {"replicas": 1, "steps": 20, "report_interval": 5, "teacher_members": 1, "platform": "CPU",
-                  "threads": 1}, "analysis": {"n_blocks": 2}}
+                  "threads": 1}, "analysis": {"n_blocks": 2}, "cluster": {"kind": "serial"}}
     (tmp_path / "pipe.yaml").write_text(yaml.safe_dump(cfg))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CGKD_DEBUG": ""}
     argv = [sys.executable, "-m", "openmm_cgkd.cli.main", "pipeline", str(tmp_path / "pipe.yaml"), "--only", "teachers"]

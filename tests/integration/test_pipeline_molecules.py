@@ -59,7 +59,7 @@ def test_pipeline_of_a_molecule_without_a_box(tmp_path, capsys, monkeypatch):
            "md": {"replicas": 1, "teacher_members": 0, "teacher_replicas": 1, "length_ps": 0.4,
                   "timestep_fs": 2.0, "report_interval_ps": 0.02, "discard_ps": 0.04, "platform": "CPU",
                   "threads": 1, "timestep_check": {"nvt_ps": 0.1, "nve_ps": 0.1, "stop_if_unsafe": False}},
-           "analysis": {"n_blocks": 2, "ramachandran": "rama.yaml"}}
+           "analysis": {"n_blocks": 2, "ramachandran": "rama.yaml"}, "cluster": {"kind": "serial"}}
     (tmp_path / "p.yaml").write_text(yaml.safe_dump(cfg))
     capsys.readouterr()
     assert main(["pipeline", str(tmp_path / "p.yaml")]) == 0, capsys.readouterr().err

@@ -38,6 +38,7 @@ CONFIG = {
            "timestep_check": {"nvt_ps": 0.2, "nve_ps": 0.2, "sample_every_steps": 5,
                               "stop_if_unsafe": False}},  # 1-epoch models: the verdict is not the point here
     "analysis": {"n_blocks": 2},
+    "cluster": {"kind": "serial"},  # tiny tasks: no worker processes to start (the parallel test asks for them)
 }
 
 
@@ -363,7 +364,7 @@ def test_parallel_replicas_match_the_serial_ones_and_a_stop_ends_the_workers(stu
     shutil.rmtree(tmp_path / "study" / "md")
     for stage in ("md", "analysis", "report"):
         (tmp_path / "study" / "stages" / f"{stage}.json").unlink()
-    parallel = {"md": {**CONFIG["md"], "workers": 2}}
+    parallel = {"md": {**CONFIG["md"], "workers": 2}, "cluster": {"kind": "local"}}
 
     class Stop(KeyboardInterrupt):
         pass
@@ -402,7 +403,7 @@ def test_unstable_replicas_are_counted_not_fatal(study, tmp_path):
     shutil.copy(root / "cg.h5", tmp_path / "cg.h5")
     shutil.copy(root / "study.yaml", tmp_path / "study.yaml")
     # a 400 fs step: beads of 40 Da jump ~0.1 nm per step and crash into each other's walls
-    huge = {"md": {**CONFIG["md"], "workers": 1, "timestep_fs": 400.0, "length_ps": 16.0, "report_interval_ps": 4.0,
+    huge = {"md": {**CONFIG["md"], "timestep_fs": 400.0, "length_ps": 16.0, "report_interval_ps": 4.0,
                    "discard_ps": 4.0, "timestep_check": {"nvt_ps": 4.0, "nve_ps": 8.0, "sample_every_steps": 2,
                                                          "stop_if_unsafe": False}}}
     # by default a step the check finds NOT safe stops the md stage before any replica runs
@@ -414,7 +415,7 @@ def test_unstable_replicas_are_counted_not_fatal(study, tmp_path):
     assert all(json.loads(gzip.open(p).read())["timestep_fs"] != 400.0  # no replica ran at the unsafe step
                for p in (tmp_path / "study" / "md").rglob("replica.json.gz"))
     # the session ends (Ctrl-C) as the second model's first replica comes back (one worker: in
-    # order): the time and the record of the first one (teacher-00, one replica) are kept
+    # order, serially): the time and the record of the first one (teacher-00, one replica) are kept
     class Stop(KeyboardInterrupt):
         pass
 

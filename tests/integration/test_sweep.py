@@ -19,6 +19,7 @@ BASE = {
     "md": {"replicas": 4, "length_ps": 1.0, "timestep_fs": 4.0, "report_interval_ps": 0.04, "discard_ps": 0.04,
            "platform": "CPU", "threads": 1},
     "analysis": {"n_blocks": 2},
+    "cluster": {"kind": "serial"},  # tiny tasks: no worker processes to start
 }
 SWEEP = {"base": "study.yaml", "out": "study/sweep", "grid": {"cutoff_nm": [0.5, 0.6], "embedding_dim": [8]},
          "md": {"length_ps": 0.12, "replicas": 1}}

@@ -1,5 +1,6 @@
 """The pipeline's `cluster:` settings: a bad one is one ConfigError line; a dask-jobqueue cluster's
 generated batch script carries the declared resources (no batch system needed)."""
+import os
 import subprocess
 import sys
 
@@ -16,7 +17,7 @@ SLURM = {"kind": "slurm", "queue": "gpu", "account": "cgkd-lab", "cores": 8, "me
 
 
 @pytest.mark.parametrize("cluster, match", [
-    ({"kind": "kubernetes"}, "cluster: kind must be one of local, address, slurm, pbs, lsf"),
+    ({"kind": "kubernetes"}, "cluster: kind must be one of local, serial, address, slurm, pbs, lsf"),
     ({"kind": "address"}, "cluster: address"),
     ({"kind": "local", "queue": "gpu"}, "cluster: queue applies to kind slurm, pbs or lsf, not local"),
     ({"kind": "slurm", "walltime": "8h"}, "cluster: walltime must be HH:MM:SS"),
@@ -26,6 +27,8 @@ SLURM = {"kind": "slurm", "queue": "gpu", "account": "cgkd-lab", "cores": 8, "me
     ({"kind": "slurm", "adaptive_min": 5, "adaptive_max": 4}, "adaptive_min <= adaptive_max"),
     ({"kind": "slurm", "cores": "eight"}, "cluster.cores must be an integer"),
     ({"kind": "local", "workers": 0}, "cluster: workers"),
+    ({"kind": "serial", "workers": 2}, "cluster: workers"),
+    ({"kind": "serial", "queue": "gpu"}, "cluster: queue applies to kind slurm, pbs or lsf, not serial"),
 ])
 def test_a_bad_cluster_config_is_a_config_error(tmp_path, cluster, match):
     p = tmp_path / "pipe.yaml"
@@ -80,3 +83,25 @@ def test_pbs_and_lsf_ask_for_the_gpus():
             assert needle in cluster.job_script(), kind
         finally:
             cluster.close()
+
+
+def _task(job):
+    if job == "refuse":
+        raise ConfigError("task says no")
+    return job, os.getpid()
+
+
+def test_serial_runs_the_tasks_here_in_order_without_dask(tmp_path):
+    """kind: serial: every task in this process, in the order given, no Dask client started; a
+    task's user error reaches the caller as itself."""
+    from openmm_cgkd.executor import Executor
+
+    lines = []
+    with Executor(ClusterConfig(kind="serial"), shared_dir=tmp_path, log=lines.append, progress=False) as ex:
+        out = list(ex.map(_task, [3, 1, 2], ["a", "b", "c"]))
+        assert ex.slots == 1 and ex._client is None
+        with pytest.raises(ConfigError, match="task says no"):
+            list(ex.map(_task, [1, "refuse", 2], ["a", "b", "c"]))
+    assert out == [(3, (3, os.getpid())), (1, (1, os.getpid())), (2, (2, os.getpid()))]
+    assert lines == ["[cluster] tasks run one at a time in this process (cluster.kind: serial)"]
+    assert not (tmp_path / ".cluster").exists()

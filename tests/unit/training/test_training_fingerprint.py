@@ -1,5 +1,6 @@
 """A training run is keyed on its fingerprint: other settings or other data retrain it from scratch,
-the same settings (hardware and logging aside) reload it, and it never returns another run's weights."""
+the same settings (hardware and logging aside) reload it, another epoch limit goes on with the same
+run, and it never returns another run's weights."""
 import csv
 import json
 
@@ -50,15 +51,30 @@ def test_changed_settings_retrain_same_settings_reload(data, tmp_path):
 
     one = train(max_epochs=1)
     assert one.info["epochs"] == 1 and _val_rows(out) == 1
-    # max_epochs 1 -> 2: trained again (never the old weights), the old log and checkpoints gone
+    # another learning rate: trained again (never the old weights), the old log and checkpoints gone
+    other = train(max_epochs=1, lr=1e-3)
+    assert other.info["epochs"] == 1 and _val_rows(out) == 1
+    assert any("trainer.lr: 0.003 -> 0.001" in line and "from scratch" in line for line in logs)
+    assert len(list((out / "checkpoints").glob("best-*.ckpt"))) == 1
+    assert not _same(_weights(one), _weights(other))
+    # back to lr 3e-3 (trained again), then max_epochs 1 -> 2: the same run goes on from epoch 1
+    train(max_epochs=1)
+    logs.clear()
     two = train(max_epochs=2)
     assert two.info["epochs"] == 2 and _val_rows(out) == 2
-    assert any("trainer.max_epochs: 1 -> 2" in line for line in logs)
-    assert len(list((out / "checkpoints").glob("best-*.ckpt"))) == 1
+    assert logs == [f"training run {out}: max_epochs 1 -> 2: going on from epoch 1"]
     # independent reference: a 2-epoch run in a new directory has exactly these weights
     fresh = train_potential(ds, blocks, pcfg, None, LossWeights(), TrainerConfig(**TRAINER, max_epochs=2),
                             tmp_path / "fresh")
     assert _same(_weights(two), _weights(fresh)) and not _same(_weights(one), _weights(two))
+    # a lower limit than the finished run trained: kept as it is (not trained again)
+    logs.clear()
+    lower = train(max_epochs=1)
+    assert lower.info["epochs"] == 2 and _same(_weights(lower), _weights(two))
+    assert logs == [f"training run {out}: max_epochs 2 -> 1: finished after 2 epochs; kept"]
+    assert train(max_epochs=1).info == lower.info and len(logs) == 1  # and now keyed on the new limit
+    two = train(max_epochs=2)  # the limit raised again: goes on from the same checkpoint (the same run)
+    assert _same(_weights(two), _weights(fresh))
 
     # same settings, other hardware/logging settings: reloaded, not trained again
     logs.clear()

@@ -172,6 +172,39 @@ def test_finished_run_reloads_from_best_weights_without_checkpoints(synth, tmp_p
         torch.testing.assert_close(redo.model.state_dict()[name], v, rtol=1e-6, atol=1e-7)
 
 
+def test_another_epoch_limit_goes_on_with_the_same_run(synth, tmp_path):
+    """max_epochs is where the run stops, not what it is: raised, a finished run goes on from its
+    checkpoint to the result of a run made with the higher limit; lowered below the epochs an
+    unfinished run has trained, the run ends at its best weights so far (no epoch trained)."""
+    ds = synth.dataset
+    blocks = split_blocks(ds.n_frames, SplitConfig())
+    cfg = PotentialConfig(**MODEL)
+
+    def train(out, max_epochs, notes=None):
+        return train_stacked(ds, blocks, cfg, None, LossWeights(), TrainerConfig(**{**TRAINER, "max_epochs": max_epochs}),
+                             tmp_path / out, seeds=[5, 6], log=(notes.append if notes is not None else print))
+
+    whole = train("whole", 3)
+    notes = []
+    train("run", 2)
+    more = train("run", 3, notes)
+    assert notes == [f"training run {tmp_path / 'run'}: max_epochs 2 -> 3: going on from epoch 2"]
+    assert more.info["epochs"] == 3
+    for name, v in whole.model.state_dict().items():
+        torch.testing.assert_close(more.model.state_dict()[name], v, rtol=0, atol=0)
+    assert (tmp_path / "run" / "logs" / "member_01.csv").read_text() == (
+        tmp_path / "whole" / "logs" / "member_01.csv").read_text()
+
+    # an unfinished run (killed after epoch 2's checkpoint: the result removed) with the limit lowered to 1
+    (tmp_path / "whole" / "result.json").unlink()
+    notes.clear()
+    ended = train("whole", 1, notes)
+    assert notes == [f"training run {tmp_path / 'whole'}: max_epochs 3 -> 1: the run goes on to the new limit"]
+    assert ended.info["epochs"] == 3 and ended.info["members"] == whole.info["members"]
+    for name, v in whole.model.state_dict().items():
+        torch.testing.assert_close(ended.model.state_dict()[name], v, rtol=0, atol=0)
+
+
 def test_teacher_stage_trains_stacked_members_and_writes_one_stacked_bundle(synth, tmp_path):
     from openmm_cgkd.bundle import load_bundle
     from openmm_cgkd.training.teachers import train_teachers

@@ -35,6 +35,8 @@ from openmm_cgkd.training.stacked import prior_terms, wall_terms
 
 __all__ = ["label_source", "predict_labels", "make_labels"]
 
+_FRAME_BEADS = 2048  # beads per batch of the batched path by default (252-bead frames: 8 a batch)
+
 
 def label_source(model_kind: str, num_members: int, member: int | None) -> str:
     """``ensemble`` (member means), ``member K`` (one member of an ensemble) or ``teacher``."""
@@ -100,7 +102,6 @@ def predict_labels(bundle, dataset: CGDataset, member: int | None = None, device
     energy = np.empty(f, np.float64)
     std = np.zeros((f, n, 3), np.float32)
     stacked = _stacked_network(bundle)
-    net_out: dict[str, np.ndarray] = {}
     if stacked is not None:  # network, wall and priors on batches of frames, every member at once
         from openmm_cgkd.model.stacked import joined_pairs, training_forward
 
@@ -112,8 +113,6 @@ def predict_labels(bundle, dataset: CGDataset, member: int | None = None, device
             from tqdm import tqdm
 
             starts = tqdm(starts, desc="labels", unit="batch")
-        net_out = {"forces": np.empty((f, n, 3), np.float64), "bead": np.empty((f, n), np.float64),
-                   "energy": np.empty(f, np.float64)}
         for s0 in starts:
             batch = slice(s0, s0 + batch_size)
             pos_b = torch.from_numpy(np.ascontiguousarray(dataset.positions[batch])).to(dev)
@@ -124,9 +123,6 @@ def predict_labels(bundle, dataset: CGDataset, member: int | None = None, device
             if is_ensemble and member is not None:
                 f_k, b_k, e_k = f_k[member:member + 1], b_k[member:member + 1], e_k[member:member + 1]
             mean_f = f_k.mean(0)
-            net_out["forces"][batch] = mean_f.cpu().numpy()
-            net_out["bead"][batch] = b_k.mean(0).cpu().numpy()
-            net_out["energy"][batch] = e_k.mean(0).cpu().numpy()
             if is_ensemble and member is None:
                 std[batch] = torch.sqrt(((f_k - mean_f) ** 2).mean(0)).float().cpu().numpy()
             wb, wf = wall_terms(wall, types, pos_b, box_b)
@@ -134,21 +130,18 @@ def predict_labels(bundle, dataset: CGDataset, member: int | None = None, device
             if prior is not None:
                 pb, pf = prior_terms(prior, pos_b.double(), box_b.double() if dataset.periodic else None)
                 wb, wf = wb + pb, wf + pf
-            forces[batch] = (net_out["forces"][batch] + wf.cpu().numpy()).astype(np.float32)
-            bead_e[batch] = (net_out["bead"][batch] + wb.cpu().numpy()).astype(np.float32)
-            energy[batch] = net_out["energy"][batch] + wb.sum(-1).cpu().numpy()
-    frames = range(f) if stacked is None else range(0)
-    if progress:
+            forces[batch] = (mean_f + wf).float().cpu().numpy()
+            bead_e[batch] = (b_k.mean(0) + wb).float().cpu().numpy()
+            energy[batch] = (e_k.mean(0) + wb.sum(-1)).cpu().numpy()
+    frames = range(f) if stacked is None else range(0)  # other architectures: frame by frame
+    if progress and stacked is None:
         from tqdm import tqdm
 
-        frames = tqdm(frames, desc="labels" if stacked is None else "labels (wall)", unit="frame")
+        frames = tqdm(frames, desc="labels", unit="frame")
     for i in frames:
         pos = torch.from_numpy(dataset.positions[i]).to(dev)
         box = torch.from_numpy(dataset.boxes[i]).to(dev) if dataset.periodic else None
-        if stacked is not None:
-            e = torch.tensor(net_out["energy"][i])
-            b, frc = torch.from_numpy(net_out["bead"][i]), torch.from_numpy(net_out["forces"][i])
-        elif is_ensemble and member is not None:
+        if is_ensemble and member is not None:
             e_k, b_k, f_k = module.forward_members(types, pos, box)
             e, b, frc = e_k[member], b_k[member], f_k[member]
         elif is_ensemble:
@@ -174,9 +167,6 @@ def predict_labels(bundle, dataset: CGDataset, member: int | None = None, device
         "priors": None if bundle.priors is None else bundle.priors.to_dict(),
     }
     return DistillationLabels(forces, bead_e, energy, std, prov)
-
-
-_FRAME_BEADS = 2048  # beads per batch of the batched path by default (252-bead frames: 8 a batch)
 
 
 def make_labels(cfg: LabelsConfig, progress: bool = True, window: dict | None = None) -> Path:

@@ -247,8 +247,7 @@ def train_teachers(cfg: TeachersConfig, dataset: CGDataset | None = None,
         if executor is None:
             n = local_parallel(cfg)  # one: the members one after another in this process (no worker to start)
             cluster = ClusterConfig(kind="serial") if n == 1 else None
-            with Executor(cluster, workers=None if n == 1 else n, threads=cfg.trainer.num_threads,
-                          shared_dir=out) as own:
+            with Executor(cluster, workers=n, threads=cfg.trainer.num_threads, shared_dir=out) as own:
                 _train_members(cfg, own)
         else:
             _train_members(cfg, executor)

@@ -141,9 +141,9 @@ def fit_wall(dataset: CGDataset, frames: np.ndarray | None = None,
                                      fraction=cfg.fraction, cutoff_nm=cfg.cutoff_nm)
     closest = {}  # per fitted pair: the closest distance of the frames (lower bin edge, nm) and the wall there
     for (i, j), g in rdfs.items():
-        seen = np.flatnonzero(np.asarray(g) > 0)
-        if len(seen):
-            r0 = max(float(r[seen[0]]) - 0.5 * cfg.bin_nm, 0.0)
+        first = contact_distance_nm(r, g, 0.0)  # the first bin holding a pair
+        if first is not None:
+            r0 = max(first - 0.5 * cfg.bin_nm, 0.0)
             closest[f"{dataset.type_names[i]}-{dataset.type_names[j]}"] = (r0, float(wall.pair_energy(r0, i, j)))
     report = {
         "method": "docs/METHOD.md section 3: taper = first r with g(r) > threshold (the pairs the wall acts on: "

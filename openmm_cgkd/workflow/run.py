@@ -49,7 +49,7 @@ from openmm_cgkd.config import ConfigError
 from openmm_cgkd.data.dataset import CGDataset
 from openmm_cgkd.data.systemdef import SystemDefinition
 from openmm_cgkd.fileio import file_sha256, make_portable
-from openmm_cgkd.fingerprint import bundle_checksum, digest
+from openmm_cgkd.fingerprint import bundle_checksum, cg_dataset_digest, digest
 from openmm_cgkd.training.config import config_to_dict
 from openmm_cgkd.training.wall_fit import WALL_FIT_PAIRS
 from openmm_cgkd.workflow.cache import STAGES, StageCache
@@ -59,7 +59,7 @@ from openmm_cgkd.executor import Executor
 from openmm_cgkd.workflow.report import write_pipeline_report
 from openmm_cgkd.workflow.results import RESULT_TYPES, ReportResult, StageResult, StudentsResult, TeachersResult
 from openmm_cgkd.workflow.stages.analysis import analysis_stage
-from openmm_cgkd.workflow.stages.data import aa_stage, dataset_digest, frames_subset
+from openmm_cgkd.workflow.stages.data import aa_stage, frames_subset
 from openmm_cgkd.workflow.stages.labels import label_sources, labels_stage
 from openmm_cgkd.workflow.stages.md import finished_md, md_stage, models_for_md
 from openmm_cgkd.workflow.stages.students import students_stage
@@ -180,10 +180,12 @@ def _run_stages(cfg: PipelineConfig, out: Path, stage, stages: StageCache, log, 
         stage("aa", {"aa": aa_settings, "inputs": aa_inputs}, lambda tick: aa_stage(cfg, log))
     if cfg.selects_frames:
         cfg.dataset = frames_subset(cfg, out, log)
-    data_digest = dataset_digest(cfg.dataset)  # a dataset of other content retrains everything downstream
+    data = CGDataset.load(cfg.dataset)  # read once: its digest and its topology key the teachers
+    data_digest = cg_dataset_digest(data)  # a dataset of other content retrains everything downstream
     # bonded beads: the wall is fitted on the pairs it acts on since 2026-12-08 (earlier teachers of
     # such data had another wall); unbonded data keep the key they always had
-    wall_fit = {"wall_fit": WALL_FIT_PAIRS} if CGDataset.load(cfg.dataset).topology.has_bonds else {}
+    wall_fit = {"wall_fit": WALL_FIT_PAIRS} if data.topology.has_bonds else {}
+    del data
     teachers = stage("teachers", {**common, "dataset": data_digest,
                                   "teachers": cfg.teachers, **wall_fit},
                      lambda tick: teachers_stage(cfg, out, log, executor))

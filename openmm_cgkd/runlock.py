@@ -27,6 +27,7 @@ import json
 import os
 import socket
 import sys
+import time
 from pathlib import Path
 
 from openmm_cgkd.errors import CGKDError
@@ -34,6 +35,8 @@ from openmm_cgkd.errors import CGKDError
 __all__ = ["RunDirectoryBusy", "UnwritableOutput", "hold_run_dir", "lock_path", "pid_alive", "RUN_LOCK_FILE"]
 
 RUN_LOCK_FILE = ".cgkd-run.lock"
+# how long a refused run waits for the lock holder to record itself, s
+HOLDER_WAIT_S = 5.0
 
 # lock file path -> [open file, depth]: the locks this process holds (re-entrant)
 _HELD: dict[str, list] = {}
@@ -118,6 +121,12 @@ def hold_run_dir(target: str | os.PathLike, what: str = "run", is_file: bool = F
         fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         holder = _read_holder(fh)
+        # the winner writes its record just after taking the lock: a run refused in that instant
+        # waits briefly for it rather than naming nobody
+        deadline = time.monotonic() + HOLDER_WAIT_S
+        while not holder and time.monotonic() < deadline:
+            time.sleep(0.05)
+            holder = _read_holder(fh)
         fh.close()
         name = f"{target} is" if not is_file else f"{target} is being written:"
         raise RunDirectoryBusy(f"{name} in use by another {what} ({_describe(holder)}); wait for it to finish "

@@ -65,3 +65,25 @@ def test_a_file_target_has_its_own_lock(tmp_path):
         assert path == tmp_path / ".data.h5.cgkd-run.lock"
         with hold_run_dir(tmp_path / "other.h5", "cgkd label", is_file=True):
             pass
+
+
+def test_a_run_refused_before_the_holder_recorded_itself_still_names_it(tmp_path):
+    """CI race (stop 31): the loser read the lock file between the winner's flock and its record,
+    and named nobody (``pid ?``). A holder that writes its record late is waited for."""
+    late = ("import fcntl, json, os, sys, time\n"
+            "fh = open(sys.argv[1], 'a+'); fcntl.flock(fh, fcntl.LOCK_EX)\n"
+            "print('locked', flush=True); time.sleep(0.5)\n"
+            "fh.write(json.dumps({'pid': os.getpid(), 'host': 'h', 'started': 's', 'command': 'late'})); fh.flush()\n"
+            "time.sleep(60)\n")
+    (tmp_path / "run").mkdir()
+    proc = subprocess.Popen([sys.executable, "-c", late, str(lock_path(tmp_path / "run"))], stdout=subprocess.PIPE,
+                            text=True)
+    try:
+        assert proc.stdout.readline().strip() == "locked"
+        with pytest.raises(RunDirectoryBusy) as err:
+            with hold_run_dir(tmp_path / "run", "cgkd pipeline"):
+                pass
+        assert f"pid {proc.pid}" in str(err.value) and "late" in str(err.value), str(err.value)
+    finally:
+        proc.kill()
+        proc.wait()

@@ -46,9 +46,10 @@ def _fmt(stat: dict | None) -> str:
     return f"{stat['mean']:.3f} +- {stat['std']:.3f}"
 
 
-def _rebase_provenance(dst: Path, src: Path, shipped: dict[Path, Path]) -> None:
+def _rebase_provenance(dst: Path, src: Path, shipped: dict[Path, Path], timestep_fs: float) -> None:
     """The copied manifest names its inputs relative to where the run wrote the bundle (``src``):
-    name them relative to ``dst`` instead, and a bundle shipped alongside by its shipped copy."""
+    name them relative to ``dst`` instead, and a bundle shipped alongside by its shipped copy.
+    It records the study's MD time step (fs) as the model's checked step (the default of MD with it)."""
     import yaml
 
     from openmm_cgkd.bundle import MANIFEST_NAME, BundleManifest
@@ -69,6 +70,7 @@ def _rebase_provenance(dst: Path, src: Path, shipped: dict[Path, Path]) -> None:
         old = teachers["teacher_bundle"]
         teachers["teacher_bundle"] = fix(old)
         manifest["description"] = manifest["description"].replace(old, teachers["teacher_bundle"])
+    manifest["timestep_fs"] = float(timestep_fs)
     text = BundleManifest.from_dict(manifest, source=str(dst)).to_sealed_yaml()  # re-checksummed: it changed
     (dst / MANIFEST_NAME).write_text(text)
 
@@ -176,7 +178,7 @@ def ship(run: Path, student_variant: str, name_prefix: str = "des", allow_failin
         if dst.exists():
             shutil.rmtree(dst)
         shutil.copytree(src, dst, ignore=shutil.ignore_patterns("*.part"))
-        _rebase_provenance(dst, src.resolve(), shipped)
+        _rebase_provenance(dst, src.resolve(), shipped, md_cfg.get("timestep_fs", 2.0))
         bundle = load_bundle(dst)
         ref = _module_outputs(bundle, types, pos, box)
         np.savez_compressed(dst / "continuity.npz", bead_types=types, positions_nm=pos, box_nm=box,

@@ -47,6 +47,8 @@ checksums           {file name: sha256 hex} of every weights file; from format 2
 temperature_K       the training data's temperature (K): the default of MD with the model; optional
                     (absent in bundles written before it was recorded, or null: unknown, and MD
                     then needs an explicit temperature)
+timestep_fs         the MD time step (fs) checked with the model (the study's ``timestep_check`` and MD
+                    ran at it): the default of MD with the model; optional (absent or null: 2 fs)
 ==================  ==============================================================================
 
 :func:`load_bundle` imports torchmd-net first (its custom ops must be registered before a

@@ -219,7 +219,7 @@ def _check_module(module, manifest: BundleManifest, src: str) -> None:
 def save_bundle(path: str | os.PathLike, model, *, bead_types: Sequence[BeadType | Mapping], wall: WallParameters,
                 model_kind: str, variant: str | None = None, training: Mapping | None = None,
                 description: str = "", periodic: bool = True, config=None, overwrite: bool = False,
-                priors=None, temperature_K: float | None = None) -> Path:
+                priors=None, temperature_K: float | None = None, timestep_fs: float | None = None) -> Path:
     """Write ``model`` (a :class:`CGPotential`, :class:`EnsemblePotential`,
     :class:`~openmm_cgkd.model.stacked.StackedEnsemblePotential` or their TorchScript module; the
     network only, no wall) and its manifest to the directory ``path``: the
@@ -232,7 +232,8 @@ def save_bundle(path: str | os.PathLike, model, *, bead_types: Sequence[BeadType
     an existing one is replaced only with ``overwrite=True``. ``priors``
     (:class:`~openmm_cgkd.model.priors.BondedPriors`) are written to ``priors.yaml``, under the
     manifest's checksums. ``temperature_K``: the training data's temperature (K; None: unknown), the
-    default of MD with the model. Absolute paths in ``training`` and
+    default of MD with the model; ``timestep_fs``: the MD time step checked with it (fs; None: not
+    checked, MD defaults to 2 fs). Absolute paths in ``training`` and
     ``description`` are written relative to the bundle directory
     (:func:`openmm_cgkd.fileio.make_portable`). Returns the bundle directory.
     """
@@ -276,7 +277,7 @@ def save_bundle(path: str | os.PathLike, model, *, bead_types: Sequence[BeadType
                               training=make_portable(plain_values(dict(training or {}), finite=False), out),
                               description=make_portable(description, out),
                               outputs=list(ENSEMBLE_OUTPUTS if is_ensemble else OUTPUTS),
-                              temperature_K=temperature_K)
+                              temperature_K=temperature_K, timestep_fs=timestep_fs)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:

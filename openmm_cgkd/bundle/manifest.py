@@ -57,6 +57,7 @@ class BundleManifest:
     format_version: int = FORMAT_VERSION
     created: str = field(default_factory=_utc_now)
     temperature_K: float | None = None  # the training data's temperature (K); None: unknown
+    timestep_fs: float | None = None  # the MD time step checked with this model (fs); None: not checked
 
     # -- convenience -----------------------------------------------------------------------
     @property
@@ -76,8 +77,8 @@ class BundleManifest:
     # -- (de)serialisation -----------------------------------------------------------------
     _KEY_ORDER = ("format_version", "package_version", "created", "description", "model_kind", "variant",
                   "num_members", "module_file", "outputs", "units", "periodic", "cutoff_nm", "bead_types",
-                  "architecture", "wall", "training", "checksums", "temperature_K")
-    _OPTIONAL = ("temperature_K",)  # keys older bundles lack
+                  "architecture", "wall", "training", "checksums", "temperature_K", "timestep_fs")
+    _OPTIONAL = ("temperature_K", "timestep_fs")  # keys older bundles lack
 
     def to_dict(self) -> dict:
         d = {k: None for k in self._KEY_ORDER}
@@ -90,6 +91,8 @@ class BundleManifest:
             elif isinstance(v, (dict, list)):
                 v = copy.deepcopy(v)
             d[f.name] = v
+        if d["timestep_fs"] is None:  # written only when known: a manifest without it reads as before
+            del d["timestep_fs"]
         return plain_values(d, finite=False)
 
     def to_yaml(self) -> str:
@@ -140,7 +143,7 @@ class BundleManifest:
                 periodic=d["periodic"], training=d["training"], description=d["description"],
                 module_file=d["module_file"], outputs=d["outputs"], units=d["units"], checksums=d["checksums"],
                 package_version=str(d["package_version"]), format_version=fv, created=str(d["created"]),
-                temperature_K=d.get("temperature_K"))
+                temperature_K=d.get("temperature_K"), timestep_fs=d.get("timestep_fs"))
         m.validate(source)
         return m
 
@@ -201,6 +204,13 @@ class BundleManifest:
                 fail(f"temperature_K must be a number (K) or null, got {self.temperature_K!r}")
             if not 0.0 < self.temperature_K < 1.0e4:
                 fail(f"temperature_K {self.temperature_K} is not a temperature in K")
+        if self.timestep_fs is not None:
+            try:
+                self.timestep_fs = float(self.timestep_fs)
+            except (TypeError, ValueError):
+                fail(f"timestep_fs must be a number (fs) or null, got {self.timestep_fs!r}")
+            if not 0.0 < self.timestep_fs <= 100.0:
+                fail(f"timestep_fs {self.timestep_fs} is not an MD time step in fs")
         if not isinstance(self.module_file, str) or not self.module_file or "/" in self.module_file \
                 or "\\" in self.module_file or self.module_file.startswith("."):
             fail(f"module_file must be a plain file name, got {self.module_file!r}")

@@ -20,7 +20,8 @@ checkout (or ``$CGKD_MODELS_DIR`` / ``$CGKD_SYSTEMS_DIR``) and says so without i
 
 ``--system NAME`` runs another registered system that ships a student (``models/<NAME>-student``;
 a one-line error when it is not there): from its ``cg_start`` structure at the bundle's training
-temperature, 25,000 steps by default (50 ps at 2 fs). A peptide-like system with a
+temperature and the bundle's checked time step (``timestep_fs`` in its manifest, else 2 fs), 50 ps
+with a frame every 0.1 ps by default. A peptide-like system with a
 ``ramachandran`` spec and an ``aa_report`` (the AA run's phi/psi analysis, e.g.
 ``systems/dipeptide/aa_report.json``) is then scored by its phi/psi free energy against that AA
 report (JS, TAE, basin populations, transitions; the first 10 % of the frames are discarded);
@@ -125,24 +126,23 @@ def _print_taes(trajectory: str, topology: Path, reference: Path, window: tuple[
     print(f"  stable: {'yes' if report.stable else 'NO'}; plots and numbers in {out / 'analysis'}")
 
 
-SYSTEM_STEPS = 25000  # --system other than des: 50 ps at 2 fs
-SYSTEM_REPORT_INTERVAL = 50  # a frame every 0.1 ps at 2 fs
+SYSTEM_PS = 50.0  # --system other than des: the run's length (ps) at the bundle's time step
+SYSTEM_FRAME_PS = 0.1  # and its frame interval (ps)
 SYSTEM_DISCARD_FRACTION = 0.1  # of the frames, before the phi/psi score
 
 
 def _demo(args: argparse.Namespace) -> int:
     from openmm_cgkd.runlock import hold_run_dir
 
-    des = args.system == DEMO_SYSTEM
+    if args.system != DEMO_SYSTEM:
+        return _system_demo(args)
     if args.steps is None:
-        args.steps = 2500 if des else SYSTEM_STEPS
+        args.steps = 2500
     if args.report_interval is None:
-        args.report_interval = 25 if des else SYSTEM_REPORT_INTERVAL
-    if args.temperature is None and des:
+        args.report_interval = 25
+    if args.temperature is None:
         args.temperature = DES_TEMPERATURE_K
     check_md_arguments(args)
-    if not des:
-        return _system_demo(args)
     if args.out == DEFAULT_OUT and not args.resume:
         args.overwrite = True  # the default demo directory is scratch: each demo replaces the last
     with hold_run_dir(args.out, "cgkd demo"):
@@ -206,8 +206,14 @@ def _system_demo(args: argparse.Namespace) -> int:
         args.structure = system.file("cg_start")
     if args.out == DEFAULT_OUT and not args.resume:
         args.overwrite = True
+    ff = CGKDForceField(bundle)
+    dt_fs = ff.md_timestep_fs(args.timestep)  # the bundle's checked step unless --timestep
+    if args.steps is None:
+        args.steps = max(1, round(SYSTEM_PS * 1000.0 / dt_fs))
+    if args.report_interval is None:
+        args.report_interval = max(1, round(SYSTEM_FRAME_PS * 1000.0 / dt_fs))
+    check_md_arguments(args)
     with hold_run_dir(args.out, "cgkd demo"):
-        ff = CGKDForceField(bundle)
         print(f"cgkd demo: CG molecular dynamics of {system.name} ({system.spec.description})")
         print(f"model: {ff.describe()}")
         if ff.is_untrained:
@@ -290,8 +296,8 @@ def register(subparsers) -> None:
     p.add_argument("--no-analysis", action="store_true", help="skip the structural TAEs against the AA reference")
     add_md_arguments(p, steps=2500, out=str(DEFAULT_OUT), report_interval=25,
                      temperature=DES_TEMPERATURE_K)
-    # per system: the DES 2500 steps, a frame every 25, 298.1 K; others SYSTEM_STEPS, SYSTEM_REPORT_INTERVAL
-    # and the bundle's training temperature (filled in by _demo)
+    # per system: the DES 2500 steps, a frame every 25, 298.1 K; others SYSTEM_PS and SYSTEM_FRAME_PS at the
+    # bundle's time step, and its training temperature (filled in by _demo)
     p.set_defaults(func=_demo, steps=None, report_interval=None, temperature=None)
 
 

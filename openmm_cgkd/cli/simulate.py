@@ -23,7 +23,8 @@ def add_md_arguments(p: argparse.ArgumentParser, *, steps: int, out: str, report
                    help="temperature in K (Langevin thermostat and initial velocities; default "
                         + ("the model's training data's, from its bundle; another is allowed with a warning)"
                            if temperature is None else f"{temperature:g})"))
-    p.add_argument("--timestep", type=positive_float, default=2.0, metavar="FS", help="time step in fs (default 2)")
+    p.add_argument("--timestep", type=positive_float, default=None, metavar="FS",
+                   help="time step in fs (default: the step checked with the model, from its bundle; else 2)")
     p.add_argument("--friction", type=nonnegative_float, default=1.0, metavar="PER_PS",
                    help="Langevin friction coefficient in 1/ps (default 1)")
     p.add_argument("--report-interval", type=positive_int, default=report_interval, metavar="STEPS",
@@ -140,6 +141,7 @@ def run_md(ff, structure: Path, args: argparse.Namespace, description: str = "MD
         compile=args.compile)
     n = topology.getNumAtoms()
     args.temperature = simulation.integrator.getTemperature().value_in_unit(unit.kelvin)
+    args.timestep = simulation.integrator.getStepSize().value_in_unit(unit.femtosecond)
     print(f"system: {n} beads from {structure}; platform {simulation.context.getPlatform().getName()}, "
           f"network via {args.backend}{' (torch.compile)' if args.compile else ''}; "
           f"{args.timestep} fs step, {args.temperature} K, friction {args.friction}/ps")

@@ -113,6 +113,7 @@ def _per_picosecond(gamma) -> float:
 
 COINCIDENT_NM = 0.005  # beads closer than this: one position given twice (no force field separates them)
 MAX_EXTENT_IN_BOXES = 5.0  # positions spread over more box lengths than this: a unit error, not diffusion
+DEFAULT_TIMESTEP_FS = 2.0  # MD time step (fs) of a bundle that records no checked one
 
 
 def _start_problem(pos: np.ndarray, box: np.ndarray | None, topology) -> str | None:
@@ -405,8 +406,16 @@ class CGKDForceField:
                                       "potential is a free energy, valid at its data's temperature"), stacklevel=3)
         return kelvin
 
+    def md_timestep_fs(self, timestep=None) -> float:
+        """The MD time step (fs): ``timestep`` (fs or a Quantity), else the step checked with this
+        model (``manifest.timestep_fs``, written when a study's models are shipped), else
+        :data:`DEFAULT_TIMESTEP_FS`."""
+        if timestep is None:
+            timestep = self.manifest.timestep_fs if self.manifest.timestep_fs is not None else DEFAULT_TIMESTEP_FS
+        return _femtoseconds(timestep)
+
     def create_simulation(self, topology, positions, *, box_vectors=None, temperature=None,
-                          friction_per_ps: float = 1.0, timestep_fs: float = 2.0, platform: str | None = None,
+                          friction_per_ps: float = 1.0, timestep_fs=None, platform: str | None = None,
                           precision: str | None = None, use_cuda_graphs: bool = False, seed: int | None = None,
                           remove_cm_motion: bool = True, integrator=None, threads: int | None = None,
                           backend: str = "torchforce", compile: bool = False):
@@ -416,6 +425,7 @@ class CGKDForceField:
         Default integrator: ``LangevinMiddleIntegrator(temperature, friction, timestep)``.
         ``platform``: 'CUDA', 'CPU', 'Reference' or None/'auto' (CUDA when present, else CPU).
         ``seed`` makes the thermostat noise and the initial velocities reproducible.
+        ``timestep_fs``: default :meth:`md_timestep_fs` (the bundle's checked step, else 2 fs).
         ``temperature`` (K), ``timestep_fs`` (fs) and ``friction_per_ps`` (1/ps) are numbers in
         those units or openmm.unit Quantities (``300*unit.kelvin``, ``4*unit.femtoseconds``,
         ``1/unit.picosecond``). Refused before anything is built (:class:`ServingError`): a
@@ -436,7 +446,7 @@ class CGKDForceField:
         if problem:
             raise ServingError(problem)
         if integrator is None:
-            dt_fs, gamma = _femtoseconds(timestep_fs), _per_picosecond(friction_per_ps)
+            dt_fs, gamma = self.md_timestep_fs(timestep_fs), _per_picosecond(friction_per_ps)
         kelvin = self.md_temperature(temperature)
         choice = select_platform(platform, precision=precision, use_cuda_graphs=use_cuda_graphs, threads=threads)
         device = None if backend == "torchforce" else ("cuda" if choice.name == "CUDA" else "cpu")

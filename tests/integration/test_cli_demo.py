@@ -19,7 +19,7 @@ def test_demo_builds_untrained_default_and_reports_speed(tmp_path, monkeypatch, 
     printed = capsys.readouterr().out
     assert "building the UNTRAINED demo bundle" in printed
     assert "NOTE: this model is UNTRAINED" in printed
-    assert "speed:" in printed and "ns/day" in printed
+    assert "speed:" in printed and "ns/day" in printed and "400 steps of 1.0 fs" in printed  # the bundle's step
     assert (tmp_path / "models" / UNTRAINED_DEFAULT / "manifest.yaml").is_file()
     meta = json.loads((out / "run.json").read_text())
     assert meta["steps_run"] == 4 and meta["ns_per_day"] > 0
@@ -108,7 +108,8 @@ def _dipeptide_bundle(path):
     return save_bundle(path, CGPotential(cfg), bead_types=system.bead_types(), wall=placeholder_wall(names),
                        model_kind="student", variant="untrained", training={"trained": False},
                        description="test: untrained network, bonded priors from cg_start", periodic=False,
-                       priors=BondedPriors(names, bonds=pb, angles=pa, temperature_k=300.0), temperature_K=300.0)
+                       priors=BondedPriors(names, bonds=pb, angles=pa, temperature_k=300.0), temperature_K=300.0,
+                       timestep_fs=1.0)
 
 
 def test_demo_of_the_dipeptide_prints_its_phi_psi_score_and_speed(tmp_path, monkeypatch, capsys):
@@ -131,7 +132,7 @@ def test_demo_of_the_dipeptide_prints_its_phi_psi_score_and_speed(tmp_path, monk
     assert main(common + ["--bundle", str(bundle), "--steps", "400", "--report-interval", "10"]) == 0
     printed = capsys.readouterr().out
     assert "300.0 K" in printed and "phi/psi vs the AA (aa_report.json, 100 ns)" in printed
-    assert "speed:" in printed and "ns/day" in printed
+    assert "speed:" in printed and "ns/day" in printed and "400 steps of 1.0 fs" in printed  # the bundle's step
     rama = json.loads((out / "analysis" / "ramachandran.json").read_text())["model"]
     # the score, computed here from the DCD and the AA report's histogram
     traj = md.load(str(out / "trajectory.dcd"), top=str(system.file("cg_start")))
@@ -145,3 +146,9 @@ def test_demo_of_the_dipeptide_prints_its_phi_psi_score_and_speed(tmp_path, monk
     q /= q.sum()
     assert rama["tae"]["mean"] == pytest.approx(np.abs(p - q).sum(), abs=1e-9)
     assert f"TAE {rama['tae']['mean']:.3f}" in printed and (out / "analysis" / "fes.png").is_file()
+    # the default frame interval is 0.1 ps at the bundle's step (100 steps of 1 fs); --timestep overrides it
+    assert main(common + ["--bundle", str(bundle), "--steps", "200", "--no-analysis", "--overwrite"]) == 0
+    assert md.load(str(out / "trajectory.dcd"), top=str(system.file("cg_start"))).n_frames == 3
+    assert main(common + ["--bundle", str(bundle), "--steps", "200", "--no-analysis", "--timestep", "0.5", "--overwrite"]) == 0
+    assert md.load(str(out / "trajectory.dcd"), top=str(system.file("cg_start"))).n_frames == 2  # every 200 steps
+    assert "200 steps of 0.5 fs" in capsys.readouterr().out

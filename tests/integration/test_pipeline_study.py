@@ -194,6 +194,7 @@ def test_ship_from_pipeline_reads_the_typed_stage_results(study, ship, tmp_path)
     assert (tmp_path / "tiny-student" / "contacts.png").stat().st_size > 5000
     manifest = yaml.safe_load((tmp_path / "tiny-student" / "manifest.yaml").read_text())
     assert manifest["training"]["teachers"]["teacher_bundle"] == "../tiny-teachers"
+    assert manifest["timestep_fs"] == 4.0  # the study's MD step: the default of MD with the shipped model
     assert (tmp_path / "tiny-teachers" / "continuity.npz").is_file()
 
 

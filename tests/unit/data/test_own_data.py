@@ -292,6 +292,45 @@ def test_old_manifests_without_a_temperature_still_load(bundles):
         BundleManifest.from_dict(d)
 
 
+def test_md_defaults_to_the_bundles_checked_timestep(bundles, tmp_path):
+    """A bundle that records the MD step it was checked at (``timestep_fs``, written when a study
+    ships it) runs at that step unless told otherwise; one that records none at 2 fs; a manifest
+    without the key reads as before and one with a nonsense step is refused."""
+    import yaml
+    from openmm import unit
+
+    from openmm_cgkd.bundle import save_bundle, untrained_config
+    from openmm_cgkd.bundle.demo import placeholder_wall
+    from openmm_cgkd.bundle.manifest import BundleManifest
+    from openmm_cgkd.model.potential import CGPotential
+    from openmm_cgkd.serving.forcefield import CGKDForceField
+    from openmm_cgkd.topology import BeadType, write_bead_pdb
+
+    cfg = untrained_config(cutoff_nm=0.6, embedding_dim=8, num_layers=1, num_rbf=4, max_num_neighbors=32, num_types=1)
+    checked = save_bundle(tmp_path / "checked", CGPotential(cfg), bead_types=[BeadType("W", "W", ["W"], 18.0)],
+                          wall=placeholder_wall(["W"]), model_kind="teacher", temperature_K=310.0, timestep_fs=0.5)
+    top, pos = _beads()
+
+    def step_fs(bundle, **kw):
+        sim = CGKDForceField(bundle).create_simulation(top, pos, platform="Reference", **kw)
+        return sim.integrator.getStepSize().value_in_unit(unit.femtosecond)
+
+    assert step_fs(checked) == pytest.approx(0.5) and step_fs(bundles["warm"]) == pytest.approx(2.0)
+    assert step_fs(checked, timestep_fs=1.5) == pytest.approx(1.5)
+    assert step_fs(checked, timestep_fs=3 * unit.femtosecond) == pytest.approx(3.0)
+    # the CLI: no --timestep runs at the bundle's step (recorded in run.json)
+    write_bead_pdb(tmp_path / "s.pdb", top, pos, np.eye(3) * 1.5)
+    assert main(["simulate", "--bundle", str(checked), "--structure", str(tmp_path / "s.pdb"), "--steps", "2",
+                 "--report-interval", "1", "--platform", "Reference", "--no-progress", "--out",
+                 str(tmp_path / "md")]) == 0
+    assert json.loads((tmp_path / "md" / "run.json").read_text())["timestep_ps"] == pytest.approx(0.0005)
+    d = yaml.safe_load((bundles["warm"] / "manifest.yaml").read_text())
+    assert "timestep_fs" not in d and BundleManifest.from_dict(d).timestep_fs is None
+    for bad in (-1, 0, "fast", 1000):
+        with pytest.raises(ValueError, match="timestep_fs"):
+            BundleManifest.from_dict({**d, "timestep_fs": bad})
+
+
 def test_simulate_warns_in_one_line_at_another_temperature(bundles, tmp_path, capsys):
     from openmm_cgkd.cli.main import _one_line_warnings
     from openmm_cgkd.errors import CGKDWarning

@@ -320,10 +320,13 @@ def _train_teachers_stacked(cfg: TeachersConfig, dataset: CGDataset, setup: dict
         members.append(res.member_potential(m, wall, density, priors, dataset.topology, dataset.bead_types))
         bundle = member_dir(out, m) / "bundle"
         member_bundles.append(bundle)
-        if not (bundle / "manifest.yaml").is_file():
+        # a bundle left by an earlier stacked run (other data, settings or wall) is replaced: the
+        # member's record names the stacked run's fingerprint
+        if _member_bundle_stale(bundle, res.info.get("fingerprint")):
             training = {"stage": "teacher", "member": m, "seed": seeds[m], "stacked_run": "stacked",
                         "loss_weights": TEACHER_WEIGHTS.as_dict(), "dataset": provenance,
-                        "trainer": config_to_dict(cfg.trainer), "result": res.info["members"][m],
+                        "trainer": config_to_dict(cfg.trainer),
+                        "result": {**res.info["members"][m], "fingerprint": res.info.get("fingerprint")},
                         "wall_fit": setup["wall_fit"], "prior_fit": setup.get("prior_fit"), **code_provenance()}
             save_bundle(bundle, single, bead_types=bead_types, wall=wall, model_kind="teacher",
                         variant=f"teacher member {m} (seed {seeds[m]}, stacked)", training=training,

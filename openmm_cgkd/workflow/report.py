@@ -208,19 +208,50 @@ def reference_markdown(analysis: AnalysisResult) -> str:
 
 
 # ------------------------------------------------------------------------------ findings
-KINDS = ("rdf", "adf", "cdf")
+PHI_PSI_KIND = "phi_psi_js"  # a study with analysis.ramachandran: each replica's phi/psi Jensen-Shannon divergence
+KINDS = ("rdf", "adf", "cdf", PHI_PSI_KIND)  # the per-replica scores the findings and the student choice test
+
+
+def kind_name(kind: str) -> str:
+    """A score's short name in tables and verdicts: "RDF", ..., "phi/psi JS"."""
+    return "phi/psi JS" if kind == PHI_PSI_KIND else kind.upper()
+
+
+def kind_label(kind: str) -> str:
+    """A score's column heading: "RDF TAE", ..., "phi/psi JS"."""
+    return kind_name(kind) if kind == PHI_PSI_KIND else f"{kind.upper()} TAE"
+
+
+def _entry(a, kind: str) -> dict | None:
+    """Model ``a``'s summary entry of score ``kind`` ({mean, std, n, values} over its scored
+    replicas): a TAE from its summary, the phi/psi JS from its ``ramachandran`` part."""
+    if a is None:
+        return None
+    if kind != PHI_PSI_KIND:
+        return a.summary.get(kind)
+    values = [r["js"] for r in (a.ramachandran or {}).get("replicas", ())]
+    if not values:
+        return None
+    return {"mean": float(np.mean(values)), "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
+            "n": len(values), "values": values}
 
 
 def _stat(a, kind: str):
-    """(mean, std, n) of a model's TAE of ``kind`` over its scored replicas, or None."""
-    return summary_stat(a.summary.get(kind) if a is not None else None)
+    """(mean, std, n) of a model's score ``kind`` over its scored replicas, or None."""
+    return summary_stat(_entry(a, kind))
+
+
+def _has(models, kind: str) -> bool:
+    """Whether any model has a score ``kind`` (a molecule without a box has no RDF/ADF/CDF)."""
+    return any(_stat(a, kind) is not None for a in models.values())
 
 
 def _values(a, kind: str) -> list[float] | None:
-    """The per-replica TAEs of ``kind`` of model ``a`` (its scored replicas, in replica order)."""
-    if a is None or not a.summary.get(kind) or not a.summary[kind].get("values"):
+    """The per-replica scores ``kind`` of model ``a`` (its scored replicas, in replica order)."""
+    entry = _entry(a, kind)
+    if not entry or not entry.get("values"):
         return None
-    v = [float(x) for x in a.summary[kind]["values"]]
+    v = [float(x) for x in entry["values"]]
     return v if all(math.isfinite(x) for x in v) else None
 
 
@@ -331,12 +362,12 @@ def _cells(models: list, kinds) -> str:
 
 def rules_markdown(rules: StatisticsConfig) -> str:
     """The decision rules in one paragraph (docs/evidence.md states them in full)."""
-    return (f"Each verdict is a test on the per-replica TAEs: Welch's t-test, or the paired t-test where the two "
+    return (f"Each verdict is a test on the per-replica scores: Welch's t-test, or the paired t-test where the two "
             f"models' replicas share their starts and seeds; two-sided p-values, Holm's correction over all the "
             f"decisions of this table (family-wise alpha {rules.alpha:g}). \"lower\" / \"higher\": significant "
             f"after Holm. \"Equivalent within {100 * rules.equivalence_margin:g} %\" (asked where a finding says "
             f"\"matches\" or \"inherits\" or \"no difference\"): two one-sided tests that the ratio of mean "
-            f"TAEs lies in {1 - rules.equivalence_margin:g}-{1 + rules.equivalence_margin:g} (Fieller-type, the "
+            f"scores lies in {1 - rules.equivalence_margin:g}-{1 + rules.equivalence_margin:g} (Fieller-type, the "
             f"margin declared in the config before the runs), Holm over those tests. Otherwise \"not resolved\", "
             f"with the smallest difference of means these replicas could have detected (two-sided alpha "
             f"{rules.alpha:g}, power {rules.power:g}, from the observed spreads; a lower bound). A single teacher "
@@ -348,7 +379,7 @@ def finding_decisions(analysis: AnalysisResult, students: StudentsResult, runs: 
     """The method's findings as one family of decisions: per row (finding, compared, table
     cells per kind, decisions per kind), in report order. Holm runs over all of them."""
     models = analysis.models
-    kinds = [k for k in KINDS if any(k in a.summary for a in models.values())]
+    kinds = [k for k in KINDS if _has(models, k)]
     teachers = {n: a for n, a in models.items() if model_kind(n) == "teacher"}
     ens_name = next((n for n in models if model_kind(n) == "ensemble"), "ensemble")
     ensemble = models.get(ens_name)
@@ -415,9 +446,10 @@ def findings_markdown(analysis: AnalysisResult, students: StudentsResult, runs: 
     reference's noise floor."""
     rules = rules or StatisticsConfig()
     models = analysis.models
-    kinds = [k for k in KINDS if any(k in a.summary for a in models.values())]
+    kinds = [k for k in KINDS if _has(models, k)]
     teachers = {n: a for n, a in models.items() if model_kind(n) == "teacher"}
-    head = ["## The method's findings, checked (TAE means over the scored replicas; lower is better)", "",
+    head = ["## The method's findings, checked (means over the scored replicas of each score: the TAEs of the "
+            "structure, the Jensen-Shannon divergence of the phi/psi distribution; lower is better)", "",
             rules_markdown(rules), ""]
     floor = analysis.noise_floor
     if floor is not None:
@@ -427,7 +459,7 @@ def findings_markdown(analysis: AnalysisResult, students: StudentsResult, runs: 
                  + ", ".join(f"{k.upper()} {floor.summary[k].mean:.3f} +- {floor.summary[k].std:.3f}"
                              for k in kinds if k in floor.summary)
                  + ". A model TAE near it cannot be told from the AA reference.", ""]
-    table = ["| finding | compared | " + " | ".join(f"{k.upper()} TAE" for k in kinds) + " | verdicts |",
+    table = ["| finding | compared | " + " | ".join(kind_label(k) for k in kinds) + " | verdicts |",
              "|---|---|" + "---|" * len(kinds) + "---|"]
     if teachers:
         unstable = sum(1 for a in teachers.values() if not a.stable)
@@ -439,7 +471,7 @@ def findings_markdown(analysis: AnalysisResult, students: StudentsResult, runs: 
                        "within the discard |")
     rows = finding_decisions(analysis, students, runs, rules)
     for finding, compared, cells, decisions in rows:
-        verdicts = "; ".join(f"{k.upper()} {d.verdict}" for k, d in zip(kinds, decisions))
+        verdicts = "; ".join(f"{kind_name(k)} {d.verdict}" for k, d in zip(kinds, decisions))
         table.append(f"| {finding} | {compared} | {' | '.join(cells)} | {verdicts} |")
     if len(table) == 2:
         return ""

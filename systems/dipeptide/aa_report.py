@@ -1,7 +1,7 @@
 """The phi/psi analysis of the AA dipeptide run: the reference every CG model of it is scored against.
 
     uv run python systems/dipeptide/aa_report.py [--run-dir systems/dipeptide/aa] [--block-ps 1000]
-                                                 [--replica-ps 5000]
+                                                 [--replica-ps 5000] [--independent systems/dipeptide/aa_f]
 
 Reads the run's committed mapped frames (:func:`openmm_cgkd.data.aamd.read_mapped`), takes phi
 and psi and the basins from ``ramachandran.yaml`` (the system's ``ramachandran`` file) and writes
@@ -13,6 +13,12 @@ and psi and the basins from ``ramachandran.yaml`` (the system's ``ramachandran``
   of blocks of ``--replica-ps`` (the length of a CG replica) against the other half;
 * ``docs/figures/dipeptide_aa_fes.png`` (the AA FES with the basins) and
   ``docs/figures/dipeptide_aa_timeline.png`` (phi(t), psi(t) and the core last visited).
+
+``--independent DIR`` scores a second, independent AA run of the same system (another seed; its
+own mapped frames, the same bead positions) against the first: its FES score (JS, TAE) and its
+basin populations against the first's in standard errors, written under ``independent_run``,
+with ``docs/figures/dipeptide_aa_fes_independent.png`` (the two surfaces side by side). It is the
+noise floor of an FES score between two runs of these lengths.
 """
 from __future__ import annotations
 
@@ -45,6 +51,8 @@ def main(argv=None) -> int:
                    help="length of a CG replica (ps): the noise floor's blocks (default 5000)")
     p.add_argument("--source", default="",
                    help="where the frames came from (e.g. the commit of the run's mapped parts), recorded as is")
+    p.add_argument("--independent", type=Path, default=None, metavar="DIR",
+                   help="a second, independent aa-run directory of the system: scored against the first")
     p.add_argument("--out-json", type=Path, default=system.file("aa_report", must_exist=False))
     p.add_argument("--figures", type=Path, default=ROOT / "docs" / "figures")
     args = p.parse_args(argv)
@@ -57,6 +65,8 @@ def main(argv=None) -> int:
     report = {"system": system.name, "source": args.source or "read_mapped(aa run): committed mapped frames",
               "temperature_K": ds.temperature_K, "phi_beads": spec.phi, "psi_beads": spec.psi,
               "end_ps": float(ds.times[-1]), **res.to_dict()}
+    if args.independent is not None:
+        report["independent_run"] = _independent(args.independent, res, spec, args)
     write_json(args.out_json, report)
     ns = res.span_ps / 1000.0
     plot_fes_panels({"AA": res.fes}, args.figures / "dipeptide_aa_fes.png", basins=spec.basins,
@@ -79,6 +89,35 @@ def main(argv=None) -> int:
              f"+- {floor.block_std().js:.4f}, TAE {floor.block_mean().tae:.4f} +- {floor.block_std().tae:.4f}"
              if floor.blocks else ""))
     return 0
+
+
+def _independent(run_dir: Path, first, spec, args) -> dict:
+    """The second run (its own recorded mapping: the same bead positions) against the first."""
+    from openmm_cgkd.analysis.plots import plot_fes_panels
+    from openmm_cgkd.analysis.ramachandran import analyze_phi_psi, compare_populations, fes_score, phi_psi
+    from openmm_cgkd.data.aamd import read_mapped
+    from openmm_cgkd.fileio import relative_path
+
+    ds = read_mapped(run_dir)
+    phi, psi = phi_psi(ds.positions, spec)
+    second = analyze_phi_psi(phi, psi, ds.times, spec, args.block_ps, args.replica_ps)
+    score = fes_score(second.fes, first.fes)
+    diff = compare_populations(second.populations, first.populations)
+    print(f"independent run {run_dir.name}: {second.frames} frames, {second.span_ps / 1000.0:.2f} ns; FES vs the "
+          f"first: JS {score.js:.4f}, TAE {score.tae:.4f}")
+    for k, d in diff.items():
+        pop = second.populations[k]
+        print(f"  {pop.name:22s} {pop.fraction:.4f} +- {pop.se:.4f}  (first {first.populations[k].fraction:.4f}; "
+              f"difference {d.difference:+.4f}, z {'-' if d.z is None else f'{d.z:+.2f}'})")
+    plot_fes_panels({f"AA {first.span_ps / 1000.0:.0f} ns": first.fes,
+                     f"AA independent {second.span_ps / 1000.0:.0f} ns": second.fes},
+                    args.figures / "dipeptide_aa_fes_independent.png", basins=spec.basins,
+                    scores={f"AA independent {second.span_ps / 1000.0:.0f} ns": f"JS {score.js:.3f}, TAE {score.tae:.2f}"})
+    return {"run_dir": relative_path(run_dir.resolve(), ROOT), "frames": second.frames,
+            "span_ns": second.span_ps / 1000.0, "fes_score_vs_first": score.to_dict(),
+            "populations": {k: v.to_dict() for k, v in second.populations.items()},
+            "population_differences": {k: d.to_dict() for k, d in diff.items()},
+            "transitions": second.transitions.to_dict()}
 
 
 if __name__ == "__main__":

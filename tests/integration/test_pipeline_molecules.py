@@ -113,6 +113,9 @@ def test_pipeline_of_a_molecule_without_a_box(tmp_path, capsys, monkeypatch):
     assert abs(trans["fraction"] - np.mean(np.abs(ref_angles[:, 0]) >= 120)) <= trans["se"]
     assert rama["reference"]["noise_floor"]["halves"]["js"] >= 0
     assert "## Backbone dihedrals" in report_md and "| AA reference |" in report_md and "fes.png" in report_md
+    # the findings test each model's per-replica phi/psi JS (one replica each here: n/a)
+    assert "| finding | compared | phi/psi JS | verdicts |" in report_md
+    assert "phi/psi JS n/a (fewer than 2 replicas)" in report_md
     assert (out / "analysis" / "fes.png").is_file()
     data = json.loads((out / "report.json").read_text())
     assert data["analysis"]["models"]["student-ensemble-e-ft-faa"]["ramachandran"]["tae"]["mean"] >= 0

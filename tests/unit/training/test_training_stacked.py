@@ -1,5 +1,6 @@
 """Stacked training: each member learns as if trained alone (independent gradients, per-member Adam,
 schedule and early stopping), resumes to the uninterrupted result, and the teacher stage uses it."""
+import dataclasses
 import json
 
 import numpy as np
@@ -230,6 +231,14 @@ def test_teacher_stage_trains_stacked_members_and_writes_one_stacked_bundle(synt
         assert member.manifest.model_kind == "teacher"
         torch.testing.assert_close(member.module(types, pos, box)[2].float(), f_k[k].float(), rtol=1e-5, atol=1e-4)
     assert len(res.metrics["members"]) == 3 and "uncertainty" in res.metrics["ensemble"]
+    # trained on (a higher max_epochs): the member bundles of the first run are replaced, not kept
+    # (the dipeptide's members kept an earlier run's weights and wall while the ensemble moved on)
+    more = train_teachers(dataclasses.replace(cfg, trainer=TrainerConfig(**{**TRAINER, "max_epochs": 3})))
+    f_more = load_bundle(more.ensemble_bundle).eager_model().forward_members(types, pos, box)[2]
+    assert float((f_more - f_k).abs().max()) > 1e-3  # the third epoch moved the weights
+    for k, path in enumerate(more.member_bundles):
+        out = load_bundle(path).module(types, pos, box)[2].float()
+        torch.testing.assert_close(out, f_more[k].float(), rtol=1e-5, atol=1e-4)
     # distillation labels from the stacked bundle: member means and their spread
     from openmm_cgkd.training.labels import predict_labels
 

@@ -193,3 +193,29 @@ def test_contacts_drift_and_reference_sections():
     assert "| ensemble-8 | +3.5 +- 0.3 % | -60.0 +- 9.0 | -0.3 |" in d and "136 frames (136 ps)" in d
     assert "one frozen packing" in reference_markdown(analysis)
     assert drift_markdown(AnalysisResult({}, {}), 1.0) == "" and reference_markdown(AnalysisResult({}, {})) == ""
+
+
+def _peptide(js: list[float]) -> ModelAnalysis:
+    """A molecule without a box: no RDF/ADF/CDF, only its replicas' phi/psi scores."""
+    rama = {"replicas": [{"name": f"replica_{i:02d}", "js": v, "tae": 2 * v} for i, v in enumerate(js)]}
+    return ModelAnalysis({}, True, Path("/x"), len(js), 0, (), (), 100, (), ramachandran=rama)
+
+
+def test_a_peptide_is_judged_by_its_replicas_phi_psi_divergence():
+    """analysis.ramachandran: the findings and the student choice test the per-replica phi/psi JS
+    (the same tests as the TAEs: Welch / TOST, Holm), in a column of its own."""
+    ens, good, bad = [0.050, 0.052, 0.049, 0.051], [0.051, 0.050, 0.052, 0.050], [0.20, 0.22, 0.19, 0.21]
+    models = {"teacher-00": _peptide([0.30, 0.32]), "teacher-01": _peptide([0.28, 0.30]),
+              "ensemble-8": _peptide(ens), "student-ensemble-e-ft-faa": _peptide(good),
+              "student-ensemble-ft-faa": _peptide(bad)}
+    students = _ens_students("ensemble-e-ft-faa", "ensemble-ft-faa")
+    text = findings_markdown(AnalysisResult(models, {}), students)
+    assert "| finding | compared | phi/psi JS | verdicts |" in text
+    match = _row(text, "the student matches", "student-ensemble-e-ft-faa vs ensemble-8")
+    assert f"{np.mean(good):.3f} vs {np.mean(ens):.3f}" in match and "phi/psi JS equivalent within 15 %" in match
+    worse = _row(text, "the student matches", "student-ensemble-ft-faa vs ensemble-8")
+    assert "phi/psi JS higher (Holm-adjusted p = " in worse
+    d = lower(_peptide(good), _peptide(bad), "phi_psi_js")
+    assert d.outcome == "lower" and d.test.p_value == pytest.approx(stats.ttest_ind(good, bad, equal_var=False).pvalue)
+    variant, why = best_student(AnalysisResult(models, {}), students)
+    assert variant == "ensemble-e-ft-faa" and "significantly lower than ensemble-ft-faa" in why

@@ -8,7 +8,8 @@ Three messages that say nothing about the user's run are silenced at their sourc
 * the openmm-torch wheel imports ``simtk.openmm``, whose shim logs ``importing 'simtk.openmm'
   is deprecated`` on the root logger: :func:`import_torchforce` drops that one record;
 * mdtraj's DCD reader (VMD's dcdplugin, C code) prints ``dcdplugin) detected standard 32-bit
-  DCD file ...`` lines: wrap the load in :func:`filtered_native_output`.
+  DCD file ...`` lines: wrap the load in :func:`filtered_native_output`;
+* pymbar prints banners (jax, timeseries caveats) on import: :func:`import_pymbar_timeseries`.
 
 :func:`filtered_native_output` captures what C code writes to file descriptors 1 and 2 while a
 block runs and writes back every line that matches none of the known patterns, so a real
@@ -24,7 +25,7 @@ import tempfile
 from collections.abc import Iterator, Sequence
 
 __all__ = ["NATIVE_NOISE", "filtered_native_output", "init_warp", "import_torchforce", "import_torchmdnet",
-           "quiet_lightning", "LIGHTNING_NOISE"]
+           "quiet_lightning", "LIGHTNING_NOISE", "import_pymbar_timeseries"]
 
 # Exact text of the lines dropped (substring match on one line).
 NATIVE_NOISE: tuple[str, ...] = (
@@ -161,3 +162,12 @@ def import_torchmdnet():
     import torchmdnet.extensions.ops  # noqa: F401  (registers torch.ops.torchmdnet.*)
 
     return torchmdnet
+
+
+def import_pymbar_timeseries():
+    """``pymbar.timeseries``, imported without its banners on stdout/stderr."""
+    import io
+
+    with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
+        import pymbar.timeseries as ts
+    return ts

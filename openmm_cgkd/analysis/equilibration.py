@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from openmm_cgkd.analysis.distributions import AnalysisError
+from openmm_cgkd.quiet import import_pymbar_timeseries
 
 __all__ = ["EquilibrationResult", "detect_equilibration", "read_energy_log", "frames_to_discard"]
 
@@ -45,13 +46,6 @@ class EquilibrationResult:
                 "n_effective": self.n_effective}
 
 
-def _timeseries():
-    # pymbar prints banners (jax, timeseries caveats) on import; keep them off the user's terminal.
-    with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
-        import pymbar.timeseries as ts
-    return ts
-
-
 def detect_equilibration(energies, times=None, nskip: int = 1) -> EquilibrationResult:
     """Detect where ``energies`` (kJ/mol) become stationary. ``times`` (ps) are only reported."""
     a = np.asarray(energies, dtype=np.float64)
@@ -61,7 +55,7 @@ def detect_equilibration(energies, times=None, nskip: int = 1) -> EquilibrationR
         raise AnalysisError("potential-energy series holds NaN/inf values")
     if np.ptp(a) == 0:
         return EquilibrationResult(0, a.size, 1.0, float(a.size), None if times is None else float(times[0]))
-    ts = _timeseries()
+    ts = import_pymbar_timeseries()
     with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
         t0, g, neff = ts.detect_equilibration(a, fast=True, nskip=max(1, int(nskip)))
     t0 = int(t0)

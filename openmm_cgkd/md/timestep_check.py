@@ -12,8 +12,11 @@ possible; :func:`check_timestep` shows whether one is, on the model itself:
    straight-line fit, in kJ/mol per ns per bead and in kT per ns per bead, and the RMS of the
    total energy about that line (per bead; it grows as dt^2 for velocity Verlet).
 
-The step is called safe when the run did not blow up, ``|drift| <= max_drift_kT_per_ns`` (kT
-per ns per bead) and the NVT temperature is not significantly further than
+The step is called safe when the run did not blow up, the drift is not significantly beyond
+``max_drift_kT_per_ns`` (kT per ns per bead): ``|drift| <= max_drift_kT_per_ns + 2 * se`` (se: the
+slope's standard error, the least-squares one inflated by the residuals' statistical
+inefficiency, pymbar; a few beads' total energy fluctuates too much for a short run to resolve a
+small limit), and the NVT temperature is not significantly further than
 ``max_temperature_error`` (relative) from the target: ``|mean - target| <= max_temperature_error
 * target + 2 * sem`` (sem: standard error of the mean from 4 blocks; a small system's
 temperature fluctuates a lot). Defaults: 0.05 kT/ns/bead and 2 %. Units: fs (steps), ps, K,
@@ -25,7 +28,9 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-__all__ = ["TimestepCheck", "check_timestep", "DEFAULT_MAX_DRIFT_KT_PER_NS", "DEFAULT_MAX_TEMPERATURE_ERROR"]
+from openmm_cgkd.quiet import import_pymbar_timeseries
+
+__all__ = ["TimestepCheck", "check_timestep", "drift_standard_error", "DEFAULT_MAX_DRIFT_KT_PER_NS", "DEFAULT_MAX_TEMPERATURE_ERROR"]
 
 DEFAULT_MAX_DRIFT_KT_PER_NS = 0.05  # |total-energy drift| per bead, in kT per ns
 DEFAULT_MAX_TEMPERATURE_ERROR = 0.02  # relative deviation of the NVT kinetic temperature
@@ -46,6 +51,7 @@ class TimestepCheck:
     nvt_temperature_error: float = float("nan")  # (mean - target) / target
     nve_drift_kj_mol_per_ns_per_bead: float = float("nan")
     nve_drift_kT_per_ns_per_bead: float = float("nan")
+    nve_drift_se_kT_per_ns_per_bead: float = float("nan")  # standard error of that slope (correlated residuals)
     nve_rms_kj_mol_per_bead: float = float("nan")  # RMS of the total energy about the fitted line
     nve_mean_temperature_K: float = float("nan")
     blew_up: str | None = None  # why the run stopped, when it did
@@ -63,9 +69,16 @@ class TimestepCheck:
         return bool(bias <= self.max_temperature_error * self.target_temperature_K + 2.0 * sem)
 
     @property
+    def drift_ok(self) -> bool:
+        """The NVE drift is within the limit, up to 2 standard errors (True without NVE)."""
+        if not self.nve_ps > 0:
+            return True
+        se = self.nve_drift_se_kT_per_ns_per_bead if np.isfinite(self.nve_drift_se_kT_per_ns_per_bead) else 0.0
+        return bool(abs(self.nve_drift_kT_per_ns_per_bead) <= self.max_drift_kT_per_ns + 2.0 * se)
+
+    @property
     def safe(self) -> bool:
-        return (self.blew_up is None and abs(self.nve_drift_kT_per_ns_per_bead) <= self.max_drift_kT_per_ns
-                and self.temperature_ok)
+        return self.blew_up is None and self.drift_ok and self.temperature_ok
 
     def to_dict(self, series: bool = False) -> dict:
         d = asdict(self)
@@ -73,6 +86,7 @@ class TimestepCheck:
             d.pop("series")
         d["safe"] = self.safe
         d["temperature_ok"] = self.temperature_ok
+        d["drift_ok"] = self.drift_ok
         d["summary"] = self.summary()
         return d
 
@@ -85,7 +99,8 @@ class TimestepCheck:
             f"{self.target_temperature_K:g} K ({100 * self.nvt_temperature_error:+.1f} %; limit "
             f"{100 * self.max_temperature_error:g} %)")
         return (f"{self.timestep_fs:g} fs: NVE drift {self.nve_drift_kj_mol_per_ns_per_bead:+.3g} kJ/mol/ns per bead "
-                f"({self.nve_drift_kT_per_ns_per_bead:+.3g} kT/ns; limit {self.max_drift_kT_per_ns:g}), NVE RMS "
+                f"({self.nve_drift_kT_per_ns_per_bead:+.3g} +- {self.nve_drift_se_kT_per_ns_per_bead:.2g} kT/ns; limit "
+                f"{self.max_drift_kT_per_ns:g}), NVE RMS "
                 f"{self.nve_rms_kj_mol_per_bead:.3g} kJ/mol per bead; {nvt}: " + ("safe" if self.safe else "NOT safe"))
 
 
@@ -94,6 +109,23 @@ def _block_sem(x: np.ndarray, n_blocks: int = 4) -> float:
         return float("nan")
     means = [b.mean() for b in np.array_split(x, n_blocks)]
     return float(np.std(means, ddof=1) / np.sqrt(n_blocks))
+
+
+def drift_standard_error(t, e) -> float:
+    """The standard error of the least-squares slope of ``e`` against ``t`` (units of e per unit
+    of t) with correlated residuals: the ordinary one times the square root of the residuals'
+    statistical inefficiency (pymbar). NaN for fewer than 4 points."""
+    t, e = np.asarray(t, dtype=np.float64), np.asarray(e, dtype=np.float64)
+    if len(t) < 4:
+        return float("nan")
+    slope, intercept = np.polyfit(t, e, 1)
+    resid = e - (slope * t + intercept)
+    sxx = float(np.sum((t - t.mean()) ** 2))
+    if not sxx > 0:
+        return float("nan")
+    se = np.sqrt(np.sum(resid ** 2) / (len(t) - 2) / sxx)
+    g = import_pymbar_timeseries().statistical_inefficiency(resid) if np.std(resid) > 0 else 1.0
+    return float(se * np.sqrt(max(float(g), 1.0)))
 
 
 def _run(simulation, steps: int, every: int, record) -> None:
@@ -192,6 +224,7 @@ def check_timestep(bundle, topology, positions, box, *, timestep_fs: float, temp
     slope, intercept = np.polyfit(t, e, 1)  # kJ/mol per ps
     result.nve_drift_kj_mol_per_ns_per_bead = float(slope * 1000.0 / n)
     result.nve_drift_kT_per_ns_per_bead = float(slope * 1000.0 / n / kT)
+    result.nve_drift_se_kT_per_ns_per_bead = float(drift_standard_error(t, e) * 1000.0 / n / kT)
     result.nve_rms_kj_mol_per_bead = float(np.sqrt(np.mean((e - (slope * t + intercept)) ** 2)) / n)
     result.nve_mean_temperature_K = float(np.mean(temps_nve))
     result.series = {"nvt": {"time_ps": t_nvt, "temperature_K": temps},

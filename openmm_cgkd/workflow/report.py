@@ -711,11 +711,14 @@ def write_pipeline_report(out: Path, cfg, teachers: TeachersResult, students: St
         for name, c in checks.items():
             verdict = "safe" if c["safe"] else ("blew up: " + c["blew_up"] if c.get("blew_up") else "NOT safe")
             lines.append(f"| {name} | {c['timestep_fs']:g} | {_num(c['nve_drift_kj_mol_per_ns_per_bead'], '+.3g')} | "
-                         f"{_num(c['nve_drift_kT_per_ns_per_bead'], '+.3g')} | "
+                         f"{_num(c['nve_drift_kT_per_ns_per_bead'], '+.3g')}"
+                         + (f" +- {_num(c['nve_drift_se_kT_per_ns_per_bead'], '.2g')}"
+                            if "nve_drift_se_kT_per_ns_per_bead" in c else "") + " | "
                          f"{_num(c['nve_rms_kj_mol_per_bead'], '.3g')} | "
                          f"{_num(c['nvt_mean_temperature_K'], '.1f')} +- {_num(c['nvt_temperature_sem_K'], '.1f')} | "
                          f"{c['target_temperature_K']:g} | {verdict} |")
-        lines += ["", f"Limits: |drift| <= {next(iter(checks.values()))['max_drift_kT_per_ns']:g} kT/ns per bead, "
+        lines += ["", f"Limits: |drift| <= {next(iter(checks.values()))['max_drift_kT_per_ns']:g} kT/ns per bead "
+                  "up to 2 standard errors, "
                   f"NVT temperature within {100 * next(iter(checks.values()))['max_temperature_error']:g} % of the "
                   "target up to 2 standard errors."]
     else:

@@ -157,8 +157,7 @@ def _md_lines(out: Path, n_steps: int | None, planned: dict[str, int],
         return [], 0, {}, {}
     finished = 0
     ps_left, measured = {}, {}
-    lines = ["| model | replicas finished | failed | under way | RDF TAE | ADF TAE | CDF TAE | ns/day |",
-             "|---|---|---|---|---|---|---|---|"]
+    rows = []
     for name in names:
         mdir = md / name
         recs, running = [], []
@@ -171,7 +170,7 @@ def _md_lines(out: Path, n_steps: int | None, planned: dict[str, int],
         failed = [r for r in recs if r.get("failure")]
         good = [_tae_means(r) for r in recs if not r.get("failure") and not (r.get("analysis") or {}).get("failed")]
 
-        def stat(kind: str) -> str:
+        def stat(kind: str, good=good) -> str:
             v = [g[kind] for g in good if kind in g]
             if not v:
                 return "-"
@@ -191,8 +190,14 @@ def _md_lines(out: Path, n_steps: int | None, planned: dict[str, int],
             ps_left[name] = max(0.0, planned[name] - len(recs) - running_done) * length_ps
         finished += len(recs)
         done = f"{len(recs)} of {planned[name]}" if name in planned else str(len(recs))
-        lines.append(f"| {name} | {done} | {len(failed)} | {', '.join(under) or '-'} | {stat('rdf')} | "
-                     f"{stat('adf')} | {stat('cdf')} | {speed} |")
+        rows.append((f"| {name} | {done} | {len(failed)} | {', '.join(under) or '-'} | ", stat, f"{speed} |",
+                     {k for g in good for k in g}))
+    # TAE columns only for the kinds some finished replica has (a molecule without a box: none)
+    present = set().union(*(r[3] for r in rows))
+    kinds = [k for k in ("rdf", "adf", "cdf") if k in present or not finished]
+    lines = ["| model | replicas finished | failed | under way | " + "".join(f"{k.upper()} TAE | " for k in kinds)
+             + "ns/day |", "|---|---|---|---|" + "---|" * len(kinds) + "---|"]
+    lines += [head + "".join(f"{stat(k)} | " for k in kinds) + tail for head, stat, tail, _ in rows]
     return lines, finished, ps_left, measured
 
 

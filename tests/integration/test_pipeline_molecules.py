@@ -113,6 +113,13 @@ def test_pipeline_of_a_molecule_without_a_box(tmp_path, capsys, monkeypatch):
     assert abs(trans["fraction"] - np.mean(np.abs(ref_angles[:, 0]) >= 120)) <= trans["se"]
     assert rama["reference"]["noise_floor"]["halves"]["js"] >= 0
     assert "## Backbone dihedrals" in report_md and "| AA reference |" in report_md and "fes.png" in report_md
+    # --status: no RDF/ADF/CDF columns for a molecule without a box
+    from openmm_cgkd.workflow.config import load_pipeline_config
+    from openmm_cgkd.workflow.status import pipeline_status
+
+    status = pipeline_status(load_pipeline_config(tmp_path / "p.yaml"))
+    assert "| model | replicas finished | failed | under way | ns/day |" in status and "RDF TAE" not in status
+    assert "| student-ensemble-e-ft-faa | 1 of 1 | 0 | - | " in status
     # the findings test each model's per-replica phi/psi JS (one replica each here: n/a)
     assert "| finding | compared | phi/psi JS | verdicts |" in report_md
     assert "phi/psi JS n/a (fewer than 2 replicas)" in report_md

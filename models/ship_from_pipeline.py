@@ -10,7 +10,7 @@ bundle: by default the ensemble-distilled student the run's report chose by its 
 AA's closest contact with their gate and figure ``contacts.png``, and MD
 speed measured by the pipeline; for a study with ``analysis.ramachandran``, the phi/psi FES score, basin
 populations and transitions against the AA's with figure ``fes.png``) and ``continuity.npz``: a fixed input (bead types, positions nm,
-box nm; frame 0 of the pipeline's dataset) with the module's outputs on it when shipped.
+box nm, bead bonds; frame 0 of the pipeline's dataset) with the module's outputs on it when shipped.
 ``tests/continuity`` checks every shipped bundle still loads and reproduces them.
 
 Provenance stays portable: the manifests name their inputs relative to the shipped bundle (a
@@ -153,6 +153,7 @@ def ship(run: Path, student_variant: str, name_prefix: str = "des", allow_failin
         dataset_path = (run / run_cfg["dataset"]).resolve()  # pipeline.yaml names it relative to the run
     ds = CGDataset.load(dataset_path)
     types, pos, box = ds.bead_types, ds.positions[0], ds.boxes[0]
+    bonds = np.asarray(ds.topology.bonds if ds.topology is not None else np.zeros((0, 2)), np.int64).reshape(-1, 2)
 
     entries = [
         (f"{name_prefix}-teachers", teachers.ensemble, ensemble_model(len(teachers.members)), teachers.metrics),
@@ -181,7 +182,7 @@ def ship(run: Path, student_variant: str, name_prefix: str = "des", allow_failin
         _rebase_provenance(dst, src.resolve(), shipped, md_cfg.get("timestep_fs", 2.0))
         bundle = load_bundle(dst)
         ref = _module_outputs(bundle, types, pos, box)
-        np.savez_compressed(dst / "continuity.npz", bead_types=types, positions_nm=pos, box_nm=box,
+        np.savez_compressed(dst / "continuity.npz", bead_types=types, positions_nm=pos, box_nm=box, bonds=bonds,
                             energy_kj_mol=ref["energy"], bead_energies_kj_mol=ref["bead_energies"],
                             forces_kj_mol_nm=ref["forces"])
         man = bundle.manifest

@@ -5,7 +5,7 @@ import pytest
 
 from openmm_cgkd.bundle import load_bundle, models_dir
 
-from shipped import assert_reproduces_reference, reference, shipped_with_reference
+from shipped import assert_reproduces_reference, reference, reference_topology, shipped_with_reference
 
 SHIPPED = ("des-student", "des-teachers")
 
@@ -29,17 +29,16 @@ def test_bundle_served_in_openmm_matches_reference(name):
     from openmm import unit
 
     from openmm_cgkd.serving import CGKDForceField
-    from openmm_cgkd.topology import bead_topology
 
     ref = reference(name)
     ff = CGKDForceField(name)
-    names = [ff.bundle.manifest.type_names[t] for t in ref["bead_types"]]
-    top = bead_topology(names, ref["box_nm"])
-    system = ff.create_system(top)
+    system = ff.create_system(reference_topology(ff, ref))
     # keep the network force alone (a plugin force: listed as a generic Force) and compare its
-    # energy with the recorded module energy
+    # energy with the recorded module energy; the others are the wall, the CM motion remover and,
+    # for a bonded model, its bonded priors
     kinds = [f.__class__.__name__ for f in system.getForces()]
-    assert sorted(kinds) == ["CMMotionRemover", "CustomNonbondedForce", "Force"]
+    priors = {"HarmonicBondForce", "HarmonicAngleForce", "PeriodicTorsionForce"} if ff.bundle.priors else set()
+    assert kinds.count("Force") == 1 and set(kinds) == {"CMMotionRemover", "CustomNonbondedForce", "Force", *priors}
     for i in reversed(range(system.getNumForces())):
         if kinds[i] != "Force":
             system.removeForce(i)

@@ -7,7 +7,7 @@ import pytest
 
 from openmm_cgkd.bundle import load_bundle
 
-from shipped import assert_reproduces_reference, reference, shipped_with_reference
+from shipped import assert_reproduces_reference, reference, reference_topology, shipped_with_reference
 
 
 @pytest.mark.parametrize("name", shipped_with_reference())
@@ -26,12 +26,10 @@ def test_python_backend_serves_shipped_bundle(name):
 
     from openmm_cgkd.serving import CGKDForceField
     from openmm_cgkd.serving.network_force import NETWORK_FORCE_NAME
-    from openmm_cgkd.topology import bead_topology
 
     ref = reference(name)
     ff = CGKDForceField(name)
-    top = bead_topology([ff.type_names[t] for t in ref["bead_types"]], ref["box_nm"])
-    system = ff.create_system(top, backend="python", device="cpu")
+    system = ff.create_system(reference_topology(ff, ref), backend="python", device="cpu")
     for i in reversed(range(system.getNumForces())):
         if system.getForce(i).getName() != NETWORK_FORCE_NAME:
             system.removeForce(i)

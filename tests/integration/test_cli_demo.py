@@ -19,7 +19,7 @@ def test_demo_builds_untrained_default_and_reports_speed(tmp_path, monkeypatch, 
     printed = capsys.readouterr().out
     assert "building the UNTRAINED demo bundle" in printed
     assert "NOTE: this model is UNTRAINED" in printed
-    assert "speed:" in printed and "ns/day" in printed and "400 steps of 1.0 fs" in printed  # the bundle's step
+    assert "speed:" in printed and "ns/day" in printed
     assert (tmp_path / "models" / UNTRAINED_DEFAULT / "manifest.yaml").is_file()
     meta = json.loads((out / "run.json").read_text())
     assert meta["steps_run"] == 4 and meta["ns_per_day"] > 0

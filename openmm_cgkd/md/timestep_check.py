@@ -30,7 +30,7 @@ import numpy as np
 
 from openmm_cgkd.quiet import import_pymbar_timeseries
 
-__all__ = ["TimestepCheck", "check_timestep", "drift_standard_error", "DEFAULT_MAX_DRIFT_KT_PER_NS", "DEFAULT_MAX_TEMPERATURE_ERROR"]
+__all__ = ["TimestepCheck", "check_timestep", "linear_drift", "DEFAULT_MAX_DRIFT_KT_PER_NS", "DEFAULT_MAX_TEMPERATURE_ERROR"]
 
 DEFAULT_MAX_DRIFT_KT_PER_NS = 0.05  # |total-energy drift| per bead, in kT per ns
 DEFAULT_MAX_TEMPERATURE_ERROR = 0.02  # relative deviation of the NVT kinetic temperature
@@ -111,21 +111,19 @@ def _block_sem(x: np.ndarray, n_blocks: int = 4) -> float:
     return float(np.std(means, ddof=1) / np.sqrt(n_blocks))
 
 
-def drift_standard_error(t, e) -> float:
-    """The standard error of the least-squares slope of ``e`` against ``t`` (units of e per unit
-    of t) with correlated residuals: the ordinary one times the square root of the residuals'
-    statistical inefficiency (pymbar). NaN for fewer than 4 points."""
+def linear_drift(t, e) -> tuple[float, float, float]:
+    """(slope, intercept, standard error of the slope) of the least-squares line of ``e`` against
+    ``t`` (units of e per unit of t), for correlated residuals: the ordinary standard error times
+    the square root of the residuals' statistical inefficiency (pymbar); NaN for fewer than 4 points."""
     t, e = np.asarray(t, dtype=np.float64), np.asarray(e, dtype=np.float64)
-    if len(t) < 4:
-        return float("nan")
     slope, intercept = np.polyfit(t, e, 1)
     resid = e - (slope * t + intercept)
     sxx = float(np.sum((t - t.mean()) ** 2))
-    if not sxx > 0:
-        return float("nan")
+    if len(t) < 4 or not sxx > 0:
+        return float(slope), float(intercept), float("nan")
     se = np.sqrt(np.sum(resid ** 2) / (len(t) - 2) / sxx)
     g = import_pymbar_timeseries().statistical_inefficiency(resid) if np.std(resid) > 0 else 1.0
-    return float(se * np.sqrt(max(float(g), 1.0)))
+    return float(slope), float(intercept), float(se * np.sqrt(max(float(g), 1.0)))
 
 
 def _run(simulation, steps: int, every: int, record) -> None:
@@ -221,10 +219,10 @@ def check_timestep(bundle, topology, positions, box, *, timestep_fs: float, temp
         result.blew_up = f"NVE: {str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}"
         return result
     t, e = np.asarray(t_nve) - t_nve[0], np.asarray(total)
-    slope, intercept = np.polyfit(t, e, 1)  # kJ/mol per ps
+    slope, intercept, se = linear_drift(t, e)  # kJ/mol per ps
     result.nve_drift_kj_mol_per_ns_per_bead = float(slope * 1000.0 / n)
     result.nve_drift_kT_per_ns_per_bead = float(slope * 1000.0 / n / kT)
-    result.nve_drift_se_kT_per_ns_per_bead = float(drift_standard_error(t, e) * 1000.0 / n / kT)
+    result.nve_drift_se_kT_per_ns_per_bead = float(se * 1000.0 / n / kT)
     result.nve_rms_kj_mol_per_bead = float(np.sqrt(np.mean((e - (slope * t + intercept)) ** 2)) / n)
     result.nve_mean_temperature_K = float(np.mean(temps_nve))
     result.series = {"nvt": {"time_ps": t_nvt, "temperature_K": temps},

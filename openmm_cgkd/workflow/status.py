@@ -125,6 +125,14 @@ def _tae_means(rec: dict) -> dict[str, float]:
     return {kind: float(np.mean(list(v.values()))) for kind, v in tae.items() if v}
 
 
+def _tae_stat(good: list[dict[str, float]], kind: str) -> str:
+    """"mean ± std" of the replicas' TAE means of ``kind`` (``good``: :func:`_tae_means` of each), "-" for none."""
+    v = [g[kind] for g in good if kind in g]
+    if not v:
+        return "-"
+    return f"{np.mean(v):.3f}" + (f" ± {np.std(v, ddof=1):.3f}" if len(v) > 1 else "")
+
+
 def _planned_replicas(cfg, out: Path) -> dict[str, int]:
     """{model: replicas the md stage will run}, in report order, once the teachers and students
     are trained (empty before)."""
@@ -169,13 +177,6 @@ def _md_lines(out: Path, n_steps: int | None, planned: dict[str, int],
                 running.append(rep)
         failed = [r for r in recs if r.get("failure")]
         good = [_tae_means(r) for r in recs if not r.get("failure") and not (r.get("analysis") or {}).get("failed")]
-
-        def stat(kind: str, good=good) -> str:
-            v = [g[kind] for g in good if kind in g]
-            if not v:
-                return "-"
-            return f"{np.mean(v):.3f}" + (f" ± {np.std(v, ddof=1):.3f}" if len(v) > 1 else "")
-
         speeds = [r["ns_per_day"] for r in recs if r.get("ns_per_day")]
         under, running_done = [], 0.0
         for rep in running:
@@ -190,14 +191,13 @@ def _md_lines(out: Path, n_steps: int | None, planned: dict[str, int],
             ps_left[name] = max(0.0, planned[name] - len(recs) - running_done) * length_ps
         finished += len(recs)
         done = f"{len(recs)} of {planned[name]}" if name in planned else str(len(recs))
-        rows.append((f"| {name} | {done} | {len(failed)} | {', '.join(under) or '-'} | ", stat, f"{speed} |",
-                     {k for g in good for k in g}))
+        rows.append((f"| {name} | {done} | {len(failed)} | {', '.join(under) or '-'} | ", good, f"{speed} |"))
     # TAE columns only for the kinds some finished replica has (a molecule without a box: none)
-    present = set().union(*(r[3] for r in rows))
+    present = {k for _, good, _ in rows for g in good for k in g}
     kinds = [k for k in ("rdf", "adf", "cdf") if k in present or not finished]
     lines = ["| model | replicas finished | failed | under way | " + "".join(f"{k.upper()} TAE | " for k in kinds)
              + "ns/day |", "|---|---|---|---|" + "---|" * len(kinds) + "---|"]
-    lines += [head + "".join(f"{stat(k)} | " for k in kinds) + tail for head, stat, tail, _ in rows]
+    lines += [head + "".join(f"{_tae_stat(good, k)} | " for k in kinds) + tail for head, good, tail in rows]
     return lines, finished, ps_left, measured
 
 
